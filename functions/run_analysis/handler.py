@@ -1,0 +1,20 @@
+"""RunAnalysis Lambda (state machine Map item): one Lambda-runtime analysis of a study."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.messages import AnalysisTask
+from voxelpipe.observability import logger, tracer
+from voxelpipe.pipeline.analysis import run_analysis
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@event_parser(model=AnalysisTask)
+def lambda_handler(event: AnalysisTask, context: LambdaContext) -> dict[str, Any]:
+    return run_analysis(event, Storage.from_environment()).model_dump()

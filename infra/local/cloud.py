@@ -1,0 +1,206 @@
+"""The local cloud: moto in process, running the synthesized stack with the real handlers.
+
+Every Lambda invocation moto makes — from an S3 notification, an SQS event-source mapping or a
+state machine task — passes through `LambdaFunction.invoke`; the local cloud replaces that one
+method with a call of the function's Python handler in this process. Step Functions executes
+the definition taken from the synthesized template, with only ARNs substituted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from unittest import mock
+
+import boto3
+from moto import mock_aws
+from moto.awslambda.models import LambdaFunction
+
+from infra.local.deploy import REGION, Deployment, deploy_template
+from infra.local.template import cached_template
+from voxelpipe.wiring import FUNCTIONS, EnvVar
+
+log = logging.getLogger("voxelpipe.local")
+
+# Settings only the local cloud needs: fake credentials for moto, and no X-Ray daemon to send to.
+LOCAL_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    # EMF metrics are printed to stdout, which the CLI keeps for its own output.
+    "POWERTOOLS_METRICS_DISABLED": "true",
+}
+
+
+@dataclass
+class LambdaContext:
+    """The fields of Lambda's context object that handlers and Powertools read."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    timeout_s: int
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:123456789012:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
+
+
+@dataclass(frozen=True)
+class Invocation:
+    function: str  # the FunctionSpec name
+    event: Any
+    error: str | None
+    duration_ms: float
+
+
+Handler = Callable[[Any, Any], Any]
+
+
+class LocalCloud:
+    """`with LocalCloud() as cloud:` — the whole stack in moto, handlers in process."""
+
+    def __init__(self, template: dict[str, Any] | None = None, *, log_level: str | None = None) -> None:
+        """`log_level` overrides the functions' POWERTOOLS_LOG_LEVEL here (a quieter demo)."""
+        self.template = template if template is not None else cached_template()
+        self.log_level = log_level
+        self.deployment = Deployment()
+        self.invocations: list[Invocation] = []
+        self._lock = threading.Lock()
+        self._stack = ExitStack()
+        self._handlers: dict[str, Handler] = {}
+        self._overrides: dict[str, Handler] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> LocalCloud:
+        self._stack.enter_context(mock.patch.dict(os.environ, LOCAL_ENV))
+        self._stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
+        self._stack.enter_context(mock.patch.object(LambdaFunction, "invoke", self._moto_invoke_hook()))
+        self.deployment = deploy_template(self.template)
+        os.environ.update(self.function_environment())
+        if self.log_level is not None:
+            os.environ["POWERTOOLS_LOG_LEVEL"] = self.log_level
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            self.wait_for_executions()
+        finally:
+            self._stack.close()
+
+    def wait_for_executions(self, timeout_s: float = 60) -> bool:
+        """Wait until no execution is running, so none outlives moto; False on timeout."""
+        client = boto3.client("stepfunctions")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            running = [
+                arn
+                for arn in self.deployment.state_machine_arns
+                if client.list_executions(stateMachineArn=arn, statusFilter="RUNNING")["executions"]
+            ]
+            if not running:
+                return True
+            time.sleep(0.05)
+        log.warning("executions still running when the local cloud stopped")
+        return False
+
+    def function_environment(self) -> dict[str, str]:
+        """The union of every function's environment (one process hosts them all).
+
+        A variable set to different values for two functions would make that impossible, so
+        it is refused.
+        """
+        merged: dict[str, str] = {}
+        for spec, env in self.deployment.function_env.items():
+            for key, value in env.items():
+                if merged.setdefault(key, value) != value:
+                    raise ValueError(f"{key} differs between functions ({spec}): the local cloud cannot host both")
+        return merged
+
+    # -- resources ---------------------------------------------------------------------------
+    def env(self, var: EnvVar) -> str:
+        return os.environ[var]
+
+    @property
+    def bucket(self) -> str:
+        return self.env(EnvVar.BUCKET)
+
+    @property
+    def state_machine_arn(self) -> str:
+        (arn,) = self.deployment.state_machine_arns
+        return arn
+
+    # -- invocation --------------------------------------------------------------------------
+    @contextmanager
+    def override(self, function: str, handler: Handler) -> Iterator[None]:
+        """Run `handler` in place of a function's own (fault injection in tests)."""
+        self._overrides[function] = handler
+        try:
+            yield
+        finally:
+            del self._overrides[function]
+
+    def handler(self, function: str) -> Handler:
+        if function in self._overrides:
+            return self._overrides[function]
+        if function not in self._handlers:
+            spec = next(s for s in FUNCTIONS if s.name == function)
+            module_name, attribute = spec.handler.rsplit(".", 1)
+            module = importlib.import_module(f"functions.{spec.name}.{module_name}")
+            self._handlers[function] = getattr(module, attribute)
+        return self._handlers[function]
+
+    def invoke(self, function: str, event: Any) -> tuple[Any, str | None]:
+        """Call a function's handler as Lambda would: returns (payload, error type or None)."""
+        spec = next(s for s in FUNCTIONS if s.name == function)
+        context = LambdaContext(function_name=function, memory_limit_in_mb=spec.memory_mb, timeout_s=spec.timeout_s)
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            payload = self.handler(function)(event, context)
+        except Exception as exc:  # Lambda reports any exception as a function error
+            error = type(exc).__name__
+            payload = {
+                "errorType": error,
+                "errorMessage": str(exc),
+                "stackTrace": traceback.format_exception(exc),
+            }
+            log.warning("%s failed: %s: %s", function, error, exc)
+        with self._lock:
+            self.invocations.append(Invocation(function, event, error, (time.perf_counter() - started) * 1000))
+        return payload, error
+
+    def _moto_invoke_hook(self) -> Callable[..., bytes]:
+        cloud = self
+
+        def invoke(fn: LambdaFunction, body: str, request_headers: Any, response_headers: Any) -> bytes:
+            function = cloud.deployment.function_specs[fn.function_name]
+            payload, error = cloud.invoke(function, json.loads(body) if body else {})
+            if error is not None:
+                response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(payload).encode()
+
+        return invoke

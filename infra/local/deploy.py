@@ -1,0 +1,276 @@
+"""Deploying the synthesized CloudFormation template into moto, resource by resource.
+
+Only what the template says is created; the few intrinsic functions CDK emits are resolved
+against the physical names moto hands out. A resource type this module doesn't know fails the
+deployment, so the local cloud never silently lacks a piece of the real one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from voxelpipe.wiring import FUNCTION_TAG
+
+ACCOUNT_ID = "123456789012"  # moto's default account
+REGION = "us-east-1"
+PARTITION = "aws"
+
+# Types that shape permissions or CloudFormation's own machinery, which moto doesn't enforce:
+# deploying them would change nothing the local cloud runs.
+IGNORED_TYPES = frozenset(
+    {
+        "AWS::IAM::Policy",
+        "AWS::S3::BucketPolicy",
+        "AWS::SQS::QueuePolicy",
+        "AWS::Lambda::Permission",
+        "AWS::Lambda::LayerVersion",  # the layers' code is the development environment here
+        "AWS::CDK::Metadata",
+    }
+)
+
+
+@dataclass
+class Deployment:
+    """What the template became in moto: physical ids, attributes and the functions' wiring."""
+
+    physical_ids: dict[str, str] = field(default_factory=dict)
+    arns: dict[str, str] = field(default_factory=dict)
+    function_specs: dict[str, str] = field(default_factory=dict)  # function name -> FunctionSpec.name
+    function_env: dict[str, dict[str, str]] = field(default_factory=dict)  # spec name -> env
+    state_machine_arns: list[str] = field(default_factory=list)
+
+    def ref(self, logical_id: str) -> str:
+        pseudo = {
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Region": REGION,
+            "AWS::Partition": PARTITION,
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": "Voxelpipe",
+        }
+        if logical_id in pseudo:
+            return pseudo[logical_id]
+        return self.physical_ids[logical_id]
+
+    def resolve(self, value: Any) -> Any:
+        """Resolve Ref, Fn::GetAtt, Fn::Join and Fn::Sub; anything else is returned as it is."""
+        if isinstance(value, list):
+            return [self.resolve(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            ((key, arg),) = value.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key == "Fn::GetAtt":
+                logical_id, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
+                if attribute != "Arn":
+                    raise NotImplementedError(f"Fn::GetAtt {attribute} of {logical_id}")
+                return self.arns[logical_id]
+            if key == "Fn::Join":
+                separator, parts = arg
+                return separator.join(str(self.resolve(part)) for part in parts)
+            if key == "Fn::Sub":
+                return re.sub(r"\$\{([^}]+)\}", lambda m: self.ref(m.group(1)), arg)
+            if key.startswith("Fn::"):
+                raise NotImplementedError(f"intrinsic {key}")
+        return {key: self.resolve(item) for key, item in value.items()}
+
+
+def _code_placeholder() -> bytes:
+    # moto stores a function's code but never runs it: the local cloud calls the handler in process.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("README", "voxelpipe local cloud: handlers run in process")
+    return buffer.getvalue()
+
+
+def _physical_name(logical_id: str, lowercase: bool = False) -> str:
+    name = f"voxelpipe-{logical_id}"
+    return name.lower() if lowercase else name
+
+
+def _tags(properties: dict[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in properties.get("Tags", [])}
+
+
+class _Deployer:
+    def __init__(self, template: dict[str, Any]) -> None:
+        self.resources: dict[str, dict[str, Any]] = template["Resources"]
+        self.out = Deployment()
+        self.s3 = boto3.client("s3", region_name=REGION)
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        self.dynamodb = boto3.client("dynamodb", region_name=REGION)
+        self.iam = boto3.client("iam", region_name=REGION)
+        self.lambda_ = boto3.client("lambda", region_name=REGION)
+        self.sfn = boto3.client("stepfunctions", region_name=REGION)
+
+    def deploy(self) -> Deployment:
+        handlers: dict[str, Callable[[str, dict[str, Any]], None]] = {
+            "AWS::S3::Bucket": self._bucket,
+            "AWS::DynamoDB::Table": self._table,
+            "AWS::SQS::Queue": self._queue,
+            "AWS::IAM::Role": self._role,
+            "AWS::Lambda::Function": self._function,
+            "AWS::StepFunctions::StateMachine": self._state_machine,
+            "AWS::Lambda::EventSourceMapping": self._event_source_mapping,
+            "Custom::S3BucketNotifications": self._bucket_notifications,
+        }
+        unknown = sorted({r["Type"] for r in self.resources.values()} - set(handlers) - IGNORED_TYPES)
+        if unknown:
+            raise NotImplementedError(f"the local cloud cannot deploy {', '.join(unknown)}")
+        for logical_id in _dependency_order(self.resources):
+            resource = self.resources[logical_id]
+            if resource["Type"] in IGNORED_TYPES:
+                self.out.physical_ids[logical_id] = self.out.arns[logical_id] = f"not-deployed:{logical_id}"
+                continue
+            handlers[resource["Type"]](logical_id, resource.get("Properties", {}))
+        return self.out
+
+    def _bucket(self, logical_id: str, props: dict[str, Any]) -> None:
+        name = _physical_name(logical_id, lowercase=True)
+        self.s3.create_bucket(Bucket=name)
+        if props.get("VersioningConfiguration", {}).get("Status") == "Enabled":
+            self.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        self.out.physical_ids[logical_id] = name
+        self.out.arns[logical_id] = f"arn:aws:s3:::{name}"
+
+    def _table(self, logical_id: str, props: dict[str, Any]) -> None:
+        name = _physical_name(logical_id)
+        kwargs: dict[str, Any] = {
+            "TableName": name,
+            "KeySchema": props["KeySchema"],
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+        }
+        if props.get("GlobalSecondaryIndexes"):
+            kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        description = self.dynamodb.create_table(**kwargs)["TableDescription"]
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            self.dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+        self.out.physical_ids[logical_id] = name
+        self.out.arns[logical_id] = description["TableArn"]
+
+    def _queue(self, logical_id: str, props: dict[str, Any]) -> None:
+        attributes = {
+            key: json.dumps(self.out.resolve(value)) if isinstance(value, dict) else str(value)
+            for key, value in props.items()
+            if key in {"VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy", "DelaySeconds"}
+        }
+        url = self.sqs.create_queue(QueueName=_physical_name(logical_id), Attributes=attributes)["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.out.physical_ids[logical_id] = url
+        self.out.arns[logical_id] = arn
+
+    def _role(self, logical_id: str, props: dict[str, Any]) -> None:
+        name = _physical_name(logical_id)[:64]
+        role = self.iam.create_role(
+            RoleName=name, AssumeRolePolicyDocument=json.dumps(props["AssumeRolePolicyDocument"])
+        )["Role"]
+        self.out.physical_ids[logical_id] = name
+        self.out.arns[logical_id] = role["Arn"]
+
+    def _function(self, logical_id: str, props: dict[str, Any]) -> None:
+        spec_name = _tags(props).get(FUNCTION_TAG)
+        if spec_name is None:
+            # CDK's own helpers (the bucket-notifications custom resource): their effect is
+            # deployed directly (see _bucket_notifications).
+            return
+        name = _physical_name(logical_id)[:64]
+        env = {k: str(v) for k, v in self.out.resolve(props.get("Environment", {}).get("Variables", {})).items()}
+        created = self.lambda_.create_function(
+            FunctionName=name,
+            Runtime=props["Runtime"],
+            Role=self.out.resolve(props["Role"]),
+            Handler=props["Handler"],
+            Code={"ZipFile": _code_placeholder()},
+            Timeout=props.get("Timeout", 3),
+            MemorySize=props.get("MemorySize", 128),
+            Environment={"Variables": env},
+            Tags=_tags(props),
+        )
+        self.out.physical_ids[logical_id] = name
+        self.out.arns[logical_id] = created["FunctionArn"]
+        self.out.function_specs[name] = spec_name
+        self.out.function_env[spec_name] = env
+
+    def _state_machine(self, logical_id: str, props: dict[str, Any]) -> None:
+        definition = self.out.resolve(props["DefinitionString"])
+        arn = self.sfn.create_state_machine(
+            name=_physical_name(logical_id),
+            definition=definition,
+            roleArn=self.out.resolve(props["RoleArn"]),
+            type=props.get("StateMachineType", "STANDARD"),
+        )["stateMachineArn"]
+        self.out.physical_ids[logical_id] = arn
+        self.out.arns[logical_id] = arn
+        self.out.state_machine_arns.append(arn)
+
+    def _event_source_mapping(self, logical_id: str, props: dict[str, Any]) -> None:
+        self.lambda_.create_event_source_mapping(
+            EventSourceArn=self.out.resolve(props["EventSourceArn"]),
+            FunctionName=self.out.resolve(props["FunctionName"]),
+            BatchSize=props.get("BatchSize", 10),
+            FunctionResponseTypes=props.get("FunctionResponseTypes", []),
+        )
+
+    def _bucket_notifications(self, logical_id: str, props: dict[str, Any]) -> None:
+        configuration = self.out.resolve(props["NotificationConfiguration"])
+        self.s3.put_bucket_notification_configuration(
+            Bucket=self.out.resolve(props["BucketName"]), NotificationConfiguration=configuration
+        )
+
+
+def _references(value: Any) -> set[str]:
+    """Logical ids that a resource's properties refer to."""
+    if isinstance(value, list):
+        return set().union(*(_references(item) for item in value)) if value else set()
+    if not isinstance(value, dict):
+        return set()
+    found: set[str] = set()
+    for key, arg in value.items():
+        if key == "Ref" and isinstance(arg, str) and not arg.startswith("AWS::"):
+            found.add(arg)
+        elif key == "Fn::GetAtt":
+            found.add(arg[0] if isinstance(arg, list) else arg.split(".", 1)[0])
+        else:
+            found |= _references(arg)
+    return found
+
+
+def _dependency_order(resources: dict[str, dict[str, Any]]) -> list[str]:
+    """Logical ids, each after every resource it refers to or depends on (as CloudFormation does)."""
+    ordered: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(logical_id: str) -> None:
+        if logical_id in ordered:
+            return
+        if logical_id in visiting:
+            raise ValueError(f"circular reference at {logical_id}")
+        visiting.add(logical_id)
+        resource = resources[logical_id]
+        depends_on = resource.get("DependsOn", [])
+        for dependency in sorted(_references(resource.get("Properties", {})) | set(
+            [depends_on] if isinstance(depends_on, str) else depends_on
+        )):
+            if dependency in resources:
+                visit(dependency)
+        visiting.discard(logical_id)
+        ordered.append(logical_id)
+
+    for logical_id in resources:
+        visit(logical_id)
+    return ordered
+
+
+def deploy_template(template: dict[str, Any]) -> Deployment:
+    return _Deployer(template).deploy()

@@ -1,0 +1,142 @@
+"""Sending scans through the local cloud and collecting what became of them (demo and tests)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from infra.local.cloud import LocalCloud
+from voxelpipe import tracking
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.keys import ANALYSES_METADATA, UploadKey, derived_key, new_study_id, results_key
+from voxelpipe.records import StudyRecord
+from voxelpipe.status import StudyStatus, TaskStatus
+
+DEMO_TENANT = "demo"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def upload_name(path: Path) -> str:
+    """A file name the pipeline accepts, keeping the extension (.nii.gz included)."""
+    name = _UNSAFE.sub("_", path.name).lstrip(".") or "upload"
+    return name if name[0].isalnum() or name[0] == "_" else f"_{name}"
+
+
+@dataclass
+class StudyReport:
+    study_id: str
+    input: str
+    status: str
+    reason: str | None = None
+    detail: str | None = None
+    results: dict[str, Any] | None = None
+    artifacts: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        line: dict[str, Any] = {"study_id": self.study_id, "input": self.input, "status": self.status}
+        if self.reason is not None:
+            line["reason"] = self.reason
+            line["detail"] = self.detail
+        line["results"] = self.results
+        line["artifacts"] = self.artifacts
+        line["timings"] = self.timings
+        return line
+
+
+def submit(
+    cloud: LocalCloud,
+    data: bytes,
+    filename: str,
+    *,
+    analyses: Sequence[str] = (),
+    tenant: str = DEMO_TENANT,
+    study_id: str | None = None,
+) -> str:
+    """Upload a scan as a study (the S3 notification starts the pipeline); returns the study id."""
+    study_id = study_id or new_study_id()
+    key = UploadKey(tenant, study_id, filename).key
+    metadata = {ANALYSES_METADATA: ",".join(analyses)} if analyses else {}
+    boto3.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=data, Metadata=metadata)
+    return study_id
+
+
+def wait_for_terminal(
+    study_ids: Sequence[str],
+    *,
+    timeout_s: float = 900,
+    on_change: Callable[[StudyRecord, list[str]], None] | None = None,
+) -> dict[str, StudyRecord | None]:
+    """Poll until every study is terminal (or the timeout); the last record of each.
+
+    In the local cloud ingest runs inside the upload's put_object, so a study with no record by
+    now was never ingested (its ingest invocation failed): there is nothing to wait for.
+    """
+    deadline = time.monotonic() + timeout_s
+    seen: dict[str, tuple[str, tuple[str, ...]]] = {}
+    latest: dict[str, StudyRecord | None] = dict.fromkeys(study_ids)
+    while True:
+        for study_id in study_ids:
+            record = tracking.get_study(study_id)
+            latest[study_id] = record
+            if record is None:
+                continue
+            steps = tuple(
+                f"{task.step} {int(task.progress)}%"
+                for task in tracking.tasks_of(study_id, int(record.attempt))
+                if task.status == TaskStatus.RUNNING
+            )
+            if on_change and seen.get(study_id) != (record.status, steps):
+                on_change(record, list(steps))
+            seen[study_id] = (record.status, steps)
+        if all(r is None or StudyStatus(r.status).is_terminal for r in latest.values()):
+            return latest
+        if time.monotonic() > deadline:
+            return latest
+        time.sleep(0.05)
+
+
+def report(cloud: LocalCloud, study_id: str, input_name: str, output_dir: Path | None = None) -> StudyReport:
+    """What became of a study: status, reason, measures, artifacts, step timings."""
+    storage = Storage(cloud.bucket)
+    record = tracking.get_study(study_id)
+    if record is None:
+        errors = [
+            f"{i.function}: {i.error}"
+            for i in cloud.invocations
+            if i.error and study_id in json.dumps(i.event)
+        ]
+        return StudyReport(
+            study_id, input_name, "NOT_INGESTED", "ingest_error", "; ".join(errors) or "no study was recorded"
+        )
+    result = StudyReport(study_id, input_name, record.status)
+    if record.status == StudyStatus.REJECTED:
+        result.reason, result.detail = record.reason, record.reason_detail
+    elif record.status == StudyStatus.FAILED:
+        error = record.error or {}
+        result.reason, result.detail = error.get("type", "error"), error.get("message")
+    result.timings = {
+        task.step: float(task.duration_ms)
+        for task in tracking.tasks_of(study_id, int(record.attempt))
+        if task.duration_ms is not None
+    }
+    result.timings["total"] = round((record.updated_at - record.created_at).total_seconds() * 1000, 1)
+    prefix = derived_key(study_id) + "/"
+    keys = storage.list_keys(prefix)
+    result.artifacts = [key.removeprefix(prefix) for key in keys]
+    if record.status == StudyStatus.COMPLETED:
+        document = json.loads(storage.read(results_key(study_id)))
+        result.results = {name: entry["measures"] for name, entry in document["analyses"].items()}
+    if output_dir is not None:
+        for key in keys:
+            target = output_dir / study_id / key.removeprefix(prefix)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(storage.read(key))
+    return result

@@ -1,0 +1,104 @@
+"""The study state machine: Prepare -> Map over analyses (Choice on runtime) -> Finalize; Catch -> MarkFailed."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+
+from voxelpipe.wiring import (
+    ANALYSIS_CONCURRENCY,
+    FINALIZE,
+    MARK_FAILED,
+    PREPARE,
+    RUN_ANALYSIS,
+    TRANSIENT_LAMBDA_ERRORS,
+    Runtime,
+    FunctionSpec,
+)
+
+# Retry settings for transient Lambda errors (DESIGN: retry with backoff, catch the rest).
+RETRY_INTERVAL = Duration.seconds(2)
+RETRY_ATTEMPTS = 3
+RETRY_BACKOFF = 2.0
+
+
+class StudyWorkflow(Construct):
+    """One Standard execution per study attempt."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        functions: dict[str, lambda_.IFunction],
+        retry_interval: Duration = RETRY_INTERVAL,
+    ) -> None:
+        super().__init__(scope, construct_id)
+
+        def invoke(state_id: str, spec: FunctionSpec, result_path: str | None) -> tasks.LambdaInvoke:
+            task = tasks.LambdaInvoke(
+                self,
+                state_id,
+                lambda_function=functions[spec.name],
+                payload_response_only=True,
+                retry_on_service_exceptions=False,
+                result_path=result_path,
+                task_timeout=sfn.Timeout.duration(Duration.seconds(spec.timeout_s + 30)),
+            )
+            task.add_retry(
+                errors=list(TRANSIENT_LAMBDA_ERRORS),
+                interval=retry_interval,
+                max_attempts=RETRY_ATTEMPTS,
+                backoff_rate=RETRY_BACKOFF,
+            )
+            return task
+
+        mark_failed = invoke("MarkFailed", MARK_FAILED, result_path="$.marked")
+        mark_failed.next(sfn.Fail(self, "StudyFailed", error="StudyFailed", cause="see the study's error"))
+
+        prepare = invoke("Prepare", PREPARE, result_path="$.prepared")
+
+        run_analysis = invoke("RunAnalysis", RUN_ANALYSIS, result_path=None)
+        by_runtime = (
+            sfn.Choice(self, "ByRuntime")
+            .when(sfn.Condition.string_equals("$.analysis.runtime", Runtime.LAMBDA.value), run_analysis)
+            .otherwise(
+                sfn.Fail(
+                    self,
+                    "UnsupportedRuntime",
+                    error="UnsupportedRuntime",
+                    cause="this deployment has no worker for the analysis's runtime",
+                )
+            )
+        )
+        analyses = sfn.Map(
+            self,
+            "RunAnalyses",
+            items_path="$.analyses",
+            item_selector={
+                "study_id.$": "$.study_id",
+                "attempt.$": "$.attempt",
+                "analysis.$": "$$.Map.Item.Value",
+                "volume.$": "$.prepared",
+            },
+            max_concurrency=ANALYSIS_CONCURRENCY,
+            result_path="$.analysis_results",
+        )
+        analyses.item_processor(by_runtime)
+
+        finalize = invoke("Finalize", FINALIZE, result_path="$.finalized")
+        for state in (prepare, analyses, finalize):
+            state.add_catch(mark_failed, errors=["States.ALL"], result_path="$.error")
+
+        definition = prepare.next(analyses).next(finalize).next(sfn.Succeed(self, "Done"))
+        self.state_machine = sfn.StateMachine(
+            self,
+            "Resource",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            timeout=Duration.hours(6),
+        )

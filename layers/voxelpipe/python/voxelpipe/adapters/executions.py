@@ -1,0 +1,34 @@
+"""Starting state machine executions, one per study attempt."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import TYPE_CHECKING
+
+import boto3
+
+from voxelpipe.messages import ExecutionInput
+from voxelpipe.wiring import EnvVar, execution_name
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+
+
+@cache
+def _client() -> SFNClient:
+    return boto3.client("stepfunctions")
+
+
+def start_execution(execution: ExecutionInput) -> bool:
+    """Start the attempt's execution; False when it already exists (a duplicate message)."""
+    client = _client()
+    try:
+        client.start_execution(
+            stateMachineArn=os.environ[EnvVar.STATE_MACHINE_ARN],
+            name=execution_name(execution.study_id, execution.attempt),
+            input=execution.model_dump_json(),
+        )
+    except client.exceptions.ExecutionAlreadyExists:
+        return False
+    return True

@@ -1,0 +1,28 @@
+"""The work queues: validated studies wait here for an execution."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import TYPE_CHECKING
+
+import boto3
+
+from voxelpipe.messages import Priority, WorkItem
+from voxelpipe.wiring import EnvVar
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+_QUEUE_URL = {Priority.HIGH: EnvVar.HIGH_PRIORITY_QUEUE_URL, Priority.NORMAL: EnvVar.NORMAL_PRIORITY_QUEUE_URL}
+
+
+@cache
+def _client() -> SQSClient:
+    return boto3.client("sqs")
+
+
+def enqueue(item: WorkItem) -> str:
+    """Send a study attempt to its priority's queue; returns the message id."""
+    response = _client().send_message(QueueUrl=os.environ[_QUEUE_URL[item.priority]], MessageBody=item.model_dump_json())
+    return response["MessageId"]

@@ -1,0 +1,75 @@
+"""Where things live in the ingest bucket."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from voxelpipe.wiring import Prefix
+
+# S3 user metadata (x-amz-meta-*) an upload may carry when no study was created for it beforehand.
+ANALYSES_METADATA = "analyses"  # comma-separated analysis names
+PRIORITY_METADATA = "priority"  # "high" or "normal"
+
+_TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_STUDY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{7,63}$")
+# A file name: no separators, no parent references, no control characters, no leading dot.
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}$")
+
+
+class InvalidKey(ValueError):
+    """An upload key outside `uploads/{tenant}/{study_id}/{file}`."""
+
+
+@dataclass(frozen=True)
+class UploadKey:
+    tenant: str
+    study_id: str
+    filename: str
+
+    @property
+    def key(self) -> str:
+        return f"{Prefix.UPLOADS}{self.tenant}/{self.study_id}/{self.filename}"
+
+
+def new_study_id() -> str:
+    return uuid.uuid4().hex
+
+
+def parse_study_prefix(key: str) -> tuple[str, str] | None:
+    """(tenant, study_id) of an upload key whose first parts are well formed, else None."""
+    parts = key.split("/")
+    if len(parts) < 4 or f"{parts[0]}/" != Prefix.UPLOADS:
+        return None
+    tenant, study_id = parts[1], parts[2]
+    if not (_TENANT.match(tenant) and _STUDY_ID.match(study_id)):
+        return None
+    return tenant, study_id
+
+
+def parse_upload_key(key: str) -> UploadKey:
+    prefix = parse_study_prefix(key)
+    if prefix is None:
+        raise InvalidKey(f"{key!r} is not uploads/{{tenant}}/{{study_id}}/{{file}}")
+    filename = key.split("/", 3)[3]
+    if not _FILE_NAME.match(filename) or ".." in filename:
+        raise InvalidKey(f"file name {filename!r} is not allowed (letters, digits, . _ + - only, no paths)")
+    return UploadKey(*prefix, filename)
+
+
+def quarantine_key(key: str) -> str:
+    """Rejected uploads keep their path under quarantine/."""
+    return Prefix.QUARANTINE + key.removeprefix(Prefix.UPLOADS)
+
+
+def derived_key(study_id: str, *parts: str) -> str:
+    return "/".join((Prefix.DERIVED + study_id, *parts))
+
+
+def work_key(study_id: str, attempt: int, name: str) -> str:
+    return f"{Prefix.WORK}{study_id}/{attempt}/{name}"
+
+
+def results_key(study_id: str) -> str:
+    return derived_key(study_id, "results.json")

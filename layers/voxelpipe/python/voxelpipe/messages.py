@@ -1,0 +1,138 @@
+"""Messages between the pipeline's steps: SQS bodies and state machine payloads."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from voxelpipe.wiring import Runtime
+
+
+class Priority(StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkItem(_Message):
+    """A validated study attempt waiting for its execution (the work queues' message body)."""
+
+    study_id: str
+    attempt: int = Field(ge=1)
+    tenant: str
+    input_key: str
+    analyses: list[str] = Field(min_length=1)
+    priority: Priority = Priority.NORMAL
+
+
+class AnalysisRequest(_Message):
+    name: str
+    version: str
+    runtime: Runtime
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecutionInput(_Message):
+    """The state machine's input: one study attempt."""
+
+    study_id: str
+    attempt: int = Field(ge=1)
+    tenant: str
+    input_key: str
+    analyses: list[AnalysisRequest] = Field(min_length=1)
+
+
+class PreparedVolume(_Message):
+    """Prepare's result: where the canonical volume is, and what it knows of the original."""
+
+    volume_key: str
+    original_orientation: tuple[str, str, str]
+    original_shape: list[int]
+    original_affine: list[list[float]]
+    shape: list[int]
+    voxel_size_mm: list[float]
+    duration_ms: float
+
+
+class AnalysisTask(_Message):
+    """One item of the state machine's Map: an analysis of a prepared volume."""
+
+    study_id: str
+    attempt: int
+    analysis: AnalysisRequest
+    volume: PreparedVolume
+
+
+class AnalysisResult(_Message):
+    analysis: str
+    version: str
+    parameters: dict[str, Any]
+    measures: dict[str, Any]
+    artifacts: list[str]
+    duration_ms: float
+
+
+class FinalizeInput(BaseModel):
+    """The whole state after the Map (extra keys of the state are ignored)."""
+
+    study_id: str
+    attempt: int
+    tenant: str
+    input_key: str
+    analyses: list[AnalysisRequest]
+    prepared: PreparedVolume
+    analysis_results: list[AnalysisResult]
+
+
+class StepError(BaseModel):
+    """What a Catch puts in `$.error`."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    error: str = Field(alias="Error")
+    cause: str | None = Field(default=None, alias="Cause")
+
+
+class FailureInput(BaseModel):
+    """MarkFailed's input: the state as it was when a step failed, with the error."""
+
+    study_id: str
+    attempt: int
+    error: StepError
+
+
+class _S3Bucket(BaseModel):
+    name: str
+
+
+class _S3Object(BaseModel):
+    key: str
+    size: int | None = None
+    eTag: str | None = None  # noqa: N815 (S3's field names)
+    versionId: str | None = None  # noqa: N815
+    sequencer: str | None = None
+
+
+class _S3Entity(BaseModel):
+    bucket: _S3Bucket
+    object: _S3Object
+
+
+class ObjectCreatedRecord(BaseModel):
+    eventName: str  # noqa: N815
+    s3: _S3Entity
+
+
+class ObjectCreatedNotification(BaseModel):
+    """An S3 event notification, reduced to the fields ingest uses.
+
+    Powertools' S3Model also requires identity and request fields that ingest never reads (and
+    that moto leaves out); asking only for what is used keeps the contract honest.
+    """
+
+    Records: list[ObjectCreatedRecord]  # noqa: N815

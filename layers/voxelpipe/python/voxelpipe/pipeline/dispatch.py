@@ -1,0 +1,49 @@
+"""Dispatch: turn a queued study attempt into its state machine execution."""
+
+from __future__ import annotations
+
+from voxelpipe import tracking
+from voxelpipe.adapters import executions
+from voxelpipe.analyses import resolve
+from voxelpipe.messages import AnalysisRequest, ExecutionInput, WorkItem
+from voxelpipe.status import StudyStatus
+from voxelpipe.wiring import execution_name
+
+ACTOR = "dispatch"
+
+
+def dispatch(item: WorkItem) -> str:
+    """Start the execution `{study_id}-{attempt}`; returns what happened, for the logs.
+
+    A duplicate message finds the execution already there and starts nothing; a message for a
+    study that has moved on (deleted, or a newer attempt) is dropped.
+    """
+    study = tracking.get_study(item.study_id)
+    if study is None or study.attempt != item.attempt or study.status != StudyStatus.QUEUED:
+        state = "missing" if study is None else f"{study.status} at attempt {study.attempt}"
+        return f"skipped: study is {state}"
+    execution = ExecutionInput(
+        study_id=item.study_id,
+        attempt=item.attempt,
+        tenant=item.tenant,
+        input_key=item.input_key,
+        analyses=[
+            AnalysisRequest(
+                name=analysis.name,
+                version=analysis.version,
+                runtime=analysis.runtime,
+                parameters=dict(analysis.parameters),
+            )
+            for analysis in resolve(item.analyses)
+        ],
+    )
+    if not executions.start_execution(execution):
+        return "duplicate: execution exists"
+    tracking.audit(
+        item.study_id,
+        "execution_started",
+        actor=ACTOR,
+        source=execution_name(item.study_id, item.attempt),
+        detail={"priority": item.priority.value},
+    )
+    return "started"

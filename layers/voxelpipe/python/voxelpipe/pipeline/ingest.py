@@ -1,0 +1,168 @@
+"""Ingest: validate an uploaded object, then reject it or queue its study."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pynamodb.expressions.update import Action
+
+from voxelpipe import tracking
+from voxelpipe.adapters import queues
+from voxelpipe.adapters.storage import ObjectInfo, Storage
+from voxelpipe.analyses import CATALOGUE, DEFAULT_ANALYSES
+from voxelpipe.keys import ANALYSES_METADATA, PRIORITY_METADATA, InvalidKey, parse_study_prefix, parse_upload_key, quarantine_key
+from voxelpipe.messages import Priority, WorkItem
+from voxelpipe.records import StudyRecord
+from voxelpipe.status import StudyStatus
+from voxelpipe.validation import HEADER_RANGE_BYTES, Limits, ReasonCode, Rejected, check_header, check_volume
+
+ACTOR = "ingest"
+
+
+@dataclass(frozen=True)
+class UploadedObject:
+    """One object that landed; (bucket, key, version) is its idempotency key."""
+
+    bucket: str
+    key: str
+    version: str
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    key: str
+    study_id: str | None
+    status: str
+    reason: str | None = None
+    detail: str | None = None
+
+
+def _requested(info: ObjectInfo) -> tuple[list[str], Priority]:
+    raw = info.metadata.get(ANALYSES_METADATA, "")
+    analyses = [name.strip() for name in raw.split(",") if name.strip()] or list(DEFAULT_ANALYSES)
+    priority = info.metadata.get(PRIORITY_METADATA, Priority.NORMAL.value).strip().lower()
+    return analyses, Priority(priority) if priority in Priority.__members__.values() else Priority.NORMAL
+
+
+def _study_for(study_id: str, tenant: str, info: ObjectInfo) -> StudyRecord:
+    study = tracking.get_study(study_id)
+    if study is None:
+        analyses, priority = _requested(info)
+        study = tracking.create_study(study_id, tenant, analyses=analyses, priority=priority.value)
+        # None: another upload created it between our read and write.
+        study = study or tracking.get_study(study_id)
+    assert study is not None
+    return study
+
+
+def _validate(upload: UploadedObject, study: StudyRecord, info: ObjectInfo, storage: Storage, limits: Limits) -> dict[str, object]:
+    try:
+        parse_upload_key(upload.key)
+    except InvalidKey as error:
+        raise Rejected(ReasonCode.INVALID_NAME, str(error)) from error
+    unknown = [name for name in study.analyses if name not in CATALOGUE]
+    if unknown:
+        raise Rejected(
+            ReasonCode.UNKNOWN_ANALYSIS,
+            f"unknown analyses {', '.join(unknown)}; known: {', '.join(sorted(CATALOGUE))}",
+        )
+    if info.size > limits.max_upload_bytes:
+        raise Rejected(
+            ReasonCode.TOO_LARGE, f"the upload is {info.size} bytes; the limit is {limits.max_upload_bytes}"
+        )
+    # Header first, from a range read: most bad uploads are refused without reading them whole.
+    check_header(storage.read(upload.key, first_bytes=HEADER_RANGE_BYTES), info.size, limits)
+    volume = check_volume(storage.read(upload.key), limits)
+    return {
+        "size_bytes": info.size,
+        "sha256": volume.sha256,
+        "format": f"nifti{volume.header.nifti_version}" + ("+gzip" if volume.header.compressed else ""),
+        "shape": list(volume.header.shape),
+        "voxel_size_mm": list(volume.header.voxel_size_mm),
+        "datatype": volume.header.datatype,
+        "orientation": "".join(volume.header.orientation),
+    }
+
+
+def ingest_upload(upload: UploadedObject, storage: Storage, limits: Limits) -> IngestOutcome:
+    """Validate one uploaded object and move its study to REJECTED or QUEUED."""
+    prefix = parse_study_prefix(upload.key)
+    if prefix is None:
+        # No study can be named, so nobody can be told: keep it out of uploads/ and say so in the logs.
+        storage.move(upload.key, quarantine_key(upload.key))
+        return IngestOutcome(
+            upload.key, None, "IGNORED", ReasonCode.INVALID_NAME.value, "key outside uploads/{tenant}/{study_id}/"
+        )
+    tenant, study_id = prefix
+    info = storage.head(upload.key)
+    study = _study_for(study_id, tenant, info)
+    if study.tenant != tenant:
+        storage.move(upload.key, quarantine_key(upload.key))
+        return IngestOutcome(
+            upload.key, None, "IGNORED", ReasonCode.INVALID_NAME.value, "the study belongs to another tenant"
+        )
+
+    attempt = int(study.attempt)
+    try:
+        tracking.transition(study_id, attempt, StudyStatus.VALIDATING)
+    except tracking.TransitionRefused as refused:
+        current = refused.current
+        if (
+            current is not None
+            and current.status == StudyStatus.QUEUED
+            and current.attempt == attempt
+            and current.input_key == upload.key
+        ):
+            # A retry after a failure between QUEUED and the send: send again (dispatch dedups).
+            _enqueue(current)
+            return IngestOutcome(upload.key, study_id, StudyStatus.QUEUED.value, detail="re-sent")
+        # The study is past validation (a re-upload, or a late duplicate): record it and leave it be.
+        tracking.audit(study_id, "upload_ignored", actor=ACTOR, source=upload.key, detail={"why": str(refused)})
+        return IngestOutcome(upload.key, study_id, str(study.status), detail="study already past validation")
+
+    task = tracking.start_task(study_id, attempt, "validate")
+    try:
+        described = _validate(upload, study, info, storage, limits)
+    except Rejected as rejected:
+        storage.move(upload.key, quarantine_key(upload.key))
+        tracking.transition(
+            study_id,
+            attempt,
+            StudyStatus.REJECTED,
+            changes=[
+                StudyRecord.reason.set(rejected.reason.value),
+                StudyRecord.reason_detail.set(rejected.detail),
+            ],
+        )
+        tracking.fail_task(task, {"type": "Rejected", "reason": rejected.reason.value, "message": rejected.detail})
+        tracking.audit(
+            study_id,
+            "rejected",
+            actor=ACTOR,
+            source=upload.key,
+            detail={"reason": rejected.reason.value, "detail": rejected.detail},
+        )
+        return IngestOutcome(upload.key, study_id, StudyStatus.REJECTED.value, rejected.reason.value, rejected.detail)
+
+    changes: list[Action] = [StudyRecord.input_key.set(upload.key), StudyRecord.input.set(described)]
+    tracking.transition(study_id, attempt, StudyStatus.VALIDATED, changes=changes)
+    tracking.finish_task(task, detail=described)
+    # QUEUED before the send: the execution may start (and move the study on) before send returns.
+    queued = tracking.transition(study_id, attempt, StudyStatus.QUEUED)
+    _enqueue(queued)
+    tracking.audit(study_id, "queued", actor=ACTOR, source=upload.key, detail={"sha256": described["sha256"]})
+    return IngestOutcome(upload.key, study_id, StudyStatus.QUEUED.value)
+
+
+def _enqueue(study: StudyRecord) -> None:
+    assert study.input_key is not None
+    queues.enqueue(
+        WorkItem(
+            study_id=study.study_id,
+            attempt=int(study.attempt),
+            tenant=study.tenant,
+            input_key=study.input_key,
+            analyses=list(study.analyses),
+            priority=Priority(study.priority),
+        )
+    )

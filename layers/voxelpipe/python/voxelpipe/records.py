@@ -1,0 +1,129 @@
+"""DynamoDB tables as PynamoDB models; the CDK stack derives the tables' schemas from these."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pynamodb.attributes import (
+    JSONAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from voxelpipe.wiring import EnvVar
+
+
+class TableNameFromEnv:
+    """A table name read from the environment each time it is used.
+
+    Handlers, tests and the local cloud set the environment at different times; reading it
+    lazily means a model imported early still talks to the table deployed later.
+    """
+
+    def __init__(self, var: EnvVar) -> None:
+        self.var = var
+
+    def __get__(self, instance: object, owner: type) -> str:
+        try:
+            return os.environ[self.var]
+        except KeyError:
+            raise AttributeError(f"environment variable {self.var} (a DynamoDB table name) is not set") from None
+
+
+class TenantCreatedIndex(GlobalSecondaryIndex["StudyRecord"]):
+    class Meta:
+        index_name = "tenant-created"
+        projection = AllProjection()
+
+    tenant = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class StatusUpdatedIndex(GlobalSecondaryIndex["StudyRecord"]):
+    class Meta:
+        index_name = "status-updated"
+        projection = AllProjection()
+
+    status = UnicodeAttribute(hash_key=True)
+    updated_at = UTCDateTimeAttribute(range_key=True)
+
+
+class StudyRecord(Model):
+    """One study: its current status and attempt, what was uploaded and what was asked of it."""
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.STUDIES_TABLE)
+
+    study_id = UnicodeAttribute(hash_key=True)
+    tenant = UnicodeAttribute()
+    status = UnicodeAttribute()
+    attempt = NumberAttribute(default=1)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    analyses = ListAttribute[str](of=UnicodeAttribute, default=list)
+    priority = UnicodeAttribute(default="normal")
+    reason = UnicodeAttribute(null=True)  # rejection reason code
+    reason_detail = UnicodeAttribute(null=True)
+    error = JSONAttribute(null=True)  # {"type", "message", "step", "retryable"} when FAILED
+    input_key = UnicodeAttribute(null=True)
+    input = JSONAttribute(null=True)  # what validation learnt of the upload (size, sha256, header)
+    results_key = UnicodeAttribute(null=True)
+    summary = JSONAttribute(null=True)  # headline measures, copied from results.json
+
+    tenant_created = TenantCreatedIndex()
+    status_updated = StatusUpdatedIndex()
+
+
+class TaskRecord(Model):
+    """One step of one attempt: sort key `{attempt:04d}#{step}`."""
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.TASKS_TABLE)
+
+    study_id = UnicodeAttribute(hash_key=True)
+    task_key = UnicodeAttribute(range_key=True)
+    attempt = NumberAttribute()
+    step = UnicodeAttribute()
+    status = UnicodeAttribute()
+    progress = NumberAttribute(default=0)
+    started_at = UTCDateTimeAttribute()
+    finished_at = UTCDateTimeAttribute(null=True)
+    duration_ms = NumberAttribute(null=True)
+    error = JSONAttribute(null=True)
+    detail = JSONAttribute(null=True)
+
+
+class AuditRecord(Model):
+    """Append-only: who did what to which study, when, from where. Sort key `{iso time}#{uuid}`."""
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.AUDIT_TABLE)
+
+    study_id = UnicodeAttribute(hash_key=True)
+    event_key = UnicodeAttribute(range_key=True)
+    at = UTCDateTimeAttribute()
+    actor = UnicodeAttribute()
+    action = UnicodeAttribute()
+    source = UnicodeAttribute()
+    detail = JSONAttribute(null=True)
+
+
+STATUS_MODELS: dict[EnvVar, type[Model]] = {
+    EnvVar.STUDIES_TABLE: StudyRecord,
+    EnvVar.TASKS_TABLE: TaskRecord,
+    EnvVar.AUDIT_TABLE: AuditRecord,
+}
+
+# The Powertools idempotency table's schema (its defaults: key "id", TTL "expiration").
+IDEMPOTENCY_KEY_ATTRIBUTE = "id"
+IDEMPOTENCY_TTL_ATTRIBUTE = "expiration"
+
+
+def table_schema(model: type[Model]) -> dict[str, Any]:
+    """Key schema, attribute definitions and GSIs of a model, in DynamoDB's API shape."""
+    return model._get_schema()  # type: ignore[return-value]

@@ -1,0 +1,185 @@
+"""Study status, step progress and the audit trail, written with conditional updates.
+
+Every status change names the attempt it belongs to and the statuses it may come from; DynamoDB
+refuses it otherwise, so a stale execution can never overwrite a newer outcome.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.expressions.update import Action
+
+from voxelpipe.records import AuditRecord, StudyRecord, TaskRecord
+from voxelpipe.status import StudyStatus, TaskStatus, allowed_sources
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TransitionRefused(Exception):
+    """The study is not in a status (or attempt) from which this transition may happen."""
+
+    def __init__(self, study_id: str, target: StudyStatus, attempt: int, current: StudyRecord | None) -> None:
+        where = "missing" if current is None else f"{current.status} at attempt {current.attempt}"
+        super().__init__(f"study {study_id}: cannot move to {target} for attempt {attempt}; it is {where}")
+        self.current = current
+
+
+def _is_conditional_failure(error: Exception) -> bool:
+    return getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+def get_study(study_id: str) -> StudyRecord | None:
+    try:
+        return StudyRecord.get(study_id, consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def create_study(
+    study_id: str,
+    tenant: str,
+    *,
+    analyses: Sequence[str],
+    priority: str,
+    status: StudyStatus = StudyStatus.AWAITING_UPLOAD,
+) -> StudyRecord | None:
+    """Create the study's row at attempt 1; None when it already exists."""
+    created = now()
+    record = StudyRecord(
+        study_id,
+        tenant=tenant,
+        status=status.value,
+        attempt=1,
+        created_at=created,
+        updated_at=created,
+        analyses=list(analyses),
+        priority=priority,
+    )
+    try:
+        record.save(condition=StudyRecord.study_id.does_not_exist())
+    except PutError as error:
+        if _is_conditional_failure(error):
+            return None
+        raise
+    return record
+
+
+def transition(
+    study_id: str,
+    attempt: int,
+    target: StudyStatus,
+    *,
+    changes: Sequence[Action] = (),
+) -> StudyRecord:
+    """Move a study to `target` within `attempt`, forward only; the updated record is returned.
+
+    Repeating a transition the study already made is allowed (a retried step), and applies
+    `changes` again.
+    """
+    record = StudyRecord(study_id)
+    condition = (StudyRecord.attempt == attempt) & StudyRecord.status.is_in(
+        *(status.value for status in allowed_sources(target))
+    )
+    try:
+        record.update(
+            actions=[
+                StudyRecord.status.set(target.value),
+                StudyRecord.updated_at.set(now()),
+                *changes,
+            ],
+            condition=condition,
+        )
+    except UpdateError as error:
+        if _is_conditional_failure(error):
+            raise TransitionRefused(study_id, target, attempt, get_study(study_id)) from error
+        raise
+    return record
+
+
+def task_key(attempt: int, step: str) -> str:
+    return f"{attempt:04d}#{step}"
+
+
+def start_task(study_id: str, attempt: int, step: str) -> TaskRecord:
+    task = TaskRecord(
+        study_id,
+        task_key(attempt, step),
+        attempt=attempt,
+        step=step,
+        status=TaskStatus.RUNNING.value,
+        progress=0,
+        started_at=now(),
+    )
+    task.save()
+    return task
+
+
+def set_progress(task: TaskRecord, progress: int) -> None:
+    task.update(actions=[TaskRecord.progress.set(max(0, min(100, progress)))])
+
+
+def finish_task(task: TaskRecord, detail: dict[str, Any] | None = None) -> None:
+    _end_task(task, TaskStatus.SUCCEEDED, detail=detail)
+
+
+def fail_task(task: TaskRecord, error: dict[str, Any]) -> None:
+    _end_task(task, TaskStatus.FAILED, error=error)
+
+
+def _end_task(
+    task: TaskRecord,
+    status: TaskStatus,
+    detail: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+) -> None:
+    finished = now()
+    actions: list[Action] = [
+        TaskRecord.status.set(status.value),
+        TaskRecord.finished_at.set(finished),
+        TaskRecord.duration_ms.set(round((finished - task.started_at).total_seconds() * 1000, 1)),
+    ]
+    if status is TaskStatus.SUCCEEDED:
+        actions.append(TaskRecord.progress.set(100))
+    if detail is not None:
+        actions.append(TaskRecord.detail.set(detail))
+    if error is not None:
+        actions.append(TaskRecord.error.set(error))
+    task.update(actions=actions)
+
+
+def tasks_of(study_id: str, attempt: int | None = None) -> list[TaskRecord]:
+    prefix = None if attempt is None else TaskRecord.task_key.startswith(f"{attempt:04d}#")
+    return list(TaskRecord.query(study_id, range_key_condition=prefix, consistent_read=True))
+
+
+def audit(
+    study_id: str,
+    action: str,
+    *,
+    actor: str,
+    source: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append one audit row; rows are never updated."""
+    at = now()
+    record = AuditRecord(
+        study_id,
+        f"{at.isoformat()}#{uuid.uuid4().hex[:8]}",
+        at=at,
+        actor=actor,
+        action=action,
+        source=source,
+        detail=detail,
+    )
+    record.save(condition=AuditRecord.event_key.does_not_exist())
+
+
+def audit_trail(study_id: str) -> list[AuditRecord]:
+    return list(AuditRecord.query(study_id, consistent_read=True))

@@ -1,0 +1,458 @@
+"""Validation of a NIfTI upload, knowing nothing of AWS.
+
+Two stages, so the cheap one can run on a range read before the object is fetched whole:
+
+* ``check_header(prefix, object_size, limits)``: the first HEADER_RANGE_BYTES of the object (or all
+  of it) and its size -> HeaderSummary, or Rejected.
+* ``check_volume(data, limits)``: the whole object -> VolumeSummary (with the decoded image, so the
+  caller needs no second decode), or Rejected.
+
+Every failure, whatever the bytes, is a ``Rejected`` carrying a ReasonCode and a sentence for the
+uploader; anything else escaping would be a bug (MemoryError excepted: that is our problem, not
+the upload's, so it is left to the retry machinery).
+
+Policies decided here:
+
+* An empty object is ``truncated``: it is what an interrupted or failed upload leaves, and
+  "send it again" is the useful answer.
+* Any NaN or infinite voxel (after scl_slope/scl_inter) rejects the volume (``non_finite_data``):
+  scanners and reconstruction software never write them; they come from broken processing and
+  would poison every statistic downstream.
+* A constant volume (all voxels equal, e.g. all zero) is accepted: it is a valid image, and the
+  analyses, not the validator, decide what is meaningful; the summary's data_min/data_max show it.
+* A gzip stream may decode past the declared size (vox_offset + voxel bytes) by at most
+  ``TRAILING_TOLERANCE_BYTES`` and, beyond the declared size, never past ``max_expansion_ratio``
+  times the upload: more is a ``decompression_bomb``, detected while decoding (the rest is never
+  inflated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final, Literal, NoReturn
+
+import nibabel as nib
+import numpy as np
+from nibabel.arrayproxy import ArrayProxy
+from nibabel.nifti1 import data_type_codes
+from nibabel.spatialimages import HeaderDataError
+
+from voxelpipe import nifti
+
+__all__ = [
+    "HEADER_RANGE_BYTES",
+    "TRAILING_TOLERANCE_BYTES",
+    "HeaderSummary",
+    "Limits",
+    "ReasonCode",
+    "Rejected",
+    "VolumeSummary",
+    "check_header",
+    "check_upload_name",
+    "check_volume",
+]
+
+# How much of an object to range-read for check_header: the fixed header needs 348/540 decoded
+# bytes, which even a poorly compressed .nii.gz yields from far less; 64 KiB is one cheap GET.
+HEADER_RANGE_BYTES: Final = 65536
+# Decoded bytes allowed past vox_offset + voxel data (some writers pad the end of the file).
+TRAILING_TOLERANCE_BYTES: Final = 1024 * 1024
+
+_GIB: Final = 1024**3
+# NIfTI datatype codes we accept: plain integer and float scalars.  Complex, RGB, bit and
+# float128 volumes are not something an anatomical/CT pipeline takes.
+_SUPPORTED_DATATYPES: Final[dict[int, np.dtype[Any]]] = {
+    2: np.dtype(np.uint8),
+    4: np.dtype(np.int16),
+    8: np.dtype(np.int32),
+    16: np.dtype(np.float32),
+    64: np.dtype(np.float64),
+    256: np.dtype(np.int8),
+    512: np.dtype(np.uint16),
+    768: np.dtype(np.uint32),
+    1024: np.dtype(np.int64),
+    1280: np.dtype(np.uint64),
+}
+# xyzt_units spatial code -> millimetres per unit ('unknown' is taken as mm, as every tool does).
+_MM_PER_UNIT: Final = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+# |det| relative to the product of the column norms: below this the axes are (near) collinear.
+_MIN_AFFINE_INDEPENDENCE: Final = 1e-6
+_MAX_NAME_BYTES: Final = 255
+_PERCENT_ESCAPE: Final = re.compile(r"%[0-9A-Fa-f]{2}")
+# nibabel reports the fixes it makes (e.g. "sform_code 178 not valid; setting to 0") on its logger;
+# load_nifti reports them once, as nibabel.load would, so the header check keeps its copy quiet.
+_QUIET_CHECKS: Final = logging.getLogger(f"{__name__}.nibabel_checks")
+_QUIET_CHECKS.addHandler(logging.NullHandler())
+_QUIET_CHECKS.propagate = False
+
+
+class ReasonCode(StrEnum):
+    """Why an upload was rejected; stored with the REJECTED status and shown to the uploader."""
+
+    NOT_AN_IMAGE = "not_an_image"  # no NIfTI (or gzip-of-NIfTI) magic: text, PNG, zip, DICOM...
+    TRUNCATED = "truncated"  # ends early (cut-off stream, short data, empty file) or corrupt gzip
+    BAD_HEADER = "bad_header"  # NIfTI magic, but header fields that cannot describe a volume
+    UNSUPPORTED_DIMENSIONS = "unsupported_dimensions"  # not one 3-D volume, or axes too small/big
+    TOO_LARGE = "too_large"  # upload or declared volume beyond Limits
+    DECOMPRESSION_BOMB = "decompression_bomb"  # gzip expands beyond the declared size
+    NON_FINITE_DATA = "non_finite_data"  # NaN/Inf voxels after scaling
+    INVALID_NAME = "invalid_name"  # path tricks or control characters in the file name
+    UNKNOWN_ANALYSIS = "unknown_analysis"  # a requested analysis is not in the catalogue
+
+
+class Rejected(Exception):
+    """The upload is refused; `detail` is a sentence for the uploader."""
+
+    def __init__(self, reason: ReasonCode, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[Rejected], tuple[ReasonCode, str]]:
+        # Keeps the two fields through pickling (multiprocessing, Lambda error payloads).
+        return (type(self), (self.reason, self.detail))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the pipeline accepts; the defaults are sized for a 10 GB Lambda."""
+
+    # Largest object accepted, compressed or not: also bounds the memory the upload itself takes.
+    max_upload_bytes: int = 2 * _GIB
+    # Largest volume, in voxels: 2**28 (e.g. 1024 x 1024 x 256, or 645**3).  The decoded voxels plus
+    # a float64 copy (get_fdata) plus the upload stay near 6 GiB at the limit, leaving room in
+    # 10 GB for an analysis' working arrays.
+    max_voxels: int = 2**28
+    # Largest extent of any spatial axis: beyond anything a scanner or microscope stack we take
+    # produces, and it stops absurd shapes that a voxel count alone would let through (2 x 2 x 2**26).
+    max_dim: int = 4096
+    # gzip expansion (decoded / uploaded bytes) above which output beyond the declared size counts
+    # as a bomb.  Scans compress 2-10:1, masks up to a few hundred:1, deflate's ceiling is ~1032:1.
+    max_expansion_ratio: float = 100.0
+    # Largest vox_offset (header + extensions): real files use a few KiB; with max_voxels this
+    # bounds the decoded size before anything is decoded.
+    max_vox_offset: int = 16 * 1024 * 1024
+
+    @property
+    def max_declared_bytes(self) -> int:
+        """The most decoded bytes a volume within these limits can declare (8-byte voxels)."""
+        return self.max_vox_offset + self.max_voxels * 8
+
+
+@dataclass(frozen=True)
+class HeaderSummary:
+    """What the header says, once it has passed every check."""
+
+    nifti_version: Literal[1, 2]
+    compressed: bool
+    shape: tuple[int, int, int]
+    voxel_size_mm: tuple[float, float, float]
+    datatype: str  # numpy name of the stored type, e.g. "int16" (byte order aside)
+    declared_bytes: int  # vox_offset + voxel bytes: the decoded size of a well-formed file
+    orientation: tuple[str, str, str]  # nibabel aff2axcodes, e.g. ("R", "A", "S")
+
+
+@dataclass(frozen=True, eq=False)
+class VolumeSummary:
+    """A volume that passed every check, with the image decoded once for the caller."""
+
+    header: HeaderSummary
+    sha256: str  # of the uploaded bytes, as stored
+    image: nifti.NiftiImage  # its dataobj is a read-only view of the decoded buffer
+    data_min: float  # after scaling; equal to data_max for a constant volume
+    data_max: float
+
+
+def _reject(reason: ReasonCode, detail: str) -> NoReturn:
+    raise Rejected(reason, detail)
+
+
+def _describe(head: bytes) -> str:
+    """A guess at what a non-NIfTI file is, for the uploader's message."""
+    for magic, what in (
+        (b"\x89PNG", "a PNG image"),
+        (b"\xff\xd8\xff", "a JPEG image"),
+        (b"PK\x03\x04", "a ZIP archive"),
+        (b"%PDF", "a PDF document"),
+        (b"GIF8", "a GIF image"),
+        (b"II*\x00", "a TIFF image"),
+        (b"MM\x00*", "a TIFF image"),
+    ):
+        if head.startswith(magic):
+            return what
+    if head[128:132] == b"DICM":
+        return "a DICOM file (upload DICOM series through the DICOM path)"
+    try:
+        head[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary data of an unknown kind"
+    return "a text file"
+
+
+def check_upload_name(name: str) -> str:
+    """Return the uploader's file name if it is a plain file name, else reject it (invalid_name).
+
+    `name` is the name the uploader gave (the last part of the key they chose), not our S3 key:
+    it must not be able to steer any path we derive from it.
+    """
+    normal = unicodedata.normalize("NFKC", name)
+    problem = None
+    if not name.strip():
+        problem = "is empty"
+    elif len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+        problem = f"is longer than {_MAX_NAME_BYTES} bytes"
+    elif any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in name):
+        # Control, format (e.g. right-to-left override), lone surrogates, line breaks.
+        problem = "contains control or invisible characters"
+    elif any(sep in normal for sep in ("/", "\\", ":")):
+        # NFKC first: fullwidth and other look-alike slashes fold into real ones.
+        problem = "contains a path separator or drive letter"
+    elif normal.startswith(".") or normal.endswith((".", " ")):
+        problem = "starts with a dot or ends with a dot or space"
+    elif _PERCENT_ESCAPE.search(name):
+        problem = "contains percent-encoded characters"
+    if problem is not None:
+        _reject(
+            ReasonCode.INVALID_NAME, f"The file name {name!r} {problem}; rename the file and upload it again."
+        )
+    return name
+
+
+def check_header(prefix: bytes, object_size: int, limits: Limits) -> HeaderSummary:
+    """Validate an upload from its first bytes (`prefix`, maybe all of it) and its size.
+
+    Raises Rejected with too_large, not_an_image, truncated, bad_header or unsupported_dimensions.
+    A compressed upload's truncation beyond the header, and bombs, show only in check_volume.
+    """
+    try:
+        return _check_header(prefix, object_size, limits)
+    except (Rejected, MemoryError):
+        raise
+    except Exception as exc:  # a backstop: arbitrary bytes must not crash the caller
+        raise Rejected(ReasonCode.BAD_HEADER, f"The NIfTI header could not be read ({exc}).") from exc
+
+
+def _check_header(prefix: bytes, object_size: int, limits: Limits) -> HeaderSummary:
+    if object_size <= 0 or not prefix:
+        _reject(ReasonCode.TRUNCATED, "The file is empty; the upload may have been interrupted.")
+    if object_size > limits.max_upload_bytes:
+        _reject(
+            ReasonCode.TOO_LARGE,
+            f"The file is {object_size} bytes; the limit is {limits.max_upload_bytes} bytes.",
+        )
+    compressed = nifti.is_gzip(prefix)
+    whole = len(prefix) >= object_size
+    if compressed:
+        try:
+            # Enough for a NIfTI-2 header; a NIfTI-1 one is shorter.
+            head = nifti.decompress_prefix(prefix, nifti.NIFTI2_HEADER_SIZE)
+            if len(head) < nifti.NIFTI2_HEADER_SIZE and whole:
+                # Short output: a complete tiny stream, or one cut off early (which this raises for).
+                nifti.decompress(prefix, nifti.NIFTI2_HEADER_SIZE)
+        except nifti.CorruptStream as exc:
+            _reject(ReasonCode.TRUNCATED, f"The gzip data is corrupt ({exc}).")
+        except nifti.TruncatedStream as exc:
+            _reject(
+                ReasonCode.TRUNCATED, f"The gzip data ends early ({exc}); the upload may have been cut off."
+            )
+    else:
+        head = prefix
+    try:
+        hdr = nifti.parse_header(head)
+    except nifti.NotNifti:
+        packed = " (gzip-compressed)" if compressed else ""
+        _reject(
+            ReasonCode.NOT_AN_IMAGE,
+            f"The file{packed} looks like {_describe(head)}, not a NIfTI-1/NIfTI-2 image.",
+        )
+    except nifti.TruncatedStream as exc:
+        if not whole:
+            # The range read was too short to hold a header: no real header needs that much.
+            _reject(ReasonCode.BAD_HEADER, f"No NIfTI header in the first {len(prefix)} bytes ({exc}).")
+        _reject(ReasonCode.TRUNCATED, f"The file ends before its NIfTI header does ({exc}).")
+    except nifti.BadHeader as exc:
+        _reject(ReasonCode.BAD_HEADER, f"The NIfTI header is invalid: {exc}.")
+    return _check_fields(hdr, compressed, object_size, limits)
+
+
+def _check_fields(
+    hdr: nifti.NiftiHeader, compressed: bool, object_size: int, limits: Limits
+) -> HeaderSummary:
+    version: Literal[1, 2] = 2 if isinstance(hdr, nib.Nifti2Header) else 1
+    header_size = nifti.NIFTI2_HEADER_SIZE if version == 2 else nifti.NIFTI1_HEADER_SIZE
+
+    def bad(detail: str) -> NoReturn:
+        _reject(ReasonCode.BAD_HEADER, f"The NIfTI header is invalid: {detail}.")
+
+    dim = [int(d) for d in hdr["dim"]]
+    ndim = dim[0]
+    if not 1 <= ndim <= 7:
+        bad(f"dim[0] is {ndim}, not 1 to 7")
+    dims = dim[1 : ndim + 1]
+    if any(d < 0 for d in dims):
+        bad(f"negative dimensions {dims}")
+    code = int(hdr["datatype"])
+    if code not in data_type_codes.code:
+        bad(f"unknown datatype code {code}")
+    if code not in _SUPPORTED_DATATYPES:
+        bad(f"datatype {data_type_codes.label[code]} is not supported (integer or float voxels only)")
+    offset_value = float(hdr["vox_offset"])
+    if not math.isfinite(offset_value) or offset_value != int(offset_value):
+        bad(f"vox_offset {offset_value} is not a byte offset")
+    vox_offset = int(offset_value)
+    if vox_offset < header_size + 4:
+        bad(f"vox_offset {vox_offset} is inside the {header_size}-byte header")
+    if vox_offset > limits.max_vox_offset:
+        _reject(
+            ReasonCode.TOO_LARGE,
+            f"The header extensions take {vox_offset} bytes; the limit is {limits.max_vox_offset}.",
+        )
+
+    if ndim < 3:
+        _reject(ReasonCode.UNSUPPORTED_DIMENSIONS, f"The image is {ndim}-D {dims}; a 3-D volume is required.")
+    if ndim > 4 or (ndim == 4 and dims[3] != 1):
+        _reject(
+            ReasonCode.UNSUPPORTED_DIMENSIONS,
+            f"The image has shape {dims}; a single 3-D volume is required (one volume per upload).",
+        )
+    nx, ny, nz = dims[:3]
+    if min(nx, ny, nz) < 2:
+        _reject(
+            ReasonCode.UNSUPPORTED_DIMENSIONS, f"The volume {dims[:3]} has an axis shorter than 2 voxels."
+        )
+    if max(nx, ny, nz) > limits.max_dim:
+        _reject(
+            ReasonCode.UNSUPPORTED_DIMENSIONS,
+            f"The volume {dims[:3]} has an axis longer than {limits.max_dim} voxels.",
+        )
+    voxels = nx * ny * nz
+    if voxels > limits.max_voxels:
+        _reject(
+            ReasonCode.TOO_LARGE,
+            f"The volume has {voxels} voxels; the limit is {limits.max_voxels}.",
+        )
+
+    pixdim = [float(p) for p in hdr["pixdim"][1:4]]
+    if not all(math.isfinite(p) and p > 0 for p in pixdim):
+        bad(f"voxel sizes (pixdim) {pixdim} must be finite and positive")
+    slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
+    # NIfTI: a slope of 0 or NaN means "no scaling" (the intercept is then ignored).
+    if slope != 0 and not math.isnan(slope) and not (math.isfinite(slope) and math.isfinite(inter)):
+        bad(f"scaling scl_slope={slope}, scl_inter={inter} is not finite")
+
+    # Let nibabel judge the rest exactly as nibabel.load will (it also applies its fixes, e.g. qfac
+    # 0 -> 1, which the affine below must see too).
+    fixed = hdr.copy()  # type: ignore[no-untyped-call]
+    try:
+        fixed.check_fix(logger=_QUIET_CHECKS)
+        affine = fixed.get_best_affine()
+    except HeaderDataError as exc:
+        bad(str(exc))
+    if not np.isfinite(affine).all():
+        bad("the voxel-to-world affine has non-finite entries")
+    axes = affine[:3, :3]
+    with np.errstate(all="ignore"):  # absurd magnitudes overflow to inf/nan, judged just below
+        norms = np.linalg.norm(axes, axis=0)
+        independence = abs(np.linalg.det(axes)) / np.prod(norms)
+    if not (np.isfinite(norms).all() and (norms > 0).all() and independence >= _MIN_AFFINE_INDEPENDENCE):
+        bad("the voxel-to-world affine is singular or out of range")
+
+    dtype = _SUPPORTED_DATATYPES[code]
+    itemsize = dtype.itemsize
+    declared = vox_offset + voxels * itemsize
+    if not compressed and object_size < declared:
+        _reject(
+            ReasonCode.TRUNCATED,
+            f"The file is {object_size} bytes but its header declares {declared}; "
+            "the upload may have been cut off.",
+        )
+    mm = _MM_PER_UNIT.get(str(fixed.get_xyzt_units()[0]), 1.0)
+    orientation = nib.aff2axcodes(affine)  # type: ignore[no-untyped-call]
+    return HeaderSummary(
+        nifti_version=version,
+        compressed=compressed,
+        shape=(nx, ny, nz),
+        voxel_size_mm=(pixdim[0] * mm, pixdim[1] * mm, pixdim[2] * mm),
+        datatype=dtype.name,
+        declared_bytes=declared,
+        orientation=(str(orientation[0]), str(orientation[1]), str(orientation[2])),
+    )
+
+
+def check_volume(data: bytes, limits: Limits) -> VolumeSummary:
+    """Validate a whole upload and decode it once.
+
+    check_header, then decoding under the bomb limit (decompression_bomb, truncated), then the
+    voxel values (non_finite_data).  Returns the summary, the upload's sha256 and the image.
+    """
+    try:
+        return _check_volume(data, limits)
+    except (Rejected, MemoryError):
+        raise
+    except Exception as exc:  # a backstop: arbitrary bytes must not crash the caller
+        raise Rejected(ReasonCode.BAD_HEADER, f"The NIfTI file could not be read ({exc}).") from exc
+
+
+def _check_volume(data: bytes, limits: Limits) -> VolumeSummary:
+    summary = check_header(data, len(data), limits)
+    declared = summary.declared_bytes
+    # Output up to the declared size is what the header promised (and Limits bounded); past it,
+    # only a little padding, and never beyond the expansion ratio.
+    cap = min(declared + TRAILING_TOLERANCE_BYTES, max(declared, int(len(data) * limits.max_expansion_ratio)))
+    try:
+        img = nifti.load_nifti(data, max_output_bytes=cap)
+    except nifti.OutputLimitExceeded:
+        _reject(
+            ReasonCode.DECOMPRESSION_BOMB,
+            f"The gzip data expands beyond the {declared} bytes its header declares "
+            "(a decompression bomb); it was not decoded further.",
+        )
+    except nifti.CorruptStream as exc:
+        _reject(ReasonCode.TRUNCATED, f"The gzip data is corrupt ({exc}); upload the file again.")
+    except nifti.TruncatedStream as exc:
+        _reject(ReasonCode.TRUNCATED, f"The file ends early ({exc}); the upload may have been cut off.")
+    except nifti.NiftiError as exc:
+        _reject(ReasonCode.BAD_HEADER, f"The NIfTI header is invalid: {exc}.")
+    data_min, data_max = _value_range(img)
+    return VolumeSummary(
+        header=summary,
+        sha256=hashlib.sha256(data).hexdigest(),
+        image=img,
+        data_min=data_min,
+        data_max=data_max,
+    )
+
+
+def _value_range(img: nifti.NiftiImage) -> tuple[float, float]:
+    """Min and max voxel value after scaling; rejects NaN/Inf (non_finite_data)."""
+    proxy = img.dataobj
+    if not isinstance(proxy, ArrayProxy):  # load_nifti always builds one
+        raise TypeError(f"unexpected data object {type(proxy).__name__}")
+    raw = np.asarray(proxy.get_unscaled())  # type: ignore[no-untyped-call]
+    slope, inter = float(proxy.slope), float(proxy.inter)
+    # Overflow to Inf is what is being looked for, not something to warn about.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if raw.dtype.kind == "f" and (slope, inter) != (1.0, 0.0):
+            # Float data with scaling: check what nibabel returns, which may overflow (rare).
+            values = np.asanyarray(proxy)
+            lo, hi = float(values.min()), float(values.max())
+        else:
+            # min/max propagate NaN and expose Inf without allocating a mask; integer data scaled
+            # by finite factors stays finite (nibabel picks a float type wide enough), so its
+            # extremes map through the scaling.
+            values = raw
+            lo, hi = sorted((float(raw.min()) * slope + inter, float(raw.max()) * slope + inter))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad_count = int(np.count_nonzero(~np.isfinite(values)))
+        _reject(
+            ReasonCode.NON_FINITE_DATA,
+            f"The volume has {bad_count} NaN or infinite voxels (of {values.size}); "
+            "a volume must hold finite values.",
+        )
+    return lo, hi

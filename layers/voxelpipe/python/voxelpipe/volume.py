@@ -1,0 +1,84 @@
+"""Small helpers for the volumes the analyses see: RAS+ orientation, 3-D data, float32 voxels.
+
+This module is the typed boundary to nibabel: its functions that mypy sees as untyped are called
+here only, so analyses stay `mypy --strict` clean without scattered ignores.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+from nibabel import affines, orientations
+
+Image: TypeAlias = nib.Nifti1Image | nib.Nifti2Image
+
+
+def canonical(img: Image) -> Image:
+    """`img` reordered/flipped so its voxel axes run closest to R, A, S (returned as is if already so).
+
+    Only the voxel order and the affine change; every voxel keeps its world coordinate.
+    """
+    result: Image = nib.as_closest_canonical(img)  # type: ignore[no-untyped-call]
+    return result
+
+
+def orientation(affine: npt.ArrayLike) -> tuple[str, str, str]:
+    """The axis codes ('R'/'L', 'A'/'P', 'S'/'I') that the voxel axes point towards."""
+    codes = orientations.aff2axcodes(np.asarray(affine, dtype=np.float64))  # type: ignore[no-untyped-call]
+    if len(codes) != 3 or any(code is None for code in codes):
+        # aff2axcodes gives None for an axis with no direction (a degenerate, singular affine).
+        raise ValueError(f"affine has no well-defined orientation: {codes}")
+    return (str(codes[0]), str(codes[1]), str(codes[2]))
+
+
+def handedness(codes: tuple[str, str, str]) -> int:
+    """Sign of the affine determinant that axis codes imply: +1 for RAS-like, -1 for e.g. LAS."""
+    ornt = orientations.axcodes2ornt(codes)  # type: ignore[no-untyped-call]
+    matrix = np.zeros((3, 3))
+    for voxel_axis, (world_axis, flip) in enumerate(ornt):
+        matrix[int(world_axis), voxel_axis] = flip
+    return 1 if np.linalg.det(matrix) > 0 else -1
+
+
+def voxel_sizes(affine: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Voxel edge lengths (mm) from the affine: the world spacing, whatever the header's pixdim says."""
+    sizes: npt.NDArray[np.float64] = np.asarray(
+        affines.voxel_sizes(np.asarray(affine, dtype=np.float64)),  # type: ignore[no-untyped-call]
+        dtype=np.float64,
+    )
+    return sizes[:3]
+
+
+def obliquity_deg(affine: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Per world axis, the angle (degrees) to the nearest voxel axis; 0 for a cardinal acquisition."""
+    radians = affines.obliquity(np.asarray(affine, dtype=np.float64))  # type: ignore[no-untyped-call]
+    degrees: npt.NDArray[np.float64] = np.degrees(np.asarray(radians, dtype=np.float64))
+    return degrees
+
+
+def first_volume(img: Image) -> Image:
+    """The first 3-D volume of `img`: a 3-D image is returned as is, a 4-D/5-D one is indexed at 0.
+
+    NIfTI writers often store a single volume as (x, y, z, 1); analyses want plain 3-D.
+    """
+    if img.ndim < 3:
+        raise ValueError(f"expected a 3-D or 4-D volume, got shape {img.shape}")
+    if img.ndim == 3:
+        return img
+    # The slicer keeps the header (dim, pixdim) consistent with the sliced data.
+    index = (slice(None),) * 3 + (0,) * (img.ndim - 3)
+    volume: Image = img.slicer[index]
+    return volume
+
+
+def voxel_data(img: Image) -> npt.NDArray[np.float32]:
+    """The voxel values as float32 with the header's scl_slope/scl_inter applied.
+
+    float32 halves the memory of nibabel's float64 default; for an image already held as float32
+    the array is returned without a copy (and it may be nibabel's cache: do not modify it).
+    """
+    data: npt.NDArray[np.float32] = img.get_fdata(dtype=np.float32)
+    return data

@@ -1,0 +1,170 @@
+"""The one description of voxelpipe's cloud: names, environment variables and wiring.
+
+The CDK stack builds its resources from these specs, the handlers read the environment
+variables named here, and the local cloud deploys the template that CDK synthesizes from them.
+Nothing about resource names or wiring is written anywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class EnvVar(StrEnum):
+    """Environment variables the functions read; CDK sets them, the local cloud resolves them."""
+
+    BUCKET = "VOXELPIPE_BUCKET"
+    STUDIES_TABLE = "VOXELPIPE_STUDIES_TABLE"
+    TASKS_TABLE = "VOXELPIPE_TASKS_TABLE"
+    AUDIT_TABLE = "VOXELPIPE_AUDIT_TABLE"
+    IDEMPOTENCY_TABLE = "VOXELPIPE_IDEMPOTENCY_TABLE"
+    HIGH_PRIORITY_QUEUE_URL = "VOXELPIPE_HIGH_PRIORITY_QUEUE_URL"
+    NORMAL_PRIORITY_QUEUE_URL = "VOXELPIPE_NORMAL_PRIORITY_QUEUE_URL"
+    STATE_MACHINE_ARN = "VOXELPIPE_STATE_MACHINE_ARN"
+    MAX_UPLOAD_BYTES = "VOXELPIPE_MAX_UPLOAD_BYTES"
+
+
+class Runtime(StrEnum):
+    """Where an analysis runs; the state machine's Choice routes on it."""
+
+    LAMBDA = "lambda"
+    GPU = "gpu"
+
+
+class Prefix(StrEnum):
+    """Key prefixes of the ingest bucket."""
+
+    UPLOADS = "uploads/"  # uploads/{tenant}/{study_id}/{file}: what clients write
+    QUARANTINE = "quarantine/"  # rejected uploads, kept briefly for the uploader to inspect
+    DERIVED = "derived/"  # derived/{study_id}/...: user-facing artifacts and results.json
+    WORK = "work/"  # work/{study_id}/{attempt}/...: intermediates between steps, short-lived
+
+
+class Resource(StrEnum):
+    """Construct ids of the stack's resources; the template's logical ids start with these."""
+
+    BUCKET = "IngestBucket"
+    STUDIES_TABLE = "StudiesTable"
+    TASKS_TABLE = "TasksTable"
+    AUDIT_TABLE = "AuditTable"
+    IDEMPOTENCY_TABLE = "IdempotencyTable"
+    HIGH_PRIORITY_QUEUE = "HighPriorityQueue"
+    NORMAL_PRIORITY_QUEUE = "NormalPriorityQueue"
+    STATE_MACHINE = "StudyStateMachine"
+
+
+# The resource each environment variable points at, and whether it is the resource's name/URL
+# (CloudFormation `Ref`) or its ARN.
+ENV_RESOURCES: dict[EnvVar, Resource] = {
+    EnvVar.BUCKET: Resource.BUCKET,
+    EnvVar.STUDIES_TABLE: Resource.STUDIES_TABLE,
+    EnvVar.TASKS_TABLE: Resource.TASKS_TABLE,
+    EnvVar.AUDIT_TABLE: Resource.AUDIT_TABLE,
+    EnvVar.IDEMPOTENCY_TABLE: Resource.IDEMPOTENCY_TABLE,
+    EnvVar.HIGH_PRIORITY_QUEUE_URL: Resource.HIGH_PRIORITY_QUEUE,
+    EnvVar.NORMAL_PRIORITY_QUEUE_URL: Resource.NORMAL_PRIORITY_QUEUE,
+    EnvVar.STATE_MACHINE_ARN: Resource.STATE_MACHINE,
+}
+
+# Default upload limit; deployments override it through the environment.
+DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
+
+FUNCTION_TAG = "voxelpipe:function"  # tag on every Lambda naming its FunctionSpec
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One Lambda function: its code folder, handler, size and the resources it uses."""
+
+    name: str
+    description: str
+    memory_mb: int
+    timeout_s: int
+    env: tuple[EnvVar, ...]
+    handler: str = "handler.lambda_handler"
+    settings: dict[EnvVar, str] = field(default_factory=dict)
+
+    @property
+    def code_dir(self) -> str:
+        return f"functions/{self.name}"
+
+    @property
+    def construct_id(self) -> str:
+        return "".join(part.capitalize() for part in self.name.split("_")) + "Function"
+
+
+_STATUS_TABLES = (EnvVar.STUDIES_TABLE, EnvVar.TASKS_TABLE, EnvVar.AUDIT_TABLE)
+
+INGEST = FunctionSpec(
+    name="ingest",
+    description="Validates each upload from its header, then its data; rejects or queues the study",
+    memory_mb=3008,
+    timeout_s=300,
+    env=(
+        EnvVar.BUCKET,
+        *_STATUS_TABLES,
+        EnvVar.IDEMPOTENCY_TABLE,
+        EnvVar.HIGH_PRIORITY_QUEUE_URL,
+        EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+        EnvVar.MAX_UPLOAD_BYTES,
+    ),
+    settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES)},
+)
+DISPATCH = FunctionSpec(
+    name="dispatch",
+    description="Starts one state machine execution per study attempt from the work queues",
+    memory_mb=256,
+    timeout_s=30,
+    env=(*_STATUS_TABLES, EnvVar.STATE_MACHINE_ARN),
+)
+PREPARE = FunctionSpec(
+    name="prepare",
+    description="Decodes the upload once into a canonical RAS volume for the analyses",
+    memory_mb=4096,
+    timeout_s=600,
+    env=(EnvVar.BUCKET, *_STATUS_TABLES),
+)
+RUN_ANALYSIS = FunctionSpec(
+    name="run_analysis",
+    description="Runs one Lambda-runtime analysis of the catalogue on the prepared volume",
+    memory_mb=4096,
+    timeout_s=900,
+    env=(EnvVar.BUCKET, *_STATUS_TABLES),
+)
+FINALIZE = FunctionSpec(
+    name="finalize",
+    description="Writes results.json with provenance and marks the study COMPLETED",
+    memory_mb=512,
+    timeout_s=60,
+    env=(EnvVar.BUCKET, *_STATUS_TABLES),
+)
+MARK_FAILED = FunctionSpec(
+    name="mark_failed",
+    description="Marks the study FAILED with the error that stopped its execution",
+    memory_mb=256,
+    timeout_s=30,
+    env=_STATUS_TABLES,
+)
+
+FUNCTIONS: tuple[FunctionSpec, ...] = (INGEST, DISPATCH, PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED)
+
+# SQS settings (DESIGN: visibility >= 6x the consumer's timeout, >= 5 receives before the DLQ).
+QUEUE_VISIBILITY_TIMEOUT_S = 6 * DISPATCH.timeout_s
+QUEUE_MAX_RECEIVE_COUNT = 5
+DISPATCH_BATCH_SIZE = 10
+
+# Step Functions: errors a Lambda task retries (everything else goes to MarkFailed).
+TRANSIENT_LAMBDA_ERRORS = (
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.ClientExecutionTimeoutException",
+)
+# How many analyses of one study run at once.
+ANALYSIS_CONCURRENCY = 4
+
+
+def execution_name(study_id: str, attempt: int) -> str:
+    """The state machine execution of a study attempt: a duplicate start is a no-op."""
+    return f"{study_id}-{attempt}"

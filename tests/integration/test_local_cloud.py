@@ -1,0 +1,55 @@
+"""The local cloud runs what CDK synthesizes: same definition, same wiring."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+
+from infra.local.cloud import LocalCloud
+from voxelpipe.wiring import FUNCTIONS, EnvVar
+
+
+def _synthesized_definition(template: dict[str, Any]) -> tuple[str, list[str]]:
+    (machine,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    return "".join(p if isinstance(p, str) else "<ARN>" for p in parts), [
+        p["Fn::GetAtt"][0] for p in parts if not isinstance(p, str)
+    ]
+
+
+def test_executed_definition_is_the_synthesized_one_modulo_arns(cloud: LocalCloud, template: dict[str, Any]):
+    synthesized, referenced = _synthesized_definition(template)
+    executed = boto3.client("stepfunctions").describe_state_machine(stateMachineArn=cloud.state_machine_arn)[
+        "definition"
+    ]
+    arns = {cloud.deployment.arns[logical_id] for logical_id in referenced}
+    assert arns, "the definition names its Lambda functions"
+    for arn in arns:
+        executed = executed.replace(arn, "<ARN>")
+    assert executed == synthesized
+    assert json.loads(executed)["StartAt"] == "Prepare"
+
+
+def test_every_function_is_deployed_with_its_template_environment(cloud: LocalCloud, template: dict[str, Any]):
+    client = boto3.client("lambda")
+    deployed = {spec for spec in cloud.deployment.function_specs.values()}
+    assert deployed == {spec.name for spec in FUNCTIONS}
+    for name, spec in cloud.deployment.function_specs.items():
+        env = client.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+        assert env == cloud.deployment.function_env[spec]
+    # Resource names resolve to what moto created.
+    boto3.client("s3").head_bucket(Bucket=cloud.env(EnvVar.BUCKET))
+    boto3.client("dynamodb").describe_table(TableName=cloud.env(EnvVar.STUDIES_TABLE))
+    boto3.client("sqs").get_queue_attributes(QueueUrl=cloud.env(EnvVar.HIGH_PRIORITY_QUEUE_URL))
+
+
+def test_event_sources_and_notifications_are_wired_as_in_the_template(cloud: LocalCloud):
+    mappings = boto3.client("lambda").list_event_source_mappings()["EventSourceMappings"]
+    queue_arns = {m["EventSourceArn"] for m in mappings}
+    assert len(queue_arns) == 2
+    assert {cloud.deployment.function_specs[m["FunctionArn"].rsplit(":", 1)[-1]] for m in mappings} == {"dispatch"}
+    notification = boto3.client("s3").get_bucket_notification_configuration(Bucket=cloud.bucket)
+    (config,) = notification["LambdaFunctionConfigurations"]
+    assert cloud.deployment.function_specs[config["LambdaFunctionArn"].rsplit(":", 1)[-1]] == "ingest"

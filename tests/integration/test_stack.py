@@ -1,0 +1,148 @@
+"""The synthesized stack, checked with aws_cdk.assertions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from infra.workflow import RETRY_ATTEMPTS
+from voxelpipe.records import StudyRecord, table_schema
+from voxelpipe.wiring import (
+    DISPATCH,
+    FUNCTION_TAG,
+    FUNCTIONS,
+    QUEUE_MAX_RECEIVE_COUNT,
+    TRANSIENT_LAMBDA_ERRORS,
+    EnvVar,
+)
+
+
+@pytest.fixture(scope="module")
+def stack(template: dict[str, Any]) -> Template:
+    return Template.from_json(template)
+
+
+def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {lid: r for lid, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def test_bucket_is_private_versioned_encrypted_and_expires_short_lived_prefixes(stack: Template):
+    stack.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "BucketEncryption": Match.object_like({}),
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [
+                        Match.object_like({"Prefix": "quarantine/", "Status": "Enabled"}),
+                        Match.object_like({"Prefix": "work/", "Status": "Enabled"}),
+                    ]
+                )
+            },
+        },
+    )
+    # TLS only.
+    stack.has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]
+                )
+            }
+        },
+    )
+
+
+def test_uploads_notify_ingest(template: dict[str, Any]):
+    (notifications,) = _resources(template, "Custom::S3BucketNotifications").values()
+    (config,) = notifications["Properties"]["NotificationConfiguration"]["LambdaFunctionConfigurations"]
+    assert config["Events"] == ["s3:ObjectCreated:*"]
+    assert config["Filter"]["Key"]["FilterRules"] == [{"Name": "prefix", "Value": "uploads/"}]
+    target = config["LambdaFunctionArn"]["Fn::GetAtt"][0]
+    assert {"Key": FUNCTION_TAG, "Value": "ingest"} in template["Resources"][target]["Properties"]["Tags"]
+
+
+def test_work_queues_have_dead_letter_queues_and_long_visibility(template: dict[str, Any]):
+    queues = _resources(template, "AWS::SQS::Queue")
+    work = {lid: q for lid, q in queues.items() if "RedrivePolicy" in q["Properties"]}
+    assert len(work) == 2 and len(queues) == 4
+    for queue in work.values():
+        props = queue["Properties"]
+        assert props["RedrivePolicy"]["maxReceiveCount"] >= 5 == QUEUE_MAX_RECEIVE_COUNT
+        assert props["VisibilityTimeout"] >= 6 * DISPATCH.timeout_s
+
+
+def test_dispatch_consumes_both_queues_reporting_partial_failures(template: dict[str, Any]):
+    mappings = _resources(template, "AWS::Lambda::EventSourceMapping")
+    assert len(mappings) == 2
+    for mapping in mappings.values():
+        assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
+    schema = table_schema(StudyRecord)
+    tables = _resources(template, "AWS::DynamoDB::Table")
+    assert len(tables) == 4
+    studies = next(t["Properties"] for lid, t in tables.items() if lid.startswith("StudiesTable"))
+    assert studies["KeySchema"] == [{"AttributeName": "study_id", "KeyType": "HASH"}]
+    assert {i["IndexName"] for i in studies["GlobalSecondaryIndexes"]} == {
+        i["index_name"] for i in schema["global_secondary_indexes"]
+    }
+    for table in tables.values():
+        assert table["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    idempotency = next(t["Properties"] for lid, t in tables.items() if lid.startswith("IdempotencyTable"))
+    assert idempotency["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+
+
+def test_every_function_gets_exactly_its_declared_environment(template: dict[str, Any]):
+    functions = {
+        tag["Value"]: f["Properties"]
+        for f in _resources(template, "AWS::Lambda::Function").values()
+        for tag in f["Properties"].get("Tags", [])
+        if tag["Key"] == FUNCTION_TAG
+    }
+    assert set(functions) == {spec.name for spec in FUNCTIONS}
+    for spec in FUNCTIONS:
+        props = functions[spec.name]
+        declared = {str(var) for var in spec.env}
+        actual = {k for k in props["Environment"]["Variables"] if k.startswith("VOXELPIPE_")}
+        assert actual == declared, spec.name
+        assert props["Runtime"] == "python3.12"
+        assert props["Timeout"] == spec.timeout_s and props["MemorySize"] == spec.memory_mb
+    assert EnvVar.STATE_MACHINE_ARN in functions["dispatch"]["Environment"]["Variables"]
+
+
+def _definition(template: dict[str, Any]) -> dict[str, Any]:
+    (machine,) = _resources(template, "AWS::StepFunctions::StateMachine").values()
+    parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    return json.loads("".join(p if isinstance(p, str) else "ARN" for p in parts))
+
+
+def test_state_machine_shape_retries_and_catches(template: dict[str, Any]):
+    definition = _definition(template)
+    states = definition["States"]
+    assert definition["StartAt"] == "Prepare"
+    assert states["Prepare"]["Next"] == "RunAnalyses"
+    assert states["RunAnalyses"]["Type"] == "Map" and states["RunAnalyses"]["Next"] == "Finalize"
+    inner = states["RunAnalyses"]["ItemProcessor"]["States"]
+    assert inner["ByRuntime"]["Type"] == "Choice"
+    assert inner["ByRuntime"]["Choices"][0]["StringEquals"] == "lambda"
+    for name in ("Prepare", "Finalize"):
+        (retry,) = states[name]["Retry"]
+        assert retry["ErrorEquals"] == list(TRANSIENT_LAMBDA_ERRORS) and retry["MaxAttempts"] == RETRY_ATTEMPTS
+    (inner_retry,) = inner["RunAnalysis"]["Retry"]
+    assert inner_retry["ErrorEquals"] == list(TRANSIENT_LAMBDA_ERRORS)
+    for name in ("Prepare", "RunAnalyses", "Finalize"):
+        assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "MarkFailed"}]
+    assert states["MarkFailed"]["Next"] == "StudyFailed" and states["StudyFailed"]["Type"] == "Fail"

@@ -1,0 +1,295 @@
+"""voxelpipe.validation: every malformed upload gets its reason code, and nothing but Rejected escapes."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import pickle
+import tracemalloc
+from pathlib import Path
+
+import nibabel as nib
+import nilearn.datasets
+import numpy as np
+import pytest
+from isal import isal_zlib
+from voxelpipe.validation import (
+    HEADER_RANGE_BYTES,
+    HeaderSummary,
+    Limits,
+    ReasonCode,
+    Rejected,
+    check_header,
+    check_upload_name,
+    check_volume,
+)
+
+from tests.fixtures.bad_nifti import (
+    BadNiftiCase,
+    bad_nifti_cases,
+    edit_header,
+    make_bad_nifti,
+    make_good_nifti,
+)
+
+MNI_T1 = Path(nilearn.datasets.__file__).parent / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+MIB = 1 << 20
+CASES = bad_nifti_cases()
+# What only shows once the whole object is decoded (gzip body, voxel values); everything else
+# check_header must already catch from the first HEADER_RANGE_BYTES.
+NEEDS_WHOLE_OBJECT = {"truncated/cut_gz", "truncated/bad_crc", "decompression_bomb/zeros_after_volume"}
+
+
+def validate(case: BadNiftiCase) -> None:
+    """What ingest does: the name, then the whole object."""
+    check_upload_name(case.filename)
+    check_volume(case.content, case.limits)
+
+
+def test_reason_codes_are_the_documented_strings() -> None:
+    assert {code.value for code in ReasonCode} == {
+        "not_an_image",
+        "truncated",
+        "bad_header",
+        "unsupported_dimensions",
+        "too_large",
+        "decompression_bomb",
+        "non_finite_data",
+        "invalid_name",
+    }
+    assert ReasonCode.TRUNCATED == "truncated" and str(ReasonCode.TOO_LARGE) == "too_large"
+
+
+def test_every_reason_has_a_fixture() -> None:
+    assert {case.reason for case in CASES} == set(ReasonCode)
+    for code in ReasonCode:
+        assert make_bad_nifti(code.value).reason == code
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_upload_gets_its_reason(case: BadNiftiCase) -> None:
+    with pytest.raises(Rejected) as caught:
+        validate(case)
+    assert caught.value.reason == case.reason, caught.value.detail
+    assert caught.value.detail and caught.value.detail[0].isupper()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c.id not in NEEDS_WHOLE_OBJECT and c.reason != ReasonCode.NON_FINITE_DATA],
+    ids=lambda c: c.id,
+)
+def test_header_check_on_a_range_read_gets_the_same_reason(case: BadNiftiCase) -> None:
+    with pytest.raises(Rejected) as caught:
+        check_upload_name(case.filename)
+        check_header(case.content[:HEADER_RANGE_BYTES], len(case.content), case.limits)
+    assert caught.value.reason == case.reason, caught.value.detail
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("nifti2", [False, True])
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_good_volumes_pass(compressed, nifti2, big_endian) -> None:
+    name, content = make_good_nifti(compressed, nifti2=nifti2, big_endian=big_endian, slope=0.5, inter=3.0)
+    assert check_upload_name(name) == name
+    volume = check_volume(content, Limits())
+    assert volume.header == HeaderSummary(
+        nifti_version=2 if nifti2 else 1,
+        compressed=compressed,
+        shape=(32, 32, 24),
+        voxel_size_mm=(2.0, 2.0, 2.5),
+        datatype="int16",
+        declared_bytes=(544 if nifti2 else 352) + 32 * 32 * 24 * 2,
+        orientation=("R", "A", "S"),
+    )
+    assert volume.sha256 == hashlib.sha256(content).hexdigest()
+    data = volume.image.get_fdata()
+    assert volume.data_min == data.min() and volume.data_max == data.max()
+    raw = gzip.decompress(content) if compressed else content
+    reference = (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(raw)
+    np.testing.assert_array_equal(data, reference.get_fdata())
+
+
+def test_mni152_t1_passes_and_the_range_read_agrees() -> None:
+    content = MNI_T1.read_bytes()
+    assert len(content) > HEADER_RANGE_BYTES
+    whole = check_header(content, len(content), Limits())
+    assert check_header(content[:HEADER_RANGE_BYTES], len(content), Limits()) == whole
+    assert whole == HeaderSummary(
+        nifti_version=1,
+        compressed=True,
+        shape=(197, 233, 189),
+        voxel_size_mm=(1.0, 1.0, 1.0),
+        datatype="uint8",
+        declared_bytes=352 + 197 * 233 * 189,
+        orientation=("R", "A", "S"),
+    )
+    volume = check_volume(content, Limits())
+    assert volume.header == whole
+    reference = np.asanyarray(nib.load(MNI_T1).dataobj)
+    np.testing.assert_array_equal(np.asanyarray(volume.image.dataobj), reference)
+
+
+@pytest.mark.parametrize("nifti2", [False, True])
+def test_range_read_of_a_large_gz_gives_the_whole_files_summary(nifti2) -> None:
+    _, content = make_good_nifti(True, shape=(96, 96, 64), nifti2=nifti2, big_endian=True)
+    assert len(content) > HEADER_RANGE_BYTES
+    assert check_header(content[:HEADER_RANGE_BYTES], len(content), Limits()) == check_header(
+        content, len(content), Limits()
+    )
+
+
+def test_constant_volume_is_accepted() -> None:
+    content = nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), np.eye(4)).to_bytes()
+    volume = check_volume(content, Limits())
+    assert volume.data_min == volume.data_max == 0.0
+
+
+def test_single_volume_4d_is_accepted() -> None:
+    content = nib.Nifti1Image(np.ones((10, 11, 12, 1), np.int16), np.eye(4)).to_bytes()
+    assert check_volume(content, Limits()).header.shape == (10, 11, 12)
+
+
+def test_microns_are_reported_in_mm() -> None:
+    raw = make_good_nifti(False)[1]
+    content = edit_header(raw, lambda h: h.set_xyzt_units("micron"))
+    summary = check_header(content, len(content), Limits())
+    assert summary.voxel_size_mm == pytest.approx((0.002, 0.002, 0.0025))
+
+
+def test_declared_size_is_checked_before_the_upload_size_matters() -> None:
+    # A header claiming more voxels than allowed is too_large even though the file is tiny.
+    case = make_bad_nifti("too_large", "declared_voxels")
+    assert len(case.content) < MIB
+    with pytest.raises(Rejected) as caught:
+        check_header(case.content[:HEADER_RANGE_BYTES], len(case.content), Limits())
+    assert caught.value.reason == ReasonCode.TOO_LARGE
+
+
+def test_gigabyte_bomb_is_rejected_without_inflating_it() -> None:
+    header_and_volume = nib.Nifti1Image(np.ones((16, 16, 16), np.uint8), np.eye(4)).to_bytes()
+    compressor = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 16 + isal_zlib.MAX_WBITS)
+    parts = [compressor.compress(header_and_volume)]
+    zeros = bytes(MIB)
+    parts += [compressor.compress(zeros) for _ in range(1024)]
+    parts.append(compressor.flush())
+    bomb = b"".join(parts)
+    # The header looks fine: only decoding shows the bomb.
+    assert check_header(bomb[:HEADER_RANGE_BYTES], len(bomb), Limits()).shape == (16, 16, 16)
+    tracemalloc.start()
+    try:
+        with pytest.raises(Rejected) as caught:
+            check_volume(bomb, Limits())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.reason == ReasonCode.DECOMPRESSION_BOMB
+    assert peak < 64 * MIB  # a little past the declared size, not a gigabyte
+
+
+def test_trailing_padding_within_tolerance_is_accepted() -> None:
+    raw = make_good_nifti(False)[1]
+    volume = check_volume(gzip.compress(raw + bytes(4096)), Limits())
+    assert volume.header.shape == (32, 32, 24)
+
+
+def test_expansion_ratio_limits_what_may_follow_the_declared_data() -> None:
+    raw = make_good_nifti(False)[1]
+    content = gzip.compress(raw + bytes(200_000))
+    check_volume(content, Limits())  # within the 1 MiB tolerance and a 100:1 ratio
+    with pytest.raises(Rejected) as caught:
+        check_volume(content, Limits(max_expansion_ratio=2.0))
+    assert caught.value.reason == ReasonCode.DECOMPRESSION_BOMB
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["sub-01_T1w.nii.gz", "Müller T1 (2).nii", "scan.v2.nii.gz", "ct_頭部.nii.gz", "a" * 200 + ".nii"],
+)
+def test_plain_names_are_accepted(name) -> None:
+    assert check_upload_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "   ", "..", "a/b.nii", "/etc/passwd", "C:scan.nii", "scan.nii.", "x\ny.nii", "a" * 300, "%2F.nii"],
+)
+def test_tricky_names_are_rejected(name) -> None:
+    with pytest.raises(Rejected) as caught:
+        check_upload_name(name)
+    assert caught.value.reason == ReasonCode.INVALID_NAME
+
+
+def test_rejected_carries_reason_and_detail_through_pickle() -> None:
+    error = Rejected(ReasonCode.TRUNCATED, "The file ends early.")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.reason, copy.detail) == (ReasonCode.TRUNCATED, "The file ends early.")
+    assert str(copy) == "truncated: The file ends early."
+
+
+def test_limits_defaults() -> None:
+    limits = Limits()
+    assert limits.max_upload_bytes == 2 * 1024**3
+    assert limits.max_voxels == 2**28
+    assert limits.max_dim == 4096
+    assert limits.max_expansion_ratio > 1
+    assert limits.max_declared_bytes < 10 * 1024**3 // 4  # decoded data fits a 10 GB Lambda with room
+
+
+# --- fuzz: arbitrary bytes never raise anything but Rejected ---------------------------------------
+
+
+def _outcome(content: bytes) -> str:
+    """'ok' or the reason; any other exception fails the test."""
+    limits = Limits()
+    results = []
+    for check in (
+        lambda: check_header(content[:HEADER_RANGE_BYTES], len(content), limits),
+        lambda: check_volume(content, limits),
+    ):
+        try:
+            check()
+            results.append("ok")
+        except Rejected as rejected:
+            assert isinstance(rejected.reason, ReasonCode) and rejected.detail
+            results.append(str(rejected.reason))
+    return results[1]
+
+
+def _mutations(rng: np.random.Generator, base: bytes, count: int, span: int) -> list[bytes]:
+    out = []
+    for _ in range(count):
+        blob = bytearray(base)
+        for _ in range(int(rng.integers(1, 6))):
+            position = int(rng.integers(0, min(span, len(blob))))
+            blob[position] = int(rng.integers(0, 256))
+        out.append(bytes(blob))
+    return out
+
+
+def test_fuzz_random_and_garbled_bytes_only_ever_reject() -> None:
+    rng = np.random.default_rng(20240601)
+    good_nii = make_good_nifti(False, shape=(8, 8, 6))[1]
+    good_n2 = make_good_nifti(False, shape=(8, 8, 6), nifti2=True, big_endian=True)[1]
+    inputs: list[bytes] = []
+    # Random bytes of every size, bare and behind each magic.
+    for size in [0, 1, 2, 3, 4, 10, 100, 347, 348, 351, 352, 540, 1000, 5000]:
+        for _ in range(5):
+            noise = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+            inputs += [noise, b"\x1f\x8b" + noise, b"\x1f\x8b\x08\x00" + noise, gzip.compress(noise)]
+            if size >= 348:
+                inputs.append((348).to_bytes(4, "little") + noise[4:344] + b"n+1\x00" + noise[348:])
+                inputs.append((540).to_bytes(4, "big") + b"n+2\x00\r\n\x1a\n" + noise[12:])
+    # Valid files with garbled headers, garbled gzip bodies, and cut at random points.
+    for base in (good_nii, good_n2):
+        mutated = _mutations(rng, base, 300, 560)
+        inputs += mutated
+        inputs += [gzip.compress(blob) for blob in mutated[:60]]
+        packed = gzip.compress(base)
+        inputs += _mutations(rng, packed, 100, len(packed))
+        inputs += [base[: int(rng.integers(0, len(base)))] for _ in range(40)]
+        inputs += [packed[: int(rng.integers(0, len(packed)))] for _ in range(40)]
+    outcomes = [_outcome(blob) for blob in inputs]
+    # The fuzz reaches deep: the header passes in some and fails for many different reasons.
+    assert "ok" in outcomes
+    assert len(set(outcomes)) >= 5, set(outcomes)

@@ -1,0 +1,148 @@
+"""voxelpipe.volume: canonical orientation, axis codes, first volume, float32 voxel data."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import nibabel as nib
+import nilearn.datasets
+import numpy as np
+import pytest
+from voxelpipe.volume import (
+    canonical,
+    first_volume,
+    handedness,
+    obliquity_deg,
+    orientation,
+    voxel_data,
+    voxel_sizes,
+)
+
+MNI_T1 = Path(nilearn.datasets.__file__).parent / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+
+
+def _image(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    return nib.Nifti1Image(data, affine)
+
+
+def _lps_image() -> nib.Nifti1Image:
+    # x grows to the patient's left, y posterior, z superior: DICOM's LPS order, anisotropic voxels.
+    affine = np.array(
+        [[-0.9, 0, 0, 50.0], [0, -1.2, 0, 60.0], [0, 0, 2.5, -30.0], [0, 0, 0, 1]],
+    )
+    data = np.random.default_rng(0).random((6, 7, 8), dtype=np.float32)
+    return _image(data, affine)
+
+
+def _permuted_image() -> nib.Nifti1Image:
+    # Voxel axis 0 runs inferior (I), axis 1 right (R), axis 2 posterior (P): an "IRP" image.
+    affine = np.array(
+        [[0, 1.0, 0, -10.0], [0, 0, -2.0, 40.0], [-3.0, 0, 0, 25.0], [0, 0, 0, 1]],
+    )
+    data = np.arange(5 * 6 * 7, dtype=np.int16).reshape(5, 6, 7)
+    return _image(data, affine)
+
+
+def _world_to_voxel(img: nib.Nifti1Image, world: np.ndarray) -> tuple[int, ...]:
+    ijk = np.linalg.inv(img.affine) @ np.append(world, 1.0)
+    rounded = np.rint(ijk[:3])
+    assert np.allclose(ijk[:3], rounded, atol=1e-6)
+    return tuple(int(v) for v in rounded)
+
+
+@pytest.mark.parametrize(
+    ("make", "codes"), [(_lps_image, ("L", "P", "S")), (_permuted_image, ("I", "R", "P"))]
+)
+def test_canonical_is_ras_and_keeps_world_coordinates(make, codes):
+    img = make()
+    assert orientation(img.affine) == codes
+    can = canonical(img)
+    assert orientation(can.affine) == ("R", "A", "S")
+    assert np.linalg.det(can.affine[:3, :3]) > 0
+    original = np.asarray(img.dataobj)
+    reordered = np.asarray(can.dataobj)
+    # Every voxel sits at the same world coordinate with the same value.
+    for ijk in itertools.product(*(range(n) for n in img.shape)):
+        world = (img.affine @ np.array([*ijk, 1.0]))[:3]
+        assert reordered[_world_to_voxel(can, world)] == original[ijk]
+
+
+def test_canonical_permutes_voxel_sizes_with_the_axes():
+    can = canonical(_permuted_image())
+    assert can.shape == (6, 7, 5)
+    assert np.allclose(voxel_sizes(can.affine), [1.0, 2.0, 3.0])
+
+
+def test_canonical_returns_a_ras_image_unchanged():
+    img = nib.load(MNI_T1)
+    assert canonical(img) is img
+    assert orientation(img.affine) == ("R", "A", "S")
+
+
+def test_orientation_rejects_a_singular_affine():
+    with pytest.raises(ValueError, match="orientation"):
+        orientation(np.diag([1.0, 0.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize(
+    ("codes", "sign"),
+    [(("R", "A", "S"), 1), (("L", "P", "S"), 1), (("L", "A", "S"), -1), (("A", "R", "S"), -1)],
+)
+def test_handedness_matches_the_affine_determinant(codes, sign):
+    assert handedness(codes) == sign
+    ornt = nib.orientations.axcodes2ornt(codes)
+    affine = nib.orientations.inv_ornt_aff(ornt, (4, 4, 4))
+    # inv_ornt_aff maps the reoriented grid back; its determinant sign is the codes' handedness.
+    assert np.sign(np.linalg.det(affine[:3, :3])) == sign
+
+
+def test_obliquity_and_voxel_sizes_of_a_rotated_affine():
+    angle = math.radians(10)
+    rotation = np.array(
+        [[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0], [0, 0, 1]]
+    )
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([2.0, 3.0, 4.0])
+    assert np.allclose(voxel_sizes(affine), [2.0, 3.0, 4.0])
+    assert np.allclose(obliquity_deg(affine), [10.0, 10.0, 0.0], atol=1e-6)
+    assert np.allclose(obliquity_deg(np.diag([-1.0, 2.0, 3.0, 1.0])), 0.0)
+
+
+@pytest.mark.parametrize("trailing", [(1,), (1, 1), (3,)])
+def test_first_volume_gives_3d(trailing):
+    data = np.random.default_rng(1).random((4, 5, 6, *trailing), dtype=np.float32)
+    img = _image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    volume = first_volume(img)
+    assert volume.shape == (4, 5, 6)
+    assert np.array_equal(np.asarray(volume.dataobj), data[(..., *([0] * len(trailing)))])
+    assert np.array_equal(volume.affine, img.affine)
+    assert volume.header.get_zooms() == (2.0, 2.0, 2.0)
+
+
+def test_first_volume_leaves_3d_alone_and_rejects_2d():
+    img = _lps_image()
+    assert first_volume(img) is img
+    with pytest.raises(ValueError, match="3-D"):
+        first_volume(_image(np.zeros((4, 5), dtype=np.float32), np.eye(4)))
+
+
+def test_voxel_data_is_float32_with_scaling_applied(tmp_path):
+    raw = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    img = _image(raw, np.eye(4))
+    img.header.set_slope_inter(2.0, 10.0)
+    path = tmp_path / "scaled.nii.gz"
+    nib.save(img, path)
+    data = voxel_data(nib.load(path))
+    assert data.dtype == np.float32
+    assert np.array_equal(data, raw.astype(np.float32) * 2 + 10)
+
+
+def test_voxel_data_of_the_mni_t1():
+    img = nib.load(MNI_T1)
+    data = voxel_data(img)
+    assert data.dtype == np.float32
+    assert data.shape == (197, 233, 189)
+    assert float(data.min()) == 0.0
+    assert float(data.max()) == 255.0
