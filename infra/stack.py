@@ -11,9 +11,6 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
-
-from infra.tables import idempotency_table, table_for_model
-from infra.workflow import StudyWorkflow
 from voxelpipe.records import STATUS_MODELS
 from voxelpipe.wiring import (
     DISPATCH,
@@ -29,6 +26,9 @@ from voxelpipe.wiring import (
     Prefix,
     Resource,
 )
+
+from infra.tables import idempotency_table, table_for_model
+from infra.workflow import StudyWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 # Retention of the short-lived prefixes.
@@ -76,8 +76,12 @@ class VoxelpipeStack(Stack):
             Resource.STUDIES_TABLE: table_for_model(
                 self, Resource.STUDIES_TABLE, STATUS_MODELS[EnvVar.STUDIES_TABLE]
             ),
-            Resource.TASKS_TABLE: table_for_model(self, Resource.TASKS_TABLE, STATUS_MODELS[EnvVar.TASKS_TABLE]),
-            Resource.AUDIT_TABLE: table_for_model(self, Resource.AUDIT_TABLE, STATUS_MODELS[EnvVar.AUDIT_TABLE]),
+            Resource.TASKS_TABLE: table_for_model(
+                self, Resource.TASKS_TABLE, STATUS_MODELS[EnvVar.TASKS_TABLE]
+            ),
+            Resource.AUDIT_TABLE: table_for_model(
+                self, Resource.AUDIT_TABLE, STATUS_MODELS[EnvVar.AUDIT_TABLE]
+            ),
             Resource.IDEMPOTENCY_TABLE: idempotency_table(self, Resource.IDEMPOTENCY_TABLE),
         }
         layers = [
@@ -155,7 +159,9 @@ class VoxelpipeStack(Stack):
             self,
             resource,
             visibility_timeout=Duration.seconds(QUEUE_VISIBILITY_TIMEOUT_S),
-            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=QUEUE_MAX_RECEIVE_COUNT, queue=dead_letters),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=QUEUE_MAX_RECEIVE_COUNT, queue=dead_letters
+            ),
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
         )

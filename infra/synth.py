@@ -38,4 +38,5 @@ def synthesize_template() -> dict[str, Any]:
         app, stack = build_app(dependency_layer_dir=layer_dir, outdir=str(Path(tmp) / "cdk.out"))
         assembly = app.synth()
         template = assembly.get_stack_by_name(stack.stack_name).template
-        return json.loads(json.dumps(template))
+        result: dict[str, Any] = json.loads(json.dumps(template))
+        return result

@@ -1,14 +1,14 @@
-"""The study state machine: Prepare -> Map over analyses (Choice on runtime) -> Finalize; Catch -> MarkFailed."""
+"""The study state machine: Prepare, a Map over analyses (Choice on runtime), Finalize; Catch: MarkFailed."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
-
-
 from voxelpipe.wiring import (
     ANALYSIS_CONCURRENCY,
     FINALIZE,
@@ -16,8 +16,8 @@ from voxelpipe.wiring import (
     PREPARE,
     RUN_ANALYSIS,
     TRANSIENT_LAMBDA_ERRORS,
-    Runtime,
     FunctionSpec,
+    Runtime,
 )
 
 # Retry settings for transient Lambda errors (DESIGN: retry with backoff, catch the rest).
@@ -34,7 +34,7 @@ class StudyWorkflow(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        functions: dict[str, lambda_.IFunction],
+        functions: Mapping[str, lambda_.IFunction],
         retry_interval: Duration = RETRY_INTERVAL,
     ) -> None:
         super().__init__(scope, construct_id)

@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.parser.types import Json
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from voxelpipe.messages import WorkItem
 from voxelpipe.observability import logger, tracer
 from voxelpipe.pipeline.dispatch import dispatch
 
 
 class WorkRecord(SqsRecordModel):
-    body: Json[WorkItem]  # type: ignore[assignment]
+    body: Json[WorkItem]
 
 
 processor = BatchProcessor(event_type=EventType.SQS, model=WorkRecord)
@@ -29,5 +29,7 @@ def handle_record(record: WorkRecord) -> str:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(
+        event=event, record_handler=handle_record, processor=processor, context=context
+    )

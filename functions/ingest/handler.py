@@ -15,7 +15,6 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.messages import ObjectCreatedNotification
 from voxelpipe.observability import logger, metrics, tracer
@@ -28,7 +27,9 @@ persistence = DynamoDBPersistenceLayer(table_name=os.environ[EnvVar.IDEMPOTENCY_
 idempotency = IdempotencyConfig(event_key_jmespath="[bucket, key, version]", raise_on_no_idempotency_key=True)
 
 
-@idempotent_function(data_keyword_argument="upload", config=idempotency, persistence_store=persistence)
+@idempotent_function(  # type: ignore[untyped-decorator]
+    data_keyword_argument="upload", config=idempotency, persistence_store=persistence
+)
 def process(upload: UploadedObject) -> dict[str, Any]:
     limits = Limits(max_upload_bytes=int(os.environ[EnvVar.MAX_UPLOAD_BYTES]))
     outcome = ingest_upload(upload, Storage.from_environment(), limits)

@@ -26,10 +26,10 @@ from unittest import mock
 import boto3
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
+from voxelpipe.wiring import FUNCTIONS, EnvVar
 
 from infra.local.deploy import REGION, Deployment, deploy_template
 from infra.local.template import cached_template
-from voxelpipe.wiring import FUNCTIONS, EnvVar
 
 log = logging.getLogger("voxelpipe.local")
 
@@ -137,7 +137,9 @@ class LocalCloud:
         for spec, env in self.deployment.function_env.items():
             for key, value in env.items():
                 if merged.setdefault(key, value) != value:
-                    raise ValueError(f"{key} differs between functions ({spec}): the local cloud cannot host both")
+                    raise ValueError(
+                        f"{key} differs between functions ({spec}): the local cloud cannot host both"
+                    )
         return merged
 
     # -- resources ---------------------------------------------------------------------------
@@ -176,7 +178,9 @@ class LocalCloud:
     def invoke(self, function: str, event: Any) -> tuple[Any, str | None]:
         """Call a function's handler as Lambda would: returns (payload, error type or None)."""
         spec = next(s for s in FUNCTIONS if s.name == function)
-        context = LambdaContext(function_name=function, memory_limit_in_mb=spec.memory_mb, timeout_s=spec.timeout_s)
+        context = LambdaContext(
+            function_name=function, memory_limit_in_mb=spec.memory_mb, timeout_s=spec.timeout_s
+        )
         started = time.perf_counter()
         error: str | None = None
         try:
@@ -190,7 +194,9 @@ class LocalCloud:
             }
             log.warning("%s failed: %s: %s", function, error, exc)
         with self._lock:
-            self.invocations.append(Invocation(function, event, error, (time.perf_counter() - started) * 1000))
+            self.invocations.append(
+                Invocation(function, event, error, (time.perf_counter() - started) * 1000)
+            )
         return payload, error
 
     def _moto_invoke_hook(self) -> Callable[..., bytes]:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
-
 from voxelpipe.wiring import FUNCTION_TAG
 
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -160,13 +159,15 @@ class _Deployer:
         self.out.arns[logical_id] = description["TableArn"]
 
     def _queue(self, logical_id: str, props: dict[str, Any]) -> None:
-        attributes = {
+        attributes: Any = {
             key: json.dumps(self.out.resolve(value)) if isinstance(value, dict) else str(value)
             for key, value in props.items()
             if key in {"VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy", "DelaySeconds"}
         }
         url = self.sqs.create_queue(QueueName=_physical_name(logical_id), Attributes=attributes)["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         self.out.physical_ids[logical_id] = url
         self.out.arns[logical_id] = arn
 
@@ -185,7 +186,9 @@ class _Deployer:
             # deployed directly (see _bucket_notifications).
             return
         name = _physical_name(logical_id)[:64]
-        env = {k: str(v) for k, v in self.out.resolve(props.get("Environment", {}).get("Variables", {})).items()}
+        env = {
+            k: str(v) for k, v in self.out.resolve(props.get("Environment", {}).get("Variables", {})).items()
+        }
         created = self.lambda_.create_function(
             FunctionName=name,
             Runtime=props["Runtime"],
@@ -259,9 +262,10 @@ def _dependency_order(resources: dict[str, dict[str, Any]]) -> list[str]:
         visiting.add(logical_id)
         resource = resources[logical_id]
         depends_on = resource.get("DependsOn", [])
-        for dependency in sorted(_references(resource.get("Properties", {})) | set(
-            [depends_on] if isinstance(depends_on, str) else depends_on
-        )):
+        for dependency in sorted(
+            _references(resource.get("Properties", {}))
+            | set([depends_on] if isinstance(depends_on, str) else depends_on)
+        ):
             if dependency in resources:
                 visit(dependency)
         visiting.discard(logical_id)

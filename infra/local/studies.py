@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-
-from infra.local.cloud import LocalCloud
 from voxelpipe import tracking
 from voxelpipe.adapters.storage import Storage
-from voxelpipe.keys import ANALYSES_METADATA, UploadKey, derived_key, new_study_id, results_key
+from voxelpipe.keys import UploadKey, derived_key, results_key
+from voxelpipe.pipeline.register import register_study
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus, TaskStatus
+
+from infra.local.cloud import LocalCloud
 
 DEMO_TENANT = "demo"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
@@ -58,14 +59,16 @@ def submit(
     *,
     analyses: Sequence[str] = (),
     tenant: str = DEMO_TENANT,
-    study_id: str | None = None,
 ) -> str:
-    """Upload a scan as a study (the S3 notification starts the pipeline); returns the study id."""
-    study_id = study_id or new_study_id()
-    key = UploadKey(tenant, study_id, filename).key
-    metadata = {ANALYSES_METADATA: ",".join(analyses)} if analyses else {}
-    boto3.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=data, Metadata=metadata)
-    return study_id
+    """Register a study and upload its scan, as a client does; returns the study id.
+
+    The upload's S3 notification starts the pipeline. Unknown analyses raise UnknownAnalysis
+    before anything is uploaded.
+    """
+    study = register_study(tenant, analyses=analyses, actor="voxelpipe-cli", source="local")
+    key = UploadKey(tenant, study.study_id, filename).key
+    boto3.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=data)
+    return str(study.study_id)
 
 
 def wait_for_terminal(

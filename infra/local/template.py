@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from infra.stack import ROOT

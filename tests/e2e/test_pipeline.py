@@ -8,19 +8,21 @@ import json
 
 import boto3
 from PIL import Image
-
-from infra.local.cloud import LocalCloud
-from infra.local.samples import mni152_t1_path
-from infra.local.studies import report, submit, wait_for_terminal
-from tests.fixtures.bad_nifti import make_good_nifti
 from voxelpipe import tracking
 from voxelpipe.keys import derived_key, results_key
 from voxelpipe.status import StudyStatus, TaskStatus
 from voxelpipe.wiring import execution_name
 
+from infra.local.cloud import LocalCloud
+from infra.local.samples import mni152_t1_path
+from infra.local.studies import report, submit, wait_for_terminal
+from tests.fixtures.bad_nifti import make_good_nifti
+
 
 def _executions(cloud: LocalCloud) -> list[dict]:
-    return boto3.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)["executions"]
+    return boto3.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)[
+        "executions"
+    ]
 
 
 def test_the_bundled_scan_completes_with_status_tasks_results_and_audit(cloud: LocalCloud, tmp_path):
@@ -52,7 +54,7 @@ def test_the_bundled_scan_completes_with_status_tasks_results_and_audit(cloud: L
         assert Image.open(io.BytesIO(png)).format == "PNG"
 
     actions = [row.action for row in tracking.audit_trail(study_id)]
-    assert actions[:2] == ["queued", "execution_started"]
+    assert actions[:3] == ["registered", "queued", "execution_started"]
     (execution,) = _executions(cloud)
     assert execution["name"] == execution_name(study_id, 1)
 

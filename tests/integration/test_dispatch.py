@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import boto3
-
-from infra.local.cloud import LocalCloud
 from voxelpipe import tracking
 from voxelpipe.messages import WorkItem
 from voxelpipe.status import StudyStatus
+
+from infra.local.cloud import LocalCloud
 
 
 def _record(message_id: str, body: str) -> dict:
@@ -33,7 +33,9 @@ def _record(message_id: str, body: str) -> dict:
 
 def _queued_study(study_id: str) -> WorkItem:
     tracking.create_study(study_id, "lab", analyses=["qc"], priority="normal", status=StudyStatus.QUEUED)
-    return WorkItem(study_id=study_id, attempt=1, tenant="lab", input_key=f"uploads/lab/{study_id}/x.nii", analyses=["qc"])
+    return WorkItem(
+        study_id=study_id, attempt=1, tenant="lab", input_key=f"uploads/lab/{study_id}/x.nii", analyses=["qc"]
+    )
 
 
 def test_a_bad_record_fails_alone_and_duplicates_start_one_execution(cloud: LocalCloud):
@@ -51,7 +53,9 @@ def test_a_bad_record_fails_alone_and_duplicates_start_one_execution(cloud: Loca
     payload, error = cloud.invoke("dispatch", event)
     assert error is None
     assert payload == {"batchItemFailures": [{"itemIdentifier": "m2"}, {"itemIdentifier": "m4"}]}
-    executions = boto3.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)["executions"]
+    executions = boto3.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)[
+        "executions"
+    ]
     assert sorted(e["name"] for e in executions) == [f"{'a' * 32}-1", f"{'b' * 32}-1"]
 
 
@@ -60,5 +64,7 @@ def test_a_message_for_a_study_that_moved_on_starts_nothing(cloud: LocalCloud):
     tracking.transition(item.study_id, 1, StudyStatus.FAILED)
     payload, error = cloud.invoke("dispatch", {"Records": [_record("m1", item.model_dump_json())]})
     assert error is None and payload == {"batchItemFailures": []}
-    executions = boto3.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)["executions"]
+    executions = boto3.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)[
+        "executions"
+    ]
     assert executions == []

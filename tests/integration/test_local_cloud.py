@@ -6,13 +6,15 @@ import json
 from typing import Any
 
 import boto3
+from voxelpipe.wiring import FUNCTIONS, EnvVar
 
 from infra.local.cloud import LocalCloud
-from voxelpipe.wiring import FUNCTIONS, EnvVar
 
 
 def _synthesized_definition(template: dict[str, Any]) -> tuple[str, list[str]]:
-    (machine,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    (machine,) = [
+        r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"
+    ]
     parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
     return "".join(p if isinstance(p, str) else "<ARN>" for p in parts), [
         p["Fn::GetAtt"][0] for p in parts if not isinstance(p, str)
@@ -32,7 +34,9 @@ def test_executed_definition_is_the_synthesized_one_modulo_arns(cloud: LocalClou
     assert json.loads(executed)["StartAt"] == "Prepare"
 
 
-def test_every_function_is_deployed_with_its_template_environment(cloud: LocalCloud, template: dict[str, Any]):
+def test_every_function_is_deployed_with_its_template_environment(
+    cloud: LocalCloud, template: dict[str, Any]
+):
     client = boto3.client("lambda")
     deployed = {spec for spec in cloud.deployment.function_specs.values()}
     assert deployed == {spec.name for spec in FUNCTIONS}
@@ -49,7 +53,9 @@ def test_event_sources_and_notifications_are_wired_as_in_the_template(cloud: Loc
     mappings = boto3.client("lambda").list_event_source_mappings()["EventSourceMappings"]
     queue_arns = {m["EventSourceArn"] for m in mappings}
     assert len(queue_arns) == 2
-    assert {cloud.deployment.function_specs[m["FunctionArn"].rsplit(":", 1)[-1]] for m in mappings} == {"dispatch"}
+    assert {cloud.deployment.function_specs[m["FunctionArn"].rsplit(":", 1)[-1]] for m in mappings} == {
+        "dispatch"
+    }
     notification = boto3.client("s3").get_bucket_notification_configuration(Bucket=cloud.bucket)
     (config,) = notification["LambdaFunctionConfigurations"]
     assert cloud.deployment.function_specs[config["LambdaFunctionArn"].rsplit(":", 1)[-1]] == "ingest"

@@ -7,8 +7,6 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
-
-from infra.workflow import RETRY_ATTEMPTS
 from voxelpipe.records import StudyRecord, table_schema
 from voxelpipe.wiring import (
     DISPATCH,
@@ -18,6 +16,8 @@ from voxelpipe.wiring import (
     TRANSIENT_LAMBDA_ERRORS,
     EnvVar,
 )
+
+from infra.workflow import RETRY_ATTEMPTS
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,11 @@ def test_bucket_is_private_versioned_encrypted_and_expires_short_lived_prefixes(
         {
             "PolicyDocument": {
                 "Statement": Match.array_with(
-                    [Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]
+                    [
+                        Match.object_like(
+                            {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+                        )
+                    ]
                 )
             }
         },
@@ -140,9 +144,13 @@ def test_state_machine_shape_retries_and_catches(template: dict[str, Any]):
     assert inner["ByRuntime"]["Choices"][0]["StringEquals"] == "lambda"
     for name in ("Prepare", "Finalize"):
         (retry,) = states[name]["Retry"]
-        assert retry["ErrorEquals"] == list(TRANSIENT_LAMBDA_ERRORS) and retry["MaxAttempts"] == RETRY_ATTEMPTS
+        assert (
+            retry["ErrorEquals"] == list(TRANSIENT_LAMBDA_ERRORS) and retry["MaxAttempts"] == RETRY_ATTEMPTS
+        )
     (inner_retry,) = inner["RunAnalysis"]["Retry"]
     assert inner_retry["ErrorEquals"] == list(TRANSIENT_LAMBDA_ERRORS)
     for name in ("Prepare", "RunAnalyses", "Finalize"):
-        assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "MarkFailed"}]
+        assert states[name]["Catch"] == [
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "MarkFailed"}
+        ]
     assert states["MarkFailed"]["Next"] == "StudyFailed" and states["StudyFailed"]["Type"] == "Fail"

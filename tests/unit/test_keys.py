@@ -1,5 +1,4 @@
 import pytest
-
 from voxelpipe.keys import (
     InvalidKey,
     UploadKey,
@@ -19,20 +18,22 @@ def test_upload_key_round_trip():
     assert parse_upload_key(key) == UploadKey("lab-1", study_id, "t1w.nii.gz")
 
 
-@pytest.mark.parametrize(
-    "filename",
-    ["../escape.nii", "a/b.nii", ".hidden.nii", "name with space.nii", "evil\x00.nii", "x" * 300, "a..b.nii"],
-)
-def test_path_tricks_in_file_names_are_refused(filename):
-    key = f"uploads/lab/{'a' * 32}/{filename}"
-    with pytest.raises(InvalidKey):
-        parse_upload_key(key)
-    # ...but the study is still known, so it can be told why.
+def test_the_file_name_is_everything_after_the_study_id():
+    # Whether the name is acceptable is validation's call (check_upload_name), but the study
+    # is known either way, so the uploader can be told why.
+    key = f"uploads/lab/{'a' * 32}/../escape.nii"
+    assert parse_upload_key(key).filename == "../escape.nii"
     assert parse_study_prefix(key) == ("lab", "a" * 32)
 
 
 @pytest.mark.parametrize(
-    "key", ["uploads/lab/short/x.nii", "other/lab/" + "a" * 32 + "/x.nii", "uploads/LAB/" + "a" * 32 + "/x.nii", "uploads/x.nii"]
+    "key",
+    [
+        "uploads/lab/short/x.nii",
+        "other/lab/" + "a" * 32 + "/x.nii",
+        "uploads/LAB/" + "a" * 32 + "/x.nii",
+        "uploads/x.nii",
+    ],
 )
 def test_keys_outside_the_layout_name_no_study(key):
     assert parse_study_prefix(key) is None

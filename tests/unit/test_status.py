@@ -1,3 +1,5 @@
+import itertools
+
 from voxelpipe.status import TERMINAL_STATUSES, StudyStatus, allowed_sources, can_transition
 
 HAPPY_PATH = [
@@ -11,7 +13,7 @@ HAPPY_PATH = [
 
 
 def test_happy_path_moves_forward_one_step_at_a_time():
-    for source, target in zip(HAPPY_PATH, HAPPY_PATH[1:], strict=False):
+    for source, target in itertools.pairwise(HAPPY_PATH):
         assert can_transition(source, target)
     for index, target in enumerate(HAPPY_PATH):
         for later in HAPPY_PATH[index + 1 :]:

@@ -39,11 +39,34 @@ def _parser() -> argparse.ArgumentParser:
         description="Uploads each input as a study to the local cloud (moto, in process) and waits for "
         "every study to reach a terminal status. With no --input, runs the bundled MNI152 T1.",
     )
-    demo.add_argument("--input", dest="inputs", action="append", type=Path, metavar="FILE", help="a scan (.nii, .nii.gz); repeat for more")
-    demo.add_argument("--analyses", type=_analysis_list, metavar="A,B", help="analyses to run (default: the catalogue's defaults)")
-    demo.add_argument("--output-dir", type=Path, metavar="DIR", help="write results.json and every artifact under DIR/{study_id}/")
+    demo.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="a scan (.nii, .nii.gz); repeat for more",
+    )
+    demo.add_argument(
+        "--analyses",
+        type=_analysis_list,
+        metavar="A,B",
+        help="analyses to run (default: the catalogue's defaults)",
+    )
+    demo.add_argument(
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="write results.json and every artifact under DIR/{study_id}/",
+    )
     demo.add_argument("--json", action="store_true", help="print one JSON object a line per input")
-    demo.add_argument("--timeout", type=float, default=900.0, metavar="S", help="seconds to wait for every study (default 900)")
+    demo.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        metavar="S",
+        help="seconds to wait for every study (default 900)",
+    )
     demo.add_argument("--verbose", action="store_true", help="show the functions' logs on stderr")
     return parser
 
@@ -81,6 +104,13 @@ def demo(args: argparse.Namespace) -> int:
     if missing:
         print(f"voxelpipe demo: no such file: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
+    from voxelpipe.analyses import UnknownAnalysis, resolve
+
+    try:
+        resolve(args.analyses or [])
+    except UnknownAnalysis as error:
+        print(f"voxelpipe demo: {error}", file=sys.stderr)
+        return EXIT_USAGE
     print("starting the local cloud (moto, in process)...", file=sys.stderr, flush=True)
     with LocalCloud(log_level="INFO" if args.verbose else "WARNING") as cloud:
         submitted = []
@@ -88,7 +118,9 @@ def demo(args: argparse.Namespace) -> int:
             study_id = submit(cloud, path.read_bytes(), upload_name(path), analyses=args.analyses or ())
             print(f"uploaded {path.name} as study {study_id}", file=sys.stderr, flush=True)
             submitted.append((study_id, path.name))
-        records = wait_for_terminal([study_id for study_id, _ in submitted], timeout_s=args.timeout, on_change=_progress)
+        records = wait_for_terminal(
+            [study_id for study_id, _ in submitted], timeout_s=args.timeout, on_change=_progress
+        )
         reports = [report(cloud, study_id, name, args.output_dir).as_json() for study_id, name in submitted]
     for line in reports:
         if args.json:

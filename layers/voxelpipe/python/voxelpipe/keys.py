@@ -8,14 +8,8 @@ from dataclasses import dataclass
 
 from voxelpipe.wiring import Prefix
 
-# S3 user metadata (x-amz-meta-*) an upload may carry when no study was created for it beforehand.
-ANALYSES_METADATA = "analyses"  # comma-separated analysis names
-PRIORITY_METADATA = "priority"  # "high" or "normal"
-
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _STUDY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{7,63}$")
-# A file name: no separators, no parent references, no control characters, no leading dot.
-_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}$")
 
 
 class InvalidKey(ValueError):
@@ -49,13 +43,14 @@ def parse_study_prefix(key: str) -> tuple[str, str] | None:
 
 
 def parse_upload_key(key: str) -> UploadKey:
+    """Split an upload key; the file name is everything after the study id.
+
+    Whether that name is acceptable (no path tricks) is validation's call: check_upload_name.
+    """
     prefix = parse_study_prefix(key)
     if prefix is None:
         raise InvalidKey(f"{key!r} is not uploads/{{tenant}}/{{study_id}}/{{file}}")
-    filename = key.split("/", 3)[3]
-    if not _FILE_NAME.match(filename) or ".." in filename:
-        raise InvalidKey(f"file name {filename!r} is not allowed (letters, digits, . _ + - only, no paths)")
-    return UploadKey(*prefix, filename)
+    return UploadKey(*prefix, key.split("/", 3)[3])
 
 
 def quarantine_key(key: str) -> str:

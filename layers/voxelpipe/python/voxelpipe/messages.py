@@ -113,8 +113,8 @@ class _S3Bucket(BaseModel):
 class _S3Object(BaseModel):
     key: str
     size: int | None = None
-    eTag: str | None = None  # noqa: N815 (S3's field names)
-    versionId: str | None = None  # noqa: N815
+    eTag: str | None = None
+    versionId: str | None = None
     sequencer: str | None = None
 
 
@@ -124,7 +124,7 @@ class _S3Entity(BaseModel):
 
 
 class ObjectCreatedRecord(BaseModel):
-    eventName: str  # noqa: N815
+    eventName: str
     s3: _S3Entity
 
 
@@ -135,4 +135,4 @@ class ObjectCreatedNotification(BaseModel):
     that moto leaves out); asking only for what is used keeps the contract honest.
     """
 
-    Records: list[ObjectCreatedRecord]  # noqa: N815
+    Records: list[ObjectCreatedRecord]

@@ -32,10 +32,12 @@ class TableNameFromEnv:
         try:
             return os.environ[self.var]
         except KeyError:
-            raise AttributeError(f"environment variable {self.var} (a DynamoDB table name) is not set") from None
+            raise AttributeError(
+                f"environment variable {self.var} (a DynamoDB table name) is not set"
+            ) from None
 
 
-class TenantCreatedIndex(GlobalSecondaryIndex["StudyRecord"]):
+class TenantCreatedIndex(GlobalSecondaryIndex["StudyRecord"]):  # type: ignore[no-untyped-call]
     class Meta:
         index_name = "tenant-created"
         projection = AllProjection()
@@ -44,7 +46,7 @@ class TenantCreatedIndex(GlobalSecondaryIndex["StudyRecord"]):
     created_at = UTCDateTimeAttribute(range_key=True)
 
 
-class StatusUpdatedIndex(GlobalSecondaryIndex["StudyRecord"]):
+class StatusUpdatedIndex(GlobalSecondaryIndex["StudyRecord"]):  # type: ignore[no-untyped-call]
     class Meta:
         index_name = "status-updated"
         projection = AllProjection()
@@ -65,7 +67,7 @@ class StudyRecord(Model):
     attempt = NumberAttribute(default=1)
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
-    analyses = ListAttribute[str](of=UnicodeAttribute, default=list)
+    analyses = ListAttribute[str](of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
     priority = UnicodeAttribute(default="normal")
     reason = UnicodeAttribute(null=True)  # rejection reason code
     reason_detail = UnicodeAttribute(null=True)

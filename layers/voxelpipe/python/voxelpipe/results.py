@@ -24,7 +24,9 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def build_results(state: FinalizeInput, upload: dict[str, Any], timings_ms: dict[str, float]) -> dict[str, Any]:
+def build_results(
+    state: FinalizeInput, upload: dict[str, Any], timings_ms: dict[str, float]
+) -> dict[str, Any]:
     """The results document of a completed study attempt."""
     return {
         "schema_version": RESULTS_SCHEMA_VERSION,

@@ -82,3 +82,20 @@ def voxel_data(img: Image) -> npt.NDArray[np.float32]:
     """
     data: npt.NDArray[np.float32] = img.get_fdata(dtype=np.float32)
     return data
+
+
+def with_fresh_header(img: Image) -> Image:
+    """The same voxels and geometry in a new NIfTI-1 header.
+
+    A fresh header carries only geometry, data type and units: free-text fields of the upload
+    (descrip, aux_file, intent_name, extensions) are left behind. Unscaled voxels keep their
+    type (and size); scaled ones become float32.
+    """
+    slope, intercept = img.header.get_slope_inter()  # type: ignore[no-untyped-call]
+    scaled = slope not in (None, 1.0) or intercept not in (None, 0.0)
+    data = img.get_fdata(dtype=np.float32) if scaled else np.asanyarray(img.dataobj)
+    fresh = nib.Nifti1Image(data, img.affine)  # type: ignore[no-untyped-call]
+    fresh.header.set_xyzt_units(*img.header.get_xyzt_units())  # type: ignore[no-untyped-call]
+    fresh.set_qform(img.affine, code=1)  # type: ignore[no-untyped-call]
+    fresh.set_sform(img.affine, code=1)  # type: ignore[no-untyped-call]
+    return fresh

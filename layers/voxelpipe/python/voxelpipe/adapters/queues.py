@@ -14,7 +14,10 @@ from voxelpipe.wiring import EnvVar
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-_QUEUE_URL = {Priority.HIGH: EnvVar.HIGH_PRIORITY_QUEUE_URL, Priority.NORMAL: EnvVar.NORMAL_PRIORITY_QUEUE_URL}
+_QUEUE_URL = {
+    Priority.HIGH: EnvVar.HIGH_PRIORITY_QUEUE_URL,
+    Priority.NORMAL: EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+}
 
 
 @cache
@@ -24,5 +27,7 @@ def _client() -> SQSClient:
 
 def enqueue(item: WorkItem) -> str:
     """Send a study attempt to its priority's queue; returns the message id."""
-    response = _client().send_message(QueueUrl=os.environ[_QUEUE_URL[item.priority]], MessageBody=item.model_dump_json())
+    response = _client().send_message(
+        QueueUrl=os.environ[_QUEUE_URL[item.priority]], MessageBody=item.model_dump_json()
+    )
     return response["MessageId"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput
-from voxelpipe.wiring import Runtime
 from voxelpipe.analyses.qc import QC
+from voxelpipe.wiring import Runtime
 
 CATALOGUE: dict[str, Analysis] = {analysis.name: analysis for analysis in (QC,)}
 DEFAULT_ANALYSES: tuple[str, ...] = ("qc",)

@@ -22,7 +22,9 @@ def run_analysis(task: AnalysisTask, storage: Storage) -> AnalysisResult:
     request = task.analysis
     (analysis,) = resolve([request.name])
     if analysis.version != request.version:
-        raise AnalysisVersionMismatch(f"{request.name} {request.version} requested; this code has {analysis.version}")
+        raise AnalysisVersionMismatch(
+            f"{request.name} {request.version} requested; this code has {analysis.version}"
+        )
     record = tracking.start_task(task.study_id, task.attempt, f"analysis:{analysis.name}")
     image = load_nifti(storage.read(task.volume.volume_key))
     output = analysis.run(

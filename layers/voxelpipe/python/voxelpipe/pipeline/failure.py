@@ -13,7 +13,9 @@ from voxelpipe.wiring import TRANSIENT_LAMBDA_ERRORS, execution_name
 
 ACTOR = "mark_failed"
 # Errors worth a reprocess without changing anything: the platform's, not the data's.
-_RETRYABLE = frozenset({*TRANSIENT_LAMBDA_ERRORS, "States.Timeout", "States.HeartbeatTimeout", "Lambda.Unknown"})
+_RETRYABLE = frozenset(
+    {*TRANSIENT_LAMBDA_ERRORS, "States.Timeout", "States.HeartbeatTimeout", "Lambda.Unknown"}
+)
 
 
 def describe_error(failure: FailureInput) -> dict[str, Any]:

@@ -10,11 +10,23 @@ from voxelpipe import tracking
 from voxelpipe.adapters import queues
 from voxelpipe.adapters.storage import ObjectInfo, Storage
 from voxelpipe.analyses import CATALOGUE, DEFAULT_ANALYSES
-from voxelpipe.keys import ANALYSES_METADATA, PRIORITY_METADATA, InvalidKey, parse_study_prefix, parse_upload_key, quarantine_key
+from voxelpipe.keys import (
+    parse_study_prefix,
+    parse_upload_key,
+    quarantine_key,
+)
 from voxelpipe.messages import Priority, WorkItem
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
-from voxelpipe.validation import HEADER_RANGE_BYTES, Limits, ReasonCode, Rejected, check_header, check_volume
+from voxelpipe.validation import (
+    HEADER_RANGE_BYTES,
+    Limits,
+    ReasonCode,
+    Rejected,
+    check_header,
+    check_upload_name,
+    check_volume,
+)
 
 ACTOR = "ingest"
 
@@ -37,29 +49,23 @@ class IngestOutcome:
     detail: str | None = None
 
 
-def _requested(info: ObjectInfo) -> tuple[list[str], Priority]:
-    raw = info.metadata.get(ANALYSES_METADATA, "")
-    analyses = [name.strip() for name in raw.split(",") if name.strip()] or list(DEFAULT_ANALYSES)
-    priority = info.metadata.get(PRIORITY_METADATA, Priority.NORMAL.value).strip().lower()
-    return analyses, Priority(priority) if priority in Priority.__members__.values() else Priority.NORMAL
-
-
-def _study_for(study_id: str, tenant: str, info: ObjectInfo) -> StudyRecord:
+def _study_for(study_id: str, tenant: str) -> StudyRecord:
     study = tracking.get_study(study_id)
     if study is None:
-        analyses, priority = _requested(info)
-        study = tracking.create_study(study_id, tenant, analyses=analyses, priority=priority.value)
+        # Uploaded without registering the study first (POST /studies): the defaults apply.
+        study = tracking.create_study(
+            study_id, tenant, analyses=DEFAULT_ANALYSES, priority=Priority.NORMAL.value
+        )
         # None: another upload created it between our read and write.
         study = study or tracking.get_study(study_id)
     assert study is not None
     return study
 
 
-def _validate(upload: UploadedObject, study: StudyRecord, info: ObjectInfo, storage: Storage, limits: Limits) -> dict[str, object]:
-    try:
-        parse_upload_key(upload.key)
-    except InvalidKey as error:
-        raise Rejected(ReasonCode.INVALID_NAME, str(error)) from error
+def _validate(
+    upload: UploadedObject, study: StudyRecord, info: ObjectInfo, storage: Storage, limits: Limits
+) -> dict[str, object]:
+    check_upload_name(parse_upload_key(upload.key).filename)
     unknown = [name for name in study.analyses if name not in CATALOGUE]
     if unknown:
         raise Rejected(
@@ -91,11 +97,15 @@ def ingest_upload(upload: UploadedObject, storage: Storage, limits: Limits) -> I
         # No study can be named, so nobody can be told: keep it out of uploads/ and say so in the logs.
         storage.move(upload.key, quarantine_key(upload.key))
         return IngestOutcome(
-            upload.key, None, "IGNORED", ReasonCode.INVALID_NAME.value, "key outside uploads/{tenant}/{study_id}/"
+            upload.key,
+            None,
+            "IGNORED",
+            ReasonCode.INVALID_NAME.value,
+            "key outside uploads/{tenant}/{study_id}/",
         )
     tenant, study_id = prefix
     info = storage.head(upload.key)
-    study = _study_for(study_id, tenant, info)
+    study = _study_for(study_id, tenant)
     if study.tenant != tenant:
         storage.move(upload.key, quarantine_key(upload.key))
         return IngestOutcome(
@@ -117,7 +127,9 @@ def ingest_upload(upload: UploadedObject, storage: Storage, limits: Limits) -> I
             _enqueue(current)
             return IngestOutcome(upload.key, study_id, StudyStatus.QUEUED.value, detail="re-sent")
         # The study is past validation (a re-upload, or a late duplicate): record it and leave it be.
-        tracking.audit(study_id, "upload_ignored", actor=ACTOR, source=upload.key, detail={"why": str(refused)})
+        tracking.audit(
+            study_id, "upload_ignored", actor=ACTOR, source=upload.key, detail={"why": str(refused)}
+        )
         return IngestOutcome(upload.key, study_id, str(study.status), detail="study already past validation")
 
     task = tracking.start_task(study_id, attempt, "validate")
@@ -134,7 +146,9 @@ def ingest_upload(upload: UploadedObject, storage: Storage, limits: Limits) -> I
                 StudyRecord.reason_detail.set(rejected.detail),
             ],
         )
-        tracking.fail_task(task, {"type": "Rejected", "reason": rejected.reason.value, "message": rejected.detail})
+        tracking.fail_task(
+            task, {"type": "Rejected", "reason": rejected.reason.value, "message": rejected.detail}
+        )
         tracking.audit(
             study_id,
             "rejected",
@@ -142,15 +156,17 @@ def ingest_upload(upload: UploadedObject, storage: Storage, limits: Limits) -> I
             source=upload.key,
             detail={"reason": rejected.reason.value, "detail": rejected.detail},
         )
-        return IngestOutcome(upload.key, study_id, StudyStatus.REJECTED.value, rejected.reason.value, rejected.detail)
+        return IngestOutcome(
+            upload.key, study_id, StudyStatus.REJECTED.value, rejected.reason.value, rejected.detail
+        )
 
     changes: list[Action] = [StudyRecord.input_key.set(upload.key), StudyRecord.input.set(described)]
     tracking.transition(study_id, attempt, StudyStatus.VALIDATED, changes=changes)
     tracking.finish_task(task, detail=described)
     # QUEUED before the send: the execution may start (and move the study on) before send returns.
     queued = tracking.transition(study_id, attempt, StudyStatus.QUEUED)
-    _enqueue(queued)
     tracking.audit(study_id, "queued", actor=ACTOR, source=upload.key, detail={"sha256": described["sha256"]})
+    _enqueue(queued)
     return IngestOutcome(upload.key, study_id, StudyStatus.QUEUED.value)
 
 

@@ -4,37 +4,21 @@ from __future__ import annotations
 
 import time
 
-import nibabel as nib
-import numpy as np
-
 from voxelpipe import tracking
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.keys import work_key
 from voxelpipe.messages import ExecutionInput, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
 from voxelpipe.status import StudyStatus
-from voxelpipe.volume import Image, canonical, first_volume, orientation, voxel_sizes
+from voxelpipe.volume import Image, canonical, first_volume, orientation, voxel_sizes, with_fresh_header
 
 STEP = "prepare"
 CANONICAL_NAME = "canonical.nii"
 
 
 def canonical_volume(img: Image) -> Image:
-    """The image in RAS+ voxel order, in a fresh header.
-
-    A fresh header carries only geometry, data type and units: free-text fields of the upload
-    (descrip, aux_file, intent_name, extensions) never reach the analyses.
-    """
-    oriented = canonical(first_volume(img))
-    slope, intercept = oriented.header.get_slope_inter()
-    scaled = slope not in (None, 1.0) or intercept not in (None, 0.0)
-    # Unscaled integers keep their type (and size); anything scaled becomes float32.
-    data = oriented.get_fdata(dtype=np.float32) if scaled else np.asanyarray(oriented.dataobj)
-    clean = nib.Nifti1Image(data, oriented.affine)
-    clean.header.set_xyzt_units(*oriented.header.get_xyzt_units())
-    clean.set_qform(oriented.affine, code=1)
-    clean.set_sform(oriented.affine, code=1)
-    return clean
+    """The first volume in RAS+ voxel order, in a fresh header (see volume.with_fresh_header)."""
+    return with_fresh_header(canonical(first_volume(img)))
 
 
 def prepare(execution: ExecutionInput, storage: Storage) -> PreparedVolume:

@@ -1,0 +1,28 @@
+"""Registering a study before its upload: what it asks for, checked against the catalogue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from voxelpipe import tracking
+from voxelpipe.analyses import DEFAULT_ANALYSES, resolve
+from voxelpipe.keys import new_study_id
+from voxelpipe.messages import Priority
+from voxelpipe.records import StudyRecord
+
+
+def register_study(
+    tenant: str,
+    *,
+    analyses: Sequence[str] = DEFAULT_ANALYSES,
+    priority: Priority = Priority.NORMAL,
+    actor: str,
+    source: str,
+) -> StudyRecord:
+    """A new study AWAITING_UPLOAD; an unknown analysis raises UnknownAnalysis before anything is stored."""
+    names = [analysis.name for analysis in resolve(list(analyses) or list(DEFAULT_ANALYSES))]
+    study_id = new_study_id()
+    study = tracking.create_study(study_id, tenant, analyses=names, priority=priority.value)
+    assert study is not None, "a fresh study id exists already"
+    tracking.audit(study_id, "registered", actor=actor, source=source, detail={"analyses": names})
+    return study

@@ -1,0 +1,89 @@
+"""Bad input through the whole local cloud: a clear REJECTED with a reason code, never a crash."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from voxelpipe import tracking
+from voxelpipe.analyses import UnknownAnalysis
+from voxelpipe.keys import UploadKey, new_study_id
+from voxelpipe.status import StudyStatus, TaskStatus
+from voxelpipe.wiring import EnvVar
+
+from infra.local.cloud import LocalCloud
+from infra.local.studies import report, submit, wait_for_terminal
+from tests.fixtures.bad_nifti import bad_nifti_cases, make_good_nifti
+
+CASES = bad_nifti_cases()
+
+
+def _keys(cloud: LocalCloud, prefix: str) -> list[str]:
+    listing = boto3.client("s3").list_objects_v2(Bucket=cloud.bucket, Prefix=prefix)
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def test_every_malformed_upload_ends_rejected_with_its_reason(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+):
+    submitted = {}
+    for case in CASES:
+        monkeypatch.setenv(EnvVar.MAX_UPLOAD_BYTES, str(case.limits.max_upload_bytes))
+        submitted[submit(cloud, case.content, case.filename)] = case
+    records = wait_for_terminal(list(submitted), timeout_s=120)
+
+    outcomes = {case.id: (records[sid].status, records[sid].reason) for sid, case in submitted.items()}
+    assert outcomes == {case.id: (StudyStatus.REJECTED, case.reason.value) for case in CASES}
+    for study_id, case in submitted.items():
+        record = records[study_id]
+        assert record.reason_detail, f"{case.id} says why"
+        (task,) = tracking.tasks_of(study_id, 1)
+        assert task.step == "validate" and task.status == TaskStatus.FAILED
+        assert task.error["reason"] == case.reason.value
+        # The upload left uploads/ for quarantine/.
+        assert _keys(cloud, f"uploads/demo/{study_id}/") == []
+        assert _keys(cloud, f"quarantine/demo/{study_id}/") != []
+        assert [row.action for row in tracking.audit_trail(study_id)] == ["registered", "rejected"]
+        summary = report(cloud, study_id, case.filename).as_json()
+        assert summary["status"] == "REJECTED" and summary["reason"] == case.reason.value
+    assert not [i for i in cloud.invocations if i.error], "no handler crashed"
+    assert (
+        boto3.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)["executions"]
+        == []
+    )
+
+
+def test_an_unknown_analysis_is_rejected_naming_the_catalogue(cloud: LocalCloud):
+    # Registration refuses unknown names; a study can still hold one if the catalogue changed
+    # between its registration and its upload.
+    with pytest.raises(UnknownAnalysis):
+        submit(cloud, b"", "never-sent.nii", analyses=["no-such-analysis"])
+    study_id = new_study_id()
+    tracking.create_study(study_id, "demo", analyses=["qc", "no-such-analysis"], priority="normal")
+    _, content = make_good_nifti()
+    boto3.client("s3").put_object(
+        Bucket=cloud.bucket, Key=UploadKey("demo", study_id, "ok.nii.gz").key, Body=content
+    )
+    record = wait_for_terminal([study_id], timeout_s=60)[study_id]
+    assert record.status == StudyStatus.REJECTED and record.reason == "unknown_analysis"
+    assert "no-such-analysis" in record.reason_detail and "qc" in record.reason_detail
+
+
+def test_an_object_outside_the_upload_layout_is_quarantined_without_a_study(cloud: LocalCloud):
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=cloud.bucket, Key="uploads/stray.nii", Body=b"whatever")
+    assert _keys(cloud, "uploads/") == []
+    assert _keys(cloud, "quarantine/stray.nii") == ["quarantine/stray.nii"]
+    (call,) = [i for i in cloud.invocations if i.function == "ingest" and "Records" in i.event]
+    assert call.error is None
+
+
+def test_a_second_upload_to_a_finished_study_is_ignored_and_audited(cloud: LocalCloud):
+    _, content = make_good_nifti()
+    study_id = submit(cloud, content, "first.nii.gz")
+    assert wait_for_terminal([study_id], timeout_s=60)[study_id].status == StudyStatus.COMPLETED
+    boto3.client("s3").put_object(
+        Bucket=cloud.bucket, Key=UploadKey("demo", study_id, "second.nii.gz").key, Body=content
+    )
+    record = wait_for_terminal([study_id], timeout_s=60)[study_id]
+    assert record.status == StudyStatus.COMPLETED and record.attempt == 1
+    assert "upload_ignored" in [row.action for row in tracking.audit_trail(study_id)]

@@ -1,0 +1,76 @@
+"""Failures inside the state machine: transient ones retry, the rest end FAILED with the error."""
+
+from __future__ import annotations
+
+import boto3
+from voxelpipe import tracking
+from voxelpipe.status import StudyStatus, TaskStatus
+
+from infra.local.cloud import LocalCloud
+from infra.local.studies import submit, wait_for_terminal
+from tests.fixtures.bad_nifti import make_good_nifti
+
+# Lambda reports an exception's class name as the error; the platform's own errors carry dots.
+ServiceException = type("Lambda.ServiceException", (Exception,), {})
+
+
+def test_an_analysis_error_fails_the_study_with_the_error_and_step(cloud: LocalCloud):
+    def broken(event, context):
+        tracking.start_task(event["study_id"], event["attempt"], f"analysis:{event['analysis']['name']}")
+        raise ValueError("the analysis could not converge")
+
+    _, content = make_good_nifti()
+    with cloud.override("run_analysis", broken):
+        study_id = submit(cloud, content, "scan.nii.gz")
+        record = wait_for_terminal([study_id], timeout_s=60)[study_id]
+    assert record.status == StudyStatus.FAILED
+    assert record.error == {
+        "type": "ValueError",
+        "message": "the analysis could not converge",
+        "step": "analysis:qc",
+        "retryable": False,
+    }
+    steps = {task.step: task.status for task in tracking.tasks_of(study_id, 1)}
+    assert steps == {
+        "validate": TaskStatus.SUCCEEDED,
+        "prepare": TaskStatus.SUCCEEDED,
+        "analysis:qc": TaskStatus.FAILED,
+    }
+    assert "failed" in [row.action for row in tracking.audit_trail(study_id)]
+    (execution,) = boto3.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)[
+        "executions"
+    ]
+    assert execution["status"] == "FAILED"
+
+
+def test_a_transient_lambda_error_is_retried_and_the_study_completes(cloud: LocalCloud):
+    calls = []
+    real_prepare = cloud.handler("prepare")
+
+    def flaky(event, context):
+        calls.append(event)
+        if len(calls) == 1:
+            raise ServiceException("throttled")
+        return real_prepare(event, context)
+
+    _, content = make_good_nifti()
+    with cloud.override("prepare", flaky):
+        study_id = submit(cloud, content, "scan.nii.gz")
+        record = wait_for_terminal([study_id], timeout_s=60)[study_id]
+    assert record.status == StudyStatus.COMPLETED
+    assert len(calls) == 2
+
+
+def test_a_finalize_error_records_the_failed_step(cloud: LocalCloud):
+    def broken_finalize(event, context):
+        tracking.start_task(event["study_id"], event["attempt"], "finalize")
+        raise RuntimeError("disk full")
+
+    _, content = make_good_nifti()
+    with cloud.override("finalize", broken_finalize):
+        study_id = submit(cloud, content, "scan.nii.gz")
+        record = wait_for_terminal([study_id], timeout_s=60)[study_id]
+    assert record.status == StudyStatus.FAILED
+    assert record.error["step"] == "finalize" and record.error["message"] == "disk full"
+    finalize = next(t for t in tracking.tasks_of(study_id, 1) if t.step == "finalize")
+    assert finalize.status == TaskStatus.FAILED and finalize.error["type"] == "RuntimeError"
