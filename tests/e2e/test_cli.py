@@ -1,0 +1,71 @@
+"""`voxelpipe demo`: the command-line contract that users and later tools rely on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from voxelpipe.cli import main
+
+from tests.fixtures.bad_nifti import make_bad_nifti, make_good_nifti
+
+VOXELPIPE = Path(sys.executable).parent / "voxelpipe"
+CONTRACT = {"study_id", "input", "status", "results", "artifacts", "timings"}
+
+
+def test_demo_json_prints_one_line_per_input_and_writes_artifacts(tmp_path: Path):
+    good_name, good = make_good_nifti()
+    bad = make_bad_nifti("not_an_image")
+    (tmp_path / good_name).write_bytes(good)
+    (tmp_path / "notes.nii").write_bytes(bad.content)
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [
+            str(VOXELPIPE),
+            "demo",
+            "--json",
+            "--input",
+            str(tmp_path / good_name),
+            "--input",
+            str(tmp_path / "notes.nii"),
+            "--output-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(lines) == 2, run.stdout
+    completed, rejected = lines
+    assert set(completed) >= CONTRACT and "reason" not in completed
+    assert completed["status"] == "COMPLETED" and completed["input"] == good_name
+    assert set(completed["results"]) == {"qc"}
+    assert completed["timings"]["total"] > 0 and "prepare" in completed["timings"]
+    assert rejected["status"] == "REJECTED" and rejected["reason"] == "not_an_image" and rejected["detail"]
+    assert rejected["results"] is None
+    study_dir = out / completed["study_id"]
+    assert json.loads((study_dir / "results.json").read_text())["study_id"] == completed["study_id"]
+    assert sorted(str(p.relative_to(study_dir)) for p in study_dir.rglob("*") if p.is_file()) == sorted(
+        completed["artifacts"]
+    )
+    assert "uploaded" in run.stderr  # progress goes to stderr, stdout stays JSON
+
+
+def test_demo_without_input_runs_the_bundled_scan(capsys):
+    assert main(["demo", "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    report = json.loads(line)
+    assert report["status"] == "COMPLETED"
+    assert report["input"] == "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    assert report["results"]["qc"]["header"]["dimensions"] == [197, 233, 189]
+
+
+def test_demo_usage_errors_exit_2(tmp_path: Path, capsys):
+    assert main(["demo", "--input", str(tmp_path / "missing.nii")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["demo", "--analyses", "qc,nope"]) == 2
+    assert "unknown analyses: nope" in capsys.readouterr().err
