@@ -7,6 +7,8 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 LAYER_DIR := build/layers/deps
+# The python3.12 Lambda runtime is Amazon Linux 2023 (glibc 2.34): manylinux_2_28 wheels run there.
+LAMBDA_PLATFORMS := manylinux2014_x86_64 manylinux_2_28_x86_64 manylinux_2_34_x86_64
 
 .PHONY: setup demo test lint typecheck unit integration e2e layers synth bench clean
 
@@ -42,9 +44,9 @@ e2e: setup
 layers: $(LAYER_DIR)/python
 $(LAYER_DIR)/python: pyproject.toml | setup
 	rm -rf $(LAYER_DIR) && mkdir -p $(LAYER_DIR)
-	$(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > $(LAYER_DIR)/requirements.txt
-	$(BIN)/python -m pip install --quiet --platform manylinux2014_x86_64 --implementation cp --python-version 3.12 \
-		--only-binary=:all: --target $@ -r $(LAYER_DIR)/requirements.txt
+	$(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > build/layers/requirements.txt
+	$(BIN)/python -m pip install --quiet --implementation cp --python-version 3.12 --only-binary=:all: \
+		$(foreach p,$(LAMBDA_PLATFORMS),--platform $(p)) --target $@ -r build/layers/requirements.txt
 
 synth: layers
 	$(BIN)/python app.py

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
@@ -40,6 +41,7 @@ POWERTOOLS_ENV = {
     "POWERTOOLS_METRICS_NAMESPACE": "Voxelpipe",
     "POWERTOOLS_LOG_LEVEL": "INFO",
 }
+INGEST_ASYNC_RETRIES = 2
 _ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "*.egg-info"]
 
 
@@ -102,6 +104,20 @@ class VoxelpipeStack(Stack):
         ]
 
         functions = {spec.name: self._function(spec, layers) for spec in FUNCTIONS}
+        # S3 invokes ingest asynchronously: after Lambda's own retries, a failed event is kept
+        # here (for a redrive) instead of being dropped.
+        self.ingest_failures = sqs.Queue(
+            self,
+            "IngestFailures",
+            retention_period=Duration.days(14),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+        functions[INGEST.name].configure_async_invoke(
+            on_failure=destinations.SqsDestination(self.ingest_failures),
+            retry_attempts=INGEST_ASYNC_RETRIES,
+            max_event_age=Duration.hours(6),
+        )
 
         # Grants follow the environment: a function may use exactly the resources it is told of.
         for spec in FUNCTIONS:

@@ -32,6 +32,9 @@ IGNORED_TYPES = frozenset(
         "AWS::Lambda::Permission",
         "AWS::Lambda::LayerVersion",  # the layers' code is the development environment here
         "AWS::CDK::Metadata",
+        # moto's S3 notifications don't honour async-invoke settings; LocalCloud.invocations
+        # records every failed invocation instead.
+        "AWS::Lambda::EventInvokeConfig",
     }
 )
 

@@ -80,7 +80,7 @@ def test_uploads_notify_ingest(template: dict[str, Any]):
 def test_work_queues_have_dead_letter_queues_and_long_visibility(template: dict[str, Any]):
     queues = _resources(template, "AWS::SQS::Queue")
     work = {lid: q for lid, q in queues.items() if "RedrivePolicy" in q["Properties"]}
-    assert len(work) == 2 and len(queues) == 4
+    assert len(work) == 2 and len(queues) == 5  # + their two dead-letter queues, + ingest failures
     for queue in work.values():
         props = queue["Properties"]
         assert props["RedrivePolicy"]["maxReceiveCount"] >= 5 == QUEUE_MAX_RECEIVE_COUNT
@@ -154,3 +154,13 @@ def test_state_machine_shape_retries_and_catches(template: dict[str, Any]):
             {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "MarkFailed"}
         ]
     assert states["MarkFailed"]["Next"] == "StudyFailed" and states["StudyFailed"]["Type"] == "Fail"
+
+
+def test_failed_ingest_events_are_kept_not_dropped(stack: Template, template: dict[str, Any]):
+    (config,) = _resources(template, "AWS::Lambda::EventInvokeConfig").values()
+    props = config["Properties"]
+    assert props["MaximumRetryAttempts"] == 2
+    destination = props["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+    assert template["Resources"][destination]["Type"] == "AWS::SQS::Queue"
+    target = props["FunctionName"]["Ref"]
+    assert {"Key": FUNCTION_TAG, "Value": "ingest"} in template["Resources"][target]["Properties"]["Tags"]
