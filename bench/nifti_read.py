@@ -45,14 +45,9 @@ from voxelpipe.nifti import (
     parse_header,
 )
 
+from infra.local.samples import mni152_t1_path
+
 TARGET_RATIO = 2.5
-
-
-def default_file() -> Path:
-    import nilearn.datasets  # only the default needs it
-
-    data_dir = Path(nilearn.datasets.__file__).parent / "data"
-    return data_dir / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 
 
 def best_ms(run: Callable[[], object], repeat: int) -> float:
@@ -124,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20, metavar="N", help="runs per figure, best kept")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args(argv)
-    figures = measure(args.file or default_file(), max(1, args.repeat))
+    figures = measure(args.file or mni152_t1_path(), max(1, args.repeat))
     if args.json:
         print(json.dumps(figures))
         return 0

@@ -26,7 +26,7 @@ from unittest import mock
 import boto3
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
-from voxelpipe.wiring import FUNCTIONS, EnvVar
+from voxelpipe.wiring import EnvVar, function_spec
 
 from infra.local.deploy import REGION, Deployment, deploy_template
 from infra.local.template import cached_template
@@ -169,7 +169,7 @@ class LocalCloud:
         if function in self._overrides:
             return self._overrides[function]
         if function not in self._handlers:
-            spec = next(s for s in FUNCTIONS if s.name == function)
+            spec = function_spec(function)
             module_name, attribute = spec.handler.rsplit(".", 1)
             module = importlib.import_module(f"functions.{spec.name}.{module_name}")
             self._handlers[function] = getattr(module, attribute)
@@ -177,7 +177,7 @@ class LocalCloud:
 
     def invoke(self, function: str, event: Any) -> tuple[Any, str | None]:
         """Call a function's handler as Lambda would: returns (payload, error type or None)."""
-        spec = next(s for s in FUNCTIONS if s.name == function)
+        spec = function_spec(function)
         context = LambdaContext(
             function_name=function, memory_limit_in_mb=spec.memory_mb, timeout_s=spec.timeout_s
         )

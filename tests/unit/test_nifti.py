@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import gzip
 import tracemalloc
-from pathlib import Path
 
 import nibabel as nib
-import nilearn.datasets
 import numpy as np
 import pytest
 from isal import isal_zlib
@@ -26,9 +24,10 @@ from voxelpipe.nifti import (
     to_nifti_bytes,
 )
 
+from infra.local.samples import mni152_t1_path
 from tests.fixtures.bad_nifti import edit_header, make_good_nifti
 
-MNI_T1 = Path(nilearn.datasets.__file__).parent / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+MNI_T1 = mni152_t1_path()
 MIB = 1 << 20
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import nibabel as nib
-import nilearn.datasets
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,7 +14,9 @@ from voxelpipe.analyses.qc import PREVIEWS, QC, otsu_threshold
 from voxelpipe.volume import orientation
 from voxelpipe.wiring import Runtime
 
-MNI_T1 = Path(nilearn.datasets.__file__).parent / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+from infra.local.samples import mni152_t1_path
+
+MNI_T1 = mni152_t1_path()
 
 # Relative error allowed on the SNR of a phantom whose true SNR is signal / sigma. The estimator is
 # within ~1% of the truth from SNR 5 up (sigma from the air is unbiased; see the low-SNR test).

@@ -6,10 +6,8 @@ import gzip
 import hashlib
 import pickle
 import tracemalloc
-from pathlib import Path
 
 import nibabel as nib
-import nilearn.datasets
 import numpy as np
 import pytest
 from isal import isal_zlib
@@ -24,6 +22,7 @@ from voxelpipe.validation import (
     check_volume,
 )
 
+from infra.local.samples import mni152_t1_path
 from tests.fixtures.bad_nifti import (
     BadNiftiCase,
     bad_nifti_cases,
@@ -32,7 +31,7 @@ from tests.fixtures.bad_nifti import (
     make_good_nifti,
 )
 
-MNI_T1 = Path(nilearn.datasets.__file__).parent / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+MNI_T1 = mni152_t1_path()
 MIB = 1 << 20
 CASES = bad_nifti_cases()
 # What only shows once the whole object is decoded (gzip body, voxel values); everything else

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import nibabel as nib
-import nilearn.datasets
 import numpy as np
 import pytest
 from voxelpipe.volume import (
@@ -20,7 +18,9 @@ from voxelpipe.volume import (
     voxel_sizes,
 )
 
-MNI_T1 = Path(nilearn.datasets.__file__).parent / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+from infra.local.samples import mni152_t1_path
+
+MNI_T1 = mni152_t1_path()
 
 
 def _image(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from voxelpipe.status import TERMINAL_STATUSES
+
 if TYPE_CHECKING:
     from voxelpipe.records import StudyRecord
 
@@ -118,7 +120,7 @@ def demo(args: argparse.Namespace) -> int:
             study_id = submit(cloud, path.read_bytes(), upload_name(path), analyses=args.analyses or ())
             print(f"uploaded {path.name} as study {study_id}", file=sys.stderr, flush=True)
             submitted.append((study_id, path.name))
-        records = wait_for_terminal(
+        wait_for_terminal(
             [study_id for study_id, _ in submitted], timeout_s=args.timeout, on_change=_progress
         )
         reports = [report(cloud, study_id, name, args.output_dir).as_json() for study_id, name in submitted]
@@ -129,14 +131,9 @@ def demo(args: argparse.Namespace) -> int:
             _print_human(line)
     if args.output_dir is not None and not args.json:
         print(f"results and artifacts written under {args.output_dir}/")
-    terminal = all(record is not None and record.status in _terminal_names() for record in records.values())
-    return EXIT_OK if terminal else EXIT_NOT_TERMINAL
-
-
-def _terminal_names() -> set[str]:
-    from voxelpipe.status import TERMINAL_STATUSES
-
-    return {status.value for status in TERMINAL_STATUSES}
+    terminal = {status.value for status in TERMINAL_STATUSES}
+    # An upload that was never ingested has no status at all: not terminal.
+    return EXIT_OK if all(line["status"] in terminal for line in reports) else EXIT_NOT_TERMINAL
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,6 +149,15 @@ MARK_FAILED = FunctionSpec(
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (INGEST, DISPATCH, PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED)
 
+
+def function_spec(name: str) -> FunctionSpec:
+    """The spec of the function called `name` (its folder under functions/)."""
+    for spec in FUNCTIONS:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no function {name!r}; known: {', '.join(spec.name for spec in FUNCTIONS)}")
+
+
 # SQS settings (DESIGN: visibility >= 6x the consumer's timeout, >= 5 receives before the DLQ).
 QUEUE_VISIBILITY_TIMEOUT_S = 6 * DISPATCH.timeout_s
 QUEUE_MAX_RECEIVE_COUNT = 5
