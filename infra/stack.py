@@ -14,6 +14,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 from voxelpipe.records import STATUS_MODELS
 from voxelpipe.wiring import (
+    API,
     DISPATCH,
     DISPATCH_BATCH_SIZE,
     ENV_RESOURCES,
@@ -28,6 +29,7 @@ from voxelpipe.wiring import (
     Resource,
 )
 
+from infra.api import StudyApi
 from infra.tables import idempotency_table, table_for_model
 from infra.workflow import StudyWorkflow
 
@@ -156,6 +158,8 @@ class VoxelpipeStack(Stack):
                     queue, batch_size=DISPATCH_BATCH_SIZE, report_batch_item_failures=True
                 )
             )
+
+        self.api = StudyApi(self, "Api", handler=functions[API.name])
 
         self.bucket = bucket
         self.queues = queues

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from voxelpipe.api.auth import DEV_SECRET_FILE_ENV
 
 from infra.local.cloud import LocalCloud
 from infra.local.template import cached_template
@@ -20,3 +21,9 @@ def template() -> dict[str, Any]:
 def cloud(template: dict[str, Any]) -> Iterator[LocalCloud]:
     with LocalCloud(template) as local:
         yield local
+
+
+@pytest.fixture(autouse=True)
+def dev_secret_file(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Development tokens are signed with a secret of the test session, not the user's."""
+    monkeypatch.setenv(DEV_SECRET_FILE_ENV, str(tmp_path_factory.getbasetemp() / "dev-token-secret"))

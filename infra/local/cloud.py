@@ -81,10 +81,11 @@ Handler = Callable[[Any, Any], Any]
 class LocalCloud:
     """`with LocalCloud() as cloud:` — the whole stack in moto, handlers in process."""
 
-    def __init__(self, template: dict[str, Any] | None = None, *, log_level: str | None = None) -> None:
-        """`log_level` overrides the functions' POWERTOOLS_LOG_LEVEL here (a quieter demo)."""
+    def __init__(self, template: dict[str, Any] | None = None, *, env: dict[str, str] | None = None) -> None:
+        """`env` overrides the functions' environment here: local-only settings, such as a quieter
+        POWERTOOLS_LOG_LEVEL for the demo or development-token auth for `voxelpipe serve`."""
         self.template = template if template is not None else cached_template()
-        self.log_level = log_level
+        self.env_overrides = dict(env or {})
         self.deployment = Deployment()
         self.invocations: list[Invocation] = []
         self._lock = threading.Lock()
@@ -99,8 +100,7 @@ class LocalCloud:
         self._stack.enter_context(mock.patch.object(LambdaFunction, "invoke", self._moto_invoke_hook()))
         self.deployment = deploy_template(self.template)
         os.environ.update(self.function_environment())
-        if self.log_level is not None:
-            os.environ["POWERTOOLS_LOG_LEVEL"] = self.log_level
+        os.environ.update(self.env_overrides)
         return self
 
     def __exit__(

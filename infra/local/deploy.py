@@ -35,6 +35,17 @@ IGNORED_TYPES = frozenset(
         # moto's S3 notifications don't honour async-invoke settings; LocalCloud.invocations
         # records every failed invocation instead.
         "AWS::Lambda::EventInvokeConfig",
+        # API Gateway and Cognito are not emulated: `voxelpipe serve` runs the same app with
+        # uvicorn, and the app verifies local development tokens itself (docs/api.md).
+        "AWS::ApiGateway::RestApi",
+        "AWS::ApiGateway::Resource",
+        "AWS::ApiGateway::Method",
+        "AWS::ApiGateway::Deployment",
+        "AWS::ApiGateway::Stage",
+        "AWS::ApiGateway::Authorizer",
+        "AWS::Cognito::UserPool",
+        "AWS::Cognito::UserPoolClient",
+        "AWS::Cognito::UserPoolGroup",
     }
 )
 

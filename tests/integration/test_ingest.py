@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import boto3
 from voxelpipe import tracking
 from voxelpipe.keys import new_study_id
@@ -12,15 +9,7 @@ from voxelpipe.status import StudyStatus
 
 from infra.local.cloud import LocalCloud
 from tests.fixtures.bad_nifti import make_good_nifti
-
-EVENTS = Path(__file__).parents[2] / "events"
-
-
-def _event(name: str, **placeholders: str) -> dict:
-    text = (EVENTS / name).read_text()
-    for key, value in placeholders.items():
-        text = text.replace(key, value)
-    return json.loads(text)
+from tests.fixtures.events import load_event
 
 
 def test_an_aws_shaped_notification_with_an_encoded_key_is_ingested(cloud: LocalCloud):
@@ -38,7 +27,7 @@ def test_an_aws_shaped_notification_with_an_encoded_key_is_ingested(cloud: Local
     boto3.client("s3").put_bucket_notification_configuration(
         Bucket=cloud.bucket, NotificationConfiguration=notification
     )
-    event = _event("s3_object_created.json", BUCKET=cloud.bucket, STUDY_ID=study_id)
+    event = load_event("s3_object_created.json", BUCKET=cloud.bucket, STUDY_ID=study_id)
 
     payload, error = cloud.invoke("ingest", event)
     assert error is None
@@ -56,7 +45,7 @@ def test_the_same_object_version_is_ingested_once(cloud: LocalCloud):
     boto3.client("s3").put_object(
         Bucket=cloud.bucket, Key=f"uploads/demo/{study_id}/t1w scan.nii.gz", Body=content
     )
-    event = _event("s3_object_created.json", BUCKET=cloud.bucket, STUDY_ID=study_id)
+    event = load_event("s3_object_created.json", BUCKET=cloud.bucket, STUDY_ID=study_id)
 
     sent = []
     # Dispatch records the work messages instead of starting executions: the study stays QUEUED.

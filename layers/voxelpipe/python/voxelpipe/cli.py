@@ -1,4 +1,4 @@
-"""The `voxelpipe` command line.
+"""The `voxelpipe` command line: `demo` here, the commands for a deployment in cli_remote.
 
 `voxelpipe demo [--input FILE ...] [--analyses qc,...] [--output-dir DIR] [--json]` runs scans
 through the whole local cloud. With `--json` it prints one JSON object a line per input:
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from voxelpipe import cli_remote
 from voxelpipe.status import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to wait for every study (default 900)",
     )
     demo.add_argument("--verbose", action="store_true", help="show the functions' logs on stderr")
+    cli_remote.add_commands(commands)
     return parser
 
 
@@ -114,7 +116,7 @@ def demo(args: argparse.Namespace) -> int:
         print(f"voxelpipe demo: {error}", file=sys.stderr)
         return EXIT_USAGE
     print("starting the local cloud (moto, in process)...", file=sys.stderr, flush=True)
-    with LocalCloud(log_level="INFO" if args.verbose else "WARNING") as cloud:
+    with LocalCloud(env={"POWERTOOLS_LOG_LEVEL": "INFO" if args.verbose else "WARNING"}) as cloud:
         submitted = []
         for path in inputs:
             study_id = submit(cloud, path.read_bytes(), upload_name(path), analyses=args.analyses or ())
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return demo(args)
-    return EXIT_USAGE
+    return cli_remote.run(args)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ class UploadKey:
 
     @property
     def key(self) -> str:
-        return f"{Prefix.UPLOADS}{self.tenant}/{self.study_id}/{self.filename}"
+        return upload_prefix(self.tenant, self.study_id) + self.filename
 
 
 def new_study_id() -> str:
@@ -62,8 +62,16 @@ def derived_key(study_id: str, *parts: str) -> str:
     return "/".join((Prefix.DERIVED + study_id, *parts))
 
 
+def work_prefix(study_id: str) -> str:
+    return f"{Prefix.WORK}{study_id}/"
+
+
 def work_key(study_id: str, attempt: int, name: str) -> str:
-    return f"{Prefix.WORK}{study_id}/{attempt}/{name}"
+    return f"{work_prefix(study_id)}{attempt}/{name}"
+
+
+def upload_prefix(tenant: str, study_id: str) -> str:
+    return f"{Prefix.UPLOADS}{tenant}/{study_id}/"
 
 
 def results_key(study_id: str) -> str:

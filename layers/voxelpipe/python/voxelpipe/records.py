@@ -76,6 +76,10 @@ class StudyRecord(Model):
     input = JSONAttribute(null=True)  # what validation learnt of the upload (size, sha256, header)
     results_key = UnicodeAttribute(null=True)
     summary = JSONAttribute(null=True)  # headline measures, copied from results.json
+    # What the uploader declared: pseudonymous subject, and the files to expect with their sizes.
+    subject = JSONAttribute(null=True)  # {"subject_ref", "age", "sex"}
+    manifest = JSONAttribute(null=True)  # [{"name", "size"}]
+    webhook_url = UnicodeAttribute(null=True)
 
     tenant_created = TenantCreatedIndex()
     status_updated = StatusUpdatedIndex()

@@ -49,6 +49,9 @@ def create_study(
     analyses: Sequence[str],
     priority: str,
     status: StudyStatus = StudyStatus.AWAITING_UPLOAD,
+    subject: dict[str, Any] | None = None,
+    manifest: list[dict[str, Any]] | None = None,
+    webhook_url: str | None = None,
 ) -> StudyRecord | None:
     """Create the study's row at attempt 1; None when it already exists."""
     created = now()
@@ -61,6 +64,9 @@ def create_study(
         updated_at=created,
         analyses=list(analyses),
         priority=priority,
+        subject=subject,
+        manifest=manifest,
+        webhook_url=webhook_url,
     )
     try:
         record.save(condition=StudyRecord.study_id.does_not_exist())
@@ -99,6 +105,39 @@ def transition(
     except UpdateError as error:
         if _is_conditional_failure(error):
             raise TransitionRefused(study_id, target, attempt, get_study(study_id)) from error
+        raise
+    return record
+
+
+# A new attempt may follow an attempt that ended; a rejected upload needs a new upload instead.
+REPROCESSABLE = frozenset({StudyStatus.COMPLETED, StudyStatus.FAILED})
+
+
+def open_attempt(study_id: str, previous: int) -> StudyRecord:
+    """Start attempt `previous + 1` of a study whose attempt `previous` ended; it is QUEUED.
+
+    The condition names the attempt, so two concurrent reprocess calls open one attempt.
+    """
+    record = StudyRecord(study_id)
+    try:
+        record.update(
+            actions=[
+                StudyRecord.attempt.set(previous + 1),
+                StudyRecord.status.set(StudyStatus.QUEUED.value),
+                StudyRecord.updated_at.set(now()),
+                StudyRecord.error.remove(),
+                StudyRecord.results_key.remove(),
+                StudyRecord.summary.remove(),
+            ],
+            condition=(StudyRecord.attempt == previous)
+            & StudyRecord.status.is_in(*(status.value for status in REPROCESSABLE))
+            & StudyRecord.input_key.exists(),
+        )
+    except UpdateError as error:
+        if _is_conditional_failure(error):
+            raise TransitionRefused(
+                study_id, StudyStatus.QUEUED, previous + 1, get_study(study_id)
+            ) from error
         raise
     return record
 
@@ -155,8 +194,10 @@ def _end_task(
 
 
 def tasks_of(study_id: str, attempt: int | None = None) -> list[TaskRecord]:
+    """The study's step rows (of one attempt, or all), in the order they started."""
     prefix = None if attempt is None else TaskRecord.task_key.startswith(f"{attempt:04d}#")
-    return list(TaskRecord.query(study_id, range_key_condition=prefix, consistent_read=True))
+    tasks = TaskRecord.query(study_id, range_key_condition=prefix, consistent_read=True)
+    return sorted(tasks, key=lambda task: (task.attempt, task.started_at))
 
 
 def audit(

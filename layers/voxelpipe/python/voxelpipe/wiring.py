@@ -23,6 +23,7 @@ class EnvVar(StrEnum):
     NORMAL_PRIORITY_QUEUE_URL = "VOXELPIPE_NORMAL_PRIORITY_QUEUE_URL"
     STATE_MACHINE_ARN = "VOXELPIPE_STATE_MACHINE_ARN"
     MAX_UPLOAD_BYTES = "VOXELPIPE_MAX_UPLOAD_BYTES"
+    AUTH_MODE = "VOXELPIPE_AUTH_MODE"  # "cognito" behind API Gateway; "dev" for local signed tokens
 
 
 class Runtime(StrEnum):
@@ -147,7 +148,24 @@ MARK_FAILED = FunctionSpec(
     env=_STATUS_TABLES,
 )
 
-FUNCTIONS: tuple[FunctionSpec, ...] = (INGEST, DISPATCH, PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED)
+API = FunctionSpec(
+    name="api",
+    description="The query API: FastAPI behind API Gateway (Mangum)",
+    memory_mb=1024,
+    timeout_s=29,  # API Gateway's integration timeout
+    env=(
+        EnvVar.BUCKET,
+        *_STATUS_TABLES,
+        EnvVar.HIGH_PRIORITY_QUEUE_URL,
+        EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+        EnvVar.STATE_MACHINE_ARN,
+        EnvVar.MAX_UPLOAD_BYTES,
+        EnvVar.AUTH_MODE,
+    ),
+    settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
+)
+
+FUNCTIONS: tuple[FunctionSpec, ...] = (INGEST, DISPATCH, PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED, API)
 
 
 def function_spec(name: str) -> FunctionSpec:

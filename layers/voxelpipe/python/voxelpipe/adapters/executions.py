@@ -32,3 +32,20 @@ def start_execution(execution: ExecutionInput) -> bool:
     except client.exceptions.ExecutionAlreadyExists:
         return False
     return True
+
+
+def stop_execution(study_id: str, attempt: int) -> bool:
+    """Stop the attempt's execution if it is running; False when there was none to stop."""
+    client = _client()
+    arn = (
+        os.environ[EnvVar.STATE_MACHINE_ARN].replace(":stateMachine:", ":execution:")
+        + ":"
+        + execution_name(study_id, attempt)
+    )
+    try:
+        if client.describe_execution(executionArn=arn)["status"] != "RUNNING":
+            return False
+        client.stop_execution(executionArn=arn, error="StudyDeleted", cause="the study was deleted")
+    except client.exceptions.ExecutionDoesNotExist:
+        return False
+    return True

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
+from botocore.config import Config
 
 from voxelpipe.wiring import EnvVar
 
@@ -15,9 +16,25 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
+# Where clients reach S3, when that differs from where this code does (the local `voxelpipe
+# serve`: a moto server on localhost). Unset in AWS.
+PUBLIC_ENDPOINT_ENV = "VOXELPIPE_S3_PUBLIC_ENDPOINT"
+
+
 @cache
 def _client() -> S3Client:
     return boto3.client("s3")
+
+
+@cache
+def _presigner(endpoint: str | None) -> S3Client:
+    # SigV4 and path-style: a localhost endpoint has no bucket subdomains.
+    config = Config(signature_version="s3v4", s3={"addressing_style": "path" if endpoint else "auto"})
+    return boto3.client("s3", endpoint_url=endpoint, config=config)
+
+
+def presigner() -> S3Client:
+    return _presigner(os.environ.get(PUBLIC_ENDPOINT_ENV) or None)
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,56 @@ class Storage:
             Bucket=self.bucket, Key=destination, CopySource={"Bucket": self.bucket, "Key": key}
         )
         _client().delete_object(Bucket=self.bucket, Key=key)
+
+    def delete_all_versions(self, prefix: str) -> int:
+        """Delete every version and delete marker under `prefix` (nothing of it stays); the count."""
+        client = _client()
+        deleted = 0
+        for page in client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
+            entries = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            objects = [{"Key": e["Key"], "VersionId": e["VersionId"]} for e in entries]
+            for start in range(0, len(objects), 1000):
+                client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects[start : start + 1000]})  # type: ignore[typeddict-item]
+            deleted += len(objects)
+        return deleted
+
+    def presign_post(self, key: str, size: int, expires_s: int) -> dict[str, Any]:
+        """A form upload of exactly `size` bytes to exactly `key` (S3 enforces both)."""
+        return presigner().generate_presigned_post(
+            Bucket=self.bucket,
+            Key=key,
+            Conditions=[["content-length-range", size, size]],
+            ExpiresIn=expires_s,
+        )
+
+    def presign_get(self, key: str, expires_s: int) -> str:
+        return presigner().generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+        )
+
+    def presign_multipart(self, key: str, size: int, part_size: int, expires_s: int) -> dict[str, Any]:
+        """A multipart upload: one presigned URL per part, and one to complete it."""
+        upload_id = _client().create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        count = max(1, -(-size // part_size))
+        signer = presigner()
+        parts = [
+            {
+                "part_number": number,
+                "url": signer.generate_presigned_url(
+                    "upload_part",
+                    Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number},
+                    ExpiresIn=expires_s,
+                ),
+            }
+            for number in range(1, count + 1)
+        ]
+        complete = signer.generate_presigned_url(
+            "complete_multipart_upload",
+            Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id},
+            ExpiresIn=expires_s,
+            HttpMethod="POST",
+        )
+        return {"upload_id": upload_id, "part_size": part_size, "parts": parts, "complete_url": complete}
 
     def list_keys(self, prefix: str) -> list[str]:
         paginator = _client().get_paginator("list_objects_v2")

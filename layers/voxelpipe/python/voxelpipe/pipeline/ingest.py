@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pynamodb.expressions.update import Action
 
@@ -62,10 +63,35 @@ def _study_for(study_id: str, tenant: str) -> StudyRecord:
     return study
 
 
+def _check_manifest(filename: str, size: int, manifest: list[dict[str, Any]] | None) -> None:
+    """The object must be a file the study declared, of the size declared.
+
+    Presigned POST policies limit the size in AWS, but nothing stops other writers (and moto
+    does not enforce policies), so the declaration is checked again here.
+    """
+    if manifest is None:
+        return
+    declared = {entry["name"]: int(entry["size"]) for entry in manifest}
+    if filename not in declared:
+        raise Rejected(
+            ReasonCode.INVALID_NAME,
+            f"{filename!r} is not in the study's manifest ({', '.join(sorted(declared))})",
+        )
+    if size > declared[filename]:
+        raise Rejected(
+            ReasonCode.TOO_LARGE, f"{filename} is {size} bytes; the manifest declared {declared[filename]}"
+        )
+    if size < declared[filename]:
+        raise Rejected(
+            ReasonCode.TRUNCATED, f"{filename} is {size} bytes; the manifest declared {declared[filename]}"
+        )
+
+
 def _validate(
     upload: UploadedObject, study: StudyRecord, info: ObjectInfo, storage: Storage, limits: Limits
 ) -> dict[str, object]:
-    check_upload_name(parse_upload_key(upload.key).filename)
+    filename = check_upload_name(parse_upload_key(upload.key).filename)
+    _check_manifest(filename, info.size, study.manifest)
     unknown = [name for name in study.analyses if name not in CATALOGUE]
     if unknown:
         raise Rejected(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from voxelpipe import tracking
 from voxelpipe.analyses import DEFAULT_ANALYSES, resolve
@@ -14,15 +15,26 @@ from voxelpipe.records import StudyRecord
 def register_study(
     tenant: str,
     *,
-    analyses: Sequence[str] = DEFAULT_ANALYSES,
-    priority: Priority = Priority.NORMAL,
     actor: str,
     source: str,
+    analyses: Sequence[str] = DEFAULT_ANALYSES,
+    priority: Priority = Priority.NORMAL,
+    subject: dict[str, Any] | None = None,
+    manifest: Sequence[dict[str, Any]] | None = None,
+    webhook_url: str | None = None,
 ) -> StudyRecord:
     """A new study AWAITING_UPLOAD; an unknown analysis raises UnknownAnalysis before anything is stored."""
     names = [analysis.name for analysis in resolve(list(analyses) or list(DEFAULT_ANALYSES))]
     study_id = new_study_id()
-    study = tracking.create_study(study_id, tenant, analyses=names, priority=priority.value)
+    study = tracking.create_study(
+        study_id,
+        tenant,
+        analyses=names,
+        priority=priority.value,
+        subject=subject,
+        manifest=list(manifest) if manifest is not None else None,
+        webhook_url=webhook_url,
+    )
     assert study is not None, "a fresh study id exists already"
     tracking.audit(study_id, "registered", actor=actor, source=source, detail={"analyses": names})
     return study

@@ -1,0 +1,23 @@
+"""API Lambda: API Gateway REST proxy events -> the FastAPI app, through Mangum."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from mangum import Mangum
+from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
+from voxelpipe.api.app import create_app
+from voxelpipe.api.problems import PROBLEM_JSON
+from voxelpipe.observability import logger, tracer
+
+app = create_app()
+# Problem details are text: without this Mangum would base64-encode them.
+asgi = Mangum(app, lifespan="off", text_mime_types=[*DEFAULT_TEXT_MIME_TYPES, PROBLEM_JSON])
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # Powertools and Mangum type the same Lambda context with different protocols.
+    return asgi(event, context)  # type: ignore[arg-type]

@@ -1,0 +1,67 @@
+"""Errors as RFC 9457 problem details, each with a stable machine-readable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://voxelpipe.dev/problems/"
+
+
+class Problem(Exception):
+    """An error the API answers with: HTTP status, stable code, and a sentence for people."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or title)
+        self.status, self.code, self.title, self.detail, self.extra = status, code, title, detail, extra
+
+
+def not_found(what: str = "study") -> Problem:
+    # Another tenant's study is indistinguishable from a missing one.
+    return Problem(404, f"{what}_not_found", f"No such {what}")
+
+
+def _body(
+    status: int, code: str, title: str, detail: str | None, instance: str, **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": TYPE_BASE + code, "title": title, "status": status, "code": code}
+    if detail:
+        body["detail"] = detail
+    body["instance"] = instance
+    body.update(extra)
+    return body
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def problem(request: Request, exc: Problem) -> JSONResponse:
+        content = _body(exc.status, exc.code, exc.title, exc.detail, request.url.path, **exc.extra)
+        return JSONResponse(content, status_code=exc.status, media_type=PROBLEM_JSON)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                # The field as the client named it: body.files.0.size -> files[0].size
+                "field": ".".join(str(p) for p in error["loc"] if p not in ("body", "query", "path")),
+                "message": error["msg"],
+            }
+            for error in exc.errors()
+        ]
+        fields = ", ".join(e["field"] or "request" for e in errors)
+        content = _body(
+            422, "validation_failed", "The request is not valid", f"check: {fields}", request.url.path
+        )
+        content["errors"] = errors
+        return JSONResponse(content, status_code=422, media_type=PROBLEM_JSON)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
+        content = _body(exc.status_code, code, str(exc.detail), None, request.url.path)
+        return JSONResponse(content, status_code=exc.status_code, media_type=PROBLEM_JSON)

@@ -1,0 +1,126 @@
+"""Request and response bodies of the query API (they make its OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+from voxelpipe.messages import Priority
+from voxelpipe.validation import Rejected, check_upload_name
+
+
+class Sex(StrEnum):
+    FEMALE = "F"
+    MALE = "M"
+    OTHER = "O"
+
+
+class FileDeclaration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="the file's name, as it will be uploaded", examples=["t1w.nii.gz"])
+    size: int = Field(gt=0, description="its exact size in bytes")
+
+    @field_validator("name")
+    @classmethod
+    def plain_name(cls, name: str) -> str:
+        try:
+            return check_upload_name(name)
+        except Rejected as rejected:
+            raise ValueError(rejected.detail) from rejected
+
+
+class CreateStudy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject_ref: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="a pseudonymous subject reference (never a name or MRN)",
+    )
+    age: float | None = Field(default=None, ge=0, le=130, description="age in years at the scan")
+    sex: Sex | None = None
+    analyses: list[str] = Field(default_factory=lambda: ["qc"], min_length=1, examples=[["qc"]])
+    priority: Priority = Priority.NORMAL
+    webhook_url: HttpUrl | None = Field(default=None, description="https URL told of every status change")
+    files: list[FileDeclaration] = Field(
+        min_length=1, max_length=1, description="one NIfTI file (.nii or .nii.gz)"
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def https_only(cls, url: HttpUrl | None) -> HttpUrl | None:
+        if url is not None and url.scheme != "https":
+            raise ValueError("webhook URLs must use https")
+        return url
+
+
+class PartTarget(BaseModel):
+    part_number: int
+    url: str
+
+
+class UploadTarget(BaseModel):
+    file: str
+    key: str
+    method: Literal["post", "multipart"]
+    expires_at: datetime
+    url: str | None = Field(default=None, description="post: the form's action URL")
+    fields: dict[str, str] | None = Field(default=None, description="post: the form fields, before `file`")
+    upload_id: str | None = None
+    part_size: int | None = None
+    parts: list[PartTarget] | None = Field(default=None, description="multipart: PUT each part to its URL")
+    complete_url: str | None = Field(default=None, description="multipart: POST the parts' ETags here")
+
+
+class StudyCreated(BaseModel):
+    study_id: str
+    status: str
+    uploads: list[UploadTarget]
+
+
+class StepView(BaseModel):
+    step: str
+    status: str
+    progress: int
+    started_at: datetime
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+    error: dict[str, Any] | None = None
+
+
+class StudyView(BaseModel):
+    study_id: str
+    status: str
+    attempt: int
+    analyses: list[str]
+    priority: str
+    created_at: datetime
+    updated_at: datetime
+    reason: str | None = None
+    reason_detail: str | None = None
+    error: dict[str, Any] | None = None
+    subject: dict[str, Any] | None = None
+    input: dict[str, Any] | None = None
+    steps: list[StepView] = Field(default_factory=list)
+
+
+class StudyPage(BaseModel):
+    items: list[StudyView]
+    next_cursor: str | None = None
+
+
+class Artifact(BaseModel):
+    path: str
+    url: str
+
+
+class StudyResults(BaseModel):
+    study_id: str
+    attempt: int
+    results: dict[str, Any]
+    artifacts: list[Artifact]
+    expires_at: datetime

@@ -1,0 +1,160 @@
+"""The CLI's commands for users of a deployment: serve, token, upload, status, results, list.
+
+They talk to any deployment with `--api-url` and a token (`--token` or VOXELPIPE_TOKEN); with
+neither, to the local `voxelpipe serve`, with a development token minted on the spot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def add_commands(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the local cloud behind a real HTTP API and S3 endpoint")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="the API's port (default 8000)")
+    serve.add_argument("--s3-port", type=int, help="the S3 endpoint's port (default: the API's + 1)")
+
+    token = commands.add_parser("token", help="mint a development token that `voxelpipe serve` accepts")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--role", required=True, choices=["admin", "uploader", "viewer"])
+    token.add_argument("--hours", type=float, default=12.0, help="validity (default 12)")
+
+    def connection(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--api-url", default=os.environ.get("VOXELPIPE_API_URL", DEFAULT_API_URL))
+        parser.add_argument("--token", default=os.environ.get("VOXELPIPE_TOKEN"))
+        parser.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    upload = commands.add_parser("upload", help="register a study and upload its file")
+    upload.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    upload.add_argument("--analyses", help="comma-separated (default: qc)")
+    upload.add_argument("--priority", choices=["high", "normal"], default="normal")
+    upload.add_argument("--subject-ref")
+    upload.add_argument("--age", type=float)
+    upload.add_argument("--sex", choices=["F", "M", "O"])
+    upload.add_argument("--wait", action="store_true", help="follow the study to a terminal status")
+    connection(upload)
+
+    status = commands.add_parser("status", help="a study's status and steps")
+    status.add_argument("study_id")
+    connection(status)
+
+    results = commands.add_parser("results", help="a study's results, and optionally its artifacts")
+    results.add_argument("study_id")
+    results.add_argument("--download", type=Path, metavar="DIR", help="write every artifact under DIR")
+    connection(results)
+
+    listing = commands.add_parser("list", help="the tenant's studies, newest first")
+    listing.add_argument("--status")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--cursor")
+    connection(listing)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from urllib.parse import urlparse
+
+    from voxelpipe.client import Client
+
+    token = args.token
+    if token is None and urlparse(args.api_url).hostname in {h.strip("[]") for h in LOCAL_HOSTS}:
+        from voxelpipe.api.auth import Role, mint_dev_token
+
+        token = mint_dev_token("demo", Role.ADMIN, subject="voxelpipe-cli")
+    return Client(args.api_url, token)
+
+
+def _show_steps(view: dict[str, Any]) -> None:
+    steps = ", ".join(f"{s['step']} {s['status'].lower()} {s['progress']}%" for s in view["steps"])
+    print(f"  {view['study_id'][:12]}  {view['status']}  {steps}", file=sys.stderr, flush=True)
+
+
+def _print(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else human)
+
+
+def _describe(view: dict[str, Any]) -> str:
+    lines = [f"study {view['study_id']}: {view['status']} (attempt {view['attempt']})"]
+    if view.get("reason"):
+        lines.append(f"  reason: {view['reason']}: {view.get('reason_detail')}")
+    if view.get("error"):
+        lines.append(f"  error: {view['error'].get('type')}: {view['error'].get('message')}")
+    for step in view.get("steps", []):
+        took = f" in {step['duration_ms']:.0f} ms" if step.get("duration_ms") is not None else ""
+        lines.append(f"  {step['step']}: {step['status']} {step['progress']}%{took}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from voxelpipe.client import ApiError
+
+    if args.command == "serve":
+        from infra.local.serve import serve
+
+        serve(args.host, args.port, args.s3_port)
+        return 0
+    if args.command == "token":
+        from voxelpipe.api.auth import Role, mint_dev_token
+
+        print(mint_dev_token(args.tenant, Role(args.role), ttl_s=int(args.hours * 3600)))
+        return 0
+    client = _client(args)
+    try:
+        if args.command == "upload":
+            return _upload(args, client)
+        if args.command == "status":
+            view = client.study(args.study_id)
+            _print(args, view, _describe(view))
+        elif args.command == "results":
+            results = client.results(args.study_id)
+            _print(args, results, json.dumps(results["results"].get("analyses", {}), indent=2))
+            if args.download:
+                written = client.download(results, args.download)
+                print(f"{len(written)} artifacts written under {args.download}/", file=sys.stderr)
+        elif args.command == "list":
+            page = client.list_studies(status=args.status, limit=args.limit, cursor=args.cursor)
+            human = "\n".join(f"{s['study_id']}  {s['status']:<16} {s['created_at']}" for s in page["items"])
+            if page.get("next_cursor"):
+                human += f"\nmore: --cursor {page['next_cursor']}"
+            _print(args, page, human or "no studies")
+    except ApiError as error:
+        print(f"voxelpipe {args.command}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _upload(args: argparse.Namespace, client: Any) -> int:
+    from tqdm import tqdm
+
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        print(f"voxelpipe upload: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    fields: dict[str, Any] = {"priority": args.priority}
+    if args.analyses:
+        fields["analyses"] = [a.strip() for a in args.analyses.split(",") if a.strip()]
+    for name in ("subject_ref", "age", "sex"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    created = client.create_study(args.files, **fields)
+    by_name = {target["file"]: target for target in created["uploads"]}
+    for path in args.files:
+        with tqdm(
+            total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr
+        ) as bar:
+            client.upload(by_name[path.name], path, progress=bar.update)
+    print(f"uploaded as study {created['study_id']}", file=sys.stderr)
+    if not args.wait:
+        _print(args, created, created["study_id"])
+        return 0
+    view = client.wait(created["study_id"], on_change=_show_steps)
+    _print(args, view, _describe(view))
+    return 0

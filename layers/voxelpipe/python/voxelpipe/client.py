@@ -1,0 +1,156 @@
+"""A small HTTP client of the voxelpipe API, for the CLI and for scripts."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, cast
+
+import httpx
+
+from voxelpipe.status import TERMINAL_STATUSES
+
+Progress = Callable[[int], None]  # called with the number of bytes just sent
+
+
+class ApiError(Exception):
+    """A problem-details answer from the API."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status, self.problem = status, problem
+        detail = problem.get("detail") or ""
+        super().__init__(
+            f"{status} {problem.get('code', 'error')}: {problem.get('title', '')} {detail}".strip()
+        )
+
+
+class _CountingReader:
+    """A file whose reads report progress (httpx streams multipart bodies by reading)."""
+
+    def __init__(self, path: Path, progress: Progress | None) -> None:
+        self._file = path.open("rb")
+        self._progress = progress
+        self.name = path.name
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._file.read(size)
+        if self._progress and chunk:
+            self._progress(len(chunk))
+        return chunk
+
+    # httpx sizes the body from these: S3 refuses a chunked (length-less) form upload.
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Client:
+    def __init__(self, api_url: str, token: str | None, timeout_s: float = 60.0) -> None:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout_s)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"title": response.text[:200]}
+            raise ApiError(response.status_code, problem)
+        return response.json()
+
+    def create_study(self, files: list[Path], **fields: Any) -> dict[str, Any]:
+        body = {**fields, "files": [{"name": f.name, "size": f.stat().st_size} for f in files]}
+        return dict(self._call("POST", "/studies", json=body))
+
+    def study(self, study_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/studies/{study_id}"))
+
+    def results(self, study_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/studies/{study_id}/results"))
+
+    def list_studies(self, **params: Any) -> dict[str, Any]:
+        return dict(self._call("GET", "/studies", params={k: v for k, v in params.items() if v is not None}))
+
+    def upload(self, target: dict[str, Any], path: Path, progress: Progress | None = None) -> None:
+        """Send one file to its presigned target (form POST, or multipart parts then complete)."""
+        if target["method"] == "post":
+            reader = _CountingReader(path, progress)
+            try:
+                response = httpx.post(
+                    target["url"],
+                    data=target["fields"],
+                    files={"file": (path.name, cast(IO[bytes], reader))},
+                    timeout=None,
+                )
+            finally:
+                reader.close()
+            if response.status_code >= 300:
+                raise ApiError(
+                    response.status_code, {"title": "upload refused", "detail": response.text[:500]}
+                )
+            return
+        etags = []
+        with path.open("rb") as source:
+            for part in target["parts"]:
+                chunk = source.read(target["part_size"])
+                response = httpx.put(part["url"], content=chunk, timeout=None)
+                if response.status_code >= 300:
+                    raise ApiError(
+                        response.status_code, {"title": "part refused", "detail": response.text[:500]}
+                    )
+                etags.append((part["part_number"], response.headers["etag"]))
+                if progress:
+                    progress(len(chunk))
+        root = ET.Element("CompleteMultipartUpload")
+        for number, etag in etags:
+            element = ET.SubElement(root, "Part")
+            ET.SubElement(element, "PartNumber").text = str(number)
+            ET.SubElement(element, "ETag").text = etag
+        response = httpx.post(target["complete_url"], content=ET.tostring(root), timeout=None)
+        if response.status_code >= 300 or b"<Error>" in response.content:
+            raise ApiError(
+                response.status_code, {"title": "completion refused", "detail": response.text[:500]}
+            )
+
+    def wait(
+        self,
+        study_id: str,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+        timeout_s: float = 3600,
+        poll_s: float = 0.5,
+    ) -> dict[str, Any]:
+        """Poll until the study is terminal (or the timeout); its last view."""
+        terminal = {status.value for status in TERMINAL_STATUSES}
+        deadline = time.monotonic() + timeout_s
+        last: tuple[Any, ...] | None = None
+        while True:
+            view = self.study(study_id)
+            state = (view["status"], tuple((s["step"], s["status"], s["progress"]) for s in view["steps"]))
+            if on_change and state != last:
+                on_change(view)
+            last = state
+            if view["status"] in terminal or time.monotonic() > deadline:
+                return view
+            time.sleep(poll_s)
+
+    def download(self, results: dict[str, Any], directory: Path) -> list[Path]:
+        written = []
+        for artifact in results["artifacts"]:
+            target = directory / artifact["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            response = httpx.get(artifact["url"], timeout=None)
+            response.raise_for_status()
+            target.write_bytes(response.content)
+            written.append(target)
+        return written

@@ -1,0 +1,123 @@
+"""`voxelpipe serve`: the API and S3 over real HTTP, as users reach a deployment."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from voxelpipe.api.auth import DEV_SECRET_FILE_ENV, Role, mint_dev_token
+from voxelpipe.client import Client
+
+from infra.local.samples import mni152_t1_path
+
+VOXELPIPE = Path(sys.executable).parent / "voxelpipe"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port, s3_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        DEV_SECRET_FILE_ENV: str(tmp_path_factory.getbasetemp() / "dev-token-secret"),
+        # Small enough that a test file goes multipart when a test asks for it.
+        "VOXELPIPE_MULTIPART_THRESHOLD_BYTES": str(1024**2),
+    }
+    process = subprocess.Popen(
+        [str(VOXELPIPE), "serve", "--port", str(port), "--s3-port", str(s3_port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            if process.poll() is not None:
+                pytest.fail(f"voxelpipe serve exited: {process.stdout.read() if process.stdout else ''}")
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("voxelpipe serve did not start")
+    yield url
+    process.terminate()
+    process.wait(30)
+
+
+def _client(url: str, tenant: str = "lab-a", role: Role = Role.UPLOADER) -> Client:
+    return Client(url, mint_dev_token(tenant, role))
+
+
+def test_create_upload_watch_results_and_download(server: str, tmp_path: Path):
+    client = _client(server)
+    small = tmp_path / "t1w.nii.gz"
+    small.write_bytes(mni152_t1_path().read_bytes())
+    created = client.create_study([small], analyses=["qc"], subject_ref="sub-7", age=70, sex="M")
+    (target,) = created["uploads"]
+    assert target["method"] == "multipart"  # 1.6 MB over the test's 1 MiB threshold
+    sent = []
+    client.upload(target, small, progress=sent.append)
+    assert sum(sent) == small.stat().st_size
+    view = client.wait(created["study_id"], timeout_s=120)
+    assert view["status"] == "COMPLETED", view
+    results = client.results(created["study_id"])
+    assert results["results"]["analyses"]["qc"]["measures"]["header"]["dimensions"] == [197, 233, 189]
+    written = client.download(results, tmp_path / "out")
+    assert (tmp_path / "out" / "qc" / "preview_axial.png").read_bytes().startswith(b"\x89PNG")
+    assert len(written) == len(results["artifacts"])
+
+
+def test_a_form_upload_larger_than_declared_is_rejected_too_large(server: str):
+    client = _client(server)
+    declared = 1000
+    created = client.http.post("/studies", json={"files": [{"name": "t1w.nii", "size": declared}]}).json()
+    (target,) = created["uploads"]
+    assert target["method"] == "post"
+    # moto does not enforce the POST policy's content-length-range; ingest checks the manifest.
+    response = httpx.post(target["url"], data=target["fields"], files={"file": ("t1w.nii", b"\0" * 5000)})
+    assert response.status_code in (200, 204)
+    view = client.wait(created["study_id"], timeout_s=60)
+    assert view["status"] == "REJECTED" and view["reason"] == "too_large"
+    assert "declared 1000" in view["reason_detail"]
+
+
+def test_the_cli_uploads_waits_and_downloads(server: str, tmp_path: Path):
+    env = {
+        **os.environ,
+        "VOXELPIPE_API_URL": server,
+        "VOXELPIPE_TOKEN": mint_dev_token("lab-a", Role.UPLOADER),
+    }
+    bad = tmp_path / "notes.nii"
+    bad.write_text("not a scan")
+    run = subprocess.run(
+        [str(VOXELPIPE), "upload", str(bad), "--wait", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert '"reason": "not_an_image"' in run.stdout
+    listing = subprocess.run([str(VOXELPIPE), "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert "REJECTED" in listing.stdout
+    viewer = {**env, "VOXELPIPE_TOKEN": mint_dev_token("lab-a", Role.VIEWER)}
+    refused = subprocess.run(
+        [str(VOXELPIPE), "upload", str(bad)], env=viewer, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 1 and "403 forbidden" in refused.stderr

@@ -1,0 +1,200 @@
+"""The query API in process (FastAPI's test client, development tokens), against moto."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from fastapi.testclient import TestClient
+from voxelpipe.api.app import create_app
+from voxelpipe.api.auth import Role, mint_dev_token
+from voxelpipe.status import StudyStatus
+from voxelpipe.wiring import EnvVar
+
+from infra.local.cloud import LocalCloud
+from infra.local.studies import wait_for_terminal
+from tests.fixtures.bad_nifti import make_good_nifti
+
+
+@pytest.fixture
+def api(cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv(EnvVar.AUTH_MODE, "dev")
+    with TestClient(create_app()) as client:
+        yield client
+
+
+def auth(tenant: str = "lab-a", role: Role = Role.ADMIN) -> dict[str, str]:
+    return {"authorization": f"Bearer {mint_dev_token(tenant, role)}"}
+
+
+def _create(api: TestClient, content: bytes, tenant: str = "lab-a", **fields) -> dict:
+    body = {"files": [{"name": "scan.nii.gz", "size": len(content)}], **fields}
+    response = api.post("/studies", json=body, headers=auth(tenant, Role.UPLOADER))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _upload(cloud: LocalCloud, created: dict, content: bytes) -> None:
+    boto3.client("s3").put_object(Bucket=cloud.bucket, Key=created["uploads"][0]["key"], Body=content)
+
+
+def _completed(api: TestClient, cloud: LocalCloud, tenant: str = "lab-a") -> str:
+    _, content = make_good_nifti()
+    created = _create(api, content, tenant)
+    _upload(cloud, created, content)
+    assert wait_for_terminal([created["study_id"]], timeout_s=60)[created["study_id"]].status == "COMPLETED"
+    return created["study_id"]
+
+
+def test_health_docs_and_catalogue(api: TestClient):
+    assert api.get("/health").json()["status"] == "ok"
+    assert api.get("/docs").status_code == 200
+    paths = api.get("/openapi.json").json()["paths"]
+    assert {"/studies", "/studies/{study_id}", "/studies/{study_id}/results", "/analyses"} <= set(paths)
+    names = [a["name"] for a in api.get("/analyses", headers=auth(role=Role.VIEWER)).json()["items"]]
+    assert "qc" in names
+
+
+def test_validation_errors_are_problem_details_naming_the_field(api: TestClient):
+    response = api.post(
+        "/studies",
+        json={"files": [{"name": "../x.nii", "size": 0}], "analyses": ["qc"], "age": 200},
+        headers=auth(),
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "validation_failed" and problem["status"] == 422
+    assert {e["field"] for e in problem["errors"]} == {"files.0.name", "files.0.size", "age"}
+    unknown = api.post(
+        "/studies", json={"files": [{"name": "a.nii", "size": 9}], "analyses": ["nope"]}, headers=auth()
+    )
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "analyses"
+    too_big = api.post("/studies", json={"files": [{"name": "a.nii", "size": 10**13}]}, headers=auth())
+    assert too_big.status_code == 422 and too_big.json()["errors"][0]["field"] == "files.0.size"
+    webhook = api.post(
+        "/studies",
+        json={"files": [{"name": "a.nii", "size": 9}], "webhook_url": "http://x.example"},
+        headers=auth(),
+    )
+    assert webhook.status_code == 422 and webhook.json()["errors"][0]["field"] == "webhook_url"
+    assert (
+        api.get("/studies", headers={"authorization": "Bearer not-a-token"}).json()["code"]
+        == "unauthenticated"
+    )
+
+
+def test_status_steps_results_and_listing(api: TestClient, cloud: LocalCloud):
+    first = _completed(api, cloud)
+    second = _completed(api, cloud)
+    _create(api, b"x" * 10)  # still awaiting its upload
+    view = api.get(f"/studies/{first}", headers=auth(role=Role.VIEWER)).json()
+    assert view["status"] == "COMPLETED"
+    assert all(step["progress"] == 100 and step["duration_ms"] is not None for step in view["steps"])
+    results = api.get(f"/studies/{first}/results", headers=auth(role=Role.VIEWER)).json()
+    assert {"qc/preview_axial.png", "results.json"} <= {a["path"] for a in results["artifacts"]}
+
+    page = api.get("/studies", params={"limit": 2}, headers=auth(role=Role.VIEWER)).json()
+    assert len(page["items"]) == 2 and page["next_cursor"]
+    rest = api.get("/studies", params={"limit": 2, "cursor": page["next_cursor"]}, headers=auth()).json()
+    listed = [s["study_id"] for s in page["items"] + rest["items"]]
+    assert len(listed) == 3 and listed[1:] == [second, first]  # newest first
+    completed = api.get("/studies", params={"status": "COMPLETED"}, headers=auth()).json()["items"]
+    assert {s["study_id"] for s in completed} == {first, second}
+    # A cursor is no key into another tenant's studies.
+    foreign = api.get("/studies", params={"cursor": page["next_cursor"]}, headers=auth("lab-b"))
+    assert foreign.status_code == 422 and foreign.json()["errors"][0]["field"] == "cursor"
+    assert api.get("/studies", headers=auth("lab-b")).json()["items"] == []
+
+
+def test_results_of_an_unfinished_study_are_a_conflict(api: TestClient):
+    created = _create(api, b"x" * 10)
+    response = api.get(f"/studies/{created['study_id']}/results", headers=auth())
+    assert response.status_code == 409 and response.json()["code"] == "not_completed"
+    complete = api.post(f"/studies/{created['study_id']}/complete", headers=auth(role=Role.UPLOADER))
+    assert complete.status_code == 409 and complete.json()["missing"] == ["scan.nii.gz"]
+
+
+def test_reprocess_opens_a_new_attempt_that_completes(api: TestClient, cloud: LocalCloud):
+    study_id = _completed(api, cloud)
+    response = api.post(f"/studies/{study_id}/reprocess", headers=auth(role=Role.UPLOADER))
+    assert response.status_code == 202 and response.json()["attempt"] == 2
+    record = wait_for_terminal([study_id], timeout_s=60)[study_id]
+    assert record.status == StudyStatus.COMPLETED and record.attempt == 2
+    executions = boto3.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)[
+        "executions"
+    ]
+    assert sorted(e["name"] for e in executions) == [f"{study_id}-1", f"{study_id}-2"]
+    steps = api.get(f"/studies/{study_id}", headers=auth()).json()["steps"]
+    assert [s["step"] for s in steps] == ["prepare", "analysis:qc", "finalize"]  # attempt 2's own
+
+
+def test_a_rejected_study_cannot_be_reprocessed(api: TestClient, cloud: LocalCloud):
+    created = _create(api, b"not a scan")
+    _upload(cloud, created, b"not a scan")
+    wait_for_terminal([created["study_id"]], timeout_s=60)
+    response = api.post(f"/studies/{created['study_id']}/reprocess", headers=auth())
+    assert response.status_code == 409 and response.json()["code"] == "not_reprocessable"
+
+
+def test_delete_removes_every_object_and_keeps_the_audit_trail(api: TestClient, cloud: LocalCloud):
+    study_id = _completed(api, cloud)
+    response = api.delete(f"/studies/{study_id}", headers=auth(role=Role.ADMIN))
+    assert response.status_code == 200 and response.json()["objects_removed"] > 0
+    versions = boto3.client("s3").list_object_versions(Bucket=cloud.bucket)
+    keys = [v["Key"] for v in versions.get("Versions", []) + versions.get("DeleteMarkers", [])]
+    assert not [k for k in keys if study_id in k], "no version of any object of the study survives"
+    assert api.get(f"/studies/{study_id}", headers=auth()).status_code == 404
+    audit = boto3.resource("dynamodb").Table(cloud.env(EnvVar.AUDIT_TABLE))
+    actions = [
+        r["action"]
+        for r in audit.query(
+            KeyConditionExpression="study_id = :s", ExpressionAttributeValues={":s": study_id}
+        )["Items"]
+    ]
+    assert actions[0] == "registered" and actions[-1] == "deleted"
+
+
+ENDPOINTS = [
+    ("GET", "/studies/{id}"),
+    ("GET", "/studies/{id}/results"),
+    ("POST", "/studies/{id}/complete"),
+    ("POST", "/studies/{id}/reprocess"),
+    ("DELETE", "/studies/{id}"),
+]
+
+
+def test_another_tenants_study_is_404_on_every_endpoint(api: TestClient, cloud: LocalCloud):
+    study_id = _completed(api, cloud, tenant="lab-a")
+    for method, path in ENDPOINTS:
+        response = api.request(method, path.format(id=study_id), headers=auth("lab-b", Role.ADMIN))
+        assert response.status_code == 404, (method, path)
+        assert response.json()["code"] == "study_not_found"
+    assert api.get(f"/studies/{study_id}", headers=auth("lab-a")).json()["status"] == "COMPLETED"
+
+
+def test_each_role_is_refused_what_it_may_not_do(api: TestClient, cloud: LocalCloud):
+    study_id = _completed(api, cloud)
+    forbidden = {
+        Role.VIEWER: [
+            ("POST", "/studies"),
+            ("POST", "/studies/{id}/complete"),
+            ("POST", "/studies/{id}/reprocess"),
+            ("DELETE", "/studies/{id}"),
+        ],
+        Role.UPLOADER: [("DELETE", "/studies/{id}")],
+        Role.ADMIN: [],
+    }
+    body = {"files": [{"name": "a.nii", "size": 9}]}
+    for role, calls in forbidden.items():
+        for method, path in calls:
+            response = api.request(
+                method,
+                path.format(id=study_id),
+                headers=auth(role=role),
+                json=body if path == "/studies" else None,
+            )
+            assert response.status_code == 403, (role, method, path)
+            assert response.json()["code"] == "forbidden"
+        assert api.get(f"/studies/{study_id}", headers=auth(role=role)).status_code == 200
