@@ -7,6 +7,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
+
 from voxelpipe.api.auth import Role
 
 # Routes anyone may call: health checks and the API's own documentation.
@@ -45,19 +46,22 @@ class StudyApi(Construct):
             .with_custom_attributes("tenant"),
         )
         authorizer = apigw.CognitoUserPoolsAuthorizer(self, "Authorizer", cognito_user_pools=[self.user_pool])
+        # Every method needs a signed-in user, but for the public paths below.
         self.rest_api = apigw.LambdaRestApi(
             self,
             "Rest",
             handler=handler,
             proxy=False,
             cloud_watch_role=False,
+            default_method_options=apigw.MethodOptions(
+                authorizer=authorizer, authorization_type=apigw.AuthorizationType.COGNITO
+            ),
             deploy_options=apigw.StageOptions(
                 stage_name="v1", throttling_rate_limit=THROTTLE_RATE, throttling_burst_limit=THROTTLE_BURST
             ),
         )
-        signed_in = apigw.MethodOptions(
-            authorizer=authorizer, authorization_type=apigw.AuthorizationType.COGNITO
-        )
-        self.rest_api.root.add_proxy(any_method=True, default_method_options=signed_in)
+        self.rest_api.root.add_proxy(any_method=True)
         for path in PUBLIC_PATHS:
-            self.rest_api.root.add_resource(path).add_method("GET")
+            self.rest_api.root.add_resource(path).add_method(
+                "GET", authorization_type=apigw.AuthorizationType.NONE
+            )

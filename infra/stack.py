@@ -12,6 +12,10 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+
+from infra.api import StudyApi
+from infra.tables import idempotency_table, table_for_model
+from infra.workflow import StudyWorkflow
 from voxelpipe.records import STATUS_MODELS
 from voxelpipe.wiring import (
     API,
@@ -28,10 +32,6 @@ from voxelpipe.wiring import (
     Prefix,
     Resource,
 )
-
-from infra.api import StudyApi
-from infra.tables import idempotency_table, table_for_model
-from infra.workflow import StudyWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 # Retention of the short-lived prefixes.

@@ -9,6 +9,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
+
 from voxelpipe.wiring import (
     ANALYSIS_CONCURRENCY,
     FINALIZE,

@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mangum import Mangum
 from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
+
 from voxelpipe.api.app import create_app
 from voxelpipe.api.problems import PROBLEM_JSON
 from voxelpipe.observability import logger, tracer

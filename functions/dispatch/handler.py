@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.parser.types import Json
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from voxelpipe.messages import WorkItem
 from voxelpipe.observability import logger, tracer
 from voxelpipe.pipeline.dispatch import dispatch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.messages import FinalizeInput
 from voxelpipe.observability import logger, tracer

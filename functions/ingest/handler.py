@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.messages import ObjectCreatedNotification
 from voxelpipe.observability import logger, metrics, tracer

@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from voxelpipe.messages import FailureInput
 from voxelpipe.observability import logger, tracer
 from voxelpipe.pipeline.failure import mark_failed

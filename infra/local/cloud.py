@@ -26,10 +26,10 @@ from unittest import mock
 import boto3
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
-from voxelpipe.wiring import EnvVar, function_spec
 
 from infra.local.deploy import REGION, Deployment, deploy_template
 from infra.local.template import cached_template
+from voxelpipe.wiring import EnvVar, function_spec
 
 log = logging.getLogger("voxelpipe.local")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+
 from voxelpipe.wiring import FUNCTION_TAG
 
 ACCOUNT_ID = "123456789012"  # moto's default account

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import uvicorn
 from moto.server import ThreadedMotoServer
+
+from infra.local.cloud import LocalCloud
 from voxelpipe.adapters.storage import PUBLIC_ENDPOINT_ENV
 from voxelpipe.api.app import create_app
 from voxelpipe.wiring import EnvVar
-
-from infra.local.cloud import LocalCloud
 
 DEFAULT_PORT = 8000
 

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+
+from infra.local.cloud import LocalCloud
 from voxelpipe import tracking
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.keys import UploadKey, derived_key, results_key
 from voxelpipe.pipeline.register import register_study
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus, TaskStatus
-
-from infra.local.cloud import LocalCloud
 
 DEMO_TENANT = "demo"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")

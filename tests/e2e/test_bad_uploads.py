@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import boto3
 import pytest
+
+from infra.local.cloud import LocalCloud
+from infra.local.studies import report, submit, wait_for_terminal
+from tests.fixtures.bad_nifti import bad_nifti_cases, make_good_nifti
 from voxelpipe import tracking
 from voxelpipe.analyses import UnknownAnalysis
 from voxelpipe.keys import UploadKey, new_study_id
 from voxelpipe.status import StudyStatus, TaskStatus
 from voxelpipe.wiring import EnvVar
-
-from infra.local.cloud import LocalCloud
-from infra.local.studies import report, submit, wait_for_terminal
-from tests.fixtures.bad_nifti import bad_nifti_cases, make_good_nifti
 
 CASES = bad_nifti_cases()
 

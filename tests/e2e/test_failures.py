@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import boto3
-from voxelpipe import tracking
-from voxelpipe.status import StudyStatus, TaskStatus
 
 from infra.local.cloud import LocalCloud
 from infra.local.studies import submit, wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
+from voxelpipe import tracking
+from voxelpipe.status import StudyStatus, TaskStatus
 
 # Lambda reports an exception's class name as the error; the platform's own errors carry dots.
 ServiceException = type("Lambda.ServiceException", (Exception,), {})

@@ -8,15 +8,15 @@ import json
 
 import boto3
 from PIL import Image
-from voxelpipe import tracking
-from voxelpipe.keys import derived_key, results_key
-from voxelpipe.status import StudyStatus, TaskStatus
-from voxelpipe.wiring import execution_name
 
 from infra.local.cloud import LocalCloud
 from infra.local.samples import mni152_t1_path
 from infra.local.studies import report, submit, wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
+from voxelpipe import tracking
+from voxelpipe.keys import derived_key, results_key
+from voxelpipe.status import StudyStatus, TaskStatus
+from voxelpipe.wiring import execution_name
 
 
 def _executions(cloud: LocalCloud) -> list[dict]:

@@ -3,69 +3,23 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from voxelpipe.api.auth import DEV_SECRET_FILE_ENV, Role, mint_dev_token
-from voxelpipe.client import Client
 
 from infra.local.samples import mni152_t1_path
-
-VOXELPIPE = Path(sys.executable).parent / "voxelpipe"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port, s3_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        DEV_SECRET_FILE_ENV: str(tmp_path_factory.getbasetemp() / "dev-token-secret"),
-        # Small enough that a test file goes multipart when a test asks for it.
-        "VOXELPIPE_MULTIPART_THRESHOLD_BYTES": str(1024**2),
-    }
-    process = subprocess.Popen(
-        [str(VOXELPIPE), "serve", "--port", str(port), "--s3-port", str(s3_port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            if process.poll() is not None:
-                pytest.fail(f"voxelpipe serve exited: {process.stdout.read() if process.stdout else ''}")
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("voxelpipe serve did not start")
-    yield url
-    process.terminate()
-    process.wait(30)
+from tests.fixtures.serve import VOXELPIPE
+from voxelpipe.api.auth import Role, mint_dev_token
+from voxelpipe.client import Client
 
 
 def _client(url: str, tenant: str = "lab-a", role: Role = Role.UPLOADER) -> Client:
     return Client(url, mint_dev_token(tenant, role))
 
 
-def test_create_upload_watch_results_and_download(server: str, tmp_path: Path):
-    client = _client(server)
+def test_create_upload_watch_results_and_download(multipart_server: str, tmp_path: Path):
+    client = _client(multipart_server)
     small = tmp_path / "t1w.nii.gz"
     small.write_bytes(mni152_t1_path().read_bytes())
     created = client.create_study([small], analyses=["qc"], subject_ref="sub-7", age=70, sex="M")

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
+
+from infra.workflow import RETRY_ATTEMPTS
 from voxelpipe.records import StudyRecord, table_schema
 from voxelpipe.wiring import (
     DISPATCH,
@@ -16,8 +18,6 @@ from voxelpipe.wiring import (
     TRANSIENT_LAMBDA_ERRORS,
     EnvVar,
 )
-
-from infra.workflow import RETRY_ATTEMPTS
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +164,35 @@ def test_failed_ingest_events_are_kept_not_dropped(stack: Template, template: di
     assert template["Resources"][destination]["Type"] == "AWS::SQS::Queue"
     target = props["FunctionName"]["Ref"]
     assert {"Key": FUNCTION_TAG, "Value": "ingest"} in template["Resources"][target]["Properties"]["Tags"]
+
+
+def test_the_api_is_behind_cognito_except_health_and_docs(template: dict[str, Any], stack: Template):
+    stack.resource_count_is("AWS::Cognito::UserPool", 1)
+    stack.has_resource_properties(
+        "AWS::Cognito::UserPool",
+        {
+            "AdminCreateUserConfig": {"AllowAdminCreateUserOnly": True},
+            "Schema": Match.array_with([Match.object_like({"Name": "tenant", "Mutable": False})]),
+        },
+    )
+    groups = {
+        g["Properties"]["GroupName"] for g in _resources(template, "AWS::Cognito::UserPoolGroup").values()
+    }
+    assert groups == {"admin", "uploader", "viewer"}
+    stack.has_resource_properties(
+        "AWS::ApiGateway::Stage",
+        {"MethodSettings": Match.array_with([Match.object_like({"ThrottlingRateLimit": 50})])},
+    )
+    resources = {
+        lid: r["Properties"]["PathPart"]
+        for lid, r in _resources(template, "AWS::ApiGateway::Resource").items()
+    }
+    for method in _resources(template, "AWS::ApiGateway::Method").values():
+        props = method["Properties"]
+        path = resources.get(props.get("ResourceId", {}).get("Ref", ""), "/")
+        if path in ("health", "docs", "openapi.json"):
+            assert props["AuthorizationType"] == "NONE", path
+        else:
+            assert props["AuthorizationType"] == "COGNITO_USER_POOLS", path
+    (authorizer,) = _resources(template, "AWS::ApiGateway::Authorizer").values()
+    assert authorizer["Properties"]["Type"] == "COGNITO_USER_POOLS"
