@@ -36,6 +36,8 @@ from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
+
+from infra.local.samples import mni152_t1_path
 from voxelpipe.nifti import (
     DEFAULT_MAX_OUTPUT_BYTES,
     decompress,
@@ -44,8 +46,6 @@ from voxelpipe.nifti import (
     load_nifti,
     parse_header,
 )
-
-from infra.local.samples import mni152_t1_path
 
 TARGET_RATIO = 2.5
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from voxelpipe.api.auth import DEV_SECRET_FILE_ENV
 
 from infra.local.cloud import LocalCloud
 from infra.local.template import cached_template
+from voxelpipe.api.auth import DEV_SECRET_FILE_ENV
 
 
 @pytest.fixture(scope="session")

@@ -7,14 +7,14 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from fastapi.testclient import TestClient
-from voxelpipe.api.app import create_app
-from voxelpipe.api.auth import Role, mint_dev_token
-from voxelpipe.status import StudyStatus
-from voxelpipe.wiring import EnvVar
 
 from infra.local.cloud import LocalCloud
 from infra.local.studies import wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
+from voxelpipe.api.app import create_app
+from voxelpipe.api.auth import Role, mint_dev_token
+from voxelpipe.status import StudyStatus
+from voxelpipe.wiring import EnvVar
 
 
 @pytest.fixture

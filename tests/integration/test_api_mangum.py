@@ -7,12 +7,12 @@ import json
 
 import boto3
 import requests
-from voxelpipe.status import StudyStatus
 
 from infra.local.cloud import LocalCloud
 from infra.local.samples import mni152_t1_path
 from infra.local.studies import wait_for_terminal
 from tests.fixtures.events import load_event
+from voxelpipe.status import StudyStatus
 
 
 def _call(cloud: LocalCloud, event: dict) -> tuple[int, dict]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import boto3
+
+from infra.local.cloud import LocalCloud
 from voxelpipe import tracking
 from voxelpipe.messages import WorkItem
 from voxelpipe.status import StudyStatus
-
-from infra.local.cloud import LocalCloud
 
 
 def _record(message_id: str, body: str) -> dict:

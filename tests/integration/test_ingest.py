@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import boto3
-from voxelpipe import tracking
-from voxelpipe.keys import new_study_id
-from voxelpipe.status import StudyStatus
 
 from infra.local.cloud import LocalCloud
 from tests.fixtures.bad_nifti import make_good_nifti
 from tests.fixtures.events import load_event
+from voxelpipe import tracking
+from voxelpipe.keys import new_study_id
+from voxelpipe.status import StudyStatus
 
 
 def test_an_aws_shaped_notification_with_an_encoded_key_is_ingested(cloud: LocalCloud):

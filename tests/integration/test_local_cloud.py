@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import boto3
-from voxelpipe.wiring import FUNCTIONS, EnvVar
 
 from infra.local.cloud import LocalCloud
+from voxelpipe.wiring import FUNCTIONS, EnvVar
 
 
 def _synthesized_definition(template: dict[str, Any]) -> tuple[str, list[str]]:

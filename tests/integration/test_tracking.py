@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+
+from infra.local.cloud import LocalCloud
 from voxelpipe import tracking
 from voxelpipe.messages import FailureInput, StepError
 from voxelpipe.pipeline.failure import mark_failed
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus, TaskStatus
-
-from infra.local.cloud import LocalCloud
 
 STUDY = "d" * 32
 

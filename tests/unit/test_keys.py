@@ -1,4 +1,5 @@
 import pytest
+
 from voxelpipe.keys import (
     InvalidKey,
     UploadKey,

@@ -9,6 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 from isal import isal_zlib
+
+from infra.local.samples import mni152_t1_path
+from tests.fixtures.bad_nifti import edit_header, make_good_nifti
 from voxelpipe import nifti
 from voxelpipe.nifti import (
     BadHeader,
@@ -23,9 +26,6 @@ from voxelpipe.nifti import (
     parse_header,
     to_nifti_bytes,
 )
-
-from infra.local.samples import mni152_t1_path
-from tests.fixtures.bad_nifti import edit_header, make_good_nifti
 
 MNI_T1 = mni152_t1_path()
 MIB = 1 << 20

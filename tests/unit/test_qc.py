@@ -9,12 +9,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+
+from infra.local.samples import mni152_t1_path
 from voxelpipe.analyses.catalogue import AnalysisInput, AnalysisOutput
 from voxelpipe.analyses.qc import PREVIEWS, QC, otsu_threshold
 from voxelpipe.volume import orientation
 from voxelpipe.wiring import Runtime
-
-from infra.local.samples import mni152_t1_path
 
 MNI_T1 = mni152_t1_path()
 

@@ -8,6 +8,8 @@ import math
 import nibabel as nib
 import numpy as np
 import pytest
+
+from infra.local.samples import mni152_t1_path
 from voxelpipe.volume import (
     canonical,
     first_volume,
@@ -17,8 +19,6 @@ from voxelpipe.volume import (
     voxel_data,
     voxel_sizes,
 )
-
-from infra.local.samples import mni152_t1_path
 
 MNI_T1 = mni152_t1_path()
 
