@@ -11,6 +11,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 from isal import isal_zlib
+
+from infra.local.samples import mni152_t1_path
+from tests.fixtures.bad_nifti import (
+    BadNiftiCase,
+    bad_nifti_cases,
+    edit_header,
+    make_bad_nifti,
+    make_good_nifti,
+)
 from voxelpipe.validation import (
     HEADER_RANGE_BYTES,
     HeaderSummary,
@@ -20,15 +29,6 @@ from voxelpipe.validation import (
     check_header,
     check_upload_name,
     check_volume,
-)
-
-from infra.local.samples import mni152_t1_path
-from tests.fixtures.bad_nifti import (
-    BadNiftiCase,
-    bad_nifti_cases,
-    edit_header,
-    make_bad_nifti,
-    make_good_nifti,
 )
 
 MNI_T1 = mni152_t1_path()
@@ -56,13 +56,30 @@ def test_reason_codes_are_the_documented_strings() -> None:
         "non_finite_data",
         "invalid_name",
         "unknown_analysis",
+        "not_dicom",
+        "no_pixel_data",
+        "mixed_series",
+        "inconsistent_geometry",
+        "unsupported_transfer_syntax",
+        "incomplete_series",
+        "burned_in_phi",
     }
     assert ReasonCode.TRUNCATED == "truncated" and str(ReasonCode.TOO_LARGE) == "too_large"
 
 
 def test_every_reason_has_a_fixture() -> None:
-    # unknown_analysis is about the request, not the file: tested end to end.
-    file_reasons = set(ReasonCode) - {ReasonCode.UNKNOWN_ANALYSIS}
+    # unknown_analysis is about the request, not the file: tested end to end.  The DICOM codes
+    # have their fixtures in tests/fixtures/dicom.py (tests/unit/test_dicom_series.py checks them).
+    dicom_reasons = {
+        ReasonCode.NOT_DICOM,
+        ReasonCode.NO_PIXEL_DATA,
+        ReasonCode.MIXED_SERIES,
+        ReasonCode.INCONSISTENT_GEOMETRY,
+        ReasonCode.UNSUPPORTED_TRANSFER_SYNTAX,
+        ReasonCode.INCOMPLETE_SERIES,
+        ReasonCode.BURNED_IN_PHI,
+    }
+    file_reasons = set(ReasonCode) - {ReasonCode.UNKNOWN_ANALYSIS} - dicom_reasons
     assert {case.reason for case in CASES} == file_reasons
     for code in file_reasons:
         assert make_bad_nifti(code.value).reason == code

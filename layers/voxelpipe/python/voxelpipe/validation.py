@@ -104,6 +104,14 @@ class ReasonCode(StrEnum):
     NON_FINITE_DATA = "non_finite_data"  # NaN/Inf voxels after scaling
     INVALID_NAME = "invalid_name"  # path tricks or control characters in the file name
     UNKNOWN_ANALYSIS = "unknown_analysis"  # a requested analysis is not in the catalogue
+    # DICOM uploads (voxelpipe.dicom): one object at ingest, or the series at Prepare.
+    NOT_DICOM = "not_dicom"  # no DICOM preamble or plausible header (or an archive without DICOM)
+    NO_PIXEL_DATA = "no_pixel_data"  # a DICOM object without image pixels (SR, RT plan, DICOMDIR...)
+    MIXED_SERIES = "mixed_series"  # objects of more than one series (or study) in one upload
+    INCONSISTENT_GEOMETRY = "inconsistent_geometry"  # missing/mixed orientation, size, spacing
+    UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"  # pixels in an encoding we can't decode
+    INCOMPLETE_SERIES = "incomplete_series"  # slices missing from the series (a gap in the stack)
+    BURNED_IN_PHI = "burned_in_phi"  # Burned In Annotation says the pixels show identifying text
 
 
 class Rejected(Exception):
