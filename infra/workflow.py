@@ -1,4 +1,4 @@
-"""The study state machine: Prepare, a Map over analyses (Choice on runtime), Finalize; Catch: MarkFailed."""
+"""The study state machine: Prepare, analyses stage by stage (Choice on runtime), Finalize; or MarkFailed."""
 
 from __future__ import annotations
 
@@ -76,20 +76,36 @@ class StudyWorkflow(Construct):
                 )
             )
         )
-        analyses = sfn.Map(
+        # Stages in order (each needs only earlier ones), the analyses of a stage in parallel.
+        stage = sfn.Map(
             self,
-            "RunAnalyses",
-            items_path="$.analyses",
+            "RunStage",
+            items_path="$.stage",
             item_selector={
                 "study_id.$": "$.study_id",
                 "attempt.$": "$.attempt",
                 "analysis.$": "$$.Map.Item.Value",
-                "volume.$": "$.prepared",
+                "volume.$": "$.volume",
+                "subject.$": "$.subject",
             },
             max_concurrency=ANALYSIS_CONCURRENCY,
+        )
+        stage.item_processor(by_runtime)
+        analyses = sfn.Map(
+            self,
+            "RunAnalyses",
+            items_path="$.stages",
+            item_selector={
+                "study_id.$": "$.study_id",
+                "attempt.$": "$.attempt",
+                "stage.$": "$$.Map.Item.Value",
+                "volume.$": "$.prepared",
+                "subject.$": "$.subject",
+            },
+            max_concurrency=1,
             result_path="$.analysis_results",
         )
-        analyses.item_processor(by_runtime)
+        analyses.item_processor(stage)
 
         finalize = invoke("Finalize", FINALIZE, result_path="$.finalized")
         for state in (prepare, analyses, finalize):

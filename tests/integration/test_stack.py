@@ -139,7 +139,10 @@ def test_state_machine_shape_retries_and_catches(template: dict[str, Any]):
     assert definition["StartAt"] == "Prepare"
     assert states["Prepare"]["Next"] == "RunAnalyses"
     assert states["RunAnalyses"]["Type"] == "Map" and states["RunAnalyses"]["Next"] == "Finalize"
-    inner = states["RunAnalyses"]["ItemProcessor"]["States"]
+    assert states["RunAnalyses"]["ItemsPath"] == "$.stages" and states["RunAnalyses"]["MaxConcurrency"] == 1
+    stage = states["RunAnalyses"]["ItemProcessor"]["States"]["RunStage"]
+    assert stage["Type"] == "Map" and stage["ItemsPath"] == "$.stage" and stage["MaxConcurrency"] > 1
+    inner = stage["ItemProcessor"]["States"]
     assert inner["ByRuntime"]["Type"] == "Choice"
     assert inner["ByRuntime"]["Choices"][0]["StringEquals"] == "lambda"
     for name in ("Prepare", "Finalize"):

@@ -38,13 +38,19 @@ class AnalysisRequest(_Message):
 
 
 class ExecutionInput(_Message):
-    """The state machine's input: one study attempt."""
+    """The state machine's input: one study attempt.
+
+    `analyses` lists every analysis to run (requirements included); `stages` groups them so
+    that each stage needs only earlier ones: stages run in order, one stage's analyses in parallel.
+    """
 
     study_id: str
     attempt: int = Field(ge=1)
     tenant: str
     input_key: str
     analyses: list[AnalysisRequest] = Field(min_length=1)
+    stages: list[list[AnalysisRequest]] = Field(min_length=1)
+    subject: dict[str, Any] | None = None
 
 
 class PreparedVolume(_Message):
@@ -60,12 +66,13 @@ class PreparedVolume(_Message):
 
 
 class AnalysisTask(_Message):
-    """One item of the state machine's Map: an analysis of a prepared volume."""
+    """One item of a stage's Map: an analysis of a prepared volume."""
 
     study_id: str
     attempt: int
     analysis: AnalysisRequest
     volume: PreparedVolume
+    subject: dict[str, Any] | None = None
 
 
 class AnalysisResult(_Message):
@@ -74,6 +81,7 @@ class AnalysisResult(_Message):
     parameters: dict[str, Any]
     measures: dict[str, Any]
     artifacts: list[str]
+    intermediates: list[str] = Field(default_factory=list)
     duration_ms: float
 
 
@@ -86,7 +94,11 @@ class FinalizeInput(BaseModel):
     input_key: str
     analyses: list[AnalysisRequest]
     prepared: PreparedVolume
-    analysis_results: list[AnalysisResult]
+    analysis_results: list[list[AnalysisResult]]  # by stage
+
+    @property
+    def results(self) -> list[AnalysisResult]:
+        return [result for stage in self.analysis_results for result in stage]
 
 
 class StepError(BaseModel):

@@ -48,13 +48,13 @@ def build_results(
                 "measures": result.measures,
                 "artifacts": result.artifacts,
             }
-            for result in state.analysis_results
+            for result in state.results
         },
         "provenance": {
             "input_sha256": upload.get("sha256"),
             "voxelpipe_version": voxelpipe.__version__,
-            "analyses": {result.analysis: result.version for result in state.analysis_results},
-            "parameters": {result.analysis: result.parameters for result in state.analysis_results},
+            "analyses": {result.analysis: result.version for result in state.results},
+            "parameters": {result.analysis: result.parameters for result in state.results},
             "python": platform.python_version(),
             "libraries": library_versions(),
         },

@@ -17,11 +17,34 @@ class UnknownAnalysis(ValueError):
 
 
 def resolve(names: list[str] | tuple[str, ...]) -> list[Analysis]:
-    """The catalogue entries for requested names, in request order, duplicates dropped."""
+    """The requested analyses and every analysis they require, each after its requirements."""
     unknown = [name for name in names if name not in CATALOGUE]
     if unknown:
         raise UnknownAnalysis(unknown)
-    return [CATALOGUE[name] for name in dict.fromkeys(names)]
+    ordered: dict[str, Analysis] = {}
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in chain:
+            raise ValueError(f"analyses require each other: {' -> '.join((*chain, name))}")
+        for requirement in CATALOGUE[name].requires:
+            visit(requirement, (*chain, name))
+        ordered.setdefault(name, CATALOGUE[name])
+
+    for name in names:
+        visit(name, ())
+    return list(ordered.values())
+
+
+def stages(analyses: list[Analysis]) -> list[list[Analysis]]:
+    """Analyses grouped so that each stage needs only earlier stages: stages run in order, the
+    analyses of one stage in parallel. `analyses` must be as `resolve` orders them."""
+    level: dict[str, int] = {}
+    for analysis in analyses:
+        level[analysis.name] = 1 + max((level[r] for r in analysis.requires), default=-1)
+    grouped: list[list[Analysis]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for analysis in analyses:
+        grouped[level[analysis.name]].append(analysis)
+    return grouped
 
 
 __all__ = [
@@ -33,4 +56,5 @@ __all__ = [
     "Runtime",
     "UnknownAnalysis",
     "resolve",
+    "stages",
 ]

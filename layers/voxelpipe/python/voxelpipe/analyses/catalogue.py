@@ -7,25 +7,42 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nibabel as nib
+import numpy as np
+import numpy.typing as npt
 
 from voxelpipe.wiring import Runtime
 
 
 @dataclass(frozen=True)
+class AnalysisOutput:
+    """What an analysis produced.
+
+    `measures` go into results.json; `artifacts` (file name -> bytes) are user-facing, under
+    derived/{study_id}/{analysis}/; `intermediates` are for the analyses that require this one
+    only (under work/, short-lived), e.g. maps in the canonical grid.
+    """
+
+    measures: dict[str, Any]
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    intermediates: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AnalysisInput:
-    """What an analysis sees: the study's volume in canonical RAS orientation."""
+    """What an analysis sees: the study's volume in canonical RAS orientation, and its context.
+
+    `original_affine` and `original_shape` describe the upload's own grid, for outputs that go
+    back to it; `subject` is the pseudonymous subject (age, sex) the uploader declared;
+    `requirements` holds the output of every analysis this one requires, by name.
+    """
 
     image: nib.Nifti1Image | nib.Nifti2Image
     original_orientation: tuple[str, str, str]
     parameters: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class AnalysisOutput:
-    """Measures go into results.json; artifacts (file name -> bytes) under derived/{study_id}/{analysis}/."""
-
-    measures: dict[str, Any]
-    artifacts: dict[str, bytes] = field(default_factory=dict)
+    original_affine: npt.NDArray[np.float64] | None = None
+    original_shape: tuple[int, ...] | None = None
+    subject: Mapping[str, Any] = field(default_factory=dict)
+    requirements: Mapping[str, AnalysisOutput] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from voxelpipe import tracking
 from voxelpipe.adapters import executions
-from voxelpipe.analyses import resolve
+from voxelpipe.analyses import resolve, stages
 from voxelpipe.messages import AnalysisRequest, ExecutionInput, WorkItem
 from voxelpipe.status import StudyStatus
 from voxelpipe.wiring import execution_name
@@ -22,20 +22,21 @@ def dispatch(item: WorkItem) -> str:
     if study is None or study.attempt != item.attempt or study.status != StudyStatus.QUEUED:
         state = "missing" if study is None else f"{study.status} at attempt {study.attempt}"
         return f"skipped: study is {state}"
+    analyses = resolve(item.analyses)
+    requests = {
+        analysis.name: AnalysisRequest(
+            name=analysis.name, version=analysis.version, runtime=analysis.runtime, parameters={}
+        )
+        for analysis in analyses
+    }
     execution = ExecutionInput(
         study_id=item.study_id,
         attempt=item.attempt,
         tenant=item.tenant,
         input_key=item.input_key,
-        analyses=[
-            AnalysisRequest(
-                name=analysis.name,
-                version=analysis.version,
-                runtime=analysis.runtime,
-                parameters=dict(analysis.parameters),
-            )
-            for analysis in resolve(item.analyses)
-        ],
+        analyses=list(requests.values()),
+        stages=[[requests[a.name] for a in stage] for stage in stages(analyses)],
+        subject=study.subject,
     )
     if not executions.start_execution(execution):
         return "duplicate: execution exists"
