@@ -45,6 +45,21 @@ POWERTOOLS_ENV = {
 }
 INGEST_ASYNC_RETRIES = 2
 _ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "*.egg-info"]
+# An image's build context is the repository, less what no Dockerfile copies (listed, not
+# negated, so that fingerprinting skips those folders instead of walking them).
+_IMAGE_CONTEXT_EXCLUDES = [
+    ".*",
+    "build",
+    "cdk.out",
+    "tests",
+    "bench",
+    "docs",
+    "events",
+    "app.py",
+    "cdk.json",
+    "Makefile",
+    *_ASSET_EXCLUDES,
+]
 
 
 class VoxelpipeStack(Stack):
@@ -187,19 +202,34 @@ class VoxelpipeStack(Stack):
         )
 
     def _function(self, spec: FunctionSpec, layers: list[lambda_.LayerVersion]) -> lambda_.Function:
-        function = lambda_.Function(
-            self,
-            spec.construct_id,
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.X86_64,
-            code=lambda_.Code.from_asset(str(ROOT / spec.code_dir), exclude=_ASSET_EXCLUDES),
-            handler=spec.handler,
-            description=spec.description,
-            memory_size=spec.memory_mb,
-            timeout=Duration.seconds(spec.timeout_s),
-            layers=layers,
-            tracing=lambda_.Tracing.ACTIVE,
-            environment={**POWERTOOLS_ENV, **{str(var): value for var, value in spec.settings.items()}},
-        )
+        common = {
+            "architecture": lambda_.Architecture.X86_64,
+            "description": spec.description,
+            "memory_size": spec.memory_mb,
+            "timeout": Duration.seconds(spec.timeout_s),
+            "tracing": lambda_.Tracing.ACTIVE,
+            "environment": {**POWERTOOLS_ENV, **{str(var): value for var, value in spec.settings.items()}},
+        }
+        function: lambda_.Function
+        if spec.image:
+            # Synthesis only stages the build context; the image is built at deploy time.
+            function = lambda_.DockerImageFunction(
+                self,
+                spec.construct_id,
+                code=lambda_.DockerImageCode.from_image_asset(
+                    str(ROOT), file=f"{spec.code_dir}/Dockerfile", exclude=_IMAGE_CONTEXT_EXCLUDES
+                ),
+                **common,  # type: ignore[arg-type]
+            )
+        else:
+            function = lambda_.Function(
+                self,
+                spec.construct_id,
+                runtime=lambda_.Runtime.PYTHON_3_12,
+                code=lambda_.Code.from_asset(str(ROOT / spec.code_dir), exclude=_ASSET_EXCLUDES),
+                handler=spec.handler,
+                layers=layers,
+                **common,  # type: ignore[arg-type]
+            )
         Tags.of(function).add(FUNCTION_TAG, spec.name)
         return function

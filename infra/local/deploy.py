@@ -204,12 +204,19 @@ class _Deployer:
         env = {
             k: str(v) for k, v in self.out.resolve(props.get("Environment", {}).get("Variables", {})).items()
         }
+        package: dict[str, Any] = (
+            {"PackageType": "Image", "Code": {"ImageUri": self.out.resolve(props["Code"]["ImageUri"])}}
+            if props.get("PackageType") == "Image"
+            else {
+                "Runtime": props["Runtime"],
+                "Handler": props["Handler"],
+                "Code": {"ZipFile": _code_placeholder()},
+            }
+        )
         created = self.lambda_.create_function(
             FunctionName=name,
-            Runtime=props["Runtime"],
             Role=self.out.resolve(props["Role"]),
-            Handler=props["Handler"],
-            Code={"ZipFile": _code_placeholder()},
+            **package,
             Timeout=props.get("Timeout", 3),
             MemorySize=props.get("MemorySize", 128),
             Environment={"Variables": env},

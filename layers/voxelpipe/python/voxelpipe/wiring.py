@@ -85,6 +85,8 @@ class FunctionSpec:
     env: tuple[EnvVar, ...]
     handler: str = "handler.lambda_handler"
     settings: dict[EnvVar, str] = field(default_factory=dict)
+    # A container image built from functions/{name}/Dockerfile, for code too heavy for layers.
+    image: bool = False
 
     @property
     def code_dir(self) -> str:
@@ -129,9 +131,10 @@ PREPARE = FunctionSpec(
 RUN_ANALYSIS = FunctionSpec(
     name="run_analysis",
     description="Runs one Lambda-runtime analysis of the catalogue on the prepared volume",
-    memory_mb=4096,
+    memory_mb=10240,
     timeout_s=900,
     env=(EnvVar.BUCKET, *_STATUS_TABLES),
+    image=True,  # torch
 )
 FINALIZE = FunctionSpec(
     name="finalize",
