@@ -122,7 +122,10 @@ def test_every_function_gets_exactly_its_declared_environment(template: dict[str
         declared = {str(var) for var in spec.env}
         actual = {k for k in props["Environment"]["Variables"] if k.startswith("VOXELPIPE_")}
         assert actual == declared, spec.name
-        assert props["Runtime"] == "python3.12"
+        if spec.image:
+            assert props["PackageType"] == "Image" and "ImageUri" in props["Code"]
+        else:
+            assert props["Runtime"] == "python3.12" and props["Handler"] == spec.handler
         assert props["Timeout"] == spec.timeout_s and props["MemorySize"] == spec.memory_mb
     assert EnvVar.STATE_MACHINE_ARN in functions["dispatch"]["Environment"]["Variables"]
 
