@@ -80,6 +80,17 @@ def _progress(record: StudyRecord, steps: list[str]) -> None:
     print(f"  {record.study_id[:12]}  {record.status}{running}", file=sys.stderr, flush=True)
 
 
+def _flatten(measures: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested measures as dotted names, one value a line."""
+    lines: list[tuple[str, Any]] = []
+    for name, value in measures.items():
+        if isinstance(value, dict) and value:
+            lines.extend(_flatten(value, f"{prefix}{name}."))
+        else:
+            lines.append((f"{prefix}{name}", value))
+    return lines
+
+
 def _print_human(report: dict[str, Any]) -> None:
     print(f"study {report['study_id']}  input {report['input']}")
     print(f"  status: {report['status']}")
@@ -87,7 +98,7 @@ def _print_human(report: dict[str, Any]) -> None:
         print(f"  reason: {report['reason']}: {report['detail']}")
     for analysis, measures in (report.get("results") or {}).items():
         print(f"  {analysis}:")
-        for name, value in measures.items():
+        for name, value in _flatten(measures):
             print(f"    {name}: {json.dumps(value)}")
     if report["artifacts"]:
         print(f"  artifacts: {', '.join(report['artifacts'])}")
