@@ -92,17 +92,10 @@ class VoxelpipeStack(Stack):
             Resource.NORMAL_PRIORITY_QUEUE: self._work_queue(Resource.NORMAL_PRIORITY_QUEUE),
         }
         tables = {
-            Resource.STUDIES_TABLE: table_for_model(
-                self, Resource.STUDIES_TABLE, STATUS_MODELS[EnvVar.STUDIES_TABLE]
-            ),
-            Resource.TASKS_TABLE: table_for_model(
-                self, Resource.TASKS_TABLE, STATUS_MODELS[EnvVar.TASKS_TABLE]
-            ),
-            Resource.AUDIT_TABLE: table_for_model(
-                self, Resource.AUDIT_TABLE, STATUS_MODELS[EnvVar.AUDIT_TABLE]
-            ),
-            Resource.IDEMPOTENCY_TABLE: idempotency_table(self, Resource.IDEMPOTENCY_TABLE),
+            ENV_RESOURCES[var]: table_for_model(self, ENV_RESOURCES[var], model)
+            for var, model in STATUS_MODELS.items()
         }
+        tables[Resource.IDEMPOTENCY_TABLE] = idempotency_table(self, Resource.IDEMPOTENCY_TABLE)
         layers = [
             lambda_.LayerVersion(
                 self,

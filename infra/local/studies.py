@@ -60,15 +60,49 @@ def submit(
     analyses: Sequence[str] = (),
     tenant: str = DEMO_TENANT,
 ) -> str:
-    """Register a study and upload its scan, as a client does; returns the study id.
+    """Register a NIfTI study and upload its scan, as a client does; returns the study id.
 
     The upload's S3 notification starts the pipeline. Unknown analyses raise UnknownAnalysis
     before anything is uploaded.
     """
-    study = register_study(tenant, analyses=analyses, actor="voxelpipe-cli", source="local")
-    key = UploadKey(tenant, study.study_id, filename).key
-    boto3.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=data)
+    return submit_files(cloud, [(filename, data)], input_format="nifti", analyses=analyses, tenant=tenant)
+
+
+def submit_files(
+    cloud: LocalCloud,
+    files: Sequence[tuple[str, bytes]],
+    *,
+    input_format: str,
+    analyses: Sequence[str] = (),
+    tenant: str = DEMO_TENANT,
+) -> str:
+    """Register a study with its manifest and upload each file; returns the study id."""
+    study = register_study(
+        tenant,
+        analyses=analyses,
+        actor="voxelpipe-cli",
+        source="local",
+        manifest=[{"name": name, "size": len(data)} for name, data in files],
+        input_format=input_format,
+    )
+    s3 = boto3.client("s3")
+    for name, data in files:
+        s3.put_object(Bucket=cloud.bucket, Key=UploadKey(tenant, study.study_id, name).key, Body=data)
     return str(study.study_id)
+
+
+def scan_files(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
+    """What to upload for a path: a folder or .zip of DICOM files, one DICOM file, or one NIfTI.
+
+    Returns the study's format and its files (names made safe, unique within the study).
+    """
+    if path.is_dir():
+        members = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        names = [upload_name(Path(str(p.relative_to(path)).replace("/", "_"))) for p in members]
+        return "dicom", [(name, p.read_bytes()) for name, p in zip(names, members, strict=True)]
+    data = path.read_bytes()
+    dicom = path.suffix.lower() in (".zip", ".dcm") or data[128:132] == b"DICM"
+    return ("dicom" if dicom else "nifti"), [(upload_name(path), data)]
 
 
 def wait_for_terminal(

@@ -198,3 +198,32 @@ def test_each_role_is_refused_what_it_may_not_do(api: TestClient, cloud: LocalCl
             assert response.status_code == 403, (role, method, path)
             assert response.json()["code"] == "forbidden"
         assert api.get(f"/studies/{study_id}", headers=auth(role=role)).status_code == 200
+
+
+def test_a_dicom_series_completes_on_request_with_what_arrived(api: TestClient, cloud: LocalCloud):
+    from tests.fixtures.dicom import make_series
+
+    series = make_series(n_slices=6, rows=16, cols=16, shuffle=False)
+    files = [{"name": f"im{n}.dcm", "size": len(data)} for n, data in enumerate(series.instances)]
+    files.append({"name": "never-sent.dcm", "size": 100})
+    response = api.post(
+        "/studies", json={"format": "dicom", "files": files}, headers=auth(role=Role.UPLOADER)
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()
+    early = api.post(f"/studies/{created['study_id']}/complete", headers=auth(role=Role.UPLOADER))
+    assert early.status_code == 409 and "never-sent.dcm" in early.json()["missing"]
+    for target, data in zip(created["uploads"], series.instances, strict=False):
+        boto3.client("s3").put_object(Bucket=cloud.bucket, Key=target["key"], Body=data)
+    assert api.get(f"/studies/{created['study_id']}", headers=auth()).json()["status"] == "AWAITING_UPLOAD"
+    done = api.post(f"/studies/{created['study_id']}/complete", headers=auth(role=Role.UPLOADER))
+    assert done.status_code == 202 and done.json()["format"] == "dicom"
+    record = wait_for_terminal([created["study_id"]], timeout_s=60)[created["study_id"]]
+    assert record.status == StudyStatus.COMPLETED, record.reason_detail
+    assert record.input["instances"] == 6
+
+
+def test_a_nifti_study_is_one_file(api: TestClient):
+    body = {"files": [{"name": "a.nii", "size": 9}, {"name": "b.nii", "size": 9}]}
+    response = api.post("/studies", json=body, headers=auth())
+    assert response.status_code == 422 and "one file" in response.json()["errors"][0]["message"]

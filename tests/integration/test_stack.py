@@ -97,7 +97,7 @@ def test_dispatch_consumes_both_queues_reporting_partial_failures(template: dict
 def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
     schema = table_schema(StudyRecord)
     tables = _resources(template, "AWS::DynamoDB::Table")
-    assert len(tables) == 4
+    assert len(tables) == 5
     studies = next(t["Properties"] for lid, t in tables.items() if lid.startswith("StudiesTable"))
     assert studies["KeySchema"] == [{"AttributeName": "study_id", "KeyType": "HASH"}]
     assert {i["IndexName"] for i in studies["GlobalSecondaryIndexes"]} == {

@@ -29,14 +29,16 @@ def test_terminal_statuses_are_final_except_deletion():
         assert can_transition(terminal, StudyStatus.DELETED) or terminal is StudyStatus.DELETED
 
 
-def test_rejection_only_during_validation():
+def test_rejection_only_before_results():
     assert allowed_sources(StudyStatus.REJECTED) == {
         StudyStatus.AWAITING_UPLOAD,
         StudyStatus.VALIDATING,
         StudyStatus.VALIDATED,
+        StudyStatus.RUNNING,  # a series that cannot be decoded is found in Prepare
         StudyStatus.REJECTED,
     }
-    assert not can_transition(StudyStatus.RUNNING, StudyStatus.REJECTED)
+    assert not can_transition(StudyStatus.QUEUED, StudyStatus.REJECTED)
+    assert not can_transition(StudyStatus.COMPLETED, StudyStatus.REJECTED)
 
 
 def test_any_active_status_can_fail_and_repeats_are_noops():

@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         type=Path,
         metavar="FILE",
-        help="a scan (.nii, .nii.gz); repeat for more",
+        help="a scan: .nii/.nii.gz, or DICOM (a folder, a .zip or one .dcm file); repeat for more",
     )
     demo.add_argument(
         "--analyses",
@@ -110,12 +110,12 @@ def demo(args: argparse.Namespace) -> int:
     # The local cloud needs the development extras (moto, aws-cdk-lib, nilearn): imported only here.
     from infra.local.cloud import LocalCloud
     from infra.local.samples import mni152_t1_path
-    from infra.local.studies import report, submit, upload_name, wait_for_terminal
+    from infra.local.studies import report, scan_files, submit_files, wait_for_terminal
 
     # The local cloud reports failed invocations through logging: always shown.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
     inputs: list[Path] = args.inputs or [mni152_t1_path()]
-    missing = [str(path) for path in inputs if not path.is_file()]
+    missing = [str(path) for path in inputs if not path.exists()]
     if missing:
         print(f"voxelpipe demo: no such file: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
@@ -130,8 +130,12 @@ def demo(args: argparse.Namespace) -> int:
     with LocalCloud(env={"POWERTOOLS_LOG_LEVEL": "INFO" if args.verbose else "WARNING"}) as cloud:
         submitted = []
         for path in inputs:
-            study_id = submit(cloud, path.read_bytes(), upload_name(path), analyses=args.analyses or ())
-            print(f"uploaded {path.name} as study {study_id}", file=sys.stderr, flush=True)
+            input_format, files = scan_files(path)
+            study_id = submit_files(cloud, files, input_format=input_format, analyses=args.analyses or ())
+            print(
+                f"uploaded {path.name} ({input_format}, {len(files)} files) as study {study_id}",
+                file=sys.stderr,
+            )
             submitted.append((study_id, path.name))
         wait_for_terminal(
             [study_id for study_id, _ in submitted], timeout_s=args.timeout, on_change=_progress

@@ -80,6 +80,10 @@ class StudyRecord(Model):
     subject = JSONAttribute(null=True)  # {"subject_ref", "age", "sex"}
     manifest = JSONAttribute(null=True)  # [{"name", "size"}]
     webhook_url = UnicodeAttribute(null=True)
+    # "nifti" (one file) or "dicom" (a series: many files, or one .zip).
+    input_format = UnicodeAttribute(default="nifti")
+    arrived = NumberAttribute(default=0)  # how many declared files have arrived and passed
+    uid_key = UnicodeAttribute(null=True)  # DICOM: the study's key for replacement UIDs (hex)
 
     tenant_created = TenantCreatedIndex()
     status_updated = StatusUpdatedIndex()
@@ -119,10 +123,28 @@ class AuditRecord(Model):
     detail = JSONAttribute(null=True)
 
 
+class ObjectRecord(Model):
+    """What ingest learnt of each object of a multi-file (DICOM) study.
+
+    Sort keys `file#{name}` (one per declared file: it arrived and passed) and
+    `instance#{uid}` (one per SOP instance, by its study-keyed hash: a duplicate is recorded once,
+    with the header summary the series checks need; no raw UIDs are stored).
+    """
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.OBJECTS_TABLE)
+
+    study_id = UnicodeAttribute(hash_key=True)
+    object_key = UnicodeAttribute(range_key=True)
+    source = UnicodeAttribute()  # the S3 key it came from
+    summary = JSONAttribute(null=True)
+
+
 STATUS_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.STUDIES_TABLE: StudyRecord,
     EnvVar.TASKS_TABLE: TaskRecord,
     EnvVar.AUDIT_TABLE: AuditRecord,
+    EnvVar.OBJECTS_TABLE: ObjectRecord,
 }
 
 # The Powertools idempotency table's schema (its defaults: key "id", TTL "expiration").

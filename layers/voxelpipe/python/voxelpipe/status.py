@@ -36,8 +36,9 @@ _PREDECESSORS: dict[StudyStatus, frozenset[StudyStatus]] = {
     StudyStatus.QUEUED: frozenset({StudyStatus.VALIDATED}),
     StudyStatus.RUNNING: frozenset({StudyStatus.QUEUED}),
     StudyStatus.COMPLETED: frozenset({StudyStatus.RUNNING}),
+    # RUNNING too: a DICOM series whose pixels cannot be decoded shows it only in Prepare.
     StudyStatus.REJECTED: frozenset(
-        {StudyStatus.AWAITING_UPLOAD, StudyStatus.VALIDATING, StudyStatus.VALIDATED}
+        {StudyStatus.AWAITING_UPLOAD, StudyStatus.VALIDATING, StudyStatus.VALIDATED, StudyStatus.RUNNING}
     ),
     StudyStatus.FAILED: _ACTIVE,
     StudyStatus.DELETED: frozenset(StudyStatus) - {StudyStatus.DELETED},

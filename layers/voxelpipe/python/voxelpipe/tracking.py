@@ -52,6 +52,8 @@ def create_study(
     subject: dict[str, Any] | None = None,
     manifest: list[dict[str, Any]] | None = None,
     webhook_url: str | None = None,
+    input_format: str = "nifti",
+    uid_key: str | None = None,
 ) -> StudyRecord | None:
     """Create the study's row at attempt 1; None when it already exists."""
     created = now()
@@ -67,6 +69,8 @@ def create_study(
         subject=subject,
         manifest=manifest,
         webhook_url=webhook_url,
+        input_format=input_format,
+        uid_key=uid_key,
     )
     try:
         record.save(condition=StudyRecord.study_id.does_not_exist())

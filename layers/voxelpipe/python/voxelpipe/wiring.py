@@ -18,11 +18,13 @@ class EnvVar(StrEnum):
     STUDIES_TABLE = "VOXELPIPE_STUDIES_TABLE"
     TASKS_TABLE = "VOXELPIPE_TASKS_TABLE"
     AUDIT_TABLE = "VOXELPIPE_AUDIT_TABLE"
+    OBJECTS_TABLE = "VOXELPIPE_OBJECTS_TABLE"
     IDEMPOTENCY_TABLE = "VOXELPIPE_IDEMPOTENCY_TABLE"
     HIGH_PRIORITY_QUEUE_URL = "VOXELPIPE_HIGH_PRIORITY_QUEUE_URL"
     NORMAL_PRIORITY_QUEUE_URL = "VOXELPIPE_NORMAL_PRIORITY_QUEUE_URL"
     STATE_MACHINE_ARN = "VOXELPIPE_STATE_MACHINE_ARN"
     MAX_UPLOAD_BYTES = "VOXELPIPE_MAX_UPLOAD_BYTES"
+    DICOM_ORIGINALS = "VOXELPIPE_DICOM_ORIGINALS"  # "delete" or "retain" (7 days under work/)
     AUTH_MODE = "VOXELPIPE_AUTH_MODE"  # "cognito" behind API Gateway; "dev" for local signed tokens
 
 
@@ -31,6 +33,13 @@ class Runtime(StrEnum):
 
     LAMBDA = "lambda"
     GPU = "gpu"
+
+
+class DicomOriginals(StrEnum):
+    """What becomes of uploaded DICOM objects once converted and de-identified."""
+
+    DELETE = "delete"
+    RETAIN = "retain"  # moved under work/{study_id}/, which expires
 
 
 class Prefix(StrEnum):
@@ -49,6 +58,7 @@ class Resource(StrEnum):
     STUDIES_TABLE = "StudiesTable"
     TASKS_TABLE = "TasksTable"
     AUDIT_TABLE = "AuditTable"
+    OBJECTS_TABLE = "ObjectsTable"
     IDEMPOTENCY_TABLE = "IdempotencyTable"
     HIGH_PRIORITY_QUEUE = "HighPriorityQueue"
     NORMAL_PRIORITY_QUEUE = "NormalPriorityQueue"
@@ -62,6 +72,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.STUDIES_TABLE: Resource.STUDIES_TABLE,
     EnvVar.TASKS_TABLE: Resource.TASKS_TABLE,
     EnvVar.AUDIT_TABLE: Resource.AUDIT_TABLE,
+    EnvVar.OBJECTS_TABLE: Resource.OBJECTS_TABLE,
     EnvVar.IDEMPOTENCY_TABLE: Resource.IDEMPOTENCY_TABLE,
     EnvVar.HIGH_PRIORITY_QUEUE_URL: Resource.HIGH_PRIORITY_QUEUE,
     EnvVar.NORMAL_PRIORITY_QUEUE_URL: Resource.NORMAL_PRIORITY_QUEUE,
@@ -97,7 +108,7 @@ class FunctionSpec:
         return "".join(part.capitalize() for part in self.name.split("_")) + "Function"
 
 
-_STATUS_TABLES = (EnvVar.STUDIES_TABLE, EnvVar.TASKS_TABLE, EnvVar.AUDIT_TABLE)
+_STATUS_TABLES = (EnvVar.STUDIES_TABLE, EnvVar.TASKS_TABLE, EnvVar.AUDIT_TABLE, EnvVar.OBJECTS_TABLE)
 
 INGEST = FunctionSpec(
     name="ingest",
@@ -126,7 +137,8 @@ PREPARE = FunctionSpec(
     description="Decodes the upload once into a canonical RAS volume for the analyses",
     memory_mb=4096,
     timeout_s=600,
-    env=(EnvVar.BUCKET, *_STATUS_TABLES),
+    env=(EnvVar.BUCKET, *_STATUS_TABLES, EnvVar.DICOM_ORIGINALS),
+    settings={EnvVar.DICOM_ORIGINALS: DicomOriginals.DELETE.value},
 )
 RUN_ANALYSIS = FunctionSpec(
     name="run_analysis",

@@ -29,9 +29,11 @@ from voxelpipe.api.schemas import (
 )
 from voxelpipe.keys import UploadKey, derived_key
 from voxelpipe.pipeline import manage
+from voxelpipe.pipeline.ingest_dicom import complete_dicom_study
 from voxelpipe.pipeline.register import register_study
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
+from voxelpipe.validation import Limits
 from voxelpipe.wiring import DEFAULT_MAX_UPLOAD_BYTES, EnvVar
 
 # Presigned URLs live this long; uploads above the threshold go multipart (S3's single PUT/POST
@@ -78,6 +80,7 @@ def _view(study: StudyRecord, with_steps: bool = True) -> StudyView:
     )
     return StudyView(
         study_id=study.study_id,
+        format=study.input_format,
         status=study.status,
         attempt=int(study.attempt),
         analyses=list(study.analyses),
@@ -167,6 +170,7 @@ def create_app() -> FastAPI:
                 else None,
                 manifest=[{"name": f.name, "size": f.size} for f in body.files],
                 webhook_url=str(body.webhook_url) if body.webhook_url else None,
+                input_format=body.format,
             )
         except UnknownAnalysis as error:
             raise Problem(
@@ -189,7 +193,14 @@ def create_app() -> FastAPI:
         caller.require(Action.UPLOAD)
         study = _owned(caller, study_id)
         tracking.audit(study_id, "complete_requested", actor=caller.subject, source=_source(request))
-        if study.status == StudyStatus.AWAITING_UPLOAD:
+        if study.status == StudyStatus.AWAITING_UPLOAD and study.input_format == "dicom" and study.arrived:
+            # The uploader says the series is whole: check it with what arrived.
+            limits = Limits(
+                max_upload_bytes=int(os.environ.get(EnvVar.MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_BYTES))
+            )
+            complete_dicom_study(study_id, Storage.from_environment(), limits, source=_source(request))
+            study = _owned(caller, study_id)
+        elif study.status == StudyStatus.AWAITING_UPLOAD:
             storage = Storage.from_environment()
             present = set(storage.list_keys(UploadKey(caller.tenant, study_id, "").key))
             missing = [

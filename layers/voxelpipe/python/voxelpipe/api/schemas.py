@@ -6,10 +6,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from voxelpipe.messages import Priority
 from voxelpipe.validation import Rejected, check_upload_name
+
+MAX_FILES = 5000  # a DICOM series of up to 5000 objects (or one .zip)
 
 
 class Sex(StrEnum):
@@ -46,9 +48,20 @@ class CreateStudy(BaseModel):
     analyses: list[str] = Field(default_factory=lambda: ["qc"], min_length=1, examples=[["qc"]])
     priority: Priority = Priority.NORMAL
     webhook_url: HttpUrl | None = Field(default=None, description="https URL told of every status change")
-    files: list[FileDeclaration] = Field(
-        min_length=1, max_length=1, description="one NIfTI file (.nii or .nii.gz)"
+    format: Literal["nifti", "dicom"] = Field(
+        default="nifti",
+        description="nifti: one .nii/.nii.gz file; dicom: the series' files, or one .zip of them",
     )
+    files: list[FileDeclaration] = Field(min_length=1, max_length=MAX_FILES)
+
+    @model_validator(mode="after")
+    def one_nifti_file(self) -> CreateStudy:
+        if self.format == "nifti" and len(self.files) != 1:
+            raise ValueError("a NIfTI study is one file; declare a DICOM series with format 'dicom'")
+        names = [f.name for f in self.files]
+        if len(set(names)) != len(names):
+            raise ValueError("file names must be unique within a study")
+        return self
 
     @field_validator("webhook_url")
     @classmethod
@@ -94,6 +107,7 @@ class StepView(BaseModel):
 
 class StudyView(BaseModel):
     study_id: str
+    format: str
     status: str
     attempt: int
     analyses: list[str]

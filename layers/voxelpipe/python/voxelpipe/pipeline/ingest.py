@@ -17,7 +17,7 @@ from voxelpipe.keys import (
     quarantine_key,
 )
 from voxelpipe.messages import Priority, WorkItem
-from voxelpipe.records import StudyRecord
+from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.status import StudyStatus
 from voxelpipe.validation import (
     HEADER_RANGE_BYTES,
@@ -63,7 +63,7 @@ def _study_for(study_id: str, tenant: str) -> StudyRecord:
     return study
 
 
-def _check_manifest(filename: str, size: int, manifest: list[dict[str, Any]] | None) -> None:
+def check_manifest(filename: str, size: int, manifest: list[dict[str, Any]] | None) -> None:
     """The object must be a file the study declared, of the size declared.
 
     Presigned POST policies limit the size in AWS, but nothing stops other writers (and moto
@@ -87,17 +87,21 @@ def _check_manifest(filename: str, size: int, manifest: list[dict[str, Any]] | N
         )
 
 
-def _validate(
-    upload: UploadedObject, study: StudyRecord, info: ObjectInfo, storage: Storage, limits: Limits
-) -> dict[str, object]:
-    filename = check_upload_name(parse_upload_key(upload.key).filename)
-    _check_manifest(filename, info.size, study.manifest)
+def check_analyses(study: StudyRecord) -> None:
     unknown = [name for name in study.analyses if name not in CATALOGUE]
     if unknown:
         raise Rejected(
             ReasonCode.UNKNOWN_ANALYSIS,
             f"unknown analyses {', '.join(unknown)}; known: {', '.join(sorted(CATALOGUE))}",
         )
+
+
+def _validate(
+    upload: UploadedObject, study: StudyRecord, info: ObjectInfo, storage: Storage, limits: Limits
+) -> dict[str, object]:
+    filename = check_upload_name(parse_upload_key(upload.key).filename)
+    check_manifest(filename, info.size, study.manifest)
+    check_analyses(study)
     if info.size > limits.max_upload_bytes:
         raise Rejected(
             ReasonCode.TOO_LARGE, f"the upload is {info.size} bytes; the limit is {limits.max_upload_bytes}"
@@ -138,6 +142,11 @@ def ingest_upload(upload: UploadedObject, storage: Storage, limits: Limits) -> I
             upload.key, None, "IGNORED", ReasonCode.INVALID_NAME.value, "the study belongs to another tenant"
         )
 
+    if study.input_format == "dicom":
+        from voxelpipe.pipeline.ingest_dicom import ingest_dicom_object
+
+        return ingest_dicom_object(upload, study, info, storage, limits)
+
     attempt = int(study.attempt)
     try:
         tracking.transition(study_id, attempt, StudyStatus.VALIDATING)
@@ -163,37 +172,50 @@ def ingest_upload(upload: UploadedObject, storage: Storage, limits: Limits) -> I
         described = _validate(upload, study, info, storage, limits)
     except Rejected as rejected:
         storage.move(upload.key, quarantine_key(upload.key))
-        tracking.transition(
-            study_id,
-            attempt,
-            StudyStatus.REJECTED,
-            changes=[
-                StudyRecord.reason.set(rejected.reason.value),
-                StudyRecord.reason_detail.set(rejected.detail),
-            ],
-        )
+        return reject_study(study_id, attempt, rejected, task, source=upload.key)
+
+    return queue_study(study_id, attempt, upload.key, described, task, source=upload.key)
+
+
+def reject_study(
+    study_id: str, attempt: int, rejected: Rejected, task: TaskRecord | None, *, source: str
+) -> IngestOutcome:
+    """REJECTED with the reason code and its sentence, on the study, its task and the audit trail."""
+    tracking.transition(
+        study_id,
+        attempt,
+        StudyStatus.REJECTED,
+        changes=[
+            StudyRecord.reason.set(rejected.reason.value),
+            StudyRecord.reason_detail.set(rejected.detail),
+        ],
+    )
+    if task is not None:
         tracking.fail_task(
             task, {"type": "Rejected", "reason": rejected.reason.value, "message": rejected.detail}
         )
-        tracking.audit(
-            study_id,
-            "rejected",
-            actor=ACTOR,
-            source=upload.key,
-            detail={"reason": rejected.reason.value, "detail": rejected.detail},
-        )
-        return IngestOutcome(
-            upload.key, study_id, StudyStatus.REJECTED.value, rejected.reason.value, rejected.detail
-        )
+    tracking.audit(
+        study_id,
+        "rejected",
+        actor=ACTOR,
+        source=source,
+        detail={"reason": rejected.reason.value, "detail": rejected.detail},
+    )
+    return IngestOutcome(source, study_id, StudyStatus.REJECTED.value, rejected.reason.value, rejected.detail)
 
-    changes: list[Action] = [StudyRecord.input_key.set(upload.key), StudyRecord.input.set(described)]
+
+def queue_study(
+    study_id: str, attempt: int, input_key: str, described: dict[str, Any], task: TaskRecord, *, source: str
+) -> IngestOutcome:
+    """VALIDATED with what validation learnt, then QUEUED and sent to its work queue."""
+    changes: list[Action] = [StudyRecord.input_key.set(input_key), StudyRecord.input.set(described)]
     tracking.transition(study_id, attempt, StudyStatus.VALIDATED, changes=changes)
     tracking.finish_task(task, detail=described)
     # QUEUED before the send: the execution may start (and move the study on) before send returns.
     queued = tracking.transition(study_id, attempt, StudyStatus.QUEUED)
-    tracking.audit(study_id, "queued", actor=ACTOR, source=upload.key, detail={"sha256": described["sha256"]})
+    tracking.audit(study_id, "queued", actor=ACTOR, source=source, detail={"sha256": described.get("sha256")})
     _enqueue(queued)
-    return IngestOutcome(upload.key, study_id, StudyStatus.QUEUED.value)
+    return IngestOutcome(source, study_id, StudyStatus.QUEUED.value)
 
 
 def _enqueue(study: StudyRecord) -> None:

@@ -1,19 +1,36 @@
-"""Prepare: decode the upload once into the canonical volume every analysis reads."""
+"""Prepare: decode the upload once into the canonical volume every analysis reads.
+
+A NIfTI upload is reoriented to RAS+ in a fresh header. A DICOM series is assembled into one
+volume (already RAS+, fresh header); its de-identified objects and the converted volume become
+artifacts, and the original objects leave uploads/ (deleted, or kept briefly under work/).
+"""
 
 from __future__ import annotations
 
+import os
 import time
 
 from voxelpipe import tracking
 from voxelpipe.adapters.storage import Storage
-from voxelpipe.keys import work_key
+from voxelpipe.dicom import assemble_series, deidentify_bytes, read_series_zip
+from voxelpipe.keys import derived_key, work_key
 from voxelpipe.messages import ExecutionInput, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
+from voxelpipe.pipeline.ingest_dicom import uid_map
+from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.status import StudyStatus
+from voxelpipe.validation import Limits, Rejected
 from voxelpipe.volume import Image, canonical, first_volume, orientation, voxel_sizes, with_fresh_header
+from voxelpipe.wiring import DicomOriginals, EnvVar, Prefix
 
 STEP = "prepare"
 CANONICAL_NAME = "canonical.nii"
+CONVERTED_VOLUME = "input/volume.nii.gz"  # the DICOM series as NIfTI, under derived/{study_id}/
+DEIDENTIFIED_PREFIX = "dicom/"  # the de-identified DICOM objects, under derived/{study_id}/
+
+
+class StudyRejected(RuntimeError):
+    """The input proved bad only when decoded; the study is REJECTED, the execution stops."""
 
 
 def canonical_volume(img: Image) -> Image:
@@ -21,12 +38,85 @@ def canonical_volume(img: Image) -> Image:
     return with_fresh_header(canonical(first_volume(img)))
 
 
+def _series(study: StudyRecord, input_prefix: str, storage: Storage) -> list[bytes]:
+    """The objects of the study's series, a .zip opened."""
+    objects: list[bytes] = []
+    for key in storage.list_keys(input_prefix):
+        data = storage.read(key)
+        if key.lower().endswith(".zip"):
+            objects.extend(member for _, member in read_series_zip(data))
+        else:
+            objects.append(data)
+    return objects
+
+
+def _prepare_dicom(
+    execution: ExecutionInput, study: StudyRecord, storage: Storage, task: TaskRecord
+) -> Image:
+    objects = _series(study, execution.input_key, storage)
+    try:
+        volume = assemble_series(objects, limits=Limits())
+    except Rejected as rejected:
+        tracking.transition(
+            study.study_id,
+            execution.attempt,
+            StudyStatus.REJECTED,
+            changes=[
+                StudyRecord.reason.set(rejected.reason.value),
+                StudyRecord.reason_detail.set(rejected.detail),
+            ],
+        )
+        tracking.fail_task(
+            task, {"type": "Rejected", "reason": rejected.reason.value, "message": rejected.detail}
+        )
+        tracking.audit(
+            study.study_id,
+            "rejected",
+            actor=STEP,
+            source=execution.input_key,
+            detail={"reason": rejected.reason.value},
+        )
+        raise StudyRejected(f"{rejected.reason}: {rejected.detail}") from rejected
+    tracking.set_progress(task, 40)
+    storage.write(derived_key(study.study_id, CONVERTED_VOLUME), bytes(volume.nifti_bytes(compress=True)))
+    if not execution.input_key.startswith(Prefix.DERIVED):
+        # First conversion: keep only de-identified objects, and send the originals away.
+        uids = uid_map(study)
+        pseudonym = (study.subject or {}).get("subject_ref")
+        for number, data in enumerate(objects):
+            copy = deidentify_bytes(data, uids, patient_pseudonym=pseudonym)
+            storage.write(
+                derived_key(study.study_id, f"{DEIDENTIFIED_PREFIX}{number:05d}.dcm"),
+                copy,
+                "application/dicom",
+            )
+        _dispose_originals(study, execution.input_key, storage)
+        # A reprocess reads the de-identified copies: the originals are gone.
+        StudyRecord(study.study_id).update(
+            actions=[StudyRecord.input_key.set(derived_key(study.study_id, DEIDENTIFIED_PREFIX))]
+        )
+    return volume.image
+
+
+def _dispose_originals(study: StudyRecord, input_prefix: str, storage: Storage) -> None:
+    policy = DicomOriginals(os.environ.get(EnvVar.DICOM_ORIGINALS, DicomOriginals.DELETE))
+    if policy is DicomOriginals.RETAIN:
+        for key in storage.list_keys(input_prefix):
+            storage.move(key, work_key(study.study_id, 0, "originals/" + key.rsplit("/", 1)[-1]))
+    storage.delete_all_versions(input_prefix)
+
+
 def prepare(execution: ExecutionInput, storage: Storage) -> PreparedVolume:
     started = time.perf_counter()
     tracking.transition(execution.study_id, execution.attempt, StudyStatus.RUNNING)
     task = tracking.start_task(execution.study_id, execution.attempt, STEP)
-    original = load_nifti(storage.read(execution.input_key))
-    tracking.set_progress(task, 50)
+    study = tracking.get_study(execution.study_id)
+    assert study is not None
+    if study.input_format == "dicom":
+        original = _prepare_dicom(execution, study, storage, task)
+    else:
+        original = load_nifti(storage.read(execution.input_key))
+    tracking.set_progress(task, 60)
     volume = canonical_volume(original)
     key = work_key(execution.study_id, execution.attempt, CANONICAL_NAME)
     storage.write(key, to_nifti_bytes(volume, compress=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ def register_study(
     subject: dict[str, Any] | None = None,
     manifest: Sequence[dict[str, Any]] | None = None,
     webhook_url: str | None = None,
+    input_format: str = "nifti",
 ) -> StudyRecord:
     """A new study AWAITING_UPLOAD; an unknown analysis raises UnknownAnalysis before anything is stored."""
     names = [analysis.name for analysis in resolve(list(analyses) or list(DEFAULT_ANALYSES))]
@@ -34,6 +36,9 @@ def register_study(
         subject=subject,
         manifest=list(manifest) if manifest is not None else None,
         webhook_url=webhook_url,
+        input_format=input_format,
+        # DICOM UIDs are replaced by keyed hashes; the key is the study's own, never shown.
+        uid_key=secrets.token_hex(32) if input_format == "dicom" else None,
     )
     assert study is not None, "a fresh study id exists already"
     tracking.audit(study_id, "registered", actor=actor, source=source, detail={"analyses": names})

@@ -1,0 +1,197 @@
+"""Ingest for DICOM studies: each object is checked as it lands; the series when all have arrived.
+
+A DICOM study declares its files (many, or one .zip). Each object's header is read (a range read
+first) and its instances recorded once per SOP Instance UID; when every declared file has arrived,
+or on `POST /studies/{id}/complete`, the series checks run while the study can still be REJECTED,
+and the study is queued. No timeout decides that a series is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pynamodb.exceptions import PutError
+
+from voxelpipe import tracking
+from voxelpipe.adapters.storage import ObjectInfo, Storage
+from voxelpipe.dicom import (
+    InstanceSummary,
+    NeedMoreData,
+    UidMap,
+    check_series,
+    read_instance_header,
+    read_series_zip,
+)
+from voxelpipe.keys import parse_upload_key, quarantine_key, upload_prefix
+from voxelpipe.pipeline.ingest import (
+    ACTOR,
+    IngestOutcome,
+    UploadedObject,
+    check_analyses,
+    check_manifest,
+    queue_study,
+    reject_study,
+)
+from voxelpipe.records import ObjectRecord, StudyRecord
+from voxelpipe.status import StudyStatus
+from voxelpipe.validation import HEADER_RANGE_BYTES, Limits, ReasonCode, Rejected, check_upload_name
+
+FILE_PREFIX = "file#"
+INSTANCE_PREFIX = "instance#"
+_UID_FIELDS = ("sop_instance_uid", "series_instance_uid", "study_instance_uid", "frame_of_reference_uid")
+_TUPLE_FIELDS = ("image_position", "image_orientation", "pixel_spacing")
+
+
+def uid_map(study: StudyRecord) -> UidMap:
+    assert study.uid_key is not None, "a DICOM study is registered with its UID key"
+    return UidMap.for_study(bytes.fromhex(study.uid_key), study.study_id)
+
+
+def _pseudonymous(summary: InstanceSummary, uids: UidMap) -> dict[str, Any]:
+    """The summary as stored: UIDs replaced by their study-keyed hashes (equal stays equal)."""
+    fields = dataclasses.asdict(summary)
+    for name in _UID_FIELDS:
+        if fields[name]:
+            fields[name] = uids(fields[name])
+    return fields
+
+
+def _summary(fields: dict[str, Any]) -> InstanceSummary:
+    """A stored summary back as the dataclass (JSON turned its tuples into lists)."""
+    values: dict[str, Any] = {
+        name: tuple(value) if name in _TUPLE_FIELDS and value is not None else value
+        for name, value in fields.items()
+    }
+    return InstanceSummary(**values)
+
+
+def _header(data: bytes, object_size: int | None = None) -> InstanceSummary | None:
+    """One object's header; None for an object without pixels (a report sent with the images)."""
+    try:
+        return read_instance_header(data, object_size=object_size)
+    except Rejected as rejected:
+        if rejected.reason is ReasonCode.NO_PIXEL_DATA:
+            return None
+        raise
+
+
+def _read_instances(
+    key: str, filename: str, info: ObjectInfo, storage: Storage, limits: Limits
+) -> list[InstanceSummary]:
+    """The image instances of one object (a .zip holds many), from a range read where it suffices."""
+    if filename.lower().endswith(".zip"):
+        headers = [_header(data) for _, data in read_series_zip(storage.read(key), limits)]
+    else:
+        try:
+            headers = [_header(storage.read(key, first_bytes=HEADER_RANGE_BYTES), object_size=info.size)]
+        except NeedMoreData:
+            headers = [_header(storage.read(key))]
+    return [header for header in headers if header is not None]
+
+
+def _record(study_id: str, object_key: str, source: str, summary: dict[str, Any] | None = None) -> bool:
+    """Record an object once; False when it was recorded before."""
+    try:
+        ObjectRecord(study_id, object_key, source=source, summary=summary).save(
+            condition=ObjectRecord.object_key.does_not_exist()
+        )
+    except PutError as error:
+        if getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def _quarantine_all(study: StudyRecord, storage: Storage) -> None:
+    for key in storage.list_keys(upload_prefix(study.tenant, study.study_id)):
+        storage.move(key, quarantine_key(key))
+
+
+def ingest_dicom_object(
+    upload: UploadedObject, study: StudyRecord, info: ObjectInfo, storage: Storage, limits: Limits
+) -> IngestOutcome:
+    study_id, attempt = study.study_id, int(study.attempt)
+    if study.status != StudyStatus.AWAITING_UPLOAD:
+        # Late for its study (rejected, or complete): out of uploads/, with a note.
+        storage.move(upload.key, quarantine_key(upload.key))
+        tracking.audit(
+            study_id, "upload_ignored", actor=ACTOR, source=upload.key, detail={"why": study.status}
+        )
+        return IngestOutcome(upload.key, study_id, str(study.status), detail="study no longer awaits uploads")
+    try:
+        filename = check_upload_name(parse_upload_key(upload.key).filename)
+        check_manifest(filename, info.size, study.manifest)
+        check_analyses(study)
+        if info.size > limits.max_upload_bytes:
+            raise Rejected(
+                ReasonCode.TOO_LARGE,
+                f"{filename} is {info.size} bytes; the limit is {limits.max_upload_bytes}",
+            )
+        instances = _read_instances(upload.key, filename, info, storage, limits)
+    except Rejected as rejected:
+        _quarantine_all(study, storage)
+        return reject_study(study_id, attempt, rejected, None, source=upload.key)
+
+    uids = uid_map(study)
+    duplicates = sum(
+        not _record(study_id, INSTANCE_PREFIX + uids(s.sop_instance_uid), upload.key, _pseudonymous(s, uids))
+        for s in instances
+    )
+    if duplicates:
+        tracking.audit(
+            study_id, "duplicate_instances", actor=ACTOR, source=upload.key, detail={"count": duplicates}
+        )
+    if not _record(study_id, FILE_PREFIX + filename, upload.key):
+        return IngestOutcome(
+            upload.key, study_id, StudyStatus.AWAITING_UPLOAD.value, detail="file seen before"
+        )
+    arrived = StudyRecord(study_id)
+    arrived.update(actions=[StudyRecord.arrived.add(1)])
+    declared = len(study.manifest or [])
+    if int(arrived.arrived) >= declared:
+        return complete_dicom_study(study_id, storage, limits, source=upload.key)
+    return IngestOutcome(
+        upload.key,
+        study_id,
+        StudyStatus.AWAITING_UPLOAD.value,
+        detail=f"{int(arrived.arrived)} of {declared} files",
+    )
+
+
+def complete_dicom_study(study_id: str, storage: Storage, limits: Limits, *, source: str) -> IngestOutcome:
+    """Check the series from the recorded headers, then queue it, or reject it."""
+    study = tracking.get_study(study_id)
+    assert study is not None
+    attempt = int(study.attempt)
+    try:
+        tracking.transition(study_id, attempt, StudyStatus.VALIDATING)
+    except tracking.TransitionRefused:
+        return IngestOutcome(source, study_id, str(study.status), detail="already completed")
+    task = tracking.start_task(study_id, attempt, "validate")
+    records = list(
+        ObjectRecord.query(study_id, range_key_condition=ObjectRecord.object_key.startswith(INSTANCE_PREFIX))
+    )
+    summaries = [_summary(record.summary) for record in records if record.summary]
+    try:
+        if not summaries:
+            files = int(study.arrived)
+            raise Rejected(ReasonCode.NO_PIXEL_DATA, f"None of the {files} files holds image pixels.")
+        check_series(summaries, limits=limits)
+    except Rejected as rejected:
+        _quarantine_all(study, storage)
+        return reject_study(study_id, attempt, rejected, task, source=source)
+    first = summaries[0]
+    described = {
+        "format": "dicom",
+        "files": int(study.arrived),
+        "instances": len(summaries),
+        "modality": first.modality,
+        "rows": first.rows,
+        "columns": first.columns,
+        "frames": sum(s.frames for s in summaries),
+        "transfer_syntaxes": sorted({s.transfer_syntax for s in summaries}),
+    }
+    return queue_study(
+        study_id, attempt, upload_prefix(study.tenant, study_id), described, task, source=source
+    )

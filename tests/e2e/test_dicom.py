@@ -1,0 +1,118 @@
+"""DICOM through the whole local cloud: series, .zip, duplicates, bad series, de-identification."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import boto3
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from infra.local.cloud import LocalCloud
+from infra.local.studies import report, submit_files, upload_name, wait_for_terminal
+from tests.fixtures.dicom import dicom_cases, make_series
+from tests.fixtures.dicom_corpus import corpus
+from voxelpipe import tracking
+from voxelpipe.dicom import BASIC_PROFILE
+from voxelpipe.keys import derived_key
+from voxelpipe.status import TERMINAL_STATUSES, StudyStatus
+
+TERMINAL = {status.value for status in TERMINAL_STATUSES}
+
+
+def _files(instances: list[bytes]) -> list[tuple[str, bytes]]:
+    return [(f"im{number:04d}.dcm", data) for number, data in enumerate(instances)]
+
+
+def _keys(cloud: LocalCloud, prefix: str) -> list[str]:
+    listing = boto3.client("s3").list_objects_v2(Bucket=cloud.bucket, Prefix=prefix)
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def test_a_series_converts_is_deidentified_and_completes(cloud: LocalCloud):
+    series = make_series(n_slices=8, rows=32, cols=28)
+    study_id = submit_files(cloud, _files(series.instances), input_format="dicom")
+    record = wait_for_terminal([study_id], timeout_s=120)[study_id]
+    assert record.status == StudyStatus.COMPLETED, (record.reason_detail, record.error)
+    assert record.input["format"] == "dicom" and record.input["instances"] == 8
+
+    # The converted volume is an artifact, with the series' voxels and geometry.
+    s3 = boto3.client("s3")
+    volume_key = derived_key(study_id, "input/volume.nii.gz")
+    volume = nib.Nifti1Image.from_bytes(
+        __import__("gzip").decompress(s3.get_object(Bucket=cloud.bucket, Key=volume_key)["Body"].read())
+    )
+    assert volume.shape == (28, 32, 8) or sorted(volume.shape) == sorted((28, 32, 8))
+    assert np.isclose(float(np.asanyarray(volume.dataobj).sum()), float(series.values.sum()))
+
+    # Only de-identified objects remain: originals are gone, every copy is de-identified.
+    assert _keys(cloud, f"uploads/demo/{study_id}/") == []
+    copies = _keys(cloud, derived_key(study_id, "dicom/"))
+    assert len(copies) == 8
+    for key in copies:
+        ds = pydicom.dcmread(io.BytesIO(s3.get_object(Bucket=cloud.bucket, Key=key)["Body"].read()))
+        assert ds.PatientIdentityRemoved == "YES"
+        assert ds.SeriesInstanceUID != series.series_uid and ds.StudyInstanceUID != series.study_uid
+        for tag, action in BASIC_PROFILE.items():
+            if action == "X" and tag in ds:
+                pytest.fail(f"{pydicom.tag.Tag(tag)} survives de-identification in {key}")
+        assert not [element for element in ds if element.tag.is_private]
+
+    # Reprocess reads the de-identified copies, since the originals are gone.
+    assert record.input_key is not None
+    reopened = tracking.open_attempt(study_id, 1)
+    assert reopened.input_key == derived_key(study_id, "dicom/")
+
+
+def test_a_zip_of_a_series_with_a_duplicate_instance_completes(cloud: LocalCloud):
+    series = make_series(n_slices=5, rows=16, cols=16)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for name, data in _files(series.instances):
+            bundle.writestr(f"series/{name}", data)
+        bundle.writestr("series/again.dcm", series.instances[0])  # the same SOP instance twice
+    study_id = submit_files(cloud, [("series.zip", archive.getvalue())], input_format="dicom")
+    record = wait_for_terminal([study_id], timeout_s=120)[study_id]
+    assert record.status == StudyStatus.COMPLETED, record.reason_detail
+    assert record.input["instances"] == 5
+    assert "duplicate_instances" in [row.action for row in tracking.audit_trail(study_id)]
+
+
+# Every broken series the fixtures make (a study always declares at least one file).
+CASES = {case.id: case for case in dicom_cases() if case.instances}
+
+
+@pytest.mark.parametrize("case_id", sorted(CASES))
+def test_a_bad_series_is_rejected_with_its_reason(cloud: LocalCloud, case_id: str):
+    case = CASES[case_id]
+    study_id = submit_files(cloud, _files(case.instances), input_format="dicom")
+    record = wait_for_terminal([study_id], timeout_s=120)[study_id]
+    assert (record.status, record.reason) == (StudyStatus.REJECTED, case.reason.value), record.reason_detail
+    assert _keys(cloud, f"uploads/demo/{study_id}/") == []  # quarantined, or deleted once decoded
+    assert report(cloud, study_id, case.id).as_json()["reason"] == case.reason.value
+    assert not [i for i in cloud.invocations if i.error and i.function != "prepare"]
+
+
+def test_every_corpus_file_uploaded_alone_reaches_a_terminal_status(cloud: LocalCloud):
+    studies = {}
+    for name, data in corpus():
+        filename = upload_name(Path(name.replace("/", "_").replace("[gunzip]", "")))
+        studies[submit_files(cloud, [(filename, data)], input_format="dicom")] = name
+    records = wait_for_terminal(list(studies), timeout_s=600)
+    stuck = {
+        studies[sid]: r.status if r else None
+        for sid, r in records.items()
+        if not r or r.status not in TERMINAL
+    }
+    assert stuck == {}
+    crashes = [i for i in cloud.invocations if i.error and i.error != "StudyRejected"]
+    assert crashes == [], [(c.function, c.error) for c in crashes]
+    outcomes = Counter(
+        r.status if r.status != "REJECTED" else f"REJECTED:{r.reason}" for r in records.values()
+    )
+    assert outcomes["COMPLETED"] >= 3, outcomes  # the RT dose grids and the Philips enhanced MPRAGE

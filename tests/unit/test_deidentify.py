@@ -1,0 +1,244 @@
+"""voxelpipe.dicom.deidentify: nothing the Basic Profile removes or replaces survives; NIfTI free text."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from tests.fixtures.bad_nifti import make_good_image
+from tests.fixtures.dicom import PHI_MARKER, make_series, phi_dataset
+from voxelpipe.dicom import (
+    BASIC_PROFILE,
+    DEIDENTIFICATION_METHOD,
+    UidMap,
+    assemble_series,
+    deidentify,
+    deidentify_bytes,
+    scrub_nifti_header,
+)
+from voxelpipe.dicom.deidentify import action_for
+from voxelpipe.nifti import load_nifti, to_nifti_bytes
+from voxelpipe.validation import ReasonCode, Rejected
+
+KEY = b"k" * 32
+UID_RE = re.compile(r"^2\.25\.(0|[1-9][0-9]*)$")
+ACTIONS = {"X", "Z", "D", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*"}
+EMPTY = (None, "", b"")
+
+
+def all_elements(ds: Dataset):
+    """Every data element, sequence items included."""
+    for elem in ds:
+        yield elem
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from all_elements(item)
+
+
+def uids_in(value) -> list[str]:
+    values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    return [str(v) for v in values if v not in EMPTY]
+
+
+def assert_treated(tag: int, original, out: Dataset, uid_map: UidMap) -> None:
+    """The attribute `tag` of the de-identified `out` obeys its Table E.1-1 action."""
+    action = BASIC_PROFILE[tag]
+    present = tag in out
+    value = out[tag].value if present else None
+    where = f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {action}"
+    if action == "X":
+        assert not present, where
+    elif action == "Z":
+        assert not present or value in EMPTY or (out[tag].VR == "SQ" and len(value) == 0), where
+    elif action == "U":
+        assert present, where
+        for old, new in zip(uids_in(original), uids_in(value), strict=True):
+            assert new == uid_map(old) and new != old and UID_RE.match(new), where
+    elif action == "X/Z/U*":
+        # Kept (the references matter), every instance UID inside replaced.
+        for item in value or []:
+            for elem in all_elements(item):
+                if elem.VR == "UI" and action_for(int(elem.tag)) == "U":
+                    assert all(UID_RE.match(u) for u in uids_in(elem.value)), where
+    else:  # D and the conditional codes: gone, empty, or a dummy -- never the original
+        if present and value not in EMPTY:
+            if out[tag].VR == "SQ":
+                assert all(len(item) == 0 for item in value), where
+            else:
+                assert value != original, where
+    if action == "D":
+        assert present and value not in EMPTY, where
+
+
+def test_table_is_the_standards_shape() -> None:
+    assert len(BASIC_PROFILE) > 500
+    assert set(BASIC_PROFILE.values()) == ACTIONS
+    spot = {
+        0x00100010: "Z",  # Patient's Name
+        0x00100020: "Z/D",  # Patient ID
+        0x00100030: "Z",  # Patient's Birth Date
+        0x00080018: "U",  # SOP Instance UID
+        0x0020000D: "U",  # Study Instance UID
+        0x00080080: "X/Z/D",  # Institution Name
+        0x00081140: "X/Z/U*",  # Referenced Image Sequence
+        0x0008103E: "X",  # Series Description
+        0x00181030: "X/D",  # Protocol Name
+        0x00080050: "Z",  # Accession Number
+    }
+    assert {tag: BASIC_PROFILE[tag] for tag in spot} == spot
+    assert action_for(0x60003000) == action_for(0x501E0010) == "X"  # overlays, curves
+    assert action_for(0x00280010) is None  # Rows: not listed, kept
+
+
+def test_no_listed_attribute_survives() -> None:
+    ds, originals = phi_dataset()
+    uid_map = UidMap(KEY)
+    out = deidentify(ds, uid_map)
+    assert len(originals) > 450  # nearly the whole table is in the fixture
+    for tag, original in originals.items():
+        assert_treated(tag, original, out, uid_map)
+    # Nothing identifying anywhere in the written object: no marker, no original UID.
+    buffer = io.BytesIO()
+    out.save_as(buffer, enforce_file_format=True)
+    written = buffer.getvalue()
+    assert PHI_MARKER.lower().encode() not in written.lower()
+    for tag, original in originals.items():
+        if BASIC_PROFILE[tag] == "U":
+            for uid in uids_in(original):
+                assert uid.encode() not in written
+    assert not any(elem.tag.is_private for elem in all_elements(out))
+    assert not any(elem.tag.group in (0x5000, 0x6000) for elem in out)
+    assert 0xFFFCFFFC not in out
+
+
+def test_profile_attributes_are_set() -> None:
+    out = deidentify(phi_dataset()[0], UidMap(KEY))
+    assert out.PatientIdentityRemoved == "YES"
+    assert out.DeidentificationMethod == DEIDENTIFICATION_METHOD and len(DEIDENTIFICATION_METHOD) <= 64
+    code = out.DeidentificationMethodCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator) == ("113100", "DCM")
+    assert out.LongitudinalTemporalInformationModified == "REMOVED"
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+    assert "SourceApplicationEntityTitle" not in out.file_meta
+
+
+def test_input_is_left_untouched() -> None:
+    ds, _ = phi_dataset()
+    before = io.BytesIO()
+    ds.save_as(before, enforce_file_format=True)
+    deidentify(ds, UidMap(KEY))
+    after = io.BytesIO()
+    ds.save_as(after, enforce_file_format=True)
+    assert before.getvalue() == after.getvalue()
+
+
+def test_uids_are_consistent_within_a_study_and_unlinkable_across() -> None:
+    series = make_series(n_slices=5)
+    secret = b"tenant-secret-0123456789"
+    study_map = UidMap.for_study(secret, "study-1")
+    outs = [pydicom.dcmread(io.BytesIO(deidentify_bytes(d, study_map))) for d in series.instances]
+    assert len({o.StudyInstanceUID for o in outs}) == len({o.SeriesInstanceUID for o in outs}) == 1
+    assert len({o.FrameOfReferenceUID for o in outs}) == 1
+    assert len({o.SOPInstanceUID for o in outs}) == 5
+    assert outs[0].SeriesInstanceUID == study_map(series.series_uid) != series.series_uid
+    assert all(len(o.SOPInstanceUID) <= 64 and UID_RE.match(o.SOPInstanceUID) for o in outs)
+    # A fresh map with the same key (another Lambda invocation) agrees; another study does not.
+    assert UidMap.for_study(secret, "study-1")(series.series_uid) == outs[0].SeriesInstanceUID
+    assert UidMap.for_study(secret, "study-2")(series.series_uid) != outs[0].SeriesInstanceUID
+
+
+def test_deidentified_series_keeps_its_pixels_and_geometry() -> None:
+    series = make_series(n_slices=5, compressed="rle")
+    uid_map = UidMap(KEY)
+    cleaned = [deidentify_bytes(d, uid_map, patient_pseudonym="SUBJ-001") for d in series.instances]
+    for data in cleaned:
+        assert PHI_MARKER.lower().encode() not in data.lower()
+        ds = pydicom.dcmread(io.BytesIO(data))
+        assert ds.PatientID == ds.PatientName == "SUBJ-001"
+    before, after = assemble_series(series.instances), assemble_series(cleaned)
+    np.testing.assert_array_equal(np.asanyarray(after.image.dataobj), np.asanyarray(before.image.dataobj))
+    np.testing.assert_array_equal(after.image.affine, before.image.affine)
+
+
+def test_burned_in_annotation_is_rejected_or_flagged() -> None:
+    data = make_series(n_slices=1, burned_in="YES").instances[0]
+    with pytest.raises(Rejected) as caught:
+        deidentify_bytes(data, UidMap(KEY))
+    assert caught.value.reason == ReasonCode.BURNED_IN_PHI
+    flagged = pydicom.dcmread(io.BytesIO(deidentify_bytes(data, UidMap(KEY), burned_in="flag")))
+    assert flagged.BurnedInAnnotation == "YES" and flagged.PatientIdentityRemoved == "YES"
+
+
+def test_uid_map_rejects_short_keys() -> None:
+    with pytest.raises(ValueError):
+        UidMap(b"short")
+
+
+# --- the corpus: every listed attribute, in real files that carry them --------------------------------
+
+CORPUS = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def corpus_datasets():
+    for path in sorted(CORPUS.rglob("*")):
+        if not path.is_file() or path.stat().st_size < 132:
+            continue
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception:
+            continue  # not DICOM (json, txt...), or unreadable: the corpus test gives those verdicts
+        if "DirectoryRecordSequence" in ds:
+            continue  # a DICOMDIR: a media index, not an object we keep
+        yield os.path.relpath(path, CORPUS), ds
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_corpus_files_keep_no_listed_attribute() -> None:
+    uid_map = UidMap(KEY)
+    checked = 0
+    for name, ds in corpus_datasets():
+        originals: dict[int, list] = {}
+        for elem in all_elements(ds):
+            if int(elem.tag) in BASIC_PROFILE and elem.VR != "SQ" and elem.value not in EMPTY:
+                originals.setdefault(int(elem.tag), []).append(elem.value)
+        out = deidentify(ds, uid_map, burned_in="flag")
+        for tag in BASIC_PROFILE:
+            if tag in ds:  # the top level, exactly as the table says
+                assert_treated(tag, ds[tag].value, out, uid_map)
+        for elem in all_elements(out):  # and in sequence items: never an original value
+            assert elem.value not in originals.get(int(elem.tag), []), f"{name}: {elem.tag} survived"
+        assert not any(elem.tag.is_private for elem in all_elements(out)), name
+        checked += 1
+    assert checked > 50
+
+
+# --- NIfTI --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nifti2", [False, True])
+def test_scrub_nifti_header(nifti2: bool) -> None:
+    img = make_good_image(nifti2=nifti2)
+    img.header["descrip"] = b"Doe^Jane 1970-01-31 MRN123"
+    img.header["aux_file"] = b"Doe.lut"
+    img.header["intent_name"] = b"Doe"
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"patient Doe, MRN 123"))
+    img = load_nifti(to_nifti_bytes(img, compress=False))  # as an upload arrives: a proxy image
+    assert len(img.header.extensions) == 1
+    clean = scrub_nifti_header(img)
+    for field in ("descrip", "aux_file", "intent_name"):
+        assert clean.header[field].item() == b""
+    assert len(clean.header.extensions) == 0
+    written = to_nifti_bytes(clean, compress=False)
+    assert b"doe" not in written.lower()
+    reloaded = load_nifti(written)
+    np.testing.assert_array_equal(reloaded.get_fdata(), img.get_fdata())
+    np.testing.assert_allclose(reloaded.affine, img.affine)
+    assert type(clean) is type(img)
