@@ -61,6 +61,10 @@ def test_demo_without_input_runs_the_bundled_scan(capsys):
     assert report["status"] == "COMPLETED"
     assert report["input"] == "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
     assert report["results"]["qc"]["header"]["dimensions"] == [197, 233, 189]
+    # The demo's default chain ends with tissue volumes (mL) from the segmentation.
+    volumes = report["results"]["volumetrics"]
+    assert 900 < volumes["gm_ml"] < 1500 and 400 < volumes["wm_ml"] < 900 and 0.8 < volumes["bpf"] <= 1
+    assert "tissue-seg/labels.nii.gz" in report["artifacts"]
 
 
 def test_demo_usage_errors_exit_2(tmp_path: Path, capsys):

@@ -21,6 +21,8 @@ from voxelpipe.status import TERMINAL_STATUSES
 if TYPE_CHECKING:
     from voxelpipe.records import StudyRecord
 
+# What `voxelpipe demo` runs when --analyses is not given: the atrophy measures on a T1.
+DEMO_ANALYSES = ("qc", "tissue-seg", "volumetrics")
 EXIT_OK = 0
 EXIT_NOT_TERMINAL = 1
 EXIT_USAGE = 2
@@ -54,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "--analyses",
         type=_analysis_list,
         metavar="A,B",
-        help="analyses to run (default: the catalogue's defaults)",
+        help=f"analyses to run (default: {','.join(DEMO_ANALYSES)})",
     )
     demo.add_argument(
         "--output-dir",
@@ -131,7 +133,9 @@ def demo(args: argparse.Namespace) -> int:
         submitted = []
         for path in inputs:
             input_format, files = scan_files(path)
-            study_id = submit_files(cloud, files, input_format=input_format, analyses=args.analyses or ())
+            study_id = submit_files(
+                cloud, files, input_format=input_format, analyses=args.analyses or DEMO_ANALYSES
+            )
             print(
                 f"uploaded {path.name} ({input_format}, {len(files)} files) as study {study_id}",
                 file=sys.stderr,

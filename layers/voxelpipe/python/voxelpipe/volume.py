@@ -99,3 +99,15 @@ def with_fresh_header(img: Image) -> Image:
     fresh.set_qform(img.affine, code=1)  # type: ignore[no-untyped-call]
     fresh.set_sform(img.affine, code=1)  # type: ignore[no-untyped-call]
     return fresh
+
+
+def new_image(data: npt.ArrayLike, affine: npt.ArrayLike) -> Image:
+    """A NIfTI-1 image of `data` on the grid `affine` (sform and qform both set, code 1; mm units).
+
+    For derived volumes (label maps, probability maps) that must lie on an input's grid.
+    """
+    img = nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=np.float64))  # type: ignore[no-untyped-call]
+    img.header.set_xyzt_units("mm")  # type: ignore[no-untyped-call]
+    img.set_qform(img.affine, code=1)  # type: ignore[no-untyped-call]
+    img.set_sform(img.affine, code=1)  # type: ignore[no-untyped-call]
+    return img

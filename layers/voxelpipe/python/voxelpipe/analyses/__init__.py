@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput
+from voxelpipe.analyses.normative import NORMATIVE
 from voxelpipe.analyses.qc import QC
+from voxelpipe.analyses.tissue_seg import TISSUE_SEG
+from voxelpipe.analyses.volumetrics import VOLUMETRICS
 from voxelpipe.wiring import Runtime
 
-CATALOGUE: dict[str, Analysis] = {analysis.name: analysis for analysis in (QC,)}
+CATALOGUE: dict[str, Analysis] = {
+    analysis.name: analysis for analysis in (QC, TISSUE_SEG, VOLUMETRICS, NORMATIVE)
+}
 DEFAULT_ANALYSES: tuple[str, ...] = ("qc",)
 
 

@@ -1,0 +1,285 @@
+"""The `normative` analysis: z-scores and percentiles of the tissue volumes for age and sex.
+
+No reference table is bundled. Published norms exist (e.g. Kruggel, NeuroImage 2006; Blatter et
+al., AJNR 1995), but their numbers could not be transcribed and checked against the papers here,
+and norms measured by another segmentation method would bias every z-score by the methods'
+difference anyway. So the analysis needs a user-supplied table, given as CSV text in
+`parameters["reference_table"]` (or its S3 key in `parameters["reference_table_key"]`, which the
+caller resolves to text through `load_table`); without one it returns
+`{"status": "no_reference_table", "message": ...}` and no scores.
+
+Table format (CSV, UTF-8, header row required, `#` starts a comment line):
+
+    measure,sex,age_min,age_max,mean,sd,source
+    gm_ml,F,20,30,650.0,55.0,"Author et al., Journal Year; table 2"
+
+* measure: one of gm_ml, wm_ml, csf_ml, tiv_ml, bpf (the volumetrics measures);
+* sex: F, M, or "any" (matches both);
+* age_min <= age < age_max, in years;
+* mean and sd (> 0) in the measure's unit (mL, or a fraction for bpf);
+* source: where the numbers come from (required, non-empty: a table is data with a citation).
+
+For each measure, the row matching the subject's sex and age is used (the narrowest age band if
+several match; a sex-specific row before an "any" row); z = (value - mean) / sd, percentile =
+100 * Phi(z), the normal CDF through math.erf. Subject age (years) and sex come from
+`parameters["age"]` and `parameters["sex"]`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any
+
+from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput
+from voxelpipe.analyses.volumetrics import MEASURES, volumetrics_output
+from voxelpipe.wiring import Runtime
+
+COLUMNS: tuple[str, ...] = ("measure", "sex", "age_min", "age_max", "mean", "sd", "source")
+MAX_TABLE_BYTES = 1 << 20  # a table is a few hundred rows; anything larger is a mistake
+DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType(
+    {"reference_table": None, "reference_table_key": None, "age": None, "sex": None}
+)
+_SEXES = {"f": "F", "female": "F", "m": "M", "male": "M"}
+
+
+class ReferenceTableError(ValueError):
+    """The reference table is not in the documented format; the message names the line."""
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    measure: str
+    sex: str  # "F", "M" or "any"
+    age_min: float
+    age_max: float
+    mean: float
+    sd: float
+    source: str
+    line: int  # in the CSV text, for reports
+
+
+def _number(text: str, column: str, line: int) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ReferenceTableError(f"line {line}: {column} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ReferenceTableError(f"line {line}: {column} must be finite")
+    return value
+
+
+def parse_reference_table(text: str) -> list[ReferenceRow]:
+    """Rows of a reference table in the documented CSV format; raises ReferenceTableError."""
+    if len(text.encode("utf-8", errors="replace")) > MAX_TABLE_BYTES:
+        raise ReferenceTableError(f"reference table larger than {MAX_TABLE_BYTES} bytes")
+    lines = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not lines:
+        raise ReferenceTableError("reference table is empty")
+    # One CSV record per line (quoted commas are fine; quoted newlines are not supported).
+    header = [h.strip().lstrip("\ufeff").lower() for h in next(csv.reader([lines[0][1]]))]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise ReferenceTableError(f"line {lines[0][0]}: header lacks column(s) {', '.join(missing)}")
+    where = {c: header.index(c) for c in COLUMNS}
+    rows: list[ReferenceRow] = []
+    for number, line in lines[1:]:
+        fields = next(csv.reader([line]))
+        if len(fields) != len(header):
+            raise ReferenceTableError(f"line {number}: {len(fields)} fields, the header has {len(header)}")
+        cell = {c: fields[where[c]].strip() for c in COLUMNS}
+        measure = cell["measure"]
+        if measure not in MEASURES:
+            raise ReferenceTableError(
+                f"line {number}: measure {measure!r} is not one of {', '.join(MEASURES)}"
+            )
+        sex_text = cell["sex"].lower()
+        sex = "any" if sex_text == "any" else _SEXES.get(sex_text)
+        if sex is None:
+            raise ReferenceTableError(f"line {number}: sex {cell['sex']!r} is not F, M or any")
+        age_min = _number(cell["age_min"], "age_min", number)
+        age_max = _number(cell["age_max"], "age_max", number)
+        if not 0 <= age_min < age_max:
+            raise ReferenceTableError(f"line {number}: need 0 <= age_min < age_max")
+        sd = _number(cell["sd"], "sd", number)
+        if sd <= 0:
+            raise ReferenceTableError(f"line {number}: sd must be > 0")
+        if not cell["source"]:
+            raise ReferenceTableError(f"line {number}: source is empty (every row must cite its source)")
+        rows.append(
+            ReferenceRow(
+                measure=measure,
+                sex=sex,
+                age_min=age_min,
+                age_max=age_max,
+                mean=_number(cell["mean"], "mean", number),
+                sd=sd,
+                source=cell["source"],
+                line=number,
+            )
+        )
+    if not rows:
+        raise ReferenceTableError("reference table has a header but no rows")
+    return rows
+
+
+def normal_cdf(z: float) -> float:
+    """Phi(z), the standard normal CDF."""
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def parse_sex(value: Any) -> str | None:
+    """ "F" or "M" from F/M/female/male (any case); None when not given or not one of those."""
+    return _SEXES.get(value.strip().lower()) if isinstance(value, str) else None
+
+
+def reference_row(rows: list[ReferenceRow], measure: str, age: float, sex: str) -> ReferenceRow | None:
+    """The row for `measure` at `age` and `sex`: sex-specific before "any", then the narrowest
+    age band, then the first in the table."""
+    matches = [
+        r for r in rows if r.measure == measure and r.sex in (sex, "any") and r.age_min <= age < r.age_max
+    ]
+    if not matches:
+        return None
+    return min(matches, key=lambda r: (r.sex == "any", r.age_max - r.age_min, r.line))
+
+
+def normative_scores(
+    measures: Mapping[str, Any], rows: list[ReferenceRow], age: float, sex: str
+) -> dict[str, dict[str, Any]]:
+    """Per measure: value, z, percentile and the reference row used (or why there is none)."""
+    scores: dict[str, dict[str, Any]] = {}
+    for measure in MEASURES:
+        value = measures.get(measure)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            scores[measure] = {"status": "no_value", "value": None}
+            continue
+        row = reference_row(rows, measure, age, sex)
+        if row is None:
+            scores[measure] = {"status": "no_reference_row", "value": value}
+            continue
+        z = (float(value) - row.mean) / row.sd
+        scores[measure] = {
+            "status": "ok",
+            "value": value,
+            "z": round(z, 4),
+            "percentile": round(100.0 * normal_cdf(z), 3),
+            "reference": {
+                "mean": row.mean,
+                "sd": row.sd,
+                "sex": row.sex,
+                "age_range": [row.age_min, row.age_max],
+                "source": row.source,
+                "line": row.line,
+            },
+        }
+    return scores
+
+
+def normative_result(
+    measures: Mapping[str, Any],
+    parameters: Mapping[str, Any],
+    load_table: Callable[[str], str] | None = None,
+) -> dict[str, Any]:
+    """The analysis' measures from volumetrics' `measures` and the analysis parameters."""
+    unknown = sorted(set(parameters) - set(DEFAULT_PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown normative parameters: {', '.join(unknown)}")
+    text = parameters.get("reference_table")
+    key = parameters.get("reference_table_key")
+    if text is None and key is not None:
+        if load_table is None:
+            return {
+                "status": "no_reference_table",
+                "message": (
+                    f"reference_table_key {key!r} was given but could not be read here; "
+                    "pass the table's CSV text as parameters.reference_table"
+                ),
+            }
+        text = load_table(str(key))
+    if text is None:
+        return {
+            "status": "no_reference_table",
+            "message": (
+                "no reference table: voxelpipe bundles none (no published norms whose values could "
+                "be verified, and norms from another segmentation method would bias the scores). "
+                "Supply one as parameters.reference_table (CSV text with columns "
+                f"{','.join(COLUMNS)}) or parameters.reference_table_key"
+            ),
+        }
+    if not isinstance(text, str):
+        raise ValueError("reference_table must be CSV text")
+    try:
+        rows = parse_reference_table(text)
+    except ReferenceTableError as error:
+        return {"status": "invalid_reference_table", "message": str(error)}
+    age = parameters.get("age")
+    sex = parse_sex(parameters.get("sex"))
+    if isinstance(age, bool) or not isinstance(age, int | float) or not (math.isfinite(age) and age >= 0):
+        age = None
+    if age is None or sex is None:
+        return {
+            "status": "missing_subject_info",
+            "message": "normative scores need parameters.age (years, >= 0) and parameters.sex (F or M)",
+        }
+    scores = normative_scores(measures, rows, float(age), sex)
+    scored = sum(1 for s in scores.values() if s["status"] == "ok")
+    return {
+        "status": "ok" if scored else "no_reference_row",
+        "subject": {"age": age, "sex": sex},
+        "scores": scores,
+        "sources": sorted({s["reference"]["source"] for s in scores.values() if s["status"] == "ok"}),
+        "method": "z = (value - mean) / sd; percentile = 100 * Phi(z) (normal CDF)",
+    }
+
+
+def normative_output(
+    inp: AnalysisInput,
+    upstream: Mapping[str, AnalysisOutput] | None = None,
+    load_table: Callable[[str], str] | None = None,
+) -> AnalysisOutput:
+    """From volumetrics' output in `upstream["volumetrics"]`, else computing the volumes here.
+
+    The volumes are only computed when a reference table and subject age and sex are there to
+    score them against.
+    """
+    params = {**DEFAULT_PARAMETERS, **inp.parameters}
+    probe = normative_result({}, params, load_table)
+    if probe["status"] in ("no_reference_table", "invalid_reference_table", "missing_subject_info"):
+        return AnalysisOutput(measures=probe)
+    volumetrics = (upstream or {}).get("volumetrics")
+    if volumetrics is None:
+        volumetrics = volumetrics_output(
+            AnalysisInput(image=inp.image, original_orientation=inp.original_orientation, parameters={}),
+            upstream,
+        )
+    return AnalysisOutput(measures=normative_result(volumetrics.measures, params, load_table))
+
+
+def run_normative(inp: AnalysisInput) -> AnalysisOutput:
+    # The subject's age and sex, as the uploader declared them, unless parameters say otherwise.
+    subject = {key: inp.subject[key] for key in ("age", "sex") if inp.subject.get(key) is not None}
+    return normative_output(replace(inp, parameters={**subject, **inp.parameters}), inp.requirements)
+
+
+NORMATIVE = Analysis(
+    name="normative",
+    version="1.0.0",
+    runtime=Runtime.LAMBDA,
+    description=(
+        "z-scores and percentiles of the tissue volumes for the subject's age and sex against a "
+        "user-supplied reference table (CSV: measure,sex,age_min,age_max,mean,sd,source); none is "
+        "bundled"
+    ),
+    run=run_normative,
+    parameters=DEFAULT_PARAMETERS,
+    requires=("volumetrics",),
+    outputs=(),
+)

@@ -1,0 +1,42 @@
+"""Brain extraction and GM/WM/CSF tissue segmentation of T1-weighted volumes, in torch.
+
+One implementation for the CPU (Lambda) and CUDA (GPU workers): `device=None` picks CUDA when
+present. numpy and torch only (no scipy, scikit-image or nilearn: the Lambda images lack them).
+
+* `segment` -- brain mask, bias correction and EM segmentation of one volume (`pipeline`);
+* `brain_mask` -- skull-stripped detection and classical brain extraction (`brain_mask`);
+* `correct_bias` -- N3-style bias field, applied when it is strong enough (`bias`);
+* `segment_tissues` -- EM Gaussian mixture with a mean-field MRF prior (`em`);
+* `to_grid` / `resample` -- results onto another voxel grid (`resample`).
+"""
+
+from voxelpipe.segmentation.bias import BiasField, BiasParameters, correct_bias, estimate_bias_field
+from voxelpipe.segmentation.brain_mask import BrainMask, SkullStrippedCheck, brain_mask, detect_skull_stripped
+from voxelpipe.segmentation.device import default_device, resolve_device
+from voxelpipe.segmentation.em import LABELS, TISSUES, EMParameters, TissueSegmentation, segment_tissues
+from voxelpipe.segmentation.pipeline import Segmentation, SegmentationParameters, segment
+from voxelpipe.segmentation.resample import axis_map, resample, to_grid
+
+__all__ = [
+    "LABELS",
+    "TISSUES",
+    "BiasField",
+    "BiasParameters",
+    "BrainMask",
+    "EMParameters",
+    "Segmentation",
+    "SegmentationParameters",
+    "SkullStrippedCheck",
+    "TissueSegmentation",
+    "axis_map",
+    "brain_mask",
+    "correct_bias",
+    "default_device",
+    "detect_skull_stripped",
+    "estimate_bias_field",
+    "resample",
+    "resolve_device",
+    "segment",
+    "segment_tissues",
+    "to_grid",
+]
