@@ -42,7 +42,7 @@ def test_demo_json_prints_one_line_per_input_and_writes_artifacts(tmp_path: Path
     completed, rejected = lines
     assert set(completed) >= CONTRACT and "reason" not in completed
     assert completed["status"] == "COMPLETED" and completed["input"] == good_name
-    assert set(completed["results"]) == {"qc"}
+    assert set(completed["results"]) == {"qc", "tissue-seg", "volumetrics"}  # the demo defaults
     assert completed["timings"]["total"] > 0 and "prepare" in completed["timings"]
     assert rejected["status"] == "REJECTED" and rejected["reason"] == "not_an_image" and rejected["detail"]
     assert rejected["results"] is None
