@@ -227,3 +227,33 @@ def test_a_nifti_study_is_one_file(api: TestClient):
     body = {"files": [{"name": "a.nii", "size": 9}, {"name": "b.nii", "size": 9}]}
     response = api.post("/studies", json=body, headers=auth())
     assert response.status_code == 422 and "one file" in response.json()["errors"][0]["message"]
+
+
+def test_normative_scores_with_the_uploaders_reference_table(api: TestClient, cloud: LocalCloud):
+    # A made-up table for the test's phantom: the point is the plumbing, not the norms.
+    table = "measure,sex,age_min,age_max,mean,sd,source\nbpf,any,0,120,0.5,0.25,test fixture\n"
+    _, content = make_good_nifti()
+    created = _create(
+        api,
+        content,
+        analyses=["normative"],
+        age=71,
+        sex="F",
+        parameters={"normative": {"reference_table": table}},
+    )
+    _upload(cloud, created, content)
+    record = wait_for_terminal([created["study_id"]], timeout_s=120)[created["study_id"]]
+    assert record.status == StudyStatus.COMPLETED, record.error
+    assert record.analyses == ["tissue-seg", "volumetrics", "normative"]
+    results = api.get(f"/studies/{created['study_id']}/results", headers=auth()).json()["results"]
+    normative = results["analyses"]["normative"]["measures"]
+    assert normative["status"] == "ok", normative
+    bpf = normative["scores"]["bpf"]
+    assert bpf["status"] == "ok" and bpf["reference"]["source"] == "test fixture"
+    assert abs(bpf["z"] - (results["analyses"]["volumetrics"]["measures"]["bpf"] - 0.5) / 0.25) < 1e-3
+    misplaced = api.post(
+        "/studies",
+        json={"files": [{"name": "a.nii", "size": 9}], "parameters": {"normative": {}}},
+        headers=auth(),
+    )
+    assert misplaced.status_code == 422 and misplaced.json()["errors"][0]["field"] == "parameters"

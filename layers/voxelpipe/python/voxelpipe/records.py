@@ -83,6 +83,7 @@ class StudyRecord(Model):
     # "nifti" (one file) or "dicom" (a series: many files, or one .zip).
     input_format = UnicodeAttribute(default="nifti")
     arrived = NumberAttribute(default=0)  # how many declared files have arrived and passed
+    parameters = JSONAttribute(null=True)  # per analysis: {name: {parameter: value}}
     uid_key = UnicodeAttribute(null=True)  # DICOM: the study's key for replacement UIDs (hex)
 
     tenant_created = TenantCreatedIndex()

@@ -54,6 +54,7 @@ def create_study(
     webhook_url: str | None = None,
     input_format: str = "nifti",
     uid_key: str | None = None,
+    parameters: dict[str, dict[str, Any]] | None = None,
 ) -> StudyRecord | None:
     """Create the study's row at attempt 1; None when it already exists."""
     created = now()
@@ -71,6 +72,7 @@ def create_study(
         webhook_url=webhook_url,
         input_format=input_format,
         uid_key=uid_key,
+        parameters=parameters,
     )
     try:
         record.save(condition=StudyRecord.study_id.does_not_exist())

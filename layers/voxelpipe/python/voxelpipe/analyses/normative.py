@@ -266,7 +266,8 @@ def normative_output(
 def run_normative(inp: AnalysisInput) -> AnalysisOutput:
     # The subject's age and sex, as the uploader declared them, unless parameters say otherwise.
     subject = {key: inp.subject[key] for key in ("age", "sex") if inp.subject.get(key) is not None}
-    return normative_output(replace(inp, parameters={**subject, **inp.parameters}), inp.requirements)
+    given = {key: value for key, value in inp.parameters.items() if value is not None}
+    return normative_output(replace(inp, parameters={**inp.parameters, **subject, **given}), inp.requirements)
 
 
 NORMATIVE = Analysis(

@@ -171,6 +171,7 @@ def create_app() -> FastAPI:
                 manifest=[{"name": f.name, "size": f.size} for f in body.files],
                 webhook_url=str(body.webhook_url) if body.webhook_url else None,
                 input_format=body.format,
+                parameters=body.parameters,
             )
         except UnknownAnalysis as error:
             raise Problem(
@@ -179,6 +180,14 @@ def create_app() -> FastAPI:
                 "The request is not valid",
                 "check: analyses",
                 errors=[{"field": "analyses", "message": str(error)}],
+            ) from error
+        except ValueError as error:  # parameters for analyses that were not requested
+            raise Problem(
+                422,
+                "validation_failed",
+                "The request is not valid",
+                "check: parameters",
+                errors=[{"field": "parameters", "message": str(error)}],
             ) from error
         storage = Storage.from_environment()
         expires_at = datetime.now(UTC) + URL_EXPIRY

@@ -47,6 +47,11 @@ class CreateStudy(BaseModel):
     sex: Sex | None = None
     analyses: list[str] = Field(default_factory=lambda: ["qc"], min_length=1, examples=[["qc"]])
     priority: Priority = Priority.NORMAL
+    parameters: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per requested analysis, its parameters, e.g. "
+        '{"normative": {"reference_table": "<CSV text>"}} (see GET /analyses)',
+    )
     webhook_url: HttpUrl | None = Field(default=None, description="https URL told of every status change")
     format: Literal["nifti", "dicom"] = Field(
         default="nifti",

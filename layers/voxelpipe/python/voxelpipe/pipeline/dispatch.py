@@ -25,7 +25,10 @@ def dispatch(item: WorkItem) -> str:
     analyses = resolve(item.analyses)
     requests = {
         analysis.name: AnalysisRequest(
-            name=analysis.name, version=analysis.version, runtime=analysis.runtime, parameters={}
+            name=analysis.name,
+            version=analysis.version,
+            runtime=analysis.runtime,
+            parameters=(study.parameters or {}).get(analysis.name, {}),
         )
         for analysis in analyses
     }

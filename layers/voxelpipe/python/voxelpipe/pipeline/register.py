@@ -24,9 +24,13 @@ def register_study(
     manifest: Sequence[dict[str, Any]] | None = None,
     webhook_url: str | None = None,
     input_format: str = "nifti",
+    parameters: dict[str, dict[str, Any]] | None = None,
 ) -> StudyRecord:
     """A new study AWAITING_UPLOAD; an unknown analysis raises UnknownAnalysis before anything is stored."""
     names = [analysis.name for analysis in resolve(list(analyses) or list(DEFAULT_ANALYSES))]
+    unrequested = sorted(set(parameters or {}) - set(names))
+    if unrequested:
+        raise ValueError(f"parameters for analyses not requested: {', '.join(unrequested)}")
     study_id = new_study_id()
     study = tracking.create_study(
         study_id,
@@ -39,6 +43,7 @@ def register_study(
         input_format=input_format,
         # DICOM UIDs are replaced by keyed hashes; the key is the study's own, never shown.
         uid_key=secrets.token_hex(32) if input_format == "dicom" else None,
+        parameters=parameters or None,
     )
     assert study is not None, "a fresh study id exists already"
     tracking.audit(study_id, "registered", actor=actor, source=source, detail={"analyses": names})
