@@ -159,7 +159,7 @@ def ingest_upload(upload: UploadedObject, storage: Storage, limits: Limits) -> I
             and current.input_key == upload.key
         ):
             # A retry after a failure between QUEUED and the send: send again (dispatch dedups).
-            _enqueue(current)
+            enqueue_study(current)
             return IngestOutcome(upload.key, study_id, StudyStatus.QUEUED.value, detail="re-sent")
         # The study is past validation (a re-upload, or a late duplicate): record it and leave it be.
         tracking.audit(
@@ -214,11 +214,12 @@ def queue_study(
     # QUEUED before the send: the execution may start (and move the study on) before send returns.
     queued = tracking.transition(study_id, attempt, StudyStatus.QUEUED)
     tracking.audit(study_id, "queued", actor=ACTOR, source=source, detail={"sha256": described.get("sha256")})
-    _enqueue(queued)
+    enqueue_study(queued)
     return IngestOutcome(source, study_id, StudyStatus.QUEUED.value)
 
 
-def _enqueue(study: StudyRecord) -> None:
+def enqueue_study(study: StudyRecord) -> None:
+    """Send the study's current attempt to its priority's work queue."""
     assert study.input_key is not None
     queues.enqueue(
         WorkItem(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from voxelpipe import tracking
-from voxelpipe.adapters import executions, queues
+from voxelpipe.adapters import executions
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.keys import derived_key, quarantine_key, upload_prefix, work_prefix
-from voxelpipe.messages import Priority, WorkItem
+from voxelpipe.pipeline.ingest import enqueue_study
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
 
@@ -18,16 +18,7 @@ def reprocess(study: StudyRecord, *, actor: str, source: str) -> StudyRecord:
     tracking.audit(
         study.study_id, "reprocess", actor=actor, source=source, detail={"attempt": reopened.attempt}
     )
-    queues.enqueue(
-        WorkItem(
-            study_id=reopened.study_id,
-            attempt=int(reopened.attempt),
-            tenant=reopened.tenant,
-            input_key=reopened.input_key,
-            analyses=list(reopened.analyses),
-            priority=Priority(reopened.priority),
-        )
-    )
+    enqueue_study(reopened)
     return reopened
 
 
