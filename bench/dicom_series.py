@@ -39,7 +39,6 @@ MRAcquisitionType 3D instead of 2D it took ~430 ms, ours unchanged.  gzip: ISA-L
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import mmap
 import os
@@ -47,7 +46,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -58,6 +56,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from timing import best_s
 
 from voxelpipe.dicom import assemble_series
 from voxelpipe.nifti import to_nifti_bytes
@@ -144,23 +143,6 @@ def make_series(folder: Path, n: int, size: int) -> list[Path]:
         )
         paths.append(path)
     return paths
-
-
-def best_s(run: Callable[[], object], repeat: int, warmup: bool = True) -> float:
-    """Best of `repeat` timed runs (after one warm-up), in seconds; GC off while timing."""
-    if warmup:
-        run()
-    best = float("inf")
-    gc.disable()
-    try:
-        for _ in range(repeat):
-            start = time.perf_counter()
-            run()
-            best = min(best, time.perf_counter() - start)
-            gc.collect()
-    finally:
-        gc.enable()
-    return best
 
 
 def dcm2niix_runner(exe: str, source: Path, out: Path, extra: list[str]) -> Callable[[], None]:

@@ -25,17 +25,15 @@ size; madvise(MADV_HUGEPAGE) on the buffer made it slower (17 ms).
 from __future__ import annotations
 
 import argparse
-import gc
 import gzip
 import json
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
+from timing import best_s
 
 from infra.local.samples import mni152_t1_path
 from voxelpipe.nifti import (
@@ -48,22 +46,6 @@ from voxelpipe.nifti import (
 )
 
 TARGET_RATIO = 2.5
-
-
-def best_ms(run: Callable[[], object], repeat: int) -> float:
-    """Best of `repeat` timed runs after one warm-up, in milliseconds; GC off while timing."""
-    run()
-    best = float("inf")
-    gc.disable()
-    try:
-        for _ in range(repeat):
-            start = time.perf_counter()
-            run()
-            best = min(best, time.perf_counter() - start)
-            gc.collect()
-    finally:
-        gc.enable()
-    return best * 1000.0
 
 
 def measure(path: Path, repeat: int) -> dict[str, Any]:
@@ -90,14 +72,14 @@ def measure(path: Path, repeat: int) -> dict[str, Any]:
         assert candidate.dtype == reference.dtype and np.array_equal(candidate, reference)
 
     timings = {
-        "ours": best_ms(ours, repeat),
-        "ours+read": best_ms(ours_read, repeat),
-        "nibabel": best_ms(nibabel_default, repeat),
-        "nibabel-bytes": best_ms(nibabel_bytes, repeat),
+        "ours": 1000 * best_s(ours, repeat),
+        "ours+read": 1000 * best_s(ours_read, repeat),
+        "nibabel": 1000 * best_s(nibabel_default, repeat),
+        "nibabel-bytes": 1000 * best_s(nibabel_bytes, repeat),
     }
     if compressed:
-        timings["decode-isal"] = best_ms(lambda: decompress(data, DEFAULT_MAX_OUTPUT_BYTES), repeat)
-        timings["decode-zlib"] = best_ms(lambda: gzip.decompress(data), repeat)
+        timings["decode-isal"] = 1000 * best_s(lambda: decompress(data, DEFAULT_MAX_OUTPUT_BYTES), repeat)
+        timings["decode-zlib"] = 1000 * best_s(lambda: gzip.decompress(data), repeat)
     return {
         "file": str(path),
         "file_bytes": len(data),
