@@ -1,23 +1,41 @@
-"""The public face: API Gateway (REST) in front of the API function, with Cognito sign-in."""
+"""The public face: API Gateway (REST) in front of the API function, with Cognito sign-in.
+
+Hardened: a WAF web ACL (AWS managed rules and a per-address rate limit) on the stage, access and
+execution logs in KMS-encrypted log groups, X-Ray tracing, throttling, and a request validator.
+"""
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import ArnFormat, Aws, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
+from infra import nag
+from infra.security import StackSecurity
 from voxelpipe.api.auth import Role
 
 # Routes anyone may call: health checks and the API's own documentation.
 PUBLIC_PATHS = ("health", "docs", "openapi.json")
 THROTTLE_RATE = 50  # requests per second, steady
 THROTTLE_BURST = 100
+STAGE_NAME = "v1"
+# WAF: requests per 5 minutes from one address before it is blocked for a while.
+WAF_RATE_LIMIT = 2000
+# AWS managed rule groups the web ACL runs (https://docs.aws.amazon.com/waf/latest/developerguide/aws-managed-rule-groups-list.html).
+WAF_MANAGED_RULE_GROUPS = (
+    "AWSManagedRulesCommonRuleSet",
+    "AWSManagedRulesKnownBadInputsRuleSet",
+    "AWSManagedRulesAmazonIpReputationList",
+)
 
 
 class StudyApi(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, handler: lambda_.IFunction) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, handler: lambda_.IFunction, security: StackSecurity
+    ) -> None:
         super().__init__(scope, construct_id)
         # Tenant is a custom attribute set by an administrator; roles are Cognito groups.
         self.user_pool = cognito.UserPool(
@@ -26,10 +44,19 @@ class StudyApi(Construct):
             self_sign_up_enabled=False,
             sign_in_aliases=cognito.SignInAliases(email=True),
             custom_attributes={"tenant": cognito.StringAttribute(min_len=1, max_len=63, mutable=False)},
-            password_policy=cognito.PasswordPolicy(min_length=12, require_symbols=True),
+            password_policy=cognito.PasswordPolicy(
+                min_length=12,
+                require_symbols=True,
+                require_digits=True,
+                require_lowercase=True,
+                require_uppercase=True,
+            ),
             mfa=cognito.Mfa.OPTIONAL,
+            # An authenticator app only: SMS would need an SNS role and carries codes in clear text.
+            mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
             removal_policy=RemovalPolicy.RETAIN,
         )
+        nag.acknowledge(self.user_pool, *nag.USER_POOL)
         for role in Role:
             cognito.CfnUserPoolGroup(
                 self,
@@ -39,7 +66,8 @@ class StudyApi(Construct):
             )
         self.client = self.user_pool.add_client(
             "CliClient",
-            auth_flows=cognito.AuthFlow(user_srp=True),
+            # SRP for SDKs; the password flow (over TLS) lets the AWS CLI get a token (docs/deploy.md).
+            auth_flows=cognito.AuthFlow(user_srp=True, user_password=True),
             generate_secret=False,
             read_attributes=cognito.ClientAttributes()
             .with_standard_attributes(email=True)
@@ -52,16 +80,123 @@ class StudyApi(Construct):
             "Rest",
             handler=handler,
             proxy=False,
-            cloud_watch_role=False,
+            # The account-wide role that lets API Gateway write execution logs to CloudWatch.
+            cloud_watch_role=True,
             default_method_options=apigw.MethodOptions(
                 authorizer=authorizer, authorization_type=apigw.AuthorizationType.COGNITO
             ),
             deploy_options=apigw.StageOptions(
-                stage_name="v1", throttling_rate_limit=THROTTLE_RATE, throttling_burst_limit=THROTTLE_BURST
+                stage_name=STAGE_NAME,
+                throttling_rate_limit=THROTTLE_RATE,
+                throttling_burst_limit=THROTTLE_BURST,
+                tracing_enabled=True,
+                access_log_destination=apigw.LogGroupLogDestination(security.log_group(self, "AccessLogs")),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=False,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
+                # Errors only, and never request or response bodies (they may name patients).
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,
+                metrics_enabled=True,
             ),
         )
-        self.rest_api.root.add_proxy(any_method=True)
+        # API Gateway writes execution logs to this name; made here, it is encrypted and expires.
+        execution_logs = security.log_group(
+            self,
+            "ExecutionLogs",
+            name=Fn.join("", ["API-Gateway-Execution-Logs_", self.rest_api.rest_api_id, f"/{STAGE_NAME}"]),
+        )
+        self.rest_api.deployment_stage.node.add_dependency(execution_logs)
+        nag.acknowledge(self.rest_api, *nag.REST_API)
+        # Bodies and parameters are checked before the function runs (FastAPI checks the schema).
+        validator = self.rest_api.add_request_validator(
+            "Validator", validate_request_body=True, validate_request_parameters=True
+        )
+        self.rest_api.root.add_proxy(
+            any_method=True,
+            default_method_options=apigw.MethodOptions(
+                request_validator=validator, request_parameters={"method.request.path.proxy": True}
+            ),
+        )
         for path in PUBLIC_PATHS:
-            self.rest_api.root.add_resource(path).add_method(
-                "GET", authorization_type=apigw.AuthorizationType.NONE
+            method = self.rest_api.root.add_resource(path).add_method(
+                "GET", authorization_type=apigw.AuthorizationType.NONE, request_validator=validator
             )
+            nag.acknowledge(method, *nag.PUBLIC_METHOD)
+        self.web_acl = self._web_acl()
+        # WAF's log group name must start with aws-waf-logs-; the Authorization header is redacted.
+        waf_logs = security.log_group(self, "WafLogs", name=Fn.join("", ["aws-waf-logs-", Aws.STACK_NAME]))
+        wafv2.CfnLoggingConfiguration(
+            self,
+            "WafLogging",
+            resource_arn=self.web_acl.attr_arn,
+            # WAF takes the group's ARN without the `:*` that Fn::GetAtt Arn ends with.
+            log_destination_configs=[
+                Stack.of(self).format_arn(
+                    service="logs",
+                    resource="log-group",
+                    resource_name=waf_logs.log_group_name,
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
+            redacted_fields=[
+                wafv2.CfnLoggingConfiguration.FieldToMatchProperty(single_header={"Name": "authorization"})
+            ],
+        )
+
+    def _web_acl(self) -> wafv2.CfnWebACL:
+        def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+            return wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
+            )
+
+        rules = [
+            wafv2.CfnWebACL.RuleProperty(
+                name=group,
+                priority=priority,
+                override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
+                        vendor_name="AWS", name=group
+                    )
+                ),
+                visibility_config=visibility(group),
+            )
+            for priority, group in enumerate(WAF_MANAGED_RULE_GROUPS)
+        ]
+        rules.append(
+            wafv2.CfnWebACL.RuleProperty(
+                name="RateLimitPerAddress",
+                priority=len(rules),
+                action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                        limit=WAF_RATE_LIMIT, aggregate_key_type="IP"
+                    )
+                ),
+                visibility_config=visibility("RateLimitPerAddress"),
+            )
+        )
+        web_acl = wafv2.CfnWebACL(
+            self,
+            "WebAcl",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            visibility_config=visibility("voxelpipe-api"),
+            rules=rules,
+        )
+        wafv2.CfnWebACLAssociation(
+            self,
+            "WebAclAssociation",
+            resource_arn=self.rest_api.deployment_stage.stage_arn,
+            web_acl_arn=web_acl.attr_arn,
+        )
+        return web_acl

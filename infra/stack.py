@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy, Stack, Tags
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, Tags
+from aws_cdk import aws_backup as backup
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra import nag
+from infra.access import BUCKET_ACCESS, READ_ONLY_TABLES, STATE_MACHINE_ACCESS, ExecutionAccess
 from infra.api import StudyApi
+from infra.security import (
+    BucketAccess,
+    QueueFailureDestination,
+    StackSecurity,
+    grant_bucket,
+    grant_queue_send,
+    grant_table,
+    logical_id,
+)
+from infra.settings import StackSettings
 from infra.tables import idempotency_table, table_for_model
 from infra.workflow import StudyWorkflow
-from voxelpipe.records import STATUS_MODELS
+from voxelpipe.records import STATUS_MODELS, table_schema
 from voxelpipe.wiring import (
     API,
     DISPATCH,
@@ -37,6 +52,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # Retention of the short-lived prefixes.
 QUARANTINE_DAYS = 30
 WORK_DAYS = 7
+# Presigned multipart uploads left unfinished are aborted (and their parts removed) after this.
+INCOMPLETE_UPLOAD_DAYS = 2
+# Server access logs are kept this long.
+ACCESS_LOG_DAYS = 365
 # Powertools settings shared by every function.
 POWERTOOLS_ENV = {
     "POWERTOOLS_SERVICE_NAME": "voxelpipe",
@@ -44,6 +63,8 @@ POWERTOOLS_ENV = {
     "POWERTOOLS_LOG_LEVEL": "INFO",
 }
 INGEST_ASYNC_RETRIES = 2
+# The construct id CDK gives its bucket-notifications handler (a singleton per stack).
+NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
 _ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "*.egg-info"]
 # An image's build context is the repository, less what no Dockerfile copies (listed, not
 # negated, so that fingerprinting skips those folders instead of walking them).
@@ -72,30 +93,58 @@ class VoxelpipeStack(Stack):
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.settings = StackSettings.from_context(self.node)
+        self.security = StackSecurity(self, "Security", log_retention_days=self.settings.log_retention_days)
+        key = self.security.data_key
 
         bucket = s3.Bucket(
             self,
             Resource.BUCKET,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=key,
+            bucket_key_enabled=True,
             enforce_ssl=True,
             versioned=True,
+            server_access_logs_bucket=self._access_logs_bucket(),
+            server_access_logs_prefix=f"{Resource.BUCKET}/",
             removal_policy=RemovalPolicy.RETAIN,
             lifecycle_rules=[
                 s3.LifecycleRule(prefix=Prefix.QUARANTINE.value, expiration=Duration.days(QUARANTINE_DAYS)),
                 s3.LifecycleRule(prefix=Prefix.WORK.value, expiration=Duration.days(WORK_DAYS)),
                 s3.LifecycleRule(noncurrent_version_expiration=Duration.days(WORK_DAYS)),
+                s3.LifecycleRule(
+                    abort_incomplete_multipart_upload_after=Duration.days(INCOMPLETE_UPLOAD_DAYS)
+                ),
+                # Results stay readable at once (presigned links) in the colder class.
+                s3.LifecycleRule(
+                    prefix=Prefix.DERIVED.value,
+                    transitions=[
+                        s3.Transition(
+                            storage_class=s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
+                            transition_after=Duration.days(self.settings.derived_transition_days),
+                        )
+                    ],
+                ),
             ],
         )
+        nag.acknowledge(bucket, nag.INGEST_BUCKET)
         queues = {
             Resource.HIGH_PRIORITY_QUEUE: self._work_queue(Resource.HIGH_PRIORITY_QUEUE),
             Resource.NORMAL_PRIORITY_QUEUE: self._work_queue(Resource.NORMAL_PRIORITY_QUEUE),
         }
         tables = {
-            ENV_RESOURCES[var]: table_for_model(self, ENV_RESOURCES[var], model)
+            ENV_RESOURCES[var]: table_for_model(self, ENV_RESOURCES[var], model, key=key)
             for var, model in STATUS_MODELS.items()
         }
-        tables[Resource.IDEMPOTENCY_TABLE] = idempotency_table(self, Resource.IDEMPOTENCY_TABLE)
+        tables[Resource.IDEMPOTENCY_TABLE] = idempotency_table(self, Resource.IDEMPOTENCY_TABLE, key=key)
+        table_indexes = {
+            ENV_RESOURCES[var]: [
+                index["index_name"] for index in table_schema(model)["global_secondary_indexes"]
+            ]
+            for var, model in STATUS_MODELS.items()
+        }
+        self._backup(list(tables.values()))
         layers = [
             lambda_.LayerVersion(
                 self,
@@ -116,15 +165,10 @@ class VoxelpipeStack(Stack):
         functions = {spec.name: self._function(spec, layers) for spec in FUNCTIONS}
         # S3 invokes ingest asynchronously: after Lambda's own retries, a failed event is kept
         # here (for a redrive) instead of being dropped.
-        self.ingest_failures = sqs.Queue(
-            self,
-            "IngestFailures",
-            retention_period=Duration.days(14),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-        )
+        self.ingest_failures = self.security.queue(self, "IngestFailures", retention_period=Duration.days(14))
+        nag.acknowledge(self.ingest_failures, nag.FAILURE_DESTINATION_QUEUE)
         functions[INGEST.name].configure_async_invoke(
-            on_failure=destinations.SqsDestination(self.ingest_failures),
+            on_failure=QueueFailureDestination(self.ingest_failures),
             retry_attempts=INGEST_ASYNC_RETRIES,
             max_event_age=Duration.hours(6),
         )
@@ -138,28 +182,58 @@ class VoxelpipeStack(Stack):
                     continue
                 if resource is Resource.BUCKET:
                     function.add_environment(var, bucket.bucket_name)
-                    bucket.grant_read_write(function)
-                    bucket.grant_delete(function)
+                    if spec.name not in BUCKET_ACCESS:
+                        raise KeyError(
+                            f"{spec.name} is told of the bucket: declare its access in infra/access.py"
+                        )
+                    grant_bucket(bucket, function, BUCKET_ACCESS[spec.name])
+                    self._acknowledge_prefixes(function, bucket, BUCKET_ACCESS[spec.name])
                 elif resource in queues:
                     function.add_environment(var, queues[resource].queue_url)
-                    queues[resource].grant_send_messages(function)
+                    grant_queue_send(queues[resource], function)
                 else:
                     function.add_environment(var, tables[resource].table_name)
-                    tables[resource].grant_read_write_data(function)
+                    grant_table(
+                        tables[resource],
+                        function,
+                        write=resource not in READ_ONLY_TABLES.get(spec.name, frozenset()),
+                        indexes=table_indexes.get(resource, []),
+                    )
 
-        workflow = StudyWorkflow(self, Resource.STATE_MACHINE, functions=functions)
+        workflow = StudyWorkflow(
+            self,
+            Resource.STATE_MACHINE,
+            functions=functions,
+            log_group=self.security.log_group(self, f"{Resource.STATE_MACHINE}Logs"),
+        )
+        nag.acknowledge(workflow.state_machine.role, nag.STATE_MACHINE_ROLE[1])
+        nag.acknowledge(
+            workflow.state_machine.role,
+            nag.STATE_MACHINE_ROLE[0],
+            applies_to=[
+                "Resource::*",
+                *(nag.wildcard_resource(f"<{logical_id(functions[spec.name])}.Arn>:*") for spec in FUNCTIONS),
+            ],
+        )
         for spec in FUNCTIONS:
             if EnvVar.STATE_MACHINE_ARN in spec.env:
                 functions[spec.name].add_environment(
                     EnvVar.STATE_MACHINE_ARN, workflow.state_machine.state_machine_arn
                 )
-                workflow.state_machine.grant_start_execution(functions[spec.name])
+                self._grant_executions(functions[spec.name], spec, workflow)
 
         bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
             s3n.LambdaDestination(functions[INGEST.name]),
             s3.NotificationKeyFilter(prefix=Prefix.UPLOADS.value),
         )
+        # CDK's singleton handler that applies the notifications at deploy time, and its policy.
+        for construct in (
+            self.node.try_find_child(NOTIFICATIONS_HANDLER_ID),
+            bucket.node.try_find_child("Notifications"),
+        ):
+            if construct is not None:
+                nag.acknowledge(construct, *nag.BUCKET_NOTIFICATIONS_HANDLER)
         for queue in queues.values():
             functions[DISPATCH.name].add_event_source(
                 event_sources.SqsEventSource(
@@ -167,7 +241,7 @@ class VoxelpipeStack(Stack):
                 )
             )
 
-        self.api = StudyApi(self, "Api", handler=functions[API.name])
+        self.api = StudyApi(self, "Api", handler=functions[API.name], security=self.security)
 
         self.bucket = bucket
         self.queues = queues
@@ -175,27 +249,100 @@ class VoxelpipeStack(Stack):
         self.functions = functions
         self.state_machine = workflow.state_machine
 
-    def _work_queue(self, resource: Resource) -> sqs.Queue:
-        dead_letters = sqs.Queue(
+    def _access_logs_bucket(self) -> s3.Bucket:
+        # S3 delivers server access logs only to a bucket with SSE-S3 default encryption.
+        logs_bucket = s3.Bucket(
             self,
-            f"{resource}DeadLetters",
-            retention_period=Duration.days(14),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            "AccessLogsBucket",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                s3.LifecycleRule(expiration=Duration.days(ACCESS_LOG_DAYS)),
+                s3.LifecycleRule(noncurrent_version_expiration=Duration.days(WORK_DAYS)),
+            ],
         )
-        return sqs.Queue(
+        nag.acknowledge(logs_bucket, *nag.ACCESS_LOGS_BUCKET)
+        return logs_bucket
+
+    def _backup(self, tables: list[dynamodb.Table]) -> None:
+        vault = backup.BackupVault(
+            self, "BackupVault", encryption_key=self.security.data_key, removal_policy=RemovalPolicy.RETAIN
+        )
+        plan = backup.BackupPlan.daily35_day_retention(self, "BackupPlan", vault)
+        selection = plan.add_selection(
+            "Tables", resources=[backup.BackupResource.from_dynamo_db_table(table) for table in tables]
+        )
+        nag.acknowledge(selection, nag.BACKUP_SERVICE_ROLE_POLICY)
+
+    def _work_queue(self, resource: Resource) -> sqs.Queue:
+        dead_letters = self.security.queue(self, f"{resource}DeadLetters", retention_period=Duration.days(14))
+        return self.security.queue(
             self,
             resource,
             visibility_timeout=Duration.seconds(QUEUE_VISIBILITY_TIMEOUT_S),
             dead_letter_queue=sqs.DeadLetterQueue(
                 max_receive_count=QUEUE_MAX_RECEIVE_COUNT, queue=dead_letters
             ),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
         )
 
+    def _acknowledge_prefixes(
+        self, function: lambda_.Function, bucket: s3.Bucket, access: BucketAccess
+    ) -> None:
+        # Object actions are granted on `{prefix}*`: the wildcard is the key space under a prefix.
+        arn = f"<{logical_id(bucket)}.Arn>"
+        prefixes = sorted({*access.read, *access.write, *access.delete})
+        nag.acknowledge(
+            function.role or function,
+            nag.PREFIX_WILDCARD,
+            applies_to=[nag.wildcard_resource(f"{arn}/{prefix}*") for prefix in prefixes],
+        )
+
+    def _grant_executions(
+        self, function: lambda_.Function, spec: FunctionSpec, workflow: StudyWorkflow
+    ) -> None:
+        machine = workflow.state_machine
+        access = STATE_MACHINE_ACCESS.get(spec.name)
+        if access is ExecutionAccess.START:
+            function.add_to_role_policy(
+                iam.PolicyStatement(actions=["states:StartExecution"], resources=[machine.state_machine_arn])
+            )
+        elif access is ExecutionAccess.STOP:
+            executions = self.format_arn(
+                service="states",
+                resource="execution",
+                resource_name=f"{machine.state_machine_name}:*",
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["states:DescribeExecution", "states:StopExecution"], resources=[executions]
+                )
+            )
+            nag.acknowledge(
+                function.role or function,
+                nag.EXECUTION_WILDCARD,
+                applies_to=[
+                    nag.wildcard_resource(
+                        "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+                        f"<{logical_id(machine)}.Name>:*"
+                    )
+                ],
+            )
+        else:
+            raise KeyError(f"{spec.name} is told of the state machine: declare its access in infra/access.py")
+
     def _function(self, spec: FunctionSpec, layers: list[lambda_.LayerVersion]) -> lambda_.Function:
-        common = {
+        """A function with its own KMS-encrypted log group and a role with no managed policy."""
+        log_group = self.security.log_group(self, f"{spec.construct_id}Logs")
+        role = self.security.function_role(self, f"{spec.construct_id}Role", log_group)
+        nag.acknowledge(role, *nag.FUNCTION_ROLE)
+        common: dict[str, Any] = {
+            "role": role,
+            "log_group": log_group,
             "architecture": lambda_.Architecture.X86_64,
             "description": spec.description,
             "memory_size": spec.memory_mb,
@@ -212,7 +359,7 @@ class VoxelpipeStack(Stack):
                 code=lambda_.DockerImageCode.from_image_asset(
                     str(ROOT), file=f"{spec.code_dir}/Dockerfile", exclude=_IMAGE_CONTEXT_EXCLUDES
                 ),
-                **common,  # type: ignore[arg-type]
+                **common,
             )
         else:
             function = lambda_.Function(
@@ -222,7 +369,8 @@ class VoxelpipeStack(Stack):
                 code=lambda_.Code.from_asset(str(ROOT / spec.code_dir), exclude=_ASSET_EXCLUDES),
                 handler=spec.handler,
                 layers=layers,
-                **common,  # type: ignore[arg-type]
+                **common,
             )
         Tags.of(function).add(FUNCTION_TAG, spec.name)
+        nag.acknowledge(function, *nag.FUNCTION)
         return function

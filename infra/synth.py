@@ -9,9 +9,15 @@ from typing import Any
 
 from aws_cdk import App, Environment
 
+from infra.nag import add_nag_checks
 from infra.stack import ROOT, VoxelpipeStack
 
 STACK_NAME = "Voxelpipe"
+# Feature flags the stack relies on (cdk.json repeats them for the cdk CLI).
+FEATURE_FLAGS = {
+    # Server access logs are delivered under a bucket policy, not the legacy LogDeliveryWrite ACL.
+    "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
+}
 # `make layers` installs the Lambda dependency layer here.
 DEPENDENCY_LAYER_DIR = ROOT / "build" / "layers" / "deps"
 
@@ -19,7 +25,9 @@ DEPENDENCY_LAYER_DIR = ROOT / "build" / "layers" / "deps"
 def build_app(
     *, dependency_layer_dir: Path, outdir: str | None = None, env: Environment | None = None
 ) -> tuple[App, VoxelpipeStack]:
-    app = App(outdir=outdir)
+    app = App(outdir=outdir, context=dict(FEATURE_FLAGS))
+    # cdk-nag's packs check every synthesis: an unacknowledged finding fails app.synth().
+    add_nag_checks(app)
     stack = VoxelpipeStack(app, STACK_NAME, dependency_layer_dir=dependency_layer_dir, env=env)
     return app, stack
 

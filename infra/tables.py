@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 from pynamodb.models import Model
 
@@ -23,18 +24,21 @@ def _key(schema: list[dict[str, str]], types: dict[str, str], kind: str) -> dyna
     return None
 
 
-def _table_props() -> dict[str, object]:
+def _table_props(key: kms.IKey) -> dict[str, object]:
     return {
         "billing_mode": dynamodb.BillingMode.PAY_PER_REQUEST,
         "point_in_time_recovery_specification": dynamodb.PointInTimeRecoverySpecification(
             point_in_time_recovery_enabled=True
         ),
-        "encryption": dynamodb.TableEncryption.AWS_MANAGED,
+        "encryption": dynamodb.TableEncryption.CUSTOMER_MANAGED,
+        "encryption_key": key,
         "removal_policy": RemovalPolicy.RETAIN,
     }
 
 
-def table_for_model(scope: Construct, construct_id: str, model: type[Model]) -> dynamodb.Table:
+def table_for_model(
+    scope: Construct, construct_id: str, model: type[Model], *, key: kms.IKey
+) -> dynamodb.Table:
     schema = table_schema(model)
     types = {d["AttributeName"]: d["AttributeType"] for d in schema["attribute_definitions"]}
     partition_key = _key(schema["key_schema"], types, "HASH")
@@ -44,7 +48,7 @@ def table_for_model(scope: Construct, construct_id: str, model: type[Model]) -> 
         construct_id,
         partition_key=partition_key,
         sort_key=_key(schema["key_schema"], types, "RANGE"),
-        **_table_props(),  # type: ignore[arg-type]
+        **_table_props(key),  # type: ignore[arg-type]
     )
     for index in schema["global_secondary_indexes"]:
         index_types = {d["AttributeName"]: d["AttributeType"] for d in index["attribute_definitions"]}
@@ -59,12 +63,12 @@ def table_for_model(scope: Construct, construct_id: str, model: type[Model]) -> 
     return table
 
 
-def idempotency_table(scope: Construct, construct_id: str) -> dynamodb.Table:
+def idempotency_table(scope: Construct, construct_id: str, *, key: kms.IKey) -> dynamodb.Table:
     """The table Powertools' idempotency utility expects (its default attribute names)."""
     return dynamodb.Table(
         scope,
         construct_id,
         partition_key=dynamodb.Attribute(name=IDEMPOTENCY_KEY_ATTRIBUTE, type=dynamodb.AttributeType.STRING),
         time_to_live_attribute=IDEMPOTENCY_TTL_ATTRIBUTE,
-        **_table_props(),  # type: ignore[arg-type]
+        **_table_props(key),  # type: ignore[arg-type]
     )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
@@ -37,6 +38,7 @@ class StudyWorkflow(Construct):
         *,
         functions: Mapping[str, lambda_.IFunction],
         retry_interval: Duration = RETRY_INTERVAL,
+        log_group: logs.ILogGroup | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
 
@@ -118,4 +120,9 @@ class StudyWorkflow(Construct):
             definition_body=sfn.DefinitionBody.from_chainable(definition),
             state_machine_type=sfn.StateMachineType.STANDARD,
             timeout=Duration.hours(6),
+            tracing_enabled=True,
+            # Every event, without the states' input and output (study metadata stays out of logs).
+            logs=None
+            if log_group is None
+            else sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
         )

@@ -47,6 +47,19 @@ IGNORED_TYPES = frozenset(
         "AWS::Cognito::UserPool",
         "AWS::Cognito::UserPoolClient",
         "AWS::Cognito::UserPoolGroup",
+        # The API's hardening lives in API Gateway, which is not emulated (above): its account-level
+        # CloudWatch role, request validator and WAF web ACL have nothing local to protect.
+        "AWS::ApiGateway::Account",
+        "AWS::ApiGateway::RequestValidator",
+        "AWS::WAFv2::WebACL",
+        "AWS::WAFv2::WebACLAssociation",
+        "AWS::WAFv2::LoggingConfiguration",
+        # Handlers log to the local process (Powertools to stdout): nothing reads CloudWatch Logs.
+        "AWS::Logs::LogGroup",
+        # AWS Backup's daily snapshots of the tables: nothing local restores from them.
+        "AWS::Backup::BackupVault",
+        "AWS::Backup::BackupPlan",
+        "AWS::Backup::BackupSelection",
     }
 )
 
@@ -125,9 +138,11 @@ class _Deployer:
         self.iam = boto3.client("iam", region_name=REGION)
         self.lambda_ = boto3.client("lambda", region_name=REGION)
         self.sfn = boto3.client("stepfunctions", region_name=REGION)
+        self.kms = boto3.client("kms", region_name=REGION)
 
     def deploy(self) -> Deployment:
         handlers: dict[str, Callable[[str, dict[str, Any]], None]] = {
+            "AWS::KMS::Key": self._key,
             "AWS::S3::Bucket": self._bucket,
             "AWS::DynamoDB::Table": self._table,
             "AWS::SQS::Queue": self._queue,
@@ -148,11 +163,32 @@ class _Deployer:
             handlers[resource["Type"]](logical_id, resource.get("Properties", {}))
         return self.out
 
+    def _key(self, logical_id: str, props: dict[str, Any]) -> None:
+        # A real key in moto, so that SSE-KMS buckets, queues and tables run locally as in AWS.
+        key = self.kms.create_key(Description=props.get("Description", logical_id))["KeyMetadata"]
+        if props.get("EnableKeyRotation"):
+            self.kms.enable_key_rotation(KeyId=key["KeyId"])
+        self.out.physical_ids[logical_id] = key["KeyId"]
+        self.out.arns[logical_id] = key["Arn"]
+
     def _bucket(self, logical_id: str, props: dict[str, Any]) -> None:
         name = _physical_name(logical_id, lowercase=True)
         self.s3.create_bucket(Bucket=name)
         if props.get("VersioningConfiguration", {}).get("Status") == "Enabled":
             self.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        # Default encryption as the template sets it (SSE-KMS with the stack's key, or SSE-S3).
+        # Server access logging and lifecycle rules are not applied: moto neither delivers
+        # access logs nor expires objects.
+        encryption = self.out.resolve(props.get("BucketEncryption", {}))
+        rules: Any = [
+            {
+                "ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"],
+                "BucketKeyEnabled": rule.get("BucketKeyEnabled", False),
+            }
+            for rule in encryption.get("ServerSideEncryptionConfiguration", [])
+        ]
+        if rules:
+            self.s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
         self.out.physical_ids[logical_id] = name
         self.out.arns[logical_id] = f"arn:aws:s3:::{name}"
 
@@ -166,6 +202,12 @@ class _Deployer:
         }
         if props.get("GlobalSecondaryIndexes"):
             kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        sse = props.get("SSESpecification")
+        if sse:  # encrypted with the stack's key (made in moto by _key)
+            kwargs["SSESpecification"] = {
+                "Enabled": sse.get("SSEEnabled", False),
+                **{key: self.out.resolve(sse[key]) for key in ("SSEType", "KMSMasterKeyId") if key in sse},
+            }
         description = self.dynamodb.create_table(**kwargs)["TableDescription"]
         ttl = props.get("TimeToLiveSpecification")
         if ttl:
@@ -175,9 +217,21 @@ class _Deployer:
 
     def _queue(self, logical_id: str, props: dict[str, Any]) -> None:
         attributes: Any = {
-            key: json.dumps(self.out.resolve(value)) if isinstance(value, dict) else str(value)
-            for key, value in props.items()
-            if key in {"VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy", "DelaySeconds"}
+            key: value
+            if isinstance(value, str)
+            else json.dumps(value)
+            if isinstance(value, dict)
+            else str(value)
+            for key, value in self.out.resolve(props).items()
+            if key
+            in {
+                "VisibilityTimeout",
+                "MessageRetentionPeriod",
+                "RedrivePolicy",
+                "DelaySeconds",
+                "KmsMasterKeyId",
+                "KmsDataKeyReusePeriodSeconds",
+            }
         }
         url = self.sqs.create_queue(QueueName=_physical_name(logical_id), Attributes=attributes)["QueueUrl"]
         arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][

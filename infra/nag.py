@@ -1,0 +1,221 @@
+"""cdk-nag: the rule packs that check every synthesis, and every acknowledged finding with its reason.
+
+The AwsSolutions and HIPAA Security packs run as validation plugins: an unacknowledged finding
+fails `app.synth()`. Each acknowledgment below says why the finding is accepted; call sites
+attach them to the narrowest construct (`acknowledge(construct, ACK, applies_to=...)`), and
+IAM5 wildcard findings name the exact wildcard they accept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aws_cdk import Acknowledgment, Stage, Validations
+from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks
+from constructs import IConstruct
+
+AWS_SOLUTIONS = "AwsSolutions"
+HIPAA = "HIPAA.Security"
+
+
+def add_nag_checks(stage: Stage) -> None:
+    """Run both packs on `stage` (the app): any finding not acknowledged fails its synthesis."""
+    Validations.of(stage).add_plugins(AwsSolutionsChecks(stage), HIPAASecurityChecks(stage))
+
+
+@dataclass(frozen=True)
+class Ack:
+    """An accepted finding of one rule, and why it is accepted."""
+
+    rule: str  # e.g. "AwsSolutions-IAM5", "HIPAA.Security-LambdaInsideVPC"
+    reason: str
+    # The findings it accepts, for rules that report several per resource (IAM4, IAM5):
+    # e.g. "Resource::*", "Policy::arn:<AWS::Partition>:iam::aws:policy/...".
+    applies_to: tuple[str, ...] = ()
+
+    @property
+    def pack(self) -> str:
+        return HIPAA if self.rule.startswith(HIPAA) else AWS_SOLUTIONS
+
+    def ids(self, applies_to: Sequence[str] = ()) -> list[str]:
+        applies_to = applies_to or self.applies_to
+        if not applies_to:
+            return [f"{self.pack}::{self.rule}"]
+        return [f"{self.pack}::{self.rule}[{finding}]" for finding in applies_to]
+
+
+def acknowledge(scope: IConstruct, *acks: Ack, applies_to: Sequence[str] = ()) -> None:
+    """Accept `acks` on `scope` and everything in it; `applies_to` (else each ack's own) narrows."""
+    Validations.of(scope).acknowledge(
+        *(Acknowledgment(id=ack_id, reason=ack.reason) for ack in acks for ack_id in ack.ids(applies_to))
+    )
+
+
+def managed_policy(name: str) -> str:
+    """The IAM4 finding for an AWS managed policy (`service-role/AWSBackupServiceRolePolicyForBackup`)."""
+    return f"Policy::arn:<AWS::Partition>:iam::aws:policy/{name}"
+
+
+def wildcard_resource(arn: str) -> str:
+    """The IAM5 finding for a wildcard resource, in cdk-nag's notation (`<LogicalId.Arn>/uploads/*`)."""
+    return f"Resource::{arn}"
+
+
+# ---- Acknowledgments, with their reasons ------------------------------------------------------
+
+# Every function (the factory in stack.py acknowledges these on each).
+FUNCTION = (
+    Ack(
+        "AwsSolutions-L1",
+        "Pinned to python3.12 on purpose: the dependency layer is built for it (Makefile LAMBDA_PLATFORMS) "
+        "and the container images use the same runtime; moving to a newer one is a tested change of its own.",
+    ),
+    Ack(
+        "HIPAA.Security-LambdaConcurrency",
+        "No reserved concurrency: it would carve the account's pool (new accounts have 10) and cap "
+        "throughput; load is bounded upstream instead (API Gateway throttling and WAF rate limit, the "
+        "queues' consumer batch size, the state machine's analysis concurrency).",
+    ),
+    Ack(
+        "HIPAA.Security-LambdaDLQ",
+        "No function needs a dead-letter queue of its own: the API and the workflow steps are invoked "
+        "synchronously (errors go back to API Gateway or to the state machine's Retry/Catch), dispatch "
+        "reads SQS queues that have their own DLQs, and ingest's failed asynchronous events go to the "
+        "IngestFailures on-failure destination, which keeps the whole event.",
+    ),
+    Ack(
+        "HIPAA.Security-LambdaInsideVPC",
+        "The functions reach only AWS service APIs (S3, SQS, DynamoDB, Step Functions) over TLS with IAM "
+        "authorisation and hold no network-reachable resource; a VPC would add NAT or endpoint cost "
+        "without narrowing who can reach the data.",
+    ),
+)
+# Every function's role (made by StackSecurity.function_role).
+FUNCTION_ROLE = (
+    Ack(
+        "AwsSolutions-IAM5",
+        "X-Ray's PutTraceSegments/PutTelemetryRecords and ECR's GetAuthorizationToken (image functions) "
+        "support no resource-level permissions: AWS requires Resource '*'.",
+        ("Resource::*",),
+    ),
+    Ack(
+        "HIPAA.Security-IAMNoInlinePolicy",
+        "Each role's policy is generated from that one function's grants (infra/access.py) and is attached "
+        "to that role only, created and deleted with it; a managed policy would add a second, shareable "
+        "copy of the same statements.",
+    ),
+)
+PREFIX_WILDCARD = Ack(
+    "AwsSolutions-IAM5",
+    "Object actions are granted on one key prefix of the bucket (uploads/, quarantine/, derived/ or "
+    "work/): the wildcard stands for the object keys under that prefix, which are made per study.",
+)
+EXECUTION_WILDCARD = Ack(
+    "AwsSolutions-IAM5",
+    "Describe/StopExecution on the executions of the one study state machine: execution names are "
+    "made per study attempt, so they can only be named by the machine's prefix.",
+)
+FAILURE_DESTINATION_QUEUE = Ack(
+    "AwsSolutions-SQS3",
+    "IngestFailures is itself a dead-letter store: the on-failure destination of ingest's asynchronous "
+    "invocations; nothing consumes it automatically (a redrive is an operator's act).",
+)
+ACCESS_LOGS_BUCKET = (
+    Ack(
+        "AwsSolutions-S1",
+        "This is the server access logs bucket: logging it to itself would log its own log deliveries.",
+    ),
+    Ack(
+        "HIPAA.Security-S3BucketLoggingEnabled",
+        "This is the server access logs bucket: logging it to itself would log its own log deliveries.",
+    ),
+    Ack(
+        "HIPAA.Security-S3DefaultEncryptionKMS",
+        "S3 delivers server access logs only to buckets encrypted with SSE-S3; the logs hold request "
+        "metadata (keys are opaque study ids), not image data.",
+    ),
+    Ack(
+        "HIPAA.Security-S3BucketReplicationEnabled",
+        "Access logs are kept in-region, versioned, for a year; replicating them is the deployer's call.",
+    ),
+)
+INGEST_BUCKET = Ack(
+    "HIPAA.Security-S3BucketReplicationEnabled",
+    "Replicating patient data to a second region is a data-residency decision for each deployment; the "
+    "bucket is versioned with RETAIN, so a replication rule can be added without replacing it.",
+)
+BACKUP_SERVICE_ROLE_POLICY = Ack(
+    "AwsSolutions-IAM4",
+    "AWS Backup's selection role uses the AWS-maintained AWSBackupServiceRolePolicyForBackup (and "
+    "...ForRestores), which follow the service's needs as it changes.",
+    (managed_policy("service-role/AWSBackupServiceRolePolicyForBackup"),),
+)
+USER_POOL = (
+    Ack(
+        "AwsSolutions-COG2",
+        "MFA is optional so that the CLI password flow works for every user; an administrator can require "
+        "it per user (docs/deploy.md). Tokens are short-lived and every call is tenant-scoped.",
+    ),
+    Ack(
+        "AwsSolutions-COG8",
+        "The Plus feature plan (threat protection) is billed per active user; it is the deployer's choice "
+        "and can be switched on without replacing the pool.",
+    ),
+    Ack(
+        "AwsSolutions-COG3",
+        "Advanced security (threat protection) needs the Plus feature plan: see AwsSolutions-COG8.",
+    ),
+)
+REST_API = (
+    Ack(
+        "AwsSolutions-IAM4",
+        "API Gateway's account-level CloudWatch role uses the AWS-maintained "
+        "AmazonAPIGatewayPushToCloudWatchLogs policy, the one the service documents for execution logs.",
+        (managed_policy("service-role/AmazonAPIGatewayPushToCloudWatchLogs"),),
+    ),
+    Ack(
+        "HIPAA.Security-APIGWCacheEnabledAndEncrypted",
+        "No response cache: responses are per user and tenant and carry short-lived presigned URLs, which "
+        "must never be served from a cache.",
+    ),
+    Ack(
+        "HIPAA.Security-APIGWSSLEnabled",
+        "The backend is a Lambda proxy integration, not an HTTP endpoint, so there is no backend to present "
+        "a client certificate to; clients reach the API over TLS only.",
+    ),
+)
+PUBLIC_METHOD = (
+    Ack(
+        "AwsSolutions-APIG4",
+        "/health, /docs and /openapi.json are public on purpose: health checks and the API's own "
+        "documentation; they read no data.",
+    ),
+    Ack(
+        "AwsSolutions-COG4",
+        "/health, /docs and /openapi.json are public on purpose: health checks and the API's own "
+        "documentation; they read no data.",
+    ),
+)
+STATE_MACHINE_ROLE = (
+    Ack(
+        "AwsSolutions-IAM5",
+        "Step Functions invokes each step's function by ARN and by qualified ARN (`:*`, its versions), "
+        "and its CloudWatch Logs delivery and X-Ray actions support no resource-level permissions "
+        "(Resource '*').",
+    ),
+    FUNCTION_ROLE[1],
+)
+BUCKET_NOTIFICATIONS_HANDLER = (
+    Ack(
+        "AwsSolutions-IAM4",
+        "CDK's own bucket-notifications custom resource (runs at deploy time only) uses the AWS-managed "
+        "AWSLambdaBasicExecutionRole for its logs.",
+        (managed_policy("service-role/AWSLambdaBasicExecutionRole"),),
+    ),
+    Ack(
+        "HIPAA.Security-IAMNoInlinePolicy",
+        "CDK's bucket-notifications custom resource: its one policy allows s3:PutBucketNotification, made "
+        "and deleted with it.",
+    ),
+)

@@ -1,0 +1,245 @@
+"""The stack's keys and the helpers that make a resource compliant: use them for every new one.
+
+- `StackSecurity.data_key` encrypts data at rest (S3, SQS, DynamoDB, backups); `logs_key` encrypts
+  CloudWatch Logs (its key policy lets the logs service use it, and nothing else outside IAM).
+- `StackSecurity.log_group`, `.queue` and `.function_role` build KMS-encrypted log groups with
+  retention, KMS-encrypted TLS-only queues, and Lambda roles with no managed policy.
+- `grant_*` functions grant exactly named actions on named resources (no `s3:Get*`-style action
+  wildcards that CDK's own `grant_*` helpers emit), with the KMS actions to match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import jsii
+from aws_cdk import Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+# CloudWatch Logs accepts only these retention periods (days).
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    2192: logs.RetentionDays.SIX_YEARS,
+    2557: logs.RetentionDays.SEVEN_YEARS,
+    2922: logs.RetentionDays.EIGHT_YEARS,
+    3288: logs.RetentionDays.NINE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
+
+# Exactly what each kind of use needs of a KMS key (no `kms:GenerateDataKey*`-style wildcards).
+KMS_DECRYPT = ("kms:Decrypt",)
+KMS_ENCRYPT_DECRYPT = ("kms:Decrypt", "kms:GenerateDataKey")
+DYNAMODB_KMS_WRITE = ("kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey")
+DYNAMODB_KMS_READ = ("kms:Decrypt", "kms:DescribeKey")
+
+DYNAMODB_READ = (
+    "dynamodb:BatchGetItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+)
+DYNAMODB_WRITE = ("dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
+SQS_SEND = ("sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage")
+
+
+def retention(days: int) -> logs.RetentionDays:
+    if days not in _RETENTION:
+        raise ValueError(f"log retention must be one of {sorted(_RETENTION)} days, not {days}")
+    return _RETENTION[days]
+
+
+class StackSecurity(Construct):
+    """The customer-managed keys (rotated yearly) and the factories that use them."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, log_retention_days: int) -> None:
+        super().__init__(scope, construct_id)
+        self.log_retention = retention(log_retention_days)
+        self.data_key = kms.Key(
+            self,
+            "DataKey",
+            description="voxelpipe: data at rest (S3 objects, SQS messages, DynamoDB items, backups)",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.logs_key = kms.Key(
+            self,
+            "LogsKey",
+            description="voxelpipe: CloudWatch Logs of the functions, the API and the state machine",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        # CloudWatch Logs encrypts with the key itself, for log groups of this account and region only.
+        self.logs_key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal(f"logs.{Aws.REGION}.amazonaws.com")],
+                actions=[
+                    "kms:Decrypt",
+                    "kms:DescribeKey",
+                    "kms:Encrypt",
+                    "kms:GenerateDataKey",
+                    "kms:GenerateDataKeyWithoutPlaintext",
+                    "kms:ReEncryptFrom",
+                    "kms:ReEncryptTo",
+                ],
+                resources=["*"],  # in a key policy, "*" is this key
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": (
+                            f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:*"
+                        )
+                    }
+                },
+            )
+        )
+
+    def log_group(self, scope: Construct, construct_id: str, *, name: str | None = None) -> logs.LogGroup:
+        """A log group encrypted with the logs key, keeping events for the configured retention."""
+        return logs.LogGroup(
+            scope,
+            construct_id,
+            log_group_name=name,
+            encryption_key=self.logs_key,
+            retention=self.log_retention,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def queue(self, scope: Construct, construct_id: str, **kwargs: object) -> sqs.Queue:
+        """A queue encrypted with the data key that refuses requests without TLS."""
+        return sqs.Queue(
+            scope,
+            construct_id,
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.data_key,
+            data_key_reuse=Duration.hours(1),
+            enforce_ssl=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def function_role(self, scope: Construct, construct_id: str, log_group: logs.ILogGroup) -> iam.Role:
+        """A Lambda execution role that may write to its own log group and nothing else yet."""
+        role = iam.Role(scope, construct_id, assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn]
+            )
+        )
+        return role
+
+
+@dataclass(frozen=True)
+class BucketAccess:
+    """Which key prefixes of a bucket a principal may read, write, delete and list."""
+
+    read: Sequence[str] = ()
+    write: Sequence[str] = ()
+    delete: Sequence[str] = ()  # every version too (s3:DeleteObjectVersion)
+    list: Sequence[str] = ()  # list_objects_v2 under these prefixes
+    list_versions: Sequence[str] = ()  # list_object_versions under these prefixes
+
+
+def _objects(bucket: s3.IBucket, prefixes: Iterable[str]) -> list[str]:
+    return [bucket.arn_for_objects(f"{prefix}*") for prefix in prefixes]
+
+
+def grant_bucket(bucket: s3.IBucket, grantee: iam.IGrantable, access: BucketAccess) -> None:
+    """Object actions on the named prefixes only, listing only under them; KMS to match."""
+    statements: list[iam.PolicyStatement] = []
+    if access.read:
+        statements.append(
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=_objects(bucket, access.read))
+        )
+    if access.write:
+        statements.append(
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=_objects(bucket, access.write))
+        )
+    if access.delete:
+        statements.append(
+            iam.PolicyStatement(
+                actions=["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                resources=_objects(bucket, access.delete),
+            )
+        )
+    for action, prefixes in (("s3:ListBucket", access.list), ("s3:ListBucketVersions", access.list_versions)):
+        if prefixes:
+            statements.append(
+                iam.PolicyStatement(
+                    actions=[action],
+                    resources=[bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in prefixes]}},
+                )
+            )
+    for statement in statements:
+        grantee.grant_principal.add_to_principal_policy(statement)
+    if bucket.encryption_key is not None:
+        actions = KMS_ENCRYPT_DECRYPT if access.write else KMS_DECRYPT
+        bucket.encryption_key.grant(grantee, *actions)
+
+
+def grant_table(
+    table: dynamodb.Table, grantee: iam.IGrantable, *, write: bool, indexes: Sequence[str]
+) -> None:
+    """Item actions on the table and its named indexes (no `index/*`); KMS to match."""
+    resources = [table.table_arn, *(f"{table.table_arn}/index/{name}" for name in indexes)]
+    actions = [*DYNAMODB_READ, *(DYNAMODB_WRITE if write else ())]
+    grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=resources))
+    if table.encryption_key is not None:
+        table.encryption_key.grant(grantee, *(DYNAMODB_KMS_WRITE if write else DYNAMODB_KMS_READ))
+
+
+def grant_queue_send(queue: sqs.IQueue, grantee: iam.IGrantable) -> None:
+    grantee.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(actions=list(SQS_SEND), resources=[queue.queue_arn])
+    )
+    if queue.encryption_master_key is not None:
+        queue.encryption_master_key.grant(grantee, *KMS_ENCRYPT_DECRYPT)
+
+
+@jsii.implements(lambda_.IDestination)
+class QueueFailureDestination:
+    """An async-invoke on-failure destination granted exactly `grant_queue_send`.
+
+    (CDK's SqsDestination grants `kms:GenerateDataKey*`/`kms:ReEncrypt*` wildcards.)
+    """
+
+    def __init__(self, queue: sqs.IQueue) -> None:
+        self.queue = queue
+
+    def bind(
+        self, scope: Construct, fn: lambda_.IFunction, *, type: lambda_.DestinationType
+    ) -> lambda_.DestinationConfig:
+        grant_queue_send(self.queue, fn)
+        return lambda_.DestinationConfig(destination=self.queue.queue_arn)
+
+
+def logical_id(construct: Construct) -> str:
+    """The template's logical id of a construct's CloudFormation resource (for nag `appliesTo`)."""
+    child = construct.node.default_child
+    resource = child if child is not None else construct
+    stack = Stack.of(construct)
+    return str(stack.resolve(stack.get_logical_id(resource)))  # type: ignore[arg-type]
