@@ -23,9 +23,13 @@ DEPENDENCY_LAYER_DIR = ROOT / "build" / "layers" / "deps"
 
 
 def build_app(
-    *, dependency_layer_dir: Path, outdir: str | None = None, env: Environment | None = None
+    *,
+    dependency_layer_dir: Path,
+    outdir: str | None = None,
+    env: Environment | None = None,
+    context: dict[str, Any] | None = None,
 ) -> tuple[App, VoxelpipeStack]:
-    app = App(outdir=outdir, context=dict(FEATURE_FLAGS))
+    app = App(outdir=outdir, context={**FEATURE_FLAGS, **(context or {})})
     # cdk-nag's packs check every synthesis: an unacknowledged finding fails app.synth().
     add_nag_checks(app)
     stack = VoxelpipeStack(app, STACK_NAME, dependency_layer_dir=dependency_layer_dir, env=env)
