@@ -10,7 +10,7 @@ LAYER_DIR := build/layers/deps
 # The python3.12 Lambda runtime is Amazon Linux 2023 (glibc 2.34): manylinux_2_28 wheels run there.
 LAMBDA_PLATFORMS := manylinux2014_x86_64 manylinux_2_28_x86_64 manylinux_2_34_x86_64
 
-.PHONY: setup demo test lint typecheck unit integration e2e layers synth bench clean
+.PHONY: setup demo test lint typecheck unit integration e2e compliance layers synth bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ integration: setup
 	$(BIN)/pytest tests/integration
 e2e: setup
 	$(BIN)/pytest tests/e2e
+# cdk-nag (AwsSolutions + HIPAA Security, during synthesis), cfn-lint, and the security assertions;
+# `make test` runs them too.
+compliance: setup
+	$(BIN)/pytest tests/integration/test_compliance.py tests/integration/test_hardening.py
 
 # The Lambda dependency layer: exactly pyproject's dependencies, as wheels for the Lambda runtime.
 layers: $(LAYER_DIR)/python

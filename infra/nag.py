@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aws_cdk import Acknowledgment, Stage, Validations
+from aws_cdk import Acknowledgment, Stack, Stage, Token, Validations
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks
 from constructs import IConstruct
 
@@ -55,6 +55,15 @@ def acknowledge(scope: IConstruct, *acks: Ack, applies_to: Sequence[str] = ()) -
 def managed_policy(name: str) -> str:
     """The IAM4 finding for an AWS managed policy (`service-role/AWSBackupServiceRolePolicyForBackup`)."""
     return f"Policy::arn:<AWS::Partition>:iam::aws:policy/{name}"
+
+
+def region_of(stack: Stack) -> str:
+    """The stack's region as cdk-nag writes it in a finding: literal, or `<AWS::Region>`."""
+    return "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region
+
+
+def account_of(stack: Stack) -> str:
+    return "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account
 
 
 def wildcard_resource(arn: str) -> str:
@@ -218,4 +227,30 @@ BUCKET_NOTIFICATIONS_HANDLER = (
         "CDK's bucket-notifications custom resource: its one policy allows s3:PutBucketNotification, made "
         "and deleted with it.",
     ),
+)
+
+# The deploy pipeline (infra/pipeline.py).
+ARTIFACT_BUCKET = Ack(
+    "HIPAA.Security-S3BucketReplicationEnabled",
+    "Pipeline artifacts are rebuilt from the repository on every run and expire after 30 days; "
+    "replicating them to another region would protect nothing that cannot be rebuilt.",
+)
+PIPELINE_GENERATED_ROLES = (
+    Ack(
+        "AwsSolutions-IAM5",
+        "CDK Pipelines' own roles (pipeline, source, synth, self-mutation, asset publishing): their "
+        "grants on the artifact bucket and key use CDK's action groups (s3:GetObject*, kms:GenerateDataKey* "
+        "...) on that one bucket and key; CodeBuild log groups and report groups are named per project "
+        "with a run suffix; self-mutation assumes the CDK bootstrap roles (role/cdk-*) of the target "
+        "accounts; CodeBuild's ECR login and X-Ray support no resource-level permissions.",
+    ),
+    Ack(
+        "HIPAA.Security-IAMNoInlinePolicy",
+        "CDK Pipelines generates one policy per role of its own, created and deleted with that role.",
+    ),
+)
+PIPELINE_PROJECTS = Ack(
+    "HIPAA.Security-CodeBuildProjectSourceRepoUrl",
+    "The projects take their source from CodePipeline artifacts, fetched through the CodeConnections "
+    "connection: no repository URL, and so no credentials in one, is configured on any project.",
 )

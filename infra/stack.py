@@ -327,7 +327,7 @@ class VoxelpipeStack(Stack):
                 nag.EXECUTION_WILDCARD,
                 applies_to=[
                     nag.wildcard_resource(
-                        "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+                        f"arn:<AWS::Partition>:states:{nag.region_of(self)}:{nag.account_of(self)}:execution:"
                         f"<{logical_id(machine)}.Name>:*"
                     )
                 ],

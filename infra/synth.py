@@ -10,9 +10,10 @@ from typing import Any
 from aws_cdk import App, Environment
 
 from infra.nag import add_nag_checks
+from infra.pipeline import PIPELINE_CONTEXT, PIPELINE_STACK_NAME, STACK_NAME, PipelineConfig, PipelineStack
 from infra.stack import ROOT, VoxelpipeStack
 
-STACK_NAME = "Voxelpipe"
+CDK_JSON = ROOT / "cdk.json"
 # Feature flags the stack relies on (cdk.json repeats them for the cdk CLI).
 FEATURE_FLAGS = {
     # Server access logs are delivered under a bucket policy, not the legacy LogDeliveryWrite ACL.
@@ -29,11 +30,24 @@ def build_app(
     env: Environment | None = None,
     context: dict[str, Any] | None = None,
 ) -> tuple[App, VoxelpipeStack]:
-    app = App(outdir=outdir, context={**FEATURE_FLAGS, **(context or {})})
+    """The app: the standalone stack, and the deploy pipeline when its context names a connection.
+
+    Context: the flags above, then cdk.json's (so `python app.py` sees what `cdk synth` does), then
+    `context`; the cdk CLI's own (`-c`, CDK_CONTEXT_JSON) overrides all of them.
+    """
+    app = App(outdir=outdir, context={**FEATURE_FLAGS, **cdk_json_context(), **(context or {})})
     # cdk-nag's packs check every synthesis: an unacknowledged finding fails app.synth().
     add_nag_checks(app)
     stack = VoxelpipeStack(app, STACK_NAME, dependency_layer_dir=dependency_layer_dir, env=env)
+    pipeline = PipelineConfig.from_context(app.node.try_get_context(PIPELINE_CONTEXT))
+    if pipeline is not None:
+        PipelineStack(app, PIPELINE_STACK_NAME, config=pipeline, dependency_layer_dir=dependency_layer_dir)
     return app, stack
+
+
+def cdk_json_context() -> dict[str, Any]:
+    context: dict[str, Any] = json.loads(CDK_JSON.read_text()).get("context", {})
+    return context
 
 
 def synthesize_template() -> dict[str, Any]:

@@ -20,8 +20,10 @@ _SOURCES = ("infra", "functions", "layers/voxelpipe/python/voxelpipe")
 
 def sources_digest() -> str:
     digest = hashlib.sha256()
-    for package in ("aws-cdk-lib", "constructs"):
+    for package in ("aws-cdk-lib", "constructs", "cdk-nag"):
         digest.update(f"{package}=={metadata.version(package)}\n".encode())
+    # cdk.json's context shapes the template too (retention, transition days, ...).
+    digest.update((ROOT / "cdk.json").read_bytes())
     for top in _SOURCES:
         for path in sorted((ROOT / top).rglob("*.py")):
             digest.update(str(path.relative_to(ROOT)).encode())

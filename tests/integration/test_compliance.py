@@ -8,6 +8,7 @@ gate does fail on a non-compliant resource, and that cfn-lint finds no errors in
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,33 +18,66 @@ from aws_cdk import aws_s3 as s3
 from cfnlint.api import ManualArgs, lint
 
 from infra import nag
-from infra.settings import DERIVED_TRANSITION_DAYS
+from infra.pipeline import PIPELINE_CONTEXT, PIPELINE_STACK_NAME, STACK_NAME, PipelineConfig, PipelineStack
+from infra.settings import DERIVED_TRANSITION_DAYS, GPU_MAX_VCPUS
 from infra.synth import build_app
 
 # A context value other than the default, to show the derived/ transition follows it.
 TRANSITION_DAYS = 45
 
 
+# A pipeline to two accounts, so that the pipeline stack and both stages are checked too.
+PIPELINE = {
+    "connectionArn": "arn:aws:codeconnections:eu-west-1:111111111111:connection/0f1e2d3c-aaaa-bbbb-cccc-1234",
+    "repository": "example-org/voxelpipe",
+    "branch": "main",
+    "stages": {
+        "dev": {"account": "111111111111", "region": "eu-west-1", "context": {GPU_MAX_VCPUS: 8}},
+        "prod": {"account": "222222222222", "region": "eu-west-1", "context": {GPU_MAX_VCPUS: 64}},
+    },
+}
+
+
+@dataclass
+class Synthesized:
+    report: dict[str, Any]
+    templates: dict[str, dict[str, Any]]  # path of the template under cdk.out -> template
+    pipeline: PipelineStack
+
+
 @pytest.fixture(scope="module")
-def synthesized(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(validation report, template) of one synthesis with the packs, and a context override."""
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """One synthesis with the packs: the stack, and the pipeline with its dev and prod stages."""
     tmp = tmp_path_factory.mktemp("compliance")
     (tmp / "deps" / "python").mkdir(parents=True)
-    app, stack = build_app(
+    app, _ = build_app(
         dependency_layer_dir=tmp / "deps",
         outdir=str(tmp / "cdk.out"),
-        context={DERIVED_TRANSITION_DAYS: TRANSITION_DAYS},
+        context={DERIVED_TRANSITION_DAYS: TRANSITION_DAYS, PIPELINE_CONTEXT: PIPELINE},
     )
     assembly = app.synth()  # raises on any unacknowledged finding
-    report = json.loads((Path(assembly.directory) / "validation-report.json").read_text())
-    template = json.loads(json.dumps(assembly.get_stack_by_name(stack.stack_name).template))
-    return report, template
+    out = Path(assembly.directory)
+    report = json.loads((out / "validation-report.json").read_text())
+    templates = {
+        str(path.relative_to(out)): json.loads(path.read_text()) for path in out.rglob("*.template.json")
+    }
+    pipeline = app.node.find_child(PIPELINE_STACK_NAME)
+    assert isinstance(pipeline, PipelineStack)
+    return Synthesized(report, templates, pipeline)
+
+
+def test_the_app_holds_the_stack_and_the_pipeline_with_its_stages(synthesized: Synthesized):
+    names = sorted(synthesized.templates)
+    assert len(names) == 4
+    assert {f"{STACK_NAME}.template.json", f"{PIPELINE_STACK_NAME}.template.json"} <= set(names)
+    for stage in ("Dev", "Prod"):
+        assert sum(name.startswith(f"assembly-{PIPELINE_STACK_NAME}-{stage}/") for name in names) == 1
 
 
 def test_both_packs_ran_and_left_no_unacknowledged_finding(
-    synthesized: tuple[dict[str, Any], dict[str, Any]],
+    synthesized: Synthesized,
 ):
-    report, _ = synthesized
+    report = synthesized.report
     plugins = {r["pluginName"]: r for r in report["pluginReports"]}
     assert set(plugins) == {nag.AWS_SOLUTIONS, nag.HIPAA}
     for name, plugin in plugins.items():
@@ -51,10 +85,8 @@ def test_both_packs_ran_and_left_no_unacknowledged_finding(
         assert plugin["violations"] == [], name  # warnings too
 
 
-def test_context_sets_when_derived_data_moves_to_a_colder_class(
-    synthesized: tuple[dict[str, Any], dict[str, Any]],
-):
-    _, template = synthesized
+def test_context_sets_when_derived_data_moves_to_a_colder_class(synthesized: Synthesized):
+    template = synthesized.templates[f"{STACK_NAME}.template.json"]
     rules = [
         rule
         for r in template["Resources"].values()
@@ -117,9 +149,9 @@ def _lint_errors(template: dict[str, Any]) -> list[str]:
     return [f"{m.rule.id} {m.message}" for m in matches if m.rule.id.startswith("E")]
 
 
-def test_cfn_lint_finds_no_errors_in_the_stack(synthesized: tuple[dict[str, Any], dict[str, Any]]):
-    _, template = synthesized
-    assert _lint_errors(template) == []
+def test_cfn_lint_finds_no_errors_in_any_template(synthesized: Synthesized):
+    for name, template in synthesized.templates.items():
+        assert _lint_errors(template) == [], name
 
 
 def test_cfn_lint_does_report_errors():
@@ -127,3 +159,51 @@ def test_cfn_lint_does_report_errors():
         "Resources": {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {"VisibilityTimeout": "soon"}}}
     }
     assert _lint_errors(broken)
+
+
+def _pipeline_template(synthesized: Synthesized) -> dict[str, Any]:
+    return synthesized.templates[f"{PIPELINE_STACK_NAME}.template.json"]
+
+
+def test_the_pipeline_builds_from_the_connection_tests_and_gates_prod(synthesized: Synthesized):
+    template = _pipeline_template(synthesized)
+    (pipeline,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::CodePipeline::Pipeline"]
+    stages = {stage["Name"]: stage["Actions"] for stage in pipeline["Properties"]["Stages"]}
+    order = list(stages)
+    assert order[0] == "Source" and order[-2:] == ["Dev", "Prod"]
+    (source,) = stages["Source"]
+    assert source["ActionTypeId"]["Provider"] == "CodeStarSourceConnection"
+    assert source["Configuration"]["ConnectionArn"] == PIPELINE["connectionArn"]
+    assert source["Configuration"]["FullRepositoryId"] == PIPELINE["repository"]
+    assert source["Configuration"]["BranchName"] == PIPELINE["branch"]
+    first_prod = min(stages["Prod"], key=lambda action: action["RunOrder"])
+    assert first_prod["ActionTypeId"]["Category"] == "Approval"
+    assert all(action["ActionTypeId"]["Category"] != "Approval" for action in stages["Dev"])
+    # The synth step runs the tests before it synthesizes.
+    buildspecs = [
+        json.loads(r["Properties"]["Source"]["BuildSpec"])
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::CodeBuild::Project"
+        and "make test" in r["Properties"]["Source"].get("BuildSpec", "")
+    ]
+    (commands,) = [spec["phases"]["build"]["commands"] for spec in buildspecs]
+    assert commands.index("make test") < commands.index("npx cdk synth")
+
+
+def test_each_stage_deploys_where_its_context_says_with_its_own_settings(synthesized: Synthesized):
+    pipeline = synthesized.pipeline
+    for stage, config in (
+        (pipeline.dev, PIPELINE["stages"]["dev"]),
+        (pipeline.prod, PIPELINE["stages"]["prod"]),
+    ):
+        assert (stage.stack.account, stage.stack.region) == (config["account"], config["region"])
+        assert stage.stack.settings.gpu_max_vcpus == config["context"][GPU_MAX_VCPUS]
+
+
+def test_pipeline_settings_are_checked():
+    assert PipelineConfig.from_context({"connectionArn": ""}) is None  # no connection: no pipeline
+    with pytest.raises(ValueError, match="lacks stages"):
+        PipelineConfig.from_context({**PIPELINE, "stages": {}})
+    other_region = {"account": "222222222222", "region": "us-east-1"}
+    with pytest.raises(ValueError, match="pipeline's region"):
+        PipelineConfig.from_context({**PIPELINE, "stages": {**PIPELINE["stages"], "prod": other_region}})
