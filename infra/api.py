@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from aws_cdk import ArnFormat, Aws, Fn, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Aws, CfnOutput, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_lambda as lambda_
@@ -75,6 +75,9 @@ class StudyApi(Construct):
             .with_standard_attributes(email=True)
             .with_custom_attributes("tenant"),
         )
+        # What an operator needs to create users and get tokens (docs/deploy.md).
+        CfnOutput(self, "UserPoolId", value=self.user_pool.user_pool_id)
+        CfnOutput(self, "UserPoolClientId", value=self.client.user_pool_client_id)
         authorizer = apigw.CognitoUserPoolsAuthorizer(self, "Authorizer", cognito_user_pools=[self.user_pool])
         # Every method needs a signed-in user, but for the public paths below.
         self.rest_api = apigw.LambdaRestApi(
