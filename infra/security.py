@@ -2,8 +2,9 @@
 
 - `StackSecurity.data_key` encrypts data at rest (S3, SQS, DynamoDB, backups); `logs_key` encrypts
   CloudWatch Logs (its key policy lets the logs service use it, and nothing else outside IAM).
-- `StackSecurity.log_group`, `.queue` and `.function_role` build KMS-encrypted log groups with
-  retention, KMS-encrypted TLS-only queues, and Lambda roles with no managed policy.
+- `StackSecurity.log_group`, `.queue`, `.topic` and `.function_role` build KMS-encrypted log groups
+  with retention, KMS-encrypted TLS-only queues and topics (alarms may publish to them), and Lambda
+  roles with no managed policy.
 - `grant_*` functions grant exactly named actions on named resources (no `s3:Get*`-style action
   wildcards that CDK's own `grant_*` helpers emit), with the KMS actions to match.
 """
@@ -21,6 +22,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -80,6 +82,7 @@ class StackSecurity(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, log_retention_days: int) -> None:
         super().__init__(scope, construct_id)
         self.log_retention = retention(log_retention_days)
+        self._alarms_may_use_data_key = False
         self.data_key = kms.Key(
             self,
             "DataKey",
@@ -140,6 +143,22 @@ class StackSecurity(Construct):
             enforce_ssl=True,
             **kwargs,  # type: ignore[arg-type]
         )
+
+    def topic(self, scope: Construct, construct_id: str, **kwargs: object) -> sns.Topic:
+        """A TLS-only topic encrypted with the data key, which CloudWatch alarms may publish to."""
+        topic = sns.Topic(scope, construct_id, master_key=self.data_key, enforce_ssl=True, **kwargs)  # type: ignore[arg-type]
+        if not self._alarms_may_use_data_key:
+            # Alarms publish through SNS, which needs the key on CloudWatch's behalf.
+            self.data_key.add_to_resource_policy(
+                iam.PolicyStatement(
+                    principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                    resources=["*"],  # in a key policy, "*" is this key
+                    conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
+                )
+            )
+            self._alarms_may_use_data_key = True
+        return topic
 
     def function_role(self, scope: Construct, construct_id: str, log_group: logs.ILogGroup) -> iam.Role:
         """A Lambda execution role that may write to its own log group and nothing else yet."""

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from aws_cdk import App, Stack
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
 from cfnlint.api import ManualArgs, lint
 
 from infra import nag
 from infra.pipeline import PIPELINE_CONTEXT, PIPELINE_STACK_NAME, STACK_NAME, PipelineConfig, PipelineStack
+from infra.security import StackSecurity
 from infra.settings import DERIVED_TRANSITION_DAYS, GPU_MAX_VCPUS
 from infra.synth import build_app
 
@@ -207,3 +209,18 @@ def test_pipeline_settings_are_checked():
     other_region = {"account": "222222222222", "region": "us-east-1"}
     with pytest.raises(ValueError, match="pipeline's region"):
         PipelineConfig.from_context({**PIPELINE, "stages": {**PIPELINE["stages"], "prod": other_region}})
+
+
+def test_the_security_factories_make_resources_the_packs_accept(tmp_path: Path):
+    """What another construct gets from infra/security.py passes both packs without acknowledgment."""
+    app = App(outdir=str(tmp_path))
+    nag.add_nag_checks(app)
+    stack = Stack(app, "Throwaway")
+    security = StackSecurity(stack, "Security", log_retention_days=30)
+    dead_letters = security.queue(stack, "DeadLetters")
+    security.queue(
+        stack, "Work", dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=3, queue=dead_letters)
+    )
+    security.topic(stack, "Alarms")
+    security.log_group(stack, "Logs")
+    app.synth()  # raises on any finding
