@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_cdk import App, Stack
+from aws_cdk import App, Stack, Validations
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from cfnlint.api import ManualArgs, lint
 
 from infra import nag
 from infra.pipeline import PIPELINE_CONTEXT, PIPELINE_STACK_NAME, STACK_NAME, PipelineConfig, PipelineStack
-from infra.security import StackSecurity
-from infra.settings import DERIVED_TRANSITION_DAYS, GPU_MAX_VCPUS
+from infra.security import StackSecurity, retention
+from infra.settings import DERIVED_TRANSITION_DAYS, GPU_INSTANCE_TYPES, GPU_MAX_VCPUS, StackSettings
 from infra.synth import build_app
 
 # A context value other than the default, to show the derived/ transition follows it.
@@ -224,3 +224,30 @@ def test_the_security_factories_make_resources_the_packs_accept(tmp_path: Path):
     security.topic(stack, "Alarms")
     security.log_group(stack, "Logs")
     app.synth()  # raises on any finding
+
+
+def test_every_acknowledgment_in_the_app_names_its_wildcard_and_gives_a_reason(synthesized: Synthesized):
+    """As attached (not only as declared): IAM4/IAM5 acknowledgments always name their finding."""
+    acknowledged: dict[str, str] = {}
+    for construct in synthesized.pipeline.node.root.node.find_all():
+        for entry in construct.node.metadata:
+            if entry.type == Validations.ACKNOWLEDGED_RULES_METADATA_KEY:
+                acknowledged.update(entry.data)
+    assert acknowledged
+    for rule_id, reason in acknowledged.items():
+        if "-IAM4" in rule_id or "-IAM5" in rule_id:
+            assert rule_id.endswith("]") and "[" in rule_id, rule_id
+        assert len(reason.split()) >= 8, rule_id
+    assert "AwsSolutions::AwsSolutions-IAM5[Resource::*]" in acknowledged
+
+
+def test_settings_refuse_values_aws_would_refuse():
+    with pytest.raises(ValueError, match="log retention"):
+        retention(10)
+    app = App(context={GPU_INSTANCE_TYPES: "g5.xlarge, g6.xlarge", DERIVED_TRANSITION_DAYS: "30"})
+    settings = StackSettings.from_context(app.node)
+    assert (
+        settings.gpu_instance_types == ("g5.xlarge", "g6.xlarge") and settings.derived_transition_days == 30
+    )
+    with pytest.raises(ValueError, match="invalid deployment settings"):
+        StackSettings.from_context(App(context={DERIVED_TRANSITION_DAYS: 0}).node)
