@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from enum import Enum
 
-from infra.security import BucketAccess
+from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_stepfunctions as sfn
+
+from infra import nag
+from infra.security import BucketAccess, logical_id
 from voxelpipe.wiring import (
     API,
     DISPATCH,
@@ -71,3 +77,37 @@ STATE_MACHINE_ACCESS: dict[str, ExecutionAccess] = {
     DISPATCH.name: ExecutionAccess.START,
     API.name: ExecutionAccess.STOP,  # deleting a study stops its running execution
 }
+
+
+def grant_executions(machine: sfn.StateMachine, function: lambda_.Function, spec_name: str) -> None:
+    """What STATE_MACHINE_ACCESS says `spec_name` may do with the state machine's executions."""
+    access = STATE_MACHINE_ACCESS.get(spec_name)
+    if access is ExecutionAccess.START:
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=["states:StartExecution"], resources=[machine.state_machine_arn])
+        )
+    elif access is ExecutionAccess.STOP:
+        stack = Stack.of(machine)
+        executions = stack.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{machine.state_machine_name}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["states:DescribeExecution", "states:StopExecution"], resources=[executions]
+            )
+        )
+        nag.acknowledge(
+            function.role or function,
+            nag.EXECUTION_WILDCARD,
+            applies_to=[
+                nag.wildcard_resource(
+                    f"arn:<AWS::Partition>:states:{nag.region_of(stack)}:{nag.account_of(stack)}:execution:"
+                    f"<{logical_id(machine)}.Name>:*"
+                )
+            ],
+        )
+    else:
+        raise KeyError(f"{spec_name} is told of the state machine: declare its access in infra/access.py")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import jsii
 from aws_cdk import Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_backup as backup
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -25,6 +26,8 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+
+from infra import nag
 
 # CloudWatch Logs accepts only these retention periods (days).
 _RETENTION = {
@@ -51,6 +54,10 @@ _RETENTION = {
     3288: logs.RetentionDays.NINE_YEARS,
     3653: logs.RetentionDays.TEN_YEARS,
 }
+
+# Server access logs are kept this long; their overwritten versions, a week.
+ACCESS_LOG_DAYS = 365
+NONCURRENT_LOG_DAYS = 7
 
 # Exactly what each kind of use needs of a KMS key (no `kms:GenerateDataKey*`-style wildcards).
 KMS_DECRYPT = ("kms:Decrypt",)
@@ -160,6 +167,40 @@ class StackSecurity(Construct):
             self._alarms_may_use_data_key = True
         return topic
 
+    def access_logs_bucket(self, scope: Construct, construct_id: str) -> s3.Bucket:
+        """A private, TLS-only, versioned bucket for S3 server access logs, which expire.
+
+        S3 delivers access logs only to a bucket with SSE-S3 default encryption (acknowledged).
+        """
+        bucket = s3.Bucket(
+            scope,
+            construct_id,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                s3.LifecycleRule(expiration=Duration.days(ACCESS_LOG_DAYS)),
+                s3.LifecycleRule(noncurrent_version_expiration=Duration.days(NONCURRENT_LOG_DAYS)),
+            ],
+        )
+        nag.acknowledge(bucket, *nag.ACCESS_LOGS_BUCKET)
+        return bucket
+
+    def back_up_tables(self, scope: Construct, tables: Sequence[dynamodb.ITable]) -> backup.BackupPlan:
+        """A daily AWS Backup plan (35 days) of `tables`, in a vault encrypted with the data key."""
+        vault = backup.BackupVault(
+            scope, "BackupVault", encryption_key=self.data_key, removal_policy=RemovalPolicy.RETAIN
+        )
+        plan = backup.BackupPlan.daily35_day_retention(scope, "BackupPlan", vault)
+        selection = plan.add_selection(
+            "Tables", resources=[backup.BackupResource.from_dynamo_db_table(table) for table in tables]
+        )
+        nag.acknowledge(selection, nag.BACKUP_SERVICE_ROLE_POLICY)
+        return plan
+
     def function_role(self, scope: Construct, construct_id: str, log_group: logs.ILogGroup) -> iam.Role:
         """A Lambda execution role that may write to its own log group and nothing else yet."""
         role = iam.Role(scope, construct_id, assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
@@ -168,6 +209,7 @@ class StackSecurity(Construct):
                 actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn]
             )
         )
+        nag.acknowledge(role, *nag.FUNCTION_ROLE)
         return role
 
 
@@ -187,7 +229,10 @@ def _objects(bucket: s3.IBucket, prefixes: Iterable[str]) -> list[str]:
 
 
 def grant_bucket(bucket: s3.IBucket, grantee: iam.IGrantable, access: BucketAccess) -> None:
-    """Object actions on the named prefixes only, listing only under them; KMS to match."""
+    """Object actions on the named prefixes only, listing only under them; KMS to match.
+
+    The `{prefix}*` object resources are acknowledged (nag.PREFIX_WILDCARD) on the grantee's role.
+    """
     statements: list[iam.PolicyStatement] = []
     if access.read:
         statements.append(
@@ -215,6 +260,14 @@ def grant_bucket(bucket: s3.IBucket, grantee: iam.IGrantable, access: BucketAcce
             )
     for statement in statements:
         grantee.grant_principal.add_to_principal_policy(statement)
+    prefixes = sorted({*access.read, *access.write, *access.delete})
+    if prefixes and isinstance(grantee.grant_principal, Construct):
+        arn = f"<{logical_id(bucket)}.Arn>" if isinstance(bucket, Construct) else bucket.bucket_arn
+        nag.acknowledge(
+            grantee.grant_principal,
+            nag.PREFIX_WILDCARD,
+            applies_to=[nag.wildcard_resource(f"{arn}/{prefix}*") for prefix in prefixes],
+        )
     if bucket.encryption_key is not None:
         actions = KMS_ENCRYPT_DECRYPT if access.write else KMS_DECRYPT
         bucket.encryption_key.grant(grantee, *actions)

@@ -5,10 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, Tags
-from aws_cdk import aws_backup as backup
-from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_iam as iam
+from aws_cdk import Duration, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
@@ -17,10 +14,9 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import nag
-from infra.access import BUCKET_ACCESS, READ_ONLY_TABLES, STATE_MACHINE_ACCESS, ExecutionAccess
+from infra.access import BUCKET_ACCESS, READ_ONLY_TABLES, grant_executions
 from infra.api import StudyApi
 from infra.security import (
-    BucketAccess,
     QueueFailureDestination,
     StackSecurity,
     grant_bucket,
@@ -54,8 +50,6 @@ QUARANTINE_DAYS = 30
 WORK_DAYS = 7
 # Presigned multipart uploads left unfinished are aborted (and their parts removed) after this.
 INCOMPLETE_UPLOAD_DAYS = 2
-# Server access logs are kept this long.
-ACCESS_LOG_DAYS = 365
 # Powertools settings shared by every function.
 POWERTOOLS_ENV = {
     "POWERTOOLS_SERVICE_NAME": "voxelpipe",
@@ -106,7 +100,7 @@ class VoxelpipeStack(Stack):
             bucket_key_enabled=True,
             enforce_ssl=True,
             versioned=True,
-            server_access_logs_bucket=self._access_logs_bucket(),
+            server_access_logs_bucket=self.security.access_logs_bucket(self, "AccessLogsBucket"),
             server_access_logs_prefix=f"{Resource.BUCKET}/",
             removal_policy=RemovalPolicy.RETAIN,
             lifecycle_rules=[
@@ -144,7 +138,7 @@ class VoxelpipeStack(Stack):
             ]
             for var, model in STATUS_MODELS.items()
         }
-        self._backup(list(tables.values()))
+        self.security.back_up_tables(self, list(tables.values()))
         layers = [
             lambda_.LayerVersion(
                 self,
@@ -187,7 +181,6 @@ class VoxelpipeStack(Stack):
                             f"{spec.name} is told of the bucket: declare its access in infra/access.py"
                         )
                     grant_bucket(bucket, function, BUCKET_ACCESS[spec.name])
-                    self._acknowledge_prefixes(function, bucket, BUCKET_ACCESS[spec.name])
                 elif resource in queues:
                     function.add_environment(var, queues[resource].queue_url)
                     grant_queue_send(queues[resource], function)
@@ -220,7 +213,7 @@ class VoxelpipeStack(Stack):
                 functions[spec.name].add_environment(
                     EnvVar.STATE_MACHINE_ARN, workflow.state_machine.state_machine_arn
                 )
-                self._grant_executions(functions[spec.name], spec, workflow)
+                grant_executions(workflow.state_machine, functions[spec.name], spec.name)
 
         bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
@@ -249,35 +242,6 @@ class VoxelpipeStack(Stack):
         self.functions = functions
         self.state_machine = workflow.state_machine
 
-    def _access_logs_bucket(self) -> s3.Bucket:
-        # S3 delivers server access logs only to a bucket with SSE-S3 default encryption.
-        logs_bucket = s3.Bucket(
-            self,
-            "AccessLogsBucket",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            versioned=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            removal_policy=RemovalPolicy.RETAIN,
-            lifecycle_rules=[
-                s3.LifecycleRule(expiration=Duration.days(ACCESS_LOG_DAYS)),
-                s3.LifecycleRule(noncurrent_version_expiration=Duration.days(WORK_DAYS)),
-            ],
-        )
-        nag.acknowledge(logs_bucket, *nag.ACCESS_LOGS_BUCKET)
-        return logs_bucket
-
-    def _backup(self, tables: list[dynamodb.Table]) -> None:
-        vault = backup.BackupVault(
-            self, "BackupVault", encryption_key=self.security.data_key, removal_policy=RemovalPolicy.RETAIN
-        )
-        plan = backup.BackupPlan.daily35_day_retention(self, "BackupPlan", vault)
-        selection = plan.add_selection(
-            "Tables", resources=[backup.BackupResource.from_dynamo_db_table(table) for table in tables]
-        )
-        nag.acknowledge(selection, nag.BACKUP_SERVICE_ROLE_POLICY)
-
     def _work_queue(self, resource: Resource) -> sqs.Queue:
         dead_letters = self.security.queue(self, f"{resource}DeadLetters", retention_period=Duration.days(14))
         return self.security.queue(
@@ -289,57 +253,10 @@ class VoxelpipeStack(Stack):
             ),
         )
 
-    def _acknowledge_prefixes(
-        self, function: lambda_.Function, bucket: s3.Bucket, access: BucketAccess
-    ) -> None:
-        # Object actions are granted on `{prefix}*`: the wildcard is the key space under a prefix.
-        arn = f"<{logical_id(bucket)}.Arn>"
-        prefixes = sorted({*access.read, *access.write, *access.delete})
-        nag.acknowledge(
-            function.role or function,
-            nag.PREFIX_WILDCARD,
-            applies_to=[nag.wildcard_resource(f"{arn}/{prefix}*") for prefix in prefixes],
-        )
-
-    def _grant_executions(
-        self, function: lambda_.Function, spec: FunctionSpec, workflow: StudyWorkflow
-    ) -> None:
-        machine = workflow.state_machine
-        access = STATE_MACHINE_ACCESS.get(spec.name)
-        if access is ExecutionAccess.START:
-            function.add_to_role_policy(
-                iam.PolicyStatement(actions=["states:StartExecution"], resources=[machine.state_machine_arn])
-            )
-        elif access is ExecutionAccess.STOP:
-            executions = self.format_arn(
-                service="states",
-                resource="execution",
-                resource_name=f"{machine.state_machine_name}:*",
-                arn_format=ArnFormat.COLON_RESOURCE_NAME,
-            )
-            function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["states:DescribeExecution", "states:StopExecution"], resources=[executions]
-                )
-            )
-            nag.acknowledge(
-                function.role or function,
-                nag.EXECUTION_WILDCARD,
-                applies_to=[
-                    nag.wildcard_resource(
-                        f"arn:<AWS::Partition>:states:{nag.region_of(self)}:{nag.account_of(self)}:execution:"
-                        f"<{logical_id(machine)}.Name>:*"
-                    )
-                ],
-            )
-        else:
-            raise KeyError(f"{spec.name} is told of the state machine: declare its access in infra/access.py")
-
     def _function(self, spec: FunctionSpec, layers: list[lambda_.LayerVersion]) -> lambda_.Function:
         """A function with its own KMS-encrypted log group and a role with no managed policy."""
         log_group = self.security.log_group(self, f"{spec.construct_id}Logs")
         role = self.security.function_role(self, f"{spec.construct_id}Role", log_group)
-        nag.acknowledge(role, *nag.FUNCTION_ROLE)
         common: dict[str, Any] = {
             "role": role,
             "log_group": log_group,
