@@ -19,7 +19,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra import nag
-from infra.security import logical_id
+from infra.security import access_logs_bucket, logical_id
 from infra.stack import VoxelpipeStack
 
 PIPELINE_CONTEXT = "voxelpipe:pipeline"
@@ -182,18 +182,7 @@ class PipelineStack(Stack):
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.DESTROY,
         )
-        logs = s3.Bucket(
-            self,
-            "ArtifactAccessLogs",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            versioned=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
-            removal_policy=RemovalPolicy.RETAIN,
-        )
-        nag.acknowledge(logs, *nag.ACCESS_LOGS_BUCKET)
+        logs = access_logs_bucket(self, "ArtifactAccessLogs")
         bucket = s3.Bucket(
             self,
             "Artifacts",

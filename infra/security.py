@@ -5,6 +5,7 @@
 - `StackSecurity.log_group`, `.queue`, `.topic` and `.function_role` build KMS-encrypted log groups
   with retention, KMS-encrypted TLS-only queues and topics (alarms may publish to them), and Lambda
   roles with no managed policy.
+- `access_logs_bucket` makes a hardened target for S3 server access logs.
 - `grant_*` functions grant exactly named actions on named resources (no `s3:Get*`-style action
   wildcards that CDK's own `grant_*` helpers emit), with the KMS actions to match.
 """
@@ -167,28 +168,6 @@ class StackSecurity(Construct):
             self._alarms_may_use_data_key = True
         return topic
 
-    def access_logs_bucket(self, scope: Construct, construct_id: str) -> s3.Bucket:
-        """A private, TLS-only, versioned bucket for S3 server access logs, which expire.
-
-        S3 delivers access logs only to a bucket with SSE-S3 default encryption (acknowledged).
-        """
-        bucket = s3.Bucket(
-            scope,
-            construct_id,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            versioned=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            removal_policy=RemovalPolicy.RETAIN,
-            lifecycle_rules=[
-                s3.LifecycleRule(expiration=Duration.days(ACCESS_LOG_DAYS)),
-                s3.LifecycleRule(noncurrent_version_expiration=Duration.days(NONCURRENT_LOG_DAYS)),
-            ],
-        )
-        nag.acknowledge(bucket, *nag.ACCESS_LOGS_BUCKET)
-        return bucket
-
     def back_up_tables(self, scope: Construct, tables: Sequence[dynamodb.ITable]) -> backup.BackupPlan:
         """A daily AWS Backup plan (35 days) of `tables`, in a vault encrypted with the data key."""
         vault = backup.BackupVault(
@@ -211,6 +190,29 @@ class StackSecurity(Construct):
         )
         nag.acknowledge(role, *nag.FUNCTION_ROLE)
         return role
+
+
+def access_logs_bucket(scope: Construct, construct_id: str) -> s3.Bucket:
+    """A private, TLS-only, versioned bucket for S3 server access logs, which expire.
+
+    S3 delivers access logs only to a bucket with SSE-S3 default encryption (acknowledged).
+    """
+    bucket = s3.Bucket(
+        scope,
+        construct_id,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        enforce_ssl=True,
+        versioned=True,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        removal_policy=RemovalPolicy.RETAIN,
+        lifecycle_rules=[
+            s3.LifecycleRule(expiration=Duration.days(ACCESS_LOG_DAYS)),
+            s3.LifecycleRule(noncurrent_version_expiration=Duration.days(NONCURRENT_LOG_DAYS)),
+        ],
+    )
+    nag.acknowledge(bucket, *nag.ACCESS_LOGS_BUCKET)
+    return bucket
 
 
 @dataclass(frozen=True)

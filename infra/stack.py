@@ -19,6 +19,7 @@ from infra.api import StudyApi
 from infra.security import (
     QueueFailureDestination,
     StackSecurity,
+    access_logs_bucket,
     grant_bucket,
     grant_queue_send,
     grant_table,
@@ -100,7 +101,7 @@ class VoxelpipeStack(Stack):
             bucket_key_enabled=True,
             enforce_ssl=True,
             versioned=True,
-            server_access_logs_bucket=self.security.access_logs_bucket(self, "AccessLogsBucket"),
+            server_access_logs_bucket=access_logs_bucket(self, "AccessLogsBucket"),
             server_access_logs_prefix=f"{Resource.BUCKET}/",
             removal_policy=RemovalPolicy.RETAIN,
             lifecycle_rules=[
