@@ -14,6 +14,8 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.api import StudyApi
+from infra.monitoring import ALARM_EMAIL_CONTEXT, Monitoring
+from infra.notifications import StudyNotifications
 from infra.tables import idempotency_table, table_for_model
 from infra.workflow import StudyWorkflow
 from voxelpipe.records import STATUS_MODELS
@@ -27,6 +29,8 @@ from voxelpipe.wiring import (
     INGEST,
     QUEUE_MAX_RECEIVE_COUNT,
     QUEUE_VISIBILITY_TIMEOUT_S,
+    REAPER,
+    WEBHOOK,
     EnvVar,
     FunctionSpec,
     Prefix,
@@ -129,6 +133,7 @@ class VoxelpipeStack(Stack):
             max_event_age=Duration.hours(6),
         )
 
+        notifications = StudyNotifications(self)
         # Grants follow the environment: a function may use exactly the resources it is told of.
         for spec in FUNCTIONS:
             function = functions[spec.name]
@@ -143,6 +148,8 @@ class VoxelpipeStack(Stack):
                 elif resource in queues:
                     function.add_environment(var, queues[resource].queue_url)
                     queues[resource].grant_send_messages(function)
+                elif resource in notifications.resources:
+                    notifications.bind(function, var, resource)
                 else:
                     function.add_environment(var, tables[resource].table_name)
                     tables[resource].grant_read_write_data(function)
@@ -168,6 +175,33 @@ class VoxelpipeStack(Stack):
             )
 
         self.api = StudyApi(self, "Api", handler=functions[API.name])
+        notifications.deliver_with(functions[WEBHOOK.name])
+        StudyNotifications.schedule_reaper(self, functions[REAPER.name])
+        # The reaper reads queue depths and stops stuck executions.
+        for queue in queues.values():
+            queue.grant(functions[REAPER.name], "sqs:GetQueueAttributes")
+        workflow.state_machine.grant_read(functions[REAPER.name])
+        workflow.state_machine.grant_execution(functions[REAPER.name], "states:StopExecution")
+
+        # Alarms and the dashboard: every queue, dead-letter queue, function and the state machine.
+        monitoring = Monitoring(
+            self, "Monitoring", alarm_email=self.node.try_get_context(ALARM_EMAIL_CONTEXT)
+        )
+        for resource, queue in queues.items():
+            dead_letters = queue.dead_letter_queue.queue if queue.dead_letter_queue else None
+            monitoring.monitor_queue(resource, queue, dead_letters)
+        monitoring.monitor_queue(
+            Resource.WEBHOOK_QUEUE,
+            notifications.webhook_queue,
+            notifications.webhook_dead_letters,
+            oldest_s=3600,
+        )
+        monitoring.monitor_dead_letters("IngestFailures", self.ingest_failures)
+        for spec in FUNCTIONS:
+            monitoring.monitor_function(spec.construct_id, functions[spec.name])
+        monitoring.monitor_state_machine(Resource.STATE_MACHINE, workflow.state_machine)
+        self.monitoring = monitoring
+        self.notifications = notifications
 
         self.bucket = bucket
         self.queues = queues
