@@ -94,7 +94,7 @@ def reaper_function() -> str:
     pages = tagging.get_paginator("get_resources").paginate(
         TagFilters=[{"Key": FUNCTION_TAG, "Values": [REAPER.name]}], ResourceTypeFilters=["lambda:function"]
     )
-    arns = [item["ResourceARN"] for page in pages for item in page.get("ResourceTagMappingList", [])]
+    arns = [str(item["ResourceARN"]) for page in pages for item in page.get("ResourceTagMappingList", [])]
     if len(arns) != 1:
         raise LookupError(
             f"{len(arns)} functions tagged {FUNCTION_TAG}={REAPER.name}; set {REAPER_FUNCTION_ENV}"
