@@ -8,9 +8,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsRecordModel
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.parser.types import Json
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
 
 from voxelpipe import telemetry
 from voxelpipe.adapters import http, queues, secrets
@@ -21,7 +22,17 @@ from voxelpipe.webhooks import DeliveryFailed, deliver, retry_delay_s
 from voxelpipe.wiring import EnvVar
 
 
-class StatusChangeEvent(EventBridgeModel):
+class StatusChangeEvent(BaseModel):
+    """An EventBridge event as a rule delivers it, reduced to the fields the webhook uses.
+
+    Powertools' EventBridgeModel also requires `account`, which moto's SQS delivery leaves out.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    source: str
+    detail_type: str = Field(alias="detail-type")
     detail: StudyStatusChanged
 
 
