@@ -22,7 +22,7 @@ from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.pipeline import reconcile
 from voxelpipe.status import StudyStatus, TaskStatus
-from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, EnvVar
+from voxelpipe.wiring import EVENT_SOURCE, PREPARE, STATUS_CHANGED, EnvVar
 
 
 def test_a_study_frozen_in_a_step_is_failed_by_the_reaper_with_an_audit_row(cloud: LocalCloud):
@@ -136,6 +136,17 @@ def test_every_status_change_is_an_event_in_order_and_a_signed_webhook(
         boto3.client("s3").put_object(Bucket=cloud.bucket, Key=created["uploads"][0]["key"], Body=content)
         assert wait_for_terminal([study_id], timeout_s=120)[study_id].status == StudyStatus.COMPLETED
         deliveries = list(received.requests)
+        view = api.get(f"/studies/{study_id}", headers=auth).json()
+
+    # The completed study shows what it used: each step's GB-seconds from its task row and memory.
+    cost = view["cost"]
+    steps = {step["step"]: step["duration_ms"] for step in view["steps"]}
+    assert set(cost["lambda_gb_seconds_by_step"]) == set(steps)
+    assert cost["lambda_gb_seconds_by_step"]["prepare"] == pytest.approx(
+        steps["prepare"] / 1000 * PREPARE.memory_mb / 1024, abs=1e-3
+    )
+    assert cost["gpu_seconds"] == 0 and cost["estimated_usd"] > 0
+    assert cost["requests"]["lambda_invocations"] == len(steps) + 1  # and dispatch
 
     lifecycle = ["AWAITING_UPLOAD", "VALIDATING", "VALIDATED", "QUEUED", "RUNNING", "COMPLETED"]
     events = [e for e in _drain(status_changes) if e["detail"]["study_id"] == study_id]
