@@ -134,3 +134,11 @@ def test_status_changes_and_rejections_are_emf_metrics(
         b["service"] == "voxelpipe" and b["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Voxelpipe"
         for b in blobs
     )
+
+
+def test_admin_reap_finds_the_reaper_by_its_tag_and_runs_it_once(
+    cloud: LocalCloud, capsys: pytest.CaptureFixture[str]
+):
+    assert cli.main(["admin", "reap"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"reaped": []}
+    assert [i.function for i in cloud.invocations] == ["reaper"]

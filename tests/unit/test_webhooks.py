@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +100,15 @@ def test_webhook_urls_are_https_or_local_http_in_development(url: str, local_htt
 
 def test_retries_back_off_doubling_up_to_a_cap():
     assert [retry_delay_s(n) for n in range(1, 8)] == [30, 60, 120, 240, 480, 900, 900]
+
+
+def test_the_receivers_snippet_in_the_docs_verifies_our_signatures():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    (snippet,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    namespace: dict = {}
+    exec(snippet, namespace)
+    key, body = study_key(SECRET, "s1"), b'{"id":"e1"}'
+    header = signature(key, body, int(time.time()))
+    assert namespace["verify"](key, body, header)
+    assert not namespace["verify"](key, body + b" ", header)
+    assert not namespace["verify"](key, body, signature(key, body, int(time.time()) - 3600))

@@ -32,7 +32,7 @@ def _announce(study: StudyRecord, previous: str | None) -> None:
     """Tell the world a study changed status: metrics, and an event on the bus.
 
     DynamoDB holds the truth and has already changed: an event the bus refuses is logged and
-    counted (EventsNotPublished, alarmed), not retried, so that the step itself goes on.
+    counted (EventsNotPublished, on the dashboard), not retried, so that the step itself goes on.
     """
     telemetry.count(Metric.STUDY_TRANSITIONS, Dimension.STATUS, study.status)
     if study.status == StudyStatus.REJECTED:
