@@ -90,7 +90,7 @@ class Monitoring(Construct):
             f"{name}Depth",
             depth,
             threshold=1,
-            description=f"{name}: messages are waiting in a dead-letter queue (docs/operations.md: redrive)",
+            description=f"{name}: work that gave up is waiting here (docs/operations.md, Alarms)",
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(title=f"{name} depth", left=[depth], width=6),

@@ -11,6 +11,7 @@ from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.api import StudyApi
@@ -183,24 +184,6 @@ class VoxelpipeStack(Stack):
         workflow.state_machine.grant_read(functions[REAPER.name])
         workflow.state_machine.grant_execution(functions[REAPER.name], "states:StopExecution")
 
-        # Alarms and the dashboard: every queue, dead-letter queue, function and the state machine.
-        monitoring = Monitoring(
-            self, "Monitoring", alarm_email=self.node.try_get_context(ALARM_EMAIL_CONTEXT)
-        )
-        for resource, queue in queues.items():
-            dead_letters = queue.dead_letter_queue.queue if queue.dead_letter_queue else None
-            monitoring.monitor_queue(resource, queue, dead_letters)
-        monitoring.monitor_queue(
-            Resource.WEBHOOK_QUEUE,
-            notifications.webhook_queue,
-            notifications.webhook_dead_letters,
-            oldest_s=3600,
-        )
-        monitoring.monitor_dead_letters("IngestFailures", self.ingest_failures)
-        for spec in FUNCTIONS:
-            monitoring.monitor_function(spec.construct_id, functions[spec.name])
-        monitoring.monitor_state_machine(Resource.STATE_MACHINE, workflow.state_machine)
-        self.monitoring = monitoring
         self.notifications = notifications
 
         self.bucket = bucket
@@ -208,6 +191,38 @@ class VoxelpipeStack(Stack):
         self.tables = tables
         self.functions = functions
         self.state_machine = workflow.state_machine
+        # Last, so that it finds everything above (keep it last when adding resources).
+        self.monitoring = self._monitor(functions, notifications)
+
+    def _monitor(
+        self, functions: dict[str, lambda_.Function], notifications: StudyNotifications
+    ) -> Monitoring:
+        """Alarms and the dashboard for every queue, dead-letter queue, function and state machine
+        of the stack, found by walking it: a queue or state machine added later is covered too."""
+        monitoring = Monitoring(
+            self, "Monitoring", alarm_email=self.node.try_get_context(ALARM_EMAIL_CONTEXT)
+        )
+        queues = [c for c in self.node.find_all() if isinstance(c, sqs.Queue)]
+        dead_letters = {id(q.dead_letter_queue.queue) for q in queues if q.dead_letter_queue}
+        # Failure destinations hold what gave up, like dead-letter queues.
+        failures = {id(self.ingest_failures)}
+        # Webhook retries back off up to 15 minutes a try: their oldest message may be that old.
+        oldest_s = {id(notifications.webhook_queue): 3600}
+        for queue in queues:
+            if id(queue) in failures:
+                monitoring.monitor_dead_letters(queue.node.id, queue)
+            elif id(queue) not in dead_letters:
+                dlq = queue.dead_letter_queue.queue if queue.dead_letter_queue else None
+                if id(queue) in oldest_s:
+                    monitoring.monitor_queue(queue.node.id, queue, dlq, oldest_s=oldest_s[id(queue)])
+                else:
+                    monitoring.monitor_queue(queue.node.id, queue, dlq)
+        for spec in FUNCTIONS:
+            monitoring.monitor_function(spec.construct_id, functions[spec.name])
+        for machine in (c for c in self.node.find_all() if isinstance(c, sfn.StateMachine)):
+            name = machine.node.scope.node.id if machine.node.scope else machine.node.id
+            monitoring.monitor_state_machine(name, machine)
+        return monitoring
 
     def _work_queue(self, resource: Resource) -> sqs.Queue:
         dead_letters = sqs.Queue(

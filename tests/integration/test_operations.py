@@ -142,3 +142,14 @@ def test_admin_reap_finds_the_reaper_by_its_tag_and_runs_it_once(
     assert cli.main(["admin", "reap"]) == 0
     assert json.loads(capsys.readouterr().out) == {"reaped": []}
     assert [i.function for i in cloud.invocations] == ["reaper"]
+
+
+def test_the_alarms_and_dashboard_deploy_into_moto_wired_to_the_topic(cloud: LocalCloud, template: dict):
+    in_template = [r for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    alarms = boto3.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    (topic,) = boto3.client("sns").list_topics()["Topics"]
+    assert len(alarms) == len(in_template) > 0
+    assert all(alarm["AlarmActions"] == [topic["TopicArn"]] for alarm in alarms)
+    (dashboard,) = boto3.client("cloudwatch").list_dashboards()["DashboardEntries"]
+    body = boto3.client("cloudwatch").get_dashboard(DashboardName=dashboard["DashboardName"])["DashboardBody"]
+    assert "StudyTransitions" in json.dumps(json.loads(body))
