@@ -23,7 +23,9 @@ from voxelpipe.wiring import (
     INGEST,
     MARK_FAILED,
     PREPARE,
+    REAPER,
     RUN_ANALYSIS,
+    WEBHOOK,
     Prefix,
     Resource,
 )
@@ -64,7 +66,9 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
 READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     # Only DICOM ingest and the API's /complete touch the objects table.
     spec.name: frozenset({Resource.OBJECTS_TABLE})
-    for spec in (DISPATCH, PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED)
+    for spec in (DISPATCH, PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED, REAPER)
+} | {
+    WEBHOOK.name: frozenset({Resource.STUDIES_TABLE}),  # it reads each study's webhook URL
 }
 
 
@@ -76,6 +80,7 @@ class ExecutionAccess(Enum):
 STATE_MACHINE_ACCESS: dict[str, ExecutionAccess] = {
     DISPATCH.name: ExecutionAccess.START,
     API.name: ExecutionAccess.STOP,  # deleting a study stops its running execution
+    REAPER.name: ExecutionAccess.STOP,  # a stuck study's execution is stopped
 }
 
 

@@ -230,6 +230,16 @@ BUCKET_NOTIFICATIONS_HANDLER = (
 )
 
 # The deploy pipeline (infra/pipeline.py).
+# The root that every study's webhook signing key is derived from (voxelpipe.webhooks): receivers
+# were handed keys derived from it, so a scheduled rotation would silently break every receiver.
+WEBHOOK_SECRET = tuple(
+    Ack(
+        rule,
+        "Root of the per-study webhook signing keys handed to receivers at study creation: rotating it "
+        "invalidates every receiver's key, so operators rotate it deliberately (docs/operations.md)",
+    )
+    for rule in ("AwsSolutions-SMG4", "HIPAA.Security-SecretsManagerRotationEnabled")
+)
 ARTIFACT_BUCKET = Ack(
     "HIPAA.Security-S3BucketReplicationEnabled",
     "Pipeline artifacts are rebuilt from the repository on every run and expire after 30 days; "

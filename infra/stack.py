@@ -11,11 +11,14 @@ from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra import nag
 from infra.access import BUCKET_ACCESS, READ_ONLY_TABLES, grant_executions
 from infra.api import StudyApi
+from infra.monitoring import ALARM_EMAIL_CONTEXT, Monitoring
+from infra.notifications import StudyNotifications
 from infra.security import (
     QueueFailureDestination,
     StackSecurity,
@@ -39,6 +42,8 @@ from voxelpipe.wiring import (
     INGEST,
     QUEUE_MAX_RECEIVE_COUNT,
     QUEUE_VISIBILITY_TIMEOUT_S,
+    REAPER,
+    WEBHOOK,
     EnvVar,
     FunctionSpec,
     Prefix,
@@ -168,6 +173,7 @@ class VoxelpipeStack(Stack):
             max_event_age=Duration.hours(6),
         )
 
+        notifications = StudyNotifications(self, self.security)
         # Grants follow the environment: a function may use exactly the resources it is told of.
         for spec in FUNCTIONS:
             function = functions[spec.name]
@@ -185,6 +191,8 @@ class VoxelpipeStack(Stack):
                 elif resource in queues:
                     function.add_environment(var, queues[resource].queue_url)
                     grant_queue_send(queues[resource], function)
+                elif resource in notifications.resources:
+                    notifications.bind(function, var, resource)
                 else:
                     function.add_environment(var, tables[resource].table_name)
                     grant_table(
@@ -236,12 +244,54 @@ class VoxelpipeStack(Stack):
             )
 
         self.api = StudyApi(self, "Api", handler=functions[API.name], security=self.security)
+        notifications.deliver_with(functions[WEBHOOK.name])
+        StudyNotifications.schedule_reaper(self, functions[REAPER.name])
+        # The reaper reads queue depths (it re-drives through the queues it is told of).
+        for queue in queues.values():
+            queue.grant(functions[REAPER.name], "sqs:GetQueueAttributes")
+
+        self.notifications = notifications
 
         self.bucket = bucket
         self.queues = queues
         self.tables = tables
         self.functions = functions
         self.state_machine = workflow.state_machine
+        # Last, so that it finds everything above (keep it last when adding resources).
+        self.monitoring = self._monitor(functions, notifications)
+
+    def _monitor(
+        self, functions: dict[str, lambda_.Function], notifications: StudyNotifications
+    ) -> Monitoring:
+        """Alarms and the dashboard for every queue, dead-letter queue, function and state machine
+        of the stack, found by walking it: a queue or state machine added later is covered too."""
+        monitoring = Monitoring(
+            self,
+            "Monitoring",
+            topic=self.security.topic(self, "AlarmTopic", display_name="voxelpipe alarms"),
+            alarm_email=self.node.try_get_context(ALARM_EMAIL_CONTEXT),
+        )
+        queues = [c for c in self.node.find_all() if isinstance(c, sqs.Queue)]
+        dead_letters = {id(q.dead_letter_queue.queue) for q in queues if q.dead_letter_queue}
+        # Failure destinations hold what gave up, like dead-letter queues.
+        failures = {id(self.ingest_failures)}
+        # Webhook retries back off up to 15 minutes a try: their oldest message may be that old.
+        oldest_s = {id(notifications.webhook_queue): 3600}
+        for queue in queues:
+            if id(queue) in failures:
+                monitoring.monitor_dead_letters(queue.node.id, queue)
+            elif id(queue) not in dead_letters:
+                dlq = queue.dead_letter_queue.queue if queue.dead_letter_queue else None
+                if id(queue) in oldest_s:
+                    monitoring.monitor_queue(queue.node.id, queue, dlq, oldest_s=oldest_s[id(queue)])
+                else:
+                    monitoring.monitor_queue(queue.node.id, queue, dlq)
+        for spec in FUNCTIONS:
+            monitoring.monitor_function(spec.construct_id, functions[spec.name])
+        for machine in (c for c in self.node.find_all() if isinstance(c, sfn.StateMachine)):
+            name = machine.node.scope.node.id if machine.node.scope else machine.node.id
+            monitoring.monitor_state_machine(name, machine)
+        return monitoring
 
     def _work_queue(self, resource: Resource) -> sqs.Queue:
         dead_letters = self.security.queue(self, f"{resource}DeadLetters", retention_period=Duration.days(14))

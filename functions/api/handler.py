@@ -10,7 +10,7 @@ from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
 
 from voxelpipe.api.app import create_app
 from voxelpipe.api.problems import PROBLEM_JSON
-from voxelpipe.observability import logger, tracer
+from voxelpipe.observability import logger, metrics, tracer
 
 app = create_app()
 # Problem details are text: without this Mangum would base64-encode them.
@@ -19,6 +19,7 @@ asgi = Mangum(app, lifespan="off", text_mime_types=[*DEFAULT_TEXT_MIME_TYPES, PR
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Powertools and Mangum type the same Lambda context with different protocols.
     return asgi(event, context)  # type: ignore[arg-type]

@@ -7,12 +7,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.messages import FinalizeInput
-from voxelpipe.observability import logger, tracer
+from voxelpipe.observability import logger, metrics, tracer
 from voxelpipe.pipeline.finalize import finalize
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 @event_parser(model=FinalizeInput)
 def lambda_handler(event: FinalizeInput, context: LambdaContext) -> dict[str, str]:
     return finalize(event, Storage.from_environment())

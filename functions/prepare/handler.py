@@ -9,12 +9,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.messages import ExecutionInput
-from voxelpipe.observability import logger, tracer
+from voxelpipe.observability import logger, metrics, tracer
 from voxelpipe.pipeline.prepare import prepare
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 @event_parser(model=ExecutionInput)
 def lambda_handler(event: ExecutionInput, context: LambdaContext) -> dict[str, Any]:
     return prepare(event, Storage.from_environment()).model_dump()

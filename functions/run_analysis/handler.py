@@ -9,12 +9,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.messages import AnalysisTask
-from voxelpipe.observability import logger, tracer
+from voxelpipe.observability import logger, metrics, tracer
 from voxelpipe.pipeline.analysis import run_analysis
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 @event_parser(model=AnalysisTask)
 def lambda_handler(event: AnalysisTask, context: LambdaContext) -> dict[str, Any]:
     return run_analysis(event, Storage.from_environment()).model_dump()

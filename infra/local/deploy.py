@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import secrets
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ IGNORED_TYPES = frozenset(
         "AWS::Backup::BackupVault",
         "AWS::Backup::BackupPlan",
         "AWS::Backup::BackupSelection",
+        # The alarm topic's TLS-only policy: moto doesn't enforce topic policies.
+        "AWS::SNS::TopicPolicy",
     }
 )
 
@@ -73,6 +76,8 @@ class Deployment:
     function_specs: dict[str, str] = field(default_factory=dict)  # function name -> FunctionSpec.name
     function_env: dict[str, dict[str, str]] = field(default_factory=dict)  # spec name -> env
     state_machine_arns: list[str] = field(default_factory=list)
+    # Fn::GetAtt attributes other than Arn (a queue's QueueName, a bus's Name...).
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def ref(self, logical_id: str) -> str:
         pseudo = {
@@ -98,9 +103,11 @@ class Deployment:
                 return self.ref(arg)
             if key == "Fn::GetAtt":
                 logical_id, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
-                if attribute != "Arn":
-                    raise NotImplementedError(f"Fn::GetAtt {attribute} of {logical_id}")
-                return self.arns[logical_id]
+                if attribute == "Arn":
+                    return self.arns[logical_id]
+                if attribute in self.attributes.get(logical_id, {}):
+                    return self.attributes[logical_id][attribute]
+                raise NotImplementedError(f"Fn::GetAtt {attribute} of {logical_id}")
             if key == "Fn::Join":
                 separator, parts = arg
                 return separator.join(str(self.resolve(part)) for part in parts)
@@ -139,6 +146,10 @@ class _Deployer:
         self.lambda_ = boto3.client("lambda", region_name=REGION)
         self.sfn = boto3.client("stepfunctions", region_name=REGION)
         self.kms = boto3.client("kms", region_name=REGION)
+        self.events = boto3.client("events", region_name=REGION)
+        self.secrets = boto3.client("secretsmanager", region_name=REGION)
+        self.sns = boto3.client("sns", region_name=REGION)
+        self.cloudwatch = boto3.client("cloudwatch", region_name=REGION)
 
     def deploy(self) -> Deployment:
         handlers: dict[str, Callable[[str, dict[str, Any]], None]] = {
@@ -151,6 +162,13 @@ class _Deployer:
             "AWS::StepFunctions::StateMachine": self._state_machine,
             "AWS::Lambda::EventSourceMapping": self._event_source_mapping,
             "Custom::S3BucketNotifications": self._bucket_notifications,
+            "AWS::Events::EventBus": self._event_bus,
+            "AWS::Events::Rule": self._rule,
+            "AWS::SecretsManager::Secret": self._secret,
+            "AWS::SNS::Topic": self._topic,
+            "AWS::SNS::Subscription": self._subscription,
+            "AWS::CloudWatch::Alarm": self._alarm,
+            "AWS::CloudWatch::Dashboard": self._dashboard,
         }
         unknown = sorted({r["Type"] for r in self.resources.values()} - set(handlers) - IGNORED_TYPES)
         if unknown:
@@ -239,6 +257,7 @@ class _Deployer:
         ]
         self.out.physical_ids[logical_id] = url
         self.out.arns[logical_id] = arn
+        self.out.attributes[logical_id] = {"QueueName": _physical_name(logical_id), "QueueUrl": url}
 
     def _role(self, logical_id: str, props: dict[str, Any]) -> None:
         name = _physical_name(logical_id)[:64]
@@ -306,6 +325,68 @@ class _Deployer:
         self.s3.put_bucket_notification_configuration(
             Bucket=self.out.resolve(props["BucketName"]), NotificationConfiguration=configuration
         )
+
+    # -- events, secrets, alarms: created so that the local cloud runs them as AWS would --------
+    def _event_bus(self, logical_id: str, props: dict[str, Any]) -> None:
+        name = _physical_name(logical_id)
+        arn = self.events.create_event_bus(Name=name)["EventBusArn"]
+        self.out.physical_ids[logical_id] = name
+        self.out.arns[logical_id] = arn
+        self.out.attributes[logical_id] = {"Name": name}
+
+    def _rule(self, logical_id: str, props: dict[str, Any]) -> None:
+        """A rule and its targets; moto delivers matching events to SQS targets. A schedule never
+        fires in moto: the reaper is invoked directly (`voxelpipe admin reap`, the tests)."""
+        name = _physical_name(logical_id)[:64]
+        bus = self.out.resolve(props.get("EventBusName", "default"))
+        kwargs: dict[str, Any] = {"Name": name, "EventBusName": bus, "State": props.get("State", "ENABLED")}
+        if "EventPattern" in props:
+            kwargs["EventPattern"] = json.dumps(self.out.resolve(props["EventPattern"]))
+        if "ScheduleExpression" in props:
+            kwargs["ScheduleExpression"] = props["ScheduleExpression"]
+        arn = self.events.put_rule(**kwargs)["RuleArn"]
+        self.events.put_targets(
+            Rule=name,
+            EventBusName=bus,
+            Targets=[{"Id": t["Id"], "Arn": self.out.resolve(t["Arn"])} for t in props.get("Targets", [])],
+        )
+        self.out.physical_ids[logical_id] = name
+        self.out.arns[logical_id] = arn
+
+    def _secret(self, logical_id: str, props: dict[str, Any]) -> None:
+        generator = props.get("GenerateSecretString", {})
+        value = secrets.token_hex(max(16, int(generator.get("PasswordLength", 64)) // 2))
+        arn = self.secrets.create_secret(Name=_physical_name(logical_id), SecretString=value)["ARN"]
+        self.out.physical_ids[logical_id] = self.out.arns[logical_id] = arn
+
+    def _topic(self, logical_id: str, props: dict[str, Any]) -> None:
+        name = _physical_name(logical_id)[:256]
+        arn = self.sns.create_topic(Name=name)["TopicArn"]
+        self.out.physical_ids[logical_id] = self.out.arns[logical_id] = arn
+        self.out.attributes[logical_id] = {"TopicName": name}
+
+    def _subscription(self, logical_id: str, props: dict[str, Any]) -> None:
+        arn = self.sns.subscribe(
+            TopicArn=self.out.resolve(props["TopicArn"]),
+            Protocol=props["Protocol"],
+            Endpoint=self.out.resolve(props["Endpoint"]),
+        )["SubscriptionArn"]
+        self.out.physical_ids[logical_id] = self.out.arns[logical_id] = arn
+
+    def _alarm(self, logical_id: str, props: dict[str, Any]) -> None:
+        resolved = self.out.resolve(props)
+        name = resolved.pop("AlarmName", _physical_name(logical_id))
+        self.cloudwatch.put_metric_alarm(AlarmName=name, **resolved)
+        self.out.physical_ids[logical_id] = name
+        self.out.arns[logical_id] = f"arn:{PARTITION}:cloudwatch:{REGION}:{ACCOUNT_ID}:alarm:{name}"
+
+    def _dashboard(self, logical_id: str, props: dict[str, Any]) -> None:
+        name = props.get("DashboardName", _physical_name(logical_id))
+        self.cloudwatch.put_dashboard(
+            DashboardName=name, DashboardBody=self.out.resolve(props["DashboardBody"])
+        )
+        self.out.physical_ids[logical_id] = name
+        self.out.arns[logical_id] = f"arn:{PARTITION}:cloudwatch::{ACCOUNT_ID}:dashboard/{name}"
 
 
 def _references(value: Any) -> set[str]:

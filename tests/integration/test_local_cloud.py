@@ -51,11 +51,12 @@ def test_every_function_is_deployed_with_its_template_environment(
 
 def test_event_sources_and_notifications_are_wired_as_in_the_template(cloud: LocalCloud):
     mappings = boto3.client("lambda").list_event_source_mappings()["EventSourceMappings"]
-    queue_arns = {m["EventSourceArn"] for m in mappings}
-    assert len(queue_arns) == 2
-    assert {cloud.deployment.function_specs[m["FunctionArn"].rsplit(":", 1)[-1]] for m in mappings} == {
-        "dispatch"
-    }
+    consumers: dict[str, set[str]] = {}
+    for m in mappings:
+        function = cloud.deployment.function_specs[m["FunctionArn"].rsplit(":", 1)[-1]]
+        consumers.setdefault(function, set()).add(m["EventSourceArn"])
+    # dispatch drains the two work queues; webhook the queue the status-change rule feeds.
+    assert {function: len(arns) for function, arns in consumers.items()} == {"dispatch": 2, "webhook": 1}
     notification = boto3.client("s3").get_bucket_notification_configuration(Bucket=cloud.bucket)
     (config,) = notification["LambdaFunctionConfigurations"]
     assert cloud.deployment.function_specs[config["LambdaFunctionArn"].rsplit(":", 1)[-1]] == "ingest"

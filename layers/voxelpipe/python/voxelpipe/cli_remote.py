@@ -1,4 +1,4 @@
-"""The CLI's commands for users of a deployment: serve, token, upload, status, results, list.
+"""The CLI's commands for users of a deployment: serve, token, upload, status, results, list, admin.
 
 They talk to any deployment with `--api-url` and a token (`--token` or VOXELPIPE_TOKEN); with
 neither, to the local `voxelpipe serve`, with a development token minted on the spot.
@@ -51,6 +51,24 @@ def add_commands(commands: Any) -> None:
     results.add_argument("study_id")
     results.add_argument("--download", type=Path, metavar="DIR", help="write every artifact under DIR")
     connection(results)
+
+    admin = commands.add_parser("admin", help="operators' commands against a deployment (AWS credentials)")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    redrive = admin_commands.add_parser(
+        "redrive",
+        help="move dead-lettered messages back to their source queues",
+        description="Finds this deployment's dead-letter queues (queues named --prefix..., default "
+        "VOXELPIPE_QUEUE_PREFIX or Voxelpipe-) and moves their messages back to their source queues.",
+    )
+    which = redrive.add_mutually_exclusive_group(required=True)
+    which.add_argument("--queue", metavar="NAME", help="the dead-letter queue whose name contains NAME")
+    which.add_argument("--all", action="store_true", help="every dead-letter queue of the deployment")
+    redrive.add_argument("--dry-run", action="store_true", help="count the messages, move nothing")
+    redrive.add_argument("--prefix", help="queue name prefix of the deployment (default Voxelpipe-)")
+    admin_commands.add_parser(
+        "reap",
+        help="run the reaper once, now (VOXELPIPE_REAPER_FUNCTION, or the function tagged as the reaper)",
+    )
 
     listing = commands.add_parser("list", help="the tenant's studies, newest first")
     listing.add_argument("--status")
@@ -106,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
 
         print(mint_dev_token(args.tenant, Role(args.role), ttl_s=int(args.hours * 3600)))
         return 0
+    if args.command == "admin":
+        return _admin(args)
     client = _client(args)
     try:
         if args.command == "upload":
@@ -157,4 +177,26 @@ def _upload(args: argparse.Namespace, client: Any) -> int:
         return 0
     view = client.wait(created["study_id"], on_change=_show_steps)
     _print(args, view, _describe(view))
+    return 0
+
+
+def _admin(args: argparse.Namespace) -> int:
+    import boto3
+
+    from voxelpipe import admin
+
+    if args.admin_command == "reap":
+        print(json.dumps(admin.run_reaper(admin.reaper_function()), indent=2))
+        return 0
+    sqs = boto3.client("sqs")
+    queues = admin.dead_letter_queues(sqs, args.prefix or admin.queue_prefix())
+    if args.queue:
+        queues = [queue for queue in queues if args.queue in queue.name]
+    if not queues:
+        print("voxelpipe admin redrive: no such dead-letter queue", file=sys.stderr)
+        return 1
+    for queue in queues:
+        count = admin.redrive(sqs, queue, dry_run=args.dry_run)
+        verb = "would move" if args.dry_run else "moved"
+        print(f"{queue.name}: {verb} {count} messages to {queue.source_urls[0].rsplit('/', 1)[-1]}")
     return 0

@@ -85,6 +85,10 @@ class StudyRecord(Model):
     arrived = NumberAttribute(default=0)  # how many declared files have arrived and passed
     parameters = JSONAttribute(null=True)  # per analysis: {name: {parameter: value}}
     uid_key = UnicodeAttribute(null=True)  # DICOM: the study's key for replacement UIDs (hex)
+    # The status before the last change (tracking.transition copies it in the same update), for
+    # the status-change event.
+    previous_status = UnicodeAttribute(null=True)
+    cost = JSONAttribute(null=True)  # measured resource use and estimated cost (voxelpipe.cost)
 
     tenant_created = TenantCreatedIndex()
     status_updated = StatusUpdatedIndex()

@@ -11,15 +11,43 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from pynamodb.expressions.update import Action
 
+from voxelpipe import telemetry
+from voxelpipe.adapters import events
+from voxelpipe.events import status_changed
+from voxelpipe.observability import logger
 from voxelpipe.records import AuditRecord, StudyRecord, TaskRecord
 from voxelpipe.status import StudyStatus, TaskStatus, allowed_sources
+from voxelpipe.telemetry import Dimension, Metric
 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def _announce(study: StudyRecord, previous: str | None) -> None:
+    """Tell the world a study changed status: metrics, and an event on the bus.
+
+    DynamoDB holds the truth and has already changed: an event the bus refuses is logged and
+    counted (EventsNotPublished, on the dashboard), not retried, so that the step itself goes on.
+    """
+    telemetry.count(Metric.STUDY_TRANSITIONS, Dimension.STATUS, study.status)
+    if study.status == StudyStatus.REJECTED:
+        telemetry.count(Metric.REJECTIONS, Dimension.REASON, study.reason or "unknown")
+    elif study.status == StudyStatus.FAILED:
+        telemetry.count(
+            Metric.FAILURES, Dimension.ERROR_TYPE, str((study.error or {}).get("type", "unknown"))
+        )
+    try:
+        published = events.publish(status_changed(study, previous))
+    except Exception:  # the bus is not the record: never fail a step over it
+        logger.exception("status-change event not published", extra={"study_id": study.study_id})
+        published = False
+    if not published and events.bus_name() is not None:
+        telemetry.count(Metric.EVENTS_NOT_PUBLISHED, Dimension.STATUS, study.status)
 
 
 class TransitionRefused(Exception):
@@ -80,6 +108,7 @@ def create_study(
         if _is_conditional_failure(error):
             return None
         raise
+    _announce(record, None)
     return record
 
 
@@ -93,7 +122,7 @@ def transition(
     """Move a study to `target` within `attempt`, forward only; the updated record is returned.
 
     Repeating a transition the study already made is allowed (a retried step), and applies
-    `changes` again.
+    `changes` again; only a real change of status is announced (metrics and the bus).
     """
     record = StudyRecord(study_id)
     condition = (StudyRecord.attempt == attempt) & StudyRecord.status.is_in(
@@ -102,6 +131,8 @@ def transition(
     try:
         record.update(
             actions=[
+                # Right-hand paths read the item as it was before this update.
+                StudyRecord.previous_status.set(StudyRecord.status),
                 StudyRecord.status.set(target.value),
                 StudyRecord.updated_at.set(now()),
                 *changes,
@@ -112,6 +143,8 @@ def transition(
         if _is_conditional_failure(error):
             raise TransitionRefused(study_id, target, attempt, get_study(study_id)) from error
         raise
+    if record.previous_status != target.value:
+        _announce(record, record.previous_status)
     return record
 
 
@@ -129,11 +162,13 @@ def open_attempt(study_id: str, previous: int) -> StudyRecord:
         record.update(
             actions=[
                 StudyRecord.attempt.set(previous + 1),
+                StudyRecord.previous_status.set(StudyRecord.status),
                 StudyRecord.status.set(StudyStatus.QUEUED.value),
                 StudyRecord.updated_at.set(now()),
                 StudyRecord.error.remove(),
                 StudyRecord.results_key.remove(),
                 StudyRecord.summary.remove(),
+                StudyRecord.cost.remove(),
             ],
             condition=(StudyRecord.attempt == previous)
             & StudyRecord.status.is_in(*(status.value for status in REPROCESSABLE))
@@ -145,6 +180,7 @@ def open_attempt(study_id: str, previous: int) -> StudyRecord:
                 study_id, StudyStatus.QUEUED, previous + 1, get_study(study_id)
             ) from error
         raise
+    _announce(record, record.previous_status)
     return record
 
 
@@ -197,6 +233,9 @@ def _end_task(
     if error is not None:
         actions.append(TaskRecord.error.set(error))
     task.update(actions=actions)
+    telemetry.emit(
+        Metric.STEP_DURATION, float(task.duration_ms), MetricUnit.Milliseconds, Dimension.STEP, task.step
+    )
 
 
 def tasks_of(study_id: str, attempt: int | None = None) -> list[TaskRecord]:

@@ -26,6 +26,10 @@ class EnvVar(StrEnum):
     MAX_UPLOAD_BYTES = "VOXELPIPE_MAX_UPLOAD_BYTES"
     DICOM_ORIGINALS = "VOXELPIPE_DICOM_ORIGINALS"  # "delete" or "retain" (7 days under work/)
     AUTH_MODE = "VOXELPIPE_AUTH_MODE"  # "cognito" behind API Gateway; "dev" for local signed tokens
+    EVENT_BUS_NAME = "VOXELPIPE_EVENT_BUS_NAME"  # every status change is put on this bus
+    WEBHOOK_SECRET_ARN = "VOXELPIPE_WEBHOOK_SECRET_ARN"  # the key webhook signing keys derive from
+    WEBHOOK_QUEUE_URL = "VOXELPIPE_WEBHOOK_QUEUE_URL"  # the webhook function backs its retries off here
+    PRICES = "VOXELPIPE_PRICES"  # JSON overriding fields of voxelpipe.cost.PriceTable (optional)
 
 
 class Runtime(StrEnum):
@@ -63,6 +67,9 @@ class Resource(StrEnum):
     HIGH_PRIORITY_QUEUE = "HighPriorityQueue"
     NORMAL_PRIORITY_QUEUE = "NormalPriorityQueue"
     STATE_MACHINE = "StudyStateMachine"
+    EVENT_BUS = "StudyEventBus"
+    WEBHOOK_QUEUE = "WebhookQueue"
+    WEBHOOK_SECRET = "WebhookSigningSecret"
 
 
 # The resource each environment variable points at, and whether it is the resource's name/URL
@@ -77,6 +84,9 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.HIGH_PRIORITY_QUEUE_URL: Resource.HIGH_PRIORITY_QUEUE,
     EnvVar.NORMAL_PRIORITY_QUEUE_URL: Resource.NORMAL_PRIORITY_QUEUE,
     EnvVar.STATE_MACHINE_ARN: Resource.STATE_MACHINE,
+    EnvVar.EVENT_BUS_NAME: Resource.EVENT_BUS,
+    EnvVar.WEBHOOK_SECRET_ARN: Resource.WEBHOOK_SECRET,
+    EnvVar.WEBHOOK_QUEUE_URL: Resource.WEBHOOK_QUEUE,
 }
 
 # Default upload limit; deployments override it through the environment.
@@ -108,7 +118,14 @@ class FunctionSpec:
         return "".join(part.capitalize() for part in self.name.split("_")) + "Function"
 
 
-_STATUS_TABLES = (EnvVar.STUDIES_TABLE, EnvVar.TASKS_TABLE, EnvVar.AUDIT_TABLE, EnvVar.OBJECTS_TABLE)
+# The status tables, and the bus that tracking.transition puts every status change on.
+_STATUS_TABLES = (
+    EnvVar.STUDIES_TABLE,
+    EnvVar.TASKS_TABLE,
+    EnvVar.AUDIT_TABLE,
+    EnvVar.OBJECTS_TABLE,
+    EnvVar.EVENT_BUS_NAME,
+)
 
 INGEST = FunctionSpec(
     name="ingest",
@@ -176,11 +193,42 @@ API = FunctionSpec(
         EnvVar.STATE_MACHINE_ARN,
         EnvVar.MAX_UPLOAD_BYTES,
         EnvVar.AUTH_MODE,
+        EnvVar.WEBHOOK_SECRET_ARN,  # to hand each webhook study its signing key
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
 )
 
-FUNCTIONS: tuple[FunctionSpec, ...] = (INGEST, DISPATCH, PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED, API)
+REAPER = FunctionSpec(
+    name="reaper",
+    description="Every few minutes: fails or re-drives studies stuck past their step's deadline",
+    memory_mb=512,
+    timeout_s=120,
+    env=(
+        *_STATUS_TABLES,
+        EnvVar.HIGH_PRIORITY_QUEUE_URL,
+        EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+        EnvVar.STATE_MACHINE_ARN,
+    ),
+)
+WEBHOOK = FunctionSpec(
+    name="webhook",
+    description="POSTs each status change, signed, to the study's webhook URL (SQS batches, retried)",
+    memory_mb=256,
+    timeout_s=30,
+    env=(EnvVar.STUDIES_TABLE, EnvVar.WEBHOOK_SECRET_ARN, EnvVar.WEBHOOK_QUEUE_URL),
+)
+
+FUNCTIONS: tuple[FunctionSpec, ...] = (
+    INGEST,
+    DISPATCH,
+    PREPARE,
+    RUN_ANALYSIS,
+    FINALIZE,
+    MARK_FAILED,
+    API,
+    REAPER,
+    WEBHOOK,
+)
 
 
 def function_spec(name: str) -> FunctionSpec:
@@ -205,6 +253,18 @@ TRANSIENT_LAMBDA_ERRORS = (
 )
 # How many analyses of one study run at once.
 ANALYSIS_CONCURRENCY = 4
+
+
+# How often the reaper runs, and how many studies of each status it looks at per run.
+REAPER_INTERVAL_MIN = 5
+REAPER_BATCH = 50
+# The webhook queue: >= 5 receives before its DLQ, visibility >= 6x the webhook function's timeout.
+WEBHOOK_MAX_RECEIVE_COUNT = 8
+WEBHOOK_VISIBILITY_TIMEOUT_S = 6 * WEBHOOK.timeout_s
+WEBHOOK_BATCH_SIZE = 10
+# EventBridge: what every status-change event carries as source and detail-type.
+EVENT_SOURCE = "voxelpipe"
+STATUS_CHANGED = "Study Status Changed"
 
 
 def execution_name(study_id: str, attempt: int) -> str:

@@ -34,18 +34,33 @@ def start_execution(execution: ExecutionInput) -> bool:
     return True
 
 
-def stop_execution(study_id: str, attempt: int) -> bool:
-    """Stop the attempt's execution if it is running; False when there was none to stop."""
-    client = _client()
-    arn = (
+def _execution_arn(study_id: str, attempt: int) -> str:
+    return (
         os.environ[EnvVar.STATE_MACHINE_ARN].replace(":stateMachine:", ":execution:")
         + ":"
         + execution_name(study_id, attempt)
     )
+
+
+def execution_status(study_id: str, attempt: int) -> str | None:
+    """RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED; None when the attempt has no execution."""
+    client = _client()
+    try:
+        return client.describe_execution(executionArn=_execution_arn(study_id, attempt))["status"]
+    except client.exceptions.ExecutionDoesNotExist:
+        return None
+
+
+def stop_execution(
+    study_id: str, attempt: int, *, error: str = "StudyDeleted", cause: str = "the study was deleted"
+) -> bool:
+    """Stop the attempt's execution if it is running; False when there was none to stop."""
+    client = _client()
+    arn = _execution_arn(study_id, attempt)
     try:
         if client.describe_execution(executionArn=arn)["status"] != "RUNNING":
             return False
-        client.stop_execution(executionArn=arn, error="StudyDeleted", cause="the study was deleted")
+        client.stop_execution(executionArn=arn, error=error, cause=cause)
     except client.exceptions.ExecutionDoesNotExist:
         return False
     return True

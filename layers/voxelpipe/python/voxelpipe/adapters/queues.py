@@ -31,3 +31,21 @@ def enqueue(item: WorkItem) -> str:
         QueueUrl=os.environ[_QUEUE_URL[item.priority]], MessageBody=item.model_dump_json()
     )
     return response["MessageId"]
+
+
+def backlog(priority: Priority) -> int:
+    """Messages waiting in, or in flight from, a priority's queue (approximate, as SQS counts)."""
+    attributes = _client().get_queue_attributes(
+        QueueUrl=os.environ[_QUEUE_URL[priority]],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes.get("ApproximateNumberOfMessages", 0)) + int(
+        attributes.get("ApproximateNumberOfMessagesNotVisible", 0)
+    )
+
+
+def delay_retry(queue_url: str, receipt_handle: str, delay_s: int) -> None:
+    """Keep a received message hidden `delay_s` more seconds: its next try waits that long."""
+    _client().change_message_visibility(
+        QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=delay_s
+    )

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 
 import voxelpipe
-from voxelpipe import queries, tracking
+from voxelpipe import queries, tracking, webhooks
+from voxelpipe.adapters import secrets
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.analyses import CATALOGUE, UnknownAnalysis
 from voxelpipe.api import problems
@@ -21,6 +22,7 @@ from voxelpipe.api.schemas import (
     CreateStudy,
     PartTarget,
     StepView,
+    StudyCost,
     StudyCreated,
     StudyPage,
     StudyResults,
@@ -93,6 +95,7 @@ def _view(study: StudyRecord, with_steps: bool = True) -> StudyView:
         subject=study.subject,
         input=study.input,
         steps=steps,
+        cost=StudyCost.model_validate(study.cost) if study.cost else None,
     )
 
 
@@ -195,7 +198,14 @@ def create_app() -> FastAPI:
             _upload_target(storage, UploadKey(caller.tenant, study.study_id, f.name), f.size, expires_at)
             for f in body.files
         ]
-        return StudyCreated(study_id=study.study_id, status=study.status, uploads=uploads)
+        # The webhook's signing key is derived from the deployment's secret, so shown here once
+        # and never stored (voxelpipe.webhooks).
+        webhook_secret = (
+            webhooks.study_key(secrets.webhook_secret(), study.study_id) if study.webhook_url else None
+        )
+        return StudyCreated(
+            study_id=study.study_id, status=study.status, uploads=uploads, webhook_secret=webhook_secret
+        )
 
     @app.post("/studies/{study_id}/complete", status_code=202, response_model=StudyView, tags=["studies"])
     def complete(study_id: str, caller: Caller, request: Request) -> StudyView:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -10,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 
 from voxelpipe.messages import Priority
 from voxelpipe.validation import Rejected, check_upload_name
+from voxelpipe.webhooks import check_webhook_url
+from voxelpipe.wiring import EnvVar
 
 MAX_FILES = 5000  # a DICOM series of up to 5000 objects (or one .zip)
 
@@ -52,7 +55,11 @@ class CreateStudy(BaseModel):
         description="per requested analysis, its parameters, e.g. "
         '{"normative": {"reference_table": "<CSV text>"}} (see GET /analyses)',
     )
-    webhook_url: HttpUrl | None = Field(default=None, description="https URL told of every status change")
+    webhook_url: HttpUrl | None = Field(
+        default=None,
+        description="https URL told of every status change, in signed POSTs (docs/operations.md); "
+        "http://localhost is accepted only with development tokens",
+    )
     format: Literal["nifti", "dicom"] = Field(
         default="nifti",
         description="nifti: one .nii/.nii.gz file; dicom: the series' files, or one .zip of them",
@@ -71,8 +78,8 @@ class CreateStudy(BaseModel):
     @field_validator("webhook_url")
     @classmethod
     def https_only(cls, url: HttpUrl | None) -> HttpUrl | None:
-        if url is not None and url.scheme != "https":
-            raise ValueError("webhook URLs must use https")
+        if url is not None:
+            check_webhook_url(str(url), allow_local_http=os.environ.get(EnvVar.AUTH_MODE) == "dev")
         return url
 
 
@@ -98,6 +105,10 @@ class StudyCreated(BaseModel):
     study_id: str
     status: str
     uploads: list[UploadTarget]
+    webhook_secret: str | None = Field(
+        default=None,
+        description="with a webhook_url: the key its POSTs are signed with (HMAC-SHA256), shown only here",
+    )
 
 
 class StepView(BaseModel):
@@ -125,6 +136,22 @@ class StudyView(BaseModel):
     subject: dict[str, Any] | None = None
     input: dict[str, Any] | None = None
     steps: list[StepView] = Field(default_factory=list)
+    cost: StudyCost | None = Field(
+        default=None, description="once COMPLETED: resource use and estimated cost"
+    )
+
+
+class StudyCost(BaseModel):
+    """What a completed attempt used, measured, and its estimated cost (docs/operations.md)."""
+
+    lambda_gb_seconds: float
+    lambda_gb_seconds_by_step: dict[str, float]
+    gpu_seconds: float
+    requests: dict[str, int] = Field(
+        description="lambda_invocations, state_transitions, s3_gets, s3_puts, events (estimated counts)"
+    )
+    estimated_usd: float
+    prices: dict[str, str] = Field(description="the price table used: region and as_of date")
 
 
 class StudyPage(BaseModel):

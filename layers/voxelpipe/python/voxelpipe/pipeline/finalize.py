@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from voxelpipe import tracking
 from voxelpipe.adapters.storage import Storage
+from voxelpipe.cost import PriceTable, StepUse, study_cost
 from voxelpipe.keys import results_key
 from voxelpipe.messages import FinalizeInput
-from voxelpipe.records import StudyRecord
+from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.results import build_results
 from voxelpipe.status import StudyStatus, TaskStatus
 
@@ -25,6 +27,8 @@ def finalize(state: FinalizeInput, storage: Storage) -> dict[str, str]:
         if record.status == TaskStatus.SUCCEEDED and record.duration_ms is not None
     }
     document = build_results(state, upload, timings)
+    cost = attempt_cost(state, study, task)
+    document["provenance"]["cost"] = cost
     key = results_key(state.study_id)
     storage.write(key, json.dumps(document, indent=2).encode(), content_type="application/json")
     summary = {name: result["measures"] for name, result in document["analyses"].items()}
@@ -32,7 +36,41 @@ def finalize(state: FinalizeInput, storage: Storage) -> dict[str, str]:
         state.study_id,
         state.attempt,
         StudyStatus.COMPLETED,
-        changes=[StudyRecord.results_key.set(key), StudyRecord.summary.set(summary)],
+        changes=[
+            StudyRecord.results_key.set(key),
+            StudyRecord.summary.set(summary),
+            StudyRecord.cost.set(cost),
+        ],
     )
     tracking.finish_task(task, detail={"results_key": key})
     return {"results_key": key}
+
+
+def attempt_cost(state: FinalizeInput, study: StudyRecord | None, finalizing: TaskRecord) -> dict[str, Any]:
+    """The attempt's measured use and estimated cost (voxelpipe.cost), Finalize counted so far."""
+    steps = [
+        StepUse(record.step, float(record.duration_ms))
+        for record in tracking.tasks_of(state.study_id, state.attempt)
+        if record.duration_ms is not None
+    ]
+    steps.append(StepUse(STEP, (tracking.now() - finalizing.started_at).total_seconds() * 1000))
+    uploads = len((study.manifest if study is not None else None) or [None])
+    # S3 requests, counted from what the steps read and write (docs/operations.md): the uploads,
+    # Prepare's reads and its canonical volume, each analysis's reads and writes, results.json.
+    dicom = study is not None and study.input_format == "dicom"
+    s3_gets = uploads + sum(1 + len(r.artifacts) for r in state.results)
+    s3_puts = (
+        uploads
+        + 1
+        + (uploads + 1 if dicom else 0)
+        + sum(len(r.artifacts) + len(r.intermediates) + 1 for r in state.results)
+        + 1
+    )
+    return study_cost(
+        steps,
+        {request.name: request.runtime for request in state.analyses},
+        stages=len(state.analysis_results),
+        s3_gets=s3_gets,
+        s3_puts=s3_puts,
+        prices=PriceTable.from_environment(),
+    )

@@ -1,0 +1,101 @@
+"""Status-change events and webhooks, and the reaper's schedule.
+
+The bus, the webhook queue and the signing secret sit at the stack's top level, their construct
+ids from wiring.Resource, like the rest of the stack's named resources.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra import nag
+from infra.security import StackSecurity
+from voxelpipe.wiring import (
+    EVENT_SOURCE,
+    REAPER_INTERVAL_MIN,
+    STATUS_CHANGED,
+    WEBHOOK_BATCH_SIZE,
+    WEBHOOK_MAX_RECEIVE_COUNT,
+    WEBHOOK_VISIBILITY_TIMEOUT_S,
+    EnvVar,
+    Resource,
+)
+
+
+class StudyNotifications:
+    """The event bus every status change goes to, and what delivers webhooks from it."""
+
+    def __init__(self, scope: Construct, security: StackSecurity) -> None:
+        self.bus = events.EventBus(scope, Resource.EVENT_BUS)
+        self.webhook_dead_letters = security.queue(
+            scope, f"{Resource.WEBHOOK_QUEUE}DeadLetters", retention_period=Duration.days(14)
+        )
+        self.webhook_queue = security.queue(
+            scope,
+            Resource.WEBHOOK_QUEUE,
+            visibility_timeout=Duration.seconds(WEBHOOK_VISIBILITY_TIMEOUT_S),
+            retention_period=Duration.days(4),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=WEBHOOK_MAX_RECEIVE_COUNT, queue=self.webhook_dead_letters
+            ),
+        )
+        # The key webhook signing keys derive from (voxelpipe.webhooks): rotating it changes every
+        # study's key, so it is not rotated automatically.
+        self.webhook_secret = secretsmanager.Secret(
+            scope,
+            Resource.WEBHOOK_SECRET,
+            description="voxelpipe: the key each study's webhook signing key is derived from",
+            encryption_key=security.data_key,
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                exclude_punctuation=True, password_length=64
+            ),
+        )
+        nag.acknowledge(self.webhook_secret, *nag.WEBHOOK_SECRET)
+        # EventBridge writes to the encrypted webhook queue with the data key.
+        security.data_key.grant_encrypt_decrypt(iam.ServicePrincipal("events.amazonaws.com"))
+        self.status_changes = events.Rule(
+            scope,
+            "StatusChangesToWebhooks",
+            event_bus=self.bus,
+            event_pattern=events.EventPattern(source=[EVENT_SOURCE], detail_type=[STATUS_CHANGED]),
+            targets=[targets.SqsQueue(self.webhook_queue)],
+        )
+        self.resources = {Resource.EVENT_BUS, Resource.WEBHOOK_QUEUE, Resource.WEBHOOK_SECRET}
+
+    def bind(self, function: lambda_.Function, var: EnvVar, resource: Resource) -> None:
+        """Give a function the resource an environment variable names, and the right to use it."""
+        if resource is Resource.EVENT_BUS:
+            function.add_environment(var, self.bus.event_bus_name)
+            self.bus.grant_put_events_to(function)
+        elif resource is Resource.WEBHOOK_SECRET:
+            function.add_environment(var, self.webhook_secret.secret_arn)
+            self.webhook_secret.grant_read(function)
+        elif resource is Resource.WEBHOOK_QUEUE:
+            function.add_environment(var, self.webhook_queue.queue_url)
+            self.webhook_queue.grant(function, "sqs:ChangeMessageVisibility")
+        else:
+            raise ValueError(f"{resource} is not a notification resource")
+
+    def deliver_with(self, webhook: lambda_.Function) -> None:
+        webhook.add_event_source(
+            event_sources.SqsEventSource(
+                self.webhook_queue, batch_size=WEBHOOK_BATCH_SIZE, report_batch_item_failures=True
+            )
+        )
+
+    @staticmethod
+    def schedule_reaper(scope: Construct, reaper: lambda_.Function) -> events.Rule:
+        return events.Rule(
+            scope,
+            "ReaperSchedule",
+            schedule=events.Schedule.rate(Duration.minutes(REAPER_INTERVAL_MIN)),
+            targets=[targets.LambdaFunction(reaper, retry_attempts=0)],
+        )

@@ -1,0 +1,285 @@
+"""The reaper: studies stuck past their step's deadline are re-driven or FAILED, with an audit row.
+
+`decide` is the whole policy, a pure function of what was observed and the time; `reap` observes
+(DynamoDB, the attempt's execution, the work queue), decides and acts. Every action is a
+conditional write naming the attempt and status it saw, so a run that races a step, or another
+run, changes nothing twice. Each run looks at no more than `limit` studies of each status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from voxelpipe import telemetry, tracking
+from voxelpipe.adapters import executions, queues
+from voxelpipe.messages import Priority
+from voxelpipe.pipeline.ingest import enqueue_study
+from voxelpipe.records import StudyRecord
+from voxelpipe.status import StudyStatus, TaskStatus
+from voxelpipe.telemetry import Dimension, Metric
+from voxelpipe.wiring import (
+    FINALIZE,
+    INGEST,
+    MARK_FAILED,
+    PREPARE,
+    QUEUE_MAX_RECEIVE_COUNT,
+    QUEUE_VISIBILITY_TIMEOUT_S,
+    REAPER_BATCH,
+    RUN_ANALYSIS,
+    FunctionSpec,
+    execution_name,
+)
+
+ACTOR = "reaper"
+STUCK = "Stuck"  # the error type of a study the reaper failed
+
+# -- deadlines: how long each status or step may last, derived from the functions' timeouts ----
+# A state machine task runs once and retries 3 times (infra/workflow.py RETRY_ATTEMPTS), each try
+# bounded by its function's timeout plus 30 s (the task timeout), with 2+4+8 s of backoff.
+STEP_TRIES = 4
+TASK_TIMEOUT_MARGIN_S = 30
+RETRY_BACKOFF_TOTAL_S = 14
+# S3 invokes ingest asynchronously: one try and 2 retries (infra/stack.py INGEST_ASYNC_RETRIES),
+# about 1 and 2 minutes apart.
+INGEST_TRIES = 3
+INGEST_RETRY_DELAYS_S = 180
+STATE_MACHINE_TIMEOUT = timedelta(hours=6)  # infra/workflow.py
+SLACK = timedelta(minutes=5)  # a study only just past a deadline is left to its own machinery
+
+# Statuses and what their deadline is. AWAITING_UPLOAD: the upload URLs expire after an hour
+# (api URL_EXPIRY) and a DICOM series waits for its `complete`; a day later nobody is coming.
+INGEST_DEADLINE = timedelta(seconds=INGEST_TRIES * INGEST.timeout_s + INGEST_RETRY_DELAYS_S) + SLACK
+DEADLINES: dict[StudyStatus, timedelta] = {
+    StudyStatus.AWAITING_UPLOAD: timedelta(days=1),
+    StudyStatus.VALIDATING: INGEST_DEADLINE,
+    StudyStatus.VALIDATED: INGEST_DEADLINE,
+    # By then the work item has started the execution or been moved to the dead-letter queue.
+    StudyStatus.QUEUED: timedelta(seconds=QUEUE_MAX_RECEIVE_COUNT * QUEUE_VISIBILITY_TIMEOUT_S) + SLACK,
+    # RUNNING: per step (step_deadline); this is the least time before a RUNNING study is looked at,
+    # enough for MarkFailed to record an execution's failure.
+    StudyStatus.RUNNING: timedelta(seconds=STEP_TRIES * (MARK_FAILED.timeout_s + TASK_TIMEOUT_MARGIN_S))
+    + SLACK,
+}
+# How often a QUEUED study's work item is sent again before the study is failed instead.
+MAX_REDRIVES = 2
+
+
+def _spec_deadline(spec: FunctionSpec) -> timedelta:
+    tries = STEP_TRIES * (spec.timeout_s + TASK_TIMEOUT_MARGIN_S) + RETRY_BACKOFF_TOTAL_S
+    return timedelta(seconds=tries) + SLACK
+
+
+STEP_SPECS: dict[str, FunctionSpec] = {"validate": INGEST, "prepare": PREPARE, "finalize": FINALIZE}
+
+
+def step_deadline(step: str) -> timedelta:
+    """How long a step's task row may stay RUNNING; an unknown step gets the execution's timeout."""
+    if step in STEP_SPECS:
+        return _spec_deadline(STEP_SPECS[step])
+    if step.startswith("analysis:"):
+        return _spec_deadline(RUN_ANALYSIS)
+    return STATE_MACHINE_TIMEOUT + SLACK
+
+
+# -- the policy ------------------------------------------------------------------------------
+class Action(StrEnum):
+    WAIT = "wait"
+    REDRIVE = "redriven"
+    FAIL = "failed"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the reaper saw of one study attempt."""
+
+    study_id: str
+    attempt: int
+    status: StudyStatus
+    updated_at: datetime
+    execution: str | None = None  # the execution's status; None when it has none
+    running_step: str | None = None  # the step whose task row is RUNNING (the latest)
+    step_started_at: datetime | None = None
+    queue_backlog: int = 0  # messages in the study's work queue
+    redrives: int = 0  # how often the reaper re-drove this attempt already
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    why: str
+    stop_execution: bool = False
+
+
+def decide(seen: Observation, now: datetime) -> Decision:
+    """What to do with a study, from what was observed at `now`."""
+    if seen.status.is_terminal or seen.status not in DEADLINES:
+        return Decision(Action.WAIT, f"{seen.status} is terminal")
+    waited = now - seen.updated_at
+    deadline = DEADLINES[seen.status]
+    if waited <= deadline and seen.status is not StudyStatus.RUNNING:
+        return Decision(Action.WAIT, f"{seen.status} for {waited}, within {deadline}")
+    running = seen.execution == "RUNNING"
+    if seen.status is StudyStatus.AWAITING_UPLOAD:
+        return Decision(Action.FAIL, f"no complete upload arrived within {deadline}")
+    if seen.status is StudyStatus.VALIDATING:
+        return Decision(Action.FAIL, f"validation did not end within {deadline}")
+    if seen.status is StudyStatus.VALIDATED:
+        return Decision(Action.REDRIVE, f"validated {waited} ago but never queued")
+    if seen.status is StudyStatus.QUEUED:
+        if running:
+            if waited > STATE_MACHINE_TIMEOUT + SLACK:
+                return Decision(Action.FAIL, "its execution never started a step", stop_execution=True)
+            return Decision(Action.WAIT, "its execution is running")
+        if seen.execution is not None:
+            return Decision(Action.FAIL, f"its execution ended {seen.execution} but the study stayed QUEUED")
+        if seen.queue_backlog > 0 and waited <= 2 * deadline:
+            return Decision(Action.WAIT, f"its queue holds {seen.queue_backlog} messages")
+        if seen.redrives >= MAX_REDRIVES:
+            return Decision(Action.FAIL, f"no execution started after {seen.redrives} re-drives")
+        return Decision(Action.REDRIVE, f"queued {waited} ago and no execution started")
+    # RUNNING
+    if not running:
+        if waited <= deadline:
+            return Decision(Action.WAIT, "its execution is ending")
+        ended = "has no execution" if seen.execution is None else f"execution ended {seen.execution}"
+        return Decision(Action.FAIL, f"its {ended} but the study stayed RUNNING")
+    if seen.running_step is not None and seen.step_started_at is not None:
+        limit = step_deadline(seen.running_step)
+        if now - seen.step_started_at > limit:
+            return Decision(
+                Action.FAIL, f"step {seen.running_step} ran past its deadline of {limit}", stop_execution=True
+            )
+        return Decision(Action.WAIT, f"step {seen.running_step} is within its deadline")
+    if waited > STATE_MACHINE_TIMEOUT + SLACK:
+        return Decision(
+            Action.FAIL, "its execution ran past the state machine's timeout", stop_execution=True
+        )
+    return Decision(Action.WAIT, "its execution is running")
+
+
+# -- observing and acting --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    study_id: str
+    attempt: int
+    status: str
+    action: str
+    why: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "study_id": self.study_id,
+            "attempt": self.attempt,
+            "status": self.status,
+            "action": self.action,
+            "why": self.why,
+        }
+
+
+def _redrives(study_id: str, attempt: int) -> int:
+    return sum(
+        1
+        for row in tracking.audit_trail(study_id)
+        if row.action == "reaped"
+        and (row.detail or {}).get("action") == Action.REDRIVE.value
+        and (row.detail or {}).get("attempt") == attempt
+    )
+
+
+def observe(study: StudyRecord) -> Observation:
+    status = StudyStatus(study.status)
+    attempt = int(study.attempt)
+    execution = (
+        executions.execution_status(study.study_id, attempt)
+        if status in (StudyStatus.QUEUED, StudyStatus.RUNNING)
+        else None
+    )
+    running = [
+        task for task in tracking.tasks_of(study.study_id, attempt) if task.status == TaskStatus.RUNNING
+    ]
+    latest = running[-1] if running else None
+    return Observation(
+        study_id=study.study_id,
+        attempt=attempt,
+        status=status,
+        updated_at=study.updated_at,
+        execution=execution,
+        running_step=latest.step if latest else None,
+        step_started_at=latest.started_at if latest else None,
+        queue_backlog=queues.backlog(Priority(study.priority)) if status is StudyStatus.QUEUED else 0,
+        redrives=_redrives(study.study_id, attempt) if status is StudyStatus.QUEUED else 0,
+    )
+
+
+def _fail(study: StudyRecord, seen: Observation, decision: Decision) -> bool:
+    error = {"type": STUCK, "message": decision.why, "step": seen.running_step, "retryable": True}
+    try:
+        tracking.transition(
+            study.study_id, seen.attempt, StudyStatus.FAILED, changes=[StudyRecord.error.set(error)]
+        )
+    except tracking.TransitionRefused:
+        return False  # it moved on while we looked: nothing is stuck
+    for task in tracking.tasks_of(study.study_id, seen.attempt):
+        if task.status == TaskStatus.RUNNING:
+            tracking.fail_task(task, error)
+    # After FAILED, so that a step the stop interrupts can no longer move the study.
+    if decision.stop_execution or seen.execution == "RUNNING":
+        executions.stop_execution(study.study_id, seen.attempt, error=STUCK, cause=decision.why)
+    return True
+
+
+def _redrive(study: StudyRecord, seen: Observation) -> bool:
+    # VALIDATED -> QUEUED, or QUEUED again (which refreshes updated_at and so the deadline).
+    try:
+        queued = tracking.transition(study.study_id, seen.attempt, StudyStatus.QUEUED)
+    except tracking.TransitionRefused:
+        return False
+    enqueue_study(queued)  # the ingest path; dispatch treats a duplicate as done
+    return True
+
+
+def act(study: StudyRecord, seen: Observation, decision: Decision) -> bool:
+    """Carry a decision out, with its audit row; False when the study had moved on meanwhile."""
+    if decision.action is Action.WAIT:
+        return False
+    done = _fail(study, seen, decision) if decision.action is Action.FAIL else _redrive(study, seen)
+    if done:
+        tracking.audit(
+            study.study_id,
+            "reaped",
+            actor=ACTOR,
+            source=execution_name(study.study_id, seen.attempt),
+            detail={
+                "action": decision.action.value,
+                "why": decision.why,
+                "status_was": seen.status.value,
+                "attempt": seen.attempt,
+                "execution": seen.execution,
+            },
+        )
+        telemetry.count(Metric.REAPED, Dimension.ACTION, decision.action.value)
+    return done
+
+
+def reap(now: datetime | None = None, limit: int = REAPER_BATCH) -> list[Outcome]:
+    """One pass over the non-terminal statuses; what was done (waits left out)."""
+    now = now or tracking.now()
+    outcomes: list[Outcome] = []
+    for status, least in DEADLINES.items():
+        # The status-updated index holds the oldest first: only those already past the least wait.
+        candidates = StudyRecord.status_updated.query(
+            status.value, StudyRecord.updated_at < now - least, limit=limit
+        )
+        for candidate in candidates:
+            study = tracking.get_study(candidate.study_id)  # the index lags; act on the table
+            if study is None or study.status != status.value:
+                continue
+            seen = observe(study)
+            decision = decide(seen, now)
+            if act(study, seen, decision):
+                outcomes.append(
+                    Outcome(study.study_id, seen.attempt, status.value, decision.action.value, decision.why)
+                )
+    return outcomes

@@ -1,0 +1,126 @@
+"""Signed webhooks: each study created with a `webhook_url` is told of every status change.
+
+Signing keys: one per study, derived, never stored. The deployment keeps one secret in Secrets
+Manager; a study's key is HMAC-SHA256(secret, "voxelpipe-webhook:" + study_id), hex. POST /studies
+returns it once (`webhook_secret`); the webhook function derives it again to sign.
+
+Each POST carries `Voxelpipe-Signature: t=<unix seconds>,v1=<hex>`, where hex is
+HMAC-SHA256(study key, "<t>." + body). A receiver recomputes it and refuses stale timestamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from voxelpipe import tracking
+from voxelpipe.events import STATUS_CHANGED, StudyStatusChanged
+
+SIGNATURE_HEADER = "Voxelpipe-Signature"
+EVENT_ID_HEADER = "Voxelpipe-Event-Id"
+SIGNATURE_VERSION = "v1"
+TOLERANCE_S = 300  # how old a signed timestamp a receiver should accept
+_KEY_CONTEXT = b"voxelpipe-webhook:"
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class InvalidWebhookUrl(ValueError):
+    """A webhook URL voxelpipe will not call."""
+
+
+class DeliveryFailed(RuntimeError):
+    """The receiver did not answer 2xx (or could not be reached): the delivery is retried."""
+
+
+def check_webhook_url(url: str, *, allow_local_http: bool) -> str:
+    """https only; plain http only to this machine, and only where allowed (development auth)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if allow_local_http and parts.scheme == "http" and parts.hostname in LOCAL_HOSTS:
+        return url
+    allowed = "https (or http://localhost in development)" if allow_local_http else "https"
+    raise InvalidWebhookUrl(f"webhook URLs must use {allowed}")
+
+
+def study_key(deployment_secret: bytes, study_id: str) -> str:
+    """The study's signing key (hex): derived from the deployment's secret, so never stored."""
+    return hmac.new(deployment_secret, _KEY_CONTEXT + study_id.encode(), hashlib.sha256).hexdigest()
+
+
+def signature(key: str, body: bytes, timestamp: int) -> str:
+    digest = hmac.new(key.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},{SIGNATURE_VERSION}={digest}"
+
+
+def verify(key: str, body: bytes, header: str, now: float, tolerance_s: int = TOLERANCE_S) -> bool:
+    """What a receiver does (docs/operations.md has the same lines to copy)."""
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(fields["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs(now - timestamp) > tolerance_s:
+        return False
+    expected = signature(key, body, timestamp).split(f"{SIGNATURE_VERSION}=", 1)[1]
+    return hmac.compare_digest(expected, fields.get(SIGNATURE_VERSION, ""))
+
+
+def body_of(event_id: str, event: StudyStatusChanged) -> bytes:
+    """The POST body: the event's id and type, and its detail as on the bus."""
+    document = {"id": event_id, "type": STATUS_CHANGED, "detail": event.model_dump(mode="json")}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    study_id: str
+    status: str
+    outcome: str  # "delivered" or "skipped"
+    detail: str = ""
+
+
+# post(url, body, headers) -> the receiver's HTTP status; raises OSError when unreachable.
+Post = Callable[[str, bytes, dict[str, str]], int]
+
+
+def deliver(
+    event_id: str,
+    event: StudyStatusChanged,
+    *,
+    deployment_secret: bytes,
+    post: Post,
+    now: int,
+    allow_local_http: bool,
+) -> Delivery:
+    """POST one status change to its study's webhook, signed; DeliveryFailed to have it retried."""
+    study = tracking.get_study(event.study_id)
+    if study is None or study.tenant != event.tenant or not study.webhook_url:
+        return Delivery(event.study_id, event.status, "skipped", "no webhook")
+    try:
+        url = check_webhook_url(study.webhook_url, allow_local_http=allow_local_http)
+    except InvalidWebhookUrl as invalid:
+        return Delivery(event.study_id, event.status, "skipped", str(invalid))
+    body = body_of(event_id, event)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "voxelpipe-webhook/1",
+        EVENT_ID_HEADER: event_id,
+        SIGNATURE_HEADER: signature(study_key(deployment_secret, event.study_id), body, now),
+    }
+    try:
+        status = post(url, body, headers)
+    except OSError as error:
+        raise DeliveryFailed(f"{event.study_id}: {type(error).__name__}: {error}") from error
+    if not 200 <= status < 300:
+        raise DeliveryFailed(f"{event.study_id}: the receiver answered {status}")
+    return Delivery(event.study_id, event.status, "delivered", str(status))
+
+
+def retry_delay_s(receive_count: int, base_s: int = 30, cap_s: int = 900) -> int:
+    """How long a failed delivery waits before its next try: doubling, capped (SQS allows 12 h)."""
+    return int(min(cap_s, base_s * 2 ** max(0, receive_count - 1)))
