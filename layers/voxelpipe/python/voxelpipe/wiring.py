@@ -26,6 +26,7 @@ class EnvVar(StrEnum):
     MAX_UPLOAD_BYTES = "VOXELPIPE_MAX_UPLOAD_BYTES"
     DICOM_ORIGINALS = "VOXELPIPE_DICOM_ORIGINALS"  # "delete" or "retain" (7 days under work/)
     AUTH_MODE = "VOXELPIPE_AUTH_MODE"  # "cognito" behind API Gateway; "dev" for local signed tokens
+    MODELS_TABLE = "VOXELPIPE_MODELS_TABLE"  # the model registry (bring-your-own models)
 
 
 class Runtime(StrEnum):
@@ -49,6 +50,7 @@ class Prefix(StrEnum):
     QUARANTINE = "quarantine/"  # rejected uploads, kept briefly for the uploader to inspect
     DERIVED = "derived/"  # derived/{study_id}/...: user-facing artifacts and results.json
     WORK = "work/"  # work/{study_id}/{attempt}/...: intermediates between steps, short-lived
+    MODELS = "models/"  # models/{name}/{version}/model.{pt|onnx} and model.json: registered models
 
 
 class Resource(StrEnum):
@@ -63,6 +65,7 @@ class Resource(StrEnum):
     HIGH_PRIORITY_QUEUE = "HighPriorityQueue"
     NORMAL_PRIORITY_QUEUE = "NormalPriorityQueue"
     STATE_MACHINE = "StudyStateMachine"
+    MODELS_TABLE = "ModelsTable"
 
 
 # The resource each environment variable points at, and whether it is the resource's name/URL
@@ -77,6 +80,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.HIGH_PRIORITY_QUEUE_URL: Resource.HIGH_PRIORITY_QUEUE,
     EnvVar.NORMAL_PRIORITY_QUEUE_URL: Resource.NORMAL_PRIORITY_QUEUE,
     EnvVar.STATE_MACHINE_ARN: Resource.STATE_MACHINE,
+    EnvVar.MODELS_TABLE: Resource.MODELS_TABLE,
 }
 
 # Default upload limit; deployments override it through the environment.
@@ -130,7 +134,7 @@ DISPATCH = FunctionSpec(
     description="Starts one state machine execution per study attempt from the work queues",
     memory_mb=256,
     timeout_s=30,
-    env=(*_STATUS_TABLES, EnvVar.STATE_MACHINE_ARN),
+    env=(*_STATUS_TABLES, EnvVar.STATE_MACHINE_ARN, EnvVar.MODELS_TABLE),
 )
 PREPARE = FunctionSpec(
     name="prepare",
@@ -176,6 +180,7 @@ API = FunctionSpec(
         EnvVar.STATE_MACHINE_ARN,
         EnvVar.MAX_UPLOAD_BYTES,
         EnvVar.AUTH_MODE,
+        EnvVar.MODELS_TABLE,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
 )
