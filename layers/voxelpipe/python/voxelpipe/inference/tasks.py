@@ -10,6 +10,7 @@ the others go on.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,7 +39,8 @@ from voxelpipe.nifti import load_nifti
 from voxelpipe.pipeline.analysis import store_output
 from voxelpipe.records import TaskRecord
 
-DEFAULT_PREFETCH_WORKERS = 2
+# Threads reading, decoding and writing around the device's work (CPU-bound, mostly GIL-free).
+DEFAULT_PREFETCH_WORKERS = min(8, os.cpu_count() or 2)
 DEFAULT_MAX_BATCH_VOLUMES = 8
 
 
