@@ -30,7 +30,13 @@ from voxelpipe.wiring import (
     Resource,
 )
 
-UPLOADS, QUARANTINE, DERIVED, WORK = Prefix.UPLOADS, Prefix.QUARANTINE, Prefix.DERIVED, Prefix.WORK
+UPLOADS, QUARANTINE, DERIVED, WORK, MODELS = (
+    Prefix.UPLOADS,
+    Prefix.QUARANTINE,
+    Prefix.DERIVED,
+    Prefix.WORK,
+    Prefix.MODELS,
+)
 ALL_PREFIXES = (UPLOADS, QUARANTINE, DERIVED, WORK)
 
 BUCKET_ACCESS: dict[str, BucketAccess] = {
@@ -52,10 +58,11 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     FINALIZE.name: BucketAccess(write=[DERIVED]),
     # Presigns uploads (POST and multipart, signed by this role: s3:PutObject) and artifact
     # downloads; completing a rejected DICOM study quarantines it; deleting a study removes every
-    # version of every object it has.
+    # version of every object it has. Registering a model presigns its upload under models/, and
+    # completing it checks the file's digest and writes its manifest.
     API.name: BucketAccess(
-        read=[UPLOADS, DERIVED],
-        write=[UPLOADS, QUARANTINE],
+        read=[UPLOADS, DERIVED, MODELS],
+        write=[UPLOADS, QUARANTINE, MODELS],
         delete=ALL_PREFIXES,
         list=[UPLOADS, DERIVED],
         list_versions=ALL_PREFIXES,
@@ -65,9 +72,13 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
 # Status tables a function reads but never writes (everything else it is told of: read-write).
 READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     # Only DICOM ingest and the API's /complete touch the objects table.
-    spec.name: frozenset({Resource.OBJECTS_TABLE})
-    for spec in (DISPATCH, PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED, REAPER)
-} | {
+    **{
+        spec.name: frozenset({Resource.OBJECTS_TABLE})
+        for spec in (DISPATCH, PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED, REAPER)
+    },
+    # Only the API registers models; ingest and dispatch look up `model:NAME` analyses.
+    INGEST.name: frozenset({Resource.MODELS_TABLE}),
+    DISPATCH.name: frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE}),
     WEBHOOK.name: frozenset({Resource.STUDIES_TABLE}),  # it reads each study's webhook URL
 }
 

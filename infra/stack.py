@@ -31,7 +31,7 @@ from infra.security import (
 from infra.settings import StackSettings
 from infra.tables import idempotency_table, table_for_model
 from infra.workflow import StudyWorkflow
-from voxelpipe.records import STATUS_MODELS, table_schema
+from voxelpipe.records import REGISTRY_MODELS, STATUS_MODELS, table_schema
 from voxelpipe.wiring import (
     API,
     DISPATCH,
@@ -135,14 +135,14 @@ class VoxelpipeStack(Stack):
         }
         tables = {
             ENV_RESOURCES[var]: table_for_model(self, ENV_RESOURCES[var], model, key=key)
-            for var, model in STATUS_MODELS.items()
+            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS}.items()
         }
         tables[Resource.IDEMPOTENCY_TABLE] = idempotency_table(self, Resource.IDEMPOTENCY_TABLE, key=key)
         table_indexes = {
             ENV_RESOURCES[var]: [
                 index["index_name"] for index in table_schema(model)["global_secondary_indexes"]
             ]
-            for var, model in STATUS_MODELS.items()
+            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS}.items()
         }
         self.security.back_up_tables(self, list(tables.values()))
         layers = [

@@ -226,8 +226,9 @@ def test_each_function_may_touch_only_its_prefixes(template: dict[str, Any]):
             ),
         }
         assert granted == {action: v for action, v in expected.items() if v}, name
-    # The API presigns uploads and downloads: writes only under uploads/ (and quarantine/, to reject).
-    assert _s3_resources(policies["api"])["s3:PutObject"] == {"/uploads/*", "/quarantine/*"}
+    # The API presigns uploads and downloads: writes only under uploads/ (and quarantine/, to reject;
+    # models/, to register a model).
+    assert _s3_resources(policies["api"])["s3:PutObject"] == {"/uploads/*", "/quarantine/*", "/models/*"}
     assert _s3_resources(policies["finalize"]) == {"s3:PutObject": {"/derived/*"}}
 
 

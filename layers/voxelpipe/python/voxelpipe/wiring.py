@@ -30,6 +30,7 @@ class EnvVar(StrEnum):
     WEBHOOK_SECRET_ARN = "VOXELPIPE_WEBHOOK_SECRET_ARN"  # the key webhook signing keys derive from
     WEBHOOK_QUEUE_URL = "VOXELPIPE_WEBHOOK_QUEUE_URL"  # the webhook function backs its retries off here
     PRICES = "VOXELPIPE_PRICES"  # JSON overriding fields of voxelpipe.cost.PriceTable (optional)
+    MODELS_TABLE = "VOXELPIPE_MODELS_TABLE"  # the model registry (bring-your-own models)
 
 
 class Runtime(StrEnum):
@@ -53,6 +54,7 @@ class Prefix(StrEnum):
     QUARANTINE = "quarantine/"  # rejected uploads, kept briefly for the uploader to inspect
     DERIVED = "derived/"  # derived/{study_id}/...: user-facing artifacts and results.json
     WORK = "work/"  # work/{study_id}/{attempt}/...: intermediates between steps, short-lived
+    MODELS = "models/"  # models/{name}/{version}/model.{pt|onnx} and model.json: registered models
 
 
 class Resource(StrEnum):
@@ -70,6 +72,7 @@ class Resource(StrEnum):
     EVENT_BUS = "StudyEventBus"
     WEBHOOK_QUEUE = "WebhookQueue"
     WEBHOOK_SECRET = "WebhookSigningSecret"
+    MODELS_TABLE = "ModelsTable"
 
 
 # The resource each environment variable points at, and whether it is the resource's name/URL
@@ -87,6 +90,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.EVENT_BUS_NAME: Resource.EVENT_BUS,
     EnvVar.WEBHOOK_SECRET_ARN: Resource.WEBHOOK_SECRET,
     EnvVar.WEBHOOK_QUEUE_URL: Resource.WEBHOOK_QUEUE,
+    EnvVar.MODELS_TABLE: Resource.MODELS_TABLE,
 }
 
 # Default upload limit; deployments override it through the environment.
@@ -139,6 +143,7 @@ INGEST = FunctionSpec(
         EnvVar.HIGH_PRIORITY_QUEUE_URL,
         EnvVar.NORMAL_PRIORITY_QUEUE_URL,
         EnvVar.MAX_UPLOAD_BYTES,
+        EnvVar.MODELS_TABLE,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES)},
 )
@@ -147,7 +152,7 @@ DISPATCH = FunctionSpec(
     description="Starts one state machine execution per study attempt from the work queues",
     memory_mb=256,
     timeout_s=30,
-    env=(*_STATUS_TABLES, EnvVar.STATE_MACHINE_ARN),
+    env=(*_STATUS_TABLES, EnvVar.STATE_MACHINE_ARN, EnvVar.MODELS_TABLE),
 )
 PREPARE = FunctionSpec(
     name="prepare",
@@ -194,6 +199,7 @@ API = FunctionSpec(
         EnvVar.MAX_UPLOAD_BYTES,
         EnvVar.AUTH_MODE,
         EnvVar.WEBHOOK_SECRET_ARN,  # to hand each webhook study its signing key
+        EnvVar.MODELS_TABLE,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
 )
