@@ -14,6 +14,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.api import StudyApi
+from infra.gpu import GpuWorkers
 from infra.tables import idempotency_table, table_for_model
 from infra.workflow import StudyWorkflow
 from voxelpipe.records import STATUS_MODELS
@@ -24,11 +25,15 @@ from voxelpipe.wiring import (
     ENV_RESOURCES,
     FUNCTION_TAG,
     FUNCTIONS,
+    GPU_RESOURCES,
+    GPU_WORKER_ENV,
     INGEST,
     QUEUE_MAX_RECEIVE_COUNT,
     QUEUE_VISIBILITY_TIMEOUT_S,
+    SCALER,
     EnvVar,
     FunctionSpec,
+    GpuSettings,
     Prefix,
     Resource,
 )
@@ -134,7 +139,7 @@ class VoxelpipeStack(Stack):
             function = functions[spec.name]
             for var in spec.env:
                 resource = ENV_RESOURCES.get(var)
-                if resource is None or resource is Resource.STATE_MACHINE:
+                if resource is None or resource is Resource.STATE_MACHINE or resource in GPU_RESOURCES:
                     continue
                 if resource is Resource.BUCKET:
                     function.add_environment(var, bucket.bucket_name)
@@ -147,7 +152,24 @@ class VoxelpipeStack(Stack):
                     function.add_environment(var, tables[resource].table_name)
                     tables[resource].grant_read_write_data(function)
 
-        workflow = StudyWorkflow(self, Resource.STATE_MACHINE, functions=functions)
+        # The GPU half (docs/gpu.md); its settings come from wiring, overridable by CDK context.
+        gpu = GpuWorkers(
+            self,
+            "GpuWorkers",
+            settings=GpuSettings.from_context(self.node.try_get_context),
+            bucket=bucket,
+            tables=tables,
+            worker_env_vars=GPU_WORKER_ENV,
+            base_env=POWERTOOLS_ENV,
+            image_context=ROOT,
+            image_excludes=_IMAGE_CONTEXT_EXCLUDES,
+        )
+        gpu.wire_scaler(functions[SCALER.name])
+        gpu.wire_dispatch(functions[DISPATCH.name])
+        workflow = StudyWorkflow(
+            self, Resource.STATE_MACHINE, functions=functions, gpu_queue=gpu.queue, gpu=gpu.settings
+        )
+        gpu.grant_task_responses(workflow.state_machine)
         for spec in FUNCTIONS:
             if EnvVar.STATE_MACHINE_ARN in spec.env:
                 functions[spec.name].add_environment(
@@ -174,6 +196,7 @@ class VoxelpipeStack(Stack):
         self.tables = tables
         self.functions = functions
         self.state_machine = workflow.state_machine
+        self.gpu = gpu
 
     def _work_queue(self, resource: Resource) -> sqs.Queue:
         dead_letters = sqs.Queue(

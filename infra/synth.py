@@ -17,15 +17,20 @@ DEPENDENCY_LAYER_DIR = ROOT / "build" / "layers" / "deps"
 
 
 def build_app(
-    *, dependency_layer_dir: Path, outdir: str | None = None, env: Environment | None = None
+    *,
+    dependency_layer_dir: Path,
+    outdir: str | None = None,
+    env: Environment | None = None,
+    context: dict[str, Any] | None = None,
 ) -> tuple[App, VoxelpipeStack]:
-    app = App(outdir=outdir)
+    app = App(outdir=outdir, context=context)
     stack = VoxelpipeStack(app, STACK_NAME, dependency_layer_dir=dependency_layer_dir, env=env)
     return app, stack
 
 
-def synthesize_template() -> dict[str, Any]:
-    """The stack's CloudFormation template, as `cdk synth` writes it.
+def synthesize_template(context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The stack's CloudFormation template, as `cdk synth` writes it (with `context`, as
+    `cdk synth -c KEY=VALUE ...` would: tests synthesize with short GPU heartbeats so).
 
     The dependency layer's contents don't shape the template (only its asset hash), so when it
     hasn't been built an empty folder stands in: the local cloud runs on the development venv.
@@ -35,7 +40,9 @@ def synthesize_template() -> dict[str, Any]:
         if not layer_dir.is_dir():
             layer_dir = Path(tmp) / "deps"
             (layer_dir / "python").mkdir(parents=True)
-        app, stack = build_app(dependency_layer_dir=layer_dir, outdir=str(Path(tmp) / "cdk.out"))
+        app, stack = build_app(
+            dependency_layer_dir=layer_dir, outdir=str(Path(tmp) / "cdk.out"), context=context
+        )
         assembly = app.synth()
         template = assembly.get_stack_by_name(stack.stack_name).template
         result: dict[str, Any] = json.loads(json.dumps(template))
