@@ -28,6 +28,7 @@ from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 
 from infra.local.deploy import GPU_WORKER, REGION, Deployment, deploy_template
+from infra.local.moto_fixes import moto_fixes
 from infra.local.template import cached_template
 from infra.local.workers import LocalGpuWorkers
 from voxelpipe.wiring import EnvVar, function_spec
@@ -99,6 +100,7 @@ class LocalCloud:
     def __enter__(self) -> LocalCloud:
         self._stack.enter_context(mock.patch.dict(os.environ, LOCAL_ENV))
         self._stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
+        self._stack.enter_context(moto_fixes())
         self._stack.enter_context(mock.patch.object(LambdaFunction, "invoke", self._moto_invoke_hook()))
         self.deployment = deploy_template(self.template)
         os.environ.update(self.function_environment())

@@ -102,10 +102,17 @@ class LocalGpuWorkers:
             settings=self.settings,
             name=name,
         )
-        thread = threading.Thread(target=worker.run, name=name, daemon=True)
+        thread = threading.Thread(target=self._run_worker, args=(worker,), name=name, daemon=True)
         self.workers.append(WorkerRecord(name, thread, worker))
         thread.start()
         log.info("started %s", name)
+
+    @staticmethod
+    def _run_worker(worker: Worker) -> None:
+        try:
+            worker.run()
+        except BaseException as crash:  # the thread ends as a Batch job's process would: unanswered
+            log.warning("%s died: %r", worker.name, crash)
 
     def stop(self, timeout_s: float = 30) -> None:
         """Stop the scaler, then every worker (as SIGTERM does a Batch job), and wait for them."""
