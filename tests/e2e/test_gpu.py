@@ -18,6 +18,7 @@ from infra.local.samples import mni152_t1_path
 from infra.local.studies import submit, wait_for_terminal
 from infra.local.template import cached_template
 from tests.fixtures.bad_nifti import make_good_nifti
+from tests.fixtures.gpu import GPU_CONTEXT, GPU_RETRY_ATTEMPTS
 from voxelpipe import analyses, tracking
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.analyses import Analysis, AnalysisInput, AnalysisOutput
@@ -26,21 +27,9 @@ from voxelpipe.gpu.worker import Runner, TransientWorkerError
 from voxelpipe.keys import derived_key
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.status import StudyStatus, TaskStatus
-from voxelpipe.wiring import GPU_CONTEXT_PREFIX, GpuWorkerError, Runtime
+from voxelpipe.wiring import GpuWorkerError, Runtime
 
-RETRY_ATTEMPTS = 2
-# Short heartbeats and timeouts, so that a crashed worker's task retries within seconds.
-GPU_CONTEXT = {
-    f"{GPU_CONTEXT_PREFIX}heartbeat_s": 3,
-    f"{GPU_CONTEXT_PREFIX}task_timeout_s": 300,
-    f"{GPU_CONTEXT_PREFIX}retry_attempts": RETRY_ATTEMPTS,
-    f"{GPU_CONTEXT_PREFIX}retry_interval_s": 1,
-    f"{GPU_CONTEXT_PREFIX}micro_batch_size": 4,
-    f"{GPU_CONTEXT_PREFIX}idle_exit_s": 3,
-    f"{GPU_CONTEXT_PREFIX}max_workers": 2,
-    f"{GPU_CONTEXT_PREFIX}poll_wait_s": 1,
-    f"{GPU_CONTEXT_PREFIX}gpu_analyses": "tissue-seg",
-}
+RETRY_ATTEMPTS = GPU_RETRY_ATTEMPTS
 
 
 @pytest.fixture(scope="module")
