@@ -17,6 +17,7 @@ from voxelpipe.wiring import (
     QUEUE_MAX_RECEIVE_COUNT,
     TRANSIENT_LAMBDA_ERRORS,
     EnvVar,
+    Resource,
 )
 
 
@@ -79,8 +80,13 @@ def test_uploads_notify_ingest(template: dict[str, Any]):
 
 def test_work_queues_have_dead_letter_queues_and_long_visibility(template: dict[str, Any]):
     queues = _resources(template, "AWS::SQS::Queue")
-    work = {lid: q for lid, q in queues.items() if "RedrivePolicy" in q["Properties"]}
-    assert len(work) == 2 and len(queues) == 5  # + their two dead-letter queues, + ingest failures
+    work = {
+        lid: q
+        for lid, q in queues.items()
+        if "RedrivePolicy" in q["Properties"] and not lid.startswith(Resource.GPU_QUEUE)
+    }
+    # + their two dead-letter queues, + ingest failures, + the GPU queue and its dead-letter queue
+    assert len(work) == 2 and len(queues) == 7
     for queue in work.values():
         props = queue["Properties"]
         assert props["RedrivePolicy"]["maxReceiveCount"] >= 5 == QUEUE_MAX_RECEIVE_COUNT

@@ -206,7 +206,13 @@ SCALER = FunctionSpec(
     description="Every minute: submits GPU worker jobs to follow the GPU queue's depth",
     memory_mb=256,
     timeout_s=30,
-    env=(EnvVar.GPU_QUEUE_URL, EnvVar.GPU_JOB_QUEUE, EnvVar.GPU_JOB_DEFINITION),
+    env=(
+        EnvVar.GPU_QUEUE_URL,
+        EnvVar.GPU_JOB_QUEUE,
+        EnvVar.GPU_JOB_DEFINITION,
+        EnvVar.GPU_MAX_WORKERS,
+        EnvVar.GPU_MICRO_BATCH_SIZE,
+    ),
 )
 
 # What the GPU worker (a Batch job, not a Lambda) is told of; its job role may use exactly these.
