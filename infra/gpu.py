@@ -129,6 +129,9 @@ class GpuWorkers(Construct):
             elif resource is Resource.GPU_QUEUE:
                 environment[var] = self.queue.queue_url
                 self.queue.grant_consume_messages(self.job_role)
+            elif resource is Resource.MODELS_TABLE:  # the registry: read only
+                environment[var] = tables[resource].table_name
+                tables[resource].grant_read_data(self.job_role)
             elif resource is not None and resource in tables:
                 environment[var] = tables[resource].table_name
                 tables[resource].grant_read_write_data(self.job_role)

@@ -17,7 +17,7 @@ from infra.api import StudyApi
 from infra.gpu import GpuWorkers
 from infra.tables import idempotency_table, table_for_model
 from infra.workflow import StudyWorkflow
-from voxelpipe.records import STATUS_MODELS
+from voxelpipe.records import REGISTRY_MODELS, STATUS_MODELS
 from voxelpipe.wiring import (
     API,
     DISPATCH,
@@ -98,7 +98,7 @@ class VoxelpipeStack(Stack):
         }
         tables = {
             ENV_RESOURCES[var]: table_for_model(self, ENV_RESOURCES[var], model)
-            for var, model in STATUS_MODELS.items()
+            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS}.items()
         }
         tables[Resource.IDEMPOTENCY_TABLE] = idempotency_table(self, Resource.IDEMPOTENCY_TABLE)
         layers = [

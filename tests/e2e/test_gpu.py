@@ -19,13 +19,16 @@ from infra.local.studies import submit, wait_for_terminal
 from infra.local.template import cached_template
 from tests.fixtures.bad_nifti import make_good_nifti
 from tests.fixtures.gpu import GPU_CONTEXT, GPU_RETRY_ATTEMPTS
+from tests.fixtures.models import make_threshold_model
 from voxelpipe import analyses, tracking
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.analyses import Analysis, AnalysisInput, AnalysisOutput
 from voxelpipe.gpu.service import default_runner
 from voxelpipe.gpu.worker import Runner, TransientWorkerError
+from voxelpipe.inference.registry import publish_model
 from voxelpipe.keys import derived_key
 from voxelpipe.messages import AnalysisResult, AnalysisTask
+from voxelpipe.nifti import load_nifti
 from voxelpipe.status import StudyStatus, TaskStatus
 from voxelpipe.wiring import GpuWorkerError, Runtime
 
@@ -170,3 +173,23 @@ def test_an_analysis_error_on_a_worker_fails_the_study_at_once(gpu_cloud: LocalC
         next(e for e in _history(gpu_cloud) if e["type"] == "TaskFailed")["taskFailedEventDetails"]["cause"]
     )
     assert failed == {"errorType": "ValueError", "errorMessage": "the model diverged"}
+
+
+def test_a_registered_torchscript_model_runs_through_the_task_token_path(gpu_cloud: LocalCloud):
+    assert gpu_cloud.gpu_workers is not None
+    storage = Storage(gpu_cloud.bucket)
+    data, spec = make_threshold_model(threshold=0.0, patch_size=(16, 16, 16))
+    publish_model("threshold", data, spec, storage, actor="test")
+    _, content = make_good_nifti()
+    original = nib.Nifti1Image.from_bytes(gzip.decompress(content))
+    study_id = submit(gpu_cloud, content, "scan.nii.gz", analyses=["model:threshold"])
+    record = wait_for_terminal([study_id], timeout_s=120)[study_id]
+    assert record is not None and record.status == StudyStatus.COMPLETED, record and record.error
+    labels = load_nifti(storage.read(derived_key(study_id, "model:threshold", "labels.nii.gz")))
+    # A label map in the input's space: its grid, and foreground exactly where the scan is > 0.
+    assert labels.shape == original.shape
+    np.testing.assert_allclose(labels.affine, original.affine)
+    np.testing.assert_array_equal(np.asarray(labels.dataobj) == 1, np.asarray(original.get_fdata()) > 0)
+    assert sum(r.summary.succeeded for r in gpu_cloud.gpu_workers.workers) == 1
+    step = next(t for t in tracking.tasks_of(study_id, 1) if t.step == "analysis:model:threshold")
+    assert step.status == TaskStatus.SUCCEEDED

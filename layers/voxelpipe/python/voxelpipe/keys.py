@@ -76,3 +76,12 @@ def upload_prefix(tenant: str, study_id: str) -> str:
 
 def results_key(study_id: str) -> str:
     return derived_key(study_id, "results.json")
+
+
+def model_prefix(name: str, version: str) -> str:
+    """Where a registered model's version lives: its file and model.json (see inference.registry)."""
+    return f"{Prefix.MODELS}{name}/{version}/"
+
+
+def model_key(name: str, version: str, filename: str) -> str:
+    return model_prefix(name, version) + filename

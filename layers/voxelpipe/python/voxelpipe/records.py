@@ -141,12 +141,38 @@ class ObjectRecord(Model):
     summary = JSONAttribute(null=True)
 
 
+class ModelRecord(Model):
+    """One version of a registered model (bring your own model): sort key the version, 1, 2, ...
+
+    PENDING until its file is uploaded and verified (size, sha256), then READY; the file lives at
+    `object_key` (models/{name}/{version}/model.{pt|onnx}), its ModelSpec is `spec`.
+    """
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.MODELS_TABLE)
+
+    name = UnicodeAttribute(hash_key=True)
+    version = NumberAttribute(range_key=True)
+    format = UnicodeAttribute()  # "torchscript" | "onnx"
+    spec = JSONAttribute()
+    object_key = UnicodeAttribute()
+    size = NumberAttribute()
+    sha256 = UnicodeAttribute(null=True)  # declared at registration, or measured at completion
+    status = UnicodeAttribute()  # "PENDING" | "READY"
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute(null=True)
+    ready_at = UTCDateTimeAttribute(null=True)
+
+
 STATUS_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.STUDIES_TABLE: StudyRecord,
     EnvVar.TASKS_TABLE: TaskRecord,
     EnvVar.AUDIT_TABLE: AuditRecord,
     EnvVar.OBJECTS_TABLE: ObjectRecord,
 }
+
+# The model registry's table (built by the stack like the status tables).
+REGISTRY_MODELS: dict[EnvVar, type[Model]] = {EnvVar.MODELS_TABLE: ModelRecord}
 
 # The Powertools idempotency table's schema (its defaults: key "id", TTL "expiration").
 IDEMPOTENCY_KEY_ATTRIBUTE = "id"

@@ -111,3 +111,15 @@ def new_image(data: npt.ArrayLike, affine: npt.ArrayLike) -> Image:
     img.set_qform(img.affine, code=1)  # type: ignore[no-untyped-call]
     img.set_sform(img.affine, code=1)  # type: ignore[no-untyped-call]
     return img
+
+
+def reoriented(img: Image, codes: str | tuple[str, str, str]) -> Image:
+    """`img` with its voxel axes reordered/flipped to point towards `codes` (e.g. "RAS", "LPI").
+
+    Like `canonical`, an exact reordering: voxels keep their values and world coordinates.
+    """
+    start = orientations.io_orientation(img.affine)  # type: ignore[no-untyped-call]
+    target = orientations.axcodes2ornt(tuple(codes))  # type: ignore[no-untyped-call]
+    transform = orientations.ornt_transform(start, target)  # type: ignore[no-untyped-call]
+    result: Image = img.as_reoriented(transform)  # type: ignore[no-untyped-call]
+    return result

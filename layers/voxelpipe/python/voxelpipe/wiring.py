@@ -39,6 +39,7 @@ class EnvVar(StrEnum):
     GPU_MAX_WORKERS = "VOXELPIPE_GPU_MAX_WORKERS"
     # Catalogue analyses this deployment runs on the GPU workers instead of Lambda (comma-separated).
     GPU_ANALYSES = "VOXELPIPE_GPU_ANALYSES"
+    MODELS_TABLE = "VOXELPIPE_MODELS_TABLE"  # the model registry (bring-your-own models)
 
 
 class Runtime(StrEnum):
@@ -62,6 +63,7 @@ class Prefix(StrEnum):
     QUARANTINE = "quarantine/"  # rejected uploads, kept briefly for the uploader to inspect
     DERIVED = "derived/"  # derived/{study_id}/...: user-facing artifacts and results.json
     WORK = "work/"  # work/{study_id}/{attempt}/...: intermediates between steps, short-lived
+    MODELS = "models/"  # models/{name}/{version}/model.{pt|onnx} and model.json: registered models
 
 
 class Resource(StrEnum):
@@ -79,6 +81,7 @@ class Resource(StrEnum):
     GPU_QUEUE = "GpuQueue"
     GPU_JOB_QUEUE = "GpuJobQueue"
     GPU_JOB_DEFINITION = "GpuJobDefinition"
+    MODELS_TABLE = "ModelsTable"
 
 
 # The resource each environment variable points at, and whether it is the resource's name/URL
@@ -96,6 +99,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.GPU_QUEUE_URL: Resource.GPU_QUEUE,
     EnvVar.GPU_JOB_QUEUE: Resource.GPU_JOB_QUEUE,
     EnvVar.GPU_JOB_DEFINITION: Resource.GPU_JOB_DEFINITION,
+    EnvVar.MODELS_TABLE: Resource.MODELS_TABLE,
 }
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})
@@ -151,7 +155,7 @@ DISPATCH = FunctionSpec(
     description="Starts one state machine execution per study attempt from the work queues",
     memory_mb=256,
     timeout_s=30,
-    env=(*_STATUS_TABLES, EnvVar.STATE_MACHINE_ARN, EnvVar.GPU_ANALYSES),
+    env=(*_STATUS_TABLES, EnvVar.STATE_MACHINE_ARN, EnvVar.MODELS_TABLE, EnvVar.GPU_ANALYSES),
 )
 PREPARE = FunctionSpec(
     name="prepare",
@@ -197,6 +201,7 @@ API = FunctionSpec(
         EnvVar.STATE_MACHINE_ARN,
         EnvVar.MAX_UPLOAD_BYTES,
         EnvVar.AUTH_MODE,
+        EnvVar.MODELS_TABLE,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
 )
@@ -216,7 +221,12 @@ SCALER = FunctionSpec(
 )
 
 # What the GPU worker (a Batch job, not a Lambda) is told of; its job role may use exactly these.
-GPU_WORKER_ENV: tuple[EnvVar, ...] = (EnvVar.BUCKET, *_STATUS_TABLES, EnvVar.GPU_QUEUE_URL)
+GPU_WORKER_ENV: tuple[EnvVar, ...] = (
+    EnvVar.BUCKET,
+    *_STATUS_TABLES,
+    EnvVar.MODELS_TABLE,
+    EnvVar.GPU_QUEUE_URL,
+)
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     INGEST,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -76,6 +77,14 @@ class Storage:
             if error.response.get("Error", {}).get("Code") == "InvalidRange":
                 return b""
             raise
+
+    def sha256(self, key: str, chunk_bytes: int = 8 * 1024**2) -> str:
+        """The object's SHA-256 (hex), streamed: large objects are never held in memory."""
+        digest = hashlib.sha256()
+        body = _client().get_object(Bucket=self.bucket, Key=key)["Body"]
+        for chunk in iter(lambda: body.read(chunk_bytes), b""):
+            digest.update(chunk)
+        return digest.hexdigest()
 
     def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         _client().put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput
 from voxelpipe.analyses.normative import NORMATIVE
 from voxelpipe.analyses.qc import QC
@@ -16,24 +18,31 @@ DEFAULT_ANALYSES: tuple[str, ...] = ("qc",)
 
 
 class UnknownAnalysis(ValueError):
-    def __init__(self, names: list[str]) -> None:
-        super().__init__(f"unknown analyses: {', '.join(names)}; known: {', '.join(sorted(CATALOGUE))}")
+    def __init__(self, names: list[str], known: Iterable[str] = CATALOGUE) -> None:
+        super().__init__(f"unknown analyses: {', '.join(names)}; known: {', '.join(sorted(known))}")
         self.names = names
 
 
-def resolve(names: list[str] | tuple[str, ...]) -> list[Analysis]:
-    """The requested analyses and every analysis they require, each after its requirements."""
-    unknown = [name for name in names if name not in CATALOGUE]
+def resolve(
+    names: list[str] | tuple[str, ...], models: Mapping[str, Analysis] | None = None
+) -> list[Analysis]:
+    """The requested analyses and every analysis they require, each after its requirements.
+
+    `models` are the `model:NAME` analyses of registered models that may be asked for (the
+    caller looks them up: see inference.registry.model_analyses); any other is unknown.
+    """
+    known = {**CATALOGUE, **(models or {})}
+    unknown = [name for name in names if name not in known]
     if unknown:
-        raise UnknownAnalysis(unknown)
+        raise UnknownAnalysis(unknown, known)
     ordered: dict[str, Analysis] = {}
 
     def visit(name: str, chain: tuple[str, ...]) -> None:
         if name in chain:
             raise ValueError(f"analyses require each other: {' -> '.join((*chain, name))}")
-        for requirement in CATALOGUE[name].requires:
+        for requirement in known[name].requires:
             visit(requirement, (*chain, name))
-        ordered.setdefault(name, CATALOGUE[name])
+        ordered.setdefault(name, known[name])
 
     for name in names:
         visit(name, ())

@@ -18,7 +18,12 @@ from voxelpipe.api.auth import Action, Principal, principal
 from voxelpipe.api.problems import Problem, not_found
 from voxelpipe.api.schemas import (
     Artifact,
+    CompleteModel,
+    CreateModel,
     CreateStudy,
+    ModelCreated,
+    ModelPage,
+    ModelView,
     PartTarget,
     StepView,
     StudyCreated,
@@ -27,11 +32,13 @@ from voxelpipe.api.schemas import (
     StudyView,
     UploadTarget,
 )
+from voxelpipe.inference import registry
+from voxelpipe.inference.spec import analysis_name
 from voxelpipe.keys import UploadKey, derived_key
 from voxelpipe.pipeline import manage
 from voxelpipe.pipeline.ingest_dicom import complete_dicom_study
 from voxelpipe.pipeline.register import register_study
-from voxelpipe.records import StudyRecord
+from voxelpipe.records import ModelRecord, StudyRecord
 from voxelpipe.status import StudyStatus
 from voxelpipe.validation import Limits
 from voxelpipe.wiring import DEFAULT_MAX_UPLOAD_BYTES, EnvVar
@@ -96,6 +103,21 @@ def _view(study: StudyRecord, with_steps: bool = True) -> StudyView:
     )
 
 
+def _model_view(record: ModelRecord) -> ModelView:
+    return ModelView(
+        name=record.name,
+        version=int(record.version),
+        analysis=analysis_name(record.name),
+        format=record.format,
+        status=record.status,
+        size=int(record.size),
+        sha256=record.sha256,
+        spec=record.spec,
+        created_at=record.created_at,
+        ready_at=record.ready_at,
+    )
+
+
 def _upload_target(storage: Storage, key: UploadKey, size: int, expires_at: datetime) -> UploadTarget:
     expires_s = int(URL_EXPIRY.total_seconds())
     threshold = int(os.environ.get(MULTIPART_THRESHOLD_ENV, DEFAULT_MULTIPART_THRESHOLD))
@@ -141,7 +163,47 @@ def create_app() -> FastAPI:
     @app.get("/analyses", tags=["analyses"])
     def analyses(caller: Caller) -> dict[str, list[dict[str, Any]]]:
         caller.require(Action.READ)
-        return {"items": [analysis.describe() for analysis in CATALOGUE.values()]}
+        catalogue = [analysis.describe() for analysis in CATALOGUE.values()]
+        models = [registry.describe_model_analysis(r) for r in registry.ready_models().values()]
+        return {"items": catalogue + sorted(models, key=lambda item: item["name"])}
+
+    @app.post("/models", status_code=201, response_model=ModelCreated, tags=["models"])
+    def register_model(body: CreateModel, caller: Caller) -> ModelCreated:
+        caller.require(Action.MANAGE_MODELS)
+        record = registry.register_model(body.name, body.spec, body.size, body.sha256, actor=caller.subject)
+        expires_at = datetime.now(UTC) + URL_EXPIRY
+        post = Storage.from_environment().presign_post(
+            record.object_key, body.size, int(URL_EXPIRY.total_seconds())
+        )
+        upload = UploadTarget(
+            file=record.object_key.rsplit("/", 1)[-1],
+            key=record.object_key,
+            method="post",
+            url=post["url"],
+            fields=post["fields"],
+            expires_at=expires_at,
+        )
+        return ModelCreated(model=_model_view(record), upload=upload)
+
+    @app.post("/models/{name}/complete", response_model=ModelView, tags=["models"])
+    def complete_model(name: str, caller: Caller, body: CompleteModel | None = None) -> ModelView:
+        caller.require(Action.MANAGE_MODELS)
+        try:
+            record = registry.complete_model(
+                name, Storage.from_environment(), body.version if body is not None else None
+            )
+        except registry.ModelNotFound as error:
+            raise Problem(404, "model_not_found", "No such model", str(error)) from error
+        except registry.ModelUploadMismatch as error:
+            raise Problem(
+                409, "model_upload_mismatch", "The model file is not as declared", str(error)
+            ) from error
+        return _model_view(record)
+
+    @app.get("/models", response_model=ModelPage, tags=["models"])
+    def list_models(caller: Caller) -> ModelPage:
+        caller.require(Action.READ)
+        return ModelPage(items=[_model_view(record) for record in registry.list_models()])
 
     @app.post("/studies", status_code=201, response_model=StudyCreated, tags=["studies"])
     def create_study(body: CreateStudy, caller: Caller, request: Request) -> StudyCreated:

@@ -39,6 +39,7 @@ class Action(StrEnum):
     READ = "read"
     UPLOAD = "upload"  # create, complete, reprocess
     DELETE = "delete"
+    MANAGE_MODELS = "manage_models"  # register models (admin only)
 
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {

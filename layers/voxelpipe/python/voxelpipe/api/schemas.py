@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from voxelpipe.inference.registry import MAX_MODEL_BYTES, MODEL_NAME_PATTERN, SHA256_PATTERN
+from voxelpipe.inference.spec import ModelSpec
 from voxelpipe.messages import Priority
 from voxelpipe.validation import Rejected, check_upload_name
 
@@ -143,3 +145,48 @@ class StudyResults(BaseModel):
     results: dict[str, Any]
     artifacts: list[Artifact]
     expires_at: datetime
+
+
+class CreateModel(BaseModel):
+    """A model version to register (admin only); its file is uploaded to the returned target."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        pattern=MODEL_NAME_PATTERN,
+        description="lower-case letters, digits and '-'; the analysis is `model:NAME`",
+        examples=["lesion-seg"],
+    )
+    spec: ModelSpec = Field(description="the model's input spec (SPEC.json; see docs/models.md)")
+    size: int = Field(gt=0, le=MAX_MODEL_BYTES, description="the model file's exact size in bytes")
+    sha256: str | None = Field(
+        default=None, pattern=SHA256_PATTERN, description="the file's SHA-256 (hex), checked on completion"
+    )
+
+
+class CompleteModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(default=None, ge=1, description="default: the newest version")
+
+
+class ModelView(BaseModel):
+    name: str
+    version: int
+    analysis: str = Field(description="the analysis name that runs it: model:NAME")
+    format: str
+    status: str
+    size: int
+    sha256: str | None = None
+    spec: dict[str, Any]
+    created_at: datetime
+    ready_at: datetime | None = None
+
+
+class ModelCreated(BaseModel):
+    model: ModelView
+    upload: UploadTarget
+
+
+class ModelPage(BaseModel):
+    items: list[ModelView]

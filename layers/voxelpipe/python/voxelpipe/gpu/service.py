@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from voxelpipe.adapters.gpu_queue import GpuQueue
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.task_tokens import TaskTokens
 from voxelpipe.gpu.runners import catalogue_runner, routing_runner
 from voxelpipe.gpu.worker import Runner, Worker
+from voxelpipe.inference.models import ModelCache
+from voxelpipe.inference.tasks import run_model_tasks
+from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.wiring import EnvVar, GpuSettings
 
 
 def default_runner(storage: Storage) -> Runner:
-    return routing_runner(catalogue_runner(storage), models=None)
+    """Catalogue analyses through run_analysis; `model:NAME` through run_model_tasks, with one
+    ModelCache for the worker's life, so that each model is loaded once."""
+    cache = ModelCache()
+
+    def models(tasks: Sequence[AnalysisTask]) -> Sequence[AnalysisResult | Exception]:
+        return run_model_tasks(tasks, storage, cache)
+
+    return routing_runner(catalogue_runner(storage), models=models)
 
 
 def worker_from_environment(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mimetypes
 import time
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,43 @@ def _requirement(task: AnalysisTask, name: str, storage: Storage) -> AnalysisOut
     )
 
 
+def store_output(
+    task: AnalysisTask,
+    analysis: str,
+    version: str,
+    parameters: dict[str, Any],
+    output: AnalysisOutput,
+    storage: Storage,
+    started: float,
+) -> AnalysisResult:
+    """Write an analysis' artifacts (derived/), intermediates and result (work/); the result.
+
+    Every runtime records its output this way (the GPU workers too), so Finalize and the
+    analyses that require this one find it in the same place.
+    """
+    artifacts = []
+    for name, data in output.artifacts.items():
+        key = derived_key(task.study_id, analysis, name)
+        storage.write(key, data, content_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+        artifacts.append(key)
+    intermediates = []
+    for name, data in output.intermediates.items():
+        key = _output_key(task, analysis, name)
+        storage.write(key, data)
+        intermediates.append(key)
+    result = AnalysisResult(
+        analysis=analysis,
+        version=version,
+        parameters=parameters,
+        measures=output.measures,
+        artifacts=artifacts,
+        intermediates=intermediates,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    storage.write(_output_key(task, analysis), result.model_dump_json().encode(), "application/json")
+    return result
+
+
 def run_analysis(task: AnalysisTask, storage: Storage) -> AnalysisResult:
     started = time.perf_counter()
     request = task.analysis
@@ -59,25 +97,6 @@ def run_analysis(task: AnalysisTask, storage: Storage) -> AnalysisResult:
             requirements={name: _requirement(task, name, storage) for name in analysis.requires},
         )
     )
-    artifacts = []
-    for name, data in output.artifacts.items():
-        key = derived_key(task.study_id, analysis.name, name)
-        storage.write(key, data, content_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
-        artifacts.append(key)
-    intermediates = []
-    for name, data in output.intermediates.items():
-        key = _output_key(task, analysis.name, name)
-        storage.write(key, data)
-        intermediates.append(key)
-    result = AnalysisResult(
-        analysis=analysis.name,
-        version=analysis.version,
-        parameters=parameters,
-        measures=output.measures,
-        artifacts=artifacts,
-        intermediates=intermediates,
-        duration_ms=round((time.perf_counter() - started) * 1000, 1),
-    )
-    storage.write(_output_key(task, analysis.name), result.model_dump_json().encode(), "application/json")
-    tracking.finish_task(record, detail={"artifacts": artifacts})
+    result = store_output(task, analysis.name, analysis.version, parameters, output, storage, started)
+    tracking.finish_task(record, detail={"artifacts": result.artifacts})
     return result

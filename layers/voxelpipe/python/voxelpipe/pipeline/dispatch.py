@@ -7,6 +7,7 @@ import os
 from voxelpipe import tracking
 from voxelpipe.adapters import executions
 from voxelpipe.analyses import resolve, stages
+from voxelpipe.inference.registry import model_analyses
 from voxelpipe.messages import AnalysisRequest, ExecutionInput, WorkItem
 from voxelpipe.status import StudyStatus
 from voxelpipe.wiring import EnvVar, Runtime, execution_name
@@ -31,7 +32,8 @@ def dispatch(item: WorkItem) -> str:
     if study is None or study.attempt != item.attempt or study.status != StudyStatus.QUEUED:
         state = "missing" if study is None else f"{study.status} at attempt {study.attempt}"
         return f"skipped: study is {state}"
-    analyses = resolve(item.analyses)
+    # A model analysis runs the model's newest READY version at the time of dispatch.
+    analyses = resolve(item.analyses, models=model_analyses(item.analyses))
     on_gpu = gpu_analyses()
     requests = {
         analysis.name: AnalysisRequest(

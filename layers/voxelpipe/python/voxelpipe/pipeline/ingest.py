@@ -88,7 +88,9 @@ def check_manifest(filename: str, size: int, manifest: list[dict[str, Any]] | No
 
 
 def check_analyses(study: StudyRecord) -> None:
-    unknown = [name for name in study.analyses if name not in CATALOGUE]
+    # `model:NAME` analyses were checked against the READY models at registration (register_study);
+    # dispatch resolves their version. Catalogue names are checked again here.
+    unknown = [name for name in study.analyses if name not in CATALOGUE and not name.startswith("model:")]
     if unknown:
         raise Rejected(
             ReasonCode.UNKNOWN_ANALYSIS,

@@ -8,6 +8,7 @@ from typing import Any
 
 from voxelpipe import tracking
 from voxelpipe.analyses import DEFAULT_ANALYSES, resolve
+from voxelpipe.inference.registry import model_analyses
 from voxelpipe.keys import new_study_id
 from voxelpipe.messages import Priority
 from voxelpipe.records import StudyRecord
@@ -26,8 +27,12 @@ def register_study(
     input_format: str = "nifti",
     parameters: dict[str, dict[str, Any]] | None = None,
 ) -> StudyRecord:
-    """A new study AWAITING_UPLOAD; an unknown analysis raises UnknownAnalysis before anything is stored."""
-    names = [analysis.name for analysis in resolve(list(analyses) or list(DEFAULT_ANALYSES))]
+    """A new study AWAITING_UPLOAD; an unknown analysis raises UnknownAnalysis before anything is stored.
+
+    `model:NAME` is known when the model has a READY version (its version is chosen at dispatch).
+    """
+    requested = list(analyses) or list(DEFAULT_ANALYSES)
+    names = [analysis.name for analysis in resolve(requested, models=model_analyses(requested))]
     unrequested = sorted(set(parameters or {}) - set(names))
     if unrequested:
         raise ValueError(f"parameters for analyses not requested: {', '.join(unrequested)}")

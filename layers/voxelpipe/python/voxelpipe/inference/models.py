@@ -1,0 +1,122 @@
+"""Loading registered models, once per worker process: TorchScript with torch, ONNX with
+onnxruntime (CUDA provider when the device is CUDA and the provider is there, else CPU)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.inference.runner import SlidingWindowRunner, WindowSettings
+from voxelpipe.inference.spec import MANIFEST_FILE, ModelManifest, ModelSpec
+from voxelpipe.keys import model_key
+from voxelpipe.segmentation.device import resolve_device
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+class ModelUnavailable(RuntimeError):
+    """The requested model version is not registered and READY, or its file is not what was verified."""
+
+
+def load_torchscript(data: bytes, device: torch.device) -> Predictor:
+    module = torch.jit.load(io.BytesIO(data), map_location=device)  # type: ignore[no-untyped-call]
+    module.eval()
+    predictor: Predictor = module
+    return predictor
+
+
+def onnx_providers(device: torch.device) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device.type == "cuda" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def load_onnx(data: bytes, device: torch.device) -> Predictor:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(data, providers=onnx_providers(device))
+    input_name = session.get_inputs()[0].name
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        # ONNX Runtime computes in the graph's own precision: autocast does not reach it.
+        (output, *_) = session.run(None, {input_name: batch.detach().float().cpu().numpy()})
+        return torch.from_numpy(output).to(batch.device)
+
+    return predict
+
+
+def load_predictor(data: bytes, spec: ModelSpec, device: torch.device) -> Predictor:
+    if spec.format == "torchscript":
+        return load_torchscript(data, device)
+    return load_onnx(data, device)
+
+
+@dataclass
+class LoadedModel:
+    """A model version ready to run: its spec and a sliding-window runner on the cache's device."""
+
+    name: str
+    version: str
+    spec: ModelSpec
+    device: torch.device
+    runner: SlidingWindowRunner
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one batch at a time per runner
+
+
+class ModelCache:
+    """Models by (name, version), each loaded once per process and reused for every batch."""
+
+    def __init__(self, device: str | torch.device | None = None) -> None:
+        self.device = resolve_device(device)
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._lock = threading.Lock()
+        self.loads = 0  # how many times a model was actually loaded (the rest were reuses)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._models
+
+    def add(self, name: str, version: str, data: bytes, spec: ModelSpec) -> LoadedModel:
+        """Load a model from its bytes (or return the one already loaded as (name, version))."""
+        with self._lock:
+            loaded = self._models.get((name, version))
+            if loaded is None:
+                predictor = load_predictor(data, spec, self.device)
+                settings = WindowSettings(
+                    patch=spec.patch_size,
+                    overlap=spec.overlap,
+                    blend=spec.blend,
+                    sw_batch_size=spec.sw_batch_size,
+                    bf16=spec.precision == "bfloat16",
+                )
+                runner = SlidingWindowRunner(predictor, spec.out_channels, settings, self.device)
+                loaded = LoadedModel(name, version, spec, self.device, runner)
+                self._models[(name, version)] = loaded
+                self.loads += 1
+            return loaded
+
+    def get(self, storage: Storage, name: str, version: str) -> LoadedModel:
+        """The model `name` at `version`, read from the registry's objects the first time."""
+        loaded = self._models.get((name, version))
+        if loaded is not None:
+            return loaded
+        try:
+            manifest = ModelManifest.model_validate_json(
+                storage.read(model_key(name, version, MANIFEST_FILE))
+            )
+        except (ClientError, ValidationError) as error:
+            raise ModelUnavailable(f"model {name} version {version} is not registered and ready") from error
+        data = storage.read(model_key(name, version, manifest.spec.model_file))
+        if len(data) != manifest.size or hashlib.sha256(data).hexdigest() != manifest.sha256:
+            raise ModelUnavailable(f"model {name} version {version}: the file is not the one verified")
+        return self.add(name, version, data, manifest.spec)

@@ -1,0 +1,229 @@
+"""The model registry: registered models' versions in DynamoDB (ModelRecord), files in S3.
+
+A version is an increasing integer per name (1, 2, ...): readable, ordered (the newest READY
+one is what `model:NAME` runs), and independent of the file's bytes, whose SHA-256 is recorded
+beside it for integrity. Registering is two calls around a presigned upload:
+
+1. `register_model` checks the name and spec and adds version n+1, PENDING;
+2. the client uploads the file to models/{name}/{n+1}/model.{pt|onnx};
+3. `complete_model` checks the object (size, SHA-256, TorchScript's zip signature), writes
+   model.json beside it (what the workers load: see inference.models) and marks it READY.
+
+This module needs no torch: the API and dispatch use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from botocore.exceptions import ClientError
+from pynamodb.exceptions import PutError
+
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput
+from voxelpipe.inference.spec import (
+    MANIFEST_FILE,
+    ModelManifest,
+    ModelSpec,
+    analysis_name,
+    model_name,
+)
+from voxelpipe.keys import model_key
+from voxelpipe.records import ModelRecord
+from voxelpipe.wiring import Runtime
+
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+MAX_MODEL_BYTES = 5 * 1024**3  # one presigned POST (S3's limit for a single upload)
+_ZIP_SIGNATURE = b"PK\x03\x04"  # a TorchScript archive is a zip file
+
+
+class ModelStatus(StrEnum):
+    PENDING = "PENDING"  # registered, its file not yet uploaded and verified
+    READY = "READY"
+
+
+class InvalidModelName(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name!r} is not a model name: lower-case letters, digits and '-', up to 63")
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+class ModelUploadMismatch(ValueError):
+    """The uploaded file is missing or not what was declared."""
+
+
+def check_model_name(name: str) -> str:
+    if not _MODEL_NAME.match(name):
+        raise InvalidModelName(name)
+    return name
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _versions(name: str) -> list[ModelRecord]:
+    """Every version of `name`, newest first."""
+    return list(ModelRecord.query(name, scan_index_forward=False, consistent_read=True))
+
+
+def register_model(
+    name: str, spec: ModelSpec, size: int, sha256: str | None = None, *, actor: str | None = None
+) -> ModelRecord:
+    """A new PENDING version of `name` (the next integer); its file goes to `record.object_key`."""
+    check_model_name(name)
+    if not 0 < size <= MAX_MODEL_BYTES:
+        raise ValueError(f"size must be 1 to {MAX_MODEL_BYTES} bytes")
+    if sha256 is not None and not re.match(SHA256_PATTERN, sha256):
+        raise ValueError("sha256 must be 64 lower-case hex digits")
+    for _ in range(5):  # two registrations at once: one gets the next number, the other retries
+        latest = next(iter(_versions(name)), None)
+        version = 1 if latest is None else int(latest.version) + 1
+        record = ModelRecord(
+            name,
+            version,
+            format=spec.format,
+            spec=spec.model_dump(mode="json"),
+            object_key=model_key(name, str(version), spec.model_file),
+            size=size,
+            sha256=sha256,
+            status=ModelStatus.PENDING.value,
+            created_at=_now(),
+            created_by=actor,
+        )
+        try:
+            record.save(condition=ModelRecord.version.does_not_exist())
+            return record
+        except PutError as error:
+            if getattr(error, "cause_response_code", None) != "ConditionalCheckFailedException":
+                raise
+    raise RuntimeError(f"could not allocate a version of model {name}")
+
+
+def get_model(name: str, version: int | None = None) -> ModelRecord:
+    """A version of `name` (the newest when `version` is None); ModelNotFound if there is none."""
+    versions = _versions(name) if _MODEL_NAME.match(name) else []
+    for record in versions:
+        if version is None or int(record.version) == version:
+            return record
+    raise ModelNotFound(f"no model {name}" + ("" if version is None else f" version {version}"))
+
+
+def complete_model(name: str, storage: Storage, version: int | None = None) -> ModelRecord:
+    """Verify the uploaded file of a PENDING version (the newest by default) and mark it READY.
+
+    Completing a READY version again changes nothing. ModelUploadMismatch says what is wrong
+    with the upload (missing, wrong size, wrong SHA-256, not a TorchScript archive).
+    """
+    record = get_model(name, version)
+    if record.status == ModelStatus.READY:
+        return record
+    try:
+        info = storage.head(record.object_key)
+    except ClientError as error:
+        raise ModelUploadMismatch(f"nothing was uploaded to {record.object_key} yet") from error
+    if info.size != int(record.size):
+        raise ModelUploadMismatch(f"{info.size} bytes were uploaded; {int(record.size)} were declared")
+    spec = ModelSpec.model_validate(record.spec)
+    if spec.format == "torchscript" and storage.read(record.object_key, 4) != _ZIP_SIGNATURE:
+        raise ModelUploadMismatch("a TorchScript model is a zip archive (torch.jit.save); this is not")
+    measured = storage.sha256(record.object_key)
+    if record.sha256 is not None and measured != record.sha256:
+        raise ModelUploadMismatch(f"the file's sha256 is {measured}; {record.sha256} was declared")
+    manifest = ModelManifest(
+        name=name, version=str(int(record.version)), spec=spec, sha256=measured, size=int(record.size)
+    )
+    storage.write(
+        model_key(name, manifest.version, MANIFEST_FILE),
+        manifest.model_dump_json().encode(),
+        "application/json",
+    )
+    record.update(
+        actions=[
+            ModelRecord.status.set(ModelStatus.READY.value),
+            ModelRecord.sha256.set(measured),
+            ModelRecord.ready_at.set(_now()),
+        ]
+    )
+    return record
+
+
+def publish_model(
+    name: str, data: bytes, spec: ModelSpec, storage: Storage, *, actor: str | None = None
+) -> ModelRecord:
+    """Register, store and complete a model in one go, in process (the local cloud, tests, bench)."""
+    record = register_model(name, spec, len(data), hashlib.sha256(data).hexdigest(), actor=actor)
+    storage.write(record.object_key, data)
+    return complete_model(name, storage, int(record.version))
+
+
+def list_models(status: ModelStatus | None = None) -> list[ModelRecord]:
+    """Every version of every model (the registry is small), by name then newest first."""
+    records = [record for record in ModelRecord.scan() if status is None or record.status == status.value]
+    return sorted(records, key=lambda r: (r.name, -int(r.version)))
+
+
+def ready_models(names: Iterable[str] | None = None) -> dict[str, ModelRecord]:
+    """The newest READY version of each model (of those in `names`, when given)."""
+    if names is None:
+        latest: dict[str, ModelRecord] = {}
+        for record in list_models(ModelStatus.READY):
+            latest.setdefault(record.name, record)
+        return latest
+    found = {}
+    for name in set(names):
+        if not _MODEL_NAME.match(name):
+            continue
+        ready = next((r for r in _versions(name) if r.status == ModelStatus.READY), None)
+        if ready is not None:
+            found[name] = ready
+    return found
+
+
+def _runs_on_gpu_workers(inp: AnalysisInput) -> AnalysisOutput:
+    raise RuntimeError("model:NAME analyses run on the GPU workers (inference.run_model_tasks)")
+
+
+def model_analysis(record: ModelRecord) -> Analysis:
+    """The `model:NAME` analysis of a READY model version, as the catalogue describes analyses."""
+    spec = ModelSpec.model_validate(record.spec)
+    return Analysis(
+        name=analysis_name(record.name),
+        version=str(int(record.version)),
+        runtime=Runtime.GPU,
+        description=f"Registered {spec.format} model {record.name}: a label map in the input's space "
+        f"({', '.join(name for value, name in spec.labels.items() if value)})",
+        run=_runs_on_gpu_workers,
+        outputs=("labels.nii.gz",),
+    )
+
+
+def describe_model_analysis(record: ModelRecord) -> dict[str, Any]:
+    """GET /analyses' entry for a READY model: the analysis, its labels and spec."""
+    spec = ModelSpec.model_validate(record.spec)
+    return {
+        **model_analysis(record).describe(),
+        "labels": {str(value): name for value, name in spec.labels.items()},
+        "spec": spec.model_dump(mode="json"),
+    }
+
+
+def model_analyses(names: Iterable[str]) -> dict[str, Analysis]:
+    """The `model:NAME` analyses among `names` whose model has a READY version, for `resolve`.
+
+    The registry is read only when a model analysis is asked for.
+    """
+    wanted = [name for name in (model_name(n) for n in names) if name is not None]
+    if not wanted:
+        return {}
+    return {analysis_name(name): model_analysis(record) for name, record in ready_models(wanted).items()}

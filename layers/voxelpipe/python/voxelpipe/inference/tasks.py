@@ -1,0 +1,204 @@
+"""The GPU workers' batch entry point: run `model:NAME` tasks of many studies together.
+
+`run_model_tasks` takes one micro-batch of tasks (any mix of models), and for each model runs
+the windows of all its volumes through shared forward passes. Reading and decoding the next
+volumes (S3 bytes -> canonical volume -> the model's grid, normalised) happens in a thread pool
+while the current ones are on the device, and writing label maps back happens there too. One
+bad task (a missing volume, a model that will not load) gets its exception in the result list;
+the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from voxelpipe import tracking
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.analyses.catalogue import AnalysisOutput
+from voxelpipe.inference.models import LoadedModel, ModelCache
+from voxelpipe.inference.processing import (
+    LABELS_FILE,
+    ModelInput,
+    label_artifact,
+    label_measures,
+    preprocess,
+    to_input_grid,
+)
+from voxelpipe.inference.spec import model_name
+from voxelpipe.messages import AnalysisResult, AnalysisTask
+from voxelpipe.nifti import load_nifti
+from voxelpipe.pipeline.analysis import store_output
+from voxelpipe.records import TaskRecord
+
+DEFAULT_PREFETCH_WORKERS = 2
+DEFAULT_MAX_BATCH_VOLUMES = 8
+
+
+class NotAModelTask(ValueError):
+    """A task whose analysis is not `model:NAME`: the GPU workers run registered models only."""
+
+
+@dataclass(frozen=True)
+class _Batch:
+    model: LoadedModel
+    indices: list[int]
+
+
+def _read_and_prepare(task: AnalysisTask, model: LoadedModel, storage: Storage) -> ModelInput:
+    """S3 bytes -> the volume on the model's grid, normalised (in a prefetch thread, on the CPU)."""
+    image = load_nifti(storage.read(task.volume.volume_key))
+    return preprocess(image, model.spec, task.volume.original_affine, task.volume.original_shape, "cpu")
+
+
+def _infer(model: LoadedModel, inputs: Sequence[ModelInput]) -> list[npt.NDArray[np.int64]]:
+    """Label maps on the model's grid, all volumes' windows batched together."""
+    volumes = [torch.from_numpy(inp.data)[None] for inp in inputs]
+    with model.lock:
+        labels = model.runner.run(volumes, reduce="argmax")
+        return [label.to("cpu").numpy() for label in labels]
+
+
+def _finish(
+    task: AnalysisTask,
+    record: TaskRecord,
+    model: LoadedModel,
+    inp: ModelInput,
+    labels: npt.NDArray[np.int64],
+    storage: Storage,
+    started: float,
+) -> AnalysisResult:
+    """The label map on the input's grid, written with its measures like any analysis' output."""
+    on_input = to_input_grid(labels, inp, model.spec)
+    measures: dict[str, Any] = {
+        "model": model.name,
+        "model_version": model.version,
+        "device": str(model.device),
+        **label_measures(on_input, inp.original_affine, model.spec),
+    }
+    output = AnalysisOutput(
+        measures=measures, artifacts={LABELS_FILE: label_artifact(on_input, inp.original_affine)}
+    )
+    request = task.analysis
+    result = store_output(
+        task, request.name, model.version, dict(request.parameters), output, storage, started
+    )
+    tracking.finish_task(record, detail={"artifacts": result.artifacts, "device": str(model.device)})
+    return result
+
+
+def _failed(record: TaskRecord | None, error: Exception) -> Exception:
+    if record is not None:
+        try:
+            tracking.fail_task(record, {"type": type(error).__name__, "message": str(error)})
+        except Exception as tracking_error:  # the task's own error is what matters
+            error.add_note(f"recording the failure failed too: {tracking_error}")
+    return error
+
+
+def run_model_tasks(
+    tasks: Sequence[AnalysisTask],
+    storage: Storage,
+    cache: ModelCache,
+    *,
+    prefetch_workers: int = DEFAULT_PREFETCH_WORKERS,
+    max_batch_volumes: int = DEFAULT_MAX_BATCH_VOLUMES,
+) -> list[AnalysisResult | Exception]:
+    """Run every task; one entry per task, in order: its result, or the exception that stopped it.
+
+    Tasks of the same model (name and version) share forward passes, up to `max_batch_volumes`
+    volumes at a time; each model is loaded once through `cache`. Artifacts go to
+    derived/{study_id}/model:NAME/labels.nii.gz and results to work/ exactly as Lambda analyses
+    write theirs; each task has its step row (`analysis:model:NAME`).
+    """
+    started = time.perf_counter()
+    outcomes: list[AnalysisResult | Exception | None] = [None] * len(tasks)
+    records: list[TaskRecord | None] = [None] * len(tasks)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, task in enumerate(tasks):
+        name = model_name(task.analysis.name)
+        if name is None:
+            outcomes[index] = NotAModelTask(f"{task.analysis.name} is not a model:NAME analysis")
+            continue
+        try:
+            records[index] = tracking.start_task(
+                task.study_id, task.attempt, f"analysis:{task.analysis.name}"
+            )
+        except Exception as error:
+            outcomes[index] = error
+            continue
+        groups.setdefault((name, task.analysis.version), []).append(index)
+
+    batches: list[_Batch] = []
+    for (name, version), indices in groups.items():
+        try:
+            model = cache.get(storage, name, version)
+        except Exception as error:
+            for index in indices:
+                outcomes[index] = _failed(records[index], error)
+            continue
+        step = max(1, max_batch_volumes)
+        batches.extend(_Batch(model, indices[i : i + step]) for i in range(0, len(indices), step))
+
+    with ThreadPoolExecutor(max_workers=max(1, prefetch_workers), thread_name_prefix="prefetch") as pool:
+
+        def submit_reads(batch: _Batch) -> list[Future[ModelInput]]:
+            return [pool.submit(_read_and_prepare, tasks[i], batch.model, storage) for i in batch.indices]
+
+        finishing: dict[int, Future[AnalysisResult]] = {}
+        reads = submit_reads(batches[0]) if batches else []
+        for number, batch in enumerate(batches):
+            # The next batch decodes while this one computes.
+            upcoming = submit_reads(batches[number + 1]) if number + 1 < len(batches) else []
+            ready: list[tuple[int, ModelInput]] = []
+            for index, read in zip(batch.indices, reads, strict=True):
+                try:
+                    ready.append((index, read.result()))
+                except Exception as error:
+                    outcomes[index] = _failed(records[index], error)
+            for index, inp, labels in _infer_isolating(batch.model, ready, outcomes, records):
+                record = records[index]
+                assert record is not None
+                finishing[index] = pool.submit(
+                    _finish, tasks[index], record, batch.model, inp, labels, storage, started
+                )
+            reads = upcoming
+        for index, future in finishing.items():
+            try:
+                outcomes[index] = future.result()
+            except Exception as error:
+                outcomes[index] = _failed(records[index], error)
+    assert all(outcome is not None for outcome in outcomes)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _infer_isolating(
+    model: LoadedModel,
+    ready: list[tuple[int, ModelInput]],
+    outcomes: list[AnalysisResult | Exception | None],
+    records: list[TaskRecord | None],
+) -> list[tuple[int, ModelInput, npt.NDArray[np.int64]]]:
+    """Run the volumes together; if that fails, each alone, so one bad volume fails only its task."""
+    if not ready:
+        return []
+    try:
+        labels = _infer(model, [inp for _, inp in ready])
+        return [(index, inp, label) for (index, inp), label in zip(ready, labels, strict=True)]
+    except Exception as error:
+        if len(ready) == 1:
+            outcomes[ready[0][0]] = _failed(records[ready[0][0]], error)
+            return []
+    done = []
+    for index, inp in ready:
+        try:
+            done.append((index, inp, _infer(model, [inp])[0]))
+        except Exception as error:
+            outcomes[index] = _failed(records[index], error)
+    return done

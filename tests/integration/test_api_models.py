@@ -1,0 +1,112 @@
+"""Bring-your-own-model endpoints and `model:NAME` analyses, through the API against the local cloud."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from fastapi.testclient import TestClient
+
+from infra.local.cloud import LocalCloud
+from tests.fixtures.models import make_threshold_model
+from voxelpipe import tracking
+from voxelpipe.api.app import create_app
+from voxelpipe.api.auth import Role, mint_dev_token
+from voxelpipe.messages import ExecutionInput, WorkItem
+from voxelpipe.pipeline.dispatch import dispatch
+from voxelpipe.status import StudyStatus
+from voxelpipe.wiring import EnvVar
+
+
+@pytest.fixture
+def api(cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv(EnvVar.AUTH_MODE, "dev")
+    with TestClient(create_app()) as client:
+        yield client
+
+
+def auth(role: Role = Role.ADMIN, tenant: str = "lab-a") -> dict[str, str]:
+    return {"authorization": f"Bearer {mint_dev_token(tenant, role)}"}
+
+
+def _register(api: TestClient, cloud: LocalCloud, name: str = "threshold") -> dict:
+    data, spec = make_threshold_model(100.0, patch_size=(16, 16, 16))
+    body = {"name": name, "spec": json.loads(spec.model_dump_json()), "size": len(data)}
+    created = api.post("/models", json=body, headers=auth())
+    assert created.status_code == 201, created.text
+    upload = created.json()["upload"]
+    assert upload["method"] == "post" and upload["fields"]["key"] == upload["key"]
+    early = api.post(f"/models/{name}/complete", headers=auth())
+    assert early.status_code == 409 and early.json()["code"] == "model_upload_mismatch"
+    boto3.client("s3").put_object(Bucket=cloud.bucket, Key=upload["key"], Body=data)
+    done = api.post(f"/models/{name}/complete", headers=auth())
+    assert done.status_code == 200, done.text
+    return done.json()
+
+
+def test_admins_register_models_that_then_appear_as_gpu_analyses(api: TestClient, cloud: LocalCloud):
+    model = _register(api, cloud)
+    assert model["status"] == "READY" and model["version"] == 1 and model["analysis"] == "model:threshold"
+    assert len(model["sha256"]) == 64
+    listed = api.get("/models", headers=auth(Role.VIEWER)).json()["items"]
+    assert [(m["name"], m["version"], m["status"]) for m in listed] == [("threshold", 1, "READY")]
+    items = {a["name"]: a for a in api.get("/analyses", headers=auth(Role.VIEWER)).json()["items"]}
+    entry = items["model:threshold"]
+    assert entry["runtime"] == "gpu" and entry["version"] == "1"
+    assert entry["labels"] == {"0": "background", "1": "foreground"}
+    assert entry["spec"]["patch_size"] == [16, 16, 16] and "qc" in items
+
+    # Studies may now ask for it; an unregistered model is an unknown analysis.
+    body = {"files": [{"name": "scan.nii.gz", "size": 100}], "analyses": ["qc", "model:threshold"]}
+    created = api.post("/studies", json=body, headers=auth(Role.UPLOADER))
+    assert created.status_code == 201, created.text
+    unknown = api.post("/studies", json={**body, "analyses": ["model:nope"]}, headers=auth(Role.UPLOADER))
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "analyses"
+    assert "model:nope" in unknown.json()["errors"][0]["message"]
+
+    # Dispatch sends it to the GPU runtime at the model's READY version.
+    study_id = created.json()["study_id"]
+    tracking.transition(study_id, 1, StudyStatus.VALIDATING)
+    tracking.transition(study_id, 1, StudyStatus.VALIDATED)
+    tracking.transition(study_id, 1, StudyStatus.QUEUED)
+    item = WorkItem(
+        study_id=study_id,
+        attempt=1,
+        tenant="lab-a",
+        input_key=f"uploads/lab-a/{study_id}/scan.nii.gz",
+        analyses=["qc", "model:threshold"],
+    )
+    assert dispatch(item) == "started"
+    sfn = boto3.client("stepfunctions")
+    (execution,) = sfn.list_executions(stateMachineArn=cloud.state_machine_arn)["executions"]
+    started = ExecutionInput.model_validate_json(
+        sfn.describe_execution(executionArn=execution["executionArn"])["input"]
+    )
+    requests = {r.name: r for r in started.analyses}
+    assert requests["model:threshold"].runtime == "gpu" and requests["model:threshold"].version == "1"
+
+
+def test_model_endpoints_refuse_bad_input_and_non_admins(api: TestClient, cloud: LocalCloud):
+    data, spec = make_threshold_model(100.0)
+    good = {"name": "m1", "spec": json.loads(spec.model_dump_json()), "size": len(data)}
+    for role in (Role.UPLOADER, Role.VIEWER):
+        refused = api.post("/models", json=good, headers=auth(role))
+        assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+        assert api.post("/models/m1/complete", headers=auth(role)).status_code == 403
+    bad_spec = {**good["spec"], "labels": {"1": "x"}, "overlap": 1.5, "orientation": "RRS"}
+    response = api.post("/models", json={**good, "spec": bad_spec}, headers=auth())
+    assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
+    fields = {e["field"] for e in response.json()["errors"]}
+    assert {"spec.labels", "spec.overlap", "spec.orientation"} <= fields
+    bad = api.post("/models", json={**good, "name": "Bad/Name", "size": 0, "sha256": "xyz"}, headers=auth())
+    assert bad.status_code == 422
+    assert {e["field"] for e in bad.json()["errors"]} == {"name", "size", "sha256"}
+    missing = api.post("/models/none-such/complete", headers=auth())
+    assert missing.status_code == 404 and missing.json()["code"] == "model_not_found"
+    created = api.post("/models", json={**good, "sha256": "0" * 64}, headers=auth()).json()
+    boto3.client("s3").put_object(Bucket=cloud.bucket, Key=created["upload"]["key"], Body=data)
+    mismatch = api.post("/models/m1/complete", json={"version": 1}, headers=auth())
+    assert mismatch.status_code == 409 and "sha256" in mismatch.json()["detail"]
+    assert api.get("/models", headers=auth()).json()["items"][0]["status"] == "PENDING"

@@ -1,0 +1,194 @@
+"""The model registry and `run_model_tasks` against moto (S3 + DynamoDB via mock_aws)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import boto3
+import nibabel as nib
+import numpy as np
+import pytest
+from moto import mock_aws
+
+from tests.fixtures.models import make_threshold_model, make_threshold_onnx_model
+from voxelpipe import tracking
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.analyses import UnknownAnalysis, resolve
+from voxelpipe.inference import registry
+from voxelpipe.inference.models import ModelCache, ModelUnavailable
+from voxelpipe.inference.tasks import NotAModelTask, run_model_tasks
+from voxelpipe.keys import derived_key, work_key
+from voxelpipe.messages import AnalysisRequest, AnalysisResult, AnalysisTask, PreparedVolume
+from voxelpipe.nifti import load_nifti, to_nifti_bytes
+from voxelpipe.pipeline.prepare import canonical_volume
+from voxelpipe.records import ModelRecord, TaskRecord
+from voxelpipe.status import TaskStatus
+from voxelpipe.volume import orientation, voxel_sizes
+from voxelpipe.wiring import EnvVar, Runtime
+
+BUCKET = "models-test-bucket"
+THRESHOLD = 100.0
+
+
+@pytest.fixture
+def storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[Storage]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv(EnvVar.BUCKET, BUCKET)
+    monkeypatch.setenv(EnvVar.TASKS_TABLE, "tasks")
+    monkeypatch.setenv(EnvVar.MODELS_TABLE, "models")
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        for model in (TaskRecord, ModelRecord):
+            model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+        yield Storage(BUCKET)
+
+
+def _volume(shape: tuple[int, int, int], affine: np.ndarray, seed: int) -> nib.Nifti1Image:
+    data = np.random.default_rng(seed).uniform(0, 200, size=shape).astype(np.float32)
+    return nib.Nifti1Image(data, affine)
+
+
+def _task(storage: Storage, study_id: str, original: nib.Nifti1Image, version: str = "1") -> AnalysisTask:
+    """What Prepare would hand the analysis: the canonical volume in S3, the original's grid."""
+    volume = canonical_volume(original)
+    key = work_key(study_id, 1, "canonical.nii")
+    storage.write(key, to_nifti_bytes(volume, compress=False))
+    return AnalysisTask(
+        study_id=study_id,
+        attempt=1,
+        analysis=AnalysisRequest(name="model:threshold", version=version, runtime=Runtime.GPU),
+        volume=PreparedVolume(
+            volume_key=key,
+            original_orientation=orientation(original.affine),
+            original_shape=list(original.shape),
+            original_affine=original.affine.tolist(),
+            shape=list(volume.shape),
+            voxel_size_mm=[float(v) for v in voxel_sizes(volume.affine)],
+            duration_ms=0.0,
+        ),
+    )
+
+
+LPI_AFFINE = np.array([[-1.0, 0, 0, 20], [0, 0, -1.0, 30], [0, -1.0, 0, 10], [0, 0, 0, 1]])
+
+
+def test_registry_versions_verification_and_listing(storage: Storage):
+    data, spec = make_threshold_model(THRESHOLD, patch_size=(16, 16, 16))
+    first = registry.register_model("threshold", spec, len(data), actor="admin")
+    assert (int(first.version), first.status) == (1, "PENDING")
+    assert first.object_key == "models/threshold/1/model.pt"
+    with pytest.raises(registry.ModelUploadMismatch, match="nothing was uploaded"):
+        registry.complete_model("threshold", storage)
+    storage.write(first.object_key, data[:-1])
+    with pytest.raises(registry.ModelUploadMismatch, match="declared"):
+        registry.complete_model("threshold", storage)
+    storage.write(first.object_key, data)
+    ready = registry.complete_model("threshold", storage)
+    assert ready.status == "READY" and ready.sha256 is not None and len(ready.sha256) == 64
+    assert registry.complete_model("threshold", storage).status == "READY"  # again: no change
+    manifest = json.loads(storage.read("models/threshold/1/model.json"))
+    assert manifest["version"] == "1" and manifest["size"] == len(data)
+
+    # A second version, declared with a wrong sha256, stays PENDING; the first still runs.
+    second = registry.register_model("threshold", spec, len(data), "0" * 64)
+    assert int(second.version) == 2
+    storage.write(second.object_key, data)
+    with pytest.raises(registry.ModelUploadMismatch, match="sha256"):
+        registry.complete_model("threshold", storage)
+    assert int(registry.ready_models(["threshold"])["threshold"].version) == 1
+    not_a_zip = registry.register_model("broken", spec, 10)
+    storage.write(not_a_zip.object_key, b"0123456789")
+    with pytest.raises(registry.ModelUploadMismatch, match="zip"):
+        registry.complete_model("broken", storage)
+    onnx, onnx_spec = make_threshold_onnx_model(THRESHOLD, patch_size=(16, 16, 16))
+    registry.publish_model("threshold-onnx", onnx, onnx_spec, storage)
+
+    listed = [(r.name, int(r.version), r.status) for r in registry.list_models()]
+    assert listed == [
+        ("broken", 1, "PENDING"),
+        ("threshold", 2, "PENDING"),
+        ("threshold", 1, "READY"),
+        ("threshold-onnx", 1, "READY"),
+    ]
+    assert set(registry.ready_models()) == {"threshold", "threshold-onnx"}
+    with pytest.raises(registry.InvalidModelName):
+        registry.register_model("Bad Name", spec, 10)
+    with pytest.raises(registry.ModelNotFound):
+        registry.complete_model("nothing-here", storage)
+
+    # model:NAME resolves for a READY model only, as a gpu analysis at its newest READY version.
+    names = ["qc", "model:threshold"]
+    resolved = {a.name: a for a in resolve(names, models=registry.model_analyses(names))}
+    assert resolved["model:threshold"].runtime == Runtime.GPU and resolved["model:threshold"].version == "1"
+    for unknown in (["model:broken"], ["model:missing"]):  # never READY; never registered
+        with pytest.raises(UnknownAnalysis):
+            resolve(unknown, models=registry.model_analyses(unknown))
+    with pytest.raises(UnknownAnalysis):
+        resolve(["model:threshold"])  # resolve knows only the models it is given
+    described = registry.describe_model_analysis(registry.ready_models()["threshold"])
+    assert described["labels"] == {"0": "background", "1": "foreground"} and described["runtime"] == "gpu"
+
+
+def test_model_cache_loads_a_registered_model_once(storage: Storage):
+    data, spec = make_threshold_model(THRESHOLD, patch_size=(16, 16, 16))
+    registry.publish_model("threshold", data, spec, storage)
+    cache = ModelCache("cpu")
+    assert cache.get(storage, "threshold", "1") is cache.get(storage, "threshold", "1")
+    assert cache.loads == 1
+    with pytest.raises(ModelUnavailable, match="not registered"):
+        cache.get(storage, "threshold", "7")
+    storage.write("models/threshold/1/model.pt", data + b"x")  # the verified file was replaced
+    with pytest.raises(ModelUnavailable, match="not the one verified"):
+        ModelCache("cpu").get(storage, "threshold", "1")
+
+
+def test_run_model_tasks_batches_studies_and_isolates_a_bad_one(storage: Storage):
+    data, spec = make_threshold_model(THRESHOLD, patch_size=(16, 16, 16))
+    registry.publish_model("threshold", data, spec, storage)
+    originals = {
+        "a" * 32: _volume((30, 20, 25), np.diag([1.0, 1.0, 1.0, 1.0]), 1),
+        "b" * 32: _volume((18, 33, 21), LPI_AFFINE, 2),  # stored L-P-I: not canonical
+        "c" * 32: _volume((20, 20, 20), np.diag([1.0, 1.0, 1.0, 1.0]), 3),
+    }
+    tasks = [_task(storage, study_id, image) for study_id, image in originals.items()]
+    missing = tasks[2].model_copy(
+        update={"volume": tasks[2].volume.model_copy(update={"volume_key": "work/none"})}
+    )
+    not_model = tasks[0].model_copy(
+        update={"analysis": AnalysisRequest(name="qc", version="1", runtime=Runtime.LAMBDA)}
+    )
+    unknown_version = tasks[0].model_copy(
+        update={"analysis": AnalysisRequest(name="model:threshold", version="9", runtime=Runtime.GPU)}
+    )
+    outcomes = run_model_tasks(
+        [tasks[0], missing, tasks[1], not_model, unknown_version],
+        storage,
+        ModelCache("cpu"),
+        max_batch_volumes=4,
+    )
+    assert len(outcomes) == 5
+    assert isinstance(outcomes[1], Exception) and isinstance(outcomes[3], NotAModelTask)
+    assert isinstance(outcomes[4], ModelUnavailable)
+    for outcome, study_id in ((outcomes[0], "a" * 32), (outcomes[2], "b" * 32)):
+        assert isinstance(outcome, AnalysisResult), outcome
+        original = originals[study_id]
+        key = derived_key(study_id, "model:threshold", "labels.nii.gz")
+        assert outcome.artifacts == [key] and outcome.version == "1"
+        labels = load_nifti(storage.read(key))
+        np.testing.assert_allclose(labels.affine, original.affine)
+        assert labels.shape == original.shape and labels.get_data_dtype() == np.uint8
+        expected = np.asarray(original.dataobj) > THRESHOLD
+        np.testing.assert_array_equal(np.asarray(labels.dataobj), expected.astype(np.uint8))
+        foreground = outcome.measures["labels"]["foreground"]
+        assert foreground["voxels"] == int(expected.sum())
+        assert foreground["volume_ml"] == pytest.approx(expected.sum() / 1000, rel=1e-6)
+        # The result is recorded under work/ exactly as the Lambda analyses record theirs.
+        stored = AnalysisResult.model_validate_json(
+            storage.read(work_key(study_id, 1, "outputs/model:threshold/result.json"))
+        )
+        assert stored == outcome
+        (row,) = tracking.tasks_of(study_id, 1)
+        assert row.step == "analysis:model:threshold" and row.status == TaskStatus.SUCCEEDED
+    failed = [r for r in tracking.tasks_of("c" * 32, 1)]
+    assert failed[0].status == TaskStatus.FAILED and failed[0].error["type"]
