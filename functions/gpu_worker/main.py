@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from types import FrameType
 
 from voxelpipe.gpu.service import worker_from_environment
@@ -19,7 +20,8 @@ def main() -> int:
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         logger.info("SIGTERM: stopping", extra={"worker": worker.name})
-        worker.stop()
+        # Not in the handler itself: it interrupts the main thread, which may hold the worker's lock.
+        threading.Thread(target=worker.stop, name="sigterm").start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
     summary = worker.run()

@@ -281,3 +281,16 @@ def test_settings_from_context_and_environment():
     assert GpuSettings.from_env({k.value: v for k, v in settings.worker_env().items()}).heartbeat_s == 10
     with pytest.raises(ValueError, match="poll_wait_s"):
         GpuSettings.from_context({"voxelpipe:gpu:poll_wait_s": 30}.get)
+
+
+def test_a_message_that_cannot_be_released_on_stop_is_answered_worker_lost():
+    class Stuck(FakeQueue):
+        def change_visibility(self, receipt_handle: str, seconds: int) -> None:
+            raise ClientError({"Error": {"Code": "ReceiptHandleIsInvalid"}}, "ChangeMessageVisibility")
+
+    queue = Stuck([_message(_task("s1"), "t")])
+    tokens = FakeTokens()
+    worker = _worker(queue, tokens, lambda batch: [])
+    worker._admit(queue.receive(10, 0))
+    worker.stop()
+    assert [(token, kind) for token, kind, _ in tokens.answers] == [("t", GpuWorkerError.WORKER_LOST)]

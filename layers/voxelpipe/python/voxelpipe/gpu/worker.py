@@ -204,15 +204,17 @@ class Worker:
         with self._lock:
             pending = [receipt for receipt, held in self._held.items() if not held.started]
             for receipt in pending:
-                task = self._held.pop(receipt).task
-                try:
-                    self.queue.change_visibility(receipt, 0)
-                    self.summary.released += 1
-                except (BotoCoreError, ClientError):
-                    # Not released: answer it so the state machine retries now rather than after
-                    # the message's hidden time.
-                    logger.exception("could not release a message", extra={"worker": self.name})
-                    self._answer_failure(task, GpuWorkerError.WORKER_LOST.value, "the worker stopped")
+                self._release(receipt, self._held.pop(receipt).task)
+
+    def _release(self, receipt: str, task: GpuTask) -> None:
+        try:
+            self.queue.change_visibility(receipt, 0)
+            self.summary.released += 1
+        except (BotoCoreError, ClientError):
+            # Not released: answer it so that the state machine retries now rather than after the
+            # message's hidden time.
+            logger.exception("could not release a message", extra={"worker": self.name})
+            self._answer_failure(task, GpuWorkerError.WORKER_LOST.value, "the worker stopped")
 
     # -- taking work ---------------------------------------------------------------------------
     def _receive(self) -> list[ReceivedMessage]:
@@ -251,9 +253,8 @@ class Worker:
                 self.summary.dropped += 1
                 continue
             with self._lock:
-                if self._stopping.is_set():
-                    self.queue.change_visibility(message.receipt_handle, 0)
-                    self.summary.released += 1
+                if self._stopping.is_set():  # stopped while admitting: hand it back too
+                    self._release(message.receipt_handle, task)
                     continue
                 self._held[message.receipt_handle] = _Held(task)
             admitted.append(task)
