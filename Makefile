@@ -54,6 +54,7 @@ synth: layers
 bench: setup
 	$(BIN)/python bench/nifti_read.py
 	$(BIN)/python bench/dicom_series.py
+	$(BIN)/python bench/gpu_worker.py
 
 clean:
 	rm -rf build cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -161,13 +161,16 @@ def test_run_model_tasks_batches_studies_and_isolates_a_bad_one(storage: Storage
     unknown_version = tasks[0].model_copy(
         update={"analysis": AnalysisRequest(name="model:threshold", version="9", runtime=Runtime.GPU)}
     )
+    reported: list[tuple[int, object]] = []
     outcomes = run_model_tasks(
         [tasks[0], missing, tasks[1], not_model, unknown_version],
         storage,
         ModelCache("cpu"),
-        max_batch_volumes=4,
+        max_batch_volumes=2,  # two batches of the model: the second decodes while the first runs
+        on_result=lambda index, outcome: reported.append((index, outcome)),
     )
     assert len(outcomes) == 5
+    assert sorted(reported, key=lambda r: r[0]) == list(enumerate(outcomes))  # each once, as it ends
     assert isinstance(outcomes[1], Exception) and isinstance(outcomes[3], NotAModelTask)
     assert isinstance(outcomes[4], ModelUnavailable)
     for outcome, study_id in ((outcomes[0], "a" * 32), (outcomes[2], "b" * 32)):

@@ -103,7 +103,12 @@ def test_dispatch_consumes_both_queues_reporting_partial_failures(template: dict
 def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
     schema = table_schema(StudyRecord)
     tables = _resources(template, "AWS::DynamoDB::Table")
-    assert len(tables) == 5
+    assert len(tables) == 6
+    models = next(t["Properties"] for lid, t in tables.items() if lid.startswith("ModelsTable"))
+    assert models["KeySchema"] == [
+        {"AttributeName": "name", "KeyType": "HASH"},
+        {"AttributeName": "version", "KeyType": "RANGE"},
+    ]
     studies = next(t["Properties"] for lid, t in tables.items() if lid.startswith("StudiesTable"))
     assert studies["KeySchema"] == [{"AttributeName": "study_id", "KeyType": "HASH"}]
     assert {i["IndexName"] for i in studies["GlobalSecondaryIndexes"]} == {

@@ -1,4 +1,4 @@
-"""The CLI's commands for users of a deployment: serve, token, upload, status, results, list.
+"""The CLI's commands for users of a deployment: serve, token, upload, status, results, list, model.
 
 They talk to any deployment with `--api-url` and a token (`--token` or VOXELPIPE_TOKEN); with
 neither, to the local `voxelpipe serve`, with a development token minted on the spot.
@@ -58,6 +58,22 @@ def add_commands(commands: Any) -> None:
     listing.add_argument("--cursor")
     connection(listing)
 
+    model = commands.add_parser(
+        "model", help="bring your own model: register and list TorchScript/ONNX models"
+    )
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    register = model_commands.add_parser(
+        "register", help="upload a model file with its spec; studies then ask for model:NAME (admin)"
+    )
+    register.add_argument("name", help="lower-case letters, digits and '-'")
+    register.add_argument(
+        "path", type=Path, metavar="PATH", help="the model: TorchScript (.pt) or ONNX (.onnx)"
+    )
+    register.add_argument("--spec", type=Path, required=True, metavar="SPEC.json", help="see docs/models.md")
+    connection(register)
+    models = model_commands.add_parser("list", help="registered models, every version")
+    connection(models)
+
 
 def _client(args: argparse.Namespace) -> Any:
     from urllib.parse import urlparse
@@ -110,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "upload":
             return _upload(args, client)
+        if args.command == "model":
+            return _model(args, client)
         if args.command == "status":
             view = client.study(args.study_id)
             _print(args, view, _describe(view))
@@ -157,4 +175,51 @@ def _upload(args: argparse.Namespace, client: Any) -> int:
         return 0
     view = client.wait(created["study_id"], on_change=_show_steps)
     _print(args, view, _describe(view))
+    return 0
+
+
+def _model(args: argparse.Namespace, client: Any) -> int:
+    if args.model_command == "list":
+        page = client.list_models()
+        human = "\n".join(
+            f"{m['analysis']:<32} v{m['version']:<4} {m['status']:<8} {m['format']:<12} {m['size']} B"
+            for m in page["items"]
+        )
+        _print(args, page, human or "no models")
+        return 0
+    import hashlib
+
+    from tqdm import tqdm
+
+    from voxelpipe.inference.spec import InvalidSpec, parse_spec
+
+    for path in (args.path, args.spec):
+        if not path.is_file():
+            print(f"voxelpipe model register: no such file: {path}", file=sys.stderr)
+            return 2
+    try:
+        spec = parse_spec(args.spec.read_bytes())
+    except InvalidSpec as error:
+        print(f"voxelpipe model register: {args.spec} is not a valid spec:", file=sys.stderr)
+        for problem in error.errors:
+            print(f"  {problem['field'] or 'spec'}: {problem['message']}", file=sys.stderr)
+        return 2
+    expected = {"torchscript": (".pt", ".pth", ".ts"), "onnx": (".onnx",)}[spec.format]
+    if args.path.suffix.lower() not in expected:
+        print(
+            f"voxelpipe model register: the spec says {spec.format}, but {args.path.name} is not "
+            f"{' or '.join(expected)}",
+            file=sys.stderr,
+        )
+        return 2
+    digest = hashlib.sha256()
+    with args.path.open("rb") as source:
+        for chunk in iter(lambda: source.read(8 * 1024**2), b""):
+            digest.update(chunk)
+    size = args.path.stat().st_size
+    created = client.register_model(args.name, json.loads(spec.model_dump_json()), size, digest.hexdigest())
+    with tqdm(total=size, unit="B", unit_scale=True, desc=args.path.name, file=sys.stderr) as bar:
+        client.upload(created["upload"], args.path, progress=bar.update)
+    model = client.complete_model(args.name, created["model"]["version"])
+    _print(args, model, f"{model['analysis']} version {model['version']}: {model['status']}")
     return 0

@@ -82,6 +82,19 @@ class Client:
     def list_studies(self, **params: Any) -> dict[str, Any]:
         return dict(self._call("GET", "/studies", params={k: v for k, v in params.items() if v is not None}))
 
+    def register_model(
+        self, name: str, spec: dict[str, Any], size: int, sha256: str | None
+    ) -> dict[str, Any]:
+        body = {"name": name, "spec": spec, "size": size, "sha256": sha256}
+        return dict(self._call("POST", "/models", json={k: v for k, v in body.items() if v is not None}))
+
+    def complete_model(self, name: str, version: int | None = None) -> dict[str, Any]:
+        body = {} if version is None else {"version": version}
+        return dict(self._call("POST", f"/models/{name}/complete", json=body))
+
+    def list_models(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/models"))
+
     def upload(self, target: dict[str, Any], path: Path, progress: Progress | None = None) -> None:
         """Send one file to its presigned target (form POST, or multipart parts then complete)."""
         if target["method"] == "post":

@@ -197,7 +197,7 @@ class SlidingWindowRunner:
                 )
             for slot, (index, (x, y, z)) in enumerate(chunk):
                 region = outputs[index][:, x : x + patch[0], y : y + patch[1], z : z + patch[2]]
-                region.add_(prediction[slot] * weights)
+                region.addcmul_(prediction[slot], weights)
         results = []
         for output, shape, (before, _after), volume in zip(outputs, shapes, pads, volumes, strict=True):
             crop = tuple(slice(b, b + int(n)) for b, n in zip(before, volume.shape[1:], strict=True))

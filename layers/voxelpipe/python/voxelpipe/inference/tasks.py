@@ -10,8 +10,10 @@ the others go on.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +40,8 @@ from voxelpipe.nifti import load_nifti
 from voxelpipe.pipeline.analysis import store_output
 from voxelpipe.records import TaskRecord
 
-DEFAULT_PREFETCH_WORKERS = 2
+# Threads reading, decoding and writing around the device's work (CPU-bound, mostly GIL-free).
+DEFAULT_PREFETCH_WORKERS = min(8, os.cpu_count() or 2)
 DEFAULT_MAX_BATCH_VOLUMES = 8
 
 
@@ -103,6 +106,10 @@ def _failed(record: TaskRecord | None, error: Exception) -> Exception:
     return error
 
 
+Outcome = AnalysisResult | Exception
+OnResult = Callable[[int, Outcome], None]
+
+
 def run_model_tasks(
     tasks: Sequence[AnalysisTask],
     storage: Storage,
@@ -110,29 +117,44 @@ def run_model_tasks(
     *,
     prefetch_workers: int = DEFAULT_PREFETCH_WORKERS,
     max_batch_volumes: int = DEFAULT_MAX_BATCH_VOLUMES,
-) -> list[AnalysisResult | Exception]:
+    on_result: OnResult | None = None,
+) -> list[Outcome]:
     """Run every task; one entry per task, in order: its result, or the exception that stopped it.
 
     Tasks of the same model (name and version) share forward passes, up to `max_batch_volumes`
     volumes at a time; each model is loaded once through `cache`. Artifacts go to
     derived/{study_id}/model:NAME/labels.nii.gz and results to work/ exactly as Lambda analyses
     write theirs; each task has its step row (`analysis:model:NAME`).
+
+    `on_result(index, outcome)` is called as soon as each task's outcome is known (before the
+    batch ends; from any thread, once per task), e.g. to answer its task token early.
     """
     started = time.perf_counter()
-    outcomes: list[AnalysisResult | Exception | None] = [None] * len(tasks)
+    outcomes: list[Outcome | None] = [None] * len(tasks)
     records: list[TaskRecord | None] = [None] * len(tasks)
+    settling = threading.Lock()
+
+    def settle(index: int, outcome: Outcome) -> None:
+        with settling:
+            outcomes[index] = outcome
+        if on_result is not None:
+            on_result(index, outcome)
+
+    def fail(index: int, error: Exception) -> None:
+        settle(index, _failed(records[index], error))
+
     groups: dict[tuple[str, str], list[int]] = {}
     for index, task in enumerate(tasks):
         name = model_name(task.analysis.name)
         if name is None:
-            outcomes[index] = NotAModelTask(f"{task.analysis.name} is not a model:NAME analysis")
+            fail(index, NotAModelTask(f"{task.analysis.name} is not a model:NAME analysis"))
             continue
         try:
             records[index] = tracking.start_task(
                 task.study_id, task.attempt, f"analysis:{task.analysis.name}"
             )
         except Exception as error:
-            outcomes[index] = error
+            fail(index, error)
             continue
         groups.setdefault((name, task.analysis.version), []).append(index)
 
@@ -142,7 +164,7 @@ def run_model_tasks(
             model = cache.get(storage, name, version)
         except Exception as error:
             for index in indices:
-                outcomes[index] = _failed(records[index], error)
+                fail(index, error)
             continue
         step = max(1, max_batch_volumes)
         batches.extend(_Batch(model, indices[i : i + step]) for i in range(0, len(indices), step))
@@ -152,7 +174,16 @@ def run_model_tasks(
         def submit_reads(batch: _Batch) -> list[Future[ModelInput]]:
             return [pool.submit(_read_and_prepare, tasks[i], batch.model, storage) for i in batch.indices]
 
-        finishing: dict[int, Future[AnalysisResult]] = {}
+        def finished(index: int) -> Callable[[Future[AnalysisResult]], None]:
+            def done(future: Future[AnalysisResult]) -> None:
+                error = future.exception()
+                if error is None:
+                    settle(index, future.result())
+                else:
+                    fail(index, error if isinstance(error, Exception) else RuntimeError(str(error)))
+
+            return done
+
         reads = submit_reads(batches[0]) if batches else []
         for number, batch in enumerate(batches):
             # The next batch decodes while this one computes.
@@ -162,28 +193,22 @@ def run_model_tasks(
                 try:
                     ready.append((index, read.result()))
                 except Exception as error:
-                    outcomes[index] = _failed(records[index], error)
-            for index, inp, labels in _infer_isolating(batch.model, ready, outcomes, records):
+                    fail(index, error)
+            for index, inp, labels in _infer_isolating(batch.model, ready, fail):
                 record = records[index]
                 assert record is not None
-                finishing[index] = pool.submit(
+                future = pool.submit(
                     _finish, tasks[index], record, batch.model, inp, labels, storage, started
                 )
+                future.add_done_callback(finished(index))
             reads = upcoming
-        for index, future in finishing.items():
-            try:
-                outcomes[index] = future.result()
-            except Exception as error:
-                outcomes[index] = _failed(records[index], error)
+    # Leaving the pool waited for every write and its callback.
     assert all(outcome is not None for outcome in outcomes)
     return [outcome for outcome in outcomes if outcome is not None]
 
 
 def _infer_isolating(
-    model: LoadedModel,
-    ready: list[tuple[int, ModelInput]],
-    outcomes: list[AnalysisResult | Exception | None],
-    records: list[TaskRecord | None],
+    model: LoadedModel, ready: list[tuple[int, ModelInput]], fail: Callable[[int, Exception], None]
 ) -> list[tuple[int, ModelInput, npt.NDArray[np.int64]]]:
     """Run the volumes together; if that fails, each alone, so one bad volume fails only its task."""
     if not ready:
@@ -193,12 +218,12 @@ def _infer_isolating(
         return [(index, inp, label) for (index, inp), label in zip(ready, labels, strict=True)]
     except Exception as error:
         if len(ready) == 1:
-            outcomes[ready[0][0]] = _failed(records[ready[0][0]], error)
+            fail(ready[0][0], error)
             return []
     done = []
     for index, inp in ready:
         try:
             done.append((index, inp, _infer(model, [inp])[0]))
         except Exception as error:
-            outcomes[index] = _failed(records[index], error)
+            fail(index, error)
     return done

@@ -1,0 +1,40 @@
+"""`voxelpipe model register/list` against `voxelpipe serve`: spec check, presigned upload, completion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.models import make_threshold_model
+from voxelpipe.cli import main
+
+
+def test_register_a_model_then_list_it(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    data, spec = make_threshold_model(100.0, patch_size=(16, 16, 16))
+    model = tmp_path / "threshold.pt"
+    model.write_bytes(data)
+    spec_file = tmp_path / "SPEC.json"
+    spec_file.write_text(spec.model_dump_json(indent=2))
+    connection = ["--api-url", server]
+
+    assert (
+        main(["model", "register", "threshold", str(model), "--spec", str(spec_file), "--json", *connection])
+        == 0
+    )
+    registered = json.loads(capsys.readouterr().out)
+    assert registered["status"] == "READY" and registered["analysis"] == "model:threshold"
+
+    assert main(["model", "list", *connection]) == 0
+    assert "model:threshold" in capsys.readouterr().out
+
+    bad = tmp_path / "BAD.json"
+    bad.write_text(json.dumps({**json.loads(spec_file.read_text()), "overlap": 2, "labels": {"1": "x"}}))
+    assert main(["model", "register", "other", str(model), "--spec", str(bad), *connection]) == 2
+    errors = capsys.readouterr().err
+    assert "overlap:" in errors and "labels:" in errors
+    onnx_named = tmp_path / "threshold.onnx"
+    onnx_named.write_bytes(data)
+    assert main(["model", "register", "other", str(onnx_named), "--spec", str(spec_file), *connection]) == 2
+    assert "the spec says torchscript" in capsys.readouterr().err
