@@ -24,7 +24,7 @@ from voxelpipe import analyses, tracking
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.analyses import Analysis, AnalysisInput, AnalysisOutput
 from voxelpipe.gpu.service import default_runner
-from voxelpipe.gpu.worker import Runner, TransientWorkerError
+from voxelpipe.gpu.worker import OnResult, Runner, TransientWorkerError
 from voxelpipe.inference.registry import publish_model
 from voxelpipe.keys import derived_key
 from voxelpipe.messages import AnalysisResult, AnalysisTask
@@ -99,13 +99,13 @@ def test_a_worker_killed_mid_task_is_replaced_and_the_study_completes_on_retry(
     def crashing_then_real(storage: Storage) -> Runner:
         real = default_runner(storage)
 
-        def run(tasks: Sequence[AnalysisTask]) -> Sequence[AnalysisResult | Exception]:
+        def run(tasks: Sequence[AnalysisTask], on_result: OnResult) -> Sequence[AnalysisResult | Exception]:
             runs.append(threading.current_thread().name)
             if not killed.is_set():
                 killed.set()
                 # The worker dies with the message taken: no answer, no more heartbeats.
                 raise SystemExit("worker killed mid-task")
-            return real(tasks)
+            return real(tasks, on_result)
 
         return run
 
@@ -132,7 +132,7 @@ def test_a_task_that_always_fails_transiently_fails_the_study_after_the_configur
     calls: list[str] = []
 
     def out_of_memory(storage: Storage) -> Runner:
-        def run(tasks: Sequence[AnalysisTask]) -> Sequence[AnalysisResult | Exception]:
+        def run(tasks: Sequence[AnalysisTask], on_result: OnResult) -> Sequence[AnalysisResult | Exception]:
             calls.extend(task.study_id for task in tasks)
             return [TransientWorkerError("CUDA out of memory") for _ in tasks]
 
@@ -156,7 +156,7 @@ def test_an_analysis_error_on_a_worker_fails_the_study_at_once(gpu_cloud: LocalC
     calls: list[str] = []
 
     def broken(storage: Storage) -> Runner:
-        def run(tasks: Sequence[AnalysisTask]) -> Sequence[AnalysisResult | Exception]:
+        def run(tasks: Sequence[AnalysisTask], on_result: OnResult) -> Sequence[AnalysisResult | Exception]:
             calls.extend(task.study_id for task in tasks)
             return [ValueError("the model diverged") for _ in tasks]
 

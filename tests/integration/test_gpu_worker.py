@@ -15,7 +15,7 @@ from infra.local.cloud import LOCAL_ENV
 from infra.local.moto_fixes import moto_fixes
 from voxelpipe.adapters.gpu_queue import GpuQueue, QueueDepth
 from voxelpipe.adapters.task_tokens import TaskTokens, TokenExpired
-from voxelpipe.gpu.worker import TransientWorkerError, Worker
+from voxelpipe.gpu.worker import OnResult, TransientWorkerError, Worker
 from voxelpipe.messages import AnalysisRequest, AnalysisResult, AnalysisTask, PreparedVolume
 from voxelpipe.wiring import GpuSettings, GpuWorkerError, Runtime
 
@@ -109,7 +109,7 @@ def test_a_worker_answers_a_task_that_outlasts_several_heartbeat_timeouts(aws):
     queue = _queue()
     execution = _start(_state_machine(queue.url))
 
-    def slow(tasks: Sequence[AnalysisTask]) -> list[AnalysisResult | Exception]:
+    def slow(tasks: Sequence[AnalysisTask], on_result: OnResult) -> list[AnalysisResult | Exception]:
         time.sleep(2.5 * HEARTBEAT_S)  # only the heartbeats keep the task alive this long
         return [_result(t) for t in tasks]
 
@@ -125,7 +125,7 @@ def test_a_failure_reaches_the_state_machine_with_its_error_and_cause(aws):
     queue = _queue()
     execution = _start(_state_machine(queue.url))
 
-    def oom(tasks: Sequence[AnalysisTask]) -> list[AnalysisResult | Exception]:
+    def oom(tasks: Sequence[AnalysisTask], on_result: OnResult) -> list[AnalysisResult | Exception]:
         return [TransientWorkerError("CUDA out of memory") for _ in tasks]
 
     Worker(queue=queue, tokens=TaskTokens(), runner=oom, settings=SETTINGS).run()
@@ -144,7 +144,7 @@ def test_stop_releases_an_unstarted_message_to_another_worker(aws):
     started = threading.Event()
     release = threading.Event()
 
-    def blocked(tasks: Sequence[AnalysisTask]) -> list[AnalysisResult | Exception]:
+    def blocked(tasks: Sequence[AnalysisTask], on_result: OnResult) -> list[AnalysisResult | Exception]:
         started.set()
         release.wait(10)
         return [_result(t) for t in tasks]

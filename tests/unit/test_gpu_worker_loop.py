@@ -13,6 +13,7 @@ from voxelpipe.adapters.gpu_queue import ReceivedMessage
 from voxelpipe.adapters.task_tokens import TokenExpired
 from voxelpipe.gpu.worker import (
     BadMessage,
+    OnResult,
     TransientWorkerError,
     Worker,
     classify,
@@ -166,7 +167,7 @@ def test_the_worker_runs_micro_batches_answers_each_token_then_deletes_and_exits
     tokens = FakeTokens()
     batches: list[list[str]] = []
 
-    def runner(batch: Sequence[AnalysisTask]) -> list[AnalysisResult | Exception]:
+    def runner(batch: Sequence[AnalysisTask], on_result: OnResult) -> list[AnalysisResult | Exception]:
         batches.append([t.study_id for t in batch])
         return [_result(t) if t.study_id != "s2" else ValueError("diverged") for t in batch]
 
@@ -187,7 +188,7 @@ def test_a_stale_token_is_dropped_without_running_its_task():
     tokens = FakeTokens(expired={"old"})
     ran: list[str] = []
 
-    def runner(batch: Sequence[AnalysisTask]) -> list[AnalysisResult | Exception]:
+    def runner(batch: Sequence[AnalysisTask], on_result: OnResult) -> list[AnalysisResult | Exception]:
         ran.extend(t.study_id for t in batch)
         return [_result(t) for t in batch]
 
@@ -202,7 +203,7 @@ def test_a_token_that_expires_during_the_run_is_logged_and_its_message_deleted()
     queue = FakeQueue([_message(task, "t")])
     tokens = FakeTokens()
 
-    def runner(batch: Sequence[AnalysisTask]) -> list[AnalysisResult | Exception]:
+    def runner(batch: Sequence[AnalysisTask], on_result: OnResult) -> list[AnalysisResult | Exception]:
         tokens.expired.add("t")  # the state machine timed the task out meanwhile
         return [_result(t) for t in batch]
 
@@ -217,7 +218,7 @@ def test_an_unanswerable_token_leaves_the_message_for_the_retry():
         def success(self, token: str, output: str) -> None:
             raise EndpointConnectionError(endpoint_url="https://states")
 
-    summary = _worker(queue, Unreachable(), lambda batch: [_result(t) for t in batch]).run()
+    summary = _worker(queue, Unreachable(), lambda batch, on_result: [_result(t) for t in batch]).run()
     assert queue.deleted == [] and summary.succeeded == 0
 
 
@@ -225,7 +226,7 @@ def test_a_runner_that_raises_fails_its_whole_batch():
     queue = FakeQueue([_message(_task("s1"), "a"), _message(_task("s2"), "b")])
     tokens = FakeTokens()
 
-    def runner(batch: Sequence[AnalysisTask]) -> list[AnalysisResult | Exception]:
+    def runner(batch: Sequence[AnalysisTask], on_result: OnResult) -> list[AnalysisResult | Exception]:
         raise TransientWorkerError("CUDA out of memory")
 
     _worker(queue, tokens, runner).run()
@@ -235,7 +236,7 @@ def test_a_runner_that_raises_fails_its_whole_batch():
 def test_a_bad_message_with_a_token_is_answered_bad_message_and_deleted():
     queue = FakeQueue([ReceivedMessage("id", "r", '{"task_token": "t", "study_id": 3}', 1)])
     tokens = FakeTokens()
-    summary = _worker(queue, tokens, lambda batch: []).run()
+    summary = _worker(queue, tokens, lambda batch, on_result: []).run()
     assert [(t, kind) for t, kind, _ in tokens.answers] == [("t", GpuWorkerError.BAD_MESSAGE)]
     assert queue.deleted == ["r"] and summary.dropped == 1
 
@@ -243,7 +244,7 @@ def test_a_bad_message_with_a_token_is_answered_bad_message_and_deleted():
 def test_heartbeats_keep_every_held_token_alive_and_its_message_hidden():
     queue = FakeQueue([_message(_task("s1"), "a"), _message(_task("s2"), "b")])
     tokens = FakeTokens()
-    worker = _worker(queue, tokens, lambda batch: [])
+    worker = _worker(queue, tokens, lambda batch, on_result: [])
     held = worker._admit(queue.receive(10, 0))
     assert [t.token for t in held] == ["a", "b"]
     tokens.heartbeats.clear()
@@ -256,10 +257,10 @@ def test_stop_releases_the_messages_not_yet_started_and_takes_no_more_work():
     tasks = [_task("s1"), _task("s2", analysis="tissue-seg"), _task("s3")]
     queue = FakeQueue([_message(t, f"t{i}") for i, t in enumerate(tasks)])
     tokens = FakeTokens()
-    worker = _worker(queue, tokens, lambda batch: [])
+    worker = _worker(queue, tokens, lambda batch, on_result: [])
     ran: list[str] = []
 
-    def runner(batch: Sequence[AnalysisTask]) -> list[AnalysisResult | Exception]:
+    def runner(batch: Sequence[AnalysisTask], on_result: OnResult) -> list[AnalysisResult | Exception]:
         ran.extend(t.study_id for t in batch)
         worker.stop()  # SIGTERM while the first micro-batch runs
         return [_result(t) for t in batch]
@@ -290,7 +291,24 @@ def test_a_message_that_cannot_be_released_on_stop_is_answered_worker_lost():
 
     queue = Stuck([_message(_task("s1"), "t")])
     tokens = FakeTokens()
-    worker = _worker(queue, tokens, lambda batch: [])
+    worker = _worker(queue, tokens, lambda batch, on_result: [])
     worker._admit(queue.receive(10, 0))
     worker.stop()
     assert [(token, kind) for token, kind, _ in tokens.answers] == [("t", GpuWorkerError.WORKER_LOST)]
+
+
+def test_an_outcome_reported_early_is_answered_at_once_and_only_once():
+    tasks = [_task("s1"), _task("s2")]
+    queue = FakeQueue([_message(t, f"t{i}") for i, t in enumerate(tasks)])
+    tokens = FakeTokens()
+    answered_before_the_batch_ended: list[list[str]] = []
+
+    def runner(batch: Sequence[AnalysisTask], on_result: OnResult) -> list[AnalysisResult | Exception]:
+        on_result(1, _result(batch[1]))  # the second study finished first
+        answered_before_the_batch_ended.append([token for token, _, _ in tokens.answers])
+        return [_result(t) for t in batch]
+
+    summary = _worker(queue, tokens, runner).run()
+    assert answered_before_the_batch_ended == [["t1"]]
+    assert [token for token, _, _ in tokens.answers] == ["t1", "t0"]
+    assert queue.deleted == ["receipt-t1", "receipt-t0"] and summary.succeeded == 2

@@ -10,10 +10,10 @@ from voxelpipe.adapters.gpu_queue import GpuQueue
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.task_tokens import TaskTokens
 from voxelpipe.gpu.runners import catalogue_runner, routing_runner
-from voxelpipe.gpu.worker import Runner, Worker
+from voxelpipe.gpu.worker import OnResult, Outcome, Runner, Worker
 from voxelpipe.inference.models import ModelCache
 from voxelpipe.inference.tasks import run_model_tasks
-from voxelpipe.messages import AnalysisResult, AnalysisTask
+from voxelpipe.messages import AnalysisTask
 from voxelpipe.wiring import EnvVar, GpuSettings
 
 
@@ -22,8 +22,8 @@ def default_runner(storage: Storage) -> Runner:
     ModelCache for the worker's life, so that each model is loaded once."""
     cache = ModelCache()
 
-    def models(tasks: Sequence[AnalysisTask]) -> Sequence[AnalysisResult | Exception]:
-        return run_model_tasks(tasks, storage, cache)
+    def models(tasks: Sequence[AnalysisTask], on_result: OnResult) -> Sequence[Outcome]:
+        return run_model_tasks(tasks, storage, cache, on_result=on_result)
 
     return routing_runner(catalogue_runner(storage), models=models)
 

@@ -43,8 +43,12 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 
-# Runs the tasks of one micro-batch (one analysis), returning one outcome per task, in order.
-Runner = Callable[[Sequence[AnalysisTask]], Sequence[AnalysisResult | Exception]]
+Outcome = AnalysisResult | Exception
+# Called by a runner as soon as one task's outcome is known: (index in the batch, outcome).
+OnResult = Callable[[int, Outcome], None]
+# Runs the tasks of one micro-batch (one analysis), returning one outcome per task, in order; it
+# may report outcomes earlier through `on_result` (any thread), so that tokens are answered early.
+Runner = Callable[[Sequence[AnalysisTask], OnResult], Sequence[Outcome]]
 
 
 class TransientWorkerError(RuntimeError):
@@ -273,32 +277,47 @@ class Worker:
             "running micro-batch",
             extra={"worker": self.name, "analysis": batch[0].task.analysis.name, "size": len(batch)},
         )
-        outcomes: Sequence[AnalysisResult | Exception]
+        answered: set[int] = set()
+        answering = threading.Lock()
+
+        def answer_once(index: int, outcome: Outcome) -> None:
+            with answering:
+                if index in answered or not 0 <= index < len(batch):
+                    return
+                answered.add(index)
+            self._answer(batch[index], outcome)
+
+        outcomes: Sequence[Outcome]
         try:
-            outcomes = self.runner([task.task for task in batch])
+            outcomes = self.runner([task.task for task in batch], answer_once)
         except Exception as error:  # the whole batch failed together
             outcomes = [error] * len(batch)
         if len(outcomes) != len(batch):
             mismatch = RuntimeError(f"the runner returned {len(outcomes)} outcomes for {len(batch)} tasks")
             outcomes = [mismatch] * len(batch)
-        for task, outcome in zip(batch, outcomes, strict=True):
-            self._answer(task, outcome)
+        for index, outcome in enumerate(outcomes):
+            answer_once(index, outcome)  # those not reported early
 
-    def _answer(self, task: GpuTask, outcome: AnalysisResult | Exception) -> None:
-        """Answer the token, then delete the message (never before: an unanswered task must retry)."""
+    def _count(self, outcome: str) -> None:
+        with self._lock:
+            setattr(self.summary, outcome, getattr(self.summary, outcome) + 1)
+
+    def _answer(self, task: GpuTask, outcome: Outcome) -> None:
+        """Answer the token, then delete the message (never before: an unanswered task must retry).
+        Called from the runner's threads too (early answers)."""
         receipt = task.message.receipt_handle
         try:
             if isinstance(outcome, AnalysisResult):
                 self.tokens.success(task.token, outcome.model_dump_json())
-                self.summary.succeeded += 1
+                self._count("succeeded")
             else:
                 error, cause = failure_answer(outcome)
                 logger.warning("task failed", extra={**self._task_log(task), "error": error, "cause": cause})
                 self.tokens.failure(task.token, error, cause)
-                self.summary.failed += 1
+                self._count("failed")
         except TokenExpired:
             logger.warning("task token expired before the answer; answer dropped", extra=self._task_log(task))
-            self.summary.dropped += 1
+            self._count("dropped")
         except (BotoCoreError, ClientError):
             # Unanswered: stop heartbeating it so that the task times out and is retried.
             logger.exception("could not answer a task token", extra=self._task_log(task))
