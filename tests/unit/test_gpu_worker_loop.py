@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from functions.gpu_worker import main as entry_point
 from voxelpipe.adapters.gpu_queue import ReceivedMessage
 from voxelpipe.adapters.task_tokens import TokenExpired
 from voxelpipe.gpu.worker import (
@@ -312,3 +317,31 @@ def test_an_outcome_reported_early_is_answered_at_once_and_only_once():
     assert answered_before_the_batch_ended == [["t1"]]
     assert [token for token, _, _ in tokens.answers] == ["t1", "t0"]
     assert queue.deleted == ["receipt-t1", "receipt-t0"] and summary.succeeded == 2
+
+
+def test_sigterm_stops_the_container_entry_point_and_hands_back_held_messages(monkeypatch):
+    class SlowQueue(FakeQueue):
+        def receive(self, max_messages: int, wait_s: int) -> list[ReceivedMessage]:
+            time.sleep(0.02)  # a long poll, shortened
+            return super().receive(max_messages, wait_s)
+
+    queue = SlowQueue([_message(_task("s1"), "a"), _message(_task("s2", analysis="tissue-seg"), "b")])
+    tokens = FakeTokens()
+
+    def terminate_during_the_first_batch(batch, on_result):
+        os.kill(os.getpid(), signal.SIGTERM)  # Batch scales in while s1 runs
+        time.sleep(0.2)  # the handler's stop() runs meanwhile
+        return [_result(t) for t in batch]
+
+    settings = GpuSettings(heartbeat_s=4, micro_batch_size=3, idle_exit_s=60, poll_wait_s=0)
+    worker = Worker(queue=queue, tokens=tokens, runner=terminate_during_the_first_batch, settings=settings)
+    monkeypatch.setattr(entry_point, "worker_from_environment", lambda: worker)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert threading.current_thread() is threading.main_thread()
+        assert entry_point.main() == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert worker.summary.exit_reason == "stopped"
+    assert [token for token, _, _ in tokens.answers] == ["a"]  # the running task was answered
+    assert queue.visibility == [("receipt-b", 0)]  # the other went back to the queue
