@@ -64,6 +64,7 @@ class LocalGpuWorkers:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._scaler: threading.Thread | None = None
+        self.peak_workers = 0  # the most worker threads alive at once
 
     @classmethod
     def from_deployment(
@@ -91,6 +92,7 @@ class LocalGpuWorkers:
             count = jobs_to_submit(depth, active, self.settings.micro_batch_size, self.settings.max_workers)
             for _ in range(count):
                 self._start_worker()
+            self.peak_workers = max(self.peak_workers, active + count)
         return count
 
     def _start_worker(self) -> None:

@@ -193,3 +193,19 @@ def test_a_registered_torchscript_model_runs_through_the_task_token_path(gpu_clo
     assert sum(r.summary.succeeded for r in gpu_cloud.gpu_workers.workers) == 1
     step = next(t for t in tracking.tasks_of(study_id, 1) if t.step == "analysis:model:threshold")
     assert step.status == TaskStatus.SUCCEEDED
+
+
+def test_workers_follow_the_queue_up_to_the_maximum_and_exit_when_idle(gpu_cloud: LocalCloud, gpu_count: str):
+    workers = gpu_cloud.gpu_workers
+    assert workers is not None and workers.workers == []  # an idle deployment runs no worker
+    _, content = make_good_nifti()
+    study_ids = [submit(gpu_cloud, content, f"scan{i}.nii.gz", analyses=[gpu_count]) for i in range(5)]
+    records = wait_for_terminal(study_ids, timeout_s=120)
+    assert {r.status for r in records.values() if r is not None} == {StudyStatus.COMPLETED}
+    assert 1 <= workers.peak_workers <= workers.settings.max_workers
+    assert sum(r.summary.succeeded for r in workers.workers) == 5
+    # Scale to zero: every worker leaves once the queue has been idle for idle_exit_s.
+    for record in workers.workers:
+        record.thread.join(timeout=10 * workers.settings.idle_exit_s)
+    assert [r.summary.exit_reason for r in workers.workers] == ["idle"] * len(workers.workers)
+    assert workers.scale_once() == 0  # the queue is empty: nothing to start
