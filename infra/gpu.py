@@ -154,7 +154,7 @@ class GpuWorkers(Construct):
             # A job is a worker, not a task: tasks retry through the state machine, so a job
             # that dies is not resubmitted by Batch (the scaler starts another if work remains).
             retry_attempts=1,
-            timeout=Duration.seconds(settings.task_timeout_s + settings.idle_exit_s + 3600),
+            timeout=Duration.seconds(settings.job_timeout_s),
         )
 
     def grant_task_responses(self, state_machine: sfn.StateMachine) -> None:

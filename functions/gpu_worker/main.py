@@ -25,7 +25,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     summary = worker.run()
-    return 0 if summary.exit_reason in ("idle", "stopped") else 1
+    return 0 if summary.exit_reason in ("idle", "stopped", "lifetime") else 1
 
 
 if __name__ == "__main__":

@@ -345,3 +345,20 @@ def test_sigterm_stops_the_container_entry_point_and_hands_back_held_messages(mo
     assert worker.summary.exit_reason == "stopped"
     assert [token for token, _, _ in tokens.answers] == ["a"]  # the running task was answered
     assert queue.visibility == [("receipt-b", 0)]  # the other went back to the queue
+
+
+def test_a_worker_past_its_lifetime_takes_no_more_work():
+    now = [0.0]
+    queue = FakeQueue([_message(_task("s1"), "a"), _message(_task("s2"), "b")])
+    tokens = FakeTokens()
+
+    def runner(batch: Sequence[AnalysisTask], on_result: OnResult) -> list[AnalysisResult | Exception]:
+        now[0] += 7200  # a long micro-batch
+        return [_result(t) for t in batch]
+
+    settings = GpuSettings(micro_batch_size=1, idle_exit_s=60, poll_wait_s=0, worker_lifetime_s=3600)
+    worker = Worker(queue=queue, tokens=tokens, runner=runner, settings=settings, clock=lambda: now[0])
+    summary = worker.run()
+    assert summary.exit_reason == "lifetime" and summary.succeeded == 1
+    assert [m.body for m in queue.messages] == [_message(_task("s2"), "b").body]  # left for others
+    assert settings.job_timeout_s > settings.worker_lifetime_s + settings.task_timeout_s

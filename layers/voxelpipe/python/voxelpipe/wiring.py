@@ -37,6 +37,7 @@ class EnvVar(StrEnum):
     GPU_IDLE_EXIT_S = "VOXELPIPE_GPU_IDLE_EXIT_S"
     GPU_POLL_WAIT_S = "VOXELPIPE_GPU_POLL_WAIT_S"
     GPU_MAX_WORKERS = "VOXELPIPE_GPU_MAX_WORKERS"
+    GPU_WORKER_LIFETIME_S = "VOXELPIPE_GPU_WORKER_LIFETIME_S"
     # Catalogue analyses this deployment runs on the GPU workers instead of Lambda (comma-separated).
     GPU_ANALYSES = "VOXELPIPE_GPU_ANALYSES"
     MODELS_TABLE = "VOXELPIPE_MODELS_TABLE"  # the model registry (bring-your-own models)
@@ -307,6 +308,9 @@ class GpuSettings:
     idle_exit_s: int = 300  # a worker with nothing to do for this long exits (scale to zero)
     max_workers: int = 4  # Batch jobs the scaler keeps at most
     poll_wait_s: int = 20  # SQS long-poll wait (at most 20)
+    # A worker takes no new work after this long and exits (the scaler starts a fresh one if work
+    # remains), so that the Batch job timeout only ever ends a hung worker.
+    worker_lifetime_s: int = 6 * 3600
     instance_types: tuple[str, ...] = ("g5", "g6")  # Batch compute environment instance families/types
     # Catalogue analyses this deployment runs on the GPU workers (e.g. "tissue-seg").
     gpu_analyses: tuple[str, ...] = ()
@@ -317,6 +321,11 @@ class GpuSettings:
         has timed out, so the state machine's retry (a new message, a new token) recovers the task and
         the stale message, when it reappears, is dropped by the worker's token check."""
         return 2 * self.heartbeat_s
+
+    @property
+    def job_timeout_s(self) -> int:
+        """Batch's limit on a worker job: its lifetime, then the longest task it may have started."""
+        return self.worker_lifetime_s + self.task_timeout_s + 600
 
     @property
     def heartbeat_interval_s(self) -> float:
@@ -362,6 +371,7 @@ class GpuSettings:
             EnvVar.GPU_IDLE_EXIT_S: "idle_exit_s",
             EnvVar.GPU_POLL_WAIT_S: "poll_wait_s",
             EnvVar.GPU_MAX_WORKERS: "max_workers",
+            EnvVar.GPU_WORKER_LIFETIME_S: "worker_lifetime_s",
         }
         values = {name: int(env[var]) for var, name in names.items() if env.get(var)}
         settings = cls(**values)  # type: ignore[arg-type]
@@ -375,6 +385,7 @@ class GpuSettings:
             EnvVar.GPU_MICRO_BATCH_SIZE: str(self.micro_batch_size),
             EnvVar.GPU_IDLE_EXIT_S: str(self.idle_exit_s),
             EnvVar.GPU_POLL_WAIT_S: str(self.poll_wait_s),
+            EnvVar.GPU_WORKER_LIFETIME_S: str(self.worker_lifetime_s),
         }
 
     def scaler_env(self) -> dict[EnvVar, str]:

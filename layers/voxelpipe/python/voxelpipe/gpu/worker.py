@@ -180,9 +180,12 @@ class Worker:
     def run(self) -> WorkerSummary:
         heartbeats = threading.Thread(target=self._heartbeat_loop, name=f"{self.name}-heartbeat", daemon=True)
         heartbeats.start()
-        idle_since = self.clock()
+        born = idle_since = self.clock()
         try:
             while not self._stopping.is_set():
+                if self.clock() - born >= self.settings.worker_lifetime_s:
+                    self.summary.exit_reason = "lifetime"
+                    break
                 tasks = self._admit(self._receive())
                 if not tasks:
                     if self.clock() - idle_since >= self.settings.idle_exit_s:
