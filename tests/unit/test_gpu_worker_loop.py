@@ -362,3 +362,23 @@ def test_a_worker_past_its_lifetime_takes_no_more_work():
     assert summary.exit_reason == "lifetime" and summary.succeeded == 1
     assert [m.body for m in queue.messages] == [_message(_task("s2"), "b").body]  # left for others
     assert settings.job_timeout_s > settings.worker_lifetime_s + settings.task_timeout_s
+
+
+def test_receive_errors_and_unknown_token_checks_do_not_kill_the_worker():
+    class Flaky(FakeQueue):
+        calls = 0
+
+        def receive(self, max_messages: int, wait_s: int) -> list[ReceivedMessage]:
+            self.calls += 1
+            if self.calls == 1:
+                raise EndpointConnectionError(endpoint_url="https://sqs")
+            return super().receive(max_messages, wait_s)
+
+    class Unsure(FakeTokens):
+        def heartbeat(self, token: str) -> None:
+            raise ClientError({"Error": {"Code": "InternalError"}}, "SendTaskHeartbeat")
+
+    queue = Flaky([_message(_task("s1"), "t")])
+    tokens = Unsure()
+    summary = _worker(queue, tokens, lambda batch, on_result: [_result(t) for t in batch]).run()
+    assert summary.succeeded == 1 and [token for token, _, _ in tokens.answers] == ["t"]

@@ -27,6 +27,7 @@ from voxelpipe.observability import logger
 from voxelpipe.wiring import GpuSettings, GpuWorkerError
 
 TOKEN_FIELD = "task_token"
+RECEIVE_ERROR_PAUSE_S = 1.0
 # AWS error codes that say "try again later", not "this request is wrong".
 _TRANSIENT_CODES = frozenset(
     {
@@ -186,7 +187,14 @@ class Worker:
                 if self.clock() - born >= self.settings.worker_lifetime_s:
                     self.summary.exit_reason = "lifetime"
                     break
-                tasks = self._admit(self._receive())
+                try:
+                    messages = self._receive()
+                except (BotoCoreError, ClientError):
+                    # SQS unreachable or throttling: wait a little and poll again.
+                    logger.exception("receive failed", extra={"worker": self.name})
+                    self._stopping.wait(RECEIVE_ERROR_PAUSE_S)
+                    continue
+                tasks = self._admit(messages)
                 if not tasks:
                     if self.clock() - idle_since >= self.settings.idle_exit_s:
                         self.summary.exit_reason = "idle"
@@ -252,6 +260,9 @@ class Worker:
                 continue
             try:
                 self.tokens.heartbeat(task.token)
+            except (BotoCoreError, ClientError):
+                # Unknown whether the token lives: run it; an expired one's answer is dropped.
+                logger.exception("token check failed", extra=self._task_log(task))
             except TokenExpired:
                 # A message whose task already timed out (its worker died; the state machine has
                 # sent a retry with a new token): nothing may answer it any more.
