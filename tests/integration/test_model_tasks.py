@@ -21,9 +21,11 @@ from voxelpipe.inference.tasks import NotAModelTask, run_model_tasks
 from voxelpipe.keys import derived_key, work_key
 from voxelpipe.messages import AnalysisRequest, AnalysisResult, AnalysisTask, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
+from voxelpipe.pipeline.ingest import check_analyses
 from voxelpipe.pipeline.prepare import canonical_volume
-from voxelpipe.records import ModelRecord, TaskRecord
+from voxelpipe.records import ModelRecord, StudyRecord, TaskRecord
 from voxelpipe.status import TaskStatus
+from voxelpipe.validation import ReasonCode, Rejected
 from voxelpipe.volume import orientation, voxel_sizes
 from voxelpipe.wiring import EnvVar, Runtime
 
@@ -126,6 +128,11 @@ def test_registry_versions_verification_and_listing(storage: Storage):
             resolve(unknown, models=registry.model_analyses(unknown))
     with pytest.raises(UnknownAnalysis):
         resolve(["model:threshold"])  # resolve knows only the models it is given
+    # Ingest checks a study's analyses the same way: a READY model passes, a PENDING one does not.
+    check_analyses(StudyRecord("s" * 32, analyses=["qc", "model:threshold"]))
+    with pytest.raises(Rejected) as rejected:
+        check_analyses(StudyRecord("s" * 32, analyses=["qc", "model:broken"]))
+    assert rejected.value.reason == ReasonCode.UNKNOWN_ANALYSIS and "model:broken" in rejected.value.detail
     described = registry.describe_model_analysis(registry.ready_models()["threshold"])
     assert described["labels"] == {"0": "background", "1": "foreground"} and described["runtime"] == "gpu"
 

@@ -143,6 +143,25 @@ def test_windows_of_volumes_of_different_shapes_share_forward_passes():
         assert torch.equal(a.argmax(0), b)
 
 
+def test_output_buffers_are_reused_across_calls_and_shapes():
+    net = _net()
+    runner = SlidingWindowRunner(net, 3, WindowSettings(patch=(16, 16, 16)), CPU)
+    big, small, other = torch.randn(1, 40, 30, 20), torch.randn(1, 20, 20, 20), torch.randn(1, 18, 25, 17)
+    runner.run([big])
+    held = runner.buffer_bytes
+    assert held >= 3 * 40 * 30 * 20 * 4
+    for volume in (small, other, big):  # smaller volumes fit in the buffer the big one left
+        (mine,) = runner.run([volume])
+        assert runner.buffer_bytes == held
+        with torch.no_grad():
+            theirs = sliding_window_inference(
+                volume[None], (16, 16, 16), 4, net, overlap=0.25, mode="gaussian"
+            )
+        torch.testing.assert_close(mine, theirs[0], rtol=1e-5, atol=1e-5)
+    runner.run([small, big])  # two at once: a second buffer
+    assert runner.buffer_bytes > held
+
+
 def test_a_network_with_the_wrong_output_channels_is_a_clear_error():
     runner = SlidingWindowRunner(_net(2), 3, WindowSettings(patch=(8, 8, 8)), CPU)
     with pytest.raises(ValueError, match="expected \\(3, 8, 8, 8\\)"):

@@ -148,6 +148,7 @@ INGEST = FunctionSpec(
         EnvVar.HIGH_PRIORITY_QUEUE_URL,
         EnvVar.NORMAL_PRIORITY_QUEUE_URL,
         EnvVar.MAX_UPLOAD_BYTES,
+        EnvVar.MODELS_TABLE,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES)},
 )

@@ -18,7 +18,6 @@ so results agree with it; what differs is the work around the network:
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,7 +31,8 @@ Blend = Literal["gaussian", "constant"]
 Shape3 = tuple[int, int, int]
 
 SIGMA_SCALE = 0.125  # MONAI's default: sigma = 0.125 * window edge
-_POOL_SHAPES = 8  # output buffers kept, by (channels, shape)
+_POOL_BUFFERS = 16  # output buffers kept between calls (more while one call needs more)
+_HEADROOM = 1.1
 
 
 def scan_interval(image_size: Sequence[int], patch: Sequence[int], overlap: float) -> Shape3:
@@ -111,27 +111,37 @@ class SlidingWindowRunner:
         self.out_channels = out_channels
         self.settings = settings
         self.device = device
-        self._pool: OrderedDict[tuple[int, Shape3], list[torch.Tensor]] = OrderedDict()
+        self._flat: list[torch.Tensor] = []
         self._batch: torch.Tensor | None = None
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # the window shape never changes
 
+    @property
+    def buffer_bytes(self) -> int:
+        """Device memory held in output buffers between calls."""
+        return sum(t.numel() * t.element_size() for t in self._flat)
+
     def _buffers(self, shapes: Sequence[Shape3]) -> list[torch.Tensor]:
-        """One zeroed (channels, *shape) output buffer per volume, reused from earlier calls."""
-        wanted: dict[tuple[int, Shape3], int] = {}
+        """One zeroed (channels, *shape) output buffer per volume, carved from flat buffers kept
+        between calls: studies rarely share a shape, so any kept buffer large enough serves."""
+        sizes = [self.out_channels * shape[0] * shape[1] * shape[2] for shape in shapes]
+        free = sorted(self._flat, key=lambda t: t.numel())
+        taken: list[torch.Tensor] = []
         out = []
-        for shape in shapes:
-            key = (self.out_channels, shape)
-            index = wanted.get(key, 0)
-            wanted[key] = index + 1
-            kept = self._pool.setdefault(key, [])
-            self._pool.move_to_end(key)
-            if index == len(kept):
-                kept.append(torch.empty((self.out_channels, *shape), dtype=torch.float32, device=self.device))
-            out.append(kept[index].zero_())
-        while len(self._pool) > max(_POOL_SHAPES, len(wanted)):
-            self._pool.popitem(last=False)
-        return out
+        # Largest volumes first, each given the smallest free buffer that holds it.
+        for index in sorted(range(len(shapes)), key=lambda i: -sizes[i]):
+            fit = next((t for t in free if t.numel() >= sizes[index]), None)
+            if fit is None:
+                # A little headroom, so a slightly larger volume next time reuses it.
+                fit = torch.empty(int(sizes[index] * _HEADROOM), dtype=torch.float32, device=self.device)
+            else:
+                free = [t for t in free if t is not fit]  # (tensors' == is elementwise)
+            taken.append(fit)
+            out.append((index, fit[: sizes[index]].view(self.out_channels, *shapes[index]).zero_()))
+        # Keep what this call used, and the largest of the rest up to the limit.
+        spare = sorted(free, key=lambda t: -t.numel())[: max(0, _POOL_BUFFERS - len(taken))]
+        self._flat = taken + spare
+        return [buffer for _, buffer in sorted(out, key=lambda item: item[0])]
 
     def _to_device(self, volume: torch.Tensor) -> torch.Tensor:
         if volume.device == self.device:

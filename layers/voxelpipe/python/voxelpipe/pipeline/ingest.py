@@ -11,6 +11,7 @@ from voxelpipe import tracking
 from voxelpipe.adapters import queues
 from voxelpipe.adapters.storage import ObjectInfo, Storage
 from voxelpipe.analyses import CATALOGUE, DEFAULT_ANALYSES
+from voxelpipe.inference.registry import model_analyses
 from voxelpipe.keys import (
     parse_study_prefix,
     parse_upload_key,
@@ -88,13 +89,13 @@ def check_manifest(filename: str, size: int, manifest: list[dict[str, Any]] | No
 
 
 def check_analyses(study: StudyRecord) -> None:
-    # `model:NAME` analyses were checked against the READY models at registration (register_study);
-    # dispatch resolves their version. Catalogue names are checked again here.
-    unknown = [name for name in study.analyses if name not in CATALOGUE and not name.startswith("model:")]
+    # model:NAME is known while the registry has a READY version of NAME.
+    models = model_analyses(study.analyses)
+    unknown = [name for name in study.analyses if name not in CATALOGUE and name not in models]
     if unknown:
         raise Rejected(
             ReasonCode.UNKNOWN_ANALYSIS,
-            f"unknown analyses {', '.join(unknown)}; known: {', '.join(sorted(CATALOGUE))}",
+            f"unknown analyses {', '.join(unknown)}; known: {', '.join(sorted([*CATALOGUE, *models]))}",
         )
 
 
