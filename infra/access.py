@@ -69,6 +69,11 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     ),
 }
 
+# The GPU worker (a Batch job): reads the prepared volume and earlier outputs and the registered
+# models; writes artifacts and outputs, as RunAnalysis does.
+GPU_WORKER_BUCKET_ACCESS = BucketAccess(read=[WORK, DERIVED, MODELS], write=[WORK, DERIVED])
+GPU_WORKER_READ_ONLY_TABLES = frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE})
+
 # Status tables a function reads but never writes (everything else it is told of: read-write).
 READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     # Only DICOM ingest and the API's /complete touch the objects table.

@@ -240,6 +240,51 @@ WEBHOOK_SECRET = tuple(
     )
     for rule in ("AwsSolutions-SMG4", "HIPAA.Security-SecretsManagerRotationEnabled")
 )
+# The GPU workers (infra/gpu.py).
+GPU_TASK_TOKENS = Ack(
+    "AwsSolutions-IAM5",
+    "The state machine sends GPU tasks to the GPU queue, encrypted with the stack's key: SQS needs "
+    "kms:GenerateDataKey* (its variants with and without plaintext) on that one key.",
+    ("Action::kms:GenerateDataKey*",),
+)
+GPU_ROLES = Ack(
+    "HIPAA.Security-IAMNoInlinePolicy",
+    "The GPU worker's job, execution and flow-log roles each get one policy generated from their grants "
+    "(infra/access.py), attached to that role only and created and deleted with it.",
+)
+GPU_EXECUTION_ROLE = Ack(
+    "AwsSolutions-IAM5",
+    "ECS pulls the worker image with ecr:GetAuthorizationToken (no resource-level permissions) and "
+    "writes the job's logs under /aws/batch/job, whose streams are named per job.",
+)
+GPU_INSTANCE_ROLE = Ack(
+    "AwsSolutions-IAM4",
+    "Batch's GPU instances register with ECS through the AWS-managed AmazonEC2ContainerServiceforEC2Role, "
+    "which AWS maintains for the ECS agent's changing needs; jobs use their own job role.",
+    (managed_policy("service-role/AmazonEC2ContainerServiceforEC2Role"),),
+)
+GPU_PUBLIC_SUBNETS = tuple(
+    Ack(
+        rule,
+        "The public subnets hold only the NAT gateway that gives the private worker subnets egress to "
+        "AWS APIs and ECR; no worker runs there and workers get no public address.",
+    )
+    for rule in (
+        "HIPAA.Security-VPCSubnetAutoAssignPublicIpDisabled",
+        "HIPAA.Security-VPCNoUnrestrictedRouteToIGW",
+    )
+)
+GPU_DEFAULT_SECURITY_GROUP = Ack(
+    "HIPAA.Security-VPCDefaultSecurityGroupClosed",
+    "Nothing uses the VPC's default security group: the Batch instances have their own, with no "
+    "inbound rule. Closing it needs a custom resource Lambda that would itself need a VPC exception.",
+)
+# The GPU scaler lists the job queue's jobs: batch:ListJobs has no resource-level permissions.
+LIST_JOBS = Ack(
+    "AwsSolutions-IAM5",
+    "batch:ListJobs supports no resource-level permissions; the scaler may only list, and submits "
+    "only to the named job queue and job definition",
+)
 ARTIFACT_BUCKET = Ack(
     "HIPAA.Security-S3BucketReplicationEnabled",
     "Pipeline artifacts are rebuilt from the repository on every run and expire after 30 days; "

@@ -17,6 +17,7 @@ from constructs import Construct
 from infra import nag
 from infra.access import BUCKET_ACCESS, READ_ONLY_TABLES, grant_executions
 from infra.api import StudyApi
+from infra.gpu import GpuWorkers
 from infra.monitoring import ALARM_EMAIL_CONTEXT, Monitoring
 from infra.notifications import StudyNotifications
 from infra.security import (
@@ -39,13 +40,17 @@ from voxelpipe.wiring import (
     ENV_RESOURCES,
     FUNCTION_TAG,
     FUNCTIONS,
+    GPU_RESOURCES,
+    GPU_WORKER_ENV,
     INGEST,
     QUEUE_MAX_RECEIVE_COUNT,
     QUEUE_VISIBILITY_TIMEOUT_S,
     REAPER,
+    SCALER,
     WEBHOOK,
     EnvVar,
     FunctionSpec,
+    GpuSettings,
     Prefix,
     Resource,
 )
@@ -179,7 +184,7 @@ class VoxelpipeStack(Stack):
             function = functions[spec.name]
             for var in spec.env:
                 resource = ENV_RESOURCES.get(var)
-                if resource is None or resource is Resource.STATE_MACHINE:
+                if resource is None or resource is Resource.STATE_MACHINE or resource in GPU_RESOURCES:
                     continue
                 if resource is Resource.BUCKET:
                     function.add_environment(var, bucket.bucket_name)
@@ -202,12 +207,33 @@ class VoxelpipeStack(Stack):
                         indexes=table_indexes.get(resource, []),
                     )
 
+        # The GPU half (docs/gpu.md); its settings come from wiring, overridable by CDK context.
+        gpu = GpuWorkers(
+            self,
+            "GpuWorkers",
+            settings=GpuSettings.from_context(self.node.try_get_context),
+            security=self.security,
+            bucket=bucket,
+            tables=tables,
+            event_bus=notifications.bus,
+            table_indexes=table_indexes,
+            worker_env_vars=GPU_WORKER_ENV,
+            base_env=POWERTOOLS_ENV,
+            image_context=ROOT,
+            image_excludes=_IMAGE_CONTEXT_EXCLUDES,
+        )
+        gpu.wire_scaler(functions[SCALER.name])
+        gpu.wire_dispatch(functions[DISPATCH.name])
         workflow = StudyWorkflow(
             self,
             Resource.STATE_MACHINE,
             functions=functions,
+            gpu_queue=gpu.queue,
+            gpu=gpu.settings,
             log_group=self.security.log_group(self, f"{Resource.STATE_MACHINE}Logs"),
         )
+        gpu.grant_task_responses(workflow.state_machine)
+        nag.acknowledge(workflow.state_machine.role, nag.GPU_TASK_TOKENS)
         nag.acknowledge(workflow.state_machine.role, nag.STATE_MACHINE_ROLE[1])
         nag.acknowledge(
             workflow.state_machine.role,
@@ -257,6 +283,7 @@ class VoxelpipeStack(Stack):
         self.tables = tables
         self.functions = functions
         self.state_machine = workflow.state_machine
+        self.gpu = gpu
         # Last, so that it finds everything above (keep it last when adding resources).
         self.monitoring = self._monitor(functions, notifications)
 
@@ -276,7 +303,11 @@ class VoxelpipeStack(Stack):
         # Failure destinations hold what gave up, like dead-letter queues.
         failures = {id(self.ingest_failures)}
         # Webhook retries back off up to 15 minutes a try: their oldest message may be that old.
-        oldest_s = {id(notifications.webhook_queue): 3600}
+        # A GPU task may wait for a worker to start, up to its task timeout (then its token is lost).
+        oldest_s = {
+            id(notifications.webhook_queue): 3600,
+            id(self.gpu.queue): self.gpu.settings.task_timeout_s,
+        }
         for queue in queues:
             if id(queue) in failures:
                 monitoring.monitor_dead_letters(queue.node.id, queue)

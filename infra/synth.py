@@ -50,8 +50,9 @@ def cdk_json_context() -> dict[str, Any]:
     return context
 
 
-def synthesize_template() -> dict[str, Any]:
-    """The stack's CloudFormation template, as `cdk synth` writes it.
+def synthesize_template(context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The stack's CloudFormation template, as `cdk synth` writes it (with `context`, as
+    `cdk synth -c KEY=VALUE ...` would: tests synthesize with short GPU heartbeats so).
 
     The dependency layer's contents don't shape the template (only its asset hash), so when it
     hasn't been built an empty folder stands in: the local cloud runs on the development venv.
@@ -61,7 +62,9 @@ def synthesize_template() -> dict[str, Any]:
         if not layer_dir.is_dir():
             layer_dir = Path(tmp) / "deps"
             (layer_dir / "python").mkdir(parents=True)
-        app, stack = build_app(dependency_layer_dir=layer_dir, outdir=str(Path(tmp) / "cdk.out"))
+        app, stack = build_app(
+            dependency_layer_dir=layer_dir, outdir=str(Path(tmp) / "cdk.out"), context=context
+        )
         assembly = app.synth()
         template = assembly.get_stack_by_name(stack.stack_name).template
         result: dict[str, Any] = json.loads(json.dumps(template))

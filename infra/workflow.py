@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
@@ -14,11 +15,13 @@ from constructs import Construct
 from voxelpipe.wiring import (
     ANALYSIS_CONCURRENCY,
     FINALIZE,
+    GPU_RETRIED_ERRORS,
     MARK_FAILED,
     PREPARE,
     RUN_ANALYSIS,
     TRANSIENT_LAMBDA_ERRORS,
     FunctionSpec,
+    GpuSettings,
     Runtime,
 )
 
@@ -37,6 +40,8 @@ class StudyWorkflow(Construct):
         construct_id: str,
         *,
         functions: Mapping[str, lambda_.IFunction],
+        gpu_queue: sqs.IQueue,
+        gpu: GpuSettings,
         retry_interval: Duration = RETRY_INTERVAL,
         log_group: logs.ILogGroup | None = None,
     ) -> None:
@@ -66,9 +71,37 @@ class StudyWorkflow(Construct):
         prepare = invoke("Prepare", PREPARE, result_path="$.prepared")
 
         run_analysis = invoke("RunAnalysis", RUN_ANALYSIS, result_path=None)
+        # A GPU analysis waits for a worker's answer to its task token (docs/gpu.md). A worker that
+        # dies stops heartbeating: the task times out and the retry sends a new message, with a new
+        # token, for another worker. SendMessage grants the state machine's role sqs:SendMessage.
+        run_on_gpu = tasks.SqsSendMessage(
+            self,
+            "RunOnGpu",
+            queue=gpu_queue,
+            integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+            message_body=sfn.TaskInput.from_object(
+                {
+                    "task_token": sfn.JsonPath.task_token,
+                    "study_id": sfn.JsonPath.string_at("$.study_id"),
+                    "attempt": sfn.JsonPath.number_at("$.attempt"),
+                    "analysis": sfn.JsonPath.object_at("$.analysis"),
+                    "volume": sfn.JsonPath.object_at("$.volume"),
+                    "subject": sfn.JsonPath.object_at("$.subject"),
+                }
+            ),
+            heartbeat_timeout=sfn.Timeout.duration(Duration.seconds(gpu.heartbeat_s)),
+            task_timeout=sfn.Timeout.duration(Duration.seconds(gpu.task_timeout_s)),
+        )
+        run_on_gpu.add_retry(
+            errors=list(GPU_RETRIED_ERRORS),
+            interval=Duration.seconds(gpu.retry_interval_s),
+            max_attempts=gpu.retry_attempts,
+            backoff_rate=RETRY_BACKOFF,
+        )
         by_runtime = (
             sfn.Choice(self, "ByRuntime")
             .when(sfn.Condition.string_equals("$.analysis.runtime", Runtime.LAMBDA.value), run_analysis)
+            .when(sfn.Condition.string_equals("$.analysis.runtime", Runtime.GPU.value), run_on_gpu)
             .otherwise(
                 sfn.Fail(
                     self,

@@ -27,8 +27,10 @@ import boto3
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 
-from infra.local.deploy import REGION, Deployment, deploy_template
+from infra.local.deploy import GPU_WORKER, REGION, Deployment, deploy_template
+from infra.local.moto_fixes import moto_fixes
 from infra.local.template import cached_template
+from infra.local.workers import LocalGpuWorkers
 from voxelpipe.wiring import EnvVar, function_spec
 
 log = logging.getLogger("voxelpipe.local")
@@ -92,15 +94,21 @@ class LocalCloud:
         self._stack = ExitStack()
         self._handlers: dict[str, Handler] = {}
         self._overrides: dict[str, Handler] = {}
+        self.gpu_workers: LocalGpuWorkers | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LocalCloud:
         self._stack.enter_context(mock.patch.dict(os.environ, LOCAL_ENV))
         self._stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
+        self._stack.enter_context(moto_fixes())
         self._stack.enter_context(mock.patch.object(LambdaFunction, "invoke", self._moto_invoke_hook()))
         self.deployment = deploy_template(self.template)
         os.environ.update(self.function_environment())
         os.environ.update(self.env_overrides)
+        # GPU workers run as threads here (infra/local/workers.py), started as the GPU queue fills.
+        if GPU_WORKER in self.deployment.function_env:
+            self.gpu_workers = LocalGpuWorkers.from_deployment(self.deployment.function_env, GPU_WORKER)
+            self.gpu_workers.start()
         return self
 
     def __exit__(
@@ -109,7 +117,11 @@ class LocalCloud:
         try:
             self.wait_for_executions()
         finally:
-            self._stack.close()
+            try:
+                if self.gpu_workers is not None:
+                    self.gpu_workers.stop()
+            finally:
+                self._stack.close()
 
     def wait_for_executions(self, timeout_s: float = 60) -> bool:
         """Wait until no execution is running, so none outlives moto; False on timeout."""

@@ -63,8 +63,29 @@ IGNORED_TYPES = frozenset(
         "AWS::Backup::BackupSelection",
         # The alarm topic's TLS-only policy: moto doesn't enforce topic policies.
         "AWS::SNS::TopicPolicy",
+        # The GPU workers' AWS Batch environment and its VPC: moto can't
+        # run Batch jobs on EC2. The local cloud runs the workers as threads instead, started by
+        # a local stand-in for the scaler (infra/local/workers.py); the job definition itself is
+        # read for the workers' environment (see _job_definition).
+        "AWS::Batch::ComputeEnvironment",
+        "AWS::Batch::JobQueue",
+        "AWS::IAM::InstanceProfile",
+        "AWS::EC2::VPC",
+        "AWS::EC2::Subnet",
+        "AWS::EC2::RouteTable",
+        "AWS::EC2::SubnetRouteTableAssociation",
+        "AWS::EC2::Route",
+        "AWS::EC2::EIP",
+        "AWS::EC2::NatGateway",
+        "AWS::EC2::InternetGateway",
+        "AWS::EC2::VPCGatewayAttachment",
+        "AWS::EC2::VPCEndpoint",
+        "AWS::EC2::SecurityGroup",
+        "AWS::EC2::FlowLog",
     }
 )
+# The local cloud's name for the GPU worker's environment, beside the functions' (spec names).
+GPU_WORKER = "gpu_worker"
 
 
 @dataclass
@@ -107,6 +128,9 @@ class Deployment:
                     return self.arns[logical_id]
                 if attribute in self.attributes.get(logical_id, {}):
                     return self.attributes[logical_id][attribute]
+                # Any attribute of a resource not deployed here names it as its placeholder does.
+                if self.arns.get(logical_id, "").startswith("not-deployed:"):
+                    return self.arns[logical_id]
                 raise NotImplementedError(f"Fn::GetAtt {attribute} of {logical_id}")
             if key == "Fn::Join":
                 separator, parts = arg
@@ -169,6 +193,7 @@ class _Deployer:
             "AWS::SNS::Subscription": self._subscription,
             "AWS::CloudWatch::Alarm": self._alarm,
             "AWS::CloudWatch::Dashboard": self._dashboard,
+            "AWS::Batch::JobDefinition": self._job_definition,
         }
         unknown = sorted({r["Type"] for r in self.resources.values()} - set(handlers) - IGNORED_TYPES)
         if unknown:
@@ -319,6 +344,15 @@ class _Deployer:
             BatchSize=props.get("BatchSize", 10),
             FunctionResponseTypes=props.get("FunctionResponseTypes", []),
         )
+
+    def _job_definition(self, logical_id: str, props: dict[str, Any]) -> None:
+        """Nothing to create (no Batch here): the GPU worker's environment is kept for the local
+        workers, which thus run with the settings the job definition gives them in AWS."""
+        variables = props.get("ContainerProperties", {}).get("Environment", [])
+        self.out.function_env[GPU_WORKER] = {
+            item["Name"]: str(self.out.resolve(item["Value"])) for item in variables
+        }
+        self.out.physical_ids[logical_id] = self.out.arns[logical_id] = f"local:{logical_id}"
 
     def _bucket_notifications(self, logical_id: str, props: dict[str, Any]) -> None:
         configuration = self.out.resolve(props["NotificationConfiguration"])

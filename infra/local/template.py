@@ -31,14 +31,19 @@ def sources_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def cached_template() -> dict[str, Any]:
-    path = CACHE_DIR / f"template-{sources_digest()}.json"
+def cached_template(context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The template for CDK `context` (none: the default deployment), synthesized when its sources
+    or context changed. One file per context is kept (tests synthesize with their own)."""
+    context_digest = hashlib.sha256(json.dumps(context or {}, sort_keys=True).encode()).hexdigest()[:8]
+    name = "template" if not context else f"template-ctx{context_digest}"
+    path = CACHE_DIR / f"{name}-{sources_digest()}.json"
     if path.is_file():
         return json.loads(path.read_text())  # type: ignore[no-any-return]
-    template = synthesize_template()
+    template = synthesize_template(context)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    for stale in CACHE_DIR.glob("template-*.json"):
-        stale.unlink()
+    for stale in CACHE_DIR.glob(f"{name}-*.json"):
+        if stale.stem.count("-") == name.count("-") + 1:  # this context's, not another's
+            stale.unlink()
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(template))
     tmp.replace(path)

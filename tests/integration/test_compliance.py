@@ -21,11 +21,14 @@ from cfnlint.api import ManualArgs, lint
 from infra import nag
 from infra.pipeline import PIPELINE_CONTEXT, PIPELINE_STACK_NAME, STACK_NAME, PipelineConfig, PipelineStack
 from infra.security import StackSecurity, retention
-from infra.settings import DERIVED_TRANSITION_DAYS, GPU_INSTANCE_TYPES, GPU_MAX_VCPUS, StackSettings
+from infra.settings import DERIVED_TRANSITION_DAYS, StackSettings
 from infra.synth import build_app
+from voxelpipe.wiring import GPU_CONTEXT_PREFIX
 
 # A context value other than the default, to show the derived/ transition follows it.
 TRANSITION_DAYS = 45
+
+MAX_WORKERS = f"{GPU_CONTEXT_PREFIX}max_workers"
 
 
 # A pipeline to two accounts, so that the pipeline stack and both stages are checked too.
@@ -34,8 +37,8 @@ PIPELINE = {
     "repository": "example-org/voxelpipe",
     "branch": "main",
     "stages": {
-        "dev": {"account": "111111111111", "region": "eu-west-1", "context": {GPU_MAX_VCPUS: 8}},
-        "prod": {"account": "222222222222", "region": "eu-west-1", "context": {GPU_MAX_VCPUS: 64}},
+        "dev": {"account": "111111111111", "region": "eu-west-1", "context": {MAX_WORKERS: 2}},
+        "prod": {"account": "222222222222", "region": "eu-west-1", "context": {MAX_WORKERS: 16}},
     },
 }
 
@@ -199,7 +202,7 @@ def test_each_stage_deploys_where_its_context_says_with_its_own_settings(synthes
         (pipeline.prod, PIPELINE["stages"]["prod"]),
     ):
         assert (stage.stack.account, stage.stack.region) == (config["account"], config["region"])
-        assert stage.stack.settings.gpu_max_vcpus == config["context"][GPU_MAX_VCPUS]
+        assert stage.stack.gpu.settings.max_workers == config["context"][MAX_WORKERS]
 
 
 def test_pipeline_settings_are_checked():
@@ -244,10 +247,7 @@ def test_every_acknowledgment_in_the_app_names_its_wildcard_and_gives_a_reason(s
 def test_settings_refuse_values_aws_would_refuse():
     with pytest.raises(ValueError, match="log retention"):
         retention(10)
-    app = App(context={GPU_INSTANCE_TYPES: "g5.xlarge, g6.xlarge", DERIVED_TRANSITION_DAYS: "30"})
-    settings = StackSettings.from_context(app.node)
-    assert (
-        settings.gpu_instance_types == ("g5.xlarge", "g6.xlarge") and settings.derived_transition_days == 30
-    )
+    app = App(context={DERIVED_TRANSITION_DAYS: "30"})
+    assert StackSettings.from_context(app.node).derived_transition_days == 30
     with pytest.raises(ValueError, match="invalid deployment settings"):
         StackSettings.from_context(App(context={DERIVED_TRANSITION_DAYS: 0}).node)

@@ -20,6 +20,7 @@ STAR_ONLY_ACTIONS = {
     "xray:GetSamplingRules",
     "xray:GetSamplingTargets",
     "ecr:GetAuthorizationToken",
+    "batch:ListJobs",  # the GPU scaler
     "logs:CreateLogDelivery",
     "logs:GetLogDelivery",
     "logs:UpdateLogDelivery",

@@ -18,6 +18,7 @@ from voxelpipe.wiring import (
     STATUS_CHANGED,
     WEBHOOK,
     WEBHOOK_MAX_RECEIVE_COUNT,
+    GpuSettings,
     Resource,
 )
 
@@ -73,8 +74,11 @@ def test_every_work_queue_alarms_on_the_age_of_its_oldest_message(template: dict
         if a["MetricName"] == "ApproximateAgeOfOldestMessage"
     }
     assert sources == set(ages)
-    work = [lid for lid in sources if not lid.startswith(Resource.WEBHOOK_QUEUE)]
+    work = [lid for lid in sources if not lid.startswith((Resource.WEBHOOK_QUEUE, Resource.GPU_QUEUE))]
     assert len(work) == 2 and all(ages[lid] == WORK_QUEUE_OLDEST_S for lid in work)
+    # A GPU task waiting longer than its task timeout has lost its token.
+    (gpu,) = [lid for lid in sources if lid.startswith(Resource.GPU_QUEUE)]
+    assert ages[gpu] == GpuSettings().task_timeout_s
 
 
 def test_the_state_machine_alarms_on_failures_timeouts_and_throttles(template: dict[str, Any]):
@@ -158,9 +162,13 @@ def test_status_changes_go_from_the_bus_to_the_webhook_queue_and_the_reaper_runs
     assert to_webhooks["EventPattern"] == {"source": [EVENT_SOURCE], "detail-type": [STATUS_CHANGED]}
     (target,) = to_webhooks["Targets"]
     assert target["Arn"]["Fn::GetAtt"][0].startswith(Resource.WEBHOOK_QUEUE)
-    (schedule,) = [r["Properties"] for r in rules.values() if "ScheduleExpression" in r["Properties"]]
+    (schedule,) = [
+        r["Properties"]
+        for r in rules.values()
+        if "ScheduleExpression" in r["Properties"]
+        and r["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0].startswith("ReaperFunction")
+    ]
     assert schedule["ScheduleExpression"] == "rate(5 minutes)"
-    assert schedule["Targets"][0]["Arn"]["Fn::GetAtt"][0].startswith("ReaperFunction")
 
 
 def test_the_webhook_queue_retries_before_its_dead_letters_and_is_encrypted(template: dict[str, Any]):

@@ -83,10 +83,12 @@ def test_work_queues_have_dead_letter_queues_and_long_visibility(template: dict[
     work = {
         lid: q
         for lid, q in queues.items()
-        if "RedrivePolicy" in q["Properties"] and not lid.startswith(Resource.WEBHOOK_QUEUE)
+        if "RedrivePolicy" in q["Properties"]
+        and not lid.startswith((Resource.WEBHOOK_QUEUE, Resource.GPU_QUEUE))
     }
-    # + their two dead-letter queues, ingest failures, the webhook queue and its dead letters
-    assert len(work) == 2 and len(queues) == 7
+    # + their two dead-letter queues, ingest failures, the webhook queue and the GPU queue, each
+    # with its dead letters
+    assert len(work) == 2 and len(queues) == 9
     for queue in work.values():
         props = queue["Properties"]
         assert props["RedrivePolicy"]["maxReceiveCount"] >= 5 == QUEUE_MAX_RECEIVE_COUNT

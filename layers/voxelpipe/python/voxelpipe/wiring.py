@@ -7,6 +7,7 @@ Nothing about resource names or wiring is written anywhere else.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -30,6 +31,19 @@ class EnvVar(StrEnum):
     WEBHOOK_SECRET_ARN = "VOXELPIPE_WEBHOOK_SECRET_ARN"  # the key webhook signing keys derive from
     WEBHOOK_QUEUE_URL = "VOXELPIPE_WEBHOOK_QUEUE_URL"  # the webhook function backs its retries off here
     PRICES = "VOXELPIPE_PRICES"  # JSON overriding fields of voxelpipe.cost.PriceTable (optional)
+    # The GPU half (docs/gpu.md): the queue the state machine sends task tokens to, the Batch job
+    # queue and definition the scaler submits workers to, and the workers' settings.
+    GPU_QUEUE_URL = "VOXELPIPE_GPU_QUEUE_URL"
+    GPU_JOB_QUEUE = "VOXELPIPE_GPU_JOB_QUEUE"
+    GPU_JOB_DEFINITION = "VOXELPIPE_GPU_JOB_DEFINITION"
+    GPU_HEARTBEAT_S = "VOXELPIPE_GPU_HEARTBEAT_S"
+    GPU_MICRO_BATCH_SIZE = "VOXELPIPE_GPU_MICRO_BATCH_SIZE"
+    GPU_IDLE_EXIT_S = "VOXELPIPE_GPU_IDLE_EXIT_S"
+    GPU_POLL_WAIT_S = "VOXELPIPE_GPU_POLL_WAIT_S"
+    GPU_MAX_WORKERS = "VOXELPIPE_GPU_MAX_WORKERS"
+    GPU_WORKER_LIFETIME_S = "VOXELPIPE_GPU_WORKER_LIFETIME_S"
+    # Catalogue analyses this deployment runs on the GPU workers instead of Lambda (comma-separated).
+    GPU_ANALYSES = "VOXELPIPE_GPU_ANALYSES"
     MODELS_TABLE = "VOXELPIPE_MODELS_TABLE"  # the model registry (bring-your-own models)
 
 
@@ -72,6 +86,9 @@ class Resource(StrEnum):
     EVENT_BUS = "StudyEventBus"
     WEBHOOK_QUEUE = "WebhookQueue"
     WEBHOOK_SECRET = "WebhookSigningSecret"
+    GPU_QUEUE = "GpuQueue"
+    GPU_JOB_QUEUE = "GpuJobQueue"
+    GPU_JOB_DEFINITION = "GpuJobDefinition"
     MODELS_TABLE = "ModelsTable"
 
 
@@ -90,8 +107,13 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.EVENT_BUS_NAME: Resource.EVENT_BUS,
     EnvVar.WEBHOOK_SECRET_ARN: Resource.WEBHOOK_SECRET,
     EnvVar.WEBHOOK_QUEUE_URL: Resource.WEBHOOK_QUEUE,
+    EnvVar.GPU_QUEUE_URL: Resource.GPU_QUEUE,
+    EnvVar.GPU_JOB_QUEUE: Resource.GPU_JOB_QUEUE,
+    EnvVar.GPU_JOB_DEFINITION: Resource.GPU_JOB_DEFINITION,
     EnvVar.MODELS_TABLE: Resource.MODELS_TABLE,
 }
+# Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
+GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})
 
 # Default upload limit; deployments override it through the environment.
 DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
@@ -152,7 +174,7 @@ DISPATCH = FunctionSpec(
     description="Starts one state machine execution per study attempt from the work queues",
     memory_mb=256,
     timeout_s=30,
-    env=(*_STATUS_TABLES, EnvVar.STATE_MACHINE_ARN, EnvVar.MODELS_TABLE),
+    env=(*_STATUS_TABLES, EnvVar.STATE_MACHINE_ARN, EnvVar.MODELS_TABLE, EnvVar.GPU_ANALYSES),
 )
 PREPARE = FunctionSpec(
     name="prepare",
@@ -223,6 +245,27 @@ WEBHOOK = FunctionSpec(
     timeout_s=30,
     env=(EnvVar.STUDIES_TABLE, EnvVar.WEBHOOK_SECRET_ARN, EnvVar.WEBHOOK_QUEUE_URL),
 )
+SCALER = FunctionSpec(
+    name="scaler",
+    description="Every minute: submits GPU worker jobs to follow the GPU queue's depth",
+    memory_mb=256,
+    timeout_s=30,
+    env=(
+        EnvVar.GPU_QUEUE_URL,
+        EnvVar.GPU_JOB_QUEUE,
+        EnvVar.GPU_JOB_DEFINITION,
+        EnvVar.GPU_MAX_WORKERS,
+        EnvVar.GPU_MICRO_BATCH_SIZE,
+    ),
+)
+
+# What the GPU worker (a Batch job, not a Lambda) is told of; its job role may use exactly these.
+GPU_WORKER_ENV: tuple[EnvVar, ...] = (
+    EnvVar.BUCKET,
+    *_STATUS_TABLES,
+    EnvVar.MODELS_TABLE,
+    EnvVar.GPU_QUEUE_URL,
+)
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     INGEST,
@@ -234,6 +277,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     API,
     REAPER,
     WEBHOOK,
+    SCALER,
 )
 
 
@@ -276,3 +320,128 @@ STATUS_CHANGED = "Study Status Changed"
 def execution_name(study_id: str, attempt: int) -> str:
     """The state machine execution of a study attempt: a duplicate start is a no-op."""
     return f"{study_id}-{attempt}"
+
+
+# -- The GPU half (docs/gpu.md) -------------------------------------------------------------------
+
+
+class GpuWorkerError(StrEnum):
+    """Errors a GPU worker answers with (SendTaskFailure); the state machine retries the first two."""
+
+    TRANSIENT = "GpuWorker.Transient"  # may pass on another try: out of GPU memory, throttled, S3 hiccup
+    WORKER_LOST = "GpuWorker.WorkerLost"  # the worker stopped (scale-in, spot) with the task unfinished
+    ANALYSIS_FAILED = "GpuWorker.AnalysisFailed"  # the analysis raised: retrying the same input won't help
+    BAD_MESSAGE = "GpuWorker.BadMessage"  # the message isn't an AnalysisTask
+
+
+# What a GPU task retries (with the configured attempts); anything else fails the study.
+GPU_RETRIED_ERRORS = (
+    "States.HeartbeatTimeout",
+    "States.Timeout",
+    GpuWorkerError.TRANSIENT.value,
+    GpuWorkerError.WORKER_LOST.value,
+)
+GPU_QUEUE_MAX_RECEIVE_COUNT = 5
+
+# CDK context keys (`cdk deploy -c KEY=VALUE`, or cdk.json) that override the GPU settings.
+GPU_CONTEXT_PREFIX = "voxelpipe:gpu:"
+
+
+@dataclass(frozen=True)
+class GpuSettings:
+    """The GPU half's settings: one source for the state machine, the queue, the workers, the scaler
+    and the local cloud. Each field is overridable by the CDK context key `voxelpipe:gpu:<field>`."""
+
+    heartbeat_s: int = 120  # a task without a heartbeat for this long times out (and retries)
+    task_timeout_s: int = 3600  # the longest one GPU task may take
+    retry_attempts: int = 2  # retries of a GPU task after its first try (Step Functions MaxAttempts)
+    retry_interval_s: int = 5
+    micro_batch_size: int = 8  # tasks one worker takes and runs together
+    idle_exit_s: int = 300  # a worker with nothing to do for this long exits (scale to zero)
+    max_workers: int = 4  # Batch jobs the scaler keeps at most
+    poll_wait_s: int = 20  # SQS long-poll wait (at most 20)
+    # A worker takes no new work after this long and exits (the scaler starts a fresh one if work
+    # remains), so that the Batch job timeout only ever ends a hung worker.
+    worker_lifetime_s: int = 6 * 3600
+    instance_types: tuple[str, ...] = ("g5", "g6")  # Batch compute environment instance families/types
+    # Catalogue analyses this deployment runs on the GPU workers (e.g. "tissue-seg").
+    gpu_analyses: tuple[str, ...] = ()
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """The GPU queue's visibility timeout: a crashed worker's message stays hidden until its token
+        has timed out, so the state machine's retry (a new message, a new token) recovers the task and
+        the stale message, when it reappears, is dropped by the worker's token check."""
+        return 2 * self.heartbeat_s
+
+    @property
+    def job_timeout_s(self) -> int:
+        """Batch's limit on a worker job: its lifetime, then the longest task it may have started."""
+        return self.worker_lifetime_s + self.task_timeout_s + 600
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """How often a worker heartbeats each in-flight task: several times per heartbeat timeout."""
+        return self.heartbeat_s / 4
+
+    @classmethod
+    def context_keys(cls) -> dict[str, str]:
+        """Context key -> field name."""
+        return {f"{GPU_CONTEXT_PREFIX}{name}": name for name in cls.__dataclass_fields__}
+
+    @classmethod
+    def from_context(cls, lookup: Callable[[str], object]) -> GpuSettings:
+        """Settings with the values `lookup` (a construct's `node.try_get_context`) finds, else defaults."""
+        values: dict[str, object] = {}
+        for key, name in cls.context_keys().items():
+            value = lookup(key)
+            if value is None:
+                continue
+            if name in ("instance_types", "gpu_analyses"):
+                items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+                values[name] = tuple(str(item).strip() for item in items if str(item).strip())
+            else:
+                values[name] = int(str(value))
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0 <= self.poll_wait_s <= 20:
+            raise ValueError("poll_wait_s must be 0-20 (SQS's limit)")
+        if self.heartbeat_s < 1 or self.task_timeout_s <= self.heartbeat_s:
+            raise ValueError("heartbeat_s must be >= 1 and below task_timeout_s")
+        if self.micro_batch_size < 1 or self.max_workers < 0 or self.retry_attempts < 0:
+            raise ValueError("micro_batch_size >= 1, max_workers >= 0 and retry_attempts >= 0")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GpuSettings:
+        """The settings a worker or the scaler was deployed with (its environment); the rest default."""
+        names = {
+            EnvVar.GPU_HEARTBEAT_S: "heartbeat_s",
+            EnvVar.GPU_MICRO_BATCH_SIZE: "micro_batch_size",
+            EnvVar.GPU_IDLE_EXIT_S: "idle_exit_s",
+            EnvVar.GPU_POLL_WAIT_S: "poll_wait_s",
+            EnvVar.GPU_MAX_WORKERS: "max_workers",
+            EnvVar.GPU_WORKER_LIFETIME_S: "worker_lifetime_s",
+        }
+        values = {name: int(env[var]) for var, name in names.items() if env.get(var)}
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def worker_env(self) -> dict[EnvVar, str]:
+        """The worker's environment (its job definition's) for these settings."""
+        return {
+            EnvVar.GPU_HEARTBEAT_S: str(self.heartbeat_s),
+            EnvVar.GPU_MICRO_BATCH_SIZE: str(self.micro_batch_size),
+            EnvVar.GPU_IDLE_EXIT_S: str(self.idle_exit_s),
+            EnvVar.GPU_POLL_WAIT_S: str(self.poll_wait_s),
+            EnvVar.GPU_WORKER_LIFETIME_S: str(self.worker_lifetime_s),
+        }
+
+    def scaler_env(self) -> dict[EnvVar, str]:
+        return {
+            EnvVar.GPU_MICRO_BATCH_SIZE: str(self.micro_batch_size),
+            EnvVar.GPU_MAX_WORKERS: str(self.max_workers),
+        }

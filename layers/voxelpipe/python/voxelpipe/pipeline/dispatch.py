@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 from voxelpipe import tracking
 from voxelpipe.adapters import executions
 from voxelpipe.analyses import resolve, stages
 from voxelpipe.inference.registry import model_analyses
 from voxelpipe.messages import AnalysisRequest, ExecutionInput, WorkItem
 from voxelpipe.status import StudyStatus
-from voxelpipe.wiring import execution_name
+from voxelpipe.wiring import EnvVar, Runtime, execution_name
 
 ACTOR = "dispatch"
+
+
+def gpu_analyses() -> frozenset[str]:
+    """Catalogue analyses this deployment runs on the GPU workers (context voxelpipe:gpu:gpu_analyses)."""
+    return frozenset(
+        name.strip() for name in os.environ.get(EnvVar.GPU_ANALYSES, "").split(",") if name.strip()
+    )
 
 
 def dispatch(item: WorkItem) -> str:
@@ -25,11 +34,12 @@ def dispatch(item: WorkItem) -> str:
         return f"skipped: study is {state}"
     # A model analysis runs the model's newest READY version at the time of dispatch.
     analyses = resolve(item.analyses, models=model_analyses(item.analyses))
+    on_gpu = gpu_analyses()
     requests = {
         analysis.name: AnalysisRequest(
             name=analysis.name,
             version=analysis.version,
-            runtime=analysis.runtime,
+            runtime=Runtime.GPU if analysis.name in on_gpu else analysis.runtime,
             parameters=(study.parameters or {}).get(analysis.name, {}),
         )
         for analysis in analyses

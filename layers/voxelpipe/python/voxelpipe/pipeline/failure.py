@@ -9,12 +9,18 @@ from voxelpipe import tracking
 from voxelpipe.messages import FailureInput
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus, TaskStatus
-from voxelpipe.wiring import TRANSIENT_LAMBDA_ERRORS, execution_name
+from voxelpipe.wiring import GPU_RETRIED_ERRORS, TRANSIENT_LAMBDA_ERRORS, execution_name
 
 ACTOR = "mark_failed"
 # Errors worth a reprocess without changing anything: the platform's, not the data's.
 _RETRYABLE = frozenset(
-    {*TRANSIENT_LAMBDA_ERRORS, "States.Timeout", "States.HeartbeatTimeout", "Lambda.Unknown"}
+    {
+        *TRANSIENT_LAMBDA_ERRORS,
+        *GPU_RETRIED_ERRORS,
+        "States.Timeout",
+        "States.HeartbeatTimeout",
+        "Lambda.Unknown",
+    }
 )
 
 

@@ -1,0 +1,31 @@
+"""Scaler Lambda (EventBridge, every minute): submits GPU worker jobs to follow the GPU queue's depth."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from voxelpipe.adapters.batch_jobs import BatchJobs
+from voxelpipe.adapters.gpu_queue import GpuQueue
+from voxelpipe.gpu.scaling import scale
+from voxelpipe.observability import logger, tracer
+from voxelpipe.wiring import GpuSettings
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@event_parser(model=EventBridgeModel)
+def lambda_handler(event: EventBridgeModel, context: LambdaContext) -> dict[str, Any]:
+    settings = GpuSettings.from_env(os.environ)
+    decision = scale(
+        GpuQueue.from_environment(),
+        BatchJobs.from_environment(),
+        micro_batch_size=settings.micro_batch_size,
+        max_workers=settings.max_workers,
+    )
+    logger.info("scaled", extra=decision.as_log())
+    return {**decision.as_log(), "jobs": decision.submitted}

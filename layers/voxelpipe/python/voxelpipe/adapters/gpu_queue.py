@@ -1,0 +1,85 @@
+"""The GPU queue as workers and the scaler see it: receive, delete, hide or release, and its depth."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
+
+import boto3
+
+from voxelpipe.wiring import EnvVar
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+SQS_MAX_MESSAGES = 10  # per ReceiveMessage
+
+
+@cache
+def _client() -> SQSClient:
+    return boto3.client("sqs")
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    visible: int  # waiting for a worker
+    in_flight: int  # received by a worker and not yet deleted
+
+    @property
+    def total(self) -> int:
+        return self.visible + self.in_flight
+
+
+@dataclass(frozen=True)
+class GpuQueue:
+    url: str
+
+    @classmethod
+    def from_environment(cls) -> GpuQueue:
+        return cls(os.environ[EnvVar.GPU_QUEUE_URL])
+
+    def receive(self, max_messages: int, wait_s: int) -> list[ReceivedMessage]:
+        response = _client().receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=max(1, min(SQS_MAX_MESSAGES, max_messages)),
+            WaitTimeSeconds=wait_s,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+        return [
+            ReceivedMessage(
+                message_id=message["MessageId"],
+                receipt_handle=message["ReceiptHandle"],
+                body=message["Body"],
+                receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+            )
+            for message in response.get("Messages", [])
+        ]
+
+    def delete(self, receipt_handle: str) -> None:
+        _client().delete_message(QueueUrl=self.url, ReceiptHandle=receipt_handle)
+
+    def change_visibility(self, receipt_handle: str, seconds: int) -> None:
+        """Hide a message for `seconds` more (0: release it to another worker now)."""
+        _client().change_message_visibility(
+            QueueUrl=self.url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
+        )
+
+    def depth(self) -> QueueDepth:
+        attributes = _client().get_queue_attributes(
+            QueueUrl=self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return QueueDepth(
+            visible=int(attributes.get("ApproximateNumberOfMessages", "0")),
+            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0")),
+        )

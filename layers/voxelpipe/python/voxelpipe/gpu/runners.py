@@ -1,0 +1,45 @@
+"""What a GPU worker runs for a micro-batch: catalogue analyses one by one, registered models together."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.gpu.worker import OnResult, Outcome, Runner
+from voxelpipe.messages import AnalysisTask
+from voxelpipe.pipeline.analysis import run_analysis
+
+MODEL_PREFIX = "model:"
+
+
+def catalogue_runner(storage: Storage) -> Runner:
+    """A catalogue analysis (e.g. tissue-seg deployed on the gpu runtime): the same `run_analysis` as
+    the Lambda, one task at a time (its torch code picks CUDA when present)."""
+
+    def run(tasks: Sequence[AnalysisTask], on_result: OnResult) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for index, task in enumerate(tasks):
+            outcome: Outcome
+            try:
+                outcome = run_analysis(task, storage)
+            except Exception as error:  # one study's failure is its own
+                outcome = error
+            on_result(index, outcome)  # answered now, not after the rest of the batch
+            outcomes.append(outcome)
+        return outcomes
+
+    return run
+
+
+def routing_runner(catalogue: Runner, models: Runner | None) -> Runner:
+    """A micro-batch holds one analysis: `model:NAME` goes to the model runner, the rest to the catalogue."""
+
+    def run(tasks: Sequence[AnalysisTask], on_result: OnResult) -> Sequence[Outcome]:
+        if tasks and tasks[0].analysis.name.startswith(MODEL_PREFIX):
+            if models is None:
+                error = RuntimeError("this worker has no model runner")
+                return [error] * len(tasks)
+            return models(tasks, on_result)
+        return catalogue(tasks, on_result)
+
+    return run
