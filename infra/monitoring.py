@@ -199,3 +199,10 @@ class Monitoring(Construct):
                 width=6,
             ),
         )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="GPU workers (active, submitted)",
+                left=[by(Metric.GPU_WORKERS, Dimension.STATE, "Maximum", "workers")],
+                width=12,
+            ),
+        )

@@ -27,6 +27,7 @@ class Metric(StrEnum):
     WEBHOOK_DELIVERIES = "WebhookDeliveries"  # count, dimension outcome: delivered|retry|skipped
     REAPED = "Reaped"  # count, dimension action: what the reaper did to a stuck study
     EVENTS_NOT_PUBLISHED = "EventsNotPublished"  # count: a status change the bus refused
+    GPU_WORKERS = "GpuWorkers"  # count, dimension state: workers active, and submitted, at each scaling
 
 
 class Dimension(StrEnum):
@@ -37,6 +38,7 @@ class Dimension(StrEnum):
     QUEUE = "queue"
     OUTCOME = "outcome"
     ACTION = "action"
+    STATE = "state"
 
 
 def emit(metric: Metric, value: float, unit: MetricUnit, dimension: Dimension, dimension_value: str) -> None:
