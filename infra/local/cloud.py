@@ -24,11 +24,13 @@ from typing import Any
 from unittest import mock
 
 import boto3
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 
 from infra.local.deploy import REGION, Deployment, deploy_template
 from infra.local.template import cached_template
+from voxelpipe.observability import metrics
 from voxelpipe.wiring import EnvVar, function_spec
 
 log = logging.getLogger("voxelpipe.local")
@@ -193,6 +195,10 @@ class LocalCloud:
                 "stackTrace": traceback.format_exception(exc),
             }
             log.warning("%s failed: %s: %s", function, error, exc)
+        if is_metrics_disabled():
+            # Powertools keeps a disabled metric set instead of flushing it, and at 100 values prints
+            # it anyway: drop it after each call, as a Lambda invocation's flush would.
+            metrics.clear_metrics()
         with self._lock:
             self.invocations.append(
                 Invocation(function, event, error, (time.perf_counter() - started) * 1000)
