@@ -24,6 +24,7 @@ from typing import Any
 from unittest import mock
 
 import boto3
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 
@@ -31,6 +32,7 @@ from infra.local.deploy import GPU_WORKER, REGION, Deployment, deploy_template
 from infra.local.moto_fixes import moto_fixes
 from infra.local.template import cached_template
 from infra.local.workers import LocalGpuWorkers
+from voxelpipe.observability import metrics
 from voxelpipe.wiring import EnvVar, function_spec
 
 log = logging.getLogger("voxelpipe.local")
@@ -205,6 +207,10 @@ class LocalCloud:
                 "stackTrace": traceback.format_exception(exc),
             }
             log.warning("%s failed: %s: %s", function, error, exc)
+        if is_metrics_disabled():
+            # Powertools keeps a disabled metric set instead of flushing it, and at 100 values prints
+            # it anyway: drop it after each call, as a Lambda invocation's flush would.
+            metrics.clear_metrics()
         with self._lock:
             self.invocations.append(
                 Invocation(function, event, error, (time.perf_counter() - started) * 1000)
