@@ -20,7 +20,7 @@ from voxelpipe.pipeline.reconcile import (
     step_deadline,
 )
 from voxelpipe.status import StudyStatus
-from voxelpipe.wiring import PREPARE, RUN_ANALYSIS
+from voxelpipe.wiring import PREPARE, RUN_ANALYSIS, GpuSettings
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -38,6 +38,14 @@ def test_deadlines_follow_the_workflow_and_the_function_timeouts():
     assert step_deadline("analysis:tissue-seg") > timedelta(seconds=STEP_TRIES * RUN_ANALYSIS.timeout_s)
     assert step_deadline("prepare") < step_deadline("analysis:qc")  # prepare's timeout is shorter
     assert step_deadline("something-new") > step_deadline("analysis:qc")  # unknown: the longest
+
+
+def test_an_analysis_on_the_gpu_workers_has_time_for_every_try_within_the_execution_timeout():
+    gpu = GpuSettings()
+    tries = gpu.retry_attempts + 1
+    assert step_deadline("analysis:model:brain") > timedelta(seconds=tries * gpu.task_timeout_s)
+    longer = GpuSettings(task_timeout_s=4 * 3600)
+    assert step_deadline("analysis:model:brain", longer) == step_deadline("something-new")
 
 
 @pytest.mark.parametrize("status", list(DEADLINES))

@@ -29,6 +29,7 @@ from voxelpipe.wiring import (
     REAPER_BATCH,
     RUN_ANALYSIS,
     FunctionSpec,
+    GpuSettings,
     execution_name,
 )
 
@@ -74,12 +75,24 @@ def _spec_deadline(spec: FunctionSpec) -> timedelta:
 STEP_SPECS: dict[str, FunctionSpec] = {"validate": INGEST, "prepare": PREPARE, "finalize": FINALIZE}
 
 
-def step_deadline(step: str) -> timedelta:
-    """How long a step's task row may stay RUNNING; an unknown step gets the execution's timeout."""
+def _gpu_deadline(gpu: GpuSettings) -> timedelta:
+    """Every try of a GPU task (infra/workflow.py RunOnGpu), each bounded by its task timeout."""
+    tries = gpu.retry_attempts + 1
+    backoff_s = sum(gpu.retry_interval_s * 2**n for n in range(gpu.retry_attempts))
+    return timedelta(seconds=tries * gpu.task_timeout_s + backoff_s) + SLACK
+
+
+def step_deadline(step: str, gpu: GpuSettings | None = None) -> timedelta:
+    """How long a step's task row may stay RUNNING; an unknown step gets the execution's timeout.
+
+    An analysis may run on Lambda or on the GPU workers (by deployment), so it gets the longer of
+    the two runtimes' deadlines, never more than the execution's own timeout.
+    """
     if step in STEP_SPECS:
         return _spec_deadline(STEP_SPECS[step])
     if step.startswith("analysis:"):
-        return _spec_deadline(RUN_ANALYSIS)
+        longest = max(_spec_deadline(RUN_ANALYSIS), _gpu_deadline(gpu or GpuSettings()))
+        return min(longest, STATE_MACHINE_TIMEOUT + SLACK)
     return STATE_MACHINE_TIMEOUT + SLACK
 
 
