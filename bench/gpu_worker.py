@@ -164,6 +164,8 @@ def time_worker(
     from voxelpipe.wiring import EnvVar, Runtime
 
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    # The task rows' EMF metrics would print between the figures: this is not a Lambda.
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     os.environ[EnvVar.BUCKET] = BUCKET
     os.environ[EnvVar.TASKS_TABLE] = "bench-tasks"
     os.environ[EnvVar.MODELS_TABLE] = "bench-models"
