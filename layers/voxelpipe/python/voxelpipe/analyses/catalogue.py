@@ -66,3 +66,11 @@ class Analysis:
             "requires": list(self.requires),
             "outputs": list(self.outputs),
         }
+
+
+def merged_parameters(analysis: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """`defaults` overlaid with `given`; a name that is not among the defaults raises ValueError."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown {analysis} parameters: {', '.join(unknown)}")
+    return {**defaults, **given}

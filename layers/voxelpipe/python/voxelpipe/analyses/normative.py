@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
-from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput
+from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput, merged_parameters
 from voxelpipe.analyses.volumetrics import MEASURES, volumetrics_output
 from voxelpipe.wiring import Runtime
 
@@ -189,9 +189,7 @@ def normative_result(
     load_table: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     """The analysis' measures from volumetrics' `measures` and the analysis parameters."""
-    unknown = sorted(set(parameters) - set(DEFAULT_PARAMETERS))
-    if unknown:
-        raise ValueError(f"unknown normative parameters: {', '.join(unknown)}")
+    merged_parameters("normative", DEFAULT_PARAMETERS, parameters)  # refuses unknown names
     text = parameters.get("reference_table")
     key = parameters.get("reference_table_key")
     if text is None and key is not None:

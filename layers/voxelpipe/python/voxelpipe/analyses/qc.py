@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 
-from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput
+from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput, merged_parameters
 from voxelpipe.volume import (
     canonical,
     first_volume,
@@ -57,20 +57,31 @@ DESPECKLE_MIN_NEIGHBOURS = 3  # of the 6 face neighbours; removes isolated noise
 ZERO_FILLED_FRACTION = 0.5  # more exact zeros than this in the background: it was masked, not noise
 
 
+DisplayConvention = Literal["radiological", "neurological"]
+
+
+def preview_parameters(merged: Mapping[str, Any]) -> tuple[int, DisplayConvention]:
+    """The preview size and display convention an analysis's merged parameters ask for."""
+    max_px = merged["preview_max_px"]
+    if isinstance(max_px, bool) or not isinstance(max_px, int) or not 16 <= max_px <= 4096:
+        raise ValueError("preview_max_px must be an integer in [16, 4096]")
+    convention = merged["display_convention"]
+    if convention not in ("radiological", "neurological"):
+        raise ValueError("display_convention must be 'radiological' or 'neurological'")
+    return max_px, convention
+
+
 @dataclass(frozen=True)
 class QCParameters:
     percentiles: tuple[float, ...]
     preview_max_px: int
-    display_convention: Literal["radiological", "neurological"]
+    display_convention: DisplayConvention
     background_margin_mm: float
 
     @classmethod
     def from_mapping(cls, given: Mapping[str, Any]) -> QCParameters:
         """Defaults overlaid with `given`; unknown names and bad values raise ValueError."""
-        unknown = sorted(set(given) - set(DEFAULT_PARAMETERS))
-        if unknown:
-            raise ValueError(f"unknown qc parameters: {', '.join(unknown)}")
-        merged = {**DEFAULT_PARAMETERS, **given}
+        merged = merged_parameters("qc", DEFAULT_PARAMETERS, given)
         pcts = merged["percentiles"]
         if (
             isinstance(pcts, str | bytes)
@@ -79,12 +90,7 @@ class QCParameters:
             or not all(_is_number(p) and 0 <= p <= 100 for p in pcts)
         ):
             raise ValueError("percentiles must be a non-empty list of numbers in [0, 100]")
-        max_px = merged["preview_max_px"]
-        if isinstance(max_px, bool) or not isinstance(max_px, int) or not 16 <= max_px <= 4096:
-            raise ValueError("preview_max_px must be an integer in [16, 4096]")
-        convention = merged["display_convention"]
-        if convention not in ("radiological", "neurological"):
-            raise ValueError("display_convention must be 'radiological' or 'neurological'")
+        max_px, convention = preview_parameters(merged)
         margin = merged["background_margin_mm"]
         if not _is_number(margin) or margin < 0:
             raise ValueError("background_margin_mm must be a number >= 0")

@@ -31,8 +31,8 @@ import numpy.typing as npt
 import torch
 from PIL import Image as PILImage
 
-from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput
-from voxelpipe.analyses.qc import _preview_slices
+from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput, merged_parameters
+from voxelpipe.analyses.qc import DisplayConvention, _preview_slices, preview_parameters
 from voxelpipe.nifti import to_nifti_bytes
 from voxelpipe.segmentation import (
     LABELS,
@@ -77,15 +77,12 @@ class TissueSegParameters:
     mrf_beta: float
     device: str | None
     preview_max_px: int
-    display_convention: Literal["radiological", "neurological"]
+    display_convention: DisplayConvention
 
     @classmethod
     def from_mapping(cls, given: Mapping[str, Any]) -> TissueSegParameters:
         """Defaults overlaid with `given`; unknown names and bad values raise ValueError."""
-        unknown = sorted(set(given) - set(DEFAULT_PARAMETERS))
-        if unknown:
-            raise ValueError(f"unknown tissue-seg parameters: {', '.join(unknown)}")
-        merged = {**DEFAULT_PARAMETERS, **given}
+        merged = merged_parameters("tissue-seg", DEFAULT_PARAMETERS, given)
         stripped = merged["skull_stripped"]
         if stripped not in ("auto", True, False):
             raise ValueError("skull_stripped must be 'auto', true or false")
@@ -98,12 +95,7 @@ class TissueSegParameters:
         device = merged["device"]
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError("device must be 'auto', 'cpu' or 'cuda'")
-        max_px = merged["preview_max_px"]
-        if isinstance(max_px, bool) or not isinstance(max_px, int) or not 16 <= max_px <= 4096:
-            raise ValueError("preview_max_px must be an integer in [16, 4096]")
-        convention = merged["display_convention"]
-        if convention not in ("radiological", "neurological"):
-            raise ValueError("display_convention must be 'radiological' or 'neurological'")
+        max_px, convention = preview_parameters(merged)
         return cls(
             skull_stripped=None if stripped == "auto" else bool(stripped),
             bias_correction=bias,
