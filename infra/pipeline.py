@@ -19,7 +19,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra import nag
-from infra.security import access_logs_bucket, logical_id
+from infra.security import encrypted_bucket, logical_id
 from infra.stack import VoxelpipeStack
 
 PIPELINE_CONTEXT = "voxelpipe:pipeline"
@@ -182,25 +182,18 @@ class PipelineStack(Stack):
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.DESTROY,
         )
-        logs = access_logs_bucket(self, "ArtifactAccessLogs")
-        bucket = s3.Bucket(
+        bucket = encrypted_bucket(
             self,
             "Artifacts",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=key,
-            bucket_key_enabled=True,
-            enforce_ssl=True,
-            versioned=True,
-            server_access_logs_bucket=logs,
-            server_access_logs_prefix="artifacts/",
+            key=key,
+            logs_id="ArtifactAccessLogs",
+            logs_prefix="artifacts/",
             lifecycle_rules=[
                 s3.LifecycleRule(
                     expiration=Duration.days(ARTIFACT_DAYS),
                     noncurrent_version_expiration=Duration.days(ARTIFACT_DAYS),
                 )
             ],
-            removal_policy=RemovalPolicy.RETAIN,
         )
         nag.acknowledge(bucket, nag.ARTIFACT_BUCKET)
         return bucket

@@ -5,7 +5,8 @@
 - `StackSecurity.log_group`, `.queue`, `.topic` and `.function_role` build KMS-encrypted log groups
   with retention, KMS-encrypted TLS-only queues and topics (alarms may publish to them), and Lambda
   roles with no managed policy.
-- `access_logs_bucket` makes a hardened target for S3 server access logs.
+- `access_logs_bucket` makes a hardened target for S3 server access logs; `encrypted_bucket` a
+  hardened SSE-KMS bucket that logs to one.
 - `grant_*` functions grant exactly named actions on named resources (no `s3:Get*`-style action
   wildcards that CDK's own `grant_*` helpers emit), with the KMS actions to match.
 """
@@ -213,6 +214,33 @@ def access_logs_bucket(scope: Construct, construct_id: str) -> s3.Bucket:
     )
     nag.acknowledge(bucket, *nag.ACCESS_LOGS_BUCKET)
     return bucket
+
+
+def encrypted_bucket(
+    scope: Construct,
+    construct_id: str,
+    *,
+    key: kms.IKey,
+    lifecycle_rules: Sequence[s3.LifecycleRule],
+    logs_id: str,
+    logs_prefix: str,
+) -> s3.Bucket:
+    """A private, TLS-only, versioned bucket, SSE-KMS with `key` (and a bucket key), whose server
+    access logs go to an access-logs bucket of its own (`logs_id`), under `logs_prefix`."""
+    return s3.Bucket(
+        scope,
+        construct_id,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        encryption=s3.BucketEncryption.KMS,
+        encryption_key=key,
+        bucket_key_enabled=True,
+        enforce_ssl=True,
+        versioned=True,
+        server_access_logs_bucket=access_logs_bucket(scope, logs_id),
+        server_access_logs_prefix=logs_prefix,
+        lifecycle_rules=list(lifecycle_rules),
+        removal_policy=RemovalPolicy.RETAIN,
+    )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy, Stack, Tags
+from aws_cdk import Duration, Stack, Tags
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
@@ -23,7 +23,7 @@ from infra.notifications import StudyNotifications
 from infra.security import (
     QueueFailureDestination,
     StackSecurity,
-    access_logs_bucket,
+    encrypted_bucket,
     grant_bucket,
     grant_queue_send,
     grant_table,
@@ -102,18 +102,12 @@ class VoxelpipeStack(Stack):
         self.security = StackSecurity(self, "Security", log_retention_days=self.settings.log_retention_days)
         key = self.security.data_key
 
-        bucket = s3.Bucket(
+        bucket = encrypted_bucket(
             self,
             Resource.BUCKET,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=key,
-            bucket_key_enabled=True,
-            enforce_ssl=True,
-            versioned=True,
-            server_access_logs_bucket=access_logs_bucket(self, "AccessLogsBucket"),
-            server_access_logs_prefix=f"{Resource.BUCKET}/",
-            removal_policy=RemovalPolicy.RETAIN,
+            key=key,
+            logs_id="AccessLogsBucket",
+            logs_prefix=f"{Resource.BUCKET}/",
             lifecycle_rules=[
                 s3.LifecycleRule(prefix=Prefix.QUARANTINE.value, expiration=Duration.days(QUARANTINE_DAYS)),
                 s3.LifecycleRule(prefix=Prefix.WORK.value, expiration=Duration.days(WORK_DAYS)),
