@@ -13,7 +13,8 @@ from moto import mock_aws
 
 from infra.local.cloud import LOCAL_ENV
 from infra.local.moto_fixes import moto_fixes
-from voxelpipe.adapters.gpu_queue import GpuQueue, QueueDepth
+from voxelpipe.adapters.gpu_queue import GpuQueue
+from voxelpipe.adapters.queues import QueueDepth
 from voxelpipe.adapters.task_tokens import TaskTokens, TokenExpired
 from voxelpipe.gpu.worker import OnResult, TransientWorkerError, Worker
 from voxelpipe.messages import AnalysisRequest, AnalysisResult, AnalysisTask, PreparedVolume

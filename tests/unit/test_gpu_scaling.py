@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voxelpipe.adapters.gpu_queue import QueueDepth
+from voxelpipe.adapters.queues import QueueDepth
 from voxelpipe.gpu.scaling import jobs_to_submit, scale, workers_wanted
 
 

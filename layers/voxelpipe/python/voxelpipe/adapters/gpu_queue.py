@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 
+from voxelpipe.adapters.queues import QueueDepth, queue_depth
 from voxelpipe.wiring import EnvVar
 
 if TYPE_CHECKING:
@@ -28,16 +29,6 @@ class ReceivedMessage:
     receipt_handle: str
     body: str
     receive_count: int
-
-
-@dataclass(frozen=True)
-class QueueDepth:
-    visible: int  # waiting for a worker
-    in_flight: int  # received by a worker and not yet deleted
-
-    @property
-    def total(self) -> int:
-        return self.visible + self.in_flight
 
 
 @dataclass(frozen=True)
@@ -75,11 +66,4 @@ class GpuQueue:
         )
 
     def depth(self) -> QueueDepth:
-        attributes = _client().get_queue_attributes(
-            QueueUrl=self.url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return QueueDepth(
-            visible=int(attributes.get("ApproximateNumberOfMessages", "0")),
-            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0")),
-        )
+        return queue_depth(self.url)

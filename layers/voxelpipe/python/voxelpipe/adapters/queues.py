@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -33,15 +34,31 @@ def enqueue(item: WorkItem) -> str:
     return response["MessageId"]
 
 
-def backlog(priority: Priority) -> int:
-    """Messages waiting in, or in flight from, a priority's queue (approximate, as SQS counts)."""
+@dataclass(frozen=True)
+class QueueDepth:
+    visible: int  # waiting for a consumer
+    in_flight: int  # received by a consumer and not yet deleted
+
+    @property
+    def total(self) -> int:
+        return self.visible + self.in_flight
+
+
+def queue_depth(queue_url: str) -> QueueDepth:
+    """A queue's messages, waiting and in flight (approximate, as SQS counts)."""
     attributes = _client().get_queue_attributes(
-        QueueUrl=os.environ[_QUEUE_URL[priority]],
+        QueueUrl=queue_url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
-    return int(attributes.get("ApproximateNumberOfMessages", 0)) + int(
-        attributes.get("ApproximateNumberOfMessagesNotVisible", 0)
+    return QueueDepth(
+        visible=int(attributes.get("ApproximateNumberOfMessages", "0")),
+        in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0")),
     )
+
+
+def backlog(priority: Priority) -> int:
+    """Messages waiting in, or in flight from, a priority's queue."""
+    return queue_depth(os.environ[_QUEUE_URL[priority]]).total
 
 
 def delay_retry(queue_url: str, receipt_handle: str, delay_s: int) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from math import ceil
 from typing import Protocol
 
-from voxelpipe.adapters.gpu_queue import QueueDepth
+from voxelpipe.adapters.queues import QueueDepth
 
 
 def workers_wanted(depth: QueueDepth, micro_batch_size: int, max_workers: int) -> int:
