@@ -24,28 +24,23 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from PIL import Image as PILImage
 
 from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput, merged_parameters
 from voxelpipe.analyses.qc import DisplayConvention, _preview_slices, preview_parameters
 from voxelpipe.nifti import to_nifti_bytes
-from voxelpipe.segmentation import (
-    LABELS,
-    TISSUES,
-    BiasParameters,
-    EMParameters,
-    Segmentation,
-    SegmentationParameters,
-    segment,
-    to_grid,
-)
+from voxelpipe.tissues import DEFAULT_MRF_BETA, LABELS, TISSUES
 from voxelpipe.volume import Image, canonical, first_volume, new_image, orientation, voxel_data, voxel_sizes
 from voxelpipe.wiring import Runtime
+
+# torch and the segmentation code load on first use: the catalogue, which the light Lambdas
+# import (without torch), only names this analysis.
+if TYPE_CHECKING:
+    from voxelpipe.segmentation import Segmentation, SegmentationParameters
 
 FloatArray = npt.NDArray[np.float32]
 LABELS_FILE = "labels.nii.gz"
@@ -58,7 +53,7 @@ DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType(
     {
         "skull_stripped": "auto",  # "auto" (detect), true (keep the input's foreground), false (extract)
         "bias_correction": "auto",  # "auto" (apply a strong field only), "on", "off"
-        "mrf_beta": EMParameters().mrf_beta,  # spatial prior strength; 0 turns it off
+        "mrf_beta": DEFAULT_MRF_BETA,  # spatial prior strength; 0 turns it off
         "device": "auto",  # "auto" (CUDA when present), "cpu", "cuda"
         "preview_max_px": 512,
         "display_convention": "radiological",  # or "neurological"
@@ -106,6 +101,8 @@ class TissueSegParameters:
         )
 
     def segmentation(self) -> SegmentationParameters:
+        from voxelpipe.segmentation import BiasParameters, EMParameters, SegmentationParameters
+
         return SegmentationParameters(
             skull_stripped=self.skull_stripped,
             bias=self.bias_correction,
@@ -126,6 +123,10 @@ class GridArrays:
 
 def segment_image(img: Image, params: TissueSegParameters) -> tuple[Segmentation, Image, FloatArray]:
     """The segmentation of `img`'s first volume in canonical RAS: (result, canonical image, voxels)."""
+    import torch
+
+    from voxelpipe.segmentation import segment
+
     if params.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but CUDA is not available here")
     canon = canonical(first_volume(img))
@@ -155,6 +156,8 @@ def to_original_space(
     An exact reordering when the canonical grid is the input's reoriented (always, for the volume
     AnalysisInput carries); otherwise labels and mask are resampled nearest, probabilities linear.
     """
+    from voxelpipe.segmentation import to_grid
+
     shape = [int(n) for n in original_shape[:3]]
     affine = np.asarray(original_affine, dtype=np.float64)
     labels = to_grid(arrays.labels, arrays.affine, affine, shape, "nearest", device)

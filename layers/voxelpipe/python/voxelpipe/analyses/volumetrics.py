@@ -27,7 +27,7 @@ import numpy.typing as npt
 from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput
 from voxelpipe.analyses.tissue_seg import PROBABILITY_FILES, TissueSegParameters, segment_image
 from voxelpipe.nifti import load_nifti
-from voxelpipe.segmentation import TISSUES
+from voxelpipe.tissues import TISSUES
 from voxelpipe.volume import voxel_data
 from voxelpipe.wiring import Runtime
 

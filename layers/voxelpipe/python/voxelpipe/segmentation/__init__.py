@@ -13,9 +13,10 @@ present. numpy and torch only (no scipy, scikit-image or nilearn: the Lambda ima
 from voxelpipe.segmentation.bias import BiasField, BiasParameters, correct_bias, estimate_bias_field
 from voxelpipe.segmentation.brain_mask import BrainMask, SkullStrippedCheck, brain_mask, detect_skull_stripped
 from voxelpipe.segmentation.device import default_device, resolve_device
-from voxelpipe.segmentation.em import LABELS, TISSUES, EMParameters, TissueSegmentation, segment_tissues
+from voxelpipe.segmentation.em import EMParameters, TissueSegmentation, segment_tissues
 from voxelpipe.segmentation.pipeline import Segmentation, SegmentationParameters, segment
 from voxelpipe.segmentation.resample import axis_map, resample, to_grid
+from voxelpipe.tissues import LABELS, TISSUES
 
 __all__ = [
     "LABELS",

@@ -42,14 +42,12 @@ import numpy.typing as npt
 import torch
 
 from voxelpipe.segmentation.device import resolve_device
+from voxelpipe.tissues import DEFAULT_MRF_BETA, TISSUES
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 Tensor = torch.Tensor
 
-TISSUES: tuple[str, str, str] = ("csf", "gm", "wm")
-# Label values in the label map: 0 is background (outside the brain mask).
-LABELS: dict[str, int] = {"background": 0, "csf": 1, "gm": 2, "wm": 3}
 
 _VARIANCE_FLOOR = 1e-6  # on intensities scaled so the mask's 99th percentile is 1
 _KMEANS_BINS = 1024
@@ -66,7 +64,7 @@ _MIN_TISSUE_WEIGHT = 0.005  # a tissue with less of the mask than this is report
 class EMParameters:
     gaussians: tuple[int, int, int] = (1, 2, 1)  # per tissue: CSF, GM, WM
     tied_variance: bool = True  # one variance for all Gaussians
-    mrf_beta: float = 2.0  # strength of the spatial prior; 0 turns it off
+    mrf_beta: float = DEFAULT_MRF_BETA  # strength of the spatial prior; 0 turns it off
     max_iterations: int = 40  # at the coarse level (or the only level)
     fine_iterations: int = 6  # at the input grid after a coarse level
     min_iterations: int = 3
