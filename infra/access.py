@@ -43,13 +43,15 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     # Reads each upload (HEAD and range reads are s3:GetObject), lists a DICOM study's uploads,
     # and moves rejected ones to quarantine/ (copy = read + write, then delete).
     INGEST.name: BucketAccess(read=[UPLOADS], write=[QUARANTINE], delete=[UPLOADS], list=[UPLOADS]),
-    # Reads the upload, writes the canonical volume (work/) and converted volume (derived/),
-    # keeps DICOM originals under work/ if so configured, then removes every version of the upload.
+    # Reads the upload (a reprocessed DICOM study: its de-identified copies under derived/), writes
+    # the canonical volume (work/) and converted volume (derived/), keeps DICOM originals under
+    # work/ if so configured, then removes every version of the upload. A series that does not
+    # decode is moved to quarantine/, as ingest does.
     PREPARE.name: BucketAccess(
-        read=[UPLOADS],
-        write=[DERIVED, WORK],
+        read=[UPLOADS, DERIVED],
+        write=[DERIVED, WORK, QUARANTINE],
         delete=[UPLOADS],
-        list=[UPLOADS],
+        list=[UPLOADS, DERIVED],
         list_versions=[UPLOADS],
     ),
     # Reads the prepared volume and earlier analyses' outputs; writes artifacts and outputs.

@@ -21,6 +21,8 @@ def template() -> dict[str, Any]:
 def cloud(template: dict[str, Any]) -> Iterator[LocalCloud]:
     with LocalCloud(template) as local:
         yield local
+    # Every call a function made was one its role allows (infra/local/iam.py), caught or not.
+    assert [str(denial) for denial in local.iam.denials] == []
 
 
 @pytest.fixture(autouse=True)

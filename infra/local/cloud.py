@@ -29,6 +29,7 @@ from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 
 from infra.local.deploy import GPU_WORKER, REGION, Deployment, deploy_template
+from infra.local.iam import LocalIam
 from infra.local.moto_fixes import moto_fixes
 from infra.local.template import cached_template
 from infra.local.workers import LocalGpuWorkers
@@ -97,6 +98,7 @@ class LocalCloud:
         self._handlers: dict[str, Handler] = {}
         self._overrides: dict[str, Handler] = {}
         self.gpu_workers: LocalGpuWorkers | None = None
+        self.iam = LocalIam()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LocalCloud:
@@ -104,12 +106,14 @@ class LocalCloud:
         self._stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
         self._stack.enter_context(moto_fixes())
         self._stack.enter_context(mock.patch.object(LambdaFunction, "invoke", self._moto_invoke_hook()))
+        self.iam = self._stack.enter_context(LocalIam())
         self.deployment = deploy_template(self.template)
+        (self.iam.token_owner,) = self.deployment.state_machine_arns
         os.environ.update(self.function_environment())
         os.environ.update(self.env_overrides)
         # GPU workers run as threads here (infra/local/workers.py), started as the GPU queue fills.
         if GPU_WORKER in self.deployment.function_env:
-            self.gpu_workers = LocalGpuWorkers.from_deployment(self.deployment.function_env, GPU_WORKER)
+            self.gpu_workers = LocalGpuWorkers.from_deployment(self.deployment, GPU_WORKER)
             self.gpu_workers.start()
         return self
 
@@ -198,7 +202,8 @@ class LocalCloud:
         started = time.perf_counter()
         error: str | None = None
         try:
-            payload = self.handler(function)(event, context)
+            with self.iam.acting_as(function, self.deployment.statements_of(function)):
+                payload = self.handler(function)(event, context)
         except Exception as exc:  # Lambda reports any exception as a function error
             error = type(exc).__name__
             payload = {

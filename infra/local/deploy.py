@@ -25,10 +25,10 @@ REGION = "us-east-1"
 PARTITION = "aws"
 
 # Types that shape permissions or CloudFormation's own machinery, which moto doesn't enforce:
-# deploying them would change nothing the local cloud runs.
+# deploying them would change nothing the local cloud runs. (The roles' own policies are kept:
+# infra/local/iam.py holds every function to them.)
 IGNORED_TYPES = frozenset(
     {
-        "AWS::IAM::Policy",
         "AWS::S3::BucketPolicy",
         "AWS::SQS::QueuePolicy",
         "AWS::Lambda::Permission",
@@ -99,6 +99,18 @@ class Deployment:
     state_machine_arns: list[str] = field(default_factory=list)
     # Fn::GetAtt attributes other than Arn (a queue's QueueName, a bus's Name...).
     attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The identity-based policy statements of each role (resolved), and each principal's role:
+    # spec name (or GPU_WORKER) -> role logical id.
+    role_statements: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    principal_roles: dict[str, str] = field(default_factory=dict)
+
+    def statements_of(self, principal: str) -> list[dict[str, Any]]:
+        """The policy statements a function (spec name) or the GPU worker acts under."""
+        return self.role_statements.setdefault(self.principal_roles[principal], [])
+
+    def allow(self, principal: str, action: str, resource: str) -> None:
+        """One more Allow on a principal's role: for a resource a test makes in place of the stack's."""
+        self.statements_of(principal).append({"Effect": "Allow", "Action": action, "Resource": resource})
 
     def ref(self, logical_id: str) -> str:
         pseudo = {
@@ -182,6 +194,7 @@ class _Deployer:
             "AWS::DynamoDB::Table": self._table,
             "AWS::SQS::Queue": self._queue,
             "AWS::IAM::Role": self._role,
+            "AWS::IAM::Policy": self._policy,
             "AWS::Lambda::Function": self._function,
             "AWS::StepFunctions::StateMachine": self._state_machine,
             "AWS::Lambda::EventSourceMapping": self._event_source_mapping,
@@ -292,6 +305,12 @@ class _Deployer:
         self.out.physical_ids[logical_id] = name
         self.out.arns[logical_id] = role["Arn"]
 
+    def _policy(self, logical_id: str, props: dict[str, Any]) -> None:
+        statements = self.out.resolve(props["PolicyDocument"])["Statement"]
+        for role in props.get("Roles", []):
+            self.out.role_statements.setdefault(role["Ref"], []).extend(statements)
+        self.out.physical_ids[logical_id] = self.out.arns[logical_id] = f"policy:{logical_id}"
+
     def _function(self, logical_id: str, props: dict[str, Any]) -> None:
         spec_name = _tags(props).get(FUNCTION_TAG)
         if spec_name is None:
@@ -324,6 +343,7 @@ class _Deployer:
         self.out.arns[logical_id] = created["FunctionArn"]
         self.out.function_specs[name] = spec_name
         self.out.function_env[spec_name] = env
+        self.out.principal_roles[spec_name] = props["Role"]["Fn::GetAtt"][0]
 
     def _state_machine(self, logical_id: str, props: dict[str, Any]) -> None:
         definition = self.out.resolve(props["DefinitionString"])
@@ -335,6 +355,7 @@ class _Deployer:
         )["stateMachineArn"]
         self.out.physical_ids[logical_id] = arn
         self.out.arns[logical_id] = arn
+        self.out.attributes[logical_id] = {"Name": _physical_name(logical_id)}
         self.out.state_machine_arns.append(arn)
 
     def _event_source_mapping(self, logical_id: str, props: dict[str, Any]) -> None:
@@ -352,6 +373,7 @@ class _Deployer:
         self.out.function_env[GPU_WORKER] = {
             item["Name"]: str(self.out.resolve(item["Value"])) for item in variables
         }
+        self.out.principal_roles[GPU_WORKER] = props["ContainerProperties"]["JobRoleArn"]["Fn::GetAtt"][0]
         self.out.physical_ids[logical_id] = self.out.arns[logical_id] = f"local:{logical_id}"
 
     def _bucket_notifications(self, logical_id: str, props: dict[str, Any]) -> None:

@@ -3,7 +3,8 @@
 In AWS a scheduled Lambda submits Batch jobs (infra/gpu.py); moto runs no Batch, so here a thread
 ticks in its place, applies the same policy (`voxelpipe.gpu.scaling.jobs_to_submit`) to the moto
 queue's real depth and starts worker threads, each one the same `Worker` a Batch job runs, with
-the environment of the synthesized job definition. Torch runs on CUDA when present, else the CPU.
+the environment of the synthesized job definition, under its job role's policies (infra/local/iam.py).
+Torch runs on CUDA when present, else the CPU.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
+from infra.local.deploy import GPU_WORKER, Deployment
+from infra.local.iam import LocalIam
 from voxelpipe.adapters.gpu_queue import GpuQueue
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.task_tokens import TaskTokens
@@ -48,8 +52,14 @@ class WorkerRecord:
 class LocalGpuWorkers:
     """The stand-in scaler and its worker threads; started with the local cloud, stopped before moto."""
 
-    def __init__(self, worker_env: Mapping[str, str], scaler_env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        worker_env: Mapping[str, str],
+        scaler_env: Mapping[str, str],
+        statements: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
         self.env = dict(worker_env)
+        self.statements = statements  # the job role's policies, which each worker thread acts under
         deployed = GpuSettings.from_env(self.env)
         self.settings = replace(
             deployed,
@@ -67,10 +77,9 @@ class LocalGpuWorkers:
         self.peak_workers = 0  # the most worker threads alive at once
 
     @classmethod
-    def from_deployment(
-        cls, function_env: Mapping[str, Mapping[str, str]], gpu_worker: str
-    ) -> LocalGpuWorkers:
-        return cls(function_env[gpu_worker], function_env[SCALER.name])
+    def from_deployment(cls, deployment: Deployment, gpu_worker: str) -> LocalGpuWorkers:
+        env = deployment.function_env
+        return cls(env[gpu_worker], env[SCALER.name], deployment.statements_of(gpu_worker))
 
     # -- the stand-in scaler -------------------------------------------------------------------
     def start(self) -> None:
@@ -104,15 +113,18 @@ class LocalGpuWorkers:
             settings=self.settings,
             name=name,
         )
-        thread = threading.Thread(target=self._run_worker, args=(worker,), name=name, daemon=True)
+        thread = threading.Thread(
+            target=self._run_worker, args=(worker, self.statements), name=name, daemon=True
+        )
         self.workers.append(WorkerRecord(name, thread, worker))
         thread.start()
         log.info("started %s", name)
 
     @staticmethod
-    def _run_worker(worker: Worker) -> None:
+    def _run_worker(worker: Worker, statements: Sequence[Mapping[str, Any]]) -> None:
         try:
-            worker.run()
+            with LocalIam.acting_as(GPU_WORKER, statements):
+                worker.run()
         except BaseException as crash:  # the thread ends as a Batch job's process would: unanswered
             log.warning("%s died: %r", worker.name, crash)
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from typing import Any
 
 import boto3
+import pytest
 from PIL import Image
 
 from infra.local.cloud import LocalCloud
 from infra.local.samples import mni152_t1_path
-from infra.local.studies import report, submit, wait_for_terminal
+from infra.local.studies import report, submit, submit_files, wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
+from tests.fixtures.dicom import dicom_cases
 from voxelpipe import tracking
 from voxelpipe.keys import derived_key, results_key
-from voxelpipe.status import StudyStatus, TaskStatus
+from voxelpipe.status import TERMINAL_STATUSES, StudyStatus, TaskStatus
 from voxelpipe.wiring import execution_name
 
 
@@ -96,3 +99,42 @@ def test_duplicate_s3_events_and_sqs_messages_start_exactly_one_execution(cloud:
 def _queue_url(record: dict) -> str:
     name = record["eventSourceARN"].rsplit(":", 1)[-1]
     return boto3.client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+
+
+def test_a_study_becomes_terminal_only_after_every_task_has_ended(
+    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+):
+    """Whoever sees a terminal status (a poller, a webhook) sees every task of the attempt ended."""
+    running_at_end: dict[str, list[str]] = {}
+    transition = tracking.transition
+
+    def watched(study_id: str, attempt: int, target: StudyStatus, **kwargs: Any) -> Any:
+        if target in TERMINAL_STATUSES:
+            running_at_end[study_id] = [
+                task.step
+                for task in tracking.tasks_of(study_id, attempt)
+                if task.status == TaskStatus.RUNNING
+            ]
+        return transition(study_id, attempt, target, **kwargs)
+
+    monkeypatch.setattr(tracking, "transition", watched)
+    _, good = make_good_nifti(compressed=True)
+    completed = submit(cloud, good, "small.nii.gz")  # ends in Finalize
+    rejected_at_ingest = submit(cloud, b"not an image", "scan.nii.gz")
+    damaged = next(case for case in dicom_cases() if case.found_by_decoding)
+    rejected_at_prepare = submit_files(
+        cloud, [(f"im{n}.dcm", data) for n, data in enumerate(damaged.instances)], input_format="dicom"
+    )
+    records = wait_for_terminal([completed, rejected_at_ingest, rejected_at_prepare], timeout_s=120)
+
+    assert records[completed].status == StudyStatus.COMPLETED
+    assert records[rejected_at_ingest].status == StudyStatus.REJECTED
+    assert records[rejected_at_prepare].status == StudyStatus.REJECTED
+    prepare = {task.step: task.status for task in tracking.tasks_of(rejected_at_prepare, 1)}
+    assert prepare["prepare"] == TaskStatus.FAILED
+    # Its objects leave uploads/ for quarantine/, as those ingest rejects do.
+    quarantined = boto3.client("s3").list_objects_v2(
+        Bucket=cloud.bucket, Prefix=f"quarantine/demo/{rejected_at_prepare}/"
+    )
+    assert quarantined["KeyCount"] == len(damaged.instances)
+    assert running_at_end == {completed: [], rejected_at_ingest: [], rejected_at_prepare: []}

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from infra.local.cloud import LocalCloud
 from voxelpipe.wiring import FUNCTIONS, EnvVar
@@ -56,3 +57,26 @@ def test_event_sources_and_notifications_are_wired_as_in_the_template(cloud: Loc
     notification = boto3.client("s3").get_bucket_notification_configuration(Bucket=cloud.bucket)
     (config,) = notification["LambdaFunctionConfigurations"]
     assert cloud.deployment.function_specs[config["LambdaFunctionArn"].rsplit(":", 1)[-1]] == "ingest"
+
+
+def test_a_call_its_role_does_not_allow_fails_as_in_aws_and_is_recorded(cloud: LocalCloud):
+    """The local IAM: a function's call outside its role's policies is denied, whatever catches it."""
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=cloud.bucket, Key="derived/s/results.json", Body=b"{}")
+
+    def reads(event: Any, context: Any) -> dict[str, Any]:
+        s3.list_objects_v2(Bucket=cloud.bucket, Prefix="uploads/demo/s/")  # ingest may list uploads/
+        try:
+            s3.get_object(Bucket=cloud.bucket, Key="derived/s/results.json")  # ...but not derived/
+        except ClientError as error:
+            return {"denied": error.response["Error"]["Code"]}
+        return {"denied": None}
+
+    with cloud.override("ingest", reads):
+        payload, error = cloud.invoke("ingest", {})
+    assert (payload, error) == ({"denied": "AccessDenied"}, None)
+    (denial,) = cloud.iam.denials
+    assert (denial.principal, denial.request.action) == ("ingest", "s3:GetObject")
+    assert denial.request.resource.endswith("/derived/s/results.json")
+    s3.get_object(Bucket=cloud.bucket, Key="derived/s/results.json")  # the test itself acts as no one
+    cloud.iam.denials.clear()  # seen: the fixture's check is for denials nobody expected

@@ -65,6 +65,8 @@ def test_a_failed_delivery_fails_alone_and_waits_longer_before_its_retry(
     # A queue of our own, so that no event-source mapping takes the messages before the test does.
     queue = sqs.create_queue(QueueName="test-webhook-batch")["QueueUrl"]
     monkeypatch.setenv(EnvVar.WEBHOOK_QUEUE_URL, queue)
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    cloud.deployment.allow("webhook", "sqs:ChangeMessageVisibility", arn)  # as on its own queue
     with webhook_receiver() as (good_url, good), webhook_receiver() as (bad_url, bad):
         bad.status = 503
         fine = register_study("lab-a", actor="t", source="t", webhook_url=good_url)

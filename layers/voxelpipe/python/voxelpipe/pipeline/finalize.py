@@ -32,6 +32,9 @@ def finalize(state: FinalizeInput, storage: Storage) -> dict[str, str]:
     key = results_key(state.study_id)
     storage.write(key, json.dumps(document, indent=2).encode(), content_type="application/json")
     summary = {name: result["measures"] for name, result in document["analyses"].items()}
+    # The task ends before the study does: whoever sees COMPLETED (a poller, a webhook) sees
+    # every task of the attempt ended.
+    tracking.finish_task(task, detail={"results_key": key})
     tracking.transition(
         state.study_id,
         state.attempt,
@@ -42,7 +45,6 @@ def finalize(state: FinalizeInput, storage: Storage) -> dict[str, str]:
             StudyRecord.cost.set(cost),
         ],
     )
-    tracking.finish_task(task, detail={"results_key": key})
     return {"results_key": key}
 
 

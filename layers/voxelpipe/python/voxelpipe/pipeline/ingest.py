@@ -16,6 +16,7 @@ from voxelpipe.keys import (
     parse_study_prefix,
     parse_upload_key,
     quarantine_key,
+    upload_prefix,
 )
 from voxelpipe.messages import Priority, WorkItem
 from voxelpipe.records import StudyRecord, TaskRecord
@@ -180,10 +181,20 @@ def ingest_upload(upload: UploadedObject, storage: Storage, limits: Limits) -> I
     return queue_study(study_id, attempt, upload.key, described, task, source=upload.key)
 
 
+def quarantine_uploads(study: StudyRecord, storage: Storage) -> None:
+    """Move every object the study's upload prefix holds to quarantine/, out of the pipeline's way."""
+    for key in storage.list_keys(upload_prefix(study.tenant, study.study_id)):
+        storage.move(key, quarantine_key(key))
+
+
 def reject_study(
     study_id: str, attempt: int, rejected: Rejected, task: TaskRecord | None, *, source: str
 ) -> IngestOutcome:
     """REJECTED with the reason code and its sentence, on the study, its task and the audit trail."""
+    if task is not None:  # ended first, so that a REJECTED study never shows a RUNNING task
+        tracking.fail_task(
+            task, {"type": "Rejected", "reason": rejected.reason.value, "message": rejected.detail}
+        )
     tracking.transition(
         study_id,
         attempt,
@@ -193,10 +204,6 @@ def reject_study(
             StudyRecord.reason_detail.set(rejected.detail),
         ],
     )
-    if task is not None:
-        tracking.fail_task(
-            task, {"type": "Rejected", "reason": rejected.reason.value, "message": rejected.detail}
-        )
     tracking.audit(
         study_id,
         "rejected",

@@ -30,6 +30,7 @@ from voxelpipe.pipeline.ingest import (
     UploadedObject,
     check_analyses,
     check_manifest,
+    quarantine_uploads,
     queue_study,
     reject_study,
 )
@@ -103,11 +104,6 @@ def _record(study_id: str, object_key: str, source: str, summary: dict[str, Any]
     return True
 
 
-def _quarantine_all(study: StudyRecord, storage: Storage) -> None:
-    for key in storage.list_keys(upload_prefix(study.tenant, study.study_id)):
-        storage.move(key, quarantine_key(key))
-
-
 def ingest_dicom_object(
     upload: UploadedObject, study: StudyRecord, info: ObjectInfo, storage: Storage, limits: Limits
 ) -> IngestOutcome:
@@ -130,7 +126,7 @@ def ingest_dicom_object(
             )
         instances = _read_instances(upload.key, filename, info, storage, limits)
     except Rejected as rejected:
-        _quarantine_all(study, storage)
+        quarantine_uploads(study, storage)
         return reject_study(study_id, attempt, rejected, None, source=upload.key)
 
     uids = uid_map(study)
@@ -179,7 +175,7 @@ def complete_dicom_study(study_id: str, storage: Storage, limits: Limits, *, sou
             raise Rejected(ReasonCode.NO_PIXEL_DATA, f"None of the {files} files holds image pixels.")
         check_series(summaries, limits=limits)
     except Rejected as rejected:
-        _quarantine_all(study, storage)
+        quarantine_uploads(study, storage)
         return reject_study(study_id, attempt, rejected, task, source=source)
     first = summaries[0]
     described = {

@@ -2,7 +2,8 @@
 
 A NIfTI upload is reoriented to RAS+ in a fresh header. A DICOM series is assembled into one
 volume (already RAS+, fresh header); its de-identified objects and the converted volume become
-artifacts, and the original objects leave uploads/ (deleted, or kept briefly under work/).
+artifacts, and the original objects leave uploads/ (deleted, or kept briefly under work/). A
+series that does not decode is REJECTED and its objects quarantined, as ingest does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from voxelpipe.dicom import assemble_series, deidentify_bytes, read_series_zip
 from voxelpipe.keys import derived_key, work_key
 from voxelpipe.messages import ExecutionInput, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
+from voxelpipe.pipeline.ingest import quarantine_uploads
 from voxelpipe.pipeline.ingest_dicom import uid_map
 from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.status import StudyStatus
@@ -57,6 +59,12 @@ def _prepare_dicom(
     try:
         volume = assemble_series(objects, limits=Limits())
     except Rejected as rejected:
+        if execution.input_key.startswith(Prefix.UPLOADS):
+            quarantine_uploads(study, storage)  # as ingest does: out of uploads/, kept for a look
+        # The task ends before the study does, as in every terminal move.
+        tracking.fail_task(
+            task, {"type": "Rejected", "reason": rejected.reason.value, "message": rejected.detail}
+        )
         tracking.transition(
             study.study_id,
             execution.attempt,
@@ -65,9 +73,6 @@ def _prepare_dicom(
                 StudyRecord.reason.set(rejected.reason.value),
                 StudyRecord.reason_detail.set(rejected.detail),
             ],
-        )
-        tracking.fail_task(
-            task, {"type": "Rejected", "reason": rejected.reason.value, "message": rejected.detail}
         )
         tracking.audit(
             study.study_id,
