@@ -56,7 +56,7 @@ class LocalGpuWorkers:
         self,
         worker_env: Mapping[str, str],
         scaler_env: Mapping[str, str],
-        statements: Sequence[Mapping[str, Any]] = (),
+        statements: Sequence[Mapping[str, Any]],
     ) -> None:
         self.env = dict(worker_env)
         self.statements = statements  # the job role's policies, which each worker thread acts under
