@@ -36,9 +36,10 @@ def test_an_analysis_error_fails_the_study_with_the_error_and_step(cloud: LocalC
         "prepare": TaskStatus.SUCCEEDED,
         "analysis:qc": TaskStatus.FAILED,
     }
-    assert "failed" in [row.action for row in tracking.audit_trail(study_id)]
-    # MarkFailed marks the study before the execution reaches its Fail state.
+    # MarkFailed marks the study (then writes its audit row) before the execution reaches its
+    # Fail state: the row is there once the execution has ended.
     assert cloud.wait_for_executions(timeout_s=30)
+    assert "failed" in [row.action for row in tracking.audit_trail(study_id)]
     (execution,) = boto3.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)[
         "executions"
     ]

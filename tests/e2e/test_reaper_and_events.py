@@ -92,16 +92,24 @@ def test_a_queued_study_whose_execution_never_started_is_redriven_and_completes(
     assert row.detail["action"] == "redriven" and row.detail["execution"] is None
 
 
-def _drain(queue_url: str) -> list[dict]:
+def _drain(queue_url: str, study_id: str, last: str, timeout_s: float = 30) -> list[dict]:
+    """The study's events from the queue, up to and including the one with status `last`.
+
+    The bus delivers to each rule's targets in turn, so this queue may get an event a moment after
+    the webhook did: read until the last one is in, not just until the queue looks empty.
+    """
     sqs = boto3.client("sqs")
-    events = []
-    while True:
-        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
-        if not messages:
-            return events
-        for message in messages:
-            events.append(json.loads(message["Body"]))
+    events: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    while not any(e["detail"]["status"] == last for e in events) and time.monotonic() < deadline:
+        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        ):
+            event = json.loads(message["Body"])
+            if event["detail"]["study_id"] == study_id:
+                events.append(event)
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return events
 
 
 @pytest.fixture
@@ -150,7 +158,7 @@ def test_every_status_change_is_an_event_in_order_and_a_signed_webhook(
     assert cost["requests"]["lambda_invocations"] == len(steps) + 1  # and dispatch
 
     lifecycle = ["AWAITING_UPLOAD", "VALIDATING", "VALIDATED", "QUEUED", "RUNNING", "COMPLETED"]
-    events = [e for e in _drain(status_changes) if e["detail"]["study_id"] == study_id]
+    events = _drain(status_changes, study_id, last="COMPLETED")
     assert [e["detail"]["status"] for e in events] == lifecycle
     assert [e["detail"]["previous"] for e in events] == [None, *lifecycle[:-1]]
     assert {(e["source"], e["detail-type"]) for e in events} == {(EVENT_SOURCE, STATUS_CHANGED)}
