@@ -7,7 +7,7 @@ scaler Lambda submits worker jobs as the queue fills, none when it is empty.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from aws_cdk import Duration, Size, Stack
@@ -215,6 +215,8 @@ class GpuWorkers(Construct):
             targets=[targets.LambdaFunction(scaler, retry_attempts=0)],
         )
 
-    def wire_dispatch(self, dispatch: lambda_.Function) -> None:
-        """Dispatch routes the configured catalogue analyses to the GPU runtime."""
-        dispatch.add_environment(EnvVar.GPU_ANALYSES, ",".join(self.settings.gpu_analyses))
+    def wire_routing(self, functions: Iterable[lambda_.Function]) -> None:
+        """Which catalogue analyses run on the GPU: dispatch routes them, the API lists them so."""
+        for function in functions:
+            for var, value in self.settings.routing_env().items():
+                function.add_environment(var, value)

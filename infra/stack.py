@@ -217,7 +217,7 @@ class VoxelpipeStack(Stack):
             image_excludes=_IMAGE_CONTEXT_EXCLUDES,
         )
         gpu.wire_scaler(functions[SCALER.name])
-        gpu.wire_dispatch(functions[DISPATCH.name])
+        gpu.wire_routing(functions[spec.name] for spec in FUNCTIONS if EnvVar.GPU_ANALYSES in spec.env)
         workflow = StudyWorkflow(
             self,
             Resource.STATE_MACHINE,

@@ -12,17 +12,21 @@ import boto3
 import nibabel as nib
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from infra.local.cloud import LocalCloud
 from infra.local.samples import mni152_t1_path
 from infra.local.studies import submit, wait_for_terminal
 from infra.local.template import cached_template
 from tests.fixtures.bad_nifti import make_good_nifti
+from tests.fixtures.cloud import checked_cloud
 from tests.fixtures.gpu import GPU_CONTEXT, GPU_RETRY_ATTEMPTS
 from tests.fixtures.models import make_threshold_model
 from voxelpipe import analyses, tracking
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.analyses import Analysis, AnalysisInput, AnalysisOutput
+from voxelpipe.api.app import create_app
+from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.gpu.service import default_runner
 from voxelpipe.gpu.worker import OnResult, Runner, TransientWorkerError
 from voxelpipe.inference.registry import publish_model
@@ -30,7 +34,7 @@ from voxelpipe.keys import derived_key
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
 from voxelpipe.status import StudyStatus, TaskStatus
-from voxelpipe.wiring import GpuWorkerError, Runtime
+from voxelpipe.wiring import EnvVar, GpuWorkerError, Runtime
 
 RETRY_ATTEMPTS = GPU_RETRY_ATTEMPTS
 
@@ -42,7 +46,7 @@ def gpu_template() -> dict[str, Any]:
 
 @pytest.fixture
 def gpu_cloud(gpu_template: dict[str, Any]) -> Iterator[LocalCloud]:
-    with LocalCloud(gpu_template) as local:
+    with checked_cloud(gpu_template) as local:
         yield local
 
 
@@ -73,7 +77,16 @@ def _mni_at_2mm() -> bytes:
     return gzip.compress(nib.Nifti1Image(data, affine).to_bytes(), compresslevel=1)
 
 
-def test_tissue_seg_configured_on_gpu_completes_through_the_task_token_path(gpu_cloud: LocalCloud):
+def test_tissue_seg_configured_on_gpu_completes_through_the_task_token_path(
+    gpu_cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+):
+    # GET /analyses tells clients where this deployment runs each analysis.
+    monkeypatch.setenv(EnvVar.AUTH_MODE, "dev")
+    token = {"authorization": f"Bearer {mint_dev_token('demo', Role.VIEWER)}"}
+    with TestClient(create_app()) as api:
+        listed = {a["name"]: a["runtime"] for a in api.get("/analyses", headers=token).json()["items"]}
+    assert (listed["tissue-seg"], listed["qc"]) == ("gpu", "lambda")
+
     study_id = submit(gpu_cloud, _mni_at_2mm(), "mni152_2mm.nii.gz", analyses=["tissue-seg"])
     record = wait_for_terminal([study_id], timeout_s=300)[study_id]
     assert record is not None and record.status == StudyStatus.COMPLETED, record and record.error

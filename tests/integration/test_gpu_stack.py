@@ -72,11 +72,13 @@ def test_context_overrides_the_gpu_settings(short: dict[str, Any]):
     assert gpu["HeartbeatSeconds"] == GPU_HEARTBEAT_S and gpu["Retry"][0]["MaxAttempts"] == GPU_RETRY_ATTEMPTS
     queue = short["Resources"][_logical_id(short, "AWS::SQS::Queue", "GpuQueue")]
     assert queue["Properties"]["VisibilityTimeout"] == 2 * GPU_HEARTBEAT_S
-    (dispatch,) = [
-        r for r in _resources(short, "AWS::Lambda::Function").values()
-        if {"Key": "voxelpipe:function", "Value": "dispatch"} in r["Properties"].get("Tags", [])
-    ]  # fmt: skip
-    assert dispatch["Properties"]["Environment"]["Variables"][EnvVar.GPU_ANALYSES] == "tissue-seg"
+    # Dispatch routes tissue-seg to the GPU workers; the API lists it with that runtime.
+    for name in ("dispatch", "api"):
+        (function,) = [
+            r for r in _resources(short, "AWS::Lambda::Function").values()
+            if {"Key": "voxelpipe:function", "Value": name} in r["Properties"].get("Tags", [])
+        ]  # fmt: skip
+        assert function["Properties"]["Environment"]["Variables"][EnvVar.GPU_ANALYSES] == "tissue-seg", name
 
 
 def test_gpu_queue_is_encrypted_tls_only_with_a_dead_letter_queue(template: dict[str, Any]):

@@ -1,8 +1,8 @@
 import pytest
 
 from voxelpipe import analyses
-from voxelpipe.analyses import Analysis, AnalysisOutput, UnknownAnalysis, resolve, stages
-from voxelpipe.wiring import Runtime
+from voxelpipe.analyses import CATALOGUE, Analysis, AnalysisOutput, UnknownAnalysis, resolve, stages
+from voxelpipe.wiring import EnvVar, GpuSettings, Runtime
 
 
 def _fake(name: str, *requires: str) -> Analysis:
@@ -43,3 +43,15 @@ def test_unknown_and_circular_requirements_are_refused(catalogue, monkeypatch):
     monkeypatch.setitem(catalogue, "y", _fake("y", "x"))
     with pytest.raises(ValueError, match="x -> y -> x"):
         resolve(["x"])
+
+
+def test_a_deployment_may_move_a_catalogue_analysis_to_the_gpu_workers():
+    settings = GpuSettings.from_env({EnvVar.GPU_ANALYSES: " tissue-seg, ,normative"})
+    assert settings.gpu_analyses == ("tissue-seg", "normative")
+    assert GpuSettings.from_env(settings.routing_env()).gpu_analyses == settings.gpu_analyses
+    assert GpuSettings.from_env({}).gpu_analyses == ()
+    tissue_seg, qc = CATALOGUE["tissue-seg"], CATALOGUE["qc"]
+    assert tissue_seg.deployed_runtime(settings.gpu_analyses) is Runtime.GPU
+    assert tissue_seg.describe(settings.gpu_analyses)["runtime"] == "gpu"
+    assert tissue_seg.describe()["runtime"] == tissue_seg.runtime.value == "lambda"
+    assert qc.deployed_runtime(settings.gpu_analyses) is Runtime.LAMBDA

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class EnvVar(StrEnum):
@@ -222,6 +223,7 @@ API = FunctionSpec(
         EnvVar.AUTH_MODE,
         EnvVar.WEBHOOK_SECRET_ARN,  # to hand each webhook study its signing key
         EnvVar.MODELS_TABLE,
+        EnvVar.GPU_ANALYSES,  # GET /analyses shows the runtime each analysis is deployed with
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
 )
@@ -425,8 +427,11 @@ class GpuSettings:
             EnvVar.GPU_MAX_WORKERS: "max_workers",
             EnvVar.GPU_WORKER_LIFETIME_S: "worker_lifetime_s",
         }
-        values = {name: int(env[var]) for var, name in names.items() if env.get(var)}
-        settings = cls(**values)  # type: ignore[arg-type]
+        values: dict[str, Any] = {name: int(env[var]) for var, name in names.items() if env.get(var)}
+        values["gpu_analyses"] = tuple(
+            name.strip() for name in env.get(EnvVar.GPU_ANALYSES, "").split(",") if name.strip()
+        )
+        settings = cls(**values)
         settings.validate()
         return settings
 
@@ -439,6 +444,10 @@ class GpuSettings:
             EnvVar.GPU_POLL_WAIT_S: str(self.poll_wait_s),
             EnvVar.GPU_WORKER_LIFETIME_S: str(self.worker_lifetime_s),
         }
+
+    def routing_env(self) -> dict[EnvVar, str]:
+        """What dispatch (which routes) and the API (which lists runtimes) are told."""
+        return {EnvVar.GPU_ANALYSES: ",".join(self.gpu_analyses)}
 
     def scaler_env(self) -> dict[EnvVar, str]:
         return {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,11 +56,16 @@ class Analysis:
     requires: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
 
-    def describe(self) -> dict[str, Any]:
+    def deployed_runtime(self, gpu_analyses: Collection[str] = ()) -> Runtime:
+        """Where a deployment runs it: its own runtime, unless the deployment moved it to the GPU
+        workers (CDK context voxelpipe:gpu:gpu_analyses)."""
+        return Runtime.GPU if self.name in gpu_analyses else self.runtime
+
+    def describe(self, gpu_analyses: Collection[str] = ()) -> dict[str, Any]:
         return {
             "name": self.name,
             "version": self.version,
-            "runtime": self.runtime.value,
+            "runtime": self.deployed_runtime(gpu_analyses).value,
             "description": self.description,
             "parameters": dict(self.parameters),
             "requires": list(self.requires),

@@ -43,7 +43,7 @@ from voxelpipe.pipeline.register import register_study
 from voxelpipe.records import ModelRecord, StudyRecord
 from voxelpipe.status import StudyStatus
 from voxelpipe.validation import Limits
-from voxelpipe.wiring import DEFAULT_MAX_UPLOAD_BYTES, EnvVar
+from voxelpipe.wiring import DEFAULT_MAX_UPLOAD_BYTES, EnvVar, GpuSettings
 
 # Presigned URLs live this long; uploads above the threshold go multipart (S3's single PUT/POST
 # tops out at 5 GB, and parts can be retried one by one).
@@ -166,7 +166,8 @@ def create_app() -> FastAPI:
     @app.get("/analyses", tags=["analyses"])
     def analyses(caller: Caller) -> dict[str, list[dict[str, Any]]]:
         caller.require(Action.READ)
-        catalogue = [analysis.describe() for analysis in CATALOGUE.values()]
+        on_gpu = GpuSettings.from_env(os.environ).gpu_analyses
+        catalogue = [analysis.describe(on_gpu) for analysis in CATALOGUE.values()]
         models = [registry.describe_model_analysis(r) for r in registry.ready_models().values()]
         return {"items": catalogue + sorted(models, key=lambda item: item["name"])}
 

@@ -10,16 +10,9 @@ from voxelpipe.analyses import resolve, stages
 from voxelpipe.inference.registry import model_analyses
 from voxelpipe.messages import AnalysisRequest, ExecutionInput, WorkItem
 from voxelpipe.status import StudyStatus
-from voxelpipe.wiring import EnvVar, Runtime, execution_name
+from voxelpipe.wiring import GpuSettings, execution_name
 
 ACTOR = "dispatch"
-
-
-def gpu_analyses() -> frozenset[str]:
-    """Catalogue analyses this deployment runs on the GPU workers (context voxelpipe:gpu:gpu_analyses)."""
-    return frozenset(
-        name.strip() for name in os.environ.get(EnvVar.GPU_ANALYSES, "").split(",") if name.strip()
-    )
 
 
 def dispatch(item: WorkItem) -> str:
@@ -34,12 +27,12 @@ def dispatch(item: WorkItem) -> str:
         return f"skipped: study is {state}"
     # A model analysis runs the model's newest READY version at the time of dispatch.
     analyses = resolve(item.analyses, models=model_analyses(item.analyses))
-    on_gpu = gpu_analyses()
+    on_gpu = GpuSettings.from_env(os.environ).gpu_analyses
     requests = {
         analysis.name: AnalysisRequest(
             name=analysis.name,
             version=analysis.version,
-            runtime=Runtime.GPU if analysis.name in on_gpu else analysis.runtime,
+            runtime=analysis.deployed_runtime(on_gpu),
             parameters=(study.parameters or {}).get(analysis.name, {}),
         )
         for analysis in analyses
