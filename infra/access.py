@@ -60,14 +60,15 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     FINALIZE.name: BucketAccess(write=[DERIVED]),
     # Presigns uploads (POST and multipart, signed by this role: s3:PutObject) and artifact
     # downloads; completing a rejected DICOM study quarantines it; deleting a study removes every
-    # version of every object it has. Registering a model presigns its upload under models/, and
-    # completing it checks the file's digest and writes its manifest.
+    # version of every object it has. Registering a model presigns its upload under models/,
+    # completing it checks the file's digest and writes its manifest, and retiring it removes every
+    # version of its files.
     API.name: BucketAccess(
         read=[UPLOADS, DERIVED, MODELS],
         write=[UPLOADS, QUARANTINE, MODELS],
-        delete=ALL_PREFIXES,
+        delete=[*ALL_PREFIXES, MODELS],
         list=[UPLOADS, DERIVED],
-        list_versions=ALL_PREFIXES,
+        list_versions=[*ALL_PREFIXES, MODELS],
     ),
 }
 

@@ -17,7 +17,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -193,6 +193,10 @@ class LocalCloud:
             self._handlers[function] = getattr(module, attribute)
         return self._handlers[function]
 
+    def acting_as(self, function: str) -> AbstractContextManager[None]:
+        """Calls made meanwhile are the function's: held to its role's policies (infra/local/iam.py)."""
+        return self.iam.acting_as(function, self.deployment.statements_of(function))
+
     def invoke(self, function: str, event: Any) -> tuple[Any, str | None]:
         """Call a function's handler as Lambda would: returns (payload, error type or None)."""
         spec = function_spec(function)
@@ -202,7 +206,7 @@ class LocalCloud:
         started = time.perf_counter()
         error: str | None = None
         try:
-            with self.iam.acting_as(function, self.deployment.statements_of(function)):
+            with self.acting_as(function):
                 payload = self.handler(function)(event, context)
         except Exception as exc:  # Lambda reports any exception as a function error
             error = type(exc).__name__

@@ -2,7 +2,8 @@
 
 A moto server on one port answers S3 (presigned uploads and downloads, `aws --endpoint-url`), and
 uvicorn serves the API app on another; both share the in-process local cloud, so an upload
-through a presigned POST flows through ingest, dispatch and the state machine as in `demo`.
+through a presigned POST flows through ingest, dispatch and the state machine as in `demo`. The
+API's requests act as the API function, held to its role's policies as every function is.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 
 import uvicorn
 from moto.server import ThreadedMotoServer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infra.local.cloud import LocalCloud
 from voxelpipe.adapters.storage import PUBLIC_ENDPOINT_ENV
 from voxelpipe.api.app import create_app
-from voxelpipe.wiring import EnvVar
+from voxelpipe.wiring import API, EnvVar
 
 DEFAULT_PORT = 8000
 
@@ -28,6 +30,19 @@ DEFAULT_PORT = 8000
 class Endpoints:
     api: str
     s3: str
+
+
+def acting_as(cloud: LocalCloud, function: str, app: ASGIApp) -> ASGIApp:
+    """The app, its requests handled as `function` (the API Lambda's role holds them, as in AWS).
+
+    Starlette runs each endpoint in a thread with a copy of the request's context, so the
+    principal set here reaches its calls."""
+
+    async def handled(scope: Scope, receive: Receive, send: Send) -> None:
+        with cloud.acting_as(function):
+            await app(scope, receive, send)
+
+    return handled
 
 
 @contextmanager
@@ -42,10 +57,11 @@ def serving(
         PUBLIC_ENDPOINT_ENV: endpoints.s3,
         "POWERTOOLS_LOG_LEVEL": "WARNING",
     }
-    with LocalCloud(env=overrides):
+    with LocalCloud(env=overrides) as cloud:
         s3 = ThreadedMotoServer(ip_address=host, port=s3_port, verbose=False)
         s3.start()
-        api = uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port, log_level="warning"))
+        app = acting_as(cloud, API.name, create_app())
+        api = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         thread = threading.Thread(target=api.run, name="voxelpipe-api", daemon=True)
         thread.start()
         try:

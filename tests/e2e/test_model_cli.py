@@ -1,4 +1,4 @@
-"""`voxelpipe model register/list` against `voxelpipe serve`: spec check, presigned upload, completion."""
+"""`voxelpipe model register/list/retire` against `voxelpipe serve`: spec check, upload, retirement."""
 
 from __future__ import annotations
 
@@ -38,3 +38,11 @@ def test_register_a_model_then_list_it(server: str, tmp_path: Path, capsys: pyte
     onnx_named.write_bytes(data)
     assert main(["model", "register", "other", str(onnx_named), "--spec", str(spec_file), *connection]) == 2
     assert "the spec says torchscript" in capsys.readouterr().err
+
+    # Retiring takes it out of use (its files deleted); the listing keeps it, RETIRED.
+    assert main(["model", "retire", "threshold", "--version", "1", *connection]) == 0
+    assert capsys.readouterr().out.strip() == "model:threshold version 1: RETIRED"
+    assert main(["model", "list", "--json", *connection]) == 0
+    assert [m["status"] for m in json.loads(capsys.readouterr().out)["items"]] == ["RETIRED"]
+    assert main(["model", "retire", "none-such", *connection]) != 0
+    assert "No such model" in capsys.readouterr().err

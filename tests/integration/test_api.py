@@ -9,18 +9,20 @@ import pytest
 from fastapi.testclient import TestClient
 
 from infra.local.cloud import LocalCloud
+from infra.local.serve import acting_as
 from infra.local.studies import wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.status import StudyStatus
-from voxelpipe.wiring import EnvVar
+from voxelpipe.wiring import API, EnvVar
 
 
 @pytest.fixture
 def api(cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setenv(EnvVar.AUTH_MODE, "dev")
-    with TestClient(create_app()) as client:
+    # Requests act as the API function: its role's policies hold them (infra/local/iam.py).
+    with TestClient(acting_as(cloud, API.name, create_app())) as client:
         yield client
 
 

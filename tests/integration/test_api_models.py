@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from infra.local.cloud import LocalCloud
+from infra.local.serve import acting_as
 from tests.fixtures.models import make_threshold_model
 from voxelpipe import tracking
 from voxelpipe.api.app import create_app
@@ -17,13 +18,14 @@ from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.messages import ExecutionInput, WorkItem
 from voxelpipe.pipeline.dispatch import dispatch
 from voxelpipe.status import StudyStatus
-from voxelpipe.wiring import EnvVar
+from voxelpipe.wiring import API, EnvVar
 
 
 @pytest.fixture
 def api(cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setenv(EnvVar.AUTH_MODE, "dev")
-    with TestClient(create_app()) as client:
+    # Requests act as the API function: its role's policies hold them (infra/local/iam.py).
+    with TestClient(acting_as(cloud, API.name, create_app())) as client:
         yield client
 
 
@@ -110,3 +112,44 @@ def test_model_endpoints_refuse_bad_input_and_non_admins(api: TestClient, cloud:
     mismatch = api.post("/models/m1/complete", json={"version": 1}, headers=auth())
     assert mismatch.status_code == 409 and "sha256" in mismatch.json()["detail"]
     assert api.get("/models", headers=auth()).json()["items"][0]["status"] == "PENDING"
+
+
+def test_retiring_a_version_rolls_model_name_back_and_deletes_its_files(api: TestClient, cloud: LocalCloud):
+    for _ in range(2):
+        _register(api, cloud)
+    s3 = boto3.client("s3")
+
+    def files(version: int) -> list[str]:
+        listing = s3.list_object_versions(Bucket=cloud.bucket, Prefix=f"models/threshold/{version}/")
+        return [v["Key"] for v in listing.get("Versions", []) + listing.get("DeleteMarkers", [])]
+
+    def offered() -> dict[str, str]:
+        items = api.get("/analyses", headers=auth(Role.VIEWER)).json()["items"]
+        return {a["name"]: a["version"] for a in items if a["name"].startswith("model:")}
+
+    assert offered() == {"model:threshold": "2"} and files(2)
+    for role in (Role.UPLOADER, Role.VIEWER):
+        assert api.delete("/models/threshold", headers=auth(role)).status_code == 403
+
+    retired = api.delete("/models/threshold", params={"version": 2}, headers=auth())
+    assert retired.status_code == 200, retired.text
+    (view,) = retired.json()["items"]
+    assert (view["version"], view["status"]) == (2, "RETIRED") and view["retired_at"]
+    # model:threshold now runs version 1; version 2's files are gone (every S3 version of them),
+    # its record stays (results that name it keep its sha256), and it cannot be completed again.
+    assert offered() == {"model:threshold": "1"} and files(2) == [] and files(1)
+    listed = api.get("/models", headers=auth()).json()["items"]
+    assert [(m["version"], m["status"]) for m in listed] == [(2, "RETIRED"), (1, "READY")]
+    again = api.post("/models/threshold/complete", json={"version": 2}, headers=auth())
+    assert again.status_code == 409 and again.json()["code"] == "model_retired"
+    assert api.delete("/models/threshold", params={"version": 2}, headers=auth()).status_code == 200
+
+    # Retiring every version takes model:threshold out of the catalogue.
+    everything = api.delete("/models/threshold", headers=auth()).json()["items"]
+    assert {m["status"] for m in everything} == {"RETIRED"} and offered() == {} and files(1) == []
+    body = {"files": [{"name": "scan.nii.gz", "size": 100}], "analyses": ["model:threshold"]}
+    refused = api.post("/studies", json=body, headers=auth(Role.UPLOADER))
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "analyses"
+    for missing in ("/models/none-such", "/models/threshold?version=9"):
+        gone = api.delete(missing, headers=auth())
+        assert gone.status_code == 404 and gone.json()["code"] == "model_not_found"

@@ -78,7 +78,7 @@ def add_commands(commands: Any) -> None:
     connection(listing)
 
     model = commands.add_parser(
-        "model", help="bring your own model: register and list TorchScript/ONNX models"
+        "model", help="bring your own model: register, list and retire TorchScript/ONNX models"
     )
     model_commands = model.add_subparsers(dest="model_command", required=True)
     register = model_commands.add_parser(
@@ -92,6 +92,14 @@ def add_commands(commands: Any) -> None:
     connection(register)
     models = model_commands.add_parser("list", help="registered models, every version")
     connection(models)
+    retire = model_commands.add_parser(
+        "retire",
+        help="take a model out of use and delete its files; model:NAME then runs the newest "
+        "READY version left (admin)",
+    )
+    retire.add_argument("name")
+    retire.add_argument("--version", type=int, help="one version (default: every version)")
+    connection(retire)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -229,6 +237,14 @@ def _model(args: argparse.Namespace, client: Any) -> int:
             for m in page["items"]
         )
         _print(args, page, human or "no models")
+        return 0
+    if args.model_command == "retire":
+        page = client.retire_model(args.name, args.version)
+        _print(
+            args,
+            page,
+            "\n".join(f"{m['analysis']} version {m['version']}: {m['status']}" for m in page["items"]),
+        )
         return 0
     import hashlib
 

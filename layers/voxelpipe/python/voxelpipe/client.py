@@ -95,6 +95,10 @@ class Client:
     def list_models(self) -> dict[str, Any]:
         return dict(self._call("GET", "/models"))
 
+    def retire_model(self, name: str, version: int | None = None) -> dict[str, Any]:
+        params = {} if version is None else {"version": version}
+        return dict(self._call("DELETE", f"/models/{name}", params=params))
+
     def upload(self, target: dict[str, Any], path: Path, progress: Progress | None = None) -> None:
         """Send one file to its presigned target (form POST, or multipart parts then complete)."""
         if target["method"] == "post":

@@ -148,8 +148,9 @@ class ObjectRecord(Model):
 class ModelRecord(Model):
     """One version of a registered model (bring your own model): sort key the version, 1, 2, ...
 
-    PENDING until its file is uploaded and verified (size, sha256), then READY; the file lives at
-    `object_key` (models/{name}/{version}/model.{pt|onnx}), its ModelSpec is `spec`.
+    PENDING until its file is uploaded and verified (size, sha256), then READY; RETIRED once taken
+    out of use (its files deleted). The file lives at `object_key`
+    (models/{name}/{version}/model.{pt|onnx}), its ModelSpec is `spec`.
     """
 
     class Meta:
@@ -162,10 +163,12 @@ class ModelRecord(Model):
     object_key = UnicodeAttribute()
     size = NumberAttribute()
     sha256 = UnicodeAttribute(null=True)  # declared at registration, or measured at completion
-    status = UnicodeAttribute()  # "PENDING" | "READY"
+    status = UnicodeAttribute()  # "PENDING" | "READY" | "RETIRED"
     created_at = UTCDateTimeAttribute()
     created_by = UnicodeAttribute(null=True)
     ready_at = UTCDateTimeAttribute(null=True)
+    retired_at = UTCDateTimeAttribute(null=True)
+    retired_by = UnicodeAttribute(null=True)
 
 
 STATUS_MODELS: dict[EnvVar, type[Model]] = {

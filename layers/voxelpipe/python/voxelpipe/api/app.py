@@ -118,6 +118,7 @@ def _model_view(record: ModelRecord) -> ModelView:
         spec=record.spec,
         created_at=record.created_at,
         ready_at=record.ready_at,
+        retired_at=record.retired_at,
     )
 
 
@@ -202,7 +203,20 @@ def create_app() -> FastAPI:
             raise Problem(
                 409, "model_upload_mismatch", "The model file is not as declared", str(error)
             ) from error
+        except registry.ModelRetired as error:
+            raise Problem(409, "model_retired", "The model version was retired", str(error)) from error
         return _model_view(record)
+
+    @app.delete("/models/{name}", response_model=ModelPage, tags=["models"])
+    def retire_model(
+        name: str, caller: Caller, version: Annotated[int | None, Query(ge=1)] = None
+    ) -> ModelPage:
+        caller.require(Action.MANAGE_MODELS)
+        try:
+            records = registry.retire_model(name, Storage.from_environment(), version, actor=caller.subject)
+        except registry.ModelNotFound as error:
+            raise Problem(404, "model_not_found", "No such model", str(error)) from error
+        return ModelPage(items=[_model_view(record) for record in records])
 
     @app.get("/models", response_model=ModelPage, tags=["models"])
     def list_models(caller: Caller) -> ModelPage:

@@ -208,6 +208,7 @@ class ModelView(BaseModel):
     spec: dict[str, Any]
     created_at: datetime
     ready_at: datetime | None = None
+    retired_at: datetime | None = None
 
 
 class ModelCreated(BaseModel):

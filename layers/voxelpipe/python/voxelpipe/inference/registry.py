@@ -9,6 +9,10 @@ beside it for integrity. Registering is two calls around a presigned upload:
 3. `complete_model` checks the object (size, SHA-256, TorchScript's zip signature), writes
    model.json beside it (what the workers load: see inference.models) and marks it READY.
 
+`retire_model` takes a version (or every version) out of use: it is marked RETIRED, so that
+`model:NAME` runs the newest READY version left (or is no longer offered), and its files are
+deleted. Its record stays, so the results that name it still say which file it was (sha256).
+
 This module needs no torch: the API and dispatch use it.
 """
 
@@ -33,7 +37,7 @@ from voxelpipe.inference.spec import (
     analysis_name,
     model_name,
 )
-from voxelpipe.keys import model_key
+from voxelpipe.keys import model_key, model_prefix
 from voxelpipe.records import ModelRecord
 from voxelpipe.wiring import Runtime
 
@@ -47,6 +51,7 @@ _ZIP_SIGNATURE = b"PK\x03\x04"  # a TorchScript archive is a zip file
 class ModelStatus(StrEnum):
     PENDING = "PENDING"  # registered, its file not yet uploaded and verified
     READY = "READY"
+    RETIRED = "RETIRED"  # taken out of use, its files deleted; the record stays for provenance
 
 
 class InvalidModelName(ValueError):
@@ -60,6 +65,10 @@ class ModelNotFound(LookupError):
 
 class ModelUploadMismatch(ValueError):
     """The uploaded file is missing or not what was declared."""
+
+
+class ModelRetired(ValueError):
+    """The version was retired: it cannot be completed (register a new version instead)."""
 
 
 def check_model_name(name: str) -> str:
@@ -128,6 +137,8 @@ def complete_model(name: str, storage: Storage, version: int | None = None) -> M
     record = get_model(name, version)
     if record.status == ModelStatus.READY:
         return record
+    if record.status == ModelStatus.RETIRED:
+        raise ModelRetired(f"model {name} version {int(record.version)} was retired; register a new version")
     try:
         info = storage.head(record.object_key)
     except ClientError as error:
@@ -156,6 +167,32 @@ def complete_model(name: str, storage: Storage, version: int | None = None) -> M
         ]
     )
     return record
+
+
+def retire_model(
+    name: str, storage: Storage, version: int | None = None, *, actor: str | None = None
+) -> list[ModelRecord]:
+    """Retire a version of `name` (every version when `version` is None); the versions retired.
+
+    Marked RETIRED first, so that no dispatch picks it from then on, then its files are deleted
+    (every S3 version of them). A study already dispatched to it fails with the model unavailable
+    unless a worker has it loaded. Retiring again changes nothing but deletes any file left.
+    """
+    versions = [
+        record
+        for record in (_versions(name) if _MODEL_NAME.match(name) else [])
+        if version is None or int(record.version) == version
+    ]
+    if not versions:
+        raise ModelNotFound(f"no model {name}" + ("" if version is None else f" version {version}"))
+    for record in versions:
+        if record.status != ModelStatus.RETIRED:
+            actions = [ModelRecord.status.set(ModelStatus.RETIRED.value), ModelRecord.retired_at.set(_now())]
+            if actor is not None:
+                actions.append(ModelRecord.retired_by.set(actor))
+            record.update(actions=actions)
+        storage.delete_all_versions(model_prefix(name, str(int(record.version))))
+    return versions
 
 
 def publish_model(
