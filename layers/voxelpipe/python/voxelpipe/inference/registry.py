@@ -27,6 +27,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import PutError
+from pynamodb.expressions.update import Action
 
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput
@@ -187,7 +188,10 @@ def retire_model(
         raise ModelNotFound(f"no model {name}" + ("" if version is None else f" version {version}"))
     for record in versions:
         if record.status != ModelStatus.RETIRED:
-            actions = [ModelRecord.status.set(ModelStatus.RETIRED.value), ModelRecord.retired_at.set(_now())]
+            actions: list[Action] = [
+                ModelRecord.status.set(ModelStatus.RETIRED.value),
+                ModelRecord.retired_at.set(_now()),
+            ]
             if actor is not None:
                 actions.append(ModelRecord.retired_by.set(actor))
             record.update(actions=actions)
