@@ -18,6 +18,7 @@ from infra.local.cloud import LocalCloud
 from infra.local.samples import mni152_t1_path
 from infra.local.studies import submit, wait_for_terminal
 from infra.local.template import cached_template
+from infra.local.workers import RunnerFactory
 from tests.fixtures.bad_nifti import make_good_nifti
 from tests.fixtures.cloud import checked_cloud
 from tests.fixtures.gpu import GPU_CONTEXT, GPU_RETRY_ATTEMPTS
@@ -138,21 +139,26 @@ def test_a_worker_killed_mid_task_is_replaced_and_the_study_completes_on_retry(
     assert keys == [derived_key(study_id, gpu_count, "count.txt")]
 
 
+def _failing(error: Exception, calls: list[str]) -> RunnerFactory:
+    """Workers whose runner fails every task with `error`, noting each task's study in `calls`."""
+
+    def factory(storage: Storage) -> Runner:
+        def run(tasks: Sequence[AnalysisTask], on_result: OnResult) -> Sequence[AnalysisResult | Exception]:
+            calls.extend(task.study_id for task in tasks)
+            return [error for _ in tasks]
+
+        return run
+
+    return factory
+
+
 def test_a_task_that_always_fails_transiently_fails_the_study_after_the_configured_attempts(
     gpu_cloud: LocalCloud, gpu_count: str
 ):
     assert gpu_cloud.gpu_workers is not None
     calls: list[str] = []
-
-    def out_of_memory(storage: Storage) -> Runner:
-        def run(tasks: Sequence[AnalysisTask], on_result: OnResult) -> Sequence[AnalysisResult | Exception]:
-            calls.extend(task.study_id for task in tasks)
-            return [TransientWorkerError("CUDA out of memory") for _ in tasks]
-
-        return run
-
     _, content = make_good_nifti()
-    with gpu_cloud.gpu_workers.runner(out_of_memory):
+    with gpu_cloud.gpu_workers.runner(_failing(TransientWorkerError("CUDA out of memory"), calls)):
         study_id = submit(gpu_cloud, content, "scan.nii.gz", analyses=[gpu_count])
         record = wait_for_terminal([study_id], timeout_s=120)[study_id]
     assert record is not None and record.status == StudyStatus.FAILED
@@ -167,16 +173,8 @@ def test_a_task_that_always_fails_transiently_fails_the_study_after_the_configur
 def test_an_analysis_error_on_a_worker_fails_the_study_at_once(gpu_cloud: LocalCloud, gpu_count: str):
     assert gpu_cloud.gpu_workers is not None
     calls: list[str] = []
-
-    def broken(storage: Storage) -> Runner:
-        def run(tasks: Sequence[AnalysisTask], on_result: OnResult) -> Sequence[AnalysisResult | Exception]:
-            calls.extend(task.study_id for task in tasks)
-            return [ValueError("the model diverged") for _ in tasks]
-
-        return run
-
     _, content = make_good_nifti()
-    with gpu_cloud.gpu_workers.runner(broken):
+    with gpu_cloud.gpu_workers.runner(_failing(ValueError("the model diverged"), calls)):
         study_id = submit(gpu_cloud, content, "scan.nii.gz", analyses=[gpu_count])
         record = wait_for_terminal([study_id], timeout_s=60)[study_id]
     assert record is not None and record.status == StudyStatus.FAILED
