@@ -52,7 +52,7 @@ def _task(study_id: str, analysis: str = "model:brain", version: str = "1") -> A
 
 def _message(task: AnalysisTask, token: str) -> ReceivedMessage:
     body = {"task_token": token, **json.loads(task.model_dump_json())}
-    return ReceivedMessage(f"id-{token}", f"receipt-{token}", json.dumps(body), 1)
+    return ReceivedMessage(f"id-{token}", f"receipt-{token}", json.dumps(body))
 
 
 def _result(task: AnalysisTask) -> AnalysisResult:
@@ -127,7 +127,7 @@ def test_parse_message_takes_the_token_and_the_task():
 )
 def test_a_malformed_message_is_refused_with_its_token_when_it_has_one(body, answerable):
     with pytest.raises(BadMessage) as refused:
-        parse_message(ReceivedMessage("id", "r", body, 1))
+        parse_message(ReceivedMessage("id", "r", body))
     assert (refused.value.token is not None) is answerable
 
 
@@ -239,7 +239,7 @@ def test_a_runner_that_raises_fails_its_whole_batch():
 
 
 def test_a_bad_message_with_a_token_is_answered_bad_message_and_deleted():
-    queue = FakeQueue([ReceivedMessage("id", "r", '{"task_token": "t", "study_id": 3}', 1)])
+    queue = FakeQueue([ReceivedMessage("id", "r", '{"task_token": "t", "study_id": 3}')])
     tokens = FakeTokens()
     summary = _worker(queue, tokens, lambda batch, on_result: []).run()
     assert [(t, kind) for t, kind, _ in tokens.answers] == [("t", GpuWorkerError.BAD_MESSAGE)]

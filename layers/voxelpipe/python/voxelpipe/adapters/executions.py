@@ -55,12 +55,11 @@ def stop_execution(
     study_id: str, attempt: int, *, error: str = "StudyDeleted", cause: str = "the study was deleted"
 ) -> bool:
     """Stop the attempt's execution if it is running; False when there was none to stop."""
+    if execution_status(study_id, attempt) != "RUNNING":
+        return False
     client = _client()
-    arn = _execution_arn(study_id, attempt)
     try:
-        if client.describe_execution(executionArn=arn)["status"] != "RUNNING":
-            return False
-        client.stop_execution(executionArn=arn, error=error, cause=cause)
+        client.stop_execution(executionArn=_execution_arn(study_id, attempt), error=error, cause=cause)
     except client.exceptions.ExecutionDoesNotExist:
         return False
     return True

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 
-from voxelpipe.adapters.queues import QueueDepth, queue_depth
+from voxelpipe.adapters.queues import QueueDepth, delay_retry, queue_depth
 from voxelpipe.wiring import EnvVar
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ class ReceivedMessage:
     message_id: str
     receipt_handle: str
     body: str
-    receive_count: int
 
 
 @dataclass(frozen=True)
@@ -44,14 +43,12 @@ class GpuQueue:
             QueueUrl=self.url,
             MaxNumberOfMessages=max(1, min(SQS_MAX_MESSAGES, max_messages)),
             WaitTimeSeconds=wait_s,
-            MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
         return [
             ReceivedMessage(
                 message_id=message["MessageId"],
                 receipt_handle=message["ReceiptHandle"],
                 body=message["Body"],
-                receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
             )
             for message in response.get("Messages", [])
         ]
@@ -61,9 +58,7 @@ class GpuQueue:
 
     def change_visibility(self, receipt_handle: str, seconds: int) -> None:
         """Hide a message for `seconds` more (0: release it to another worker now)."""
-        _client().change_message_visibility(
-            QueueUrl=self.url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
-        )
+        delay_retry(self.url, receipt_handle, seconds)
 
     def depth(self) -> QueueDepth:
         return queue_depth(self.url)

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.gpu.worker import OnResult, Outcome, Runner
+from voxelpipe.inference.spec import model_name
 from voxelpipe.messages import AnalysisTask
 from voxelpipe.pipeline.analysis import run_analysis
-
-MODEL_PREFIX = "model:"
 
 
 def catalogue_runner(storage: Storage) -> Runner:
@@ -31,14 +30,11 @@ def catalogue_runner(storage: Storage) -> Runner:
     return run
 
 
-def routing_runner(catalogue: Runner, models: Runner | None) -> Runner:
+def routing_runner(catalogue: Runner, models: Runner) -> Runner:
     """A micro-batch holds one analysis: `model:NAME` goes to the model runner, the rest to the catalogue."""
 
     def run(tasks: Sequence[AnalysisTask], on_result: OnResult) -> Sequence[Outcome]:
-        if tasks and tasks[0].analysis.name.startswith(MODEL_PREFIX):
-            if models is None:
-                error = RuntimeError("this worker has no model runner")
-                return [error] * len(tasks)
+        if tasks and model_name(tasks[0].analysis.name) is not None:
             return models(tasks, on_result)
         return catalogue(tasks, on_result)
 

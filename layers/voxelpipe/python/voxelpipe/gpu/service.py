@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from voxelpipe.adapters.gpu_queue import GpuQueue
 from voxelpipe.adapters.storage import Storage
@@ -14,7 +14,7 @@ from voxelpipe.gpu.worker import OnResult, Outcome, Runner, Worker
 from voxelpipe.inference.models import ModelCache
 from voxelpipe.inference.tasks import run_model_tasks
 from voxelpipe.messages import AnalysisTask
-from voxelpipe.wiring import EnvVar, GpuSettings
+from voxelpipe.wiring import GpuSettings
 
 
 def default_runner(storage: Storage) -> Runner:
@@ -28,19 +28,12 @@ def default_runner(storage: Storage) -> Runner:
     return routing_runner(catalogue_runner(storage), models=models)
 
 
-def worker_from_environment(
-    env: Mapping[str, str] | None = None,
-    *,
-    runner: Runner | None = None,
-    settings: GpuSettings | None = None,
-    name: str | None = None,
-) -> Worker:
-    env = os.environ if env is None else env
-    storage = Storage(env[EnvVar.BUCKET])
+def worker_from_environment() -> Worker:
+    """The worker a Batch job runs: the bucket, queue and settings its job definition gives it."""
     return Worker(
-        queue=GpuQueue(env[EnvVar.GPU_QUEUE_URL]),
+        queue=GpuQueue.from_environment(),
         tokens=TaskTokens(),
-        runner=runner if runner is not None else default_runner(storage),
-        settings=settings if settings is not None else GpuSettings.from_env(env),
-        name=name or f"gpu-worker@{socket.gethostname()}",
+        runner=default_runner(Storage.from_environment()),
+        settings=GpuSettings.from_env(os.environ),
+        name=f"gpu-worker@{socket.gethostname()}",
     )

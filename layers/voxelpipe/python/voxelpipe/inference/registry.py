@@ -82,9 +82,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _versions(name: str) -> list[ModelRecord]:
-    """Every version of `name`, newest first."""
-    return list(ModelRecord.query(name, scan_index_forward=False, consistent_read=True))
+def _versions(name: str, version: int | None = None) -> list[ModelRecord]:
+    """Every version of `name` (only `version`, when given), newest first; none for a name that
+    cannot be a model's."""
+    if not _MODEL_NAME.match(name):
+        return []
+    records = ModelRecord.query(name, scan_index_forward=False, consistent_read=True)
+    return [record for record in records if version is None or int(record.version) == version]
+
+
+def _not_found(name: str, version: int | None) -> ModelNotFound:
+    return ModelNotFound(f"no model {name}" + ("" if version is None else f" version {version}"))
 
 
 def register_model(
@@ -122,11 +130,10 @@ def register_model(
 
 def get_model(name: str, version: int | None = None) -> ModelRecord:
     """A version of `name` (the newest when `version` is None); ModelNotFound if there is none."""
-    versions = _versions(name) if _MODEL_NAME.match(name) else []
-    for record in versions:
-        if version is None or int(record.version) == version:
-            return record
-    raise ModelNotFound(f"no model {name}" + ("" if version is None else f" version {version}"))
+    versions = _versions(name, version)
+    if not versions:
+        raise _not_found(name, version)
+    return versions[0]
 
 
 def complete_model(name: str, storage: Storage, version: int | None = None) -> ModelRecord:
@@ -179,13 +186,9 @@ def retire_model(
     (every S3 version of them). A study already dispatched to it fails with the model unavailable
     unless a worker has it loaded. Retiring again changes nothing but deletes any file left.
     """
-    versions = [
-        record
-        for record in (_versions(name) if _MODEL_NAME.match(name) else [])
-        if version is None or int(record.version) == version
-    ]
+    versions = _versions(name, version)
     if not versions:
-        raise ModelNotFound(f"no model {name}" + ("" if version is None else f" version {version}"))
+        raise _not_found(name, version)
     for record in versions:
         if record.status != ModelStatus.RETIRED:
             actions: list[Action] = [
@@ -223,8 +226,6 @@ def ready_models(names: Iterable[str] | None = None) -> dict[str, ModelRecord]:
         return latest
     found = {}
     for name in set(names):
-        if not _MODEL_NAME.match(name):
-            continue
         ready = next((r for r in _versions(name) if r.status == ModelStatus.READY), None)
         if ready is not None:
             found[name] = ready

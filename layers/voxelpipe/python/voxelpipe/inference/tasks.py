@@ -30,6 +30,7 @@ from voxelpipe.inference.processing import (
     LABELS_FILE,
     ModelInput,
     label_artifact,
+    label_dtype,
     label_measures,
     preprocess,
     to_input_grid,
@@ -64,8 +65,9 @@ def _read_and_prepare(task: AnalysisTask, model: LoadedModel, storage: Storage) 
 def _infer(model: LoadedModel, inputs: Sequence[ModelInput]) -> list[npt.NDArray[np.integer[Any]]]:
     """Label maps on the model's grid, all volumes' windows batched together."""
     volumes = [torch.from_numpy(inp.data)[None] for inp in inputs]
-    # Narrowed on the device: 1 byte per voxel crosses to the host instead of 8.
-    narrow = torch.uint8 if model.spec.out_channels <= 256 else torch.int16
+    # Narrowed on the device: 1 byte per voxel crosses to the host instead of 8. The label dtype
+    # is processing's (torch names its dtypes as numpy does).
+    narrow = getattr(torch, np.dtype(label_dtype(model.spec)).name)
     with model.lock:
         labels = model.runner.run(volumes, reduce="argmax")
         return [label.to(narrow).cpu().numpy() for label in labels]
