@@ -82,7 +82,7 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     # Only DICOM ingest and the API's /complete touch the objects table.
     **{
         spec.name: frozenset({Resource.OBJECTS_TABLE})
-        for spec in (DISPATCH, PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED, REAPER)
+        for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED, REAPER)
     },
     # Only the API registers models; ingest and dispatch look up `model:NAME` analyses.
     INGEST.name: frozenset({Resource.MODELS_TABLE}),

@@ -6,8 +6,6 @@ execution logs in KMS-encrypted log groups, X-Ray tracing, throttling, and a req
 
 from __future__ import annotations
 
-from typing import cast
-
 from aws_cdk import ArnFormat, Aws, CfnOutput, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
@@ -129,12 +127,6 @@ class StudyApi(Construct):
         proxy.add_method(
             "ANY", request_validator=validator, request_parameters={"method.request.path.proxy": True}
         )
-        # ANY on the root, which add_proxy makes: the validator is set on its CloudFormation resource.
-        root_any = self.rest_api.root.node.try_find_child("ANY")
-        if isinstance(root_any, apigw.Method):
-            cast(
-                apigw.CfnMethod, root_any.node.default_child
-            ).request_validator_id = validator.request_validator_id
         for path in PUBLIC_PATHS:
             method = self.rest_api.root.add_resource(path).add_method(
                 "GET", authorization_type=apigw.AuthorizationType.NONE, request_validator=validator

@@ -20,7 +20,6 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -65,18 +64,13 @@ class GpuWorkers(Construct):
         super().__init__(scope, construct_id)
         self.settings = settings
 
-        dead_letters = security.queue(
-            scope, f"{Resource.GPU_QUEUE}DeadLetters", retention_period=Duration.days(14)
-        )
         # Construct ids on the stack, so the template's logical ids start with the Resource names.
-        self.queue = security.queue(
+        self.queue = security.queue_with_dead_letters(
             scope,
             Resource.GPU_QUEUE,
+            max_receive_count=GPU_QUEUE_MAX_RECEIVE_COUNT,
             visibility_timeout=Duration.seconds(settings.visibility_timeout_s),
             retention_period=Duration.days(4),
-            dead_letter_queue=sqs.DeadLetterQueue(
-                max_receive_count=GPU_QUEUE_MAX_RECEIVE_COUNT, queue=dead_letters
-            ),
         )
 
         # Workers reach S3 through a gateway endpoint, SQS/Step Functions/ECR through a NAT.

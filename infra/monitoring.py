@@ -42,7 +42,6 @@ class Monitoring(Construct):
         self.topic = topic
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
-        self.alarms: list[cloudwatch.Alarm] = []
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard")
         self.dashboard.add_widgets(
             cloudwatch.TextWidget(
@@ -59,7 +58,7 @@ class Monitoring(Construct):
         *,
         threshold: float,
         description: str,
-    ) -> cloudwatch.Alarm:
+    ) -> None:
         alarm = cloudwatch.Alarm(
             self,
             construct_id,
@@ -71,8 +70,6 @@ class Monitoring(Construct):
             alarm_description=description,
         )
         alarm.add_alarm_action(actions.SnsAction(self.topic))
-        self.alarms.append(alarm)
-        return alarm
 
     def monitor_dead_letters(self, name: str, dead_letters: sqs.IQueue) -> None:
         """Anything in a dead-letter queue is work that gave up: alarm on the first message."""

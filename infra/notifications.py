@@ -13,7 +13,6 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import nag
@@ -35,17 +34,12 @@ class StudyNotifications:
 
     def __init__(self, scope: Construct, security: StackSecurity) -> None:
         self.bus = events.EventBus(scope, Resource.EVENT_BUS)
-        self.webhook_dead_letters = security.queue(
-            scope, f"{Resource.WEBHOOK_QUEUE}DeadLetters", retention_period=Duration.days(14)
-        )
-        self.webhook_queue = security.queue(
+        self.webhook_queue = security.queue_with_dead_letters(
             scope,
             Resource.WEBHOOK_QUEUE,
+            max_receive_count=WEBHOOK_MAX_RECEIVE_COUNT,
             visibility_timeout=Duration.seconds(WEBHOOK_VISIBILITY_TIMEOUT_S),
             retention_period=Duration.days(4),
-            dead_letter_queue=sqs.DeadLetterQueue(
-                max_receive_count=WEBHOOK_MAX_RECEIVE_COUNT, queue=self.webhook_dead_letters
-            ),
         )
         # The key webhook signing keys derive from (voxelpipe.webhooks): rotating it changes every
         # study's key, so it is not rotated automatically.

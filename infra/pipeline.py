@@ -169,7 +169,7 @@ class PipelineStack(Stack):
         nag.acknowledge(
             self.pipeline,
             roles_ack,
-            applies_to=[f"Resource::{r}" for r in resources] + [f"Action::{a}" for a in actions],
+            applies_to=[nag.wildcard_resource(r) for r in resources] + [f"Action::{a}" for a in actions],
         )
         nag.acknowledge(self.pipeline, inline_ack, nag.PIPELINE_PROJECTS)
 

@@ -153,6 +153,19 @@ class StackSecurity(Construct):
             **kwargs,  # type: ignore[arg-type]
         )
 
+    def queue_with_dead_letters(
+        self, scope: Construct, construct_id: str, *, max_receive_count: int, **kwargs: object
+    ) -> sqs.Queue:
+        """`queue`, with a dead-letter queue (`{construct_id}DeadLetters`, kept 14 days) that takes
+        a message after `max_receive_count` receives."""
+        dead_letters = self.queue(scope, f"{construct_id}DeadLetters", retention_period=Duration.days(14))
+        return self.queue(
+            scope,
+            construct_id,
+            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=max_receive_count, queue=dead_letters),
+            **kwargs,
+        )
+
     def topic(self, scope: Construct, construct_id: str, **kwargs: object) -> sns.Topic:
         """A TLS-only topic encrypted with the data key, which CloudWatch alarms may publish to."""
         topic = sns.Topic(scope, construct_id, master_key=self.data_key, enforce_ssl=True, **kwargs)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from infra import nag
 from infra.access import BUCKET_ACCESS, READ_ONLY_TABLES, grant_executions
 from infra.api import StudyApi
 from infra.gpu import GpuWorkers
-from infra.monitoring import ALARM_EMAIL_CONTEXT, Monitoring
+from infra.monitoring import ALARM_EMAIL_CONTEXT, WORK_QUEUE_OLDEST_S, Monitoring
 from infra.notifications import StudyNotifications
 from infra.security import (
     QueueFailureDestination,
@@ -307,10 +307,9 @@ class VoxelpipeStack(Stack):
                 monitoring.monitor_dead_letters(queue.node.id, queue)
             elif id(queue) not in dead_letters:
                 dlq = queue.dead_letter_queue.queue if queue.dead_letter_queue else None
-                if id(queue) in oldest_s:
-                    monitoring.monitor_queue(queue.node.id, queue, dlq, oldest_s=oldest_s[id(queue)])
-                else:
-                    monitoring.monitor_queue(queue.node.id, queue, dlq)
+                monitoring.monitor_queue(
+                    queue.node.id, queue, dlq, oldest_s=oldest_s.get(id(queue), WORK_QUEUE_OLDEST_S)
+                )
         for spec in FUNCTIONS:
             monitoring.monitor_function(spec.construct_id, functions[spec.name])
         for machine in (c for c in self.node.find_all() if isinstance(c, sfn.StateMachine)):
@@ -319,14 +318,11 @@ class VoxelpipeStack(Stack):
         return monitoring
 
     def _work_queue(self, resource: Resource) -> sqs.Queue:
-        dead_letters = self.security.queue(self, f"{resource}DeadLetters", retention_period=Duration.days(14))
-        return self.security.queue(
+        return self.security.queue_with_dead_letters(
             self,
             resource,
+            max_receive_count=QUEUE_MAX_RECEIVE_COUNT,
             visibility_timeout=Duration.seconds(QUEUE_VISIBILITY_TIMEOUT_S),
-            dead_letter_queue=sqs.DeadLetterQueue(
-                max_receive_count=QUEUE_MAX_RECEIVE_COUNT, queue=dead_letters
-            ),
         )
 
     def _function(self, spec: FunctionSpec, layers: list[lambda_.LayerVersion]) -> lambda_.Function:

@@ -42,8 +42,8 @@ class StudyWorkflow(Construct):
         functions: Mapping[str, lambda_.IFunction],
         gpu_queue: sqs.IQueue,
         gpu: GpuSettings,
+        log_group: logs.ILogGroup,
         retry_interval: Duration = RETRY_INTERVAL,
-        log_group: logs.ILogGroup | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
 
@@ -155,7 +155,5 @@ class StudyWorkflow(Construct):
             timeout=Duration.hours(6),
             tracing_enabled=True,
             # Every event, without the states' input and output (study metadata stays out of logs).
-            logs=None
-            if log_group is None
-            else sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
+            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
         )

@@ -106,15 +106,16 @@ class LocalCloud:
         self._stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
         self._stack.enter_context(moto_fixes())
         self._stack.enter_context(mock.patch.object(LambdaFunction, "invoke", self._moto_invoke_hook()))
-        self.iam = self._stack.enter_context(LocalIam())
+        self._stack.enter_context(self.iam)
         self.deployment = deploy_template(self.template)
-        (self.iam.token_owner,) = self.deployment.state_machine_arns
+        self.iam.token_owner = self.state_machine_arn
         os.environ.update(self.function_environment())
         os.environ.update(self.env_overrides)
         # GPU workers run as threads here (infra/local/workers.py), started as the GPU queue fills.
         if GPU_WORKER in self.deployment.function_env:
-            self.gpu_workers = LocalGpuWorkers.from_deployment(self.deployment, GPU_WORKER)
+            self.gpu_workers = LocalGpuWorkers.from_deployment(self.deployment)
             self.gpu_workers.start()
+            self._stack.callback(self.gpu_workers.stop)  # on exit, before moto goes
         return self
 
     def __exit__(
@@ -123,11 +124,7 @@ class LocalCloud:
         try:
             self.wait_for_executions()
         finally:
-            try:
-                if self.gpu_workers is not None:
-                    self.gpu_workers.stop()
-            finally:
-                self._stack.close()
+            self._stack.close()
 
     def wait_for_executions(self, timeout_s: float = 60) -> bool:
         """Wait until no execution is running, so none outlives moto; False on timeout."""

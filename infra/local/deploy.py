@@ -273,11 +273,7 @@ class _Deployer:
 
     def _queue(self, logical_id: str, props: dict[str, Any]) -> None:
         attributes: Any = {
-            key: value
-            if isinstance(value, str)
-            else json.dumps(value)
-            if isinstance(value, dict)
-            else str(value)
+            key: json.dumps(value) if isinstance(value, dict) else str(value)
             for key, value in self.out.resolve(props).items()
             if key
             in {

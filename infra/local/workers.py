@@ -22,7 +22,7 @@ from infra.local.iam import LocalIam
 from voxelpipe.adapters.gpu_queue import GpuQueue
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.task_tokens import TaskTokens
-from voxelpipe.gpu.scaling import jobs_to_submit
+from voxelpipe.gpu.scaling import scale
 from voxelpipe.gpu.service import default_runner
 from voxelpipe.gpu.worker import Runner, Worker, WorkerSummary
 from voxelpipe.wiring import SCALER, EnvVar, GpuSettings
@@ -77,9 +77,9 @@ class LocalGpuWorkers:
         self.peak_workers = 0  # the most worker threads alive at once
 
     @classmethod
-    def from_deployment(cls, deployment: Deployment, gpu_worker: str) -> LocalGpuWorkers:
+    def from_deployment(cls, deployment: Deployment) -> LocalGpuWorkers:
         env = deployment.function_env
-        return cls(env[gpu_worker], env[SCALER.name], deployment.statements_of(gpu_worker))
+        return cls(env[GPU_WORKER], env[SCALER.name], deployment.statements_of(GPU_WORKER))
 
     # -- the stand-in scaler -------------------------------------------------------------------
     def start(self) -> None:
@@ -94,17 +94,26 @@ class LocalGpuWorkers:
                 log.exception("local GPU scaler tick failed")
 
     def scale_once(self) -> int:
-        """One tick of the scaler: start the workers the queue's depth calls for; how many started."""
-        depth = self.queue.depth()
+        """One tick of the scaler (the Lambda's own `scale`): start the workers the queue's depth
+        calls for; how many started."""
         with self._lock:
-            active = sum(1 for record in self.workers if record.thread.is_alive())
-            count = jobs_to_submit(depth, active, self.settings.micro_batch_size, self.settings.max_workers)
-            for _ in range(count):
-                self._start_worker()
-            self.peak_workers = max(self.peak_workers, active + count)
-        return count
+            decision = scale(
+                self.queue,
+                self,
+                micro_batch_size=self.settings.micro_batch_size,
+                max_workers=self.settings.max_workers,
+            )
+            self.peak_workers = max(self.peak_workers, decision.active_jobs + len(decision.submitted))
+        return len(decision.submitted)
 
-    def _start_worker(self) -> None:
+    # -- scaling.WorkerJobs, called by scale_once under the lock --------------------------------
+    def active(self) -> int:
+        return sum(1 for record in self.workers if record.thread.is_alive())
+
+    def submit(self, count: int) -> list[str]:
+        return [self._start_worker() for _ in range(count)]
+
+    def _start_worker(self) -> str:
         name = f"local-gpu-worker-{next(self._names)}"
         worker = Worker(
             queue=self.queue,
@@ -113,17 +122,15 @@ class LocalGpuWorkers:
             settings=self.settings,
             name=name,
         )
-        thread = threading.Thread(
-            target=self._run_worker, args=(worker, self.statements), name=name, daemon=True
-        )
+        thread = threading.Thread(target=self._run_worker, args=(worker,), name=name, daemon=True)
         self.workers.append(WorkerRecord(name, thread, worker))
         thread.start()
         log.info("started %s", name)
+        return name
 
-    @staticmethod
-    def _run_worker(worker: Worker, statements: Sequence[Mapping[str, Any]]) -> None:
+    def _run_worker(self, worker: Worker) -> None:
         try:
-            with LocalIam.acting_as(GPU_WORKER, statements):
+            with LocalIam.acting_as(GPU_WORKER, self.statements):
                 worker.run()
         except BaseException as crash:  # the thread ends as a Batch job's process would: unanswered
             log.warning("%s died: %r", worker.name, crash)
