@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
+from voxelpipe.adapters.queues import queue_depth
 from voxelpipe.wiring import FUNCTION_TAG, REAPER
 
 if TYPE_CHECKING:
@@ -49,11 +50,6 @@ def dead_letter_queues(sqs: SQSClient, prefix: str) -> list[DeadLetterQueue]:
     return found
 
 
-def waiting(sqs: SQSClient, url: str) -> int:
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-    return int(attributes["Attributes"].get("ApproximateNumberOfMessages", 0))
-
-
 def redrive(sqs: SQSClient, queue: DeadLetterQueue, *, dry_run: bool = False) -> int:
     """Move every message of a dead-letter queue back to its source queue; how many (or would be).
 
@@ -63,7 +59,7 @@ def redrive(sqs: SQSClient, queue: DeadLetterQueue, *, dry_run: bool = False) ->
     if len(queue.source_urls) != 1:
         raise ValueError(f"{queue.name} is the dead-letter queue of {len(queue.source_urls)} queues")
     if dry_run:
-        return waiting(sqs, queue.url)
+        return queue_depth(queue.url).visible
     (source,) = queue.source_urls
     moved = 0
     while True:

@@ -271,10 +271,8 @@ def _model(args: argparse.Namespace, client: Any) -> int:
             file=sys.stderr,
         )
         return 2
-    digest = hashlib.sha256()
     with args.path.open("rb") as source:
-        for chunk in iter(lambda: source.read(8 * 1024**2), b""):
-            digest.update(chunk)
+        digest = hashlib.file_digest(source, "sha256")
     size = args.path.stat().st_size
     created = client.register_model(args.name, json.loads(spec.model_dump_json()), size, digest.hexdigest())
     with tqdm(total=size, unit="B", unit_scale=True, desc=args.path.name, file=sys.stderr) as bar:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from voxelpipe.wiring import FINALIZE, INGEST, PREPARE, RUN_ANALYSIS, EnvVar, FunctionSpec, Runtime
+from voxelpipe.wiring import RUN_ANALYSIS, STEP_FUNCTIONS, EnvVar, FunctionSpec, Runtime, analysis_of_step
 
 PRICES_AS_OF = "2026-11-01"
 
@@ -57,16 +57,11 @@ class StepUse:
     duration_ms: float
 
 
-# Which function ran a step (task rows name steps, not functions).
-_STEP_FUNCTIONS: dict[str, FunctionSpec] = {"validate": INGEST, "prepare": PREPARE, "finalize": FINALIZE}
-
-
 def _function_of(step: str) -> FunctionSpec | None:
-    if step in _STEP_FUNCTIONS:
-        return _STEP_FUNCTIONS[step]
-    if step.startswith("analysis:"):
-        return RUN_ANALYSIS
-    return None
+    """The Lambda function that ran a step."""
+    if step in STEP_FUNCTIONS:
+        return STEP_FUNCTIONS[step]
+    return RUN_ANALYSIS if analysis_of_step(step) is not None else None
 
 
 def study_cost(
@@ -84,7 +79,8 @@ def study_cost(
     invocations = 1  # dispatch, which keeps no task row
     for use in steps:
         seconds = use.duration_ms / 1000
-        if use.step.startswith("analysis:") and runtimes.get(use.step.split(":", 1)[1]) is Runtime.GPU:
+        analysis = analysis_of_step(use.step)
+        if analysis is not None and runtimes.get(analysis) is Runtime.GPU:
             gpu_seconds += seconds
             continue
         spec = _function_of(use.step)
@@ -124,8 +120,3 @@ def study_cost(
         "estimated_usd": round(usd, 6),
         "prices": {"region": prices.region, "as_of": prices.as_of},
     }
-
-
-def price_fields() -> dict[str, Any]:
-    """The default price table, for the docs and the CLI."""
-    return asdict(PriceTable())

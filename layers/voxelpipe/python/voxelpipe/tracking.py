@@ -214,6 +214,13 @@ def fail_task(task: TaskRecord, error: dict[str, Any]) -> None:
     _end_task(task, TaskStatus.FAILED, error=error)
 
 
+def fail_running_tasks(study_id: str, attempt: int, error: dict[str, Any]) -> None:
+    """Every task of the attempt still RUNNING ends FAILED with `error`."""
+    for task in tasks_of(study_id, attempt):
+        if task.status == TaskStatus.RUNNING:
+            fail_task(task, error)
+
+
 def _end_task(
     task: TaskRecord,
     status: TaskStatus,

@@ -283,6 +283,21 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
 )
 
 
+# Task rows name steps, not functions: the function that runs each pipeline step. An analysis's
+# step is `analysis:{name}`, run by RunAnalysis on Lambda (or by a GPU worker).
+STEP_FUNCTIONS: dict[str, FunctionSpec] = {"validate": INGEST, "prepare": PREPARE, "finalize": FINALIZE}
+ANALYSIS_STEP_PREFIX = "analysis:"
+
+
+def analysis_step(analysis: str) -> str:
+    return ANALYSIS_STEP_PREFIX + analysis
+
+
+def analysis_of_step(step: str) -> str | None:
+    """The analysis an `analysis:{name}` step runs; None for any other step."""
+    return step.removeprefix(ANALYSIS_STEP_PREFIX) if step.startswith(ANALYSIS_STEP_PREFIX) else None
+
+
 def function_spec(name: str) -> FunctionSpec:
     """The spec of the function called `name` (its folder under functions/)."""
     for spec in FUNCTIONS:
@@ -419,15 +434,9 @@ class GpuSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GpuSettings:
         """The settings a worker or the scaler was deployed with (its environment); the rest default."""
-        names = {
-            EnvVar.GPU_HEARTBEAT_S: "heartbeat_s",
-            EnvVar.GPU_MICRO_BATCH_SIZE: "micro_batch_size",
-            EnvVar.GPU_IDLE_EXIT_S: "idle_exit_s",
-            EnvVar.GPU_POLL_WAIT_S: "poll_wait_s",
-            EnvVar.GPU_MAX_WORKERS: "max_workers",
-            EnvVar.GPU_WORKER_LIFETIME_S: "worker_lifetime_s",
+        values: dict[str, Any] = {
+            name: int(env[var]) for var, name in _GPU_ENV_FIELDS.items() if env.get(var)
         }
-        values: dict[str, Any] = {name: int(env[var]) for var, name in names.items() if env.get(var)}
         values["gpu_analyses"] = tuple(
             name.strip() for name in env.get(EnvVar.GPU_ANALYSES, "").split(",") if name.strip()
         )
@@ -435,22 +444,35 @@ class GpuSettings:
         settings.validate()
         return settings
 
+    def _env(self, variables: tuple[EnvVar, ...]) -> dict[EnvVar, str]:
+        return {var: str(getattr(self, _GPU_ENV_FIELDS[var])) for var in variables}
+
     def worker_env(self) -> dict[EnvVar, str]:
         """The worker's environment (its job definition's) for these settings."""
-        return {
-            EnvVar.GPU_HEARTBEAT_S: str(self.heartbeat_s),
-            EnvVar.GPU_MICRO_BATCH_SIZE: str(self.micro_batch_size),
-            EnvVar.GPU_IDLE_EXIT_S: str(self.idle_exit_s),
-            EnvVar.GPU_POLL_WAIT_S: str(self.poll_wait_s),
-            EnvVar.GPU_WORKER_LIFETIME_S: str(self.worker_lifetime_s),
-        }
+        return self._env(
+            (
+                EnvVar.GPU_HEARTBEAT_S,
+                EnvVar.GPU_MICRO_BATCH_SIZE,
+                EnvVar.GPU_IDLE_EXIT_S,
+                EnvVar.GPU_POLL_WAIT_S,
+                EnvVar.GPU_WORKER_LIFETIME_S,
+            )
+        )
 
     def routing_env(self) -> dict[EnvVar, str]:
         """What dispatch (which routes) and the API (which lists runtimes) are told."""
         return {EnvVar.GPU_ANALYSES: ",".join(self.gpu_analyses)}
 
     def scaler_env(self) -> dict[EnvVar, str]:
-        return {
-            EnvVar.GPU_MICRO_BATCH_SIZE: str(self.micro_batch_size),
-            EnvVar.GPU_MAX_WORKERS: str(self.max_workers),
-        }
+        return self._env((EnvVar.GPU_MICRO_BATCH_SIZE, EnvVar.GPU_MAX_WORKERS))
+
+
+# The integer settings the GPU half's functions are told through their environment: variable -> field.
+_GPU_ENV_FIELDS: dict[EnvVar, str] = {
+    EnvVar.GPU_HEARTBEAT_S: "heartbeat_s",
+    EnvVar.GPU_MICRO_BATCH_SIZE: "micro_batch_size",
+    EnvVar.GPU_IDLE_EXIT_S: "idle_exit_s",
+    EnvVar.GPU_POLL_WAIT_S: "poll_wait_s",
+    EnvVar.GPU_MAX_WORKERS: "max_workers",
+    EnvVar.GPU_WORKER_LIFETIME_S: "worker_lifetime_s",
+}

@@ -122,19 +122,19 @@ def _model_view(record: ModelRecord) -> ModelView:
     )
 
 
+def _post_target(storage: Storage, key: str, filename: str, size: int, expires_at: datetime) -> UploadTarget:
+    """A presigned form POST of `size` bytes to `key`."""
+    post = storage.presign_post(key, size, int(URL_EXPIRY.total_seconds()))
+    return UploadTarget(
+        file=filename, key=key, method="post", url=post["url"], fields=post["fields"], expires_at=expires_at
+    )
+
+
 def _upload_target(storage: Storage, key: UploadKey, size: int, expires_at: datetime) -> UploadTarget:
     expires_s = int(URL_EXPIRY.total_seconds())
     threshold = int(os.environ.get(MULTIPART_THRESHOLD_ENV, DEFAULT_MULTIPART_THRESHOLD))
     if size <= threshold:
-        post = storage.presign_post(key.key, size, expires_s)
-        return UploadTarget(
-            file=key.filename,
-            key=key.key,
-            method="post",
-            url=post["url"],
-            fields=post["fields"],
-            expires_at=expires_at,
-        )
+        return _post_target(storage, key.key, key.filename, size, expires_at)
     part_size = max(5 * 1024**2, int(os.environ.get(MULTIPART_PART_ENV, DEFAULT_PART_BYTES)))
     multipart = storage.presign_multipart(key.key, size, part_size, expires_s)
     return UploadTarget(
@@ -176,17 +176,13 @@ def create_app() -> FastAPI:
     def register_model(body: CreateModel, caller: Caller) -> ModelCreated:
         caller.require(Action.MANAGE_MODELS)
         record = registry.register_model(body.name, body.spec, body.size, body.sha256, actor=caller.subject)
-        expires_at = datetime.now(UTC) + URL_EXPIRY
-        post = Storage.from_environment().presign_post(
-            record.object_key, body.size, int(URL_EXPIRY.total_seconds())
-        )
-        upload = UploadTarget(
-            file=record.object_key.rsplit("/", 1)[-1],
-            key=record.object_key,
-            method="post",
-            url=post["url"],
-            fields=post["fields"],
-            expires_at=expires_at,
+        # Always one form POST: a model is at most 5 GB (MAX_MODEL_BYTES), S3's limit for one.
+        upload = _post_target(
+            Storage.from_environment(),
+            record.object_key,
+            record.object_key.rsplit("/", 1)[-1],
+            body.size,
+            datetime.now(UTC) + URL_EXPIRY,
         )
         return ModelCreated(model=_model_view(record), upload=upload)
 

@@ -40,6 +40,7 @@ from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
 from voxelpipe.pipeline.analysis import store_output
 from voxelpipe.records import TaskRecord
+from voxelpipe.wiring import analysis_step
 
 # Threads reading, decoding and writing around the device's work (CPU-bound, mostly GIL-free).
 DEFAULT_PREFETCH_WORKERS = min(8, os.cpu_count() or 2)
@@ -155,7 +156,7 @@ def run_model_tasks(
             continue
         try:
             records[index] = tracking.start_task(
-                task.study_id, task.attempt, f"analysis:{task.analysis.name}"
+                task.study_id, task.attempt, analysis_step(task.analysis.name)
             )
         except Exception as error:
             fail(index, error)

@@ -18,6 +18,7 @@ from voxelpipe.analyses import AnalysisInput, AnalysisOutput, resolve
 from voxelpipe.keys import derived_key, work_key
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
+from voxelpipe.wiring import analysis_step
 
 
 class AnalysisVersionMismatch(RuntimeError):
@@ -83,7 +84,7 @@ def run_analysis(task: AnalysisTask, storage: Storage) -> AnalysisResult:
         raise AnalysisVersionMismatch(
             f"{request.name} {request.version} requested; this code has {analysis.version}"
         )
-    record = tracking.start_task(task.study_id, task.attempt, f"analysis:{analysis.name}")
+    record = tracking.start_task(task.study_id, task.attempt, analysis_step(analysis.name))
     image = load_nifti(storage.read(task.volume.volume_key))
     parameters = {**analysis.parameters, **request.parameters}
     output = analysis.run(

@@ -50,9 +50,7 @@ def describe_error(failure: FailureInput) -> dict[str, Any]:
 
 def mark_failed(failure: FailureInput) -> dict[str, Any]:
     error = describe_error(failure)
-    for record in tracking.tasks_of(failure.study_id, failure.attempt):
-        if record.status == TaskStatus.RUNNING:
-            tracking.fail_task(record, error)
+    tracking.fail_running_tasks(failure.study_id, failure.attempt, error)
     try:
         tracking.transition(
             failure.study_id, failure.attempt, StudyStatus.FAILED, changes=[StudyRecord.error.set(error)]

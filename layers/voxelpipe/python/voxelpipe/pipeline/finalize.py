@@ -21,13 +21,14 @@ def finalize(state: FinalizeInput, storage: Storage) -> dict[str, str]:
     task = tracking.start_task(state.study_id, state.attempt, STEP)
     study = tracking.get_study(state.study_id)
     upload = dict(study.input or {}) if study is not None else {}
+    tasks = tracking.tasks_of(state.study_id, state.attempt)
     timings = {
         record.step: float(record.duration_ms)
-        for record in tracking.tasks_of(state.study_id, state.attempt)
+        for record in tasks
         if record.status == TaskStatus.SUCCEEDED and record.duration_ms is not None
     }
     document = build_results(state, upload, timings)
-    cost = attempt_cost(state, study, task)
+    cost = attempt_cost(state, study, tasks, task)
     document["provenance"]["cost"] = cost
     key = results_key(state.study_id)
     storage.write(key, json.dumps(document, indent=2).encode(), content_type="application/json")
@@ -48,12 +49,13 @@ def finalize(state: FinalizeInput, storage: Storage) -> dict[str, str]:
     return {"results_key": key}
 
 
-def attempt_cost(state: FinalizeInput, study: StudyRecord | None, finalizing: TaskRecord) -> dict[str, Any]:
-    """The attempt's measured use and estimated cost (voxelpipe.cost), Finalize counted so far."""
+def attempt_cost(
+    state: FinalizeInput, study: StudyRecord | None, tasks: list[TaskRecord], finalizing: TaskRecord
+) -> dict[str, Any]:
+    """The attempt's measured use and estimated cost (voxelpipe.cost) from its task rows, Finalize
+    counted so far."""
     steps = [
-        StepUse(record.step, float(record.duration_ms))
-        for record in tracking.tasks_of(state.study_id, state.attempt)
-        if record.duration_ms is not None
+        StepUse(record.step, float(record.duration_ms)) for record in tasks if record.duration_ms is not None
     ]
     steps.append(StepUse(STEP, (tracking.now() - finalizing.started_at).total_seconds() * 1000))
     uploads = len((study.manifest if study is not None else None) or [None])

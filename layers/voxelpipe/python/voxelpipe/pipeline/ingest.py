@@ -188,9 +188,16 @@ def quarantine_uploads(study: StudyRecord, storage: Storage) -> None:
 
 
 def reject_study(
-    study_id: str, attempt: int, rejected: Rejected, task: TaskRecord | None, *, source: str
+    study_id: str,
+    attempt: int,
+    rejected: Rejected,
+    task: TaskRecord | None,
+    *,
+    source: str,
+    actor: str = ACTOR,
 ) -> IngestOutcome:
-    """REJECTED with the reason code and its sentence, on the study, its task and the audit trail."""
+    """REJECTED with the reason code and its sentence, on the study, its task and the audit trail
+    (by ingest, or by Prepare for a series that proves bad only when decoded)."""
     if task is not None:  # ended first, so that a REJECTED study never shows a RUNNING task
         tracking.fail_task(
             task, {"type": "Rejected", "reason": rejected.reason.value, "message": rejected.detail}
@@ -207,7 +214,7 @@ def reject_study(
     tracking.audit(
         study_id,
         "rejected",
-        actor=ACTOR,
+        actor=actor,
         source=source,
         detail={"reason": rejected.reason.value, "detail": rejected.detail},
     )

@@ -17,7 +17,7 @@ from voxelpipe.dicom import assemble_series, deidentify_bytes, read_series_zip
 from voxelpipe.keys import derived_key, work_key
 from voxelpipe.messages import ExecutionInput, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
-from voxelpipe.pipeline.ingest import quarantine_uploads
+from voxelpipe.pipeline.ingest import quarantine_uploads, reject_study
 from voxelpipe.pipeline.ingest_dicom import uid_map
 from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.status import StudyStatus
@@ -61,25 +61,8 @@ def _prepare_dicom(
     except Rejected as rejected:
         if execution.input_key.startswith(Prefix.UPLOADS):
             quarantine_uploads(study, storage)  # as ingest does: out of uploads/, kept for a look
-        # The task ends before the study does, as in every terminal move.
-        tracking.fail_task(
-            task, {"type": "Rejected", "reason": rejected.reason.value, "message": rejected.detail}
-        )
-        tracking.transition(
-            study.study_id,
-            execution.attempt,
-            StudyStatus.REJECTED,
-            changes=[
-                StudyRecord.reason.set(rejected.reason.value),
-                StudyRecord.reason_detail.set(rejected.detail),
-            ],
-        )
-        tracking.audit(
-            study.study_id,
-            "rejected",
-            actor=STEP,
-            source=execution.input_key,
-            detail={"reason": rejected.reason.value},
+        reject_study(
+            study.study_id, execution.attempt, rejected, task, source=execution.input_key, actor=STEP
         )
         raise StudyRejected(f"{rejected.reason}: {rejected.detail}") from rejected
     tracking.set_progress(task, 40)

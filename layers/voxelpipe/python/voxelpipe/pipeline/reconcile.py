@@ -8,7 +8,7 @@ run, changes nothing twice. Each run looks at no more than `limit` studies of ea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -20,16 +20,16 @@ from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus, TaskStatus
 from voxelpipe.telemetry import Dimension, Metric
 from voxelpipe.wiring import (
-    FINALIZE,
     INGEST,
     MARK_FAILED,
-    PREPARE,
     QUEUE_MAX_RECEIVE_COUNT,
     QUEUE_VISIBILITY_TIMEOUT_S,
     REAPER_BATCH,
     RUN_ANALYSIS,
+    STEP_FUNCTIONS,
     FunctionSpec,
     GpuSettings,
+    analysis_of_step,
     execution_name,
 )
 
@@ -72,9 +72,6 @@ def _spec_deadline(spec: FunctionSpec) -> timedelta:
     return timedelta(seconds=tries) + SLACK
 
 
-STEP_SPECS: dict[str, FunctionSpec] = {"validate": INGEST, "prepare": PREPARE, "finalize": FINALIZE}
-
-
 def _gpu_deadline(gpu: GpuSettings) -> timedelta:
     """Every try of a GPU task (infra/workflow.py RunOnGpu), each bounded by its task timeout."""
     tries = gpu.retry_attempts + 1
@@ -88,9 +85,9 @@ def step_deadline(step: str, gpu: GpuSettings | None = None) -> timedelta:
     An analysis may run on Lambda or on the GPU workers (by deployment), so it gets the longer of
     the two runtimes' deadlines, never more than the execution's own timeout.
     """
-    if step in STEP_SPECS:
-        return _spec_deadline(STEP_SPECS[step])
-    if step.startswith("analysis:"):
+    if step in STEP_FUNCTIONS:
+        return _spec_deadline(STEP_FUNCTIONS[step])
+    if analysis_of_step(step) is not None:
         longest = max(_spec_deadline(RUN_ANALYSIS), _gpu_deadline(gpu or GpuSettings()))
         return min(longest, STATE_MACHINE_TIMEOUT + SLACK)
     return STATE_MACHINE_TIMEOUT + SLACK
@@ -182,13 +179,7 @@ class Outcome:
     why: str
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "study_id": self.study_id,
-            "attempt": self.attempt,
-            "status": self.status,
-            "action": self.action,
-            "why": self.why,
-        }
+        return asdict(self)
 
 
 def _redrives(study_id: str, attempt: int) -> int:
@@ -234,9 +225,7 @@ def _fail(study: StudyRecord, seen: Observation, decision: Decision) -> bool:
         )
     except tracking.TransitionRefused:
         return False  # it moved on while we looked: nothing is stuck
-    for task in tracking.tasks_of(study.study_id, seen.attempt):
-        if task.status == TaskStatus.RUNNING:
-            tracking.fail_task(task, error)
+    tracking.fail_running_tasks(study.study_id, seen.attempt, error)
     # After FAILED, so that a step the stop interrupts can no longer move the study.
     if decision.stop_execution or seen.execution == "RUNNING":
         executions.stop_execution(study.study_id, seen.attempt, error=STUCK, cause=decision.why)

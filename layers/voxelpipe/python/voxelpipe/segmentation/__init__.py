@@ -16,11 +16,8 @@ from voxelpipe.segmentation.device import default_device, resolve_device
 from voxelpipe.segmentation.em import EMParameters, TissueSegmentation, segment_tissues
 from voxelpipe.segmentation.pipeline import Segmentation, SegmentationParameters, segment
 from voxelpipe.segmentation.resample import axis_map, resample, to_grid
-from voxelpipe.tissues import LABELS, TISSUES
 
 __all__ = [
-    "LABELS",
-    "TISSUES",
     "BiasField",
     "BiasParameters",
     "BrainMask",
