@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -14,12 +13,10 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from voxelpipe.adapters.storage import Storage
-from voxelpipe.inference.runner import SlidingWindowRunner, WindowSettings
+from voxelpipe.inference.runner import Predictor, SlidingWindowRunner, WindowSettings
 from voxelpipe.inference.spec import MANIFEST_FILE, ModelManifest, ModelSpec
 from voxelpipe.keys import model_key
 from voxelpipe.segmentation.device import resolve_device
-
-Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
 class ModelUnavailable(RuntimeError):
