@@ -16,7 +16,7 @@ from aws_cdk import aws_stepfunctions as sfn
 
 from infra import nag
 from infra.security import BucketAccess, logical_id
-from voxelpipe.wiring import (
+from voxelpipe.function_specs import (
     API,
     DISPATCH,
     FINALIZE,
@@ -26,9 +26,8 @@ from voxelpipe.wiring import (
     REAPER,
     RUN_ANALYSIS,
     WEBHOOK,
-    Prefix,
-    Resource,
 )
+from voxelpipe.wiring import Prefix, Resource
 
 UPLOADS, QUARANTINE, DERIVED, WORK, MODELS = (
     Prefix.UPLOADS,

@@ -19,7 +19,7 @@ from constructs import Construct
 
 from voxelpipe.status import StudyStatus
 from voxelpipe.telemetry import NAMESPACE, Dimension, Metric
-from voxelpipe.wiring import QUEUE_MAX_RECEIVE_COUNT, QUEUE_VISIBILITY_TIMEOUT_S
+from voxelpipe.workflow_settings import QUEUE_MAX_RECEIVE_COUNT, QUEUE_VISIBILITY_TIMEOUT_S
 
 PERIOD = Duration.minutes(5)
 # A work item older than this has outlived its receives (it is on its way to the dead letters).

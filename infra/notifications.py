@@ -17,15 +17,12 @@ from constructs import Construct
 
 from infra import nag
 from infra.security import StackSecurity
-from voxelpipe.wiring import (
-    EVENT_SOURCE,
+from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, EnvVar, Resource
+from voxelpipe.workflow_settings import (
     REAPER_INTERVAL_MIN,
-    STATUS_CHANGED,
     WEBHOOK_BATCH_SIZE,
     WEBHOOK_MAX_RECEIVE_COUNT,
     WEBHOOK_VISIBILITY_TIMEOUT_S,
-    EnvVar,
-    Resource,
 )
 
 

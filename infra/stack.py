@@ -32,27 +32,25 @@ from infra.security import (
 from infra.settings import StackSettings
 from infra.tables import idempotency_table, table_for_model
 from infra.workflow import StudyWorkflow
-from voxelpipe.records import REGISTRY_MODELS, STATUS_MODELS, table_schema
-from voxelpipe.wiring import (
+from voxelpipe.function_specs import (
     API,
     DISPATCH,
-    DISPATCH_BATCH_SIZE,
-    ENV_RESOURCES,
-    FUNCTION_TAG,
     FUNCTIONS,
-    GPU_RESOURCES,
     GPU_WORKER_ENV,
     INGEST,
-    QUEUE_MAX_RECEIVE_COUNT,
-    QUEUE_VISIBILITY_TIMEOUT_S,
     REAPER,
     SCALER,
     WEBHOOK,
-    EnvVar,
     FunctionSpec,
-    GpuSettings,
-    Prefix,
-    Resource,
+)
+from voxelpipe.gpu.settings import GpuSettings
+from voxelpipe.records import REGISTRY_MODELS, STATUS_MODELS, table_schema
+from voxelpipe.wiring import ENV_RESOURCES, FUNCTION_TAG, GPU_RESOURCES, EnvVar, Prefix, Resource
+from voxelpipe.workflow_settings import (
+    DISPATCH_BATCH_SIZE,
+    INGEST_ASYNC_RETRIES,
+    QUEUE_MAX_RECEIVE_COUNT,
+    QUEUE_VISIBILITY_TIMEOUT_S,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +65,6 @@ POWERTOOLS_ENV = {
     "POWERTOOLS_METRICS_NAMESPACE": "Voxelpipe",
     "POWERTOOLS_LOG_LEVEL": "INFO",
 }
-INGEST_ASYNC_RETRIES = 2
 # The construct id CDK gives its bucket-notifications handler (a singleton per stack).
 NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
 _ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "*.egg-info"]

@@ -12,23 +12,21 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from voxelpipe.wiring import (
+from voxelpipe.function_specs import FINALIZE, MARK_FAILED, PREPARE, RUN_ANALYSIS, FunctionSpec
+from voxelpipe.gpu.settings import GPU_RETRIED_ERRORS, GpuSettings
+from voxelpipe.wiring import Runtime
+from voxelpipe.workflow_settings import (
     ANALYSIS_CONCURRENCY,
-    FINALIZE,
-    GPU_RETRIED_ERRORS,
-    MARK_FAILED,
-    PREPARE,
-    RUN_ANALYSIS,
+    RETRY_ATTEMPTS,
+    RETRY_BACKOFF,
+    RETRY_INTERVAL_S,
+    STATE_MACHINE_TIMEOUT_S,
     TRANSIENT_LAMBDA_ERRORS,
-    FunctionSpec,
-    GpuSettings,
-    Runtime,
+    task_timeout_s,
 )
 
 # Retry settings for transient Lambda errors (DESIGN: retry with backoff, catch the rest).
-RETRY_INTERVAL = Duration.seconds(2)
-RETRY_ATTEMPTS = 3
-RETRY_BACKOFF = 2.0
+RETRY_INTERVAL = Duration.seconds(RETRY_INTERVAL_S)
 
 
 class StudyWorkflow(Construct):
@@ -55,7 +53,7 @@ class StudyWorkflow(Construct):
                 payload_response_only=True,
                 retry_on_service_exceptions=False,
                 result_path=result_path,
-                task_timeout=sfn.Timeout.duration(Duration.seconds(spec.timeout_s + 30)),
+                task_timeout=sfn.Timeout.duration(Duration.seconds(task_timeout_s(spec.timeout_s))),
             )
             task.add_retry(
                 errors=list(TRANSIENT_LAMBDA_ERRORS),
@@ -152,7 +150,7 @@ class StudyWorkflow(Construct):
             "Resource",
             definition_body=sfn.DefinitionBody.from_chainable(definition),
             state_machine_type=sfn.StateMachineType.STANDARD,
-            timeout=Duration.hours(6),
+            timeout=Duration.seconds(STATE_MACHINE_TIMEOUT_S),
             tracing_enabled=True,
             # Every event, without the states' input and output (study metadata stays out of logs).
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),

@@ -17,10 +17,10 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from voxelpipe.adapters.storage import Storage
+from voxelpipe.limits import Limits
 from voxelpipe.messages import ObjectCreatedNotification
 from voxelpipe.observability import logger, metrics, tracer
 from voxelpipe.pipeline.ingest import UploadedObject, ingest_upload
-from voxelpipe.validation import Limits
 from voxelpipe.wiring import EnvVar
 
 persistence = DynamoDBPersistenceLayer(table_name=os.environ[EnvVar.IDEMPOTENCY_TABLE])

@@ -13,9 +13,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from voxelpipe.adapters.batch_jobs import BatchJobs
 from voxelpipe.adapters.gpu_queue import GpuQueue
 from voxelpipe.gpu.scaling import scale
+from voxelpipe.gpu.settings import GpuSettings
 from voxelpipe.observability import logger, metrics, tracer
 from voxelpipe.telemetry import Dimension, Metric, emit
-from voxelpipe.wiring import GpuSettings
 
 
 @logger.inject_lambda_context

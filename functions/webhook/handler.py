@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voxelpipe import telemetry
 from voxelpipe.adapters import http, queues, secrets
-from voxelpipe.events import StudyStatusChanged
 from voxelpipe.observability import logger, metrics, tracer
+from voxelpipe.status_events import StudyStatusChanged
 from voxelpipe.telemetry import Dimension, Metric
 from voxelpipe.webhooks import DeliveryFailed, deliver, retry_delay_s
 from voxelpipe.wiring import EnvVar

@@ -33,8 +33,9 @@ from infra.local.iam import LocalIam
 from infra.local.moto_fixes import moto_fixes
 from infra.local.template import cached_template
 from infra.local.workers import LocalGpuWorkers
+from voxelpipe.function_specs import function_spec
 from voxelpipe.observability import metrics
-from voxelpipe.wiring import EnvVar, function_spec
+from voxelpipe.wiring import EnvVar
 
 log = logging.getLogger("voxelpipe.local")
 

@@ -21,7 +21,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from infra.local.cloud import LocalCloud
 from voxelpipe.adapters.storage import PUBLIC_ENDPOINT_ENV
 from voxelpipe.api.app import create_app
-from voxelpipe.wiring import API, EnvVar
+from voxelpipe.function_specs import API
+from voxelpipe.wiring import EnvVar
 
 DEFAULT_PORT = 8000
 

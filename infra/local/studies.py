@@ -62,7 +62,7 @@ def submit(
 ) -> str:
     """Register a NIfTI study and upload its scan, as a client does; returns the study id.
 
-    The upload's S3 notification starts the pipeline. Unknown analyses raise UnknownAnalysis
+    The upload's S3 notification starts the pipeline. An unknown analysis raises RegistrationRefused
     before anything is uploaded.
     """
     return submit_files(cloud, [(filename, data)], input_format="nifti", analyses=analyses, tenant=tenant)

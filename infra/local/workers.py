@@ -22,10 +22,12 @@ from infra.local.iam import LocalIam
 from voxelpipe.adapters.gpu_queue import GpuQueue
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.task_tokens import TaskTokens
+from voxelpipe.function_specs import SCALER
 from voxelpipe.gpu.scaling import scale
 from voxelpipe.gpu.service import default_runner
+from voxelpipe.gpu.settings import GpuSettings
 from voxelpipe.gpu.worker import Runner, Worker, WorkerSummary
-from voxelpipe.wiring import SCALER, EnvVar, GpuSettings
+from voxelpipe.wiring import EnvVar
 
 log = logging.getLogger("voxelpipe.local")
 

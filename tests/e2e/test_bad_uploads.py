@@ -9,8 +9,8 @@ from infra.local.cloud import LocalCloud
 from infra.local.studies import report, submit, wait_for_terminal
 from tests.fixtures.bad_nifti import bad_nifti_cases, make_good_nifti
 from voxelpipe import tracking
-from voxelpipe.analyses import UnknownAnalysis
 from voxelpipe.keys import UploadKey, new_study_id
+from voxelpipe.pipeline.register import RegistrationRefused
 from voxelpipe.status import StudyStatus, TaskStatus
 from voxelpipe.wiring import EnvVar
 
@@ -55,7 +55,7 @@ def test_every_malformed_upload_ends_rejected_with_its_reason(
 def test_an_unknown_analysis_is_rejected_naming_the_catalogue(cloud: LocalCloud):
     # Registration refuses unknown names; a study can still hold one if the catalogue changed
     # between its registration and its upload.
-    with pytest.raises(UnknownAnalysis):
+    with pytest.raises(RegistrationRefused, match="no-such-analysis"):
         submit(cloud, b"", "never-sent.nii", analyses=["no-such-analysis"])
     study_id = new_study_id()
     tracking.create_study(study_id, "demo", analyses=["qc", "no-such-analysis"], priority="normal")

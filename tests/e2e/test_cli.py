@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from infra.cli.main import main
 from tests.fixtures.bad_nifti import make_bad_nifti, make_good_nifti
-from voxelpipe.cli import main
 
 VOXELPIPE = Path(sys.executable).parent / "voxelpipe"
 CONTRACT = {"study_id", "input", "status", "results", "artifacts", "timings"}

@@ -29,13 +29,14 @@ from voxelpipe.analyses import Analysis, AnalysisInput, AnalysisOutput
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.gpu.service import default_runner
+from voxelpipe.gpu.settings import GpuWorkerError
 from voxelpipe.gpu.worker import OnResult, Runner, TransientWorkerError
 from voxelpipe.inference.registry import publish_model
 from voxelpipe.keys import derived_key
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
 from voxelpipe.status import StudyStatus, TaskStatus
-from voxelpipe.wiring import EnvVar, GpuWorkerError, Runtime
+from voxelpipe.wiring import EnvVar, Runtime
 
 RETRY_ATTEMPTS = GPU_RETRY_ATTEMPTS
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.cli.main import main
 from tests.fixtures.models import make_threshold_model
-from voxelpipe.cli import main
 
 
 def test_register_a_model_then_list_it(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -20,9 +20,10 @@ from voxelpipe import tracking, webhooks
 from voxelpipe.adapters import executions
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
+from voxelpipe.function_specs import PREPARE
 from voxelpipe.pipeline import reconcile
 from voxelpipe.status import StudyStatus, TaskStatus
-from voxelpipe.wiring import EVENT_SOURCE, PREPARE, STATUS_CHANGED, EnvVar
+from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, EnvVar
 
 
 def test_a_study_frozen_in_a_step_is_failed_by_the_reaper_with_an_audit_row(cloud: LocalCloud):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import httpx
 
+from infra.cli.client import Client
 from infra.local.samples import mni152_t1_path
 from tests.fixtures.serve import VOXELPIPE
 from voxelpipe.api.auth import Role, mint_dev_token
-from voxelpipe.client import Client
 
 
 def _client(url: str, tenant: str = "lab-a", role: Role = Role.UPLOADER) -> Client:

@@ -14,8 +14,9 @@ from infra.local.studies import wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
+from voxelpipe.function_specs import API
 from voxelpipe.status import StudyStatus
-from voxelpipe.wiring import API, EnvVar
+from voxelpipe.wiring import EnvVar
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ from tests.fixtures.models import make_threshold_model
 from voxelpipe import tracking
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
+from voxelpipe.function_specs import API
 from voxelpipe.messages import ExecutionInput, WorkItem
 from voxelpipe.pipeline.dispatch import dispatch
 from voxelpipe.status import StudyStatus
-from voxelpipe.wiring import API, EnvVar
+from voxelpipe.wiring import EnvVar
 
 
 @pytest.fixture

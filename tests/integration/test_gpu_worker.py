@@ -16,9 +16,10 @@ from infra.local.moto_fixes import moto_fixes
 from voxelpipe.adapters.gpu_queue import GpuQueue
 from voxelpipe.adapters.queues import QueueDepth
 from voxelpipe.adapters.task_tokens import TaskTokens, TokenExpired
+from voxelpipe.gpu.settings import GpuSettings, GpuWorkerError
 from voxelpipe.gpu.worker import OnResult, TransientWorkerError, Worker
 from voxelpipe.messages import AnalysisRequest, AnalysisResult, AnalysisTask, PreparedVolume
-from voxelpipe.wiring import GpuSettings, GpuWorkerError, Runtime
+from voxelpipe.wiring import Runtime
 
 HEARTBEAT_S = 2
 SETTINGS = GpuSettings(heartbeat_s=HEARTBEAT_S, micro_batch_size=4, idle_exit_s=1, poll_wait_s=1)

@@ -11,7 +11,8 @@ from aws_cdk.assertions import Match, Template
 from infra.access import BUCKET_ACCESS
 from infra.settings import DEFAULTS, DERIVED_TRANSITION_DAYS, LOG_RETENTION_DAYS
 from infra.stack import INCOMPLETE_UPLOAD_DAYS, QUARANTINE_DAYS, WORK_DAYS
-from voxelpipe.wiring import FUNCTION_TAG, FUNCTIONS, Prefix
+from voxelpipe.function_specs import FUNCTIONS
+from voxelpipe.wiring import FUNCTION_TAG, Prefix
 
 # Actions AWS only grants on Resource "*" (no resource-level permissions).
 STAR_ONLY_ACTIONS = {

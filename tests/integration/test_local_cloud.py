@@ -9,7 +9,8 @@ import boto3
 from botocore.exceptions import ClientError
 
 from infra.local.cloud import LocalCloud
-from voxelpipe.wiring import FUNCTIONS, EnvVar
+from voxelpipe.function_specs import FUNCTIONS
+from voxelpipe.wiring import EnvVar
 
 
 def _definition_parts(template: dict[str, Any]) -> list[Any]:

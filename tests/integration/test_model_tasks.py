@@ -24,8 +24,8 @@ from voxelpipe.nifti import load_nifti, to_nifti_bytes
 from voxelpipe.pipeline.ingest import check_analyses
 from voxelpipe.pipeline.prepare import canonical_volume
 from voxelpipe.records import ModelRecord, StudyRecord, TaskRecord
+from voxelpipe.rejections import ReasonCode, Rejected
 from voxelpipe.status import TaskStatus
-from voxelpipe.validation import ReasonCode, Rejected
 from voxelpipe.volume import orientation, voxel_sizes
 from voxelpipe.wiring import EnvVar, Runtime
 

@@ -11,16 +11,11 @@ from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Match, Template
 
 from infra.monitoring import ALARM_EMAIL_CONTEXT, WORK_QUEUE_OLDEST_S, Monitoring
+from voxelpipe.function_specs import WEBHOOK
+from voxelpipe.gpu.settings import GpuSettings
 from voxelpipe.telemetry import Metric
-from voxelpipe.wiring import (
-    EVENT_SOURCE,
-    FUNCTION_TAG,
-    STATUS_CHANGED,
-    WEBHOOK,
-    WEBHOOK_MAX_RECEIVE_COUNT,
-    GpuSettings,
-    Resource,
-)
+from voxelpipe.wiring import EVENT_SOURCE, FUNCTION_TAG, STATUS_CHANGED, Resource
+from voxelpipe.workflow_settings import WEBHOOK_MAX_RECEIVE_COUNT
 
 
 def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:

@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
+from infra.cli import main as cli
 from infra.local.cloud import LocalCloud
 from infra.local.studies import submit
 from tests.fixtures.receiver import webhook_receiver
-from voxelpipe import cli, tracking
-from voxelpipe.events import StudyStatusChanged
+from voxelpipe import tracking
 from voxelpipe.pipeline.register import register_study
 from voxelpipe.status import StudyStatus
+from voxelpipe.status_events import StudyStatusChanged
 from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, EnvVar
 
 

@@ -11,7 +11,8 @@ from moto import mock_aws
 from functions.scaler.handler import lambda_handler
 from infra.local.cloud import LOCAL_ENV, LambdaContext
 from tests.fixtures.events import load_event
-from voxelpipe.wiring import SCALER, EnvVar
+from voxelpipe.function_specs import SCALER
+from voxelpipe.wiring import EnvVar
 
 
 @pytest.fixture

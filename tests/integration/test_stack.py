@@ -8,16 +8,18 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from infra.workflow import RETRY_ATTEMPTS
+from voxelpipe.function_specs import DISPATCH, FUNCTIONS, function_spec
 from voxelpipe.records import StudyRecord, table_schema
-from voxelpipe.wiring import (
-    DISPATCH,
-    FUNCTION_TAG,
-    FUNCTIONS,
+from voxelpipe.wiring import FUNCTION_TAG, EnvVar, Resource
+from voxelpipe.workflow_settings import (
+    INGEST_ASYNC_RETRIES,
     QUEUE_MAX_RECEIVE_COUNT,
+    RETRY_ATTEMPTS,
+    RETRY_BACKOFF,
+    RETRY_INTERVAL_S,
+    STATE_MACHINE_TIMEOUT_S,
     TRANSIENT_LAMBDA_ERRORS,
-    EnvVar,
-    Resource,
+    task_timeout_s,
 )
 
 
@@ -167,9 +169,14 @@ def test_state_machine_shape_retries_and_catches(template: dict[str, Any]):
     assert inner["ByRuntime"]["Choices"][0]["StringEquals"] == "lambda"
     for name in ("Prepare", "Finalize"):
         (retry,) = states[name]["Retry"]
-        assert (
-            retry["ErrorEquals"] == list(TRANSIENT_LAMBDA_ERRORS) and retry["MaxAttempts"] == RETRY_ATTEMPTS
+        assert retry["ErrorEquals"] == list(TRANSIENT_LAMBDA_ERRORS)
+        assert (retry["MaxAttempts"], retry["IntervalSeconds"], retry["BackoffRate"]) == (
+            RETRY_ATTEMPTS,
+            RETRY_INTERVAL_S,
+            RETRY_BACKOFF,
         )
+        assert states[name]["TimeoutSeconds"] == task_timeout_s(function_spec(name.lower()).timeout_s)
+    assert definition["TimeoutSeconds"] == STATE_MACHINE_TIMEOUT_S
     (inner_retry,) = inner["RunAnalysis"]["Retry"]
     assert inner_retry["ErrorEquals"] == list(TRANSIENT_LAMBDA_ERRORS)
     for name in ("Prepare", "RunAnalyses", "Finalize"):
@@ -182,7 +189,7 @@ def test_state_machine_shape_retries_and_catches(template: dict[str, Any]):
 def test_failed_ingest_events_are_kept_not_dropped(stack: Template, template: dict[str, Any]):
     (config,) = _resources(template, "AWS::Lambda::EventInvokeConfig").values()
     props = config["Properties"]
-    assert props["MaximumRetryAttempts"] == 2
+    assert props["MaximumRetryAttempts"] == INGEST_ASYNC_RETRIES
     destination = props["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
     assert template["Resources"][destination]["Type"] == "AWS::SQS::Queue"
     target = props["FunctionName"]["Ref"]

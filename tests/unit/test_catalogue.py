@@ -2,7 +2,8 @@ import pytest
 
 from voxelpipe import analyses
 from voxelpipe.analyses import CATALOGUE, Analysis, AnalysisOutput, UnknownAnalysis, resolve, stages
-from voxelpipe.wiring import EnvVar, GpuSettings, Runtime
+from voxelpipe.gpu.settings import GpuSettings
+from voxelpipe.wiring import EnvVar, Runtime
 
 
 def _fake(name: str, *requires: str) -> Analysis:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from voxelpipe.cost import PRICES_AS_OF, PriceTable, StepUse, study_cost
-from voxelpipe.wiring import FINALIZE, INGEST, PREPARE, RUN_ANALYSIS, EnvVar, Runtime
+from voxelpipe.function_specs import FINALIZE, INGEST, PREPARE, RUN_ANALYSIS
+from voxelpipe.wiring import EnvVar, Runtime
 
 STEPS = [
     StepUse("validate", 2000),

@@ -26,7 +26,7 @@ from voxelpipe.dicom import (
 )
 from voxelpipe.dicom.deidentify import action_for
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
-from voxelpipe.validation import ReasonCode, Rejected
+from voxelpipe.rejections import ReasonCode, Rejected
 
 KEY = b"k" * 32
 UID_RE = re.compile(r"^2\.25\.(0|[1-9][0-9]*)$")

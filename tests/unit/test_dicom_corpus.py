@@ -27,7 +27,8 @@ from pydicom.uid import generate_uid
 from tests.fixtures.dicom_corpus import corpus
 from voxelpipe.dicom import NeedMoreData, assemble_series, read_instance_header
 from voxelpipe.dicom.sniff import PIXEL_DATA, parse_instance, supported_transfer_syntaxes
-from voxelpipe.validation import HEADER_RANGE_BYTES, ReasonCode, Rejected
+from voxelpipe.limits import HEADER_RANGE_BYTES
+from voxelpipe.rejections import ReasonCode, Rejected
 
 CORPUS = corpus()
 VERDICTS: collections.Counter[str] = collections.Counter()

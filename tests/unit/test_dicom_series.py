@@ -35,8 +35,9 @@ from voxelpipe.dicom import (
     read_series_zip,
 )
 from voxelpipe.dicom.sniff import parse_instance
+from voxelpipe.limits import Limits
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
-from voxelpipe.validation import Limits, ReasonCode, Rejected
+from voxelpipe.rejections import ReasonCode, Rejected
 
 CASES = dicom_cases()
 

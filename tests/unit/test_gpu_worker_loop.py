@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from functions.gpu_worker import main as entry_point
 from voxelpipe.adapters.gpu_queue import ReceivedMessage
 from voxelpipe.adapters.task_tokens import TokenExpired
+from voxelpipe.gpu.settings import GpuSettings, GpuWorkerError
 from voxelpipe.gpu.worker import (
     BadMessage,
     OnResult,
@@ -27,7 +28,7 @@ from voxelpipe.gpu.worker import (
     parse_message,
 )
 from voxelpipe.messages import AnalysisRequest, AnalysisResult, AnalysisTask, PreparedVolume
-from voxelpipe.wiring import GpuSettings, GpuWorkerError, Runtime
+from voxelpipe.wiring import Runtime
 
 VOLUME = PreparedVolume(
     volume_key="work/s/1/volume.nii",

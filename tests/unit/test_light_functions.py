@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 from infra.stack import ROOT
-from voxelpipe.wiring import FUNCTIONS, EnvVar
+from voxelpipe.function_specs import FUNCTIONS
+from voxelpipe.wiring import EnvVar
 
 HEAVY = ("torch", "monai", "onnxruntime")
 

@@ -6,13 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from infra.stack import INGEST_ASYNC_RETRIES
-from infra.workflow import RETRY_ATTEMPTS, RETRY_BACKOFF, RETRY_INTERVAL
+from voxelpipe.function_specs import PREPARE, RUN_ANALYSIS
+from voxelpipe.gpu.settings import GpuSettings
 from voxelpipe.pipeline.reconcile import (
     DEADLINES,
     INGEST_TRIES,
     MAX_REDRIVES,
-    RETRY_BACKOFF_TOTAL_S,
     STEP_TRIES,
     Action,
     Observation,
@@ -20,7 +19,7 @@ from voxelpipe.pipeline.reconcile import (
     step_deadline,
 )
 from voxelpipe.status import StudyStatus
-from voxelpipe.wiring import PREPARE, RUN_ANALYSIS, GpuSettings
+from voxelpipe.workflow_settings import INGEST_ASYNC_RETRIES, RETRY_ATTEMPTS, retry_backoff_total_s
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -32,8 +31,7 @@ def seen(status: StudyStatus, **fields) -> Observation:
 def test_deadlines_follow_the_workflow_and_the_function_timeouts():
     assert STEP_TRIES == 1 + RETRY_ATTEMPTS
     assert INGEST_TRIES == 1 + INGEST_ASYNC_RETRIES
-    interval = RETRY_INTERVAL.to_seconds()
-    assert sum(interval * RETRY_BACKOFF**n for n in range(RETRY_ATTEMPTS)) == RETRY_BACKOFF_TOTAL_S
+    assert retry_backoff_total_s() == 2 + 4 + 8  # 2 s, doubling, 3 retries
     assert step_deadline("prepare") > timedelta(seconds=STEP_TRIES * PREPARE.timeout_s)
     assert step_deadline("analysis:tissue-seg") > timedelta(seconds=STEP_TRIES * RUN_ANALYSIS.timeout_s)
     assert step_deadline("prepare") < step_deadline("analysis:qc")  # prepare's timeout is shorter

@@ -20,16 +20,10 @@ from tests.fixtures.bad_nifti import (
     make_bad_nifti,
     make_good_nifti,
 )
-from voxelpipe.validation import (
-    HEADER_RANGE_BYTES,
-    HeaderSummary,
-    Limits,
-    ReasonCode,
-    Rejected,
-    check_header,
-    check_upload_name,
-    check_volume,
-)
+from voxelpipe.limits import HEADER_RANGE_BYTES, Limits
+from voxelpipe.rejections import ReasonCode, Rejected
+from voxelpipe.upload_files import check_upload_name
+from voxelpipe.validation import HeaderSummary, check_header, check_volume
 
 MNI_T1 = mni152_t1_path()
 MIB = 1 << 20

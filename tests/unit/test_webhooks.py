@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from voxelpipe.events import StudyStatusChanged
+from voxelpipe.status_events import StudyStatusChanged
 from voxelpipe.webhooks import (
     InvalidWebhookUrl,
     body_of,

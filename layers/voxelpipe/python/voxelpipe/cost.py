@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from voxelpipe.wiring import RUN_ANALYSIS, STEP_FUNCTIONS, EnvVar, FunctionSpec, Runtime, analysis_of_step
+from voxelpipe.function_specs import RUN_ANALYSIS, STEP_FUNCTIONS, FunctionSpec, analysis_of_step
+from voxelpipe.wiring import EnvVar, Runtime
 
 PRICES_AS_OF = "2026-11-01"
 

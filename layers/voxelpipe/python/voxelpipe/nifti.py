@@ -47,7 +47,7 @@ GZIP_MAGIC: Final = b"\x1f\x8b"
 NIFTI1_HEADER_SIZE: Final = 348
 NIFTI2_HEADER_SIZE: Final = 540
 # Largest decoded size load_nifti accepts unless told otherwise: well above any volume the pipeline
-# takes (validation.Limits is the real policy), well below a 10 GB Lambda's memory.
+# takes (voxelpipe.limits.Limits is the real policy), well below a 10 GB Lambda's memory.
 DEFAULT_MAX_OUTPUT_BYTES: Final = 4 * 1024**3
 
 # Input slice for the streaming (prefix) decoder: its `unconsumed_tail` copy stays small (feeding

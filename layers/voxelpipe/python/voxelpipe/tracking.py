@@ -16,11 +16,11 @@ from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from pynamodb.expressions.update import Action
 
 from voxelpipe import telemetry
-from voxelpipe.adapters import events
-from voxelpipe.events import status_changed
+from voxelpipe.adapters import event_bus
 from voxelpipe.observability import logger
 from voxelpipe.records import AuditRecord, StudyRecord, TaskRecord
 from voxelpipe.status import StudyStatus, TaskStatus, allowed_sources
+from voxelpipe.status_events import status_changed
 from voxelpipe.telemetry import Dimension, Metric
 
 
@@ -42,11 +42,11 @@ def _announce(study: StudyRecord, previous: str | None) -> None:
             Metric.FAILURES, Dimension.ERROR_TYPE, str((study.error or {}).get("type", "unknown"))
         )
     try:
-        published = events.publish(status_changed(study, previous))
+        published = event_bus.publish(status_changed(study, previous))
     except Exception:  # the bus is not the record: never fail a step over it
         logger.exception("status-change event not published", extra={"study_id": study.study_id})
         published = False
-    if not published and events.bus_name() is not None:
+    if not published and event_bus.bus_name() is not None:
         telemetry.count(Metric.EVENTS_NOT_PUBLISHED, Dimension.STATUS, study.status)
 
 

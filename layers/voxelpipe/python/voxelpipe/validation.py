@@ -31,10 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
-import unicodedata
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final, Literal, NoReturn
 
 import nibabel as nib
@@ -44,27 +41,20 @@ from nibabel.nifti1 import data_type_codes
 from nibabel.spatialimages import HeaderDataError
 
 from voxelpipe import nifti
+from voxelpipe.limits import Limits
+from voxelpipe.rejections import ReasonCode, Rejected
 
 __all__ = [
-    "HEADER_RANGE_BYTES",
     "TRAILING_TOLERANCE_BYTES",
     "HeaderSummary",
-    "Limits",
-    "ReasonCode",
-    "Rejected",
     "VolumeSummary",
     "check_header",
-    "check_upload_name",
     "check_volume",
 ]
 
-# How much of an object to range-read for check_header: the fixed header needs 348/540 decoded
-# bytes, which even a poorly compressed .nii.gz yields from far less; 64 KiB is one cheap GET.
-HEADER_RANGE_BYTES: Final = 65536
 # Decoded bytes allowed past vox_offset + voxel data (some writers pad the end of the file).
 TRAILING_TOLERANCE_BYTES: Final = 1024 * 1024
 
-_GIB: Final = 1024**3
 # NIfTI datatype codes we accept: plain integer and float scalars.  Complex, RGB, bit and
 # float128 volumes are not something an anatomical/CT pipeline takes.
 _SUPPORTED_DATATYPES: Final[dict[int, np.dtype[Any]]] = {
@@ -83,74 +73,11 @@ _SUPPORTED_DATATYPES: Final[dict[int, np.dtype[Any]]] = {
 _MM_PER_UNIT: Final = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
 # |det| relative to the product of the column norms: below this the axes are (near) collinear.
 _MIN_AFFINE_INDEPENDENCE: Final = 1e-6
-_MAX_NAME_BYTES: Final = 255
-_PERCENT_ESCAPE: Final = re.compile(r"%[0-9A-Fa-f]{2}")
 # nibabel reports the fixes it makes (e.g. "sform_code 178 not valid; setting to 0") on its logger;
 # load_nifti reports them once, as nibabel.load would, so the header check keeps its copy quiet.
 _QUIET_CHECKS: Final = logging.getLogger(f"{__name__}.nibabel_checks")
 _QUIET_CHECKS.addHandler(logging.NullHandler())
 _QUIET_CHECKS.propagate = False
-
-
-class ReasonCode(StrEnum):
-    """Why an upload was rejected; stored with the REJECTED status and shown to the uploader."""
-
-    NOT_AN_IMAGE = "not_an_image"  # no NIfTI (or gzip-of-NIfTI) magic: text, PNG, zip, DICOM...
-    TRUNCATED = "truncated"  # ends early (cut-off stream, short data, empty file) or corrupt gzip
-    BAD_HEADER = "bad_header"  # NIfTI magic, but header fields that cannot describe a volume
-    UNSUPPORTED_DIMENSIONS = "unsupported_dimensions"  # not one 3-D volume, or axes too small/big
-    TOO_LARGE = "too_large"  # upload or declared volume beyond Limits
-    DECOMPRESSION_BOMB = "decompression_bomb"  # gzip expands beyond the declared size
-    NON_FINITE_DATA = "non_finite_data"  # NaN/Inf voxels after scaling
-    INVALID_NAME = "invalid_name"  # path tricks or control characters in the file name
-    UNKNOWN_ANALYSIS = "unknown_analysis"  # a requested analysis is not in the catalogue
-    # DICOM uploads (voxelpipe.dicom): one object at ingest, or the series at Prepare.
-    NOT_DICOM = "not_dicom"  # no DICOM preamble or plausible header (or an archive without DICOM)
-    NO_PIXEL_DATA = "no_pixel_data"  # a DICOM object without image pixels (SR, RT plan, DICOMDIR...)
-    MIXED_SERIES = "mixed_series"  # objects of more than one series (or study) in one upload
-    INCONSISTENT_GEOMETRY = "inconsistent_geometry"  # missing/mixed orientation, size, spacing
-    UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"  # pixels in an encoding we can't decode
-    INCOMPLETE_SERIES = "incomplete_series"  # slices missing from the series (a gap in the stack)
-    BURNED_IN_PHI = "burned_in_phi"  # Burned In Annotation says the pixels show identifying text
-
-
-class Rejected(Exception):
-    """The upload is refused; `detail` is a sentence for the uploader."""
-
-    def __init__(self, reason: ReasonCode, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-    def __reduce__(self) -> tuple[type[Rejected], tuple[ReasonCode, str]]:
-        # Keeps the two fields through pickling (multiprocessing, Lambda error payloads).
-        return (type(self), (self.reason, self.detail))
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What the pipeline accepts; the defaults are sized for a 10 GB Lambda."""
-
-    # Largest object accepted, compressed or not: also bounds the memory the upload itself takes.
-    max_upload_bytes: int = 2 * _GIB
-    # Largest volume, in voxels: 2**28 (e.g. 1024 x 1024 x 256, or 645**3).  The decoded voxels plus
-    # a float64 copy (get_fdata) plus the upload stay near 6 GiB at the limit, leaving room in
-    # 10 GB for an analysis' working arrays.
-    max_voxels: int = 2**28
-    # Largest extent of any spatial axis: beyond anything a scanner or microscope stack we take
-    # produces, and it stops absurd shapes that a voxel count alone would let through (2 x 2 x 2**26).
-    max_dim: int = 4096
-    # gzip expansion (decoded / uploaded bytes) above which output beyond the declared size counts
-    # as a bomb.  Scans compress 2-10:1, masks up to a few hundred:1, deflate's ceiling is ~1032:1.
-    max_expansion_ratio: float = 100.0
-    # Largest vox_offset (header + extensions): real files use a few KiB; with max_voxels this
-    # bounds the decoded size before anything is decoded.
-    max_vox_offset: int = 16 * 1024 * 1024
-
-    @property
-    def max_declared_bytes(self) -> int:
-        """The most decoded bytes a volume within these limits can declare (8-byte voxels)."""
-        return self.max_vox_offset + self.max_voxels * 8
 
 
 @dataclass(frozen=True)
@@ -201,35 +128,6 @@ def _describe(head: bytes) -> str:
     except UnicodeDecodeError:
         return "binary data of an unknown kind"
     return "a text file"
-
-
-def check_upload_name(name: str) -> str:
-    """Return the uploader's file name if it is a plain file name, else reject it (invalid_name).
-
-    `name` is the name the uploader gave (the last part of the key they chose), not our S3 key:
-    it must not be able to steer any path we derive from it.
-    """
-    normal = unicodedata.normalize("NFKC", name)
-    problem = None
-    if not name.strip():
-        problem = "is empty"
-    elif len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
-        problem = f"is longer than {_MAX_NAME_BYTES} bytes"
-    elif any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in name):
-        # Control, format (e.g. right-to-left override), lone surrogates, line breaks.
-        problem = "contains control or invisible characters"
-    elif any(sep in normal for sep in ("/", "\\", ":")):
-        # NFKC first: fullwidth and other look-alike slashes fold into real ones.
-        problem = "contains a path separator or drive letter"
-    elif normal.startswith(".") or normal.endswith((".", " ")):
-        problem = "starts with a dot or ends with a dot or space"
-    elif _PERCENT_ESCAPE.search(name):
-        problem = "contains percent-encoded characters"
-    if problem is not None:
-        _reject(
-            ReasonCode.INVALID_NAME, f"The file name {name!r} {problem}; rename the file and upload it again."
-        )
-    return name
 
 
 def check_header(prefix: bytes, object_size: int, limits: Limits) -> HeaderSummary:

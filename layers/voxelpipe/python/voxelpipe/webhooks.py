@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from voxelpipe import tracking
-from voxelpipe.events import STATUS_CHANGED, StudyStatusChanged
+from voxelpipe.status_events import STATUS_CHANGED, StudyStatusChanged
 
 SIGNATURE_HEADER = "Voxelpipe-Signature"
 EVENT_ID_HEADER = "Voxelpipe-Event-Id"

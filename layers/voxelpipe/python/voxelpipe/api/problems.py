@@ -26,6 +26,17 @@ def not_found(what: str = "study") -> Problem:
     return Problem(404, f"{what}_not_found", f"No such {what}")
 
 
+def invalid_request(field: str, message: str) -> Problem:
+    """A 422 naming the one field that is wrong, shaped as the request validator's answers are."""
+    return Problem(
+        422,
+        "validation_failed",
+        "The request is not valid",
+        f"check: {field}",
+        errors=[{"field": field, "message": message}],
+    )
+
+
 def _body(
     status: int, code: str, title: str, detail: str | None, instance: str, **extra: Any
 ) -> dict[str, Any]:

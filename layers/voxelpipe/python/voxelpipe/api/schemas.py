@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 from voxelpipe.inference.registry import MAX_MODEL_BYTES, MODEL_NAME_PATTERN, SHA256_PATTERN
 from voxelpipe.inference.spec import ModelSpec
 from voxelpipe.messages import Priority
-from voxelpipe.validation import Rejected, check_upload_name
+from voxelpipe.rejections import Rejected
+from voxelpipe.upload_files import check_upload_name
 from voxelpipe.webhooks import check_webhook_url
 from voxelpipe.wiring import EnvVar
 

@@ -8,7 +8,7 @@ volume, de-identify, read a series archive.
   Confidentiality Profile; ``scrub_nifti_header(img)`` for NIfTI free text.
 * ``read_series_zip(data, limits)``: the DICOM files of a .zip upload, safely.
 
-Every refusal is a ``voxelpipe.validation.Rejected`` with a ReasonCode.
+Every refusal is a ``voxelpipe.rejections.Rejected`` with a ReasonCode.
 """
 
 from voxelpipe.dicom.archive import read_series_zip

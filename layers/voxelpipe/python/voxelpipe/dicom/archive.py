@@ -29,7 +29,8 @@ import zipfile
 from typing import Final, NoReturn
 
 from voxelpipe.dicom.sniff import looks_like_dicom
-from voxelpipe.validation import Limits, ReasonCode, Rejected
+from voxelpipe.limits import Limits
+from voxelpipe.rejections import ReasonCode, Rejected
 
 __all__ = ["MAX_ENTRIES", "read_series_zip"]
 

@@ -52,7 +52,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 
 from voxelpipe.dicom.sniff import BurnedInPolicy
-from voxelpipe.validation import ReasonCode, Rejected
+from voxelpipe.rejections import ReasonCode, Rejected
 
 __all__ = [
     "BASIC_PROFILE",

@@ -73,7 +73,8 @@ from voxelpipe.dicom.sniff import (
     parse_instance,
     raw_value,
 )
-from voxelpipe.validation import Limits, ReasonCode, Rejected
+from voxelpipe.limits import Limits
+from voxelpipe.rejections import ReasonCode, Rejected
 
 __all__ = ["NIFTI_DATA_OFFSET", "SeriesReport", "SeriesVolume", "assemble_series", "check_series"]
 

@@ -54,7 +54,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset, read_partial, read_preamble
 from pydicom.tag import BaseTag
 
-from voxelpipe.validation import HEADER_RANGE_BYTES, ReasonCode, Rejected
+from voxelpipe.limits import HEADER_RANGE_BYTES
+from voxelpipe.rejections import ReasonCode, Rejected
 
 __all__ = [
     "Buffer",

@@ -10,11 +10,11 @@ from voxelpipe.adapters.gpu_queue import GpuQueue
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.task_tokens import TaskTokens
 from voxelpipe.gpu.runners import catalogue_runner, routing_runner
+from voxelpipe.gpu.settings import GpuSettings
 from voxelpipe.gpu.worker import OnResult, Outcome, Runner, Worker
 from voxelpipe.inference.models import ModelCache
 from voxelpipe.inference.tasks import run_model_tasks
 from voxelpipe.messages import AnalysisTask
-from voxelpipe.wiring import GpuSettings
 
 
 def default_runner(storage: Storage) -> Runner:

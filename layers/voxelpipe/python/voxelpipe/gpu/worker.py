@@ -22,9 +22,9 @@ from pydantic import ValidationError
 
 from voxelpipe.adapters.gpu_queue import ReceivedMessage
 from voxelpipe.adapters.task_tokens import TokenExpired
+from voxelpipe.gpu.settings import GpuSettings, GpuWorkerError
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.observability import logger
-from voxelpipe.wiring import GpuSettings, GpuWorkerError
 
 TOKEN_FIELD = "task_token"
 RECEIVE_ERROR_PAUSE_S = 1.0

@@ -25,6 +25,7 @@ import torch
 from voxelpipe import tracking
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.analyses.catalogue import AnalysisOutput
+from voxelpipe.function_specs import analysis_step
 from voxelpipe.inference.models import LoadedModel, ModelCache
 from voxelpipe.inference.processing import (
     LABELS_FILE,
@@ -40,7 +41,6 @@ from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
 from voxelpipe.pipeline.analysis import store_output
 from voxelpipe.records import TaskRecord
-from voxelpipe.wiring import analysis_step
 
 # Threads reading, decoding and writing around the device's work (CPU-bound, mostly GIL-free).
 DEFAULT_PREFETCH_WORKERS = min(8, os.cpu_count() or 2)

@@ -15,10 +15,10 @@ import numpy as np
 from voxelpipe import tracking
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.analyses import AnalysisInput, AnalysisOutput, resolve
+from voxelpipe.function_specs import analysis_step
 from voxelpipe.keys import derived_key, work_key
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
-from voxelpipe.wiring import analysis_step
 
 
 class AnalysisVersionMismatch(RuntimeError):

@@ -7,10 +7,11 @@ import os
 from voxelpipe import tracking
 from voxelpipe.adapters import executions
 from voxelpipe.analyses import resolve, stages
+from voxelpipe.gpu.settings import GpuSettings
 from voxelpipe.inference.registry import model_analyses
 from voxelpipe.messages import AnalysisRequest, ExecutionInput, WorkItem
 from voxelpipe.status import StudyStatus
-from voxelpipe.wiring import GpuSettings, execution_name
+from voxelpipe.wiring import execution_name
 
 ACTOR = "dispatch"
 

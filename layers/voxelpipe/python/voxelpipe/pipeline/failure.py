@@ -6,10 +6,12 @@ import json
 from typing import Any
 
 from voxelpipe import tracking
+from voxelpipe.gpu.settings import GPU_RETRIED_ERRORS
 from voxelpipe.messages import FailureInput
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus, TaskStatus
-from voxelpipe.wiring import GPU_RETRIED_ERRORS, TRANSIENT_LAMBDA_ERRORS, execution_name
+from voxelpipe.wiring import execution_name
+from voxelpipe.workflow_settings import TRANSIENT_LAMBDA_ERRORS
 
 ACTOR = "mark_failed"
 # Errors worth a reprocess without changing anything: the platform's, not the data's.

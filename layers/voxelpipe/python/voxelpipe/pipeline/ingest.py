@@ -18,18 +18,13 @@ from voxelpipe.keys import (
     quarantine_key,
     upload_prefix,
 )
+from voxelpipe.limits import HEADER_RANGE_BYTES, Limits
 from voxelpipe.messages import Priority, WorkItem
 from voxelpipe.records import StudyRecord, TaskRecord
+from voxelpipe.rejections import ReasonCode, Rejected
 from voxelpipe.status import StudyStatus
-from voxelpipe.validation import (
-    HEADER_RANGE_BYTES,
-    Limits,
-    ReasonCode,
-    Rejected,
-    check_header,
-    check_upload_name,
-    check_volume,
-)
+from voxelpipe.upload_files import check_upload_name
+from voxelpipe.validation import check_header, check_volume
 
 ACTOR = "ingest"
 

@@ -24,6 +24,7 @@ from voxelpipe.dicom import (
     read_series_zip,
 )
 from voxelpipe.keys import parse_upload_key, quarantine_key, upload_prefix
+from voxelpipe.limits import HEADER_RANGE_BYTES, Limits
 from voxelpipe.pipeline.ingest import (
     ACTOR,
     IngestOutcome,
@@ -35,8 +36,9 @@ from voxelpipe.pipeline.ingest import (
     reject_study,
 )
 from voxelpipe.records import ObjectRecord, StudyRecord
+from voxelpipe.rejections import ReasonCode, Rejected
 from voxelpipe.status import StudyStatus
-from voxelpipe.validation import HEADER_RANGE_BYTES, Limits, ReasonCode, Rejected, check_upload_name
+from voxelpipe.upload_files import check_upload_name
 
 FILE_PREFIX = "file#"
 INSTANCE_PREFIX = "instance#"

@@ -15,13 +15,14 @@ from voxelpipe import tracking
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.dicom import assemble_series, deidentify_bytes, read_series_zip
 from voxelpipe.keys import derived_key, work_key
+from voxelpipe.limits import Limits
 from voxelpipe.messages import ExecutionInput, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
 from voxelpipe.pipeline.ingest import quarantine_uploads, reject_study
 from voxelpipe.pipeline.ingest_dicom import uid_map
 from voxelpipe.records import StudyRecord, TaskRecord
+from voxelpipe.rejections import Rejected
 from voxelpipe.status import StudyStatus
-from voxelpipe.validation import Limits, Rejected
 from voxelpipe.volume import Image, canonical, first_volume, orientation, voxel_sizes, with_fresh_header
 from voxelpipe.wiring import DicomOriginals, EnvVar, Prefix
 

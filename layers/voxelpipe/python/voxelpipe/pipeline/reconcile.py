@@ -14,39 +14,42 @@ from enum import StrEnum
 
 from voxelpipe import telemetry, tracking
 from voxelpipe.adapters import executions, queues
+from voxelpipe.function_specs import (
+    INGEST,
+    MARK_FAILED,
+    RUN_ANALYSIS,
+    STEP_FUNCTIONS,
+    FunctionSpec,
+    analysis_of_step,
+)
+from voxelpipe.gpu.settings import GpuSettings
 from voxelpipe.messages import Priority
 from voxelpipe.pipeline.ingest import enqueue_study
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus, TaskStatus
 from voxelpipe.telemetry import Dimension, Metric
-from voxelpipe.wiring import (
-    INGEST,
-    MARK_FAILED,
+from voxelpipe.wiring import execution_name
+from voxelpipe.workflow_settings import (
+    INGEST_ASYNC_RETRIES,
+    INGEST_RETRY_DELAYS_S,
     QUEUE_MAX_RECEIVE_COUNT,
     QUEUE_VISIBILITY_TIMEOUT_S,
     REAPER_BATCH,
-    RUN_ANALYSIS,
-    STEP_FUNCTIONS,
-    FunctionSpec,
-    GpuSettings,
-    analysis_of_step,
-    execution_name,
+    RETRY_ATTEMPTS,
+    STATE_MACHINE_TIMEOUT_S,
+    retry_backoff_total_s,
+    task_timeout_s,
 )
 
 ACTOR = "reaper"
 STUCK = "Stuck"  # the error type of a study the reaper failed
 
-# -- deadlines: how long each status or step may last, derived from the functions' timeouts ----
-# A state machine task runs once and retries 3 times (infra/workflow.py RETRY_ATTEMPTS), each try
-# bounded by its function's timeout plus 30 s (the task timeout), with 2+4+8 s of backoff.
-STEP_TRIES = 4
-TASK_TIMEOUT_MARGIN_S = 30
-RETRY_BACKOFF_TOTAL_S = 14
-# S3 invokes ingest asynchronously: one try and 2 retries (infra/stack.py INGEST_ASYNC_RETRIES),
-# about 1 and 2 minutes apart.
-INGEST_TRIES = 3
-INGEST_RETRY_DELAYS_S = 180
-STATE_MACHINE_TIMEOUT = timedelta(hours=6)  # infra/workflow.py
+# -- deadlines: how long each status or step may last, derived from the workflow's settings -----
+# A state machine task runs once and retries RETRY_ATTEMPTS times, each try bounded by its task
+# timeout, with backoff between; S3 invokes ingest once and retries INGEST_ASYNC_RETRIES times.
+STEP_TRIES = 1 + RETRY_ATTEMPTS
+INGEST_TRIES = 1 + INGEST_ASYNC_RETRIES
+STATE_MACHINE_TIMEOUT = timedelta(seconds=STATE_MACHINE_TIMEOUT_S)
 SLACK = timedelta(minutes=5)  # a study only just past a deadline is left to its own machinery
 
 # Statuses and what their deadline is. AWAITING_UPLOAD: the upload URLs expire after an hour
@@ -60,15 +63,14 @@ DEADLINES: dict[StudyStatus, timedelta] = {
     StudyStatus.QUEUED: timedelta(seconds=QUEUE_MAX_RECEIVE_COUNT * QUEUE_VISIBILITY_TIMEOUT_S) + SLACK,
     # RUNNING: per step (step_deadline); this is the least time before a RUNNING study is looked at,
     # enough for MarkFailed to record an execution's failure.
-    StudyStatus.RUNNING: timedelta(seconds=STEP_TRIES * (MARK_FAILED.timeout_s + TASK_TIMEOUT_MARGIN_S))
-    + SLACK,
+    StudyStatus.RUNNING: timedelta(seconds=STEP_TRIES * task_timeout_s(MARK_FAILED.timeout_s)) + SLACK,
 }
 # How often a QUEUED study's work item is sent again before the study is failed instead.
 MAX_REDRIVES = 2
 
 
 def _spec_deadline(spec: FunctionSpec) -> timedelta:
-    tries = STEP_TRIES * (spec.timeout_s + TASK_TIMEOUT_MARGIN_S) + RETRY_BACKOFF_TOTAL_S
+    tries = STEP_TRIES * task_timeout_s(spec.timeout_s) + retry_backoff_total_s()
     return timedelta(seconds=tries) + SLACK
 
 

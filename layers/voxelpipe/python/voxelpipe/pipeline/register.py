@@ -7,11 +7,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from voxelpipe import tracking
-from voxelpipe.analyses import DEFAULT_ANALYSES, resolve
+from voxelpipe.analyses import DEFAULT_ANALYSES, UnknownAnalysis, resolve
 from voxelpipe.inference.registry import model_analyses
 from voxelpipe.keys import new_study_id
+from voxelpipe.limits import Limits
 from voxelpipe.messages import Priority
 from voxelpipe.records import StudyRecord
+
+
+class RegistrationRefused(ValueError):
+    """What the study asks for cannot be registered; `field` names the part of the request at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def register_study(
@@ -26,16 +35,29 @@ def register_study(
     webhook_url: str | None = None,
     input_format: str = "nifti",
     parameters: dict[str, dict[str, Any]] | None = None,
+    limits: Limits | None = None,
 ) -> StudyRecord:
-    """A new study AWAITING_UPLOAD; an unknown analysis raises UnknownAnalysis before anything is stored.
+    """A new study AWAITING_UPLOAD; RegistrationRefused before anything is stored when it asks for an
+    unknown analysis, parameters of analyses it does not request, or a file over the upload limit.
 
     `model:NAME` is known when the model has a READY version (its version is chosen at dispatch).
     """
+    limits = limits or Limits()
+    for index, declared in enumerate(manifest or []):
+        if int(declared["size"]) > limits.max_upload_bytes:
+            raise RegistrationRefused(
+                f"files.{index}.size", f"over the {limits.max_upload_bytes}-byte upload limit"
+            )
     requested = list(analyses) or list(DEFAULT_ANALYSES)
-    names = [analysis.name for analysis in resolve(requested, models=model_analyses(requested))]
+    try:
+        names = [analysis.name for analysis in resolve(requested, models=model_analyses(requested))]
+    except UnknownAnalysis as error:
+        raise RegistrationRefused("analyses", str(error)) from error
     unrequested = sorted(set(parameters or {}) - set(names))
     if unrequested:
-        raise ValueError(f"parameters for analyses not requested: {', '.join(unrequested)}")
+        raise RegistrationRefused(
+            "parameters", f"parameters for analyses not requested: {', '.join(unrequested)}"
+        )
     study_id = new_study_id()
     study = tracking.create_study(
         study_id,

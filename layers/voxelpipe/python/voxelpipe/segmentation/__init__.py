@@ -14,8 +14,8 @@ from voxelpipe.segmentation.bias import BiasField, BiasParameters, correct_bias,
 from voxelpipe.segmentation.brain_mask import BrainMask, SkullStrippedCheck, brain_mask, detect_skull_stripped
 from voxelpipe.segmentation.device import default_device, resolve_device
 from voxelpipe.segmentation.em import EMParameters, TissueSegmentation, segment_tissues
-from voxelpipe.segmentation.pipeline import Segmentation, SegmentationParameters, segment
 from voxelpipe.segmentation.resample import axis_map, resample, to_grid
+from voxelpipe.segmentation.segment import Segmentation, SegmentationParameters, segment
 
 __all__ = [
     "BiasField",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from voxelpipe.events import StudyStatusChanged
+from voxelpipe.status_events import StudyStatusChanged
 from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

@@ -105,7 +105,7 @@ def add_commands(commands: Any) -> None:
 def _client(args: argparse.Namespace) -> Any:
     from urllib.parse import urlparse
 
-    from voxelpipe.client import Client
+    from infra.cli.client import Client
 
     token = args.token
     if token is None and urlparse(args.api_url).hostname in {h.strip("[]") for h in LOCAL_HOSTS}:
@@ -137,7 +137,7 @@ def _describe(view: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from voxelpipe.client import ApiError
+    from infra.cli.client import ApiError
 
     if args.command == "serve":
         from infra.local.serve import serve
@@ -210,7 +210,7 @@ def _upload(args: argparse.Namespace, client: Any) -> int:
 def _admin(args: argparse.Namespace) -> int:
     import boto3
 
-    from voxelpipe import admin
+    from infra.cli import admin
 
     if args.admin_command == "reap":
         print(json.dumps(admin.run_reaper(admin.reaper_function()), indent=2))

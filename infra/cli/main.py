@@ -1,4 +1,4 @@
-"""The `voxelpipe` command line: `demo` here, the commands for a deployment in cli_remote.
+"""The `voxelpipe` command line: `demo` here, the commands for a deployment in `remote`.
 
 `voxelpipe demo [--input FILE ...] [--analyses qc,...] [--output-dir DIR] [--json]` runs scans
 through the whole local cloud. With `--json` it prints one JSON object a line per input:
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voxelpipe import cli_remote
+from infra.cli import remote as cli_remote
 from voxelpipe.status import TERMINAL_STATUSES
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from voxelpipe.adapters.queues import queue_depth
-from voxelpipe.wiring import FUNCTION_TAG, REAPER
+from voxelpipe.function_specs import REAPER
+from voxelpipe.wiring import FUNCTION_TAG
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

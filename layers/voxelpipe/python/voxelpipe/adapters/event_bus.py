@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 
-from voxelpipe.events import EVENT_SOURCE, STATUS_CHANGED, StudyStatusChanged
+from voxelpipe.status_events import EVENT_SOURCE, STATUS_CHANGED, StudyStatusChanged
 from voxelpipe.wiring import EnvVar
 
 if TYPE_CHECKING:

@@ -1,0 +1,25 @@
+"""What a study may ask for: the catalogue's analyses and the registered models."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi import APIRouter
+
+from voxelpipe.analyses import CATALOGUE
+from voxelpipe.api.auth import Action
+from voxelpipe.api.dependencies import Caller
+from voxelpipe.gpu.settings import GpuSettings
+from voxelpipe.inference import registry
+
+router = APIRouter(tags=["analyses"])
+
+
+@router.get("/analyses")
+def analyses(caller: Caller) -> dict[str, list[dict[str, Any]]]:
+    caller.require(Action.READ)
+    on_gpu = GpuSettings.from_env(os.environ).gpu_analyses
+    catalogue = [analysis.describe(on_gpu) for analysis in CATALOGUE.values()]
+    models = [registry.describe_model_analysis(r) for r in registry.ready_models().values()]
+    return {"items": catalogue + sorted(models, key=lambda item: item["name"])}

@@ -1,0 +1,167 @@
+"""Studies: register and upload, complete, follow, fetch results, reprocess, delete."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from voxelpipe import queries, tracking, webhooks
+from voxelpipe.adapters import secrets
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.api.auth import Action
+from voxelpipe.api.dependencies import Caller, owned_study, request_source
+from voxelpipe.api.problems import Problem, invalid_request
+from voxelpipe.api.schemas import Artifact, CreateStudy, StudyCreated, StudyPage, StudyResults, StudyView
+from voxelpipe.api.uploads import URL_EXPIRY, expiry, upload_target
+from voxelpipe.api.views import study_view
+from voxelpipe.keys import UploadKey, derived_key
+from voxelpipe.limits import Limits
+from voxelpipe.pipeline import manage
+from voxelpipe.pipeline.register import RegistrationRefused, register_study
+from voxelpipe.status import StudyStatus
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+
+
+@router.post("", status_code=201, response_model=StudyCreated)
+def create_study(body: CreateStudy, caller: Caller, request: Request) -> StudyCreated:
+    caller.require(Action.UPLOAD)
+    subject = (
+        {"subject_ref": body.subject_ref, "age": body.age, "sex": body.sex}
+        if body.subject_ref or body.age is not None or body.sex
+        else None
+    )
+    try:
+        study = register_study(
+            caller.tenant,
+            actor=caller.subject,
+            source=request_source(request),
+            analyses=body.analyses,
+            priority=body.priority,
+            subject=subject,
+            manifest=[{"name": f.name, "size": f.size} for f in body.files],
+            webhook_url=str(body.webhook_url) if body.webhook_url else None,
+            input_format=body.format,
+            parameters=body.parameters,
+            limits=Limits.from_environment(),
+        )
+    except RegistrationRefused as refused:
+        raise invalid_request(refused.field, str(refused)) from refused
+    storage = Storage.from_environment()
+    expires_at = expiry()
+    uploads = [
+        upload_target(
+            storage, UploadKey(caller.tenant, study.study_id, f.name).key, f.name, f.size, expires_at
+        )
+        for f in body.files
+    ]
+    # The webhook's signing key is derived from the deployment's secret, so shown here once and
+    # never stored (voxelpipe.webhooks).
+    webhook_secret = (
+        webhooks.study_key(secrets.webhook_secret(), study.study_id) if study.webhook_url else None
+    )
+    return StudyCreated(
+        study_id=study.study_id, status=study.status, uploads=uploads, webhook_secret=webhook_secret
+    )
+
+
+@router.post("/{study_id}/complete", status_code=202, response_model=StudyView)
+def complete(study_id: str, caller: Caller, request: Request) -> StudyView:
+    caller.require(Action.UPLOAD)
+    study = owned_study(caller, study_id)
+    try:
+        study = manage.complete_upload(
+            study,
+            Storage.from_environment(),
+            Limits.from_environment(),
+            actor=caller.subject,
+            source=request_source(request),
+        )
+    except manage.UploadIncomplete as incomplete:
+        raise Problem(
+            409,
+            "upload_incomplete",
+            "Not every declared file has arrived",
+            str(incomplete),
+            missing=incomplete.missing,
+        ) from incomplete
+    return study_view(study)
+
+
+@router.get("", response_model=StudyPage)
+def list_studies(
+    caller: Caller,
+    status: Annotated[StudyStatus | None, Query(description="only studies in this status")] = None,
+    since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="created at or before (ISO 8601)")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> StudyPage:
+    caller.require(Action.READ)
+    try:
+        records, next_cursor = queries.list_studies(
+            caller.tenant, status=status, since=since, until=until, limit=limit, cursor=cursor
+        )
+    except queries.InvalidCursor as error:
+        raise invalid_request("cursor", str(error)) from error
+    return StudyPage(items=[study_view(r, with_steps=False) for r in records], next_cursor=next_cursor)
+
+
+@router.get("/{study_id}", response_model=StudyView)
+def get_study(study_id: str, caller: Caller) -> StudyView:
+    caller.require(Action.READ)
+    return study_view(owned_study(caller, study_id))
+
+
+@router.get("/{study_id}/results", response_model=StudyResults)
+def results(study_id: str, caller: Caller) -> StudyResults:
+    caller.require(Action.READ)
+    study = owned_study(caller, study_id)
+    if study.status != StudyStatus.COMPLETED or study.results_key is None:
+        raise Problem(
+            409, "not_completed", "The study has no results", f"it is {study.status}", status_now=study.status
+        )
+    storage = Storage.from_environment()
+    document = json.loads(storage.read(study.results_key))
+    prefix = derived_key(study_id) + "/"
+    expires_s = int(URL_EXPIRY.total_seconds())
+    artifacts = [
+        Artifact(path=key.removeprefix(prefix), url=storage.presign_get(key, expires_s))
+        for key in storage.list_keys(prefix)
+    ]
+    return StudyResults(
+        study_id=study_id,
+        attempt=int(study.attempt),
+        results=document,
+        artifacts=artifacts,
+        expires_at=expiry(),
+    )
+
+
+@router.post("/{study_id}/reprocess", status_code=202, response_model=StudyView)
+def reprocess(study_id: str, caller: Caller, request: Request) -> StudyView:
+    caller.require(Action.UPLOAD)
+    study = owned_study(caller, study_id)
+    try:
+        reopened = manage.reprocess(study, actor=caller.subject, source=request_source(request))
+    except tracking.TransitionRefused as error:
+        raise Problem(
+            409,
+            "not_reprocessable",
+            "Only a COMPLETED or FAILED study can be reprocessed",
+            f"it is {study.status}" + ("; upload a corrected file as a new study" if study.reason else ""),
+        ) from error
+    return study_view(reopened, with_steps=False)
+
+
+@router.delete("/{study_id}")
+def delete_study(study_id: str, caller: Caller, request: Request) -> dict[str, Any]:
+    caller.require(Action.DELETE)
+    study = owned_study(caller, study_id)
+    removed = manage.delete(
+        study, Storage.from_environment(), actor=caller.subject, source=request_source(request)
+    )
+    return {"study_id": study_id, "status": StudyStatus.DELETED.value, "objects_removed": removed}

@@ -1,0 +1,60 @@
+"""Records as the API shows them."""
+
+from __future__ import annotations
+
+from voxelpipe import tracking
+from voxelpipe.api.schemas import ModelView, StepView, StudyCost, StudyView
+from voxelpipe.inference.spec import analysis_name
+from voxelpipe.records import ModelRecord, StudyRecord
+
+
+def study_view(study: StudyRecord, with_steps: bool = True) -> StudyView:
+    steps = (
+        [
+            StepView(
+                step=task.step,
+                status=task.status,
+                progress=int(task.progress),
+                started_at=task.started_at,
+                finished_at=task.finished_at,
+                duration_ms=task.duration_ms,
+                error=task.error,
+            )
+            for task in tracking.tasks_of(study.study_id, int(study.attempt))
+        ]
+        if with_steps
+        else []
+    )
+    return StudyView(
+        study_id=study.study_id,
+        format=study.input_format,
+        status=study.status,
+        attempt=int(study.attempt),
+        analyses=list(study.analyses),
+        priority=study.priority,
+        created_at=study.created_at,
+        updated_at=study.updated_at,
+        reason=study.reason,
+        reason_detail=study.reason_detail,
+        error=study.error,
+        subject=study.subject,
+        input=study.input,
+        steps=steps,
+        cost=StudyCost.model_validate(study.cost) if study.cost else None,
+    )
+
+
+def model_view(record: ModelRecord) -> ModelView:
+    return ModelView(
+        name=record.name,
+        version=int(record.version),
+        analysis=analysis_name(record.name),
+        format=record.format,
+        status=record.status,
+        size=int(record.size),
+        sha256=record.sha256,
+        spec=record.spec,
+        created_at=record.created_at,
+        ready_at=record.ready_at,
+        retired_at=record.retired_at,
+    )

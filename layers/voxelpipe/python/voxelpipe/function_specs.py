@@ -1,0 +1,195 @@
+"""Every Lambda function: its code folder, size, timeout and the resources it is told of.
+
+The stack builds one function per spec (and its role from `infra/access.py`); the local cloud
+finds each handler by its spec; task rows name the step each function runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from voxelpipe.wiring import DEFAULT_MAX_UPLOAD_BYTES, DicomOriginals, EnvVar
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One Lambda function: its code folder, handler, size and the resources it uses."""
+
+    name: str
+    description: str
+    memory_mb: int
+    timeout_s: int
+    env: tuple[EnvVar, ...]
+    handler: str = "handler.lambda_handler"
+    settings: dict[EnvVar, str] = field(default_factory=dict)
+    # A container image built from functions/{name}/Dockerfile, for code too heavy for layers.
+    image: bool = False
+
+    @property
+    def code_dir(self) -> str:
+        return f"functions/{self.name}"
+
+    @property
+    def construct_id(self) -> str:
+        return "".join(part.capitalize() for part in self.name.split("_")) + "Function"
+
+
+# The status tables, and the bus that tracking.transition puts every status change on.
+_STATUS_TABLES = (
+    EnvVar.STUDIES_TABLE,
+    EnvVar.TASKS_TABLE,
+    EnvVar.AUDIT_TABLE,
+    EnvVar.OBJECTS_TABLE,
+    EnvVar.EVENT_BUS_NAME,
+)
+
+INGEST = FunctionSpec(
+    name="ingest",
+    description="Validates each upload from its header, then its data; rejects or queues the study",
+    memory_mb=3008,
+    timeout_s=300,
+    env=(
+        EnvVar.BUCKET,
+        *_STATUS_TABLES,
+        EnvVar.IDEMPOTENCY_TABLE,
+        EnvVar.HIGH_PRIORITY_QUEUE_URL,
+        EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+        EnvVar.MAX_UPLOAD_BYTES,
+        EnvVar.MODELS_TABLE,
+    ),
+    settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES)},
+)
+DISPATCH = FunctionSpec(
+    name="dispatch",
+    description="Starts one state machine execution per study attempt from the work queues",
+    memory_mb=256,
+    timeout_s=30,
+    env=(*_STATUS_TABLES, EnvVar.STATE_MACHINE_ARN, EnvVar.MODELS_TABLE, EnvVar.GPU_ANALYSES),
+)
+PREPARE = FunctionSpec(
+    name="prepare",
+    description="Decodes the upload once into a canonical RAS volume for the analyses",
+    memory_mb=4096,
+    timeout_s=600,
+    env=(EnvVar.BUCKET, *_STATUS_TABLES, EnvVar.DICOM_ORIGINALS),
+    settings={EnvVar.DICOM_ORIGINALS: DicomOriginals.DELETE.value},
+)
+RUN_ANALYSIS = FunctionSpec(
+    name="run_analysis",
+    description="Runs one Lambda-runtime analysis of the catalogue on the prepared volume",
+    memory_mb=10240,
+    timeout_s=900,
+    env=(EnvVar.BUCKET, *_STATUS_TABLES),
+    image=True,  # torch
+)
+FINALIZE = FunctionSpec(
+    name="finalize",
+    description="Writes results.json with provenance and marks the study COMPLETED",
+    memory_mb=512,
+    timeout_s=60,
+    env=(EnvVar.BUCKET, *_STATUS_TABLES),
+)
+MARK_FAILED = FunctionSpec(
+    name="mark_failed",
+    description="Marks the study FAILED with the error that stopped its execution",
+    memory_mb=256,
+    timeout_s=30,
+    env=_STATUS_TABLES,
+)
+
+API = FunctionSpec(
+    name="api",
+    description="The query API: FastAPI behind API Gateway (Mangum)",
+    memory_mb=1024,
+    timeout_s=29,  # API Gateway's integration timeout
+    env=(
+        EnvVar.BUCKET,
+        *_STATUS_TABLES,
+        EnvVar.HIGH_PRIORITY_QUEUE_URL,
+        EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+        EnvVar.STATE_MACHINE_ARN,
+        EnvVar.MAX_UPLOAD_BYTES,
+        EnvVar.AUTH_MODE,
+        EnvVar.WEBHOOK_SECRET_ARN,  # to hand each webhook study its signing key
+        EnvVar.MODELS_TABLE,
+        EnvVar.GPU_ANALYSES,  # GET /analyses shows the runtime each analysis is deployed with
+    ),
+    settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
+)
+
+REAPER = FunctionSpec(
+    name="reaper",
+    description="Every few minutes: fails or re-drives studies stuck past their step's deadline",
+    memory_mb=512,
+    timeout_s=120,
+    env=(
+        *_STATUS_TABLES,
+        EnvVar.HIGH_PRIORITY_QUEUE_URL,
+        EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+        EnvVar.STATE_MACHINE_ARN,
+    ),
+)
+WEBHOOK = FunctionSpec(
+    name="webhook",
+    description="POSTs each status change, signed, to the study's webhook URL (SQS batches, retried)",
+    memory_mb=256,
+    timeout_s=30,
+    env=(EnvVar.STUDIES_TABLE, EnvVar.WEBHOOK_SECRET_ARN, EnvVar.WEBHOOK_QUEUE_URL),
+)
+SCALER = FunctionSpec(
+    name="scaler",
+    description="Every minute: submits GPU worker jobs to follow the GPU queue's depth",
+    memory_mb=256,
+    timeout_s=30,
+    env=(
+        EnvVar.GPU_QUEUE_URL,
+        EnvVar.GPU_JOB_QUEUE,
+        EnvVar.GPU_JOB_DEFINITION,
+        EnvVar.GPU_MAX_WORKERS,
+        EnvVar.GPU_MICRO_BATCH_SIZE,
+    ),
+)
+
+# What the GPU worker (a Batch job, not a Lambda) is told of; its job role may use exactly these.
+GPU_WORKER_ENV: tuple[EnvVar, ...] = (
+    EnvVar.BUCKET,
+    *_STATUS_TABLES,
+    EnvVar.MODELS_TABLE,
+    EnvVar.GPU_QUEUE_URL,
+)
+
+FUNCTIONS: tuple[FunctionSpec, ...] = (
+    INGEST,
+    DISPATCH,
+    PREPARE,
+    RUN_ANALYSIS,
+    FINALIZE,
+    MARK_FAILED,
+    API,
+    REAPER,
+    WEBHOOK,
+    SCALER,
+)
+
+
+# Task rows name steps, not functions: the function that runs each pipeline step. An analysis's
+# step is `analysis:{name}`, run by RunAnalysis on Lambda (or by a GPU worker).
+STEP_FUNCTIONS: dict[str, FunctionSpec] = {"validate": INGEST, "prepare": PREPARE, "finalize": FINALIZE}
+ANALYSIS_STEP_PREFIX = "analysis:"
+
+
+def analysis_step(analysis: str) -> str:
+    return ANALYSIS_STEP_PREFIX + analysis
+
+
+def analysis_of_step(step: str) -> str | None:
+    """The analysis an `analysis:{name}` step runs; None for any other step."""
+    return step.removeprefix(ANALYSIS_STEP_PREFIX) if step.startswith(ANALYSIS_STEP_PREFIX) else None
+
+
+def function_spec(name: str) -> FunctionSpec:
+    """The spec of the function called `name` (its folder under functions/)."""
+    for spec in FUNCTIONS:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no function {name!r}; known: {', '.join(spec.name for spec in FUNCTIONS)}")
