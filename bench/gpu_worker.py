@@ -153,13 +153,14 @@ def time_worker(
     from moto import mock_aws
 
     from voxelpipe.adapters.storage import Storage
+    from voxelpipe.adapters.study_table import DynamoStudyStore
     from voxelpipe.inference import registry
     from voxelpipe.inference.tasks import run_model_tasks
     from voxelpipe.keys import work_key
     from voxelpipe.messages import AnalysisRequest, AnalysisResult, AnalysisTask, PreparedVolume
     from voxelpipe.nifti import to_nifti_bytes
     from voxelpipe.pipeline.prepare import canonical_volume
-    from voxelpipe.records import ModelRecord, TaskRecord
+    from voxelpipe.records import ModelRecord, StudyRecord, TaskRecord
     from voxelpipe.volume import orientation, voxel_sizes
     from voxelpipe.wiring import EnvVar, Runtime
 
@@ -168,9 +169,11 @@ def time_worker(
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     os.environ[EnvVar.BUCKET] = BUCKET
     os.environ[EnvVar.TASKS_TABLE] = "bench-tasks"
+    os.environ[EnvVar.STUDIES_TABLE] = "bench-studies"
     os.environ[EnvVar.MODELS_TABLE] = "bench-models"
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket=BUCKET)
+        StudyRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
         TaskRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
         ModelRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
         storage = Storage(BUCKET)
@@ -203,12 +206,12 @@ def time_worker(
         batch = max(1, len(tasks))
 
         def run() -> None:
-            outcomes = run_model_tasks(tasks, storage, cache, max_batch_volumes=batch)
+            outcomes = run_model_tasks(tasks, DynamoStudyStore(), storage, cache, max_batch_volumes=batch)
             failures = [o for o in outcomes if not isinstance(o, AnalysisResult)]
             if failures:
                 raise RuntimeError(f"worker failed: {failures[0]!r}")
 
-        run_model_tasks(tasks[:1], storage, cache)  # warm-up: loads the model
+        run_model_tasks(tasks[:1], DynamoStudyStore(), storage, cache)  # warm-up: loads the model
         seconds = best_s(run, repeat, warmup=False)
     return {"seconds": seconds, "studies_per_s": len(tasks) / seconds}
 

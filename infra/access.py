@@ -38,10 +38,20 @@ UPLOADS, QUARANTINE, DERIVED, WORK, MODELS = (
 )
 ALL_PREFIXES = (UPLOADS, QUARANTINE, DERIVED, WORK)
 
+# Every step that writes a study's objects removes what it wrote (every version) when it finds the
+# study deleted as it ends (voxelpipe.study_data.writing_for): it may delete and list the versions
+# of what it may write, and no more.
 BUCKET_ACCESS: dict[str, BucketAccess] = {
     # Reads each upload (HEAD and range reads are s3:GetObject), lists a DICOM study's uploads,
-    # and moves rejected ones to quarantine/ (copy = read + write, then delete).
-    INGEST.name: BucketAccess(read=[UPLOADS], write=[QUARANTINE], delete=[UPLOADS], list=[UPLOADS]),
+    # and moves rejected ones to quarantine/ (copy = read + write, then delete); an upload that
+    # arrives for a deleted study is deleted, every version.
+    INGEST.name: BucketAccess(
+        read=[UPLOADS],
+        write=[QUARANTINE],
+        delete=[UPLOADS, QUARANTINE],
+        list=[UPLOADS],
+        list_versions=[UPLOADS, QUARANTINE],
+    ),
     # Reads the upload (a reprocessed DICOM study: its de-identified copies under derived/), writes
     # the canonical volume (work/) and converted volume (derived/), keeps DICOM originals under
     # work/ if so configured, then removes every version of the upload. A series that does not
@@ -49,14 +59,18 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     PREPARE.name: BucketAccess(
         read=[UPLOADS, DERIVED],
         write=[DERIVED, WORK, QUARANTINE],
-        delete=[UPLOADS],
+        delete=[UPLOADS, DERIVED, WORK, QUARANTINE],
         list=[UPLOADS, DERIVED],
-        list_versions=[UPLOADS],
+        list_versions=[UPLOADS, DERIVED, WORK, QUARANTINE],
     ),
     # Reads the prepared volume and earlier analyses' outputs; writes artifacts and outputs.
-    RUN_ANALYSIS.name: BucketAccess(read=[WORK, DERIVED], write=[WORK, DERIVED]),
+    RUN_ANALYSIS.name: BucketAccess(
+        read=[WORK, DERIVED], write=[WORK, DERIVED], delete=[WORK, DERIVED], list_versions=[WORK, DERIVED]
+    ),
     # Writes results.json.
-    FINALIZE.name: BucketAccess(write=[DERIVED]),
+    FINALIZE.name: BucketAccess(write=[DERIVED], delete=[DERIVED], list_versions=[DERIVED]),
+    # Purges recently deleted studies again: every version of every object a study has.
+    REAPER.name: BucketAccess(delete=[*ALL_PREFIXES], list_versions=[*ALL_PREFIXES]),
     # Presigns uploads (POST and multipart, signed by this role: s3:PutObject) and artifact
     # downloads; completing a rejected DICOM study quarantines it; deleting a study removes every
     # version of every object it has. Registering a model presigns its upload under models/,
@@ -72,16 +86,19 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
 }
 
 # The GPU worker (a Batch job): reads the prepared volume and earlier outputs and the registered
-# models; writes artifacts and outputs, as RunAnalysis does.
-GPU_WORKER_BUCKET_ACCESS = BucketAccess(read=[WORK, DERIVED, MODELS], write=[WORK, DERIVED])
+# models; writes artifacts and outputs (and removes them for a deleted study), as RunAnalysis does.
+GPU_WORKER_BUCKET_ACCESS = BucketAccess(
+    read=[WORK, DERIVED, MODELS], write=[WORK, DERIVED], delete=[WORK, DERIVED], list_versions=[WORK, DERIVED]
+)
 GPU_WORKER_READ_ONLY_TABLES = frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE})
 
 # Status tables a function reads but never writes (everything else it is told of: read-write).
 READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
-    # Only DICOM ingest and the API's /complete touch the objects table.
+    # Only DICOM ingest and the API's /complete write the objects table; deleting a study (the API)
+    # and purging a deleted one again (the reaper) remove its rows.
     **{
         spec.name: frozenset({Resource.OBJECTS_TABLE})
-        for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED, REAPER)
+        for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED)
     },
     # Only the API registers models; ingest and dispatch look up `model:NAME` analyses.
     INGEST.name: frozenset({Resource.MODELS_TABLE}),

@@ -26,7 +26,7 @@ from constructs import Construct
 from infra import nag
 from infra.access import GPU_WORKER_BUCKET_ACCESS, GPU_WORKER_READ_ONLY_TABLES
 from infra.security import StackSecurity, grant_bucket, grant_table
-from voxelpipe.gpu.settings import GPU_QUEUE_MAX_RECEIVE_COUNT, GpuSettings
+from voxelpipe.gpu_settings import GPU_QUEUE_MAX_RECEIVE_COUNT, GpuSettings
 from voxelpipe.wiring import ENV_RESOURCES, EnvVar, Resource
 
 # One worker job: one GPU and what a g5.xlarge/g6.xlarge leaves to a container.

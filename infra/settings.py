@@ -14,7 +14,7 @@ from constructs import Node
 LOG_RETENTION_DAYS = "voxelpipe:logRetentionDays"
 # Days after which derived/ objects move to S3 Glacier Instant Retrieval (reads stay immediate).
 DERIVED_TRANSITION_DAYS = "voxelpipe:derivedTransitionDays"
-# The GPU workers' settings are `voxelpipe:gpu:*` keys, read by voxelpipe.gpu.settings.GpuSettings.
+# The GPU workers' settings are `voxelpipe:gpu:*` keys, read by voxelpipe.gpu_settings.GpuSettings.
 
 DEFAULTS: dict[str, Any] = {
     LOG_RETENTION_DAYS: 365,

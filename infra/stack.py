@@ -43,7 +43,7 @@ from voxelpipe.function_specs import (
     WEBHOOK,
     FunctionSpec,
 )
-from voxelpipe.gpu.settings import GpuSettings
+from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.records import REGISTRY_MODELS, STATUS_MODELS, table_schema
 from voxelpipe.wiring import ENV_RESOURCES, FUNCTION_TAG, GPU_RESOURCES, EnvVar, Prefix, Resource
 from voxelpipe.workflow_settings import (

@@ -13,7 +13,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from voxelpipe.function_specs import FINALIZE, MARK_FAILED, PREPARE, RUN_ANALYSIS, FunctionSpec
-from voxelpipe.gpu.settings import GPU_RETRIED_ERRORS, GpuSettings
+from voxelpipe.gpu_settings import GPU_RETRIED_ERRORS, GpuSettings
 from voxelpipe.wiring import Runtime
 from voxelpipe.workflow_settings import (
     ANALYSIS_CONCURRENCY,

@@ -1,27 +1,11 @@
-"""Shared fixtures: the synthesized template (once per session) and a fresh local cloud per test."""
+"""Fixtures every tier shares. The local cloud's (`cloud`, `template`) are the integration and
+end-to-end tiers' only (their conftest files): the unit tier never imports CDK or moto."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
-from infra.local.cloud import LocalCloud
-from infra.local.template import cached_template
-from tests.fixtures.cloud import checked_cloud
 from voxelpipe.api.auth import DEV_SECRET_FILE_ENV
-
-
-@pytest.fixture(scope="session")
-def template() -> dict[str, Any]:
-    return cached_template()
-
-
-@pytest.fixture
-def cloud(template: dict[str, Any]) -> Iterator[LocalCloud]:
-    with checked_cloud(template) as local:
-        yield local
 
 
 @pytest.fixture(autouse=True)

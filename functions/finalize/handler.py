@@ -6,6 +6,7 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from voxelpipe.adapters.storage import Storage
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.messages import FinalizeInput
 from voxelpipe.observability import logger, metrics, tracer
 from voxelpipe.pipeline.finalize import finalize
@@ -16,4 +17,4 @@ from voxelpipe.pipeline.finalize import finalize
 @metrics.log_metrics
 @event_parser(model=FinalizeInput)
 def lambda_handler(event: FinalizeInput, context: LambdaContext) -> dict[str, str]:
-    return finalize(event, Storage.from_environment())
+    return finalize(event, DynamoStudyStore(), Storage.from_environment())

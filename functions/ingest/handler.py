@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import asdict
 from typing import Any
-from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency import (
@@ -16,11 +15,13 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from voxelpipe.adapters.queues import SqsWorkQueues
 from voxelpipe.adapters.storage import Storage
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.limits import Limits
-from voxelpipe.messages import ObjectCreatedNotification
+from voxelpipe.messages import ObjectCreatedNotification, UploadedObject
 from voxelpipe.observability import logger, metrics, tracer
-from voxelpipe.pipeline.ingest import UploadedObject, ingest_upload
+from voxelpipe.pipeline.ingest import ingest_upload
 from voxelpipe.wiring import EnvVar
 
 persistence = DynamoDBPersistenceLayer(table_name=os.environ[EnvVar.IDEMPOTENCY_TABLE])
@@ -32,13 +33,9 @@ idempotency = IdempotencyConfig(event_key_jmespath="[bucket, key, version]", rai
     data_keyword_argument="upload", config=idempotency, persistence_store=persistence
 )
 def process(upload: UploadedObject) -> dict[str, Any]:
-    limits = Limits(max_upload_bytes=int(os.environ[EnvVar.MAX_UPLOAD_BYTES]))
-    outcome = ingest_upload(upload, Storage.from_environment(), limits)
-    metrics.add_metric(name=f"Uploads{outcome.status.title()}", unit=MetricUnit.Count, value=1)
-    if outcome.study_id is None:
-        logger.warning("upload quarantined: no study can be told", extra=asdict(outcome))
-    elif outcome.reason:
-        logger.info("upload rejected", extra=asdict(outcome))
+    outcome = ingest_upload(
+        upload, DynamoStudyStore(), Storage.from_environment(), SqsWorkQueues(), Limits.from_environment()
+    )
     return asdict(outcome)
 
 
@@ -51,14 +48,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return {"outcomes": []}
     idempotency.register_lambda_context(context)
     notification = parse(event=event, model=ObjectCreatedNotification)
-    outcomes = [
-        process(
-            upload=UploadedObject(
-                bucket=record.s3.bucket.name,
-                key=unquote_plus(record.s3.object.key),
-                version=record.s3.object.versionId or record.s3.object.eTag or "",
-            )
-        )
-        for record in notification.Records
-    ]
-    return {"outcomes": outcomes}
+    return {"outcomes": [process(upload=upload) for upload in notification.uploads()]}

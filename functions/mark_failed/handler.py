@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.messages import FailureInput
 from voxelpipe.observability import logger, metrics, tracer
 from voxelpipe.pipeline.failure import mark_failed
@@ -17,4 +18,4 @@ from voxelpipe.pipeline.failure import mark_failed
 @metrics.log_metrics
 @event_parser(model=FailureInput)
 def lambda_handler(event: FailureInput, context: LambdaContext) -> dict[str, Any]:
-    return mark_failed(event)
+    return mark_failed(event, DynamoStudyStore())

@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from voxelpipe.adapters.storage import Storage
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.messages import ExecutionInput
 from voxelpipe.observability import logger, metrics, tracer
 from voxelpipe.pipeline.prepare import prepare
@@ -18,4 +19,4 @@ from voxelpipe.pipeline.prepare import prepare
 @metrics.log_metrics
 @event_parser(model=ExecutionInput)
 def lambda_handler(event: ExecutionInput, context: LambdaContext) -> dict[str, Any]:
-    return prepare(event, Storage.from_environment()).model_dump()
+    return prepare(event, DynamoStudyStore(), Storage.from_environment()).model_dump()

@@ -8,8 +8,12 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from voxelpipe.adapters.executions import StepFunctionsExecutions
+from voxelpipe.adapters.queues import SqsWorkQueues
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.observability import logger, metrics, tracer
-from voxelpipe.pipeline.reconcile import reap
+from voxelpipe.pipeline.reconcile import Reaper
 
 
 @logger.inject_lambda_context
@@ -17,7 +21,7 @@ from voxelpipe.pipeline.reconcile import reap
 @metrics.log_metrics
 @event_parser(model=EventBridgeModel)
 def lambda_handler(event: EventBridgeModel, context: LambdaContext) -> dict[str, Any]:
-    outcomes = [outcome.as_json() for outcome in reap()]
-    for outcome in outcomes:
-        logger.warning("reaped a stuck study", extra=outcome)
-    return {"reaped": outcomes}
+    reaper = Reaper(
+        DynamoStudyStore(), Storage.from_environment(), StepFunctionsExecutions(), SqsWorkQueues()
+    )
+    return {"reaped": [outcome.as_json() for outcome in reaper.reap()]}

@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from voxelpipe.adapters.storage import Storage
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.messages import AnalysisTask
 from voxelpipe.observability import logger, metrics, tracer
 from voxelpipe.pipeline.analysis import run_analysis
@@ -18,4 +19,4 @@ from voxelpipe.pipeline.analysis import run_analysis
 @metrics.log_metrics
 @event_parser(model=AnalysisTask)
 def lambda_handler(event: AnalysisTask, context: LambdaContext) -> dict[str, Any]:
-    return run_analysis(event, Storage.from_environment()).model_dump()
+    return run_analysis(event, DynamoStudyStore(), Storage.from_environment()).model_dump()

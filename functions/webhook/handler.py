@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -13,12 +14,11 @@ from aws_lambda_powertools.utilities.parser.types import Json
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
-from voxelpipe import telemetry
 from voxelpipe.adapters import http, queues, secrets
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.observability import logger, metrics, tracer
 from voxelpipe.status_events import StudyStatusChanged
-from voxelpipe.telemetry import Dimension, Metric
-from voxelpipe.webhooks import DeliveryFailed, deliver, retry_delay_s
+from voxelpipe.webhooks import deliver_with_backoff
 from voxelpipe.wiring import EnvVar
 
 
@@ -44,26 +44,17 @@ processor = BatchProcessor(event_type=EventType.SQS, model=StatusChangeRecord)
 
 
 def handle_record(record: StatusChangeRecord) -> str:
-    try:
-        delivery = deliver(
-            record.body.id,
-            record.body.detail,
-            deployment_secret=secrets.webhook_secret(),
-            post=http.post,
-            now=int(time.time()),
-            allow_local_http=os.environ.get(EnvVar.AUTH_MODE) == "dev",
-        )
-    except DeliveryFailed:
-        # Back off: the message stays hidden longer with each receive, then SQS offers it again.
-        delay = retry_delay_s(int(record.attributes.ApproximateReceiveCount))
-        queues.delay_retry(os.environ[EnvVar.WEBHOOK_QUEUE_URL], record.receiptHandle, delay)
-        telemetry.count(Metric.WEBHOOK_DELIVERIES, Dimension.OUTCOME, "retry")
-        logger.warning(
-            "webhook delivery failed", extra={"study_id": record.body.detail.study_id, "retry_in_s": delay}
-        )
-        raise
-    telemetry.count(Metric.WEBHOOK_DELIVERIES, Dimension.OUTCOME, delivery.outcome)
-    return delivery.outcome
+    return deliver_with_backoff(
+        record.body.id,
+        record.body.detail,
+        DynamoStudyStore(),
+        deployment_secret=secrets.webhook_secret(),
+        post=http.post,
+        now=int(time.time()),
+        allow_local_http=os.environ.get(EnvVar.AUTH_MODE) == "dev",
+        receive_count=int(record.attributes.ApproximateReceiveCount),
+        retry_later=partial(queues.delay_retry, os.environ[EnvVar.WEBHOOK_QUEUE_URL], record.receiptHandle),
+    ).outcome
 
 
 @logger.inject_lambda_context

@@ -112,7 +112,7 @@ def demo(args: argparse.Namespace) -> int:
     # The local cloud needs the development extras (moto, aws-cdk-lib, nilearn): imported only here.
     from infra.local.cloud import LocalCloud
     from infra.local.samples import mni152_t1_path
-    from infra.local.studies import report, scan_files, submit_files, wait_for_terminal
+    from infra.local.studies import UnsafeInput, report, scan_files, submit_files, wait_for_terminal
 
     # The local cloud reports failed invocations through logging: always shown.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
@@ -125,14 +125,15 @@ def demo(args: argparse.Namespace) -> int:
 
     try:
         resolve(args.analyses or [])
-    except UnknownAnalysis as error:
+        # Every input read before anything runs: a folder with a symbolic link is refused whole.
+        scans = [(path, *scan_files(path)) for path in inputs]
+    except (UnknownAnalysis, UnsafeInput) as error:
         print(f"voxelpipe demo: {error}", file=sys.stderr)
         return EXIT_USAGE
     print("starting the local cloud (moto, in process)...", file=sys.stderr, flush=True)
     with LocalCloud(env={"POWERTOOLS_LOG_LEVEL": "INFO" if args.verbose else "WARNING"}) as cloud:
         submitted = []
-        for path in inputs:
-            input_format, files = scan_files(path)
+        for path, input_format, files in scans:
             study_id = submit_files(
                 cloud, files, input_format=input_format, analyses=args.analyses or DEMO_ANALYSES
             )

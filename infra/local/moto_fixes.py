@@ -6,16 +6,23 @@
   already let go of its environment (one ending meanwhile, or a finished one for SendTaskFailure)
   and fail with an AttributeError, which AWS never answers: such executions hold no token, so
   they are left out of the search.
+- moto's DynamoDB applies a conditional write in steps (read the item, check the condition, write)
+  with nothing held between them, so two threads can both pass a condition that only one of them
+  may pass in DynamoDB (two concurrent reprocess calls both opened attempt 2; two arrivals counted
+  once). Every item operation of its backend runs under one lock here, as DynamoDB's are atomic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 from unittest import mock
 
 from moto.core.responses import ActionResult, EmptyResult
+from moto.dynamodb.models import DynamoDBBackend
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from moto.stepfunctions.responses import StepFunctionResponse
 
@@ -38,10 +45,40 @@ def _send_task_failure(self: StepFunctionResponse) -> ActionResult:
     return EmptyResult()
 
 
+# The DynamoDB backend's item operations: each reads and writes items, and must be atomic.
+_DYNAMODB_ITEM_OPERATIONS = (
+    "put_item",
+    "get_item",
+    "query",
+    "scan",
+    "update_item",
+    "delete_item",
+    "transact_write_items",
+    "transact_get_items",
+    "batch_get_item",
+)
+_dynamodb_lock = threading.RLock()
+
+
+def _atomic(operation: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(operation)
+    def atomic(*args: Any, **kwargs: Any) -> Any:
+        with _dynamodb_lock:
+            return operation(*args, **kwargs)
+
+    return atomic
+
+
 @contextmanager
 def moto_fixes() -> Iterator[None]:
-    with (
-        mock.patch.object(StepFunctionResponse, "send_task_failure", _send_task_failure),
-        mock.patch.object(StepFunctionsParserBackend, "_get_executions", _executions_with_environment),
-    ):
+    with ExitStack() as fixes:
+        fixes.enter_context(mock.patch.object(StepFunctionResponse, "send_task_failure", _send_task_failure))
+        fixes.enter_context(
+            mock.patch.object(StepFunctionsParserBackend, "_get_executions", _executions_with_environment)
+        )
+        for name in _DYNAMODB_ITEM_OPERATIONS:
+            if hasattr(DynamoDBBackend, name):
+                fixes.enter_context(
+                    mock.patch.object(DynamoDBBackend, name, _atomic(getattr(DynamoDBBackend, name)))
+                )
         yield

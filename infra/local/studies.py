@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -13,8 +14,8 @@ from typing import Any
 import boto3
 
 from infra.local.cloud import LocalCloud
-from voxelpipe import tracking
 from voxelpipe.adapters.storage import Storage
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.keys import UploadKey, derived_key, results_key
 from voxelpipe.pipeline.register import register_study
 from voxelpipe.records import StudyRecord
@@ -76,28 +77,51 @@ def submit_files(
     analyses: Sequence[str] = (),
     tenant: str = DEMO_TENANT,
 ) -> str:
-    """Register a study with its manifest and upload each file; returns the study id."""
+    """Register a study with its files and upload each, as a client does with the presigned targets
+    (each file under the object name the server chose for it); returns the study id."""
     study = register_study(
+        DynamoStudyStore(),
         tenant,
         analyses=analyses,
         actor="voxelpipe-cli",
         source="local",
-        manifest=[{"name": name, "size": len(data)} for name, data in files],
+        files=[(name, len(data)) for name, data in files],
         input_format=input_format,
     )
     s3 = boto3.client("s3")
-    for name, data in files:
-        s3.put_object(Bucket=cloud.bucket, Key=UploadKey(tenant, study.study_id, name).key, Body=data)
+    for entry, (_, data) in zip(study.manifest or [], files, strict=True):
+        s3.put_object(
+            Bucket=cloud.bucket, Key=UploadKey(tenant, study.study_id, entry["object"]).key, Body=data
+        )
     return str(study.study_id)
+
+
+class UnsafeInput(ValueError):
+    """An input folder holds what a demo must not follow: a symbolic link (it may lead out of it)."""
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The regular files under `folder` (hidden ones left out), refusing any symbolic link in it."""
+    files: list[Path] = []
+    for root, directories, names in os.walk(folder, followlinks=False):
+        for name in [*directories, *names]:
+            entry = Path(root) / name
+            if entry.is_symlink():
+                link = entry.relative_to(folder)
+                raise UnsafeInput(f"{link} in {folder} is a symbolic link: copy what it points to instead")
+        directories[:] = sorted(d for d in directories if not d.startswith("."))
+        files.extend(Path(root) / name for name in sorted(names) if not name.startswith("."))
+    return files
 
 
 def scan_files(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
     """What to upload for a path: a folder or .zip of DICOM files, one DICOM file, or one NIfTI.
 
-    Returns the study's format and its files (names made safe, unique within the study).
+    Returns the study's format and its files (names made safe, unique within the study). A folder
+    holding a symbolic link raises UnsafeInput: nothing outside the folder is ever read.
     """
     if path.is_dir():
-        members = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        members = _folder_files(path)
         names = [upload_name(Path(str(p.relative_to(path)).replace("/", "_"))) for p in members]
         return "dicom", [(name, p.read_bytes()) for name, p in zip(names, members, strict=True)]
     data = path.read_bytes()
@@ -116,18 +140,19 @@ def wait_for_terminal(
     In the local cloud ingest runs inside the upload's put_object, so a study with no record by
     now was never ingested (its ingest invocation failed): there is nothing to wait for.
     """
+    store = DynamoStudyStore()
     deadline = time.monotonic() + timeout_s
     seen: dict[str, tuple[str, tuple[str, ...]]] = {}
     latest: dict[str, StudyRecord | None] = dict.fromkeys(study_ids)
     while True:
         for study_id in study_ids:
-            record = tracking.get_study(study_id)
+            record = store.get_study(study_id)
             latest[study_id] = record
             if record is None:
                 continue
             steps = tuple(
                 f"{task.step} {int(task.progress)}%"
-                for task in tracking.tasks_of(study_id, int(record.attempt))
+                for task in store.tasks_of(study_id, int(record.attempt))
                 if task.status == TaskStatus.RUNNING
             )
             if on_change and seen.get(study_id) != (record.status, steps):
@@ -143,7 +168,8 @@ def wait_for_terminal(
 def report(cloud: LocalCloud, study_id: str, input_name: str, output_dir: Path | None = None) -> StudyReport:
     """What became of a study: status, reason, measures, artifacts, step timings."""
     storage = Storage(cloud.bucket)
-    record = tracking.get_study(study_id)
+    store = DynamoStudyStore()
+    record = store.get_study(study_id)
     if record is None:
         errors = [
             f"{i.function}: {i.error}"
@@ -161,7 +187,7 @@ def report(cloud: LocalCloud, study_id: str, input_name: str, output_dir: Path |
         result.reason, result.detail = error.get("type", "error"), error.get("message")
     result.timings = {
         task.step: float(task.duration_ms)
-        for task in tracking.tasks_of(study_id, int(record.attempt))
+        for task in store.tasks_of(study_id, int(record.attempt))
         if task.duration_ms is not None
     }
     result.timings["total"] = round((record.updated_at - record.created_at).total_seconds() * 1000, 1)

@@ -21,12 +21,14 @@ from infra.local.deploy import GPU_WORKER, Deployment
 from infra.local.iam import LocalIam
 from voxelpipe.adapters.gpu_queue import GpuQueue
 from voxelpipe.adapters.storage import Storage
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.adapters.task_tokens import TaskTokens
 from voxelpipe.function_specs import SCALER
 from voxelpipe.gpu.scaling import scale
 from voxelpipe.gpu.service import default_runner
-from voxelpipe.gpu.settings import GpuSettings
 from voxelpipe.gpu.worker import Runner, Worker, WorkerSummary
+from voxelpipe.gpu_settings import GpuSettings
+from voxelpipe.ports import StudyStore
 from voxelpipe.wiring import EnvVar
 
 log = logging.getLogger("voxelpipe.local")
@@ -37,7 +39,7 @@ SCALER_TICK_S = 0.2
 LOCAL_POLL_WAIT_S = 1
 
 # Builds the runner of each new worker (tests inject faults through it): storage -> runner.
-RunnerFactory = Callable[[Storage], Runner]
+RunnerFactory = Callable[[StudyStore, Storage], Runner]
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class LocalGpuWorkers:
         worker = Worker(
             queue=self.queue,
             tokens=TaskTokens(),
-            runner=self._runner_factory(self.storage),
+            runner=self._runner_factory(DynamoStudyStore(), self.storage),
             settings=self.settings,
             name=name,
         )

@@ -6,7 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.fixtures.cloud import cloud, template
 from tests.fixtures.serve import voxelpipe_serve
+
+__all__ = ["cloud", "multipart_server", "server", "template"]
 
 
 @pytest.fixture(scope="module")

@@ -72,3 +72,15 @@ def test_demo_usage_errors_exit_2(tmp_path: Path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert main(["demo", "--analyses", "qc,nope"]) == 2
     assert "unknown analyses: nope" in capsys.readouterr().err
+
+
+def test_demo_refuses_a_folder_with_a_symbolic_link_leading_out_of_it(tmp_path: Path, capsys):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("someone else's file")
+    for name, target in (("series", outside), ("nested", tmp_path)):  # to a file, and to a folder
+        folder = tmp_path / name
+        (folder / "inner").mkdir(parents=True)
+        (folder / "inner" / "link").symlink_to(target)
+        assert main(["demo", "--input", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert "symbolic link" in err and "inner/link" in err

@@ -17,11 +17,14 @@ from infra.local.cloud import LocalCloud
 from infra.local.studies import report, submit_files, upload_name, wait_for_terminal
 from tests.fixtures.dicom import dicom_cases, make_series
 from tests.fixtures.dicom_corpus import corpus
-from voxelpipe import tracking
+from voxelpipe.adapters.queues import SqsWorkQueues
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.dicom import BASIC_PROFILE
 from voxelpipe.keys import derived_key
 from voxelpipe.pipeline import manage
 from voxelpipe.status import TERMINAL_STATUSES, StudyStatus
+
+STORE = DynamoStudyStore()
 
 TERMINAL = {status.value for status in TERMINAL_STATUSES}
 
@@ -66,7 +69,7 @@ def test_a_series_converts_is_deidentified_and_completes(cloud: LocalCloud):
 
     # Reprocess reads the de-identified copies, since the originals are gone (and Prepare's role
     # may read them: the local cloud holds each function to its role's policies).
-    reopened = manage.reprocess(record, actor="test", source="test")
+    reopened = manage.reprocess(record, STORE, SqsWorkQueues(), actor="test", source="test")
     assert reopened.input_key == derived_key(study_id, "dicom/")
     again = wait_for_terminal([study_id], timeout_s=120)[study_id]
     assert (again.status, again.attempt) == (StudyStatus.COMPLETED, 2), again.error
@@ -83,7 +86,7 @@ def test_a_zip_of_a_series_with_a_duplicate_instance_completes(cloud: LocalCloud
     record = wait_for_terminal([study_id], timeout_s=120)[study_id]
     assert record.status == StudyStatus.COMPLETED, record.reason_detail
     assert record.input["instances"] == 5
-    assert "duplicate_instances" in [row.action for row in tracking.audit_trail(study_id)]
+    assert "duplicate_instances" in [row.action for row in STORE.audit_trail(study_id)]
 
 
 # Every broken series the fixtures make (a study always declares at least one file).

@@ -8,7 +8,10 @@ from infra.local.cloud import LocalCloud
 from infra.local.studies import submit, wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
 from voxelpipe import tracking
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.status import StudyStatus, TaskStatus
+
+STORE = DynamoStudyStore()
 
 # Lambda reports an exception's class name as the error; the platform's own errors carry dots.
 ServiceException = type("Lambda.ServiceException", (Exception,), {})
@@ -16,7 +19,9 @@ ServiceException = type("Lambda.ServiceException", (Exception,), {})
 
 def test_an_analysis_error_fails_the_study_with_the_error_and_step(cloud: LocalCloud):
     def broken(event, context):
-        tracking.start_task(event["study_id"], event["attempt"], f"analysis:{event['analysis']['name']}")
+        tracking.start_task(
+            STORE, event["study_id"], event["attempt"], f"analysis:{event['analysis']['name']}"
+        )
         raise ValueError("the analysis could not converge")
 
     _, content = make_good_nifti()
@@ -30,7 +35,7 @@ def test_an_analysis_error_fails_the_study_with_the_error_and_step(cloud: LocalC
         "step": "analysis:qc",
         "retryable": False,
     }
-    steps = {task.step: task.status for task in tracking.tasks_of(study_id, 1)}
+    steps = {task.step: task.status for task in STORE.tasks_of(study_id, 1)}
     assert steps == {
         "validate": TaskStatus.SUCCEEDED,
         "prepare": TaskStatus.SUCCEEDED,
@@ -39,7 +44,7 @@ def test_an_analysis_error_fails_the_study_with_the_error_and_step(cloud: LocalC
     # MarkFailed marks the study (then writes its audit row) before the execution reaches its
     # Fail state: the row is there once the execution has ended.
     assert cloud.wait_for_executions(timeout_s=30)
-    assert "failed" in [row.action for row in tracking.audit_trail(study_id)]
+    assert "failed" in [row.action for row in STORE.audit_trail(study_id)]
     (execution,) = boto3.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)[
         "executions"
     ]
@@ -66,7 +71,7 @@ def test_a_transient_lambda_error_is_retried_and_the_study_completes(cloud: Loca
 
 def test_a_finalize_error_records_the_failed_step(cloud: LocalCloud):
     def broken_finalize(event, context):
-        tracking.start_task(event["study_id"], event["attempt"], "finalize")
+        tracking.start_task(STORE, event["study_id"], event["attempt"], "finalize")
         raise RuntimeError("disk full")
 
     _, content = make_good_nifti()
@@ -75,5 +80,5 @@ def test_a_finalize_error_records_the_failed_step(cloud: LocalCloud):
         record = wait_for_terminal([study_id], timeout_s=60)[study_id]
     assert record.status == StudyStatus.FAILED
     assert record.error["step"] == "finalize" and record.error["message"] == "disk full"
-    finalize = next(t for t in tracking.tasks_of(study_id, 1) if t.step == "finalize")
+    finalize = next(t for t in STORE.tasks_of(study_id, 1) if t.step == "finalize")
     assert finalize.status == TaskStatus.FAILED and finalize.error["type"] == "RuntimeError"

@@ -23,20 +23,24 @@ from tests.fixtures.bad_nifti import make_good_nifti
 from tests.fixtures.cloud import checked_cloud
 from tests.fixtures.gpu import GPU_CONTEXT, GPU_RETRY_ATTEMPTS
 from tests.fixtures.models import make_threshold_model
-from voxelpipe import analyses, tracking
+from voxelpipe import analyses
 from voxelpipe.adapters.storage import Storage
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.analyses import Analysis, AnalysisInput, AnalysisOutput
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.gpu.service import default_runner
-from voxelpipe.gpu.settings import GpuWorkerError
 from voxelpipe.gpu.worker import OnResult, Runner, TransientWorkerError
+from voxelpipe.gpu_settings import GpuWorkerError
 from voxelpipe.inference.registry import publish_model
 from voxelpipe.keys import derived_key
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
+from voxelpipe.ports import StudyStore
 from voxelpipe.status import StudyStatus, TaskStatus
 from voxelpipe.wiring import EnvVar, Runtime
+
+STORE = DynamoStudyStore()
 
 RETRY_ATTEMPTS = GPU_RETRY_ATTEMPTS
 
@@ -100,7 +104,7 @@ def test_tissue_seg_configured_on_gpu_completes_through_the_task_token_path(
     assert submitted and all("sqs" in e["taskSubmittedEventDetails"]["resourceType"] for e in submitted)
     keys = Storage(gpu_cloud.bucket).list_keys(derived_key(study_id, "tissue-seg") + "/")
     assert any(key.endswith("labels.nii.gz") for key in keys)
-    step = next(t for t in tracking.tasks_of(study_id, 1) if t.step == "analysis:tissue-seg")
+    step = next(t for t in STORE.tasks_of(study_id, 1) if t.step == "analysis:tissue-seg")
     assert step.status == TaskStatus.SUCCEEDED
 
 
@@ -111,8 +115,8 @@ def test_a_worker_killed_mid_task_is_replaced_and_the_study_completes_on_retry(
     killed = threading.Event()
     runs: list[str] = []
 
-    def crashing_then_real(storage: Storage) -> Runner:
-        real = default_runner(storage)
+    def crashing_then_real(store: StudyStore, storage: Storage) -> Runner:
+        real = default_runner(store, storage)
 
         def run(tasks: Sequence[AnalysisTask], on_result: OnResult) -> Sequence[AnalysisResult | Exception]:
             runs.append(threading.current_thread().name)
@@ -143,7 +147,7 @@ def test_a_worker_killed_mid_task_is_replaced_and_the_study_completes_on_retry(
 def _failing(error: Exception, calls: list[str]) -> RunnerFactory:
     """Workers whose runner fails every task with `error`, noting each task's study in `calls`."""
 
-    def factory(storage: Storage) -> Runner:
+    def factory(store: StudyStore, storage: Storage) -> Runner:
         def run(tasks: Sequence[AnalysisTask], on_result: OnResult) -> Sequence[AnalysisResult | Exception]:
             calls.extend(task.study_id for task in tasks)
             return [error for _ in tasks]
@@ -203,7 +207,7 @@ def test_a_registered_torchscript_model_runs_through_the_task_token_path(gpu_clo
     np.testing.assert_allclose(labels.affine, original.affine)
     np.testing.assert_array_equal(np.asarray(labels.dataobj) == 1, np.asarray(original.get_fdata()) > 0)
     assert sum(r.summary.succeeded for r in gpu_cloud.gpu_workers.workers) == 1
-    step = next(t for t in tracking.tasks_of(study_id, 1) if t.step == "analysis:model:threshold")
+    step = next(t for t in STORE.tasks_of(study_id, 1) if t.step == "analysis:model:threshold")
     assert step.status == TaskStatus.SUCCEEDED
 
 

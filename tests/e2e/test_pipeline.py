@@ -17,9 +17,12 @@ from infra.local.studies import report, submit, submit_files, wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
 from tests.fixtures.dicom import dicom_cases
 from voxelpipe import tracking
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.keys import derived_key, results_key
 from voxelpipe.status import TERMINAL_STATUSES, StudyStatus, TaskStatus
 from voxelpipe.wiring import execution_name
+
+STORE = DynamoStudyStore()
 
 
 def _executions(cloud: LocalCloud) -> list[dict]:
@@ -36,7 +39,7 @@ def test_the_bundled_scan_completes_with_status_tasks_results_and_audit(cloud: L
     assert record.status == StudyStatus.COMPLETED, record.error
     assert record.attempt == 1 and record.results_key == results_key(study_id)
 
-    tasks = {task.step: task for task in tracking.tasks_of(study_id, 1)}
+    tasks = {task.step: task for task in STORE.tasks_of(study_id, 1)}
     assert set(tasks) == {"validate", "prepare", "analysis:qc", "finalize"}
     for task in tasks.values():
         assert task.status == TaskStatus.SUCCEEDED and task.progress == 100
@@ -56,7 +59,7 @@ def test_the_bundled_scan_completes_with_status_tasks_results_and_audit(cloud: L
         png = storage.get_object(Bucket=cloud.bucket, Key=key)["Body"].read()
         assert Image.open(io.BytesIO(png)).format == "PNG"
 
-    actions = [row.action for row in tracking.audit_trail(study_id)]
+    actions = [row.action for row in STORE.audit_trail(study_id)]
     assert actions[:3] == ["registered", "queued", "execution_started"]
     (execution,) = _executions(cloud)
     assert execution["name"] == execution_name(study_id, 1)
@@ -92,7 +95,7 @@ def test_duplicate_s3_events_and_sqs_messages_start_exactly_one_execution(cloud:
 
     assert len(_executions(cloud)) == 1
     assert wait_for_terminal([study_id], timeout_s=60)[study_id].status == StudyStatus.COMPLETED
-    assert [row.action for row in tracking.audit_trail(study_id)].count("execution_started") == 1
+    assert [row.action for row in STORE.audit_trail(study_id)].count("execution_started") == 1
     assert not [i for i in cloud.invocations if i.error]
 
 
@@ -108,14 +111,12 @@ def test_a_study_becomes_terminal_only_after_every_task_has_ended(
     running_at_end: dict[str, list[str]] = {}
     transition = tracking.transition
 
-    def watched(study_id: str, attempt: int, target: StudyStatus, **kwargs: Any) -> Any:
+    def watched(store: Any, study_id: str, attempt: int, target: StudyStatus, **kwargs: Any) -> Any:
         if target in TERMINAL_STATUSES:
             running_at_end[study_id] = [
-                task.step
-                for task in tracking.tasks_of(study_id, attempt)
-                if task.status == TaskStatus.RUNNING
+                task.step for task in STORE.tasks_of(study_id, attempt) if task.status == TaskStatus.RUNNING
             ]
-        return transition(study_id, attempt, target, **kwargs)
+        return transition(store, study_id, attempt, target, **kwargs)
 
     monkeypatch.setattr(tracking, "transition", watched)
     _, good = make_good_nifti(compressed=True)
@@ -130,7 +131,7 @@ def test_a_study_becomes_terminal_only_after_every_task_has_ended(
     assert records[completed].status == StudyStatus.COMPLETED
     assert records[rejected_at_ingest].status == StudyStatus.REJECTED
     assert records[rejected_at_prepare].status == StudyStatus.REJECTED
-    prepare = {task.step: task.status for task in tracking.tasks_of(rejected_at_prepare, 1)}
+    prepare = {task.step: task.status for task in STORE.tasks_of(rejected_at_prepare, 1)}
     assert prepare["prepare"] == TaskStatus.FAILED
     # Its objects leave uploads/ for quarantine/, as those ingest rejects do.
     quarantined = boto3.client("s3").list_objects_v2(

@@ -17,7 +17,10 @@ from infra.local.studies import submit, wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
 from tests.fixtures.receiver import webhook_receiver
 from voxelpipe import tracking, webhooks
-from voxelpipe.adapters import executions
+from voxelpipe.adapters.executions import StepFunctionsExecutions
+from voxelpipe.adapters.queues import SqsWorkQueues
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.function_specs import PREPARE
@@ -25,14 +28,20 @@ from voxelpipe.pipeline import reconcile
 from voxelpipe.status import StudyStatus, TaskStatus
 from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, EnvVar
 
+STORE = DynamoStudyStore()
+
+
+def _reaper() -> reconcile.Reaper:
+    return reconcile.Reaper(STORE, Storage.from_environment(), StepFunctionsExecutions(), SqsWorkQueues())
+
 
 def test_a_study_frozen_in_a_step_is_failed_by_the_reaper_with_an_audit_row(cloud: LocalCloud):
     entered, release = threading.Event(), threading.Event()
 
     def never_answers(event, context):
         # Prepare as far as its first writes, then silence: no answer, no error.
-        tracking.transition(event["study_id"], event["attempt"], StudyStatus.RUNNING)
-        tracking.start_task(event["study_id"], event["attempt"], "prepare")
+        tracking.transition(STORE, event["study_id"], event["attempt"], StudyStatus.RUNNING)
+        tracking.start_task(STORE, event["study_id"], event["attempt"], "prepare")
         entered.set()
         release.wait(timeout=120)
         return {}  # far too late: the execution was stopped meanwhile
@@ -46,27 +55,27 @@ def test_a_study_frozen_in_a_step_is_failed_by_the_reaper_with_an_audit_row(clou
             scheduled = json.loads(Path("events/scheduled_reaper.json").read_text())
             payload, error = cloud.invoke("reaper", scheduled)
             assert error is None and payload == {"reaped": []}
-            assert tracking.get_study(study_id).status == StudyStatus.RUNNING
-            assert executions.execution_status(study_id, 1) == "RUNNING"
+            assert STORE.get_study(study_id).status == StudyStatus.RUNNING
+            assert StepFunctionsExecutions().status(study_id, 1) == "RUNNING"
 
             later = tracking.now() + reconcile.step_deadline("prepare") + timedelta(seconds=1)
-            outcomes = reconcile.reap(now=later)
+            outcomes = _reaper().reap(now=later)
             assert [(o.study_id, o.action) for o in outcomes] == [(study_id, "failed")]
             # Idempotent: the next run finds nothing left to do.
-            assert reconcile.reap(now=later) == []
+            assert _reaper().reap(now=later) == []
     finally:
         release.set()
     # The stuck execution was stopped: moto applies the stop once the step returns.
     assert cloud.wait_for_executions(timeout_s=30)
-    assert executions.execution_status(study_id, 1) == "ABORTED"
+    assert StepFunctionsExecutions().status(study_id, 1) == "ABORTED"
 
-    study = tracking.get_study(study_id)
+    study = STORE.get_study(study_id)
     assert study.status == StudyStatus.FAILED
     assert study.error["type"] == "Stuck" and study.error["step"] == "prepare"
     assert "prepare ran past its deadline" in study.error["message"]
-    (prepare,) = [t for t in tracking.tasks_of(study_id, 1) if t.step == "prepare"]
+    (prepare,) = [t for t in STORE.tasks_of(study_id, 1) if t.step == "prepare"]
     assert prepare.status == TaskStatus.FAILED
-    (row,) = [row for row in tracking.audit_trail(study_id) if row.action == "reaped"]
+    (row,) = [row for row in STORE.audit_trail(study_id) if row.action == "reaped"]
     assert row.actor == "reaper" and row.source == f"{study_id}-1"
     assert row.detail["action"] == "failed" and row.detail["status_was"] == "RUNNING"
     assert row.detail["execution"] == "RUNNING"
@@ -82,14 +91,14 @@ def test_a_queued_study_whose_execution_never_started_is_redriven_and_completes(
     _, content = make_good_nifti()
     with cloud.override("dispatch", lost):
         study_id = submit(cloud, content, "scan.nii.gz")
-    assert swallowed and tracking.get_study(study_id).status == StudyStatus.QUEUED
+    assert swallowed and STORE.get_study(study_id).status == StudyStatus.QUEUED
 
     later = tracking.now() + reconcile.DEADLINES[StudyStatus.QUEUED] + timedelta(seconds=1)
-    (outcome,) = reconcile.reap(now=later)
+    (outcome,) = _reaper().reap(now=later)
     assert outcome.action == "redriven"
     record = wait_for_terminal([study_id], timeout_s=120)[study_id]
     assert record.status == StudyStatus.COMPLETED
-    (row,) = [row for row in tracking.audit_trail(study_id) if row.action == "reaped"]
+    (row,) = [row for row in STORE.audit_trail(study_id) if row.action == "reaped"]
     assert row.detail["action"] == "redriven" and row.detail["execution"] is None
 
 

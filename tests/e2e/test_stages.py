@@ -10,11 +10,14 @@ import pytest
 from infra.local.cloud import LocalCloud
 from infra.local.studies import submit, wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
-from voxelpipe import analyses, tracking
+from voxelpipe import analyses
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.analyses import Analysis, AnalysisInput, AnalysisOutput
 from voxelpipe.keys import results_key
 from voxelpipe.status import StudyStatus
 from voxelpipe.wiring import Runtime
+
+STORE = DynamoStudyStore()
 
 
 def _voxel_count(inputs: AnalysisInput) -> AnalysisOutput:
@@ -54,7 +57,7 @@ def test_a_dependent_analysis_runs_in_a_later_stage_with_its_requirements_output
     assert record.status == StudyStatus.COMPLETED, record.error
     assert record.analyses == ["count", "doubled", "qc"]  # the requirement was added
 
-    steps = tracking.tasks_of(study_id, 1)
+    steps = STORE.tasks_of(study_id, 1)
     started = {task.step: task for task in steps}
     assert started["analysis:doubled"].started_at >= started["analysis:count"].finished_at
 

@@ -28,7 +28,9 @@ def test_create_upload_follow_and_fetch_results_through_api_gateway_events(cloud
     )
     assert status == 201, created
     (target,) = created["uploads"]
-    assert target["method"] == "post" and target["key"] == f"uploads/lab-a/{created['study_id']}/t1w.nii.gz"
+    assert target["method"] == "post" and target["file"] == "t1w.nii.gz"
+    # Stored under the name the server chose: the uploader's file name stays in the study's record.
+    assert target["key"] == f"uploads/lab-a/{created['study_id']}/00000.nii.gz"
 
     # The policy binds the exact key and the exact size.
     policy = json.loads(base64.b64decode(target["fields"]["policy"]))

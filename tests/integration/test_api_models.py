@@ -13,6 +13,8 @@ from infra.local.cloud import LocalCloud
 from infra.local.serve import acting_as
 from tests.fixtures.models import make_threshold_model
 from voxelpipe import tracking
+from voxelpipe.adapters.executions import StepFunctionsExecutions
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.function_specs import API
@@ -20,6 +22,8 @@ from voxelpipe.messages import ExecutionInput, WorkItem
 from voxelpipe.pipeline.dispatch import dispatch
 from voxelpipe.status import StudyStatus
 from voxelpipe.wiring import EnvVar
+
+STORE = DynamoStudyStore()
 
 
 @pytest.fixture
@@ -71,9 +75,9 @@ def test_admins_register_models_that_then_appear_as_gpu_analyses(api: TestClient
 
     # Dispatch sends it to the GPU runtime at the model's READY version.
     study_id = created.json()["study_id"]
-    tracking.transition(study_id, 1, StudyStatus.VALIDATING)
-    tracking.transition(study_id, 1, StudyStatus.VALIDATED)
-    tracking.transition(study_id, 1, StudyStatus.QUEUED)
+    tracking.transition(STORE, study_id, 1, StudyStatus.VALIDATING)
+    tracking.transition(STORE, study_id, 1, StudyStatus.VALIDATED)
+    tracking.transition(STORE, study_id, 1, StudyStatus.QUEUED)
     item = WorkItem(
         study_id=study_id,
         attempt=1,
@@ -81,7 +85,7 @@ def test_admins_register_models_that_then_appear_as_gpu_analyses(api: TestClient
         input_key=f"uploads/lab-a/{study_id}/scan.nii.gz",
         analyses=["qc", "model:threshold"],
     )
-    assert dispatch(item) == "started"
+    assert dispatch(item, STORE, StepFunctionsExecutions()) == "started"
     sfn = boto3.client("stepfunctions")
     (execution,) = sfn.list_executions(stateMachineArn=cloud.state_machine_arn)["executions"]
     started = ExecutionInput.model_validate_json(

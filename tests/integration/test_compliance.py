@@ -23,7 +23,7 @@ from infra.pipeline import PIPELINE_CONTEXT, PIPELINE_STACK_NAME, STACK_NAME, Pi
 from infra.security import StackSecurity, retention
 from infra.settings import DERIVED_TRANSITION_DAYS, StackSettings
 from infra.synth import build_app
-from voxelpipe.gpu.settings import GPU_CONTEXT_PREFIX
+from voxelpipe.gpu_settings import GPU_CONTEXT_PREFIX
 
 # A context value other than the default, to show the derived/ transition follows it.
 TRANSITION_DAYS = 45

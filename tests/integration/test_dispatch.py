@@ -8,8 +8,11 @@ import boto3
 
 from infra.local.cloud import LocalCloud
 from voxelpipe import tracking
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.messages import WorkItem
 from voxelpipe.status import StudyStatus
+
+STORE = DynamoStudyStore()
 
 
 def _record(message_id: str, body: str) -> dict:
@@ -32,7 +35,9 @@ def _record(message_id: str, body: str) -> dict:
 
 
 def _queued_study(study_id: str) -> WorkItem:
-    tracking.create_study(study_id, "lab", analyses=["qc"], priority="normal", status=StudyStatus.QUEUED)
+    tracking.create_study(
+        STORE, study_id, "lab", analyses=["qc"], priority="normal", status=StudyStatus.QUEUED
+    )
     return WorkItem(
         study_id=study_id, attempt=1, tenant="lab", input_key=f"uploads/lab/{study_id}/x.nii", analyses=["qc"]
     )
@@ -61,7 +66,7 @@ def test_a_bad_record_fails_alone_and_duplicates_start_one_execution(cloud: Loca
 
 def test_a_message_for_a_study_that_moved_on_starts_nothing(cloud: LocalCloud):
     item = _queued_study("c" * 32)
-    tracking.transition(item.study_id, 1, StudyStatus.FAILED)
+    tracking.transition(STORE, item.study_id, 1, StudyStatus.FAILED)
     payload, error = cloud.invoke("dispatch", {"Records": [_record("m1", item.model_dump_json())]})
     assert error is None and payload == {"batchItemFailures": []}
     executions = boto3.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)[

@@ -10,7 +10,7 @@ from aws_cdk.assertions import Match, Template
 
 from infra.local.template import cached_template
 from tests.fixtures.gpu import GPU_CONTEXT, GPU_HEARTBEAT_S, GPU_RETRY_ATTEMPTS
-from voxelpipe.gpu.settings import GPU_QUEUE_MAX_RECEIVE_COUNT, GPU_RETRIED_ERRORS, GpuSettings
+from voxelpipe.gpu_settings import GPU_QUEUE_MAX_RECEIVE_COUNT, GPU_RETRIED_ERRORS, GpuSettings
 from voxelpipe.wiring import EnvVar
 
 DEFAULTS = GpuSettings()

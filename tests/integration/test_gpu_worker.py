@@ -16,8 +16,8 @@ from infra.local.moto_fixes import moto_fixes
 from voxelpipe.adapters.gpu_queue import GpuQueue
 from voxelpipe.adapters.queues import QueueDepth
 from voxelpipe.adapters.task_tokens import TaskTokens, TokenExpired
-from voxelpipe.gpu.settings import GpuSettings, GpuWorkerError
 from voxelpipe.gpu.worker import OnResult, TransientWorkerError, Worker
+from voxelpipe.gpu_settings import GpuSettings, GpuWorkerError
 from voxelpipe.messages import AnalysisRequest, AnalysisResult, AnalysisTask, PreparedVolume
 from voxelpipe.wiring import Runtime
 

@@ -7,9 +7,11 @@ import boto3
 from infra.local.cloud import LocalCloud
 from tests.fixtures.bad_nifti import make_good_nifti
 from tests.fixtures.events import load_event
-from voxelpipe import tracking
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.keys import new_study_id
 from voxelpipe.status import StudyStatus
+
+STORE = DynamoStudyStore()
 
 
 def test_an_aws_shaped_notification_with_an_encoded_key_is_ingested(cloud: LocalCloud):
@@ -54,7 +56,7 @@ def test_the_same_object_version_is_ingested_once(cloud: LocalCloud):
         second, _ = cloud.invoke("ingest", event)
         assert first == second  # the idempotency record answers the duplicate
         assert len(sent) == 1
-        assert [row.action for row in tracking.audit_trail(study_id)] == ["queued"]
+        assert [row.action for row in STORE.audit_trail(study_id)] == ["queued"]
         # A new version of the object is a new event: the study is QUEUED already, so the work
         # message is sent again (a retry after a failed send looks the same) and dispatch dedups.
         event["Records"][0]["s3"]["object"]["versionId"] = "another-version"

@@ -12,8 +12,8 @@ import pytest
 from moto import mock_aws
 
 from tests.fixtures.models import make_threshold_model, make_threshold_onnx_model
-from voxelpipe import tracking
 from voxelpipe.adapters.storage import Storage
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.analyses import UnknownAnalysis, resolve
 from voxelpipe.inference import registry
 from voxelpipe.inference.models import ModelCache, ModelUnavailable
@@ -21,13 +21,15 @@ from voxelpipe.inference.tasks import NotAModelTask, run_model_tasks
 from voxelpipe.keys import derived_key, work_key
 from voxelpipe.messages import AnalysisRequest, AnalysisResult, AnalysisTask, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
-from voxelpipe.pipeline.ingest import check_analyses
+from voxelpipe.pipeline.lifecycle import check_analyses
 from voxelpipe.pipeline.prepare import canonical_volume
 from voxelpipe.records import ModelRecord, StudyRecord, TaskRecord
 from voxelpipe.rejections import ReasonCode, Rejected
 from voxelpipe.status import TaskStatus
 from voxelpipe.volume import orientation, voxel_sizes
 from voxelpipe.wiring import EnvVar, Runtime
+
+STORE = DynamoStudyStore()
 
 BUCKET = "models-test-bucket"
 THRESHOLD = 100.0
@@ -38,10 +40,11 @@ def storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[Storage]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv(EnvVar.BUCKET, BUCKET)
     monkeypatch.setenv(EnvVar.TASKS_TABLE, "tasks")
+    monkeypatch.setenv(EnvVar.STUDIES_TABLE, "studies")
     monkeypatch.setenv(EnvVar.MODELS_TABLE, "models")
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket=BUCKET)
-        for model in (TaskRecord, ModelRecord):
+        for model in (StudyRecord, TaskRecord, ModelRecord):
             model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
         yield Storage(BUCKET)
 
@@ -171,6 +174,7 @@ def test_run_model_tasks_batches_studies_and_isolates_a_bad_one(storage: Storage
     reported: list[tuple[int, object]] = []
     outcomes = run_model_tasks(
         [tasks[0], missing, tasks[1], not_model, unknown_version],
+        STORE,
         storage,
         ModelCache("cpu"),
         max_batch_volumes=2,  # two batches of the model: the second decodes while the first runs
@@ -198,7 +202,7 @@ def test_run_model_tasks_batches_studies_and_isolates_a_bad_one(storage: Storage
             storage.read(work_key(study_id, 1, "outputs/model:threshold/result.json"))
         )
         assert stored == outcome
-        (row,) = tracking.tasks_of(study_id, 1)
+        (row,) = STORE.tasks_of(study_id, 1)
         assert row.step == "analysis:model:threshold" and row.status == TaskStatus.SUCCEEDED
-    failed = [r for r in tracking.tasks_of("c" * 32, 1)]
+    failed = [r for r in STORE.tasks_of("c" * 32, 1)]
     assert failed[0].status == TaskStatus.FAILED and failed[0].error["type"]

@@ -12,7 +12,7 @@ from aws_cdk.assertions import Match, Template
 
 from infra.monitoring import ALARM_EMAIL_CONTEXT, WORK_QUEUE_OLDEST_S, Monitoring
 from voxelpipe.function_specs import WEBHOOK
-from voxelpipe.gpu.settings import GpuSettings
+from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.telemetry import Metric
 from voxelpipe.wiring import EVENT_SOURCE, FUNCTION_TAG, STATUS_CHANGED, Resource
 from voxelpipe.workflow_settings import WEBHOOK_MAX_RECEIVE_COUNT

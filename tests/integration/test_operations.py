@@ -14,11 +14,13 @@ from infra.cli import main as cli
 from infra.local.cloud import LocalCloud
 from infra.local.studies import submit
 from tests.fixtures.receiver import webhook_receiver
-from voxelpipe import tracking
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.pipeline.register import register_study
 from voxelpipe.status import StudyStatus
 from voxelpipe.status_events import StudyStatusChanged
 from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, EnvVar
+
+STORE = DynamoStudyStore()
 
 
 def _status_change(study_id: str) -> str:
@@ -70,8 +72,8 @@ def test_a_failed_delivery_fails_alone_and_waits_longer_before_its_retry(
     cloud.deployment.allow("webhook", "sqs:ChangeMessageVisibility", arn)  # as on its own queue
     with webhook_receiver() as (good_url, good), webhook_receiver() as (bad_url, bad):
         bad.status = 503
-        fine = register_study("lab-a", actor="t", source="t", webhook_url=good_url)
-        broken = register_study("lab-a", actor="t", source="t", webhook_url=bad_url)
+        fine = register_study(STORE, "lab-a", actor="t", source="t", webhook_url=good_url)
+        broken = register_study(STORE, "lab-a", actor="t", source="t", webhook_url=bad_url)
         good.requests.clear()
         for study in (fine, broken):
             sqs.send_message(QueueUrl=queue, MessageBody=_status_change(study.study_id))
@@ -125,7 +127,7 @@ def test_status_changes_and_rejections_are_emf_metrics(
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")  # the local cloud turns them off
     capsys.readouterr()
     study_id = submit(cloud, b"this is not an image", "scan.nii.gz")
-    study = tracking.get_study(study_id)
+    study = STORE.get_study(study_id)
     assert study.status == StudyStatus.REJECTED
     blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
     statuses = [b["status"] for b in blobs if "StudyTransitions" in b]

@@ -2,7 +2,7 @@ import pytest
 
 from voxelpipe import analyses
 from voxelpipe.analyses import CATALOGUE, Analysis, AnalysisOutput, UnknownAnalysis, resolve, stages
-from voxelpipe.gpu.settings import GpuSettings
+from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.wiring import EnvVar, Runtime
 
 

@@ -16,7 +16,6 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from functions.gpu_worker import main as entry_point
 from voxelpipe.adapters.gpu_queue import ReceivedMessage
 from voxelpipe.adapters.task_tokens import TokenExpired
-from voxelpipe.gpu.settings import GpuSettings, GpuWorkerError
 from voxelpipe.gpu.worker import (
     BadMessage,
     OnResult,
@@ -27,6 +26,7 @@ from voxelpipe.gpu.worker import (
     micro_batches,
     parse_message,
 )
+from voxelpipe.gpu_settings import GpuSettings, GpuWorkerError
 from voxelpipe.messages import AnalysisRequest, AnalysisResult, AnalysisTask, PreparedVolume
 from voxelpipe.wiring import Runtime
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from infra.stack import ROOT
 from voxelpipe.function_specs import FUNCTIONS
 from voxelpipe.wiring import EnvVar
 
 HEAVY = ("torch", "monai", "onnxruntime")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_zip_function_imports_without_the_analysis_extra():

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from voxelpipe.function_specs import PREPARE, RUN_ANALYSIS
-from voxelpipe.gpu.settings import GpuSettings
+from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.pipeline.reconcile import (
     DEADLINES,
     INGEST_TRIES,

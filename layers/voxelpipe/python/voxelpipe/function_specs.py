@@ -119,10 +119,11 @@ API = FunctionSpec(
 
 REAPER = FunctionSpec(
     name="reaper",
-    description="Every few minutes: fails or re-drives studies stuck past their step's deadline",
+    description="Every few minutes: fails or re-drives stuck studies; purges deleted ones again",
     memory_mb=512,
     timeout_s=120,
     env=(
+        EnvVar.BUCKET,  # deleted studies are purged again
         *_STATUS_TABLES,
         EnvVar.HIGH_PRIORITY_QUEUE_URL,
         EnvVar.NORMAL_PRIORITY_QUEUE_URL,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -148,3 +150,24 @@ class ObjectCreatedNotification(BaseModel):
     """
 
     Records: list[ObjectCreatedRecord]
+
+    def uploads(self) -> list[UploadedObject]:
+        """Each object the notification announces, named as ingest's idempotency key names it."""
+        return [
+            UploadedObject(
+                bucket=record.s3.bucket.name,
+                # S3 URL-encodes keys in notifications (a space arrives as '+').
+                key=unquote_plus(record.s3.object.key),
+                version=record.s3.object.versionId or record.s3.object.eTag or "",
+            )
+            for record in self.Records
+        ]
+
+
+@dataclass(frozen=True)
+class UploadedObject:
+    """One object that landed; (bucket, key, version) is its idempotency key."""
+
+    bucket: str
+    key: str
+    version: str

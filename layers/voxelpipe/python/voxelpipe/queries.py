@@ -7,9 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pynamodb.expressions.condition import Condition
-
-from voxelpipe import tracking
+from voxelpipe.ports import StudyStore
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
 
@@ -18,9 +16,9 @@ class InvalidCursor(ValueError):
     pass
 
 
-def study_for_tenant(tenant: str, study_id: str) -> StudyRecord | None:
+def study_for_tenant(store: StudyStore, tenant: str, study_id: str) -> StudyRecord | None:
     """The study, or None when it does not exist, belongs to another tenant or was deleted."""
-    record = tracking.get_study(study_id)
+    record = store.get_study(study_id)
     if record is None or record.tenant != tenant or record.status == StudyStatus.DELETED:
         return None
     return record
@@ -41,6 +39,7 @@ def _decode(cursor: str, tenant: str) -> dict[str, Any]:
 
 
 def list_studies(
+    store: StudyStore,
     tenant: str,
     *,
     status: StudyStatus | None = None,
@@ -50,23 +49,12 @@ def list_studies(
     cursor: str | None = None,
 ) -> tuple[list[StudyRecord], str | None]:
     """Newest first, by creation time; a page and the cursor of the next one (None at the end)."""
-    range_condition: Condition | None = None
-    if since and until:
-        range_condition = StudyRecord.created_at.between(since, until)
-    elif since:
-        range_condition = StudyRecord.created_at >= since
-    elif until:
-        range_condition = StudyRecord.created_at <= until
-    status_filter = StudyRecord.status != StudyStatus.DELETED.value
-    if status is not None:
-        status_filter = StudyRecord.status == status.value
-    results = StudyRecord.tenant_created.query(
+    page = store.tenant_studies(
         tenant,
-        range_key_condition=range_condition,
-        filter_condition=status_filter,
-        scan_index_forward=False,
+        status=status,
+        since=since,
+        until=until,
         limit=limit,
-        last_evaluated_key=_decode(cursor, tenant) if cursor else None,
+        start_key=_decode(cursor, tenant) if cursor else None,
     )
-    items = list(results)
-    return items, _encode(results.last_evaluated_key)
+    return page.items, _encode(page.next_key)

@@ -1,7 +1,8 @@
-"""Study status, step progress and the audit trail, written with conditional updates.
+"""Study status, step progress and the audit trail: the rules every step follows, on a StudyStore.
 
-Every status change names the attempt it belongs to and the statuses it may come from; DynamoDB
-refuses it otherwise, so a stale execution can never overwrite a newer outcome.
+Every status change names the attempt it belongs to and the statuses it may come from; the store
+refuses it otherwise (one conditional write), so a stale execution can never overwrite a newer
+outcome. Each real change is announced: metrics and an event on the study bus.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
-from pynamodb.expressions.update import Action
 
 from voxelpipe import telemetry
 from voxelpipe.adapters import event_bus
 from voxelpipe.observability import logger
+from voxelpipe.ports import Changes, StudyChanged, StudyStore
 from voxelpipe.records import AuditRecord, StudyRecord, TaskRecord
 from voxelpipe.status import StudyStatus, TaskStatus, allowed_sources
 from voxelpipe.status_events import status_changed
@@ -58,19 +58,14 @@ class TransitionRefused(Exception):
         super().__init__(f"study {study_id}: cannot move to {target} for attempt {attempt}; it is {where}")
         self.current = current
 
-
-def _is_conditional_failure(error: Exception) -> bool:
-    return getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException"
-
-
-def get_study(study_id: str) -> StudyRecord | None:
-    try:
-        return StudyRecord.get(study_id, consistent_read=True)
-    except DoesNotExist:
-        return None
+    @property
+    def deleted(self) -> bool:
+        """The study was deleted meanwhile: whoever was writing for it should clean up, not retry."""
+        return self.current is not None and self.current.status == StudyStatus.DELETED
 
 
 def create_study(
+    store: StudyStore,
     study_id: str,
     tenant: str,
     *,
@@ -102,47 +97,31 @@ def create_study(
         uid_key=uid_key,
         parameters=parameters,
     )
-    try:
-        record.save(condition=StudyRecord.study_id.does_not_exist())
-    except PutError as error:
-        if _is_conditional_failure(error):
-            return None
-        raise
+    if not store.create_study(record):
+        return None
     _announce(record, None)
     return record
 
 
 def transition(
+    store: StudyStore,
     study_id: str,
     attempt: int,
     target: StudyStatus,
     *,
-    changes: Sequence[Action] = (),
+    changes: Changes | None = None,
 ) -> StudyRecord:
     """Move a study to `target` within `attempt`, forward only; the updated record is returned.
 
     Repeating a transition the study already made is allowed (a retried step), and applies
     `changes` again; only a real change of status is announced (metrics and the bus).
     """
-    record = StudyRecord(study_id)
-    condition = (StudyRecord.attempt == attempt) & StudyRecord.status.is_in(
-        *(status.value for status in allowed_sources(target))
-    )
     try:
-        record.update(
-            actions=[
-                # Right-hand paths read the item as it was before this update.
-                StudyRecord.previous_status.set(StudyRecord.status),
-                StudyRecord.status.set(target.value),
-                StudyRecord.updated_at.set(now()),
-                *changes,
-            ],
-            condition=condition,
+        record = store.move_study(
+            study_id, attempt=attempt, sources=allowed_sources(target), target=target, changes=changes
         )
-    except UpdateError as error:
-        if _is_conditional_failure(error):
-            raise TransitionRefused(study_id, target, attempt, get_study(study_id)) from error
-        raise
+    except StudyChanged as changed:
+        raise TransitionRefused(study_id, target, attempt, changed.current) from changed
     if record.previous_status != target.value:
         _announce(record, record.previous_status)
     return record
@@ -150,36 +129,26 @@ def transition(
 
 # A new attempt may follow an attempt that ended; a rejected upload needs a new upload instead.
 REPROCESSABLE = frozenset({StudyStatus.COMPLETED, StudyStatus.FAILED})
+# What a new attempt starts without: the outcome of the one before.
+_ATTEMPT_OUTCOME = ("error", "results_key", "summary", "cost")
 
 
-def open_attempt(study_id: str, previous: int) -> StudyRecord:
+def open_attempt(store: StudyStore, study_id: str, previous: int) -> StudyRecord:
     """Start attempt `previous + 1` of a study whose attempt `previous` ended; it is QUEUED.
 
-    The condition names the attempt, so two concurrent reprocess calls open one attempt.
+    The write is conditional on the attempt, so of concurrent reprocess calls exactly one opens it.
     """
-    record = StudyRecord(study_id)
     try:
-        record.update(
-            actions=[
-                StudyRecord.attempt.set(previous + 1),
-                StudyRecord.previous_status.set(StudyRecord.status),
-                StudyRecord.status.set(StudyStatus.QUEUED.value),
-                StudyRecord.updated_at.set(now()),
-                StudyRecord.error.remove(),
-                StudyRecord.results_key.remove(),
-                StudyRecord.summary.remove(),
-                StudyRecord.cost.remove(),
-            ],
-            condition=(StudyRecord.attempt == previous)
-            & StudyRecord.status.is_in(*(status.value for status in REPROCESSABLE))
-            & StudyRecord.input_key.exists(),
+        record = store.move_study(
+            study_id,
+            attempt=previous,
+            sources=REPROCESSABLE,
+            target=StudyStatus.QUEUED,
+            changes=dict.fromkeys(_ATTEMPT_OUTCOME),
+            next_attempt=True,
         )
-    except UpdateError as error:
-        if _is_conditional_failure(error):
-            raise TransitionRefused(
-                study_id, StudyStatus.QUEUED, previous + 1, get_study(study_id)
-            ) from error
-        raise
+    except StudyChanged as changed:
+        raise TransitionRefused(study_id, StudyStatus.QUEUED, previous + 1, changed.current) from changed
     _announce(record, record.previous_status)
     return record
 
@@ -188,7 +157,7 @@ def task_key(attempt: int, step: str) -> str:
     return f"{attempt:04d}#{step}"
 
 
-def start_task(study_id: str, attempt: int, step: str) -> TaskRecord:
+def start_task(store: StudyStore, study_id: str, attempt: int, step: str) -> TaskRecord:
     task = TaskRecord(
         study_id,
         task_key(attempt, step),
@@ -198,81 +167,65 @@ def start_task(study_id: str, attempt: int, step: str) -> TaskRecord:
         progress=0,
         started_at=now(),
     )
-    task.save()
+    store.save_task(task)
     return task
 
 
-def set_progress(task: TaskRecord, progress: int) -> None:
-    task.update(actions=[TaskRecord.progress.set(max(0, min(100, progress)))])
+def set_progress(store: StudyStore, task: TaskRecord, progress: int) -> None:
+    store.update_task(task, {"progress": max(0, min(100, progress))})
 
 
-def finish_task(task: TaskRecord, detail: dict[str, Any] | None = None) -> None:
-    _end_task(task, TaskStatus.SUCCEEDED, detail=detail)
+def finish_task(store: StudyStore, task: TaskRecord, detail: dict[str, Any] | None = None) -> None:
+    _end_task(store, task, TaskStatus.SUCCEEDED, detail=detail)
 
 
-def fail_task(task: TaskRecord, error: dict[str, Any]) -> None:
-    _end_task(task, TaskStatus.FAILED, error=error)
+def fail_task(store: StudyStore, task: TaskRecord, error: dict[str, Any]) -> None:
+    _end_task(store, task, TaskStatus.FAILED, error=error)
 
 
-def fail_running_tasks(study_id: str, attempt: int, error: dict[str, Any]) -> None:
+def fail_running_tasks(store: StudyStore, study_id: str, attempt: int, error: dict[str, Any]) -> None:
     """Every task of the attempt still RUNNING ends FAILED with `error`."""
-    for task in tasks_of(study_id, attempt):
+    for task in store.tasks_of(study_id, attempt):
         if task.status == TaskStatus.RUNNING:
-            fail_task(task, error)
+            fail_task(store, task, error)
 
 
 def _end_task(
+    store: StudyStore,
     task: TaskRecord,
     status: TaskStatus,
     detail: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None,
 ) -> None:
     finished = now()
-    actions: list[Action] = [
-        TaskRecord.status.set(status.value),
-        TaskRecord.finished_at.set(finished),
-        TaskRecord.duration_ms.set(round((finished - task.started_at).total_seconds() * 1000, 1)),
-    ]
+    duration_ms = round((finished - task.started_at).total_seconds() * 1000, 1)
+    changes: dict[str, Any] = {"status": status.value, "finished_at": finished, "duration_ms": duration_ms}
     if status is TaskStatus.SUCCEEDED:
-        actions.append(TaskRecord.progress.set(100))
+        changes["progress"] = 100
     if detail is not None:
-        actions.append(TaskRecord.detail.set(detail))
+        changes["detail"] = detail
     if error is not None:
-        actions.append(TaskRecord.error.set(error))
-    task.update(actions=actions)
-    telemetry.emit(
-        Metric.STEP_DURATION, float(task.duration_ms), MetricUnit.Milliseconds, Dimension.STEP, task.step
-    )
-
-
-def tasks_of(study_id: str, attempt: int | None = None) -> list[TaskRecord]:
-    """The study's step rows (of one attempt, or all), in the order they started."""
-    prefix = None if attempt is None else TaskRecord.task_key.startswith(f"{attempt:04d}#")
-    tasks = TaskRecord.query(study_id, range_key_condition=prefix, consistent_read=True)
-    return sorted(tasks, key=lambda task: (task.attempt, task.started_at))
+        changes["error"] = error
+    if store.update_task(task, changes):
+        telemetry.emit(Metric.STEP_DURATION, duration_ms, MetricUnit.Milliseconds, Dimension.STEP, task.step)
 
 
 def audit(
+    store: StudyStore,
     study_id: str,
     action: str,
     *,
     actor: str,
     source: str,
     detail: dict[str, Any] | None = None,
-) -> None:
-    """Append one audit row; rows are never updated."""
-    at = now()
-    record = AuditRecord(
-        study_id,
-        f"{at.isoformat()}#{uuid.uuid4().hex[:8]}",
-        at=at,
-        actor=actor,
-        action=action,
-        source=source,
-        detail=detail,
-    )
-    record.save(condition=AuditRecord.event_key.does_not_exist())
+    once_at: datetime | None = None,
+) -> bool:
+    """Append one audit row (rows are never updated); False when it was written before.
 
-
-def audit_trail(study_id: str) -> list[AuditRecord]:
-    return list(AuditRecord.query(study_id, consistent_read=True))
+    `once_at` makes the row's key a function of that time and the action, so an event that is
+    reported twice (a duplicate message) writes one row: pass when the event itself happened.
+    """
+    at = once_at or now()
+    event_key = f"{at.isoformat()}#{action if once_at else uuid.uuid4().hex[:8]}"
+    record = AuditRecord(study_id, event_key, at=at, actor=actor, action=action, source=source, detail=detail)
+    return store.append_audit(record)

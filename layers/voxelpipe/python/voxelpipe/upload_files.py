@@ -1,14 +1,21 @@
-"""The files of an upload: the names uploaders declare, checked before anything is derived from them."""
+"""The files of an upload: the names uploaders declare, and the names the server stores them under.
+
+An uploader's file name can carry identifying text (`PATIENTNAME_MRN0042.nii.gz`), so it is kept
+only in the study's own record (the manifest, shown to its tenant): every object key, derived
+object, result and audit row uses the name the server chose for the file (`00000.nii.gz`): its
+position in the manifest and, from a short list, its type's extension, which the pipeline reads.
+"""
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Final
+from collections.abc import Sequence
+from typing import Final, TypedDict
 
 from voxelpipe.rejections import ReasonCode, Rejected
 
-__all__ = ["check_upload_name"]
+__all__ = ["ManifestEntry", "check_upload_name", "manifest", "object_name"]
 
 _MAX_NAME_BYTES: Final = 255
 _PERCENT_ESCAPE: Final = re.compile(r"%[0-9A-Fa-f]{2}")
@@ -41,3 +48,32 @@ def check_upload_name(name: str) -> str:
             ReasonCode.INVALID_NAME, f"The file name {name!r} {problem}; rename the file and upload it again."
         )
     return name
+
+
+# Extensions an object name keeps (longest first): how the pipeline tells a .zip of DICOM objects
+# from one object, and what a person downloading it expects.
+_KEPT_EXTENSIONS: Final = (".nii.gz", ".nii", ".zip", ".dcm")
+
+
+class ManifestEntry(TypedDict):
+    """One declared file: the uploader's name, the server's object name for it, its exact size."""
+
+    name: str
+    object: str
+    size: int
+
+
+def object_name(index: int, declared_name: str) -> str:
+    """The name the server stores the `index`-th declared file under: nothing of the declared name
+    but a known extension."""
+    lowered = declared_name.lower()
+    extension = next((ext for ext in _KEPT_EXTENSIONS if lowered.endswith(ext)), "")
+    return f"{index:05d}{extension}"
+
+
+def manifest(files: Sequence[tuple[str, int]]) -> list[ManifestEntry]:
+    """The manifest of declared (name, size) files, each with its object name."""
+    return [
+        ManifestEntry(name=name, object=object_name(index, name), size=size)
+        for index, (name, size) in enumerate(files)
+    ]

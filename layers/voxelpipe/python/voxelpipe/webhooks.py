@@ -17,8 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from voxelpipe import tracking
+from voxelpipe import telemetry
+from voxelpipe.observability import logger
+from voxelpipe.ports import StudyStore
 from voxelpipe.status_events import STATUS_CHANGED, StudyStatusChanged
+from voxelpipe.telemetry import Dimension, Metric
 
 SIGNATURE_HEADER = "Voxelpipe-Signature"
 EVENT_ID_HEADER = "Voxelpipe-Event-Id"
@@ -91,6 +94,7 @@ Post = Callable[[str, bytes, dict[str, str]], int]
 def deliver(
     event_id: str,
     event: StudyStatusChanged,
+    store: StudyStore,
     *,
     deployment_secret: bytes,
     post: Post,
@@ -98,7 +102,7 @@ def deliver(
     allow_local_http: bool,
 ) -> Delivery:
     """POST one status change to its study's webhook, signed; DeliveryFailed to have it retried."""
-    study = tracking.get_study(event.study_id)
+    study = store.get_study(event.study_id)
     if study is None or study.tenant != event.tenant or not study.webhook_url:
         return Delivery(event.study_id, event.status, "skipped", "no webhook")
     try:
@@ -124,3 +128,37 @@ def deliver(
 def retry_delay_s(receive_count: int, base_s: int = 30, cap_s: int = 900) -> int:
     """How long a failed delivery waits before its next try: doubling, capped (SQS allows 12 h)."""
     return int(min(cap_s, base_s * 2 ** max(0, receive_count - 1)))
+
+
+def deliver_with_backoff(
+    event_id: str,
+    event: StudyStatusChanged,
+    store: StudyStore,
+    *,
+    deployment_secret: bytes,
+    post: Post,
+    now: int,
+    allow_local_http: bool,
+    receive_count: int,
+    retry_later: Callable[[int], None],
+) -> Delivery:
+    """`deliver`, counted; a failed delivery waits longer with each receive before its next try
+    (`retry_later(seconds)` keeps its message hidden that long) and raises DeliveryFailed."""
+    try:
+        delivery = deliver(
+            event_id,
+            event,
+            store,
+            deployment_secret=deployment_secret,
+            post=post,
+            now=now,
+            allow_local_http=allow_local_http,
+        )
+    except DeliveryFailed:
+        delay = retry_delay_s(receive_count)
+        retry_later(delay)
+        telemetry.count(Metric.WEBHOOK_DELIVERIES, Dimension.OUTCOME, "retry")
+        logger.warning("webhook delivery failed", extra={"study_id": event.study_id, "retry_in_s": delay})
+        raise
+    telemetry.count(Metric.WEBHOOK_DELIVERIES, Dimension.OUTCOME, delivery.outcome)
+    return delivery

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -20,20 +21,6 @@ def _client() -> SFNClient:
     return boto3.client("stepfunctions")
 
 
-def start_execution(execution: ExecutionInput) -> bool:
-    """Start the attempt's execution; False when it already exists (a duplicate message)."""
-    client = _client()
-    try:
-        client.start_execution(
-            stateMachineArn=os.environ[EnvVar.STATE_MACHINE_ARN],
-            name=execution_name(execution.study_id, execution.attempt),
-            input=execution.model_dump_json(),
-        )
-    except client.exceptions.ExecutionAlreadyExists:
-        return False
-    return True
-
-
 def _execution_arn(study_id: str, attempt: int) -> str:
     return (
         os.environ[EnvVar.STATE_MACHINE_ARN].replace(":stateMachine:", ":execution:")
@@ -42,24 +29,34 @@ def _execution_arn(study_id: str, attempt: int) -> str:
     )
 
 
-def execution_status(study_id: str, attempt: int) -> str | None:
-    """RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED; None when the attempt has no execution."""
-    client = _client()
-    try:
-        return client.describe_execution(executionArn=_execution_arn(study_id, attempt))["status"]
-    except client.exceptions.ExecutionDoesNotExist:
-        return None
+class StepFunctionsExecutions:
+    """`ports.Executions` on the study state machine (its ARN from the environment)."""
 
+    def start(self, execution: ExecutionInput) -> datetime | None:
+        client = _client()
+        try:
+            started = client.start_execution(
+                stateMachineArn=os.environ[EnvVar.STATE_MACHINE_ARN],
+                name=execution_name(execution.study_id, execution.attempt),
+                input=execution.model_dump_json(),
+            )
+        except client.exceptions.ExecutionAlreadyExists:
+            return None
+        return started["startDate"]
 
-def stop_execution(
-    study_id: str, attempt: int, *, error: str = "StudyDeleted", cause: str = "the study was deleted"
-) -> bool:
-    """Stop the attempt's execution if it is running; False when there was none to stop."""
-    if execution_status(study_id, attempt) != "RUNNING":
-        return False
-    client = _client()
-    try:
-        client.stop_execution(executionArn=_execution_arn(study_id, attempt), error=error, cause=cause)
-    except client.exceptions.ExecutionDoesNotExist:
-        return False
-    return True
+    def status(self, study_id: str, attempt: int) -> str | None:
+        client = _client()
+        try:
+            return client.describe_execution(executionArn=_execution_arn(study_id, attempt))["status"]
+        except client.exceptions.ExecutionDoesNotExist:
+            return None
+
+    def stop(self, study_id: str, attempt: int, *, error: str, cause: str) -> bool:
+        if self.status(study_id, attempt) != "RUNNING":
+            return False
+        client = _client()
+        try:
+            client.stop_execution(executionArn=_execution_arn(study_id, attempt), error=error, cause=cause)
+        except client.exceptions.ExecutionDoesNotExist:
+            return False
+        return True

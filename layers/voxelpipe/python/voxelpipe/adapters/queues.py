@@ -26,12 +26,17 @@ def _client() -> SQSClient:
     return boto3.client("sqs")
 
 
-def enqueue(item: WorkItem) -> str:
-    """Send a study attempt to its priority's queue; returns the message id."""
-    response = _client().send_message(
-        QueueUrl=os.environ[_QUEUE_URL[item.priority]], MessageBody=item.model_dump_json()
-    )
-    return response["MessageId"]
+class SqsWorkQueues:
+    """`ports.WorkQueues` on the high and normal priority queues (URLs from the environment)."""
+
+    def enqueue(self, item: WorkItem) -> str:
+        response = _client().send_message(
+            QueueUrl=os.environ[_QUEUE_URL[item.priority]], MessageBody=item.model_dump_json()
+        )
+        return response["MessageId"]
+
+    def backlog(self, priority: Priority) -> int:
+        return queue_depth(os.environ[_QUEUE_URL[priority]]).total
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,6 @@ def queue_depth(queue_url: str) -> QueueDepth:
         visible=int(attributes.get("ApproximateNumberOfMessages", "0")),
         in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0")),
     )
-
-
-def backlog(priority: Priority) -> int:
-    """Messages waiting in, or in flight from, a priority's queue."""
-    return queue_depth(os.environ[_QUEUE_URL[priority]]).total
 
 
 def delay_retry(queue_url: str, receipt_handle: str, delay_s: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
+from voxelpipe.ports import ObjectInfo
 from voxelpipe.wiring import EnvVar
 
 if TYPE_CHECKING:
@@ -36,14 +38,6 @@ def _presigner(endpoint: str | None) -> S3Client:
 
 def presigner() -> S3Client:
     return _presigner(os.environ.get(PUBLIC_ENDPOINT_ENV) or None)
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    size: int
-    content_type: str | None
-    metadata: dict[str, str]
-    version_id: str | None
 
 
 @dataclass(frozen=True)
@@ -77,6 +71,11 @@ class Storage:
             if error.response.get("Error", {}).get("Code") == "InvalidRange":
                 return b""
             raise
+
+    def read_chunks(self, key: str, chunk_bytes: int) -> Iterator[bytes]:
+        """The object's bytes in pieces of at most `chunk_bytes`, streamed from one GET."""
+        body = _client().get_object(Bucket=self.bucket, Key=key)["Body"]
+        yield from body.iter_chunks(chunk_bytes)
 
     def sha256(self, key: str, chunk_bytes: int = 8 * 1024**2) -> str:
         """The object's SHA-256 (hex), streamed: large objects are never held in memory."""

@@ -124,6 +124,12 @@ class StepView(BaseModel):
     error: dict[str, Any] | None = None
 
 
+class DeclaredFile(BaseModel):
+    name: str = Field(description="the file's name as the uploader declared it (shown only to its tenant)")
+    object: str = Field(description="the name it is stored under: keys, results and audit rows use this")
+    size: int
+
+
 class StudyView(BaseModel):
     study_id: str
     format: str
@@ -138,6 +144,7 @@ class StudyView(BaseModel):
     error: dict[str, Any] | None = None
     subject: dict[str, Any] | None = None
     input: dict[str, Any] | None = None
+    files: list[DeclaredFile] = Field(default_factory=list, description="the files the study declared")
     steps: list[StepView] = Field(default_factory=list)
     cost: StudyCost | None = Field(
         default=None, description="once COMPLETED: resource use and estimated cost"

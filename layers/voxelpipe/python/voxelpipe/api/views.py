@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from voxelpipe import tracking
-from voxelpipe.api.schemas import ModelView, StepView, StudyCost, StudyView
+from voxelpipe.api.schemas import DeclaredFile, ModelView, StepView, StudyCost, StudyView
 from voxelpipe.inference.spec import analysis_name
+from voxelpipe.ports import StudyStore
 from voxelpipe.records import ModelRecord, StudyRecord
 
 
-def study_view(study: StudyRecord, with_steps: bool = True) -> StudyView:
+def study_view(study: StudyRecord, store: StudyStore | None = None) -> StudyView:
+    """The study; with `store`, its current attempt's steps too."""
     steps = (
         [
             StepView(
@@ -20,9 +21,9 @@ def study_view(study: StudyRecord, with_steps: bool = True) -> StudyView:
                 duration_ms=task.duration_ms,
                 error=task.error,
             )
-            for task in tracking.tasks_of(study.study_id, int(study.attempt))
+            for task in store.tasks_of(study.study_id, int(study.attempt))
         ]
-        if with_steps
+        if store is not None
         else []
     )
     return StudyView(
@@ -39,6 +40,7 @@ def study_view(study: StudyRecord, with_steps: bool = True) -> StudyView:
         error=study.error,
         subject=study.subject,
         input=study.input,
+        files=[DeclaredFile.model_validate(entry) for entry in study.manifest or []],
         steps=steps,
         cost=StudyCost.model_validate(study.cost) if study.cost else None,
     )

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from voxelpipe.adapters.storage import Storage
 from voxelpipe.gpu.worker import OnResult, Outcome, Runner
 from voxelpipe.inference.spec import model_name
 from voxelpipe.messages import AnalysisTask
 from voxelpipe.pipeline.analysis import run_analysis
+from voxelpipe.ports import ObjectStorage, StudyStore
 
 
-def catalogue_runner(storage: Storage) -> Runner:
+def catalogue_runner(store: StudyStore, storage: ObjectStorage) -> Runner:
     """A catalogue analysis (e.g. tissue-seg deployed on the gpu runtime): the same `run_analysis` as
     the Lambda, one task at a time (its torch code picks CUDA when present)."""
 
@@ -20,7 +20,7 @@ def catalogue_runner(storage: Storage) -> Runner:
         for index, task in enumerate(tasks):
             outcome: Outcome
             try:
-                outcome = run_analysis(task, storage)
+                outcome = run_analysis(task, store, storage)
             except Exception as error:  # one study's failure is its own
                 outcome = error
             on_result(index, outcome)  # answered now, not after the rest of the batch

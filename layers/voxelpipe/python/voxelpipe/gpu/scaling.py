@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from math import ceil
 from typing import Protocol
 
+from aws_lambda_powertools.metrics import MetricUnit
+
+from voxelpipe import telemetry
 from voxelpipe.adapters.queues import QueueDepth
+from voxelpipe.gpu_settings import GpuSettings
+from voxelpipe.observability import logger
+from voxelpipe.telemetry import Dimension, Metric
 
 
 def workers_wanted(depth: QueueDepth, micro_batch_size: int, max_workers: int) -> int:
@@ -57,3 +63,17 @@ def scale(
     active = jobs.active()
     count = jobs_to_submit(depth, active, micro_batch_size, max_workers)
     return ScalingDecision(depth, active, jobs.submit(count) if count else [])
+
+
+def scale_and_report(queue: DepthSource, jobs: WorkerJobs, settings: GpuSettings) -> ScalingDecision:
+    """The scaler's run: `scale` with the deployment's settings, logged, and the workers active and
+    submitted counted (GpuWorkers, on the dashboard)."""
+    decision = scale(
+        queue, jobs, micro_batch_size=settings.micro_batch_size, max_workers=settings.max_workers
+    )
+    logger.info("scaled", extra=decision.as_log())
+    telemetry.emit(Metric.GPU_WORKERS, decision.active_jobs, MetricUnit.Count, Dimension.STATE, "active")
+    telemetry.emit(
+        Metric.GPU_WORKERS, len(decision.submitted), MetricUnit.Count, Dimension.STATE, "submitted"
+    )
+    return decision

@@ -8,24 +8,26 @@ from collections.abc import Sequence
 
 from voxelpipe.adapters.gpu_queue import GpuQueue
 from voxelpipe.adapters.storage import Storage
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.adapters.task_tokens import TaskTokens
 from voxelpipe.gpu.runners import catalogue_runner, routing_runner
-from voxelpipe.gpu.settings import GpuSettings
 from voxelpipe.gpu.worker import OnResult, Outcome, Runner, Worker
+from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.inference.models import ModelCache
 from voxelpipe.inference.tasks import run_model_tasks
 from voxelpipe.messages import AnalysisTask
+from voxelpipe.ports import StudyStore
 
 
-def default_runner(storage: Storage) -> Runner:
+def default_runner(store: StudyStore, storage: Storage) -> Runner:
     """Catalogue analyses through run_analysis; `model:NAME` through run_model_tasks, with one
     ModelCache for the worker's life, so that each model is loaded once."""
     cache = ModelCache()
 
     def models(tasks: Sequence[AnalysisTask], on_result: OnResult) -> Sequence[Outcome]:
-        return run_model_tasks(tasks, storage, cache, on_result=on_result)
+        return run_model_tasks(tasks, store, storage, cache, on_result=on_result)
 
-    return routing_runner(catalogue_runner(storage), models=models)
+    return routing_runner(catalogue_runner(store, storage), models=models)
 
 
 def worker_from_environment() -> Worker:
@@ -33,7 +35,7 @@ def worker_from_environment() -> Worker:
     return Worker(
         queue=GpuQueue.from_environment(),
         tokens=TaskTokens(),
-        runner=default_runner(Storage.from_environment()),
+        runner=default_runner(DynamoStudyStore(), Storage.from_environment()),
         settings=GpuSettings.from_env(os.environ),
         name=f"gpu-worker@{socket.gethostname()}",
     )

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from voxelpipe.adapters.gpu_queue import ReceivedMessage
 from voxelpipe.adapters.task_tokens import TokenExpired
-from voxelpipe.gpu.settings import GpuSettings, GpuWorkerError
+from voxelpipe.gpu_settings import GpuSettings, GpuWorkerError
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.observability import logger
 

@@ -12,10 +12,10 @@ import torch
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from voxelpipe.adapters.storage import Storage
 from voxelpipe.inference.runner import Predictor, SlidingWindowRunner, WindowSettings
 from voxelpipe.inference.spec import MANIFEST_FILE, ModelManifest, ModelSpec
 from voxelpipe.keys import model_key
+from voxelpipe.ports import ObjectStorage
 from voxelpipe.segmentation.device import resolve_device
 
 
@@ -102,7 +102,7 @@ class ModelCache:
                 self.loads += 1
             return loaded
 
-    def get(self, storage: Storage, name: str, version: str) -> LoadedModel:
+    def get(self, storage: ObjectStorage, name: str, version: str) -> LoadedModel:
         """The model `name` at `version`, read from the registry's objects the first time."""
         loaded = self._models.get((name, version))
         if loaded is not None:

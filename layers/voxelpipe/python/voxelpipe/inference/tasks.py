@@ -23,8 +23,8 @@ import numpy.typing as npt
 import torch
 
 from voxelpipe import tracking
-from voxelpipe.adapters.storage import Storage
 from voxelpipe.analyses.catalogue import AnalysisOutput
+from voxelpipe.analysis_outputs import store_output
 from voxelpipe.function_specs import analysis_step
 from voxelpipe.inference.models import LoadedModel, ModelCache
 from voxelpipe.inference.processing import (
@@ -39,8 +39,10 @@ from voxelpipe.inference.processing import (
 from voxelpipe.inference.spec import model_name
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
-from voxelpipe.pipeline.analysis import store_output
+from voxelpipe.ports import ObjectStorage, StudyStore
 from voxelpipe.records import TaskRecord
+from voxelpipe.study_data import writing_for
+from voxelpipe.wiring import Prefix
 
 # Threads reading, decoding and writing around the device's work (CPU-bound, mostly GIL-free).
 DEFAULT_PREFETCH_WORKERS = min(8, os.cpu_count() or 2)
@@ -57,7 +59,7 @@ class _Batch:
     indices: list[int]
 
 
-def _read_and_prepare(task: AnalysisTask, model: LoadedModel, storage: Storage) -> ModelInput:
+def _read_and_prepare(task: AnalysisTask, model: LoadedModel, storage: ObjectStorage) -> ModelInput:
     """S3 bytes -> the volume on the model's grid, normalised (in a prefetch thread, on the CPU)."""
     image = load_nifti(storage.read(task.volume.volume_key))
     return preprocess(image, model.spec, task.volume.original_affine, task.volume.original_shape, "cpu")
@@ -80,7 +82,8 @@ def _finish(
     model: LoadedModel,
     inp: ModelInput,
     labels: npt.NDArray[np.integer[Any]],
-    storage: Storage,
+    store: StudyStore,
+    storage: ObjectStorage,
     started: float,
 ) -> AnalysisResult:
     """The label map on the input's grid, written with its measures like any analysis' output."""
@@ -95,17 +98,20 @@ def _finish(
         measures=measures, artifacts={LABELS_FILE: label_artifact(on_input, inp.original_affine)}
     )
     request = task.analysis
-    result = store_output(
-        task, request.name, model.version, dict(request.parameters), output, storage, started
-    )
-    tracking.finish_task(record, detail={"artifacts": result.artifacts, "device": str(model.device)})
+    with writing_for(store, storage, task.study_id, writes=(Prefix.DERIVED, Prefix.WORK)):
+        result = store_output(
+            task, request.name, model.version, dict(request.parameters), output, storage, started
+        )
+        tracking.finish_task(
+            store, record, detail={"artifacts": result.artifacts, "device": str(model.device)}
+        )
     return result
 
 
-def _failed(record: TaskRecord | None, error: Exception) -> Exception:
+def _failed(store: StudyStore, record: TaskRecord | None, error: Exception) -> Exception:
     if record is not None:
         try:
-            tracking.fail_task(record, {"type": type(error).__name__, "message": str(error)})
+            tracking.fail_task(store, record, {"type": type(error).__name__, "message": str(error)})
         except Exception as tracking_error:  # the task's own error is what matters
             error.add_note(f"recording the failure failed too: {tracking_error}")
     return error
@@ -117,7 +123,8 @@ OnResult = Callable[[int, Outcome], None]
 
 def run_model_tasks(
     tasks: Sequence[AnalysisTask],
-    storage: Storage,
+    store: StudyStore,
+    storage: ObjectStorage,
     cache: ModelCache,
     *,
     prefetch_workers: int = DEFAULT_PREFETCH_WORKERS,
@@ -146,7 +153,7 @@ def run_model_tasks(
             on_result(index, outcome)
 
     def fail(index: int, error: Exception) -> None:
-        settle(index, _failed(records[index], error))
+        settle(index, _failed(store, records[index], error))
 
     groups: dict[tuple[str, str], list[int]] = {}
     for index, task in enumerate(tasks):
@@ -156,7 +163,7 @@ def run_model_tasks(
             continue
         try:
             records[index] = tracking.start_task(
-                task.study_id, task.attempt, analysis_step(task.analysis.name)
+                store, task.study_id, task.attempt, analysis_step(task.analysis.name)
             )
         except Exception as error:
             fail(index, error)
@@ -203,7 +210,7 @@ def run_model_tasks(
                 record = records[index]
                 assert record is not None
                 future = pool.submit(
-                    _finish, tasks[index], record, batch.model, inp, labels, storage, started
+                    _finish, tasks[index], record, batch.model, inp, labels, store, storage, started
                 )
                 future.add_done_callback(finished(index))
             reads = upcoming

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 
-from voxelpipe import tracking
-from voxelpipe.adapters import executions
+from aws_lambda_powertools.metrics import MetricUnit
+
+from voxelpipe import telemetry, tracking
 from voxelpipe.analyses import resolve, stages
-from voxelpipe.gpu.settings import GpuSettings
+from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.inference.registry import model_analyses
 from voxelpipe.messages import AnalysisRequest, ExecutionInput, WorkItem
+from voxelpipe.observability import logger
+from voxelpipe.ports import Executions, StudyStore
 from voxelpipe.status import StudyStatus
+from voxelpipe.telemetry import Dimension, Metric
 from voxelpipe.wiring import execution_name
 
 ACTOR = "dispatch"
 
 
-def dispatch(item: WorkItem) -> str:
+def dispatch(item: WorkItem, store: StudyStore, executions: Executions) -> str:
     """Start the execution `{study_id}-{attempt}`; returns what happened, for the logs.
 
-    A duplicate message finds the execution already there and starts nothing; a message for a
-    study that has moved on (deleted, or a newer attempt) is dropped.
+    A duplicate message finds the execution already there and starts nothing (one audit row per
+    attempt, however often the start is repeated); a message for a study that has moved on (deleted,
+    or a newer attempt) is dropped.
     """
-    study = tracking.get_study(item.study_id)
+    study = store.get_study(item.study_id)
     if study is None or study.attempt != item.attempt or study.status != StudyStatus.QUEUED:
         state = "missing" if study is None else f"{study.status} at attempt {study.attempt}"
         return f"skipped: study is {state}"
@@ -47,13 +53,30 @@ def dispatch(item: WorkItem) -> str:
         stages=[[requests[a.name] for a in stage] for stage in stages(analyses)],
         subject=study.subject,
     )
-    if not executions.start_execution(execution):
+    started = executions.start(execution)
+    if started is None:
         return "duplicate: execution exists"
-    tracking.audit(
+    # Keyed by the execution's own start time: a start repeated while it runs (Step Functions
+    # answers it with the running execution) finds the row written and writes none.
+    first = tracking.audit(
+        store,
         item.study_id,
         "execution_started",
         actor=ACTOR,
         source=execution_name(item.study_id, item.attempt),
         detail={"priority": item.priority.value},
+        once_at=started,
     )
-    return "started"
+    return "started" if first else "duplicate: execution running"
+
+
+def dispatch_queued(
+    item: WorkItem, store: StudyStore, executions: Executions, *, queue: str, sent_at: datetime
+) -> str:
+    """`dispatch` for a work item taken from `queue`, where it was sent at `sent_at`: how long it
+    waited is measured (QueueAge), and what became of it logged."""
+    waited_s = (datetime.now(UTC) - sent_at).total_seconds()
+    telemetry.emit(Metric.QUEUE_AGE, max(0.0, waited_s), MetricUnit.Seconds, Dimension.QUEUE, queue)
+    outcome = dispatch(item, store, executions)
+    logger.info("dispatched", extra={"study_id": item.study_id, "outcome": outcome})
+    return outcome

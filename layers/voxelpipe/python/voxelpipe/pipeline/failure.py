@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 from voxelpipe import tracking
-from voxelpipe.gpu.settings import GPU_RETRIED_ERRORS
+from voxelpipe.gpu_settings import GPU_RETRIED_ERRORS
 from voxelpipe.messages import FailureInput
-from voxelpipe.records import StudyRecord
+from voxelpipe.ports import StudyStore
 from voxelpipe.status import StudyStatus, TaskStatus
 from voxelpipe.wiring import execution_name
 from voxelpipe.workflow_settings import TRANSIENT_LAMBDA_ERRORS
@@ -26,7 +26,7 @@ _RETRYABLE = frozenset(
 )
 
 
-def describe_error(failure: FailureInput) -> dict[str, Any]:
+def describe_error(failure: FailureInput, store: StudyStore) -> dict[str, Any]:
     """The error as the user sees it: type, message, failed step, and whether a retry may help."""
     message = failure.error.cause or failure.error.error
     error_type = failure.error.error
@@ -39,7 +39,7 @@ def describe_error(failure: FailureInput) -> dict[str, Any]:
         error_type = str(cause.get("errorType", error_type))
     failed_steps = [
         record.step
-        for record in tracking.tasks_of(failure.study_id, failure.attempt)
+        for record in store.tasks_of(failure.study_id, failure.attempt)
         if record.status == TaskStatus.RUNNING
     ]
     return {
@@ -50,17 +50,18 @@ def describe_error(failure: FailureInput) -> dict[str, Any]:
     }
 
 
-def mark_failed(failure: FailureInput) -> dict[str, Any]:
-    error = describe_error(failure)
-    tracking.fail_running_tasks(failure.study_id, failure.attempt, error)
+def mark_failed(failure: FailureInput, store: StudyStore) -> dict[str, Any]:
+    error = describe_error(failure, store)
+    tracking.fail_running_tasks(store, failure.study_id, failure.attempt, error)
     try:
         tracking.transition(
-            failure.study_id, failure.attempt, StudyStatus.FAILED, changes=[StudyRecord.error.set(error)]
+            store, failure.study_id, failure.attempt, StudyStatus.FAILED, changes={"error": error}
         )
     except tracking.TransitionRefused as refused:
         # A stale execution (the study has a newer attempt or already ended): leave the study be.
         return {"marked": False, "why": str(refused)}
     tracking.audit(
+        store,
         failure.study_id,
         "failed",
         actor=ACTOR,

@@ -6,46 +6,46 @@ import json
 from typing import Any
 
 from voxelpipe import tracking
-from voxelpipe.adapters.storage import Storage
 from voxelpipe.cost import PriceTable, StepUse, study_cost
 from voxelpipe.keys import results_key
 from voxelpipe.messages import FinalizeInput
+from voxelpipe.ports import ObjectStorage, StudyStore
 from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.results import build_results
 from voxelpipe.status import StudyStatus, TaskStatus
+from voxelpipe.study_data import writing_for
+from voxelpipe.wiring import Prefix
 
 STEP = "finalize"
 
 
-def finalize(state: FinalizeInput, storage: Storage) -> dict[str, str]:
-    task = tracking.start_task(state.study_id, state.attempt, STEP)
-    study = tracking.get_study(state.study_id)
-    upload = dict(study.input or {}) if study is not None else {}
-    tasks = tracking.tasks_of(state.study_id, state.attempt)
-    timings = {
-        record.step: float(record.duration_ms)
-        for record in tasks
-        if record.status == TaskStatus.SUCCEEDED and record.duration_ms is not None
-    }
-    document = build_results(state, upload, timings)
-    cost = attempt_cost(state, study, tasks, task)
-    document["provenance"]["cost"] = cost
-    key = results_key(state.study_id)
-    storage.write(key, json.dumps(document, indent=2).encode(), content_type="application/json")
-    summary = {name: result["measures"] for name, result in document["analyses"].items()}
-    # The task ends before the study does: whoever sees COMPLETED (a poller, a webhook) sees
-    # every task of the attempt ended.
-    tracking.finish_task(task, detail={"results_key": key})
-    tracking.transition(
-        state.study_id,
-        state.attempt,
-        StudyStatus.COMPLETED,
-        changes=[
-            StudyRecord.results_key.set(key),
-            StudyRecord.summary.set(summary),
-            StudyRecord.cost.set(cost),
-        ],
-    )
+def finalize(state: FinalizeInput, store: StudyStore, storage: ObjectStorage) -> dict[str, str]:
+    with writing_for(store, storage, state.study_id, writes=(Prefix.DERIVED,)):
+        task = tracking.start_task(store, state.study_id, state.attempt, STEP)
+        study = store.get_study(state.study_id)
+        upload = dict(study.input or {}) if study is not None else {}
+        tasks = store.tasks_of(state.study_id, state.attempt)
+        timings = {
+            record.step: float(record.duration_ms)
+            for record in tasks
+            if record.status == TaskStatus.SUCCEEDED and record.duration_ms is not None
+        }
+        document = build_results(state, upload, timings)
+        cost = attempt_cost(state, study, tasks, task)
+        document["provenance"]["cost"] = cost
+        key = results_key(state.study_id)
+        storage.write(key, json.dumps(document, indent=2).encode(), content_type="application/json")
+        summary = {name: result["measures"] for name, result in document["analyses"].items()}
+        # The task ends before the study does: whoever sees COMPLETED (a poller, a webhook) sees
+        # every task of the attempt ended.
+        tracking.finish_task(store, task, detail={"results_key": key})
+        tracking.transition(
+            store,
+            state.study_id,
+            state.attempt,
+            StudyStatus.COMPLETED,
+            changes={"results_key": key, "summary": summary, "cost": cost},
+        )
     return {"results_key": key}
 
 

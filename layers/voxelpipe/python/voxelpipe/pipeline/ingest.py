@@ -1,105 +1,59 @@
-"""Ingest: validate an uploaded object, then reject it or queue its study."""
+"""Ingest: validate an uploaded object, then reject it or queue its study.
+
+A NIfTI study completes with its one file; a DICOM study's objects are checked one by one and the
+series when all have arrived (`ingest_dicom`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict
 
-from pynamodb.expressions.update import Action
+from aws_lambda_powertools.metrics import MetricUnit
 
 from voxelpipe import tracking
-from voxelpipe.adapters import queues
-from voxelpipe.adapters.storage import ObjectInfo, Storage
-from voxelpipe.analyses import CATALOGUE, DEFAULT_ANALYSES
-from voxelpipe.inference.registry import model_analyses
-from voxelpipe.keys import (
-    parse_study_prefix,
-    parse_upload_key,
-    quarantine_key,
-    upload_prefix,
-)
+from voxelpipe.analyses import DEFAULT_ANALYSES
+from voxelpipe.keys import parse_study_prefix, parse_upload_key, quarantine_key
 from voxelpipe.limits import HEADER_RANGE_BYTES, Limits
-from voxelpipe.messages import Priority, WorkItem
-from voxelpipe.records import StudyRecord, TaskRecord
+from voxelpipe.messages import Priority, UploadedObject
+from voxelpipe.observability import logger, metrics
+from voxelpipe.pipeline.ingest_dicom import ingest_dicom_object
+from voxelpipe.pipeline.lifecycle import (
+    INGEST_ACTOR,
+    IngestOutcome,
+    check_analyses,
+    check_manifest,
+    enqueue_study,
+    queue_study,
+    reject_study,
+)
+from voxelpipe.ports import ObjectInfo, ObjectStorage, StudyStore, WorkQueues
+from voxelpipe.records import StudyRecord
 from voxelpipe.rejections import ReasonCode, Rejected
 from voxelpipe.status import StudyStatus
+from voxelpipe.study_data import writing_for
 from voxelpipe.upload_files import check_upload_name
 from voxelpipe.validation import check_header, check_volume
-
-ACTOR = "ingest"
-
-
-@dataclass(frozen=True)
-class UploadedObject:
-    """One object that landed; (bucket, key, version) is its idempotency key."""
-
-    bucket: str
-    key: str
-    version: str
+from voxelpipe.wiring import Prefix
 
 
-@dataclass(frozen=True)
-class IngestOutcome:
-    key: str
-    study_id: str | None
-    status: str
-    reason: str | None = None
-    detail: str | None = None
-
-
-def _study_for(study_id: str, tenant: str) -> StudyRecord:
-    study = tracking.get_study(study_id)
+def _study_for(store: StudyStore, study_id: str, tenant: str) -> StudyRecord:
+    study = store.get_study(study_id)
     if study is None:
         # Uploaded without registering the study first (POST /studies): the defaults apply.
         study = tracking.create_study(
-            study_id, tenant, analyses=DEFAULT_ANALYSES, priority=Priority.NORMAL.value
+            store, study_id, tenant, analyses=DEFAULT_ANALYSES, priority=Priority.NORMAL.value
         )
         # None: another upload created it between our read and write.
-        study = study or tracking.get_study(study_id)
+        study = study or store.get_study(study_id)
     assert study is not None
     return study
 
 
-def check_manifest(filename: str, size: int, manifest: list[dict[str, Any]] | None) -> None:
-    """The object must be a file the study declared, of the size declared.
-
-    Presigned POST policies limit the size in AWS, but nothing stops other writers (and moto
-    does not enforce policies), so the declaration is checked again here.
-    """
-    if manifest is None:
-        return
-    declared = {entry["name"]: int(entry["size"]) for entry in manifest}
-    if filename not in declared:
-        raise Rejected(
-            ReasonCode.INVALID_NAME,
-            f"{filename!r} is not in the study's manifest ({', '.join(sorted(declared))})",
-        )
-    if size > declared[filename]:
-        raise Rejected(
-            ReasonCode.TOO_LARGE, f"{filename} is {size} bytes; the manifest declared {declared[filename]}"
-        )
-    if size < declared[filename]:
-        raise Rejected(
-            ReasonCode.TRUNCATED, f"{filename} is {size} bytes; the manifest declared {declared[filename]}"
-        )
-
-
-def check_analyses(study: StudyRecord) -> None:
-    # model:NAME is known while the registry has a READY version of NAME.
-    models = model_analyses(study.analyses)
-    unknown = [name for name in study.analyses if name not in CATALOGUE and name not in models]
-    if unknown:
-        raise Rejected(
-            ReasonCode.UNKNOWN_ANALYSIS,
-            f"unknown analyses {', '.join(unknown)}; known: {', '.join(sorted([*CATALOGUE, *models]))}",
-        )
-
-
 def _validate(
-    upload: UploadedObject, study: StudyRecord, info: ObjectInfo, storage: Storage, limits: Limits
+    upload: UploadedObject, study: StudyRecord, info: ObjectInfo, storage: ObjectStorage, limits: Limits
 ) -> dict[str, object]:
-    filename = check_upload_name(parse_upload_key(upload.key).filename)
-    check_manifest(filename, info.size, study.manifest)
+    object_name = check_upload_name(parse_upload_key(upload.key).filename)
+    check_manifest(object_name, info.size, study.manifest)
     check_analyses(study)
     if info.size > limits.max_upload_bytes:
         raise Rejected(
@@ -119,8 +73,22 @@ def _validate(
     }
 
 
-def ingest_upload(upload: UploadedObject, storage: Storage, limits: Limits) -> IngestOutcome:
-    """Validate one uploaded object and move its study to REJECTED or QUEUED."""
+def ingest_upload(
+    upload: UploadedObject, store: StudyStore, storage: ObjectStorage, queues: WorkQueues, limits: Limits
+) -> IngestOutcome:
+    """Validate one uploaded object and move its study to REJECTED or QUEUED; counted and logged."""
+    outcome = _ingest(upload, store, storage, queues, limits)
+    metrics.add_metric(name=f"Uploads{outcome.status.title()}", unit=MetricUnit.Count, value=1)
+    if outcome.study_id is None:
+        logger.warning("upload quarantined: no study can be told", extra=asdict(outcome))
+    elif outcome.reason:
+        logger.info("upload rejected", extra=asdict(outcome))
+    return outcome
+
+
+def _ingest(
+    upload: UploadedObject, store: StudyStore, storage: ObjectStorage, queues: WorkQueues, limits: Limits
+) -> IngestOutcome:
     prefix = parse_study_prefix(upload.key)
     if prefix is None:
         # No study can be named, so nobody can be told: keep it out of uploads/ and say so in the logs.
@@ -134,21 +102,37 @@ def ingest_upload(upload: UploadedObject, storage: Storage, limits: Limits) -> I
         )
     tenant, study_id = prefix
     info = storage.head(upload.key)
-    study = _study_for(study_id, tenant)
+    study = _study_for(store, study_id, tenant)
     if study.tenant != tenant:
         storage.move(upload.key, quarantine_key(upload.key))
         return IngestOutcome(
             upload.key, None, "IGNORED", ReasonCode.INVALID_NAME.value, "the study belongs to another tenant"
         )
+    if study.status == StudyStatus.DELETED:
+        # A late upload of a deleted study: nothing of the study is kept, this neither.
+        storage.delete_all_versions(upload.key)
+        return IngestOutcome(upload.key, study_id, study.status, detail="the study was deleted")
+    # A study deleted while its upload was checked keeps nothing of it (a quarantined copy included).
+    with writing_for(store, storage, study_id, writes=(Prefix.QUARANTINE,)):
+        return _ingest_into(upload, study, info, store, storage, queues, limits)
 
+
+def _ingest_into(
+    upload: UploadedObject,
+    study: StudyRecord,
+    info: ObjectInfo,
+    store: StudyStore,
+    storage: ObjectStorage,
+    queues: WorkQueues,
+    limits: Limits,
+) -> IngestOutcome:
+    study_id = study.study_id
     if study.input_format == "dicom":
-        from voxelpipe.pipeline.ingest_dicom import ingest_dicom_object
-
-        return ingest_dicom_object(upload, study, info, storage, limits)
+        return ingest_dicom_object(upload, study, info, store, storage, queues, limits)
 
     attempt = int(study.attempt)
     try:
-        tracking.transition(study_id, attempt, StudyStatus.VALIDATING)
+        tracking.transition(store, study_id, attempt, StudyStatus.VALIDATING)
     except tracking.TransitionRefused as refused:
         current = refused.current
         if (
@@ -158,88 +142,24 @@ def ingest_upload(upload: UploadedObject, storage: Storage, limits: Limits) -> I
             and current.input_key == upload.key
         ):
             # A retry after a failure between QUEUED and the send: send again (dispatch dedups).
-            enqueue_study(current)
+            enqueue_study(queues, current)
             return IngestOutcome(upload.key, study_id, StudyStatus.QUEUED.value, detail="re-sent")
         # The study is past validation (a re-upload, or a late duplicate): record it and leave it be.
         tracking.audit(
-            study_id, "upload_ignored", actor=ACTOR, source=upload.key, detail={"why": str(refused)}
+            store,
+            study_id,
+            "upload_ignored",
+            actor=INGEST_ACTOR,
+            source=upload.key,
+            detail={"why": str(refused)},
         )
         return IngestOutcome(upload.key, study_id, str(study.status), detail="study already past validation")
 
-    task = tracking.start_task(study_id, attempt, "validate")
+    task = tracking.start_task(store, study_id, attempt, "validate")
     try:
         described = _validate(upload, study, info, storage, limits)
     except Rejected as rejected:
         storage.move(upload.key, quarantine_key(upload.key))
-        return reject_study(study_id, attempt, rejected, task, source=upload.key)
+        return reject_study(store, study_id, attempt, rejected, task, source=upload.key)
 
-    return queue_study(study_id, attempt, upload.key, described, task, source=upload.key)
-
-
-def quarantine_uploads(study: StudyRecord, storage: Storage) -> None:
-    """Move every object the study's upload prefix holds to quarantine/, out of the pipeline's way."""
-    for key in storage.list_keys(upload_prefix(study.tenant, study.study_id)):
-        storage.move(key, quarantine_key(key))
-
-
-def reject_study(
-    study_id: str,
-    attempt: int,
-    rejected: Rejected,
-    task: TaskRecord | None,
-    *,
-    source: str,
-    actor: str = ACTOR,
-) -> IngestOutcome:
-    """REJECTED with the reason code and its sentence, on the study, its task and the audit trail
-    (by ingest, or by Prepare for a series that proves bad only when decoded)."""
-    if task is not None:  # ended first, so that a REJECTED study never shows a RUNNING task
-        tracking.fail_task(
-            task, {"type": "Rejected", "reason": rejected.reason.value, "message": rejected.detail}
-        )
-    tracking.transition(
-        study_id,
-        attempt,
-        StudyStatus.REJECTED,
-        changes=[
-            StudyRecord.reason.set(rejected.reason.value),
-            StudyRecord.reason_detail.set(rejected.detail),
-        ],
-    )
-    tracking.audit(
-        study_id,
-        "rejected",
-        actor=actor,
-        source=source,
-        detail={"reason": rejected.reason.value, "detail": rejected.detail},
-    )
-    return IngestOutcome(source, study_id, StudyStatus.REJECTED.value, rejected.reason.value, rejected.detail)
-
-
-def queue_study(
-    study_id: str, attempt: int, input_key: str, described: dict[str, Any], task: TaskRecord, *, source: str
-) -> IngestOutcome:
-    """VALIDATED with what validation learnt, then QUEUED and sent to its work queue."""
-    changes: list[Action] = [StudyRecord.input_key.set(input_key), StudyRecord.input.set(described)]
-    tracking.transition(study_id, attempt, StudyStatus.VALIDATED, changes=changes)
-    tracking.finish_task(task, detail=described)
-    # QUEUED before the send: the execution may start (and move the study on) before send returns.
-    queued = tracking.transition(study_id, attempt, StudyStatus.QUEUED)
-    tracking.audit(study_id, "queued", actor=ACTOR, source=source, detail={"sha256": described.get("sha256")})
-    enqueue_study(queued)
-    return IngestOutcome(source, study_id, StudyStatus.QUEUED.value)
-
-
-def enqueue_study(study: StudyRecord) -> None:
-    """Send the study's current attempt to its priority's work queue."""
-    assert study.input_key is not None
-    queues.enqueue(
-        WorkItem(
-            study_id=study.study_id,
-            attempt=int(study.attempt),
-            tenant=study.tenant,
-            input_key=study.input_key,
-            analyses=list(study.analyses),
-            priority=Priority(study.priority),
-        )
-    )
+    return queue_study(store, queues, study_id, attempt, upload.key, described, task, source=upload.key)

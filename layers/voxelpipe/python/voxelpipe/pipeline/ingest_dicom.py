@@ -11,10 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pynamodb.exceptions import PutError
-
 from voxelpipe import tracking
-from voxelpipe.adapters.storage import ObjectInfo, Storage
 from voxelpipe.dicom import (
     InstanceSummary,
     NeedMoreData,
@@ -25,16 +22,18 @@ from voxelpipe.dicom import (
 )
 from voxelpipe.keys import parse_upload_key, quarantine_key, upload_prefix
 from voxelpipe.limits import HEADER_RANGE_BYTES, Limits
-from voxelpipe.pipeline.ingest import (
-    ACTOR,
+from voxelpipe.messages import UploadedObject
+from voxelpipe.pipeline.lifecycle import (
+    INGEST_ACTOR,
     IngestOutcome,
-    UploadedObject,
     check_analyses,
     check_manifest,
     quarantine_uploads,
     queue_study,
     reject_study,
+    uid_map,
 )
+from voxelpipe.ports import ObjectInfo, ObjectStorage, StudyStore, WorkQueues
 from voxelpipe.records import ObjectRecord, StudyRecord
 from voxelpipe.rejections import ReasonCode, Rejected
 from voxelpipe.status import StudyStatus
@@ -44,11 +43,6 @@ FILE_PREFIX = "file#"
 INSTANCE_PREFIX = "instance#"
 _UID_FIELDS = ("sop_instance_uid", "series_instance_uid", "study_instance_uid", "frame_of_reference_uid")
 _TUPLE_FIELDS = ("image_position", "image_orientation", "pixel_spacing")
-
-
-def uid_map(study: StudyRecord) -> UidMap:
-    assert study.uid_key is not None, "a DICOM study is registered with its UID key"
-    return UidMap.for_study(bytes.fromhex(study.uid_key), study.study_id)
 
 
 def _pseudonymous(summary: InstanceSummary, uids: UidMap) -> dict[str, Any]:
@@ -80,7 +74,7 @@ def _header(data: bytes, object_size: int | None = None) -> InstanceSummary | No
 
 
 def _read_instances(
-    key: str, filename: str, info: ObjectInfo, storage: Storage, limits: Limits
+    key: str, filename: str, info: ObjectInfo, storage: ObjectStorage, limits: Limits
 ) -> list[InstanceSummary]:
     """The image instances of one object (a .zip holds many), from a range read where it suffices."""
     if filename.lower().endswith(".zip"):
@@ -93,83 +87,95 @@ def _read_instances(
     return [header for header in headers if header is not None]
 
 
-def _record(study_id: str, object_key: str, source: str, summary: dict[str, Any] | None = None) -> bool:
-    """Record an object once; False when it was recorded before."""
-    try:
-        ObjectRecord(study_id, object_key, source=source, summary=summary).save(
-            condition=ObjectRecord.object_key.does_not_exist()
-        )
-    except PutError as error:
-        if getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
-
-
 def ingest_dicom_object(
-    upload: UploadedObject, study: StudyRecord, info: ObjectInfo, storage: Storage, limits: Limits
+    upload: UploadedObject,
+    study: StudyRecord,
+    info: ObjectInfo,
+    store: StudyStore,
+    storage: ObjectStorage,
+    queues: WorkQueues,
+    limits: Limits,
 ) -> IngestOutcome:
     study_id, attempt = study.study_id, int(study.attempt)
     if study.status != StudyStatus.AWAITING_UPLOAD:
         # Late for its study (rejected, or complete): out of uploads/, with a note.
         storage.move(upload.key, quarantine_key(upload.key))
         tracking.audit(
-            study_id, "upload_ignored", actor=ACTOR, source=upload.key, detail={"why": study.status}
+            store,
+            study_id,
+            "upload_ignored",
+            actor=INGEST_ACTOR,
+            source=upload.key,
+            detail={"why": study.status},
         )
         return IngestOutcome(upload.key, study_id, str(study.status), detail="study no longer awaits uploads")
     try:
-        filename = check_upload_name(parse_upload_key(upload.key).filename)
-        check_manifest(filename, info.size, study.manifest)
+        object_name = check_upload_name(parse_upload_key(upload.key).filename)
+        check_manifest(object_name, info.size, study.manifest)
         check_analyses(study)
         if info.size > limits.max_upload_bytes:
             raise Rejected(
                 ReasonCode.TOO_LARGE,
-                f"{filename} is {info.size} bytes; the limit is {limits.max_upload_bytes}",
+                f"{object_name} is {info.size} bytes; the limit is {limits.max_upload_bytes}",
             )
-        instances = _read_instances(upload.key, filename, info, storage, limits)
+        instances = _read_instances(upload.key, object_name, info, storage, limits)
     except Rejected as rejected:
-        quarantine_uploads(study, storage)
-        return reject_study(study_id, attempt, rejected, None, source=upload.key)
+        quarantine_uploads(storage, study)
+        return reject_study(store, study_id, attempt, rejected, None, source=upload.key)
 
     uids = uid_map(study)
     duplicates = sum(
-        not _record(study_id, INSTANCE_PREFIX + uids(s.sop_instance_uid), upload.key, _pseudonymous(s, uids))
-        for s in instances
+        not store.record_object(
+            ObjectRecord(
+                study_id,
+                INSTANCE_PREFIX + uids(instance.sop_instance_uid),
+                source=upload.key,
+                summary=_pseudonymous(instance, uids),
+            )
+        )
+        for instance in instances
     )
     if duplicates:
         tracking.audit(
-            study_id, "duplicate_instances", actor=ACTOR, source=upload.key, detail={"count": duplicates}
+            store,
+            study_id,
+            "duplicate_instances",
+            actor=INGEST_ACTOR,
+            source=upload.key,
+            detail={"count": duplicates},
         )
-    if not _record(study_id, FILE_PREFIX + filename, upload.key):
+    if not store.record_object(ObjectRecord(study_id, FILE_PREFIX + object_name, source=upload.key)):
         return IngestOutcome(
             upload.key, study_id, StudyStatus.AWAITING_UPLOAD.value, detail="file seen before"
         )
-    arrived = StudyRecord(study_id)
-    arrived.update(actions=[StudyRecord.arrived.add(1)])
+    arrived = store.count_arrival(study_id)
     declared = len(study.manifest or [])
-    if int(arrived.arrived) >= declared:
-        return complete_dicom_study(study_id, storage, limits, source=upload.key)
+    if arrived >= declared:
+        return complete_dicom_study(study_id, store, storage, queues, limits, source=upload.key)
     return IngestOutcome(
-        upload.key,
-        study_id,
-        StudyStatus.AWAITING_UPLOAD.value,
-        detail=f"{int(arrived.arrived)} of {declared} files",
+        upload.key, study_id, StudyStatus.AWAITING_UPLOAD.value, detail=f"{arrived} of {declared} files"
     )
 
 
-def complete_dicom_study(study_id: str, storage: Storage, limits: Limits, *, source: str) -> IngestOutcome:
+def complete_dicom_study(
+    study_id: str,
+    store: StudyStore,
+    storage: ObjectStorage,
+    queues: WorkQueues,
+    limits: Limits,
+    *,
+    source: str,
+) -> IngestOutcome:
     """Check the series from the recorded headers, then queue it, or reject it."""
-    study = tracking.get_study(study_id)
+    study = store.get_study(study_id)
     assert study is not None
     attempt = int(study.attempt)
     try:
-        tracking.transition(study_id, attempt, StudyStatus.VALIDATING)
+        tracking.transition(store, study_id, attempt, StudyStatus.VALIDATING)
     except tracking.TransitionRefused:
         return IngestOutcome(source, study_id, str(study.status), detail="already completed")
-    task = tracking.start_task(study_id, attempt, "validate")
-    records = list(
-        ObjectRecord.query(study_id, range_key_condition=ObjectRecord.object_key.startswith(INSTANCE_PREFIX))
-    )
+    task = tracking.start_task(store, study_id, attempt, "validate")
+    records = store.objects_of(study_id, INSTANCE_PREFIX)
     summaries = [_summary(record.summary) for record in records if record.summary]
     try:
         if not summaries:
@@ -177,8 +183,8 @@ def complete_dicom_study(study_id: str, storage: Storage, limits: Limits, *, sou
             raise Rejected(ReasonCode.NO_PIXEL_DATA, f"None of the {files} files holds image pixels.")
         check_series(summaries, limits=limits)
     except Rejected as rejected:
-        quarantine_uploads(study, storage)
-        return reject_study(study_id, attempt, rejected, task, source=source)
+        quarantine_uploads(storage, study)
+        return reject_study(store, study_id, attempt, rejected, task, source=source)
     first = summaries[0]
     described = {
         "format": "dicom",
@@ -191,5 +197,12 @@ def complete_dicom_study(study_id: str, storage: Storage, limits: Limits, *, sou
         "transfer_syntaxes": sorted({s.transfer_syntax for s in summaries}),
     }
     return queue_study(
-        study_id, attempt, upload_prefix(study.tenant, study_id), described, task, source=source
+        store,
+        queues,
+        study_id,
+        attempt,
+        upload_prefix(study.tenant, study_id),
+        described,
+        task,
+        source=source,
     )

@@ -4,14 +4,31 @@ delete it and its data."""
 from __future__ import annotations
 
 from voxelpipe import tracking
-from voxelpipe.adapters import executions
-from voxelpipe.adapters.storage import Storage
-from voxelpipe.keys import UploadKey, derived_key, quarantine_key, upload_prefix, work_prefix
+from voxelpipe.keys import UploadKey, upload_prefix
 from voxelpipe.limits import Limits
-from voxelpipe.pipeline.ingest import enqueue_study
 from voxelpipe.pipeline.ingest_dicom import complete_dicom_study
+from voxelpipe.pipeline.lifecycle import enqueue_study
+from voxelpipe.ports import Executions, ObjectStorage, StudyStore, WorkQueues
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
+from voxelpipe.study_data import purge_study
+
+# What a deleted study's record keeps: who it belonged to and what became of it. The rest (the
+# uploader's file names, the subject, what validation learnt, results) goes with its data.
+_FORGOTTEN_ON_DELETE = (
+    "manifest",
+    "subject",
+    "input",
+    "input_key",
+    "summary",
+    "results_key",
+    "cost",
+    "webhook_url",
+    "parameters",
+    "uid_key",
+    "reason_detail",
+    "error",
+)
 
 
 class UploadIncomplete(Exception):
@@ -23,55 +40,73 @@ class UploadIncomplete(Exception):
 
 
 def complete_upload(
-    study: StudyRecord, storage: Storage, limits: Limits, *, actor: str, source: str
+    study: StudyRecord,
+    store: StudyStore,
+    storage: ObjectStorage,
+    queues: WorkQueues,
+    limits: Limits,
+    *,
+    actor: str,
+    source: str,
 ) -> StudyRecord:
     """The uploader says the upload is whole: a DICOM series that has files is checked and queued
     (or rejected) with what arrived; a study still missing files raises UploadIncomplete. A study
     past its upload (a NIfTI completes with its one file) is returned as it is."""
-    tracking.audit(study.study_id, "complete_requested", actor=actor, source=source)
+    tracking.audit(store, study.study_id, "complete_requested", actor=actor, source=source)
     if study.status != StudyStatus.AWAITING_UPLOAD:
         return study
     if study.input_format == "dicom" and study.arrived:
-        complete_dicom_study(study.study_id, storage, limits, source=source)
-        return tracking.get_study(study.study_id) or study
+        complete_dicom_study(study.study_id, store, storage, queues, limits, source=source)
+        return store.get_study(study.study_id) or study
     present = set(storage.list_keys(upload_prefix(study.tenant, study.study_id)))
     raise UploadIncomplete(
         [
             entry["name"]
             for entry in study.manifest or []
-            if UploadKey(study.tenant, study.study_id, entry["name"]).key not in present
+            if UploadKey(study.tenant, study.study_id, entry["object"]).key not in present
         ]
     )
 
 
-def reprocess(study: StudyRecord, *, actor: str, source: str) -> StudyRecord:
-    """Open the next attempt of an ended study and queue it (TransitionRefused otherwise)."""
-    reopened = tracking.open_attempt(study.study_id, int(study.attempt))
+def reprocess(
+    study: StudyRecord, store: StudyStore, queues: WorkQueues, *, actor: str, source: str
+) -> StudyRecord:
+    """Open the next attempt of an ended study and queue it (TransitionRefused otherwise).
+
+    Of concurrent calls for the same study, exactly one opens the attempt: the others are refused.
+    """
+    reopened = tracking.open_attempt(store, study.study_id, int(study.attempt))
     assert reopened.input_key is not None
     tracking.audit(
-        study.study_id, "reprocess", actor=actor, source=source, detail={"attempt": reopened.attempt}
+        store, study.study_id, "reprocess", actor=actor, source=source, detail={"attempt": reopened.attempt}
     )
-    enqueue_study(reopened)
+    enqueue_study(queues, reopened)
     return reopened
 
 
-def delete(study: StudyRecord, storage: Storage, *, actor: str, source: str) -> int:
-    """Mark the study DELETED, stop its execution, and remove every object of it; the count removed.
+def delete(
+    study: StudyRecord,
+    store: StudyStore,
+    storage: ObjectStorage,
+    executions: Executions,
+    *,
+    actor: str,
+    source: str,
+) -> int:
+    """Mark the study DELETED, stop its execution, and remove every object and row of it; the count.
 
-    DELETED first: a step still running can no longer move the study, and its execution is
-    stopped before the objects go, so nothing is written after them. The audit trail stays.
+    DELETED first: from then on no step can move the study, and a step still running when its
+    execution is stopped removes what it wrote when it ends (`lifecycle.writing_for`); the reaper
+    purges again once every step can have ended. The audit trail stays; the record keeps only its
+    tenant and status.
     """
-    tracking.transition(study.study_id, int(study.attempt), StudyStatus.DELETED)
-    executions.stop_execution(study.study_id, int(study.attempt))
-    uploads = upload_prefix(study.tenant, study.study_id)
-    removed = sum(
-        storage.delete_all_versions(prefix)
-        for prefix in (
-            uploads,
-            quarantine_key(uploads),
-            derived_key(study.study_id) + "/",
-            work_prefix(study.study_id),
-        )
+    attempt = int(study.attempt)
+    tracking.transition(
+        store, study.study_id, attempt, StudyStatus.DELETED, changes=dict.fromkeys(_FORGOTTEN_ON_DELETE)
     )
-    tracking.audit(study.study_id, "deleted", actor=actor, source=source, detail={"objects_removed": removed})
+    executions.stop(study.study_id, attempt, error="StudyDeleted", cause="the study was deleted")
+    removed = purge_study(store, storage, study)
+    tracking.audit(
+        store, study.study_id, "deleted", actor=actor, source=source, detail={"objects_removed": removed}
+    )
     return removed

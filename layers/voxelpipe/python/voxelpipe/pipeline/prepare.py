@@ -12,17 +12,17 @@ import os
 import time
 
 from voxelpipe import tracking
-from voxelpipe.adapters.storage import Storage
 from voxelpipe.dicom import assemble_series, deidentify_bytes, read_series_zip
 from voxelpipe.keys import derived_key, work_key
 from voxelpipe.limits import Limits
 from voxelpipe.messages import ExecutionInput, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
-from voxelpipe.pipeline.ingest import quarantine_uploads, reject_study
-from voxelpipe.pipeline.ingest_dicom import uid_map
+from voxelpipe.pipeline.lifecycle import quarantine_uploads, reject_study, uid_map
+from voxelpipe.ports import ObjectStorage, StudyStore
 from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.rejections import Rejected
 from voxelpipe.status import StudyStatus
+from voxelpipe.study_data import writing_for
 from voxelpipe.volume import Image, canonical, first_volume, orientation, voxel_sizes, with_fresh_header
 from voxelpipe.wiring import DicomOriginals, EnvVar, Prefix
 
@@ -41,7 +41,7 @@ def canonical_volume(img: Image) -> Image:
     return with_fresh_header(canonical(first_volume(img)))
 
 
-def _series(study: StudyRecord, input_prefix: str, storage: Storage) -> list[bytes]:
+def _series(input_prefix: str, storage: ObjectStorage) -> list[bytes]:
     """The objects of the study's series, a .zip opened."""
     objects: list[bytes] = []
     for key in storage.list_keys(input_prefix):
@@ -54,19 +54,19 @@ def _series(study: StudyRecord, input_prefix: str, storage: Storage) -> list[byt
 
 
 def _prepare_dicom(
-    execution: ExecutionInput, study: StudyRecord, storage: Storage, task: TaskRecord
+    execution: ExecutionInput, study: StudyRecord, store: StudyStore, storage: ObjectStorage, task: TaskRecord
 ) -> Image:
-    objects = _series(study, execution.input_key, storage)
+    objects = _series(execution.input_key, storage)
     try:
         volume = assemble_series(objects, limits=Limits())
     except Rejected as rejected:
         if execution.input_key.startswith(Prefix.UPLOADS):
-            quarantine_uploads(study, storage)  # as ingest does: out of uploads/, kept for a look
+            quarantine_uploads(storage, study)  # as ingest does: out of uploads/, kept for a look
         reject_study(
-            study.study_id, execution.attempt, rejected, task, source=execution.input_key, actor=STEP
+            store, study.study_id, execution.attempt, rejected, task, source=execution.input_key, actor=STEP
         )
         raise StudyRejected(f"{rejected.reason}: {rejected.detail}") from rejected
-    tracking.set_progress(task, 40)
+    tracking.set_progress(store, task, 40)
     storage.write(derived_key(study.study_id, CONVERTED_VOLUME), bytes(volume.nifti_bytes(compress=True)))
     if not execution.input_key.startswith(Prefix.DERIVED):
         # First conversion: keep only de-identified objects, and send the originals away.
@@ -81,13 +81,13 @@ def _prepare_dicom(
             )
         _dispose_originals(study, execution.input_key, storage)
         # A reprocess reads the de-identified copies: the originals are gone.
-        StudyRecord(study.study_id).update(
-            actions=[StudyRecord.input_key.set(derived_key(study.study_id, DEIDENTIFIED_PREFIX))]
+        store.set_study_fields(
+            study.study_id, {"input_key": derived_key(study.study_id, DEIDENTIFIED_PREFIX)}
         )
     return volume.image
 
 
-def _dispose_originals(study: StudyRecord, input_prefix: str, storage: Storage) -> None:
+def _dispose_originals(study: StudyRecord, input_prefix: str, storage: ObjectStorage) -> None:
     policy = DicomOriginals(os.environ.get(EnvVar.DICOM_ORIGINALS, DicomOriginals.DELETE))
     if policy is DicomOriginals.RETAIN:
         for key in storage.list_keys(input_prefix):
@@ -95,28 +95,27 @@ def _dispose_originals(study: StudyRecord, input_prefix: str, storage: Storage) 
     storage.delete_all_versions(input_prefix)
 
 
-def prepare(execution: ExecutionInput, storage: Storage) -> PreparedVolume:
+def prepare(execution: ExecutionInput, store: StudyStore, storage: ObjectStorage) -> PreparedVolume:
     started = time.perf_counter()
-    tracking.transition(execution.study_id, execution.attempt, StudyStatus.RUNNING)
-    task = tracking.start_task(execution.study_id, execution.attempt, STEP)
-    study = tracking.get_study(execution.study_id)
-    assert study is not None
-    if study.input_format == "dicom":
-        original = _prepare_dicom(execution, study, storage, task)
-    else:
-        original = load_nifti(storage.read(execution.input_key))
-    tracking.set_progress(task, 60)
-    volume = canonical_volume(original)
-    key = work_key(execution.study_id, execution.attempt, CANONICAL_NAME)
-    storage.write(key, to_nifti_bytes(volume, compress=False))
-    prepared = PreparedVolume(
-        volume_key=key,
-        original_orientation=orientation(original.affine),
-        original_shape=[int(n) for n in original.shape],
-        original_affine=original.affine.tolist(),
-        shape=[int(n) for n in volume.shape],
-        voxel_size_mm=[round(float(v), 4) for v in voxel_sizes(volume.affine)],
-        duration_ms=round((time.perf_counter() - started) * 1000, 1),
-    )
-    tracking.finish_task(task, detail={"volume_key": key, "shape": prepared.shape})
+    study = tracking.transition(store, execution.study_id, execution.attempt, StudyStatus.RUNNING)
+    with writing_for(store, storage, study.study_id, writes=(Prefix.DERIVED, Prefix.WORK, Prefix.QUARANTINE)):
+        task = tracking.start_task(store, execution.study_id, execution.attempt, STEP)
+        if study.input_format == "dicom":
+            original = _prepare_dicom(execution, study, store, storage, task)
+        else:
+            original = load_nifti(storage.read(execution.input_key))
+        tracking.set_progress(store, task, 60)
+        volume = canonical_volume(original)
+        key = work_key(execution.study_id, execution.attempt, CANONICAL_NAME)
+        storage.write(key, to_nifti_bytes(volume, compress=False))
+        prepared = PreparedVolume(
+            volume_key=key,
+            original_orientation=orientation(original.affine),
+            original_shape=[int(n) for n in original.shape],
+            original_affine=original.affine.tolist(),
+            shape=[int(n) for n in volume.shape],
+            voxel_size_mm=[round(float(v), 4) for v in voxel_sizes(volume.affine)],
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        tracking.finish_task(store, task, detail={"volume_key": key, "shape": prepared.shape})
     return prepared

@@ -1,9 +1,13 @@
 """The reaper: studies stuck past their step's deadline are re-driven or FAILED, with an audit row.
 
-`decide` is the whole policy, a pure function of what was observed and the time; `reap` observes
-(DynamoDB, the attempt's execution, the work queue), decides and acts. Every action is a
-conditional write naming the attempt and status it saw, so a run that races a step, or another
+`decide` is the whole policy, a pure function of what was observed and the time; `Reaper.reap`
+observes (the study store, the attempt's execution, the work queue), decides and acts. Every action
+is a conditional write naming the attempt and status it saw, so a run that races a step, or another
 run, changes nothing twice. Each run looks at no more than `limit` studies of each status.
+
+Each run also purges recently deleted studies again: a step that was running when its study was
+deleted (in AWS, stopping an execution does not stop a Lambda or a GPU task already running) may
+have written after the delete; once every such step can have ended, nothing of the study remains.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from voxelpipe import telemetry, tracking
-from voxelpipe.adapters import executions, queues
 from voxelpipe.function_specs import (
+    FUNCTIONS,
     INGEST,
     MARK_FAILED,
     RUN_ANALYSIS,
@@ -22,11 +26,14 @@ from voxelpipe.function_specs import (
     FunctionSpec,
     analysis_of_step,
 )
-from voxelpipe.gpu.settings import GpuSettings
+from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.messages import Priority
-from voxelpipe.pipeline.ingest import enqueue_study
+from voxelpipe.observability import logger
+from voxelpipe.pipeline.lifecycle import enqueue_study
+from voxelpipe.ports import Executions, ObjectStorage, StudyStore, WorkQueues
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus, TaskStatus
+from voxelpipe.study_data import purge_study
 from voxelpipe.telemetry import Dimension, Metric
 from voxelpipe.wiring import execution_name
 from voxelpipe.workflow_settings import (
@@ -35,6 +42,7 @@ from voxelpipe.workflow_settings import (
     QUEUE_MAX_RECEIVE_COUNT,
     QUEUE_VISIBILITY_TIMEOUT_S,
     REAPER_BATCH,
+    REAPER_INTERVAL_MIN,
     RETRY_ATTEMPTS,
     STATE_MACHINE_TIMEOUT_S,
     retry_backoff_total_s,
@@ -184,106 +192,136 @@ class Outcome:
         return asdict(self)
 
 
-def _redrives(study_id: str, attempt: int) -> int:
-    return sum(
-        1
-        for row in tracking.audit_trail(study_id)
-        if row.action == "reaped"
-        and (row.detail or {}).get("action") == Action.REDRIVE.value
-        and (row.detail or {}).get("attempt") == attempt
-    )
+# How long after its deletion a study is purged again by each run: until every step it may have had
+# running (a Lambda's timeout, a GPU task's) has ended, with a run's interval to spare.
+PURGE_WINDOW = (
+    timedelta(seconds=max(max(spec.timeout_s for spec in FUNCTIONS), GpuSettings().task_timeout_s))
+    + timedelta(minutes=2 * REAPER_INTERVAL_MIN)
+    + SLACK
+)
 
 
-def observe(study: StudyRecord) -> Observation:
-    status = StudyStatus(study.status)
-    attempt = int(study.attempt)
-    execution = (
-        executions.execution_status(study.study_id, attempt)
-        if status in (StudyStatus.QUEUED, StudyStatus.RUNNING)
-        else None
-    )
-    running = [
-        task for task in tracking.tasks_of(study.study_id, attempt) if task.status == TaskStatus.RUNNING
-    ]
-    latest = running[-1] if running else None
-    return Observation(
-        study_id=study.study_id,
-        attempt=attempt,
-        status=status,
-        updated_at=study.updated_at,
-        execution=execution,
-        running_step=latest.step if latest else None,
-        step_started_at=latest.started_at if latest else None,
-        queue_backlog=queues.backlog(Priority(study.priority)) if status is StudyStatus.QUEUED else 0,
-        redrives=_redrives(study.study_id, attempt) if status is StudyStatus.QUEUED else 0,
-    )
+@dataclass(frozen=True)
+class Reaper:
+    """The reaper's use case, with the adapters it observes and acts through."""
 
+    store: StudyStore
+    storage: ObjectStorage
+    executions: Executions
+    queues: WorkQueues
 
-def _fail(study: StudyRecord, seen: Observation, decision: Decision) -> bool:
-    error = {"type": STUCK, "message": decision.why, "step": seen.running_step, "retryable": True}
-    try:
-        tracking.transition(
-            study.study_id, seen.attempt, StudyStatus.FAILED, changes=[StudyRecord.error.set(error)]
+    def _redrives(self, study_id: str, attempt: int) -> int:
+        return sum(
+            1
+            for row in self.store.audit_trail(study_id)
+            if row.action == "reaped"
+            and (row.detail or {}).get("action") == Action.REDRIVE.value
+            and (row.detail or {}).get("attempt") == attempt
         )
-    except tracking.TransitionRefused:
-        return False  # it moved on while we looked: nothing is stuck
-    tracking.fail_running_tasks(study.study_id, seen.attempt, error)
-    # After FAILED, so that a step the stop interrupts can no longer move the study.
-    if decision.stop_execution or seen.execution == "RUNNING":
-        executions.stop_execution(study.study_id, seen.attempt, error=STUCK, cause=decision.why)
-    return True
 
-
-def _redrive(study: StudyRecord, seen: Observation) -> bool:
-    # VALIDATED -> QUEUED, or QUEUED again (which refreshes updated_at and so the deadline).
-    try:
-        queued = tracking.transition(study.study_id, seen.attempt, StudyStatus.QUEUED)
-    except tracking.TransitionRefused:
-        return False
-    enqueue_study(queued)  # the ingest path; dispatch treats a duplicate as done
-    return True
-
-
-def act(study: StudyRecord, seen: Observation, decision: Decision) -> bool:
-    """Carry a decision out, with its audit row; False when the study had moved on meanwhile."""
-    if decision.action is Action.WAIT:
-        return False
-    done = _fail(study, seen, decision) if decision.action is Action.FAIL else _redrive(study, seen)
-    if done:
-        tracking.audit(
-            study.study_id,
-            "reaped",
-            actor=ACTOR,
-            source=execution_name(study.study_id, seen.attempt),
-            detail={
-                "action": decision.action.value,
-                "why": decision.why,
-                "status_was": seen.status.value,
-                "attempt": seen.attempt,
-                "execution": seen.execution,
-            },
+    def observe(self, study: StudyRecord) -> Observation:
+        status = StudyStatus(study.status)
+        attempt = int(study.attempt)
+        execution = (
+            self.executions.status(study.study_id, attempt)
+            if status in (StudyStatus.QUEUED, StudyStatus.RUNNING)
+            else None
         )
-        telemetry.count(Metric.REAPED, Dimension.ACTION, decision.action.value)
-    return done
-
-
-def reap(now: datetime | None = None, limit: int = REAPER_BATCH) -> list[Outcome]:
-    """One pass over the non-terminal statuses; what was done (waits left out)."""
-    now = now or tracking.now()
-    outcomes: list[Outcome] = []
-    for status, least in DEADLINES.items():
-        # The status-updated index holds the oldest first: only those already past the least wait.
-        candidates = StudyRecord.status_updated.query(
-            status.value, StudyRecord.updated_at < now - least, limit=limit
+        running = [
+            task for task in self.store.tasks_of(study.study_id, attempt) if task.status == TaskStatus.RUNNING
+        ]
+        latest = running[-1] if running else None
+        queued = status is StudyStatus.QUEUED
+        return Observation(
+            study_id=study.study_id,
+            attempt=attempt,
+            status=status,
+            updated_at=study.updated_at,
+            execution=execution,
+            running_step=latest.step if latest else None,
+            step_started_at=latest.started_at if latest else None,
+            queue_backlog=self.queues.backlog(Priority(study.priority)) if queued else 0,
+            redrives=self._redrives(study.study_id, attempt) if queued else 0,
         )
-        for candidate in candidates:
-            study = tracking.get_study(candidate.study_id)  # the index lags; act on the table
-            if study is None or study.status != status.value:
-                continue
-            seen = observe(study)
-            decision = decide(seen, now)
-            if act(study, seen, decision):
-                outcomes.append(
-                    Outcome(study.study_id, seen.attempt, status.value, decision.action.value, decision.why)
-                )
-    return outcomes
+
+    def _fail(self, study: StudyRecord, seen: Observation, decision: Decision) -> bool:
+        error = {"type": STUCK, "message": decision.why, "step": seen.running_step, "retryable": True}
+        try:
+            tracking.transition(
+                self.store, study.study_id, seen.attempt, StudyStatus.FAILED, changes={"error": error}
+            )
+        except tracking.TransitionRefused:
+            return False  # it moved on while we looked: nothing is stuck
+        tracking.fail_running_tasks(self.store, study.study_id, seen.attempt, error)
+        # After FAILED, so that a step the stop interrupts can no longer move the study.
+        if decision.stop_execution or seen.execution == "RUNNING":
+            self.executions.stop(study.study_id, seen.attempt, error=STUCK, cause=decision.why)
+        return True
+
+    def _redrive(self, study: StudyRecord, seen: Observation) -> bool:
+        # VALIDATED -> QUEUED, or QUEUED again (which refreshes updated_at and so the deadline).
+        try:
+            queued = tracking.transition(self.store, study.study_id, seen.attempt, StudyStatus.QUEUED)
+        except tracking.TransitionRefused:
+            return False
+        enqueue_study(self.queues, queued)  # the ingest path; dispatch treats a duplicate as done
+        return True
+
+    def act(self, study: StudyRecord, seen: Observation, decision: Decision) -> bool:
+        """Carry a decision out, with its audit row; False when the study had moved on meanwhile."""
+        if decision.action is Action.WAIT:
+            return False
+        done = (
+            self._fail(study, seen, decision)
+            if decision.action is Action.FAIL
+            else self._redrive(study, seen)
+        )
+        if done:
+            tracking.audit(
+                self.store,
+                study.study_id,
+                "reaped",
+                actor=ACTOR,
+                source=execution_name(study.study_id, seen.attempt),
+                detail={
+                    "action": decision.action.value,
+                    "why": decision.why,
+                    "status_was": seen.status.value,
+                    "attempt": seen.attempt,
+                    "execution": seen.execution,
+                },
+            )
+            telemetry.count(Metric.REAPED, Dimension.ACTION, decision.action.value)
+            logger.warning("reaped a stuck study", extra={"study_id": study.study_id, "why": decision.why})
+        return done
+
+    def purge_deleted(self, now: datetime) -> int:
+        """Purge every study deleted within the purge window again; the objects and rows removed."""
+        return sum(
+            purge_study(self.store, self.storage, study)
+            for study in self.store.studies_in_status(
+                StudyStatus.DELETED, updated_before=now, updated_after=now - PURGE_WINDOW
+            )
+        )
+
+    def reap(self, now: datetime | None = None, limit: int = REAPER_BATCH) -> list[Outcome]:
+        """One pass over the non-terminal statuses (waits left out of what it returns), then the
+        recently deleted studies' purge."""
+        now = now or tracking.now()
+        outcomes: list[Outcome] = []
+        for status, least in DEADLINES.items():
+            # The status-updated index holds the oldest first: only those already past the least wait.
+            for candidate in self.store.studies_in_status(status, updated_before=now - least, limit=limit):
+                study = self.store.get_study(candidate.study_id)  # the index lags; act on the table
+                if study is None or study.status != status.value:
+                    continue
+                seen = self.observe(study)
+                decision = decide(seen, now)
+                if self.act(study, seen, decision):
+                    outcomes.append(
+                        Outcome(
+                            study.study_id, seen.attempt, status.value, decision.action.value, decision.why
+                        )
+                    )
+        self.purge_deleted(now)
+        return outcomes

@@ -12,7 +12,11 @@ from voxelpipe.inference.registry import model_analyses
 from voxelpipe.keys import new_study_id
 from voxelpipe.limits import Limits
 from voxelpipe.messages import Priority
+from voxelpipe.ports import StudyStore
 from voxelpipe.records import StudyRecord
+from voxelpipe.rejections import Rejected
+from voxelpipe.upload_files import check_upload_name
+from voxelpipe.upload_files import manifest as declared_manifest
 
 
 class RegistrationRefused(ValueError):
@@ -24,6 +28,7 @@ class RegistrationRefused(ValueError):
 
 
 def register_study(
+    store: StudyStore,
     tenant: str,
     *,
     actor: str,
@@ -31,20 +36,25 @@ def register_study(
     analyses: Sequence[str] = DEFAULT_ANALYSES,
     priority: Priority = Priority.NORMAL,
     subject: dict[str, Any] | None = None,
-    manifest: Sequence[dict[str, Any]] | None = None,
+    files: Sequence[tuple[str, int]] | None = None,
     webhook_url: str | None = None,
     input_format: str = "nifti",
     parameters: dict[str, dict[str, Any]] | None = None,
     limits: Limits | None = None,
 ) -> StudyRecord:
-    """A new study AWAITING_UPLOAD; RegistrationRefused before anything is stored when it asks for an
-    unknown analysis, parameters of analyses it does not request, or a file over the upload limit.
+    """A new study AWAITING_UPLOAD; RegistrationRefused before anything is stored when it declares a
+    file name with path tricks or over the upload limit, or asks for an unknown analysis or parameters
+    of analyses it does not request.
 
     `model:NAME` is known when the model has a READY version (its version is chosen at dispatch).
     """
     limits = limits or Limits()
-    for index, declared in enumerate(manifest or []):
-        if int(declared["size"]) > limits.max_upload_bytes:
+    for index, (name, size) in enumerate(files or []):
+        try:
+            check_upload_name(name)
+        except Rejected as rejected:
+            raise RegistrationRefused(f"files.{index}.name", rejected.detail) from rejected
+        if size > limits.max_upload_bytes:
             raise RegistrationRefused(
                 f"files.{index}.size", f"over the {limits.max_upload_bytes}-byte upload limit"
             )
@@ -60,12 +70,14 @@ def register_study(
         )
     study_id = new_study_id()
     study = tracking.create_study(
+        store,
         study_id,
         tenant,
         analyses=names,
         priority=priority.value,
         subject=subject,
-        manifest=list(manifest) if manifest is not None else None,
+        # The uploader's names stay here; the objects are stored under the names the server chose.
+        manifest=[dict(entry) for entry in declared_manifest(files)] if files is not None else None,
         webhook_url=webhook_url,
         input_format=input_format,
         # DICOM UIDs are replaced by keyed hashes; the key is the study's own, never shown.
@@ -73,5 +85,5 @@ def register_study(
         parameters=parameters or None,
     )
     assert study is not None, "a fresh study id exists already"
-    tracking.audit(study_id, "registered", actor=actor, source=source, detail={"analyses": names})
+    tracking.audit(store, study_id, "registered", actor=actor, source=source, detail={"analyses": names})
     return study

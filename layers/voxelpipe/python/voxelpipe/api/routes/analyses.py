@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from voxelpipe.analyses import CATALOGUE
 from voxelpipe.api.auth import Action
 from voxelpipe.api.dependencies import Caller
-from voxelpipe.gpu.settings import GpuSettings
+from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.inference import registry
 
 router = APIRouter(tags=["analyses"])

@@ -10,10 +10,17 @@ from fastapi import APIRouter, Query, Request
 
 from voxelpipe import queries, tracking, webhooks
 from voxelpipe.adapters import secrets
-from voxelpipe.adapters.storage import Storage
 from voxelpipe.api.auth import Action
-from voxelpipe.api.dependencies import Caller, owned_study, request_source
-from voxelpipe.api.problems import Problem, invalid_request
+from voxelpipe.api.dependencies import (
+    Bucket,
+    Caller,
+    Queues,
+    StateMachine,
+    Store,
+    owned_study,
+    request_source,
+)
+from voxelpipe.api.problems import Problem, invalid_request, not_found
 from voxelpipe.api.schemas import Artifact, CreateStudy, StudyCreated, StudyPage, StudyResults, StudyView
 from voxelpipe.api.uploads import URL_EXPIRY, expiry, upload_target
 from voxelpipe.api.views import study_view
@@ -27,7 +34,9 @@ router = APIRouter(prefix="/studies", tags=["studies"])
 
 
 @router.post("", status_code=201, response_model=StudyCreated)
-def create_study(body: CreateStudy, caller: Caller, request: Request) -> StudyCreated:
+def create_study(
+    body: CreateStudy, caller: Caller, request: Request, store: Store, bucket: Bucket
+) -> StudyCreated:
     caller.require(Action.UPLOAD)
     subject = (
         {"subject_ref": body.subject_ref, "age": body.age, "sex": body.sex}
@@ -36,13 +45,14 @@ def create_study(body: CreateStudy, caller: Caller, request: Request) -> StudyCr
     )
     try:
         study = register_study(
+            store,
             caller.tenant,
             actor=caller.subject,
             source=request_source(request),
             analyses=body.analyses,
             priority=body.priority,
             subject=subject,
-            manifest=[{"name": f.name, "size": f.size} for f in body.files],
+            files=[(f.name, f.size) for f in body.files],
             webhook_url=str(body.webhook_url) if body.webhook_url else None,
             input_format=body.format,
             parameters=body.parameters,
@@ -50,13 +60,17 @@ def create_study(body: CreateStudy, caller: Caller, request: Request) -> StudyCr
         )
     except RegistrationRefused as refused:
         raise invalid_request(refused.field, str(refused)) from refused
-    storage = Storage.from_environment()
     expires_at = expiry()
+    # Each file goes to the object name the server chose for it (the manifest maps the two).
     uploads = [
         upload_target(
-            storage, UploadKey(caller.tenant, study.study_id, f.name).key, f.name, f.size, expires_at
+            bucket,
+            UploadKey(caller.tenant, study.study_id, entry["object"]).key,
+            entry["name"],
+            entry["size"],
+            expires_at,
         )
-        for f in body.files
+        for entry in study.manifest or []
     ]
     # The webhook's signing key is derived from the deployment's secret, so shown here once and
     # never stored (voxelpipe.webhooks).
@@ -69,13 +83,17 @@ def create_study(body: CreateStudy, caller: Caller, request: Request) -> StudyCr
 
 
 @router.post("/{study_id}/complete", status_code=202, response_model=StudyView)
-def complete(study_id: str, caller: Caller, request: Request) -> StudyView:
+def complete(
+    study_id: str, caller: Caller, request: Request, store: Store, bucket: Bucket, queues: Queues
+) -> StudyView:
     caller.require(Action.UPLOAD)
-    study = owned_study(caller, study_id)
+    study = owned_study(store, caller, study_id)
     try:
         study = manage.complete_upload(
             study,
-            Storage.from_environment(),
+            store,
+            bucket,
+            queues,
             Limits.from_environment(),
             actor=caller.subject,
             source=request_source(request),
@@ -88,12 +106,13 @@ def complete(study_id: str, caller: Caller, request: Request) -> StudyView:
             str(incomplete),
             missing=incomplete.missing,
         ) from incomplete
-    return study_view(study)
+    return study_view(study, store)
 
 
 @router.get("", response_model=StudyPage)
 def list_studies(
     caller: Caller,
+    store: Store,
     status: Annotated[StudyStatus | None, Query(description="only studies in this status")] = None,
     since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="created at or before (ISO 8601)")] = None,
@@ -103,34 +122,33 @@ def list_studies(
     caller.require(Action.READ)
     try:
         records, next_cursor = queries.list_studies(
-            caller.tenant, status=status, since=since, until=until, limit=limit, cursor=cursor
+            store, caller.tenant, status=status, since=since, until=until, limit=limit, cursor=cursor
         )
     except queries.InvalidCursor as error:
         raise invalid_request("cursor", str(error)) from error
-    return StudyPage(items=[study_view(r, with_steps=False) for r in records], next_cursor=next_cursor)
+    return StudyPage(items=[study_view(r) for r in records], next_cursor=next_cursor)
 
 
 @router.get("/{study_id}", response_model=StudyView)
-def get_study(study_id: str, caller: Caller) -> StudyView:
+def get_study(study_id: str, caller: Caller, store: Store) -> StudyView:
     caller.require(Action.READ)
-    return study_view(owned_study(caller, study_id))
+    return study_view(owned_study(store, caller, study_id), store)
 
 
 @router.get("/{study_id}/results", response_model=StudyResults)
-def results(study_id: str, caller: Caller) -> StudyResults:
+def results(study_id: str, caller: Caller, store: Store, bucket: Bucket) -> StudyResults:
     caller.require(Action.READ)
-    study = owned_study(caller, study_id)
+    study = owned_study(store, caller, study_id)
     if study.status != StudyStatus.COMPLETED or study.results_key is None:
         raise Problem(
             409, "not_completed", "The study has no results", f"it is {study.status}", status_now=study.status
         )
-    storage = Storage.from_environment()
-    document = json.loads(storage.read(study.results_key))
+    document = json.loads(bucket.read(study.results_key))
     prefix = derived_key(study_id) + "/"
     expires_s = int(URL_EXPIRY.total_seconds())
     artifacts = [
-        Artifact(path=key.removeprefix(prefix), url=storage.presign_get(key, expires_s))
-        for key in storage.list_keys(prefix)
+        Artifact(path=key.removeprefix(prefix), url=bucket.presign_get(key, expires_s))
+        for key in bucket.list_keys(prefix)
     ]
     return StudyResults(
         study_id=study_id,
@@ -142,26 +160,35 @@ def results(study_id: str, caller: Caller) -> StudyResults:
 
 
 @router.post("/{study_id}/reprocess", status_code=202, response_model=StudyView)
-def reprocess(study_id: str, caller: Caller, request: Request) -> StudyView:
+def reprocess(study_id: str, caller: Caller, request: Request, store: Store, queues: Queues) -> StudyView:
     caller.require(Action.UPLOAD)
-    study = owned_study(caller, study_id)
+    study = owned_study(store, caller, study_id)
     try:
-        reopened = manage.reprocess(study, actor=caller.subject, source=request_source(request))
+        reopened = manage.reprocess(
+            study, store, queues, actor=caller.subject, source=request_source(request)
+        )
     except tracking.TransitionRefused as error:
+        current = error.current or study
         raise Problem(
             409,
             "not_reprocessable",
             "Only a COMPLETED or FAILED study can be reprocessed",
-            f"it is {study.status}" + ("; upload a corrected file as a new study" if study.reason else ""),
+            f"it is {current.status} at attempt {current.attempt}"
+            + ("; upload a corrected file as a new study" if current.reason else ""),
         ) from error
-    return study_view(reopened, with_steps=False)
+    return study_view(reopened)
 
 
 @router.delete("/{study_id}")
-def delete_study(study_id: str, caller: Caller, request: Request) -> dict[str, Any]:
+def delete_study(
+    study_id: str, caller: Caller, request: Request, store: Store, bucket: Bucket, machine: StateMachine
+) -> dict[str, Any]:
     caller.require(Action.DELETE)
-    study = owned_study(caller, study_id)
-    removed = manage.delete(
-        study, Storage.from_environment(), actor=caller.subject, source=request_source(request)
-    )
+    study = owned_study(store, caller, study_id)
+    try:
+        removed = manage.delete(
+            study, store, bucket, machine, actor=caller.subject, source=request_source(request)
+        )
+    except tracking.TransitionRefused as error:  # deleted meanwhile by another call
+        raise not_found() from error
     return {"study_id": study_id, "status": StudyStatus.DELETED.value, "objects_removed": removed}

@@ -1,0 +1,212 @@
+"""What the use cases need of the outside world, as interfaces: the study store, object storage, the
+work queues and the state machine's executions.
+
+`pipeline/`, the API and the GPU workers take these as parameters; `adapters/` implements them for
+AWS (DynamoDB through PynamoDB, S3, SQS, Step Functions), and the unit tests pass in-memory fakes
+(`tests/fakes.py`) that a contract test holds to the same behaviour as the real ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from voxelpipe.messages import ExecutionInput, Priority, WorkItem
+from voxelpipe.records import AuditRecord, ObjectRecord, StudyRecord, TaskRecord
+from voxelpipe.status import StudyStatus
+
+# A change to a record's fields: name -> new value; None removes the field.
+Changes = Mapping[str, Any]
+
+
+class StudyChanged(Exception):
+    """A conditional write found the study other than expected (or missing): `current` is how it is."""
+
+    def __init__(self, study_id: str, current: StudyRecord | None) -> None:
+        where = "missing" if current is None else f"{current.status} at attempt {current.attempt}"
+        super().__init__(f"study {study_id} is {where}")
+        self.current = current
+
+
+@dataclass(frozen=True)
+class StudyPage:
+    items: list[StudyRecord]
+    # Where the next page starts (the index key of the last item); None on the last page.
+    next_key: dict[str, Any] | None
+
+
+class StudyStore(Protocol):
+    """Studies, their steps, their audit trail and (DICOM) their objects.
+
+    Every status change is one conditional write (`move_study`), so a stale writer can never
+    overwrite a newer outcome; an audit row is never updated.
+    """
+
+    def get_study(self, study_id: str) -> StudyRecord | None:
+        """The study as last written (a consistent read), or None."""
+        ...
+
+    def create_study(self, study: StudyRecord) -> bool:
+        """Store a new study; False when its id exists already (nothing is written)."""
+        ...
+
+    def move_study(
+        self,
+        study_id: str,
+        *,
+        attempt: int,
+        sources: frozenset[StudyStatus],
+        target: StudyStatus,
+        changes: Changes | None = None,
+        next_attempt: bool = False,
+    ) -> StudyRecord:
+        """Move the study to `target` if it is at `attempt` in one of `sources`, in one write that also
+        copies the old status to `previous_status`, stamps `updated_at` and applies `changes`. With
+        `next_attempt`, the attempt becomes `attempt + 1` (the study must have an input). Raises
+        StudyChanged otherwise. Returns the study as written."""
+        ...
+
+    def set_study_fields(self, study_id: str, changes: Changes) -> None:
+        """Change fields of an existing study (never creates one); StudyChanged when it is missing."""
+        ...
+
+    def count_arrival(self, study_id: str) -> int:
+        """Add one to the study's arrived files (atomically); the new count."""
+        ...
+
+    def tenant_studies(
+        self,
+        tenant: str,
+        *,
+        status: StudyStatus | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        start_key: dict[str, Any] | None,
+    ) -> StudyPage:
+        """A tenant's studies, newest first; DELETED ones only when `status` asks for them."""
+        ...
+
+    def studies_in_status(
+        self,
+        status: StudyStatus,
+        *,
+        updated_before: datetime,
+        updated_after: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[StudyRecord]:
+        """Studies in `status` last updated in the range (before the one time, after the other), oldest
+        first, up to `limit` (None: all); read from an index, so it may lag the table."""
+        ...
+
+    def save_task(self, task: TaskRecord) -> None:
+        """Write a step's row (a retried step overwrites its own row)."""
+        ...
+
+    def update_task(self, task: TaskRecord, changes: Changes) -> bool:
+        """Change an existing task row (never creates one); False when it is gone (a deleted study)."""
+        ...
+
+    def tasks_of(self, study_id: str, attempt: int | None = None) -> list[TaskRecord]:
+        """The study's step rows (of one attempt, or all), in the order they started."""
+        ...
+
+    def append_audit(self, row: AuditRecord) -> bool:
+        """Append an audit row; False when a row with its key exists (the row was written before)."""
+        ...
+
+    def audit_trail(self, study_id: str) -> list[AuditRecord]:
+        """The study's audit rows, oldest first."""
+        ...
+
+    def record_object(self, row: ObjectRecord) -> bool:
+        """Record one object of a study once; False when its key was recorded before."""
+        ...
+
+    def objects_of(self, study_id: str, key_prefix: str) -> list[ObjectRecord]:
+        """The study's object rows whose key starts with `key_prefix`."""
+        ...
+
+    def forget_tasks(self, study_id: str) -> int:
+        """Delete every task row of a (deleted) study; the count."""
+        ...
+
+    def forget_objects(self, study_id: str) -> int:
+        """Delete every object row of a (deleted) study; the count."""
+        ...
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    content_type: str | None
+    metadata: dict[str, str]
+    version_id: str | None
+
+
+class ObjectStorage(Protocol):
+    """The bucket the pipeline reads uploads from and writes what it derives to."""
+
+    def head(self, key: str) -> ObjectInfo: ...
+
+    def read(self, key: str, first_bytes: int | None = None) -> bytes:
+        """The object's bytes; with `first_bytes`, only that many from the start (a range read)."""
+        ...
+
+    def read_chunks(self, key: str, chunk_bytes: int) -> Iterator[bytes]:
+        """The object's bytes in pieces of at most `chunk_bytes`: large objects never held whole."""
+        ...
+
+    def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    def move(self, key: str, destination: str) -> None: ...
+
+    def delete_all_versions(self, prefix: str) -> int:
+        """Delete every version (and delete marker) under `prefix`; the count."""
+        ...
+
+    def list_keys(self, prefix: str) -> list[str]: ...
+
+
+class WorkQueues(Protocol):
+    """The priority queues validated studies wait in for an execution."""
+
+    def enqueue(self, item: WorkItem) -> str:
+        """Send a study attempt to its priority's queue; the message id."""
+        ...
+
+    def backlog(self, priority: Priority) -> int:
+        """Messages waiting in, or in flight from, a priority's queue."""
+        ...
+
+
+class Executions(Protocol):
+    """The state machine's executions, one per study attempt."""
+
+    def start(self, execution: ExecutionInput) -> datetime | None:
+        """Start the attempt's execution; when it started (also for a start repeated while it runs,
+        which Step Functions answers with the running execution), or None when one of that name
+        exists and is not this start's (another input, or it has ended)."""
+        ...
+
+    def status(self, study_id: str, attempt: int) -> str | None:
+        """RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED; None when the attempt has none."""
+        ...
+
+    def stop(self, study_id: str, attempt: int, *, error: str, cause: str) -> bool:
+        """Stop the attempt's execution if it runs; False when there was none running."""
+        ...
+
+
+__all__ = [
+    "Changes",
+    "Executions",
+    "ObjectInfo",
+    "ObjectStorage",
+    "StudyChanged",
+    "StudyPage",
+    "StudyStore",
+    "WorkQueues",
+]
