@@ -13,7 +13,7 @@ import torch
 from scipy import ndimage
 
 from tests.fixtures.segmentation import ball, bias_field, dice, resample_to, three_tissue_phantom
-from voxelpipe.analyses.tissue_seg import OUTPUTS, TISSUE_SEG, TissueSegParameters
+from voxelpipe.analyses.tissue_seg import OUTPUTS, TISSUE_SEG, TissueSegParameters, segment_image
 from voxelpipe.segmentation import (
     EMParameters,
     axis_map,
@@ -148,7 +148,8 @@ def test_parameters_are_validated():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             data, _ = three_tissue_phantom((24, 24, 24))
-            segment(data, (2.0, 2.0, 2.0), device="cuda")
+            phantom = nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
+            segment_image(phantom, TissueSegParameters.from_mapping({"device": "cuda"}))
 
 
 def test_catalogue_entry():
