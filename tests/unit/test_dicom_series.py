@@ -7,11 +7,13 @@ import io
 import pickle
 import random
 import zipfile
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataelem import DataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import data_element_generator
 
@@ -34,7 +36,8 @@ from voxelpipe.dicom import (
     read_instance_header,
     read_series_zip,
 )
-from voxelpipe.dicom.sniff import parse_instance
+from voxelpipe.dicom.sniff import frame_rescales, parse_instance
+from voxelpipe.dicom.values import read_rescale
 from voxelpipe.limits import Limits
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
 from voxelpipe.rejections import ReasonCode, Rejected
@@ -171,6 +174,47 @@ def test_enhanced_multiframe_object_is_a_series() -> None:
     volume = assemble_series(series.instances, canonical=False)
     assert_matches_truth(volume, series)
     assert volume.report.multi_frame and volume.report.dtype == "float32"
+
+
+def test_enhanced_frames_take_their_own_rescale_else_the_shared_one() -> None:
+    def edit(ds) -> None:  # frame 2 (as stored) rescales by 3, the others by the shared 1.5
+        transform = pydicom.Dataset()
+        transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = 3.0, -2.0, "US"
+        ds.PerFrameFunctionalGroupsSequence[2].PixelValueTransformationSequence = [transform]
+
+    series = make_enhanced(slope=1.5, edit=edit)
+    stored = parse_instance(series.instances[0])
+    assert frame_rescales(stored) == [(1.5, 0.0), (1.5, 0.0), (3.0, -2.0), (1.5, 0.0), (1.5, 0.0)]
+
+
+@pytest.mark.parametrize(
+    ("slope", "intercept", "expected"),
+    [
+        (None, None, (1.0, 0.0)),  # absent: the identity
+        (b"2.5 ", None, (2.5, 0.0)),
+        (None, b"-1024 ", (1.0, -1024.0)),
+        (b" +1.0E-3", b"-0.5", (0.001, -0.5)),
+    ],
+)
+def test_usable_rescales_are_read(slope, intercept, expected) -> None:
+    assert read_rescale(slope, intercept) == expected
+
+
+RTDOSE = Path(pydicom.__file__).parent / "data" / "test_files" / "rtdose.dcm"
+
+
+@pytest.mark.parametrize(("scaling", "reason"), [("0", "is 0"), ("inf", "not a finite"), ("x", "not one")])
+def test_an_unusable_dose_grid_scaling_is_rejected(scaling: str, reason: str) -> None:
+    if not RTDOSE.is_file():
+        pytest.skip("pydicom's test files are not installed")
+    ds = pydicom.dcmread(RTDOSE)
+    assert assemble_series([to_bytes(ds)]).report.rescaled  # as shipped: 1e-6 Gy a step
+    ds[0x3004000E] = DataElement(0x3004000E, "LO", scaling)  # the text where the DS goes
+    data = to_bytes(ds, implicit=True)
+    for check in (lambda: assemble_series([data]), lambda: read_instance_header(data)):
+        with pytest.raises(Rejected) as caught:
+            check()
+        assert caught.value.reason == ReasonCode.BAD_HEADER and reason in caught.value.detail
 
 
 def test_jpeg_baseline_decodes_within_lossy_error() -> None:

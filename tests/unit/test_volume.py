@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from infra.local.samples import mni152_t1_path
+from tests.fixtures.bad_nifti import make_good_image
+from voxelpipe.nifti import load_nifti, to_nifti_bytes
 from voxelpipe.volume import (
     canonical,
     first_volume,
@@ -18,6 +20,7 @@ from voxelpipe.volume import (
     orientation,
     voxel_data,
     voxel_sizes,
+    with_fresh_header,
 )
 
 MNI_T1 = mni152_t1_path()
@@ -146,3 +149,22 @@ def test_voxel_data_of_the_mni_t1():
     assert data.shape == (197, 233, 189)
     assert float(data.min()) == 0.0
     assert float(data.max()) == 255.0
+
+
+@pytest.mark.parametrize("nifti2", [False, True])
+def test_a_fresh_header_leaves_the_uploads_free_text_behind(nifti2: bool) -> None:
+    """What Prepare writes (volume.with_fresh_header) carries none of an upload's free text."""
+    img = make_good_image(nifti2=nifti2)
+    img.header["descrip"] = b"Doe^Jane 1970-01-31 MRN123"
+    img.header["aux_file"] = b"Doe.lut"
+    img.header["intent_name"] = b"Doe"
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"patient Doe, MRN 123"))
+    img = load_nifti(to_nifti_bytes(img, compress=False))  # as an upload arrives: a proxy image
+    assert len(img.header.extensions) == 1
+    fresh = with_fresh_header(img)
+    written = to_nifti_bytes(fresh, compress=False)
+    assert b"doe" not in written.lower()
+    reloaded = load_nifti(written)
+    assert len(reloaded.header.extensions) == 0
+    np.testing.assert_array_equal(reloaded.get_fdata(), img.get_fdata())
+    np.testing.assert_allclose(reloaded.affine, img.affine)

@@ -16,11 +16,13 @@ class ReasonCode(StrEnum):
 
     NOT_AN_IMAGE = "not_an_image"  # no NIfTI (or gzip-of-NIfTI) magic: text, PNG, zip, DICOM...
     TRUNCATED = "truncated"  # ends early (cut-off stream, short data, empty file) or corrupt gzip
-    BAD_HEADER = "bad_header"  # NIfTI magic, but header fields that cannot describe a volume
+    # NIfTI magic, but header fields that cannot describe a volume; or a DICOM object whose rescale
+    # (Rescale Slope/Intercept, Dose Grid Scaling) cannot be applied
+    BAD_HEADER = "bad_header"
     UNSUPPORTED_DIMENSIONS = "unsupported_dimensions"  # not one 3-D volume, or axes too small/big
     TOO_LARGE = "too_large"  # upload or declared volume beyond Limits
     DECOMPRESSION_BOMB = "decompression_bomb"  # gzip expands beyond the declared size
-    NON_FINITE_DATA = "non_finite_data"  # NaN/Inf voxels after scaling
+    NON_FINITE_DATA = "non_finite_data"  # NaN/Inf voxels after scaling (NIfTI or DICOM)
     INVALID_NAME = "invalid_name"  # path tricks or control characters in the file name
     UNKNOWN_ANALYSIS = "unknown_analysis"  # a requested analysis is not in the catalogue
     # DICOM uploads (voxelpipe.dicom): one object at ingest, or the series at Prepare.

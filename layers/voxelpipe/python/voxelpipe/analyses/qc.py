@@ -324,7 +324,7 @@ def _two_class_contrast(tissue: FloatArray, sigma: float | None) -> dict[str, An
 # --- previews -------------------------------------------------------------------------------------
 
 
-def _preview_slices(
+def preview_slices(
     data: FloatArray, centre: tuple[int, int, int], zooms: npt.NDArray[np.float64], radiological: bool
 ) -> dict[str, tuple[FloatArray, float, float]]:
     """Each view as a 2-D (rows, cols) array in display order, with its column and row spacing (mm).
@@ -495,7 +495,7 @@ def run_qc(inp: AnalysisInput) -> AnalysisOutput:
 
     # Previews: one mm-per-pixel for all three (the finest voxel size, shrunk to fit max px).
     radiological = params.display_convention == "radiological"
-    views = _preview_slices(data, centre, zooms, radiological)
+    views = preview_slices(data, centre, zooms, radiological)
     mm_per_px = float(zooms.min())
     extents = [(p.shape[1] * cs, p.shape[0] * rs) for p, cs, rs in views.values()]
     longest = max(max(w, h) for w, h in extents) / mm_per_px

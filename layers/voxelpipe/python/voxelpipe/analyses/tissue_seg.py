@@ -31,7 +31,7 @@ import numpy.typing as npt
 from PIL import Image as PILImage
 
 from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput, merged_parameters
-from voxelpipe.analyses.qc import DisplayConvention, _preview_slices, preview_parameters
+from voxelpipe.analyses.qc import DisplayConvention, preview_parameters, preview_slices
 from voxelpipe.nifti import to_nifti_bytes
 from voxelpipe.tissues import DEFAULT_MRF_BETA, LABELS, TISSUES
 from voxelpipe.volume import Image, canonical, first_volume, new_image, orientation, voxel_data, voxel_sizes
@@ -213,8 +213,8 @@ def overlay_previews(
         centre = tuple(n // 2 for n in t1.shape)
         lo, hi = float(t1.min()), float(t1.max())
     i, j, k = (int(c) for c in centre)
-    grey_views = _preview_slices(t1, (i, j, k), zooms, radiological)
-    label_views = _preview_slices(labels.astype(np.float32), (i, j, k), zooms, radiological)
+    grey_views = preview_slices(t1, (i, j, k), zooms, radiological)
+    label_views = preview_slices(labels.astype(np.float32), (i, j, k), zooms, radiological)
     mm_per_px = float(zooms.min())
     longest = max(max(p.shape[1] * c, p.shape[0] * r) for p, c, r in grey_views.values()) / mm_per_px
     if longest > max_px:

@@ -5,7 +5,7 @@ volume, de-identify, read a series archive.
 * ``check_series(summaries)``: the series-level checks at upload completion, from those summaries.
 * ``assemble_series(instances)``: Prepare's series -> volume (RAS+ NIfTI image + report).
 * ``deidentify(ds, uid_map)`` / ``deidentify_bytes``: PS3.15 Basic Application Level
-  Confidentiality Profile; ``scrub_nifti_header(img)`` for NIfTI free text.
+  Confidentiality Profile (its Table E.1-1 is a data file in this package).
 * ``read_series_zip(data, limits)``: the DICOM files of a .zip upload, safely.
 
 Every refusal is a ``voxelpipe.rejections.Rejected`` with a ReasonCode.
@@ -18,7 +18,6 @@ from voxelpipe.dicom.deidentify import (
     UidMap,
     deidentify,
     deidentify_bytes,
-    scrub_nifti_header,
 )
 from voxelpipe.dicom.series import SeriesReport, SeriesVolume, assemble_series, check_series
 from voxelpipe.dicom.sniff import (
@@ -45,5 +44,4 @@ __all__ = [
     "looks_like_dicom",
     "read_instance_header",
     "read_series_zip",
-    "scrub_nifti_header",
 ]

@@ -19,6 +19,8 @@
    pylibjpeg plugin named, in threads where the codec releases the GIL); rescale slope/intercept
    are applied on the way: the stored integer type is kept when they are the identity, an integer
    type (int16, else int32) when they are integral and the stored bit depth fits, else float32;
+   an unusable slope/intercept was already rejected with the header (``bad_header``, see
+   sniff), and values the rescale takes beyond float32 are ``non_finite_data``;
 5. builds the affine: DICOM patient coordinates are LPS, NIfTI's are RAS, so x and y change
    sign; voxel axis i runs along a row (Image Orientation's first cosine, scaled by the column
    spacing, Pixel Spacing[1]), j down the columns (second cosine, Pixel Spacing[0]), k from the
@@ -67,12 +69,13 @@ from voxelpipe.dicom.sniff import (
     BurnedInPolicy,
     InstanceSummary,
     ParsedInstance,
-    _float,
-    _vector,
     check_policy,
+    first_item,
+    frame_rescales,
     parse_instance,
     raw_value,
 )
+from voxelpipe.dicom.values import FLOAT32_MAX, first_number, vector
 from voxelpipe.limits import Limits
 from voxelpipe.rejections import ReasonCode, Rejected
 
@@ -434,13 +437,6 @@ def _check_limits(rows: int, cols: int, n: int, limits: Limits) -> None:
 # --- frames and geometry --------------------------------------------------------------------------
 
 
-def _first_item(group: Dataset | None, keyword: str) -> Dataset | None:
-    if group is None or keyword not in group:
-        return None
-    seq = group[keyword].value
-    return seq[0] if seq else None
-
-
 def _frames_of(p: ParsedInstance, i: int) -> list[_Frame]:
     s = p.summary
     if s.enhanced:
@@ -484,31 +480,30 @@ def _enhanced_frames(p: ParsedInstance, i: int) -> list[_Frame]:
     """Per-frame geometry and scaling from the functional groups (per-frame first, then shared)."""
     ds = p.dataset
     s = p.summary
-    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    shared = first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     if len(per_frame) < s.frames:
         _reject(
             ReasonCode.INCONSISTENT_GEOMETRY,
             f"The multi-frame object has {s.frames} frames but {len(per_frame)} per-frame functional groups.",
         )
+    rescales = frame_rescales(p)
     frames = []
     for k in range(s.frames):
         item = per_frame[k]
 
         def macro(keyword: str, item: Dataset = item) -> Dataset | None:
-            found = _first_item(item, keyword)
-            return found if found is not None else _first_item(shared, keyword)
+            found = first_item(item, keyword)
+            return found if found is not None else first_item(shared, keyword)
 
         plane_position = macro("PlanePositionSequence")
         plane_orientation = macro("PlaneOrientationSequence")
         measures = macro("PixelMeasuresSequence")
-        transform = macro("PixelValueTransformationSequence")
-        position = _vector(raw_value(plane_position, 0x00200032), 3) if plane_position else None
-        orientation = _vector(raw_value(plane_orientation, 0x00200037), 6) if plane_orientation else None
-        spacing = _vector(raw_value(measures, 0x00280030), 2) if measures else None
-        thickness = _float(raw_value(measures, 0x00180050)) if measures else None
-        slope = _float(raw_value(transform, 0x00281053)) if transform else None
-        intercept = _float(raw_value(transform, 0x00281052)) if transform else None
+        position = vector(raw_value(plane_position, 0x00200032), 3) if plane_position else None
+        orientation = vector(raw_value(plane_orientation, 0x00200037), 6) if plane_orientation else None
+        spacing = vector(raw_value(measures, 0x00280030), 2) if measures else None
+        thickness = first_number(raw_value(measures, 0x00180050)) if measures else None
+        slope, intercept = rescales[k]
         frames.append(
             _Frame(
                 i,
@@ -517,8 +512,8 @@ def _enhanced_frames(p: ParsedInstance, i: int) -> list[_Frame]:
                 _six(orientation) if orientation else s.image_orientation,
                 (spacing[0], spacing[1]) if spacing else s.pixel_spacing,
                 thickness if thickness is not None else s.slice_thickness,
-                slope if slope else s.rescale_slope,
-                intercept if intercept is not None else s.rescale_intercept,
+                slope,
+                intercept,
             )
         )
     return frames
@@ -752,14 +747,39 @@ def _frame_decoder(p: ParsedInstance) -> _Decoder:
     return via_pydicom
 
 
+def _may_overflow(stored: np.dtype[Any], slope: float, intercept: float) -> bool:
+    """Whether some value of the stored type, rescaled, lies beyond float32's range."""
+    if stored.kind not in "biu":
+        return True
+    info = np.iinfo(stored) if stored.kind != "b" else np.iinfo(np.uint8)
+    return max(abs(info.min * slope + intercept), abs(info.max * slope + intercept)) > FLOAT32_MAX
+
+
 def _store(target: npt.NDArray[Any], values: npt.NDArray[Any], slope: float, intercept: float) -> None:
-    """Write one frame into its place in the volume, rescaled on the way when needed."""
+    """Write one frame into its place in the volume, rescaled on the way when needed.
+
+    Rejected (non_finite_data) where the rescaled values overflow float32: the slope and
+    intercept are each within it (sniff checked them), but not every product of a stored value.
+    The values are only looked at where their type's range could overflow (never, for real data).
+    """
     if slope == 1.0 and intercept == 0.0:
         np.copyto(target, values, casting="unsafe")
         return
     if target.dtype.kind == "f":
-        np.multiply(values, slope, out=target, casting="unsafe")
-        target += np.float32(intercept)
+        # An overflow to inf is what is looked for below, not something to warn about.
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.multiply(values, slope, out=target, casting="unsafe")
+            target += np.float32(intercept)
+        # min/max expose an inf (or NaN) without allocating a mask.
+        if _may_overflow(values.dtype, slope, intercept) and not (
+            math.isfinite(float(target.min())) and math.isfinite(float(target.max()))
+        ):
+            _reject(
+                ReasonCode.NON_FINITE_DATA,
+                f"The rescale (slope {slope:g}, intercept {intercept:g}) takes the stored values "
+                f"{values.min()}..{values.max()} beyond float32's range (+-{FLOAT32_MAX:.3g}): "
+                "the volume would hold infinite values.",
+            )
         return
     # Integral rescale into an integer type chosen to hold the result (see _output_dtype).
     np.multiply(values, int(slope), out=target, casting="unsafe")

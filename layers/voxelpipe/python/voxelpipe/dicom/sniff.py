@@ -13,7 +13,11 @@ returns an ``InstanceSummary`` or raises ``Rejected``:
   deflated) and, through the pylibjpeg plugins only, JPEG baseline/extended/lossless, JPEG-LS,
   JPEG 2000 (and HTJ2K) and RLE;
 * ``burned_in_phi``: Burned In Annotation (0028,0301) is YES, under the default ``"reject"``
-  policy (``"flag"`` lets it through with ``burned_in_annotation=True`` for the caller to route).
+  policy (``"flag"`` lets it through with ``burned_in_annotation=True`` for the caller to route);
+* ``bad_header``: a Rescale Slope/Intercept (top level, or an enhanced object's per-frame or
+  shared Pixel Value Transformation) or Dose Grid Scaling that cannot be applied: empty, not one
+  number, not finite, beyond float32, or a zero slope (``voxelpipe.dicom.values``).  Whether
+  the scaled values overflow float32 only the pixels tell: ``assemble_series`` checks that.
 
 pydicom is the only parser.  It reads the header up to the top-level pixel element with
 ``specific_tags`` (the ~30 top-level elements the summary needs are kept, the rest skipped) and a
@@ -23,7 +27,7 @@ stream stands at the element's value, which locates the pixels without reading t
 ``pydicom.filereader.read_partial`` (what ``dcmread`` runs) calls -- ``read_preamble``, then
 ``read_dataset`` for the file meta and for the dataset -- without its FileDataset wrappers, a third
 of the time on a series; anything else goes through ``read_partial`` itself.  The kept values are
-the raw bytes pydicom read (``RawDataElement``), turned into numbers here: pydicom's value
+the raw bytes pydicom read (``RawDataElement``), turned into numbers by ``values``: pydicom's value
 conversion costs more than the parse, for a few numbers from each header of a 200-file series.
 
 pydicom reads what it can of a cut-off object without complaint, so when no pixel element turns
@@ -39,7 +43,6 @@ verdict as the whole object (compressed frames are only checked when decoded).
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +57,16 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset, read_partial, read_preamble
 from pydicom.tag import BaseTag
 
+from voxelpipe.dicom.values import (
+    first_number,
+    integer,
+    numbers,
+    read_rescale,
+    scale_factor,
+    text,
+    ushort,
+    vector,
+)
 from voxelpipe.limits import HEADER_RANGE_BYTES
 from voxelpipe.rejections import ReasonCode, Rejected
 
@@ -65,6 +78,8 @@ __all__ = [
     "ParsedInstance",
     "PixelLocation",
     "check_policy",
+    "first_item",
+    "frame_rescales",
     "looks_like_dicom",
     "parse_instance",
     "raw_value",
@@ -262,49 +277,6 @@ class ParsedInstance:
         return PIXEL_DATA in self.dataset
 
 
-# --- raw element values ---------------------------------------------------------------------------
-# One converter per kind, fed the raw bytes pydicom read.
-
-
-def _text(raw: bytes) -> str:
-    # latin-1 never fails; the values read here (UI, CS, DS, IS) are ASCII by definition.
-    return raw.decode("latin-1").strip(" \x00")
-
-
-def _numbers(raw: bytes) -> list[float] | None:
-    text = _text(raw)
-    if not text:
-        return None
-    try:
-        values = [float(part) for part in text.split("\\")]
-    except ValueError:
-        return None
-    return values if all(math.isfinite(v) for v in values) else None
-
-
-def _integer(raw: bytes) -> int | None:
-    values = _numbers(raw)
-    if not values or values[0] != int(values[0]):
-        return None
-    return int(values[0])
-
-
-def _ushort(raw: bytes, little: bool) -> int | None:
-    if len(raw) < 2:
-        return None
-    return int.from_bytes(raw[:2], "little" if little else "big")
-
-
-def _float(raw: bytes | None) -> float | None:
-    values = _numbers(raw) if raw else None
-    return values[0] if values else None
-
-
-def _vector(raw: bytes | None, n: int) -> tuple[float, ...] | None:
-    values = _numbers(raw) if raw else None
-    return tuple(values) if values is not None and len(values) == n else None
-
-
 # --- sniffing -------------------------------------------------------------------------------------
 
 
@@ -458,7 +430,7 @@ def _read_part10(stream: io.BytesIO, stop_when: Callable[[BaseTag, str | None, i
             return None
         meta = read_dataset(stream, is_implicit_VR=False, is_little_endian=True, stop_when=past_meta)
         raw = raw_value(meta, TRANSFER_SYNTAX)
-        syntax = _uid.UID(_text(raw)) if raw else None
+        syntax = _uid.UID(text(raw)) if raw else None
         if syntax is None or not syntax.is_transfer_syntax or syntax.is_deflated:
             return None
         if after_meta and after_meta[-1] >> 16 == 0x0000:
@@ -481,7 +453,7 @@ def _syntax(meta: Dataset, ds: Dataset) -> str:
     """The transfer syntax: the file meta's, else the encoding pydicom found the dataset in."""
     raw = raw_value(meta, TRANSFER_SYNTAX)
     if raw:
-        return _text(raw)
+        return text(raw)
     implicit, little = ds.original_encoding
     if implicit:
         return _uid.ImplicitVRLittleEndian
@@ -570,45 +542,44 @@ def _instance(data: Buffer, ds: Dataset, syntax: str, pixels: PixelLocation | No
     def get(tag: int) -> bytes | None:
         return _raw(elements.get(tag), ds)
 
-    def text(tag: int) -> str:
+    def text_of(tag: int) -> str:
         raw = get(tag)
-        return _text(raw) if raw else ""
+        return text(raw) if raw else ""
 
-    def ushort(tag: int, default: int) -> int:
+    def ushort_of(tag: int, default: int) -> int:
         raw = get(tag)
-        value = _ushort(raw, little) if raw else None
+        value = ushort(raw, little) if raw else None
         return default if value is None else value
 
-    def integer(tag: int) -> int | None:
+    def integer_of(tag: int) -> int | None:
         raw = get(tag)
-        return _integer(raw) if raw else None
+        return integer(raw) if raw else None
 
-    position = _vector(get(POSITION), 3)
-    orientation = _vector(get(ORIENTATION), 6)
-    spacing = _vector(get(PIXEL_SPACING), 2)
-    slope = _float(get(RESCALE_SLOPE))
-    intercept = _float(get(RESCALE_INTERCEPT))
-    burned = text(BURNED_IN).upper()
-    frames = integer(NUMBER_OF_FRAMES)
+    position = vector(get(POSITION), 3)
+    orientation = vector(get(ORIENTATION), 6)
+    spacing = vector(get(PIXEL_SPACING), 2)
+    slope, intercept = read_rescale(get(RESCALE_SLOPE), get(RESCALE_INTERCEPT))  # Rejected if unusable
+    burned = text_of(BURNED_IN).upper()
+    frames = integer_of(NUMBER_OF_FRAMES)
     offsets_raw = get(GRID_FRAME_OFFSETS)
-    offsets = _numbers(offsets_raw) if offsets_raw else None
-    bits_allocated = ushort(BITS_ALLOCATED, 0)
+    offsets = numbers(offsets_raw) if offsets_raw else None
+    bits_allocated = ushort_of(BITS_ALLOCATED, 0)
     summary = InstanceSummary(
-        sop_instance_uid=text(SOP_INSTANCE),
-        sop_class_uid=text(SOP_CLASS),
-        series_instance_uid=text(SERIES_UID),
-        study_instance_uid=text(STUDY_UID),
-        frame_of_reference_uid=text(FRAME_OF_REFERENCE) or None,
-        modality=text(MODALITY),
+        sop_instance_uid=text_of(SOP_INSTANCE),
+        sop_class_uid=text_of(SOP_CLASS),
+        series_instance_uid=text_of(SERIES_UID),
+        study_instance_uid=text_of(STUDY_UID),
+        frame_of_reference_uid=text_of(FRAME_OF_REFERENCE) or None,
+        modality=text_of(MODALITY),
         transfer_syntax=syntax,
-        rows=ushort(ROWS, 0),
-        columns=ushort(COLUMNS, 0),
+        rows=ushort_of(ROWS, 0),
+        columns=ushort_of(COLUMNS, 0),
         frames=frames if frames is not None and frames > 0 else 1,
-        samples_per_pixel=ushort(SAMPLES_PER_PIXEL, 1),
-        photometric_interpretation=text(PHOTOMETRIC).upper(),
+        samples_per_pixel=ushort_of(SAMPLES_PER_PIXEL, 1),
+        photometric_interpretation=text_of(PHOTOMETRIC).upper(),
         bits_allocated=bits_allocated,
-        bits_stored=ushort(BITS_STORED, bits_allocated),
-        pixel_representation=ushort(PIXEL_REPRESENTATION, 0),
+        bits_stored=ushort_of(BITS_STORED, bits_allocated),
+        pixel_representation=ushort_of(PIXEL_REPRESENTATION, 0),
         image_position=(position[0], position[1], position[2]) if position else None,
         image_orientation=(
             (orientation[0], orientation[1], orientation[2], orientation[3], orientation[4], orientation[5])
@@ -616,16 +587,15 @@ def _instance(data: Buffer, ds: Dataset, syntax: str, pixels: PixelLocation | No
             else None
         ),
         pixel_spacing=(spacing[0], spacing[1]) if spacing else None,
-        slice_thickness=_float(get(SLICE_THICKNESS)),
-        # A missing or zero slope means no rescaling (a zero slope would erase the image).
-        rescale_slope=slope if slope else 1.0,
-        rescale_intercept=intercept if intercept is not None else 0.0,
-        instance_number=integer(INSTANCE_NUMBER),
+        slice_thickness=first_number(get(SLICE_THICKNESS)),
+        rescale_slope=slope,
+        rescale_intercept=intercept,
+        instance_number=integer_of(INSTANCE_NUMBER),
         burned_in_annotation=None if not burned else burned == "YES",
         enhanced=get(PER_FRAME_GROUPS) is not None,
-        images_in_acquisition=integer(IMAGES_IN_ACQUISITION),
+        images_in_acquisition=integer_of(IMAGES_IN_ACQUISITION),
     )
-    image_type = text(IMAGE_TYPE)
+    image_type = text_of(IMAGE_TYPE)
     return ParsedInstance(
         data=data,
         summary=summary,
@@ -633,8 +603,8 @@ def _instance(data: Buffer, ds: Dataset, syntax: str, pixels: PixelLocation | No
         little_endian=little,
         dataset=ds,
         grid_frame_offsets=tuple(offsets) if offsets else None,
-        dose_grid_scaling=_float(get(DOSE_GRID_SCALING)),
-        spacing_between_slices=_float(get(SPACING_BETWEEN_SLICES)),
+        dose_grid_scaling=scale_factor(get(DOSE_GRID_SCALING), "Dose Grid Scaling (3004,000E)", nonzero=True),
+        spacing_between_slices=first_number(get(SPACING_BETWEEN_SLICES)),
         image_type=tuple(part.strip().upper() for part in image_type.split("\\")) if image_type else (),
         has_modality_lut=get(MODALITY_LUT) is not None,
     )
@@ -643,7 +613,8 @@ def _instance(data: Buffer, ds: Dataset, syntax: str, pixels: PixelLocation | No
 def parse_instance(data: Buffer, *, object_size: int | None = None) -> ParsedInstance:
     """Parse a header (no policy applied: see check_policy). Raises Rejected or NeedMoreData.
 
-    Rejects here only what makes the object unreadable: not_dicom, truncated.
+    Rejects here only what makes the object unreadable: not_dicom, truncated, and bad_header
+    for a top-level Rescale Slope/Intercept or Dose Grid Scaling that cannot be applied.
     """
     prefix = object_size is not None and object_size > len(data)
     if not looks_like_dicom(data):
@@ -726,7 +697,47 @@ def check_policy(parsed: ParsedInstance, burned_in: BurnedInPolicy = "reject") -
             "The image is marked Burned In Annotation = YES: its pixels show identifying text, "
             "which de-identification cannot remove.",
         )
+    if s.enhanced:
+        frame_rescales(parsed)  # Rejected (bad_header) where a frame's rescale cannot be applied
     return s
+
+
+# --- enhanced (multi-frame) objects ---------------------------------------------------------------
+
+_PIXEL_VALUE_TRANSFORMATION: Final = "PixelValueTransformationSequence"
+
+
+def first_item(group: Dataset | None, keyword: str) -> Dataset | None:
+    """The first item of a sequence in `group` (None: no group, no sequence, or an empty one)."""
+    if group is None or keyword not in group:
+        return None
+    seq = group[keyword].value
+    return seq[0] if seq else None
+
+
+def frame_rescales(parsed: ParsedInstance) -> list[tuple[float, float]]:
+    """An enhanced object's (slope, intercept) per frame, one for each per-frame functional group
+    (at most the frame count): the frame's Pixel Value Transformation, else the shared one, with
+    the top level's values where it has none.  Rejected (bad_header) where one is unusable, the
+    shared one included even when every frame has its own.
+    """
+    ds, s = parsed.dataset, parsed.summary
+    default = (s.rescale_slope, s.rescale_intercept)
+
+    def rescale_of(transform: Dataset | None, where: str) -> tuple[float, float]:
+        if transform is None:
+            return default
+        slope, intercept = raw_value(transform, RESCALE_SLOPE), raw_value(transform, RESCALE_INTERCEPT)
+        return read_rescale(slope, intercept, default=default, where=where)
+
+    shared_groups = first_item(ds, "SharedFunctionalGroupsSequence")
+    shared = rescale_of(first_item(shared_groups, _PIXEL_VALUE_TRANSFORMATION), "shared functional groups")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    rescales = []
+    for k, item in enumerate(per_frame[: s.frames]):
+        transform = first_item(item, _PIXEL_VALUE_TRANSFORMATION)
+        rescales.append(shared if transform is None else rescale_of(transform, f"frame {k + 1}"))
+    return rescales
 
 
 def read_instance_header(
