@@ -25,6 +25,7 @@ from unittest import mock
 
 import boto3
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+from botocore.credentials import Credentials
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 
@@ -87,11 +88,20 @@ Handler = Callable[[Any, Any], Any]
 class LocalCloud:
     """`with LocalCloud() as cloud:` — the whole stack in moto, handlers in process."""
 
-    def __init__(self, template: dict[str, Any] | None = None, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        template: dict[str, Any] | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
         """`env` overrides the functions' environment here: local-only settings, such as a quieter
-        POWERTOOLS_LOG_LEVEL for the demo or development-token auth for `voxelpipe serve`."""
+        POWERTOOLS_LOG_LEVEL for the demo or development-token auth for `voxelpipe serve`.
+        `credentials` replace moto's fake keys for every client in the process (moto accepts any):
+        `voxelpipe serve` signs presigned URLs with keys nobody else knows."""
         self.template = template if template is not None else cached_template()
         self.env_overrides = dict(env or {})
+        self.credentials = credentials
         self.deployment = Deployment()
         self.invocations: list[Invocation] = []
         self._lock = threading.Lock()
@@ -105,6 +115,13 @@ class LocalCloud:
     def __enter__(self) -> LocalCloud:
         self._stack.enter_context(mock.patch.dict(os.environ, LOCAL_ENV))
         self._stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
+        if self.credentials is not None:  # after mock_aws, which sets its own fake keys
+            os.environ["AWS_ACCESS_KEY_ID"] = self.credentials.access_key
+            os.environ["AWS_SECRET_ACCESS_KEY"] = self.credentials.secret_key
+            if self.credentials.token:
+                os.environ["AWS_SESSION_TOKEN"] = self.credentials.token
+            else:  # long-term keys: no session token to sign with
+                os.environ.pop("AWS_SESSION_TOKEN", None)
         self._stack.enter_context(moto_fixes())
         self._stack.enter_context(mock.patch.object(LambdaFunction, "invoke", self._moto_invoke_hook()))
         self._stack.enter_context(self.iam)

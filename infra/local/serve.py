@@ -1,24 +1,30 @@
 """`voxelpipe serve`: the local cloud behind a real HTTP API and a real S3 endpoint.
 
-A moto server on one port answers S3 (presigned uploads and downloads, `aws --endpoint-url`), and
-uvicorn serves the API app on another; both share the in-process local cloud, so an upload
-through a presigned POST flows through ingest, dispatch and the state machine as in `demo`. The
-API's requests act as the API function, held to its role's policies as every function is.
+uvicorn serves the API app on one port and the S3 gateway (`infra/local/s3_gateway.py`) on
+another, both on loopback unless told otherwise; both share the in-process local cloud, so an
+upload through a presigned POST flows through ingest, dispatch and the state machine as in
+`demo`. The S3 endpoint serves only the presigned requests the API signs — with keys made for
+this session, which nobody else holds — and checks them as S3 does. The API's requests, and the
+S3 requests it signed, act as the API function, held to its role's policies as every function is.
 """
 
 from __future__ import annotations
 
+import secrets
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import boto3
 import uvicorn
-from moto.server import ThreadedMotoServer
+from botocore.credentials import Credentials
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infra.local.cloud import LocalCloud
+from infra.local.deploy import REGION
+from infra.local.s3_gateway import S3Gateway
 from voxelpipe.adapters.storage import PUBLIC_ENDPOINT_ENV
 from voxelpipe.api.app import create_app
 from voxelpipe.function_specs import API
@@ -46,6 +52,30 @@ def acting_as(cloud: LocalCloud, function: str, app: ASGIApp) -> ASGIApp:
     return handled
 
 
+def session_credentials() -> Credentials:
+    """Keys for one session: the presigner signs with them and the S3 gateway accepts only them, so
+    no one else can forge a presigned URL or form (moto's fake keys are public)."""
+    return Credentials(access_key=f"AKIA{secrets.token_hex(8).upper()}", secret_key=secrets.token_urlsafe(30))
+
+
+@contextmanager
+def _running(config: uvicorn.Config, name: str) -> Iterator[None]:
+    """Serve `config`'s app with uvicorn in a thread until the block ends."""
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                where = f"{config.host}:{config.port}"
+                raise RuntimeError(f"{name} could not start on {where} (is the port taken?)")
+            thread.join(0.05)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 @contextmanager
 def serving(
     host: str = "127.0.0.1", port: int = DEFAULT_PORT, s3_port: int | None = None
@@ -58,23 +88,19 @@ def serving(
         PUBLIC_ENDPOINT_ENV: endpoints.s3,
         "POWERTOOLS_LOG_LEVEL": "WARNING",
     }
-    with LocalCloud(env=overrides) as cloud:
-        s3 = ThreadedMotoServer(ip_address=host, port=s3_port, verbose=False)
-        s3.start()
+    credentials = session_credentials()
+    with LocalCloud(env=overrides, credentials=credentials) as cloud:
+        gateway = S3Gateway(
+            keys={credentials.access_key: credentials},
+            region=REGION,
+            client=boto3.client("s3", region_name=REGION),
+            acting=lambda: cloud.acting_as(API.name),  # the API signed it: its role holds it
+        )
+        s3 = uvicorn.Config(gateway, host=host, port=s3_port, log_level="warning", lifespan="off", ws="none")
         app = acting_as(cloud, API.name, create_app())
-        api = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-        thread = threading.Thread(target=api.run, name="voxelpipe-api", daemon=True)
-        thread.start()
-        try:
-            while not api.started:
-                if not thread.is_alive():
-                    raise RuntimeError(f"the API could not start on {host}:{port} (is the port taken?)")
-                thread.join(0.05)
+        api = uvicorn.Config(app, host=host, port=port, log_level="warning")
+        with _running(s3, "voxelpipe-s3"), _running(api, "voxelpipe-api"):
             yield endpoints
-        finally:
-            api.should_exit = True
-            thread.join(10)
-            s3.stop()
 
 
 def serve(host: str, port: int, s3_port: int | None) -> None:

@@ -226,6 +226,16 @@ def test_a_dicom_series_completes_on_request_with_what_arrived(api: TestClient, 
     assert record.input["instances"] == 6
 
 
+def test_an_object_larger_than_declared_is_rejected_too_large(api: TestClient, cloud: LocalCloud):
+    # S3 holds a presigned POST to the declared size; a writer it does not (an SDK call) meets ingest.
+    _, content = make_good_nifti()
+    created = _create(api, content)
+    _upload(cloud, created, content + b"\0" * 100)
+    study = wait_for_terminal([created["study_id"]], timeout_s=60)[created["study_id"]]
+    assert study.status == StudyStatus.REJECTED and study.reason == "too_large"
+    assert f"declared {len(content)}" in (study.reason_detail or "")
+
+
 def test_a_nifti_study_is_one_file(api: TestClient):
     body = {"files": [{"name": "a.nii", "size": 9}, {"name": "b.nii", "size": 9}]}
     response = api.post("/studies", json=body, headers=auth())

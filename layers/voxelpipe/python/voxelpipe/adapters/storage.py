@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 # Where clients reach S3, when that differs from where this code does (the local `voxelpipe
-# serve`: a moto server on localhost). Unset in AWS.
+# serve`: its S3 gateway on loopback). Unset in AWS.
 PUBLIC_ENDPOINT_ENV = "VOXELPIPE_S3_PUBLIC_ENDPOINT"
 
 
