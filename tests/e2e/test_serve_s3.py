@@ -23,9 +23,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from infra.cli.client import Client
 from infra.local.samples import mni152_t1_path
 from voxelpipe.api.auth import DEV_SECRET_FILE_ENV, Role, mint_dev_token
-from voxelpipe.client import Client
 
 REGION = "us-east-1"
 OTHER = Credentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
