@@ -107,6 +107,11 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
 }
 
 
+# Status tables a function reads and deletes items of, but never puts or updates: the reaper purges
+# a deleted study's object rows again.
+PURGE_ONLY_TABLES: dict[str, frozenset[Resource]] = {REAPER.name: frozenset({Resource.OBJECTS_TABLE})}
+
+
 class ExecutionAccess(Enum):
     START = "start"  # states:StartExecution on the state machine
     STOP = "stop"  # states:DescribeExecution and states:StopExecution on its executions

@@ -317,14 +317,20 @@ def grant_bucket(bucket: s3.IBucket, grantee: iam.IGrantable, access: BucketAcce
 
 
 def grant_table(
-    table: dynamodb.Table, grantee: iam.IGrantable, *, write: bool, indexes: Sequence[str]
+    table: dynamodb.Table,
+    grantee: iam.IGrantable,
+    *,
+    write: bool,
+    indexes: Sequence[str],
+    delete: bool = False,
 ) -> None:
-    """Item actions on the table and its named indexes (no `index/*`); KMS to match."""
+    """Item actions on the table and its named indexes (no `index/*`); KMS to match. `delete`
+    without `write`: reads, and deleting items (a purge), but no puts or updates."""
     resources = [table.table_arn, *(f"{table.table_arn}/index/{name}" for name in indexes)]
-    actions = [*DYNAMODB_READ, *(DYNAMODB_WRITE if write else ())]
+    actions = [*DYNAMODB_READ, *(DYNAMODB_WRITE if write else ("dynamodb:DeleteItem",) if delete else ())]
     grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=resources))
     if table.encryption_key is not None:
-        table.encryption_key.grant(grantee, *(DYNAMODB_KMS_WRITE if write else DYNAMODB_KMS_READ))
+        table.encryption_key.grant(grantee, *(DYNAMODB_KMS_WRITE if write or delete else DYNAMODB_KMS_READ))
 
 
 def grant_queue_send(queue: sqs.IQueue, grantee: iam.IGrantable) -> None:

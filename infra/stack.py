@@ -15,7 +15,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra import nag
-from infra.access import BUCKET_ACCESS, READ_ONLY_TABLES, grant_executions
+from infra.access import BUCKET_ACCESS, PURGE_ONLY_TABLES, READ_ONLY_TABLES, grant_executions
 from infra.api import StudyApi
 from infra.gpu import GpuWorkers
 from infra.monitoring import ALARM_EMAIL_CONTEXT, WORK_QUEUE_OLDEST_S, Monitoring
@@ -194,7 +194,9 @@ class VoxelpipeStack(Stack):
                     grant_table(
                         tables[resource],
                         function,
-                        write=resource not in READ_ONLY_TABLES.get(spec.name, frozenset()),
+                        write=resource not in READ_ONLY_TABLES.get(spec.name, frozenset())
+                        and resource not in PURGE_ONLY_TABLES.get(spec.name, frozenset()),
+                        delete=resource in PURGE_ONLY_TABLES.get(spec.name, frozenset()),
                         indexes=table_indexes.get(resource, []),
                     )
 

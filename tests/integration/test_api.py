@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import boto3
@@ -131,6 +132,38 @@ def test_reprocess_opens_a_new_attempt_that_completes(api: TestClient, cloud: Lo
     assert sorted(e["name"] for e in executions) == [f"{study_id}-1", f"{study_id}-2"]
     steps = api.get(f"/studies/{study_id}", headers=auth()).json()["steps"]
     assert [s["step"] for s in steps] == ["prepare", "analysis:qc", "finalize"]  # attempt 2's own
+
+
+def test_of_six_concurrent_reprocess_requests_exactly_one_is_accepted(api: TestClient, cloud: LocalCloud):
+    study_id = _completed(api, cloud)
+    release = threading.Event()
+
+    def held_prepare(event, context):  # attempt 2 stays RUNNING until every request is answered
+        release.wait(timeout=60)
+        return real_prepare(event, context)
+
+    real_prepare = cloud.handler("prepare")
+    start = threading.Barrier(6)
+    answers: list[tuple[int, int | None]] = []
+
+    def reprocess() -> None:
+        with TestClient(api.app) as client:
+            start.wait()
+            response = client.post(f"/studies/{study_id}/reprocess", headers=auth(role=Role.UPLOADER))
+            answers.append((response.status_code, response.json().get("attempt")))
+
+    with cloud.override("prepare", held_prepare):
+        threads = [threading.Thread(target=reprocess) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        release.set()
+        assert sorted(answers, key=str) == [(202, 2)] + [(409, None)] * 5
+        record = wait_for_terminal([study_id], timeout_s=60)[study_id]
+    assert record.status == StudyStatus.COMPLETED and record.attempt == 2
+    executions = boto3.client("stepfunctions").list_executions(stateMachineArn=cloud.state_machine_arn)
+    assert sorted(e["name"] for e in executions["executions"]) == [f"{study_id}-1", f"{study_id}-2"]
 
 
 def test_a_rejected_study_cannot_be_reprocessed(api: TestClient, cloud: LocalCloud):

@@ -9,6 +9,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from infra.access import BUCKET_ACCESS
+from infra.security import DYNAMODB_READ
 from infra.settings import DEFAULTS, DERIVED_TRANSITION_DAYS, LOG_RETENTION_DAYS
 from infra.stack import INCOMPLETE_UPLOAD_DAYS, QUARANTINE_DAYS, WORK_DAYS
 from voxelpipe.function_specs import FUNCTIONS
@@ -231,7 +232,13 @@ def test_each_function_may_touch_only_its_prefixes(template: dict[str, Any]):
     # The API presigns uploads and downloads: writes only under uploads/ (and quarantine/, to reject;
     # models/, to register a model).
     assert _s3_resources(policies["api"])["s3:PutObject"] == {"/uploads/*", "/quarantine/*", "/models/*"}
-    assert _s3_resources(policies["finalize"]) == {"s3:PutObject": {"/derived/*"}}
+    # Finalize writes results.json, and removes it again for a study deleted while it ran.
+    assert _s3_resources(policies["finalize"]) == {
+        "s3:PutObject": {"/derived/*"},
+        "s3:DeleteObject": {"/derived/*"},
+        "s3:DeleteObjectVersion": {"/derived/*"},
+        "s3:ListBucketVersions": {"bucket:derived/*"},
+    }
 
 
 def test_only_ingest_and_the_api_write_the_objects_table(template: dict[str, Any]):
@@ -245,6 +252,14 @@ def test_only_ingest_and_the_api_write_the_objects_table(template: dict[str, Any
             if _getatt(objects_table) in resources and "dynamodb:PutItem" in _as_list(statement["Action"]):
                 writers.add(name)
     assert writers == {"ingest", "api"}
+    # The reaper only deletes a deleted study's rows.
+    reaper_actions = {
+        action
+        for statement in _function_policies(template)["reaper"]
+        if _getatt(objects_table) in _as_list(statement["Resource"])
+        for action in _as_list(statement["Action"])
+    }
+    assert reaper_actions - set(DYNAMODB_READ) == {"dynamodb:DeleteItem"}
 
 
 def test_the_api_stage_is_logged_traced_throttled_validated_and_behind_waf(
