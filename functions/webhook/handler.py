@@ -18,7 +18,7 @@ from voxelpipe.adapters import http, queues, secrets
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.observability import logger, metrics, tracer
 from voxelpipe.status_events import StudyStatusChanged
-from voxelpipe.webhooks import deliver_with_backoff
+from voxelpipe.webhooks import deliver, deliver_with_backoff
 from voxelpipe.wiring import EnvVar
 
 
@@ -44,7 +44,8 @@ processor = BatchProcessor(event_type=EventType.SQS, model=StatusChangeRecord)
 
 
 def handle_record(record: StatusChangeRecord) -> str:
-    return deliver_with_backoff(
+    send = partial(
+        deliver,
         record.body.id,
         record.body.detail,
         DynamoStudyStore(),
@@ -52,6 +53,10 @@ def handle_record(record: StatusChangeRecord) -> str:
         post=http.post,
         now=int(time.time()),
         allow_local_http=os.environ.get(EnvVar.AUTH_MODE) == "dev",
+    )
+    return deliver_with_backoff(
+        send,
+        record.body.detail,
         receive_count=int(record.attributes.ApproximateReceiveCount),
         retry_later=partial(queues.delay_retry, os.environ[EnvVar.WEBHOOK_QUEUE_URL], record.receiptHandle),
     ).outcome

@@ -131,29 +131,17 @@ def retry_delay_s(receive_count: int, base_s: int = 30, cap_s: int = 900) -> int
 
 
 def deliver_with_backoff(
-    event_id: str,
+    send: Callable[[], Delivery],
     event: StudyStatusChanged,
-    store: StudyStore,
     *,
-    deployment_secret: bytes,
-    post: Post,
-    now: int,
-    allow_local_http: bool,
     receive_count: int,
     retry_later: Callable[[int], None],
 ) -> Delivery:
-    """`deliver`, counted; a failed delivery waits longer with each receive before its next try
-    (`retry_later(seconds)` keeps its message hidden that long) and raises DeliveryFailed."""
+    """`send()` (a `deliver` of `event`), counted; a failed delivery waits longer with each receive
+    before its next try (`retry_later(seconds)` keeps its message hidden that long) and raises
+    DeliveryFailed."""
     try:
-        delivery = deliver(
-            event_id,
-            event,
-            store,
-            deployment_secret=deployment_secret,
-            post=post,
-            now=now,
-            allow_local_http=allow_local_http,
-        )
+        delivery = send()
     except DeliveryFailed:
         delay = retry_delay_s(receive_count)
         retry_later(delay)

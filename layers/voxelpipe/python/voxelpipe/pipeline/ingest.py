@@ -114,10 +114,11 @@ def _ingest(
         return IngestOutcome(upload.key, study_id, study.status, detail="the study was deleted")
     # A study deleted while its upload was checked keeps nothing of it (a quarantined copy included).
     with writing_for(store, storage, study_id, writes=(Prefix.QUARANTINE,)):
-        return _ingest_into(upload, study, info, store, storage, queues, limits)
+        ingest = ingest_dicom_object if study.input_format == "dicom" else _ingest_nifti
+        return ingest(upload, study, info, store, storage, queues, limits)
 
 
-def _ingest_into(
+def _ingest_nifti(
     upload: UploadedObject,
     study: StudyRecord,
     info: ObjectInfo,
@@ -126,11 +127,8 @@ def _ingest_into(
     queues: WorkQueues,
     limits: Limits,
 ) -> IngestOutcome:
-    study_id = study.study_id
-    if study.input_format == "dicom":
-        return ingest_dicom_object(upload, study, info, store, storage, queues, limits)
-
-    attempt = int(study.attempt)
+    """A NIfTI study completes with its one file: VALIDATING, then REJECTED or QUEUED."""
+    study_id, attempt = study.study_id, int(study.attempt)
     try:
         tracking.transition(store, study_id, attempt, StudyStatus.VALIDATING)
     except tracking.TransitionRefused as refused:
