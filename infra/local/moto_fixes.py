@@ -10,6 +10,14 @@
   with nothing held between them, so two threads can both pass a condition that only one of them
   may pass in DynamoDB (two concurrent reprocess calls both opened attempt 2; two arrivals counted
   once). Every item operation of its backend runs under one lock here, as DynamoDB's are atomic.
+- moto's S3 keeps a bucket's objects in a `_VersionedKeyStore` (name -> its versions) whose
+  iterators copy the names, then look each one up again: an object whose last version another
+  thread deleted in between comes back as `None` from `lists()` (ListObjectVersions then fails
+  with "TypeError: 'NoneType' object is not iterable") and raises KeyError from `items()` and
+  `values()` (ListObjects). Executions run in threads here, and a DICOM Prepare lists the versions
+  under its upload prefix while another deletes its own: one study in a few dozen concurrent ones
+  FAILED in Prepare. Here they iterate one snapshot of the names with their versions, as S3 lists
+  what the bucket held at one moment.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from unittest import mock
 
 from moto.core.responses import ActionResult, EmptyResult
 from moto.dynamodb.models import DynamoDBBackend
+from moto.s3.utils import _VersionedKeyStore
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from moto.stepfunctions.responses import StepFunctionResponse
 
@@ -69,6 +78,26 @@ def _atomic(operation: Callable[..., Any]) -> Callable[..., Any]:
     return atomic
 
 
+def _versions(store: _VersionedKeyStore) -> Iterator[tuple[str, list[Any]]]:
+    """Each object's name and versions, from one copy of the store taken at once (dict(...) copies
+    in C, under the GIL: no other thread's change lands halfway)."""
+    for name, versions in dict.items(dict(store)):
+        if versions:
+            yield name, versions
+
+
+def _store_lists(self: _VersionedKeyStore) -> Iterator[tuple[str, list[Any]]]:
+    return _versions(self)
+
+
+def _store_items(self: _VersionedKeyStore) -> Iterator[tuple[str, Any]]:
+    return ((name, versions[-1]) for name, versions in _versions(self))
+
+
+def _store_values(self: _VersionedKeyStore) -> Iterator[Any]:
+    return (versions[-1] for _, versions in _versions(self))
+
+
 @contextmanager
 def moto_fixes() -> Iterator[None]:
     with ExitStack() as fixes:
@@ -81,4 +110,16 @@ def moto_fixes() -> Iterator[None]:
                 fixes.enter_context(
                     mock.patch.object(DynamoDBBackend, name, _atomic(getattr(DynamoDBBackend, name)))
                 )
+        # The store binds each iterator under two names (lists = iterlists = _iterlists, ...).
+        fixes.enter_context(
+            mock.patch.multiple(
+                _VersionedKeyStore,
+                lists=_store_lists,
+                iterlists=_store_lists,
+                items=_store_items,
+                iteritems=_store_items,
+                values=_store_values,
+                itervalues=_store_values,
+            )
+        )
         yield
