@@ -170,6 +170,15 @@ def test_microns_are_reported_in_mm() -> None:
     assert summary.voxel_size_mm == pytest.approx((0.002, 0.002, 0.0025))
 
 
+@pytest.mark.parametrize("units", [7, 255])
+def test_an_undefined_unit_code_is_taken_as_unknown_like_a_zero_one(units: int) -> None:
+    # xyzt_units' low three bits name the spatial unit; 4 to 7 name none (nibabel raises for them).
+    raw = make_good_nifti(False)[1]
+    content = edit_header(raw, lambda h: h.__setitem__("xyzt_units", units))
+    summary = check_volume(content, Limits()).header
+    assert summary.voxel_size_mm == pytest.approx((2.0, 2.0, 2.5))
+
+
 def test_declared_size_is_checked_before_the_upload_size_matters() -> None:
     # A header claiming more voxels than allowed is too_large even though the file is tiny.
     case = make_bad_nifti("too_large", "declared_voxels")
