@@ -475,6 +475,37 @@ def test_series_zip_bomb_is_refused_before_inflating() -> None:
     assert caught.value.reason == ReasonCode.DECOMPRESSION_BOMB
 
 
+def _deflated(data: bytes, padding: bytes = b"") -> bytes:
+    """`data` in Deflated Explicit VR Little Endian, with `padding` as a private element."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    if padding:
+        ds.add_new(0x00291020, "OB", padding)
+    return to_bytes(ds)
+
+
+def test_a_deflated_object_that_inflates_like_a_bomb_is_refused_before_it_is_inflated() -> None:
+    # 16 MiB of zeros deflate to ~16 KiB: pydicom would inflate the whole dataset into memory (a
+    # 2 GiB upload of it, to terabytes), so the stream is inflated piecewise, counted, and refused.
+    instance = make_series(n_slices=1, rows=16, cols=16).instances[0]
+    bomb = _deflated(instance, padding=bytes(16 << 20))
+    assert len(bomb) < 64 * 1024
+    for reading in (lambda: read_instance_header(bomb), lambda: assemble_series([bomb])):
+        with pytest.raises(Rejected) as caught:
+            reading()
+        assert caught.value.reason == ReasonCode.DECOMPRESSION_BOMB
+    # A range read says it needs the whole object before it inflates anything.
+    with pytest.raises(NeedMoreData):
+        read_instance_header(bomb[:4096], object_size=len(bomb))
+
+
+def test_a_deflated_series_within_the_expansion_limit_converts() -> None:
+    series = make_series(n_slices=4, rows=16, cols=16)
+    volume = assemble_series([_deflated(data) for data in series.instances])
+    assert volume.report.n_slices == 4
+    assert np.array_equal(np.sort(np.asarray(volume.image.dataobj).ravel()), np.sort(series.values.ravel()))
+
+
 def test_series_zip_declared_total_is_limited() -> None:
     series = make_series(n_slices=3)
     data = make_zip({f"IM{k}": d for k, d in enumerate(series.instances)}, zipfile.ZIP_STORED)

@@ -17,7 +17,10 @@ returns an ``InstanceSummary`` or raises ``Rejected``:
 * ``bad_header``: a Rescale Slope/Intercept (top level, or an enhanced object's per-frame or
   shared Pixel Value Transformation) or Dose Grid Scaling that cannot be applied: empty, not one
   number, not finite, beyond float32, or a zero slope (``voxelpipe.dicom.values``).  Whether
-  the scaled values overflow float32 only the pixels tell: ``assemble_series`` checks that.
+  the scaled values overflow float32 only the pixels tell: ``assemble_series`` checks that;
+* ``decompression_bomb``: a deflated dataset that inflates past 1 MiB and past Limits' expansion
+  ratio, found by inflating it piece by piece (keeping nothing) before pydicom, which inflates it
+  whole, reads it.
 
 pydicom is the only parser.  It reads the header up to the top-level pixel element with
 ``specific_tags`` (the ~30 top-level elements the summary needs are kept, the rest skipped) and a
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -67,7 +71,7 @@ from voxelpipe.dicom.values import (
     ushort,
     vector,
 )
-from voxelpipe.limits import HEADER_RANGE_BYTES
+from voxelpipe.limits import HEADER_RANGE_BYTES, Limits
 from voxelpipe.rejections import ReasonCode, Rejected
 
 __all__ = [
@@ -610,17 +614,73 @@ def _instance(data: Buffer, ds: Dataset, syntax: str, pixels: PixelLocation | No
     )
 
 
+_DEFLATED_UID: Final = _uid.DeflatedExplicitVRLittleEndian.encode()
+# A deflated dataset may inflate past this, and past Limits' expansion ratio, only as a bomb: the
+# rule a .zip entry follows (archive.py), since both carry the same deflate streams.
+_INFLATE_FLOOR: Final = 1024 * 1024
+_INFLATE_PIECE: Final = 1024 * 1024
+
+
+def _deflated_start(data: Buffer) -> int | None:
+    """Where the deflate stream of a Deflated Explicit VR Little Endian object starts (after its
+    file meta information, which is never deflated); None for any other object."""
+    head = bytes(memoryview(data)[:HEADER_RANGE_BYTES])
+    if _DEFLATED_UID not in head:  # a cheap look before a parse: nearly every object is not deflated
+        return None
+    stream = io.BytesIO(head)
+    try:
+        if read_preamble(stream, force=True) is None:
+            return None
+        meta = read_dataset(
+            stream, is_implicit_VR=False, is_little_endian=True, stop_when=lambda tag, vr, n: tag >> 16 != 2
+        )
+    except MemoryError:
+        raise
+    except Exception:  # no readable file meta: not an object pydicom would inflate either
+        return None
+    raw = raw_value(meta, TRANSFER_SYNTAX)
+    return stream.tell() if raw is not None and text(raw) == _uid.DeflatedExplicitVRLittleEndian else None
+
+
+def _check_inflated_size(data: Buffer, start: int) -> None:
+    """Inflate a deflated dataset piece by piece, keeping nothing, and refuse it as a bomb once it
+    passes the expansion limit (pydicom inflates it whole, in memory, with no limit)."""
+    deflated = memoryview(data)[start:]
+    limit = max(_INFLATE_FLOOR, int(len(deflated) * Limits().max_expansion_ratio))
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = 0
+    pending: Buffer = deflated
+    while pending and not inflater.eof:
+        try:
+            inflated += len(inflater.decompress(pending, _INFLATE_PIECE))
+        except zlib.error:
+            return  # a damaged stream: pydicom's own read reports it
+        if inflated > limit:
+            _reject(
+                ReasonCode.DECOMPRESSION_BOMB,
+                f"The deflated DICOM dataset expands beyond {limit} bytes from {len(deflated)} "
+                "(a decompression bomb); it was not inflated further.",
+            )
+        pending = inflater.unconsumed_tail
+
+
 def parse_instance(data: Buffer, *, object_size: int | None = None) -> ParsedInstance:
     """Parse a header (no policy applied: see check_policy). Raises Rejected or NeedMoreData.
 
-    Rejects here only what makes the object unreadable: not_dicom, truncated, and bad_header
-    for a top-level Rescale Slope/Intercept or Dose Grid Scaling that cannot be applied.
+    Rejects here only what makes the object unreadable: not_dicom, truncated, decompression_bomb
+    (a deflated dataset), and bad_header for a top-level Rescale Slope/Intercept or Dose Grid
+    Scaling that cannot be applied.
     """
     prefix = object_size is not None and object_size > len(data)
     if not looks_like_dicom(data):
         if prefix and len(data) < 132:
             raise NeedMoreData("too few bytes to tell")
         _reject(ReasonCode.NOT_DICOM, f"The file looks like {_describe(data)}, not a DICOM object.")
+    deflated_start = _deflated_start(data)
+    if deflated_start is not None:
+        if prefix:
+            raise NeedMoreData("deflated datasets are read whole")
+        _check_inflated_size(data, deflated_start)
     try:
         header: _Header | None = _read_buffer(data)
     except MemoryError:
