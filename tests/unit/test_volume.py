@@ -168,3 +168,16 @@ def test_a_fresh_header_leaves_the_uploads_free_text_behind(nifti2: bool) -> Non
     assert len(reloaded.header.extensions) == 0
     np.testing.assert_array_equal(reloaded.get_fdata(), img.get_fdata())
     np.testing.assert_allclose(reloaded.affine, img.affine)
+
+
+@pytest.mark.parametrize(
+    ("code", "units"), [(2 | 8, ("mm", "sec")), (3, ("micron", "unknown")), (255, ("unknown", "unknown"))]
+)
+def test_a_fresh_header_keeps_the_units_and_takes_undefined_codes_as_unknown(
+    code: int, units: tuple[str, str]
+) -> None:
+    # xyzt_units 255 holds no defined unit (nibabel's get_xyzt_units raises KeyError for it).
+    img = make_good_image()
+    img.header["xyzt_units"] = code
+    fresh = with_fresh_header(load_nifti(to_nifti_bytes(img, compress=False)))
+    assert fresh.header.get_xyzt_units() == units

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from isal import igzip, isal_zlib
 from nibabel.arrayproxy import ArrayProxy
+from nibabel.nifti1 import unit_codes
 from nibabel.spatialimages import HeaderDataError
 from nibabel.wrapstruct import WrapStructError
 
@@ -38,6 +39,7 @@ __all__ = [
     "load_nifti",
     "parse_header",
     "to_nifti_bytes",
+    "xyzt_unit_names",
 ]
 
 NiftiHeader: TypeAlias = nib.Nifti1Header | nib.Nifti2Header
@@ -325,6 +327,15 @@ def load_nifti(data: bytes, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES) ->
     # The header's own affine, so the header passes through unmodified (as in nibabel's
     # from_file_map).
     return img_class(proxy, affine, header)
+
+
+def xyzt_unit_names(header: NiftiHeader) -> tuple[str, str]:
+    """The space and time units xyzt_units names ('mm', 'sec'...), as nibabel's get_xyzt_units
+    gives them, except that a code no unit has (the low 3 bits 4-7, say) is 'unknown': nibabel
+    raises KeyError for it."""
+    code = int(header["xyzt_units"])
+    space, time = unit_codes.label.get(code & 0x07, "unknown"), unit_codes.label.get(code & 0x38, "unknown")
+    return str(space), str(time)
 
 
 def to_nifti_bytes(img: NiftiImage, compress: bool, level: int = 1) -> bytes:

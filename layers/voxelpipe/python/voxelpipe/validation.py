@@ -37,7 +37,7 @@ from typing import Any, Final, Literal, NoReturn
 import nibabel as nib
 import numpy as np
 from nibabel.arrayproxy import ArrayProxy
-from nibabel.nifti1 import data_type_codes, unit_codes
+from nibabel.nifti1 import data_type_codes
 from nibabel.spatialimages import HeaderDataError
 
 from voxelpipe import nifti
@@ -278,8 +278,7 @@ def _check_fields(
             f"The file is {object_size} bytes but its header declares {declared}; "
             "the upload may have been cut off.",
         )
-    # The low 3 bits of xyzt_units name the spatial unit; nibabel raises for the codes no unit has.
-    mm = _MM_PER_UNIT.get(str(unit_codes.label.get(int(fixed["xyzt_units"]) & 0x07, "unknown")), 1.0)
+    mm = _MM_PER_UNIT.get(nifti.xyzt_unit_names(fixed)[0], 1.0)
     orientation = nib.aff2axcodes(affine)  # type: ignore[no-untyped-call]
     return HeaderSummary(
         nifti_version=version,

@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 from nibabel import affines, orientations
 
+from voxelpipe.nifti import xyzt_unit_names
+
 Image: TypeAlias = nib.Nifti1Image | nib.Nifti2Image
 
 
@@ -95,7 +97,7 @@ def with_fresh_header(img: Image) -> Image:
     scaled = slope not in (None, 1.0) or intercept not in (None, 0.0)
     data = img.get_fdata(dtype=np.float32) if scaled else np.asanyarray(img.dataobj)
     fresh = nib.Nifti1Image(data, img.affine)  # type: ignore[no-untyped-call]
-    fresh.header.set_xyzt_units(*img.header.get_xyzt_units())  # type: ignore[no-untyped-call]
+    fresh.header.set_xyzt_units(*xyzt_unit_names(img.header))  # type: ignore[no-untyped-call]
     fresh.set_qform(img.affine, code=1)  # type: ignore[no-untyped-call]
     fresh.set_sform(img.affine, code=1)  # type: ignore[no-untyped-call]
     return fresh
