@@ -18,6 +18,10 @@
   under its upload prefix while another deletes its own: one study in a few dozen concurrent ones
   FAILED in Prepare. Here they iterate one snapshot of the names with their versions, as S3 lists
   what the bucket held at one moment.
+- moto's SQS queue names its pending (in-flight) message groups by walking its pending set, which
+  `receive_message` and `delete_message` in other threads change meanwhile: the walk failed with
+  "RuntimeError: Set changed size during iteration" (seen in bench/soak.py: a status-change event
+  was not published, its webhook queue being read by another thread). Here it walks a copy.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from unittest import mock
 from moto.core.responses import ActionResult, EmptyResult
 from moto.dynamodb.models import DynamoDBBackend
 from moto.s3.utils import _VersionedKeyStore
+from moto.sqs.models import Queue
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from moto.stepfunctions.responses import StepFunctionResponse
 
@@ -98,6 +103,11 @@ def _store_values(self: _VersionedKeyStore) -> Iterator[Any]:
     return (versions[-1] for _, versions in _versions(self))
 
 
+def _pending_message_groups(self: Queue) -> set[str]:
+    # set.copy runs in C, under the GIL: no other thread's receive or delete lands halfway.
+    return {message.group_id for message in self._pending_messages.copy() if message.group_id is not None}
+
+
 @contextmanager
 def moto_fixes() -> Iterator[None]:
     with ExitStack() as fixes:
@@ -121,5 +131,8 @@ def moto_fixes() -> Iterator[None]:
                 values=_store_values,
                 itervalues=_store_values,
             )
+        )
+        fixes.enter_context(
+            mock.patch.object(Queue, "pending_message_groups", property(_pending_message_groups))
         )
         yield

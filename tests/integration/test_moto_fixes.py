@@ -58,3 +58,26 @@ def test_executions_deleting_their_own_prefixes_at_once_all_succeed(storage: Sto
         thread.join()
     assert [f"{type(e).__name__}: {e}" for e in errors] == []
     assert storage.list_keys("uploads/") == []
+
+
+class _ReceivedMeanwhile:
+    """A pending message whose group another thread's receive_message adds a message beside,
+    just as this thread reads it: the interleaving a walk of the live pending set cannot survive."""
+
+    def __init__(self, pending: set[object]) -> None:
+        self.pending = pending
+
+    @property
+    def group_id(self) -> str | None:
+        self.pending.add(object())
+        return None
+
+
+def test_sqs_walks_a_copy_of_its_pending_messages_while_other_threads_receive(storage: Storage):
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sqs.models import sqs_backends
+
+    boto3.client("sqs").create_queue(QueueName="webhooks")
+    queue = sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_queue("webhooks")
+    queue._pending_messages.add(_ReceivedMeanwhile(queue._pending_messages))
+    assert queue.pending_message_groups == set()  # RuntimeError: Set changed size during iteration
