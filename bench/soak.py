@@ -124,9 +124,12 @@ class SoakReport:
     leftovers: list[str] = field(default_factory=list)
     denied_calls: list[str] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)  # each FAILED study: its step and error
+    not_injected: list[str] = field(default_factory=list)  # faults that found nothing to repeat
     faults: dict[str, int] = field(default_factory=dict)
     reaped: int = 0
     elapsed_s: float = 0.0
+    phases_s: dict[str, float] = field(default_factory=dict)  # seconds at the end of each phase
 
     def problems(self) -> dict[str, list[str]]:
         """Each non-zero figure, with (up to 10 of) what it counted."""
@@ -152,7 +155,11 @@ class SoakReport:
             "statuses: " + ", ".join(f"{k}={v}" for k, v in sorted(self.statuses.items())),
             "faults injected: " + ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items())),
             f"reaped: {self.reaped}",
-            f"elapsed: {self.elapsed_s:.0f} s",
+            *(f"FAILED: {line}" for line in self.failed[:10]),
+            *(f"not injected: {line}" for line in self.not_injected[:10]),
+            f"elapsed: {self.elapsed_s:.0f} s ("
+            + ", ".join(f"{phase} {at:.0f} s" for phase, at in self.phases_s.items())
+            + ")",
         ]
         lines += [f"{name}: {', '.join(found)}" for name, found in self.problems().items()]
         return "\n".join(lines)
@@ -233,6 +240,7 @@ class Soak:
         self.in_a_row: Counter[tuple[str, ...]] = Counter()  # transient failures in a row per step
         self.to_kill: set[str] = set()
         self.killed: set[str] = set()
+        self.not_injected: list[str] = []
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="soak-fault")
 
     # -- hooks -------------------------------------------------------------------------------
@@ -338,9 +346,8 @@ class Soak:
         try:
             self.inject(fault, study_id, attempt)
         except Exception as error:  # a fault that cannot be injected is reported, not fatal
-            logging.getLogger("soak").warning("%s of %s: %s", fault, study_id, error)
             with self.lock:
-                self.faults[f"{fault}_not_injected"] += 1
+                self.not_injected.append(f"{fault} of {study_id}-{attempt}: {type(error).__name__}: {error}")
 
     def inject(self, fault: str, study_id: str, attempt: int) -> None:
         with self.lock:
@@ -391,13 +398,13 @@ class Soak:
         for study_id in study_ids:
             roll = self.plan.random()
             if roll < self.odds.reprocess_vs_delete:
-                calls = (self._reprocess, self._delete)
-                self.faults["reprocess_vs_delete"] += 1
+                race, calls = "reprocess_vs_delete", (self._reprocess, self._delete)
             elif roll < self.odds.reprocess_vs_delete + self.odds.reprocess_vs_reprocess:
-                calls = (self._reprocess, self._reprocess)
-                self.faults["reprocess_vs_reprocess"] += 1
+                race, calls = "reprocess_vs_reprocess", (self._reprocess, self._reprocess)
             else:
                 continue
+            with self.lock:  # fault threads count too
+                self.faults[race] += 1
             raced.append(study_id)
             start = threading.Barrier(2)
             for call in calls:
@@ -517,11 +524,14 @@ def run_soak(
                         file=sys.stderr,
                         flush=True,
                     )
+            report.phases_s["uploads"] = time.monotonic() - started
             soak.drain()
             cloud.wait_for_executions(timeout_s=600)
+            report.phases_s["executions ended"] = time.monotonic() - started
         with cloud.acting_as(REAPER.name):
             reaper = Reaper(soak.store, Storage(cloud.bucket), StepFunctionsExecutions(), SqsWorkQueues())
             report.reaped = len(reaper.reap())
+        report.phases_s["reaper"] = time.monotonic() - started
         records: dict[str, StudyRecord | None] = {sid: soak.store.get_study(sid) for sid in uploaded}
         report.lost = [sid for sid, r in records.items() if r is None]
         report.stuck = [
@@ -540,6 +550,13 @@ def run_soak(
         deleted = {sid for sid, r in records.items() if r and r.status == StudyStatus.DELETED}
         report.leftovers = _leftovers(cloud, soak.store, deleted)
         report.faults = dict(soak.faults)
+        report.not_injected = soak.not_injected
+        report.failed = [
+            f"{sid} attempt {r.attempt}: {(r.error or {}).get('step')} {(r.error or {}).get('type')}: "
+            f"{(r.error or {}).get('message')}"
+            for sid, r in records.items()
+            if r and r.status == StudyStatus.FAILED
+        ]
     report.denied_calls = [str(denial) for denial in cloud.iam.denials]
     report.elapsed_s = time.monotonic() - started
     return report
