@@ -68,7 +68,7 @@ class Prefix(StrEnum):
     QUARANTINE = "quarantine/"  # rejected uploads, kept briefly for the uploader to inspect
     DERIVED = "derived/"  # derived/{study_id}/...: user-facing artifacts and results.json
     WORK = "work/"  # work/{study_id}/{attempt}/...: intermediates between steps, short-lived
-    MODELS = "models/"  # models/{name}/{version}/model.{pt|onnx} and model.json: registered models
+    MODELS = "models/"  # models/{owner}/{name}/{version}/model.{pt|onnx} and model.json: registered models
 
 
 class Resource(StrEnum):

@@ -85,8 +85,8 @@ def check_manifest(filename: str, size: int, manifest: list[dict[str, Any]] | No
 
 
 def check_analyses(study: StudyRecord) -> None:
-    # model:NAME is known while the registry has a READY version of NAME.
-    models = model_analyses(study.analyses)
+    # model:NAME is known while the study's tenant (or the deployment) has a READY version of NAME.
+    models = model_analyses(study.analyses, study.tenant)
     unknown = [name for name in study.analyses if name not in CATALOGUE and name not in models]
     if unknown:
         raise Rejected(

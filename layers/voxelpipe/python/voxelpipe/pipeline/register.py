@@ -40,7 +40,8 @@ def register_study(
     """A new study AWAITING_UPLOAD; RegistrationRefused before anything is stored when it asks for an
     unknown analysis, parameters of analyses it does not request, or a file over the upload limit.
 
-    `model:NAME` is known when the model has a READY version (its version is chosen at dispatch).
+    `model:NAME` is known when the tenant's own model NAME, or a deployment-wide one, has a READY
+    version (its version is chosen at dispatch).
     """
     limits = limits or Limits()
     for index, declared in enumerate(manifest or []):
@@ -50,7 +51,7 @@ def register_study(
             )
     requested = list(analyses) or list(DEFAULT_ANALYSES)
     try:
-        names = [analysis.name for analysis in resolve(requested, models=model_analyses(requested))]
+        names = [analysis.name for analysis in resolve(requested, models=model_analyses(requested, tenant))]
     except UnknownAnalysis as error:
         raise RegistrationRefused("analyses", str(error)) from error
     unrequested = sorted(set(parameters or {}) - set(names))

@@ -12,7 +12,7 @@ from voxelpipe import queries, tracking, webhooks
 from voxelpipe.adapters import secrets
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.api.auth import Action
-from voxelpipe.api.dependencies import Caller, owned_study, request_source
+from voxelpipe.api.dependencies import Caller, owned_study, request_source, requires
 from voxelpipe.api.problems import Problem, invalid_request
 from voxelpipe.api.schemas import Artifact, CreateStudy, StudyCreated, StudyPage, StudyResults, StudyView
 from voxelpipe.api.uploads import URL_EXPIRY, expiry, upload_target
@@ -26,9 +26,8 @@ from voxelpipe.status import StudyStatus
 router = APIRouter(prefix="/studies", tags=["studies"])
 
 
-@router.post("", status_code=201, response_model=StudyCreated)
+@router.post("", status_code=201, response_model=StudyCreated, **requires(Action.UPLOAD))
 def create_study(body: CreateStudy, caller: Caller, request: Request) -> StudyCreated:
-    caller.require(Action.UPLOAD)
     subject = (
         {"subject_ref": body.subject_ref, "age": body.age, "sex": body.sex}
         if body.subject_ref or body.age is not None or body.sex
@@ -68,9 +67,10 @@ def create_study(body: CreateStudy, caller: Caller, request: Request) -> StudyCr
     )
 
 
-@router.post("/{study_id}/complete", status_code=202, response_model=StudyView)
+@router.post(
+    "/{study_id}/complete", status_code=202, response_model=StudyView, **requires(Action.UPLOAD, 404, 409)
+)
 def complete(study_id: str, caller: Caller, request: Request) -> StudyView:
-    caller.require(Action.UPLOAD)
     study = owned_study(caller, study_id)
     try:
         study = manage.complete_upload(
@@ -91,7 +91,7 @@ def complete(study_id: str, caller: Caller, request: Request) -> StudyView:
     return study_view(study)
 
 
-@router.get("", response_model=StudyPage)
+@router.get("", response_model=StudyPage, **requires(Action.READ, 400))
 def list_studies(
     caller: Caller,
     status: Annotated[StudyStatus | None, Query(description="only studies in this status")] = None,
@@ -100,25 +100,28 @@ def list_studies(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> StudyPage:
-    caller.require(Action.READ)
     try:
         records, next_cursor = queries.list_studies(
-            caller.tenant, status=status, since=since, until=until, limit=limit, cursor=cursor
+            caller.tenant,
+            cursor_signing_key=queries.cursor_key(secrets.webhook_secret()),
+            status=status,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
         )
     except queries.InvalidCursor as error:
-        raise invalid_request("cursor", str(error)) from error
+        raise Problem(400, "invalid_cursor", "The cursor is not valid", str(error)) from error
     return StudyPage(items=[study_view(r, with_steps=False) for r in records], next_cursor=next_cursor)
 
 
-@router.get("/{study_id}", response_model=StudyView)
+@router.get("/{study_id}", response_model=StudyView, **requires(Action.READ, 404))
 def get_study(study_id: str, caller: Caller) -> StudyView:
-    caller.require(Action.READ)
     return study_view(owned_study(caller, study_id))
 
 
-@router.get("/{study_id}/results", response_model=StudyResults)
+@router.get("/{study_id}/results", response_model=StudyResults, **requires(Action.READ, 404, 409))
 def results(study_id: str, caller: Caller) -> StudyResults:
-    caller.require(Action.READ)
     study = owned_study(caller, study_id)
     if study.status != StudyStatus.COMPLETED or study.results_key is None:
         raise Problem(
@@ -141,9 +144,10 @@ def results(study_id: str, caller: Caller) -> StudyResults:
     )
 
 
-@router.post("/{study_id}/reprocess", status_code=202, response_model=StudyView)
+@router.post(
+    "/{study_id}/reprocess", status_code=202, response_model=StudyView, **requires(Action.UPLOAD, 404, 409)
+)
 def reprocess(study_id: str, caller: Caller, request: Request) -> StudyView:
-    caller.require(Action.UPLOAD)
     study = owned_study(caller, study_id)
     try:
         reopened = manage.reprocess(study, actor=caller.subject, source=request_source(request))
@@ -157,9 +161,8 @@ def reprocess(study_id: str, caller: Caller, request: Request) -> StudyView:
     return study_view(reopened, with_steps=False)
 
 
-@router.delete("/{study_id}")
+@router.delete("/{study_id}", **requires(Action.DELETE, 404))
 def delete_study(study_id: str, caller: Caller, request: Request) -> dict[str, Any]:
-    caller.require(Action.DELETE)
     study = owned_study(caller, study_id)
     removed = manage.delete(
         study, Storage.from_environment(), actor=caller.subject, source=request_source(request)
