@@ -4,7 +4,7 @@ bucket prefixes and event names.
 The CDK stack builds its resources from these, the handlers read the environment variables named
 here, and the local cloud deploys the template CDK synthesizes from them; nothing about resource
 names or wiring is written anywhere else. Each function's spec is in `function_specs`, the
-workflow's timings in `workflow_settings`, the GPU half's settings in `gpu.settings`.
+workflow's timings in `workflow_settings`, the GPU half's settings in `gpu_settings`.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Prefix(StrEnum):
     QUARANTINE = "quarantine/"  # rejected uploads, kept briefly for the uploader to inspect
     DERIVED = "derived/"  # derived/{study_id}/...: user-facing artifacts and results.json
     WORK = "work/"  # work/{study_id}/{attempt}/...: intermediates between steps, short-lived
-    MODELS = "models/"  # models/{name}/{version}/model.{pt|onnx} and model.json: registered models
+    MODELS = "models/"  # models/{owner}/{name}/{version}/model.{pt|onnx} and model.json: registered models
 
 
 class Resource(StrEnum):
