@@ -282,7 +282,7 @@ def test_the_worker_loads_exactly_the_owner_and_version_dispatch_chose(storage: 
         update={"analysis": tasks[0].analysis.model_copy(update={"model_owner": None})}
     )
     cache = ModelCache("cpu")
-    outcomes = run_model_tasks([*tasks, ownerless], storage, cache)
+    outcomes = run_model_tasks([*tasks, ownerless], STORE, storage, cache)
     assert isinstance(outcomes[2], ModelUnavailable) and isinstance(outcomes[3], NotAModelTask)
     expected = (np.asarray(original.dataobj) > THRESHOLD).astype(np.uint8)
     for outcome, study_id, labels, scope in (

@@ -165,7 +165,9 @@ def test_the_alarms_and_dashboard_deploy_into_moto_wired_to_the_topic(cloud: Loc
 
 
 def test_a_delivery_checks_the_address_again_and_posts_to_the_address_it_checked(cloud: LocalCloud):
-    study = register_study("lab-a", actor="t", source="t", webhook_url="https://hooks.example.org/hook")
+    study = register_study(
+        STORE, "lab-a", actor="t", source="t", webhook_url="https://hooks.example.org/hook"
+    )
     event = StudyStatusChanged(
         study_id=study.study_id, tenant="lab-a", attempt=1, status="QUEUED", at=datetime.now(UTC)
     )
@@ -179,6 +181,7 @@ def test_a_delivery_checks_the_address_again_and_posts_to_the_address_it_checked
         return deliver(
             "e1",
             event,
+            STORE,
             deployment_secret=b"s",
             post=post,
             now=int(time.time()),
