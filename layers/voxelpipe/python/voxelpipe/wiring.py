@@ -115,8 +115,10 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})
 
-# Default upload limit; deployments override it through the environment.
-DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
+# Default upload limit; deployments override it through the environment (past 1 GiB, Prepare's
+# memory must grow with it: see voxelpipe/limits.py).  No volume within Limits.max_voxels needs
+# more: 2**26 float64 voxels are 512 MiB.
+DEFAULT_MAX_UPLOAD_BYTES = 1024**3
 
 FUNCTION_TAG = "voxelpipe:function"  # tag on every Lambda naming its FunctionSpec
 
