@@ -16,7 +16,6 @@ from voxelpipe.analyses.qc import (
     PREVIEWS,
     QC,
     QCParameters,
-    _percentiles,
     canonical_voxels,
     find_foreground,
     foreground_intensity,
@@ -26,6 +25,7 @@ from voxelpipe.analyses.qc import (
     noise_measures,
     otsu_threshold,
     preview_images,
+    value_percentiles,
 )
 from voxelpipe.volume import orientation
 from voxelpipe.wiring import Runtime
@@ -394,10 +394,10 @@ def test_percentiles_match_numpy_and_stay_finite_near_float32s_limit():
     values = np.random.default_rng(4).normal(100, 20, 10_001).astype(np.float32)
     qs = [0, 1, 2.5, 50, 97.5, 99, 100]
     np.testing.assert_allclose(
-        _percentiles(values, qs), np.percentile(values.astype(np.float64), qs), rtol=1e-12
+        value_percentiles(values, qs), np.percentile(values.astype(np.float64), qs), rtol=1e-12
     )
     extreme = np.array([-3.4e38, 3.4e38, 0.0], dtype=np.float32)
-    assert np.isfinite(_percentiles(extreme, [25, 50, 75])).all()
+    assert np.isfinite(value_percentiles(extreme, [25, 50, 75])).all()
 
 
 # --- the phases, one at a time -------------------------------------------------------------------
