@@ -60,6 +60,7 @@ bench: setup
 	$(BIN)/python bench/nifti_read.py
 	$(BIN)/python bench/dicom_series.py
 	$(BIN)/python bench/gpu_worker.py
+	$(BIN)/python bench/step_memory.py
 
 clean:
 	rm -rf build cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -40,7 +40,8 @@ from timing import best_s
 
 from infra.local.samples import mni152_t1_path
 from voxelpipe.inference.models import LoadedModel, ModelCache
-from voxelpipe.inference.spec import ModelSpec
+from voxelpipe.inference.spec import ModelRef, ModelSpec
+from voxelpipe.keys import DEPLOYMENT_OWNER
 from voxelpipe.nifti import load_nifti
 from voxelpipe.volume import Image, new_image, voxel_data
 
@@ -177,7 +178,7 @@ def time_worker(
         TaskRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
         ModelRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
         storage = Storage(BUCKET)
-        record = registry.publish_model("bench-unet", network, spec, storage)
+        record = registry.publish_model(DEPLOYMENT_OWNER, "bench-unet", network, spec, storage)
         tasks = []
         for index, original in enumerate(volumes):
             study_id = f"{index:032x}"
@@ -189,7 +190,10 @@ def time_worker(
                     study_id=study_id,
                     attempt=1,
                     analysis=AnalysisRequest(
-                        name="model:bench-unet", version=str(int(record.version)), runtime=Runtime.GPU
+                        name="model:bench-unet",
+                        version=str(int(record.version)),
+                        runtime=Runtime.GPU,
+                        model_owner=DEPLOYMENT_OWNER,
                     ),
                     volume=PreparedVolume(
                         volume_key=key,
@@ -264,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     network = make_network(len(LABELS))
     volumes = make_volumes(count)
     cache = ModelCache(device)
-    model = cache.add("bench-unet", "1", network, spec)
+    model = cache.add(ModelRef(DEPLOYMENT_OWNER, "bench-unet", "1"), network, spec)
     inputs = model_inputs(model, volumes)
 
     runners: dict[str, Callable[[list[torch.Tensor]], Callable[[], object]]] = {
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if cuda:
         bf16_spec = spec.model_copy(update={"precision": "bfloat16"})
-        bf16 = ModelCache(device).add("bench-unet", "bf16", network, bf16_spec)
+        bf16 = ModelCache(device).add(ModelRef(DEPLOYMENT_OWNER, "bench-unet", "bf16"), network, bf16_spec)
         runners["ours_bf16"] = lambda vols: ours_run(bf16, vols)
     for make_run in runners.values():  # warm-up on one volume: kernels, cuDNN, the scripted net's profiling
         make_run(inputs[:1])()

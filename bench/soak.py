@@ -431,7 +431,7 @@ class Soak:
         # The new attempt's work item delivered twice.
         with self.lock:
             delay_s = self.chance.uniform(0.0, 1.0)
-        self.pool.submit(self._later, delay_s, "duplicate_dispatch", study_id, reopened.attempt)
+        self.pool.submit(self._later, delay_s, "duplicate_dispatch", study_id, int(reopened.attempt))
 
     def _delete(self, study_id: str) -> None:
         with self.cloud.acting_as(API.name):

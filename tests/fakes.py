@@ -242,7 +242,7 @@ class InMemoryStorage:
         data = self.objects[key][0]
         return data if first_bytes is None else data[:first_bytes]
 
-    def read_chunks(self, key: str, chunk_bytes: int) -> Iterator[bytes]:
+    def iter_chunks(self, key: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
         data = self.objects[key][0]
         for start in range(0, len(data), chunk_bytes):
             yield data[start : start + chunk_bytes]

@@ -52,7 +52,7 @@ def handle_record(record: StatusChangeRecord) -> str:
         deployment_secret=secrets.webhook_secret(),
         post=http.post,
         now=int(time.time()),
-        allow_local_http=os.environ.get(EnvVar.AUTH_MODE) == "dev",
+        allow_local=os.environ.get(EnvVar.AUTH_MODE) == "dev",
     )
     return deliver_with_backoff(
         send,

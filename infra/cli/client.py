@@ -83,20 +83,20 @@ class Client:
         return dict(self._call("GET", "/studies", params={k: v for k, v in params.items() if v is not None}))
 
     def register_model(
-        self, name: str, spec: dict[str, Any], size: int, sha256: str | None
+        self, name: str, spec: dict[str, Any], size: int, sha256: str | None, scope: str = "tenant"
     ) -> dict[str, Any]:
-        body = {"name": name, "spec": spec, "size": size, "sha256": sha256}
+        body = {"name": name, "spec": spec, "size": size, "sha256": sha256, "scope": scope}
         return dict(self._call("POST", "/models", json={k: v for k, v in body.items() if v is not None}))
 
-    def complete_model(self, name: str, version: int | None = None) -> dict[str, Any]:
-        body = {} if version is None else {"version": version}
+    def complete_model(self, name: str, version: int | None = None, scope: str = "tenant") -> dict[str, Any]:
+        body: dict[str, Any] = {"scope": scope} if version is None else {"version": version, "scope": scope}
         return dict(self._call("POST", f"/models/{name}/complete", json=body))
 
     def list_models(self) -> dict[str, Any]:
         return dict(self._call("GET", "/models"))
 
-    def retire_model(self, name: str, version: int | None = None) -> dict[str, Any]:
-        params = {} if version is None else {"version": version}
+    def retire_model(self, name: str, version: int | None = None, scope: str = "tenant") -> dict[str, Any]:
+        params: dict[str, Any] = {"scope": scope} if version is None else {"version": version, "scope": scope}
         return dict(self._call("DELETE", f"/models/{name}", params=params))
 
     def upload(self, target: dict[str, Any], path: Path, progress: Progress | None = None) -> None:

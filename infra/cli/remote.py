@@ -25,8 +25,13 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--s3-port", type=int, help="the S3 endpoint's port (default: the API's + 1)")
 
     token = commands.add_parser("token", help="mint a development token that `voxelpipe serve` accepts")
-    token.add_argument("--tenant", required=True)
-    token.add_argument("--role", required=True, choices=["admin", "uploader", "viewer"])
+    token.add_argument("--tenant", required=True, help="lower-case letters, digits and '-', up to 63")
+    token.add_argument(
+        "--role",
+        required=True,
+        choices=["operator", "admin", "uploader", "viewer"],
+        help="operator: also publishes deployment-wide models",
+    )
     token.add_argument("--hours", type=float, default=12.0, help="validity (default 12)")
 
     def connection(parser: argparse.ArgumentParser) -> None:
@@ -82,15 +87,23 @@ def add_commands(commands: Any) -> None:
     )
     model_commands = model.add_subparsers(dest="model_command", required=True)
     register = model_commands.add_parser(
-        "register", help="upload a model file with its spec; studies then ask for model:NAME (admin)"
+        "register",
+        help="upload a model file with its spec; the tenant's studies then ask for model:NAME (admin)",
     )
     register.add_argument("name", help="lower-case letters, digits and '-'")
     register.add_argument(
         "path", type=Path, metavar="PATH", help="the model: TorchScript (.pt) or ONNX (.onnx)"
     )
     register.add_argument("--spec", type=Path, required=True, metavar="SPEC.json", help="see docs/models.md")
+    register.add_argument(
+        "--deployment",
+        action="store_true",
+        help="publish it deployment-wide, for every tenant (operator)",
+    )
     connection(register)
-    models = model_commands.add_parser("list", help="registered models, every version")
+    models = model_commands.add_parser(
+        "list", help="the tenant's registered models and the deployment-wide ones, every version"
+    )
     connection(models)
     retire = model_commands.add_parser(
         "retire",
@@ -99,6 +112,7 @@ def add_commands(commands: Any) -> None:
     )
     retire.add_argument("name")
     retire.add_argument("--version", type=int, help="one version (default: every version)")
+    retire.add_argument("--deployment", action="store_true", help="a deployment-wide model (operator)")
     connection(retire)
 
 
@@ -111,7 +125,8 @@ def _client(args: argparse.Namespace) -> Any:
     if token is None and urlparse(args.api_url).hostname in {h.strip("[]") for h in LOCAL_HOSTS}:
         from voxelpipe.api.auth import Role, mint_dev_token
 
-        token = mint_dev_token("demo", Role.ADMIN, subject="voxelpipe-cli")
+        # The local deployment's one user may do anything, deployment-wide models included.
+        token = mint_dev_token("demo", Role.OPERATOR, subject="voxelpipe-cli")
     return Client(args.api_url, token)
 
 
@@ -145,9 +160,13 @@ def run(args: argparse.Namespace) -> int:
         serve(args.host, args.port, args.s3_port)
         return 0
     if args.command == "token":
-        from voxelpipe.api.auth import Role, mint_dev_token
+        from voxelpipe.api.auth import InvalidClaims, Role, mint_dev_token
 
-        print(mint_dev_token(args.tenant, Role(args.role), ttl_s=int(args.hours * 3600)))
+        try:
+            print(mint_dev_token(args.tenant, Role(args.role), ttl_s=int(args.hours * 3600)))
+        except InvalidClaims as invalid:  # a token the API would refuse
+            print(f"voxelpipe token: {invalid}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "admin":
         return _admin(args)
@@ -229,17 +248,23 @@ def _admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scope(args: argparse.Namespace) -> str:
+    """The model's scope: the caller's tenant's own, or (--deployment, operators) deployment-wide."""
+    return "deployment" if args.deployment else "tenant"
+
+
 def _model(args: argparse.Namespace, client: Any) -> int:
     if args.model_command == "list":
         page = client.list_models()
         human = "\n".join(
-            f"{m['analysis']:<32} v{m['version']:<4} {m['status']:<8} {m['format']:<12} {m['size']} B"
+            f"{m['analysis']:<32} v{m['version']:<4} {m['scope']:<10} {m['status']:<8} {m['format']:<12} "
+            f"{m['size']} B"
             for m in page["items"]
         )
         _print(args, page, human or "no models")
         return 0
     if args.model_command == "retire":
-        page = client.retire_model(args.name, args.version)
+        page = client.retire_model(args.name, args.version, _scope(args))
         _print(
             args,
             page,
@@ -274,9 +299,12 @@ def _model(args: argparse.Namespace, client: Any) -> int:
     with args.path.open("rb") as source:
         digest = hashlib.file_digest(source, "sha256")
     size = args.path.stat().st_size
-    created = client.register_model(args.name, json.loads(spec.model_dump_json()), size, digest.hexdigest())
+    scope = _scope(args)
+    created = client.register_model(
+        args.name, json.loads(spec.model_dump_json()), size, digest.hexdigest(), scope
+    )
     with tqdm(total=size, unit="B", unit_scale=True, desc=args.path.name, file=sys.stderr) as bar:
         client.upload(created["upload"], args.path, progress=bar.update)
-    model = client.complete_model(args.name, created["model"]["version"])
+    model = client.complete_model(args.name, created["model"]["version"], scope)
     _print(args, model, f"{model['analysis']} version {model['version']}: {model['status']}")
     return 0

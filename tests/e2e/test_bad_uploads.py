@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import boto3
 import pytest
 
 from infra.local.cloud import LocalCloud
 from infra.local.studies import report, submit, wait_for_terminal
-from tests.fixtures.bad_nifti import bad_nifti_cases, make_good_nifti
+from tests.fixtures.bad_nifti import bad_nifti_cases, extreme_nifti_cases, make_good_nifti
 from voxelpipe import tracking
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.keys import UploadKey, new_study_id
@@ -74,6 +76,31 @@ def test_a_file_name_with_path_tricks_is_refused_at_registration_and_in_a_direct
     assert {sid: (r.status, r.reason) for sid, r in records.items() if r is not None} == {
         sid: (StudyStatus.REJECTED, "invalid_name") for sid in direct
     }
+
+
+def _finite_numbers(value: object) -> bool:
+    if isinstance(value, dict):
+        return all(_finite_numbers(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_finite_numbers(item) for item in value)
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def test_uploads_at_the_edges_of_nifti_are_analysed(cloud: LocalCloud):
+    # 64-bit integers, values filling float32's range, a subnormal slope: accepted, so they must
+    # come through Prepare and qc COMPLETED, with finite measures (never FAILED for their values).
+    cases = extreme_nifti_cases()
+    submitted = {submit(cloud, case.content, case.filename): case for case in cases}
+    records = wait_for_terminal(list(submitted), timeout_s=120)
+    outcomes = {case.variant: records[sid].status for sid, case in submitted.items()}
+    assert outcomes == {case.variant: StudyStatus.COMPLETED for case in cases}
+    for study_id, case in submitted.items():
+        results = report(cloud, study_id, case.filename).as_json()["results"]
+        qc = results["qc"]
+        assert _finite_numbers(qc), case.variant
+        assert qc["intensity"]["nonfinite_fraction"] == 0.0, case.variant
+        assert qc["foreground"]["fraction"] > 0, case.variant
+    assert not [i for i in cloud.invocations if i.error], "no handler crashed"
 
 
 def test_an_unknown_analysis_is_rejected_naming_the_catalogue(cloud: LocalCloud):

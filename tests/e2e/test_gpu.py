@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from infra.local.cloud import LocalCloud
 from infra.local.samples import mni152_t1_path
-from infra.local.studies import submit, wait_for_terminal
+from infra.local.studies import DEMO_TENANT, submit, wait_for_terminal
 from infra.local.template import cached_template
 from infra.local.workers import RunnerFactory
 from tests.fixtures.bad_nifti import make_good_nifti
@@ -33,7 +33,7 @@ from voxelpipe.gpu.service import default_runner
 from voxelpipe.gpu.worker import OnResult, Runner, TransientWorkerError
 from voxelpipe.gpu_settings import GpuWorkerError
 from voxelpipe.inference.registry import publish_model
-from voxelpipe.keys import derived_key
+from voxelpipe.keys import DEPLOYMENT_OWNER, derived_key, results_key
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
 from voxelpipe.ports import StudyStore
@@ -195,7 +195,11 @@ def test_a_registered_torchscript_model_runs_through_the_task_token_path(gpu_clo
     assert gpu_cloud.gpu_workers is not None
     storage = Storage(gpu_cloud.bucket)
     data, spec = make_threshold_model(threshold=0.0, patch_size=(16, 16, 16))
-    publish_model("threshold", data, spec, storage, actor="test")
+    # The study's tenant's own model, and a deployment-wide one of the same name that labels
+    # nothing: the tenant's runs, exactly that one (the labels say which).
+    publish_model(DEMO_TENANT, "threshold", data, spec, storage, actor="test")
+    nothing, _ = make_threshold_model(threshold=1e9, patch_size=(16, 16, 16))
+    publish_model(DEPLOYMENT_OWNER, "threshold", nothing, spec, storage, actor="test")
     _, content = make_good_nifti()
     original = nib.Nifti1Image.from_bytes(gzip.decompress(content))
     study_id = submit(gpu_cloud, content, "scan.nii.gz", analyses=["model:threshold"])
@@ -209,6 +213,8 @@ def test_a_registered_torchscript_model_runs_through_the_task_token_path(gpu_clo
     assert sum(r.summary.succeeded for r in gpu_cloud.gpu_workers.workers) == 1
     step = next(t for t in STORE.tasks_of(study_id, 1) if t.step == "analysis:model:threshold")
     assert step.status == TaskStatus.SUCCEEDED
+    results = json.loads(storage.read(results_key(study_id)))
+    assert results["analyses"]["model:threshold"]["measures"]["model_scope"] == "tenant"
 
 
 def test_workers_follow_the_queue_up_to_the_maximum_and_exit_when_idle(gpu_cloud: LocalCloud, gpu_count: str):

@@ -46,3 +46,32 @@ def test_register_a_model_then_list_it(server: str, tmp_path: Path, capsys: pyte
     assert [m["status"] for m in json.loads(capsys.readouterr().out)["items"]] == ["RETIRED"]
     assert main(["model", "retire", "none-such", *connection]) != 0
     assert "No such model" in capsys.readouterr().err
+
+
+def test_operators_publish_deployment_wide_models_that_tenants_cannot_change(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    data, spec = make_threshold_model(100.0, patch_size=(16, 16, 16))
+    model, spec_file = tmp_path / "shared.pt", tmp_path / "SPEC.json"
+    model.write_bytes(data)
+    spec_file.write_text(spec.model_dump_json())
+    operator = ["--api-url", server]  # locally, without --token: an operator of the tenant demo
+    register = ["model", "register", "shared", str(model), "--spec", str(spec_file), "--json"]
+    assert main([*register, "--deployment", *operator]) == 0
+    assert json.loads(capsys.readouterr().out)["scope"] == "deployment"
+
+    # Another tenant's admin sees it, and may not register one deployment-wide nor retire it.
+    assert main(["token", "--tenant", "lab-b", "--role", "admin"]) == 0
+    admin = ["--api-url", server, "--token", capsys.readouterr().out.strip()]
+    assert main(["model", "list", "--json", *admin]) == 0
+    listed = json.loads(capsys.readouterr().out)["items"]
+    assert [(m["name"], m["scope"], m["status"]) for m in listed] == [("shared", "deployment", "READY")]
+    assert main([*register, "--deployment", *admin]) == 1
+    assert main(["model", "retire", "shared", *admin]) == 1
+    assert "deployment-wide" in capsys.readouterr().err
+    # Its own model of that name is its own, beside the deployment's.
+    assert main([*register, *admin]) == 0
+    assert json.loads(capsys.readouterr().out)["scope"] == "tenant"
+
+    assert main(["model", "retire", "shared", "--deployment", *operator]) == 0
+    assert capsys.readouterr().out.strip() == "model:shared version 1: RETIRED"

@@ -38,17 +38,26 @@ def auth(role: Role = Role.ADMIN, tenant: str = "lab-a") -> dict[str, str]:
     return {"authorization": f"Bearer {mint_dev_token(tenant, role)}"}
 
 
-def _register(api: TestClient, cloud: LocalCloud, name: str = "threshold") -> dict:
-    data, spec = make_threshold_model(100.0, patch_size=(16, 16, 16))
-    body = {"name": name, "spec": json.loads(spec.model_dump_json()), "size": len(data)}
-    created = api.post("/models", json=body, headers=auth())
+def _register(
+    api: TestClient,
+    cloud: LocalCloud,
+    name: str = "threshold",
+    *,
+    headers: dict[str, str] | None = None,
+    scope: str = "tenant",
+    threshold: float = 100.0,
+) -> dict:
+    headers = headers or auth()
+    data, spec = make_threshold_model(threshold, patch_size=(16, 16, 16))
+    body = {"name": name, "spec": json.loads(spec.model_dump_json()), "size": len(data), "scope": scope}
+    created = api.post("/models", json=body, headers=headers)
     assert created.status_code == 201, created.text
     upload = created.json()["upload"]
     assert upload["method"] == "post" and upload["fields"]["key"] == upload["key"]
-    early = api.post(f"/models/{name}/complete", headers=auth())
+    early = api.post(f"/models/{name}/complete", json={"scope": scope}, headers=headers)
     assert early.status_code == 409 and early.json()["code"] == "model_upload_mismatch"
     boto3.client("s3").put_object(Bucket=cloud.bucket, Key=upload["key"], Body=data)
-    done = api.post(f"/models/{name}/complete", headers=auth())
+    done = api.post(f"/models/{name}/complete", json={"scope": scope}, headers=headers)
     assert done.status_code == 200, done.text
     return done.json()
 
@@ -56,9 +65,10 @@ def _register(api: TestClient, cloud: LocalCloud, name: str = "threshold") -> di
 def test_admins_register_models_that_then_appear_as_gpu_analyses(api: TestClient, cloud: LocalCloud):
     model = _register(api, cloud)
     assert model["status"] == "READY" and model["version"] == 1 and model["analysis"] == "model:threshold"
-    assert len(model["sha256"]) == 64
+    assert len(model["sha256"]) == 64 and model["scope"] == "tenant"
     listed = api.get("/models", headers=auth(Role.VIEWER)).json()["items"]
     assert [(m["name"], m["version"], m["status"]) for m in listed] == [("threshold", 1, "READY")]
+    assert api.get("/models", headers=auth(Role.VIEWER, tenant="lab-b")).json()["items"] == []
     items = {a["name"]: a for a in api.get("/analyses", headers=auth(Role.VIEWER)).json()["items"]}
     entry = items["model:threshold"]
     assert entry["runtime"] == "gpu" and entry["version"] == "1"
@@ -93,6 +103,10 @@ def test_admins_register_models_that_then_appear_as_gpu_analyses(api: TestClient
     )
     requests = {r.name: r for r in started.analyses}
     assert requests["model:threshold"].runtime == "gpu" and requests["model:threshold"].version == "1"
+    assert requests["model:threshold"].model_owner == "lab-a"
+    # Another tenant has no model:threshold.
+    foreign = api.post("/studies", json=body, headers=auth(Role.UPLOADER, tenant="lab-b"))
+    assert foreign.status_code == 422 and foreign.json()["errors"][0]["field"] == "analyses"
 
 
 def test_model_endpoints_refuse_bad_input_and_non_admins(api: TestClient, cloud: LocalCloud):
@@ -125,7 +139,7 @@ def test_retiring_a_version_rolls_model_name_back_and_deletes_its_files(api: Tes
     s3 = boto3.client("s3")
 
     def files(version: int) -> list[str]:
-        listing = s3.list_object_versions(Bucket=cloud.bucket, Prefix=f"models/threshold/{version}/")
+        listing = s3.list_object_versions(Bucket=cloud.bucket, Prefix=f"models/lab-a/threshold/{version}/")
         return [v["Key"] for v in listing.get("Versions", []) + listing.get("DeleteMarkers", [])]
 
     def offered() -> dict[str, str]:
@@ -158,3 +172,63 @@ def test_retiring_a_version_rolls_model_name_back_and_deletes_its_files(api: Tes
     for missing in ("/models/none-such", "/models/threshold?version=9"):
         gone = api.delete(missing, headers=auth())
         assert gone.status_code == 404 and gone.json()["code"] == "model_not_found"
+
+
+def test_operators_publish_deployment_wide_models_tenants_use_but_cannot_change(
+    api: TestClient, cloud: LocalCloud
+):
+    operator = auth(Role.OPERATOR, tenant="ops")
+    data, spec = make_threshold_model(100.0, patch_size=(16, 16, 16))
+    body = {"name": "shared", "spec": json.loads(spec.model_dump_json()), "size": len(data)}
+    # Only an operator publishes deployment-wide.
+    refused = api.post("/models", json={**body, "scope": "deployment"}, headers=auth())
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    published = _register(api, cloud, "shared", headers=operator, scope="deployment")
+    assert published["scope"] == "deployment"
+    assert (
+        boto3.client("s3").list_objects_v2(Bucket=cloud.bucket, Prefix="models/_deployment/shared/1/")[
+            "KeyCount"
+        ]
+        == 2
+    )  # the file and model.json
+
+    # Every tenant sees it and may run it...
+    for tenant in ("lab-a", "lab-b"):
+        models = api.get("/models", headers=auth(Role.VIEWER, tenant=tenant)).json()["items"]
+        assert [(m["name"], m["scope"]) for m in models] == [("shared", "deployment")]
+        items = {
+            a["name"]: a for a in api.get("/analyses", headers=auth(Role.VIEWER, tenant)).json()["items"]
+        }
+        assert items["model:shared"]["scope"] == "deployment"
+        study = {"files": [{"name": "scan.nii.gz", "size": 100}], "analyses": ["model:shared"]}
+        assert api.post("/studies", json=study, headers=auth(Role.UPLOADER, tenant)).status_code == 201
+    # ...but no tenant's admin changes it: with or without scope deployment.
+    for call in (
+        lambda h: api.post("/models/shared/complete", headers=h),
+        lambda h: api.post("/models/shared/complete", json={"scope": "deployment"}, headers=h),
+        lambda h: api.delete("/models/shared", headers=h),
+        lambda h: api.delete("/models/shared", params={"scope": "deployment"}, headers=h),
+    ):
+        answer = call(auth(Role.ADMIN, tenant="lab-b"))
+        assert answer.status_code == 403 and answer.json()["code"] == "forbidden", answer.text
+    # A tenant's own model of the same name wins for that tenant, and only for it.
+    own = _register(api, cloud, "shared", headers=auth(Role.ADMIN, tenant="lab-a"), threshold=5.0)
+    assert (own["scope"], own["version"]) == ("tenant", 1)
+    scopes = {
+        tenant: {
+            a["name"]: a.get("scope")
+            for a in api.get("/analyses", headers=auth(tenant=tenant)).json()["items"]
+        }
+        for tenant in ("lab-a", "lab-b")
+    }
+    assert scopes["lab-a"]["model:shared"] == "tenant" and scopes["lab-b"]["model:shared"] == "deployment"
+    # The operator retires the deployment's; lab-a's own stays.
+    retired = api.delete("/models/shared", params={"scope": "deployment"}, headers=operator)
+    assert retired.status_code == 200 and [m["scope"] for m in retired.json()["items"]] == ["deployment"]
+    assert [m["status"] for m in api.get("/models", headers=auth(tenant="lab-a")).json()["items"]] == [
+        "READY",
+        "RETIRED",
+    ]
+    assert "model:shared" not in {
+        a["name"] for a in api.get("/analyses", headers=auth(tenant="lab-b")).json()["items"]
+    }

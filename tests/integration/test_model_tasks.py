@@ -17,8 +17,9 @@ from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.analyses import UnknownAnalysis, resolve
 from voxelpipe.inference import registry
 from voxelpipe.inference.models import ModelCache, ModelUnavailable
+from voxelpipe.inference.spec import ModelRef
 from voxelpipe.inference.tasks import NotAModelTask, run_model_tasks
-from voxelpipe.keys import derived_key, work_key
+from voxelpipe.keys import DEPLOYMENT_OWNER, derived_key, work_key
 from voxelpipe.messages import AnalysisRequest, AnalysisResult, AnalysisTask, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
 from voxelpipe.pipeline.lifecycle import check_analyses
@@ -33,6 +34,7 @@ STORE = DynamoStudyStore()
 
 BUCKET = "models-test-bucket"
 THRESHOLD = 100.0
+TENANT = "lab-a"
 
 
 @pytest.fixture
@@ -54,7 +56,9 @@ def _volume(shape: tuple[int, int, int], affine: np.ndarray, seed: int) -> nib.N
     return nib.Nifti1Image(data, affine)
 
 
-def _task(storage: Storage, study_id: str, original: nib.Nifti1Image, version: str = "1") -> AnalysisTask:
+def _task(
+    storage: Storage, study_id: str, original: nib.Nifti1Image, version: str = "1", owner: str = TENANT
+) -> AnalysisTask:
     """What Prepare would hand the analysis: the canonical volume in S3, the original's grid."""
     volume = canonical_volume(original)
     key = work_key(study_id, 1, "canonical.nii")
@@ -62,7 +66,9 @@ def _task(storage: Storage, study_id: str, original: nib.Nifti1Image, version: s
     return AnalysisTask(
         study_id=study_id,
         attempt=1,
-        analysis=AnalysisRequest(name="model:threshold", version=version, runtime=Runtime.GPU),
+        analysis=AnalysisRequest(
+            name="model:threshold", version=version, runtime=Runtime.GPU, model_owner=owner
+        ),
         volume=PreparedVolume(
             volume_key=key,
             original_orientation=orientation(original.affine),
@@ -80,82 +86,130 @@ LPI_AFFINE = np.array([[-1.0, 0, 0, 20], [0, 0, -1.0, 30], [0, -1.0, 0, 10], [0,
 
 def test_registry_versions_verification_and_listing(storage: Storage):
     data, spec = make_threshold_model(THRESHOLD, patch_size=(16, 16, 16))
-    first = registry.register_model("threshold", spec, len(data), actor="admin")
+    first = registry.register_model(TENANT, "threshold", spec, len(data), actor="admin")
     assert (int(first.version), first.status) == (1, "PENDING")
-    assert first.object_key == "models/threshold/1/model.pt"
+    assert first.object_key == "models/lab-a/threshold/1/model.pt"
     with pytest.raises(registry.ModelUploadMismatch, match="nothing was uploaded"):
-        registry.complete_model("threshold", storage)
+        registry.complete_model(TENANT, "threshold", storage)
     storage.write(first.object_key, data[:-1])
     with pytest.raises(registry.ModelUploadMismatch, match="declared"):
-        registry.complete_model("threshold", storage)
+        registry.complete_model(TENANT, "threshold", storage)
     storage.write(first.object_key, data)
-    ready = registry.complete_model("threshold", storage)
+    ready = registry.complete_model(TENANT, "threshold", storage)
     assert ready.status == "READY" and ready.sha256 is not None and len(ready.sha256) == 64
-    assert registry.complete_model("threshold", storage).status == "READY"  # again: no change
-    manifest = json.loads(storage.read("models/threshold/1/model.json"))
-    assert manifest["version"] == "1" and manifest["size"] == len(data)
+    assert registry.complete_model(TENANT, "threshold", storage).status == "READY"  # again: no change
+    manifest = json.loads(storage.read("models/lab-a/threshold/1/model.json"))
+    assert manifest["version"] == "1" and manifest["size"] == len(data) and manifest["owner"] == TENANT
 
     # A second version, declared with a wrong sha256, stays PENDING; the first still runs.
-    second = registry.register_model("threshold", spec, len(data), "0" * 64)
+    second = registry.register_model(TENANT, "threshold", spec, len(data), "0" * 64)
     assert int(second.version) == 2
     storage.write(second.object_key, data)
     with pytest.raises(registry.ModelUploadMismatch, match="sha256"):
-        registry.complete_model("threshold", storage)
-    assert int(registry.ready_models(["threshold"])["threshold"].version) == 1
-    not_a_zip = registry.register_model("broken", spec, 10)
+        registry.complete_model(TENANT, "threshold", storage)
+    assert int(registry.ready_models(TENANT, ["threshold"])["threshold"].version) == 1
+    not_a_zip = registry.register_model(TENANT, "broken", spec, 10)
     storage.write(not_a_zip.object_key, b"0123456789")
     with pytest.raises(registry.ModelUploadMismatch, match="zip"):
-        registry.complete_model("broken", storage)
+        registry.complete_model(TENANT, "broken", storage)
     onnx, onnx_spec = make_threshold_onnx_model(THRESHOLD, patch_size=(16, 16, 16))
-    registry.publish_model("threshold-onnx", onnx, onnx_spec, storage)
+    registry.publish_model(TENANT, "threshold-onnx", onnx, onnx_spec, storage)
 
-    listed = [(r.name, int(r.version), r.status) for r in registry.list_models()]
+    listed = [(r.name, int(r.version), r.status) for r in registry.list_models(TENANT)]
     assert listed == [
         ("broken", 1, "PENDING"),
         ("threshold", 2, "PENDING"),
         ("threshold", 1, "READY"),
         ("threshold-onnx", 1, "READY"),
     ]
-    assert set(registry.ready_models()) == {"threshold", "threshold-onnx"}
+    assert set(registry.ready_models(TENANT)) == {"threshold", "threshold-onnx"}
     with pytest.raises(registry.InvalidModelName):
-        registry.register_model("Bad Name", spec, 10)
+        registry.register_model(TENANT, "Bad Name", spec, 10)
+    with pytest.raises(registry.InvalidModelName):
+        registry.register_model(TENANT, "threshold\n", spec, 10)
     with pytest.raises(registry.ModelNotFound):
-        registry.complete_model("nothing-here", storage)
+        registry.complete_model(TENANT, "nothing-here", storage)
 
     # model:NAME resolves for a READY model only, as a gpu analysis at its newest READY version.
     names = ["qc", "model:threshold"]
-    resolved = {a.name: a for a in resolve(names, models=registry.model_analyses(names))}
+    resolved = {a.name: a for a in resolve(names, models=registry.model_analyses(names, TENANT))}
     assert resolved["model:threshold"].runtime == Runtime.GPU and resolved["model:threshold"].version == "1"
+    assert resolved["model:threshold"].owner == TENANT
     for unknown in (["model:broken"], ["model:missing"]):  # never READY; never registered
         with pytest.raises(UnknownAnalysis):
-            resolve(unknown, models=registry.model_analyses(unknown))
+            resolve(unknown, models=registry.model_analyses(unknown, TENANT))
     with pytest.raises(UnknownAnalysis):
         resolve(["model:threshold"])  # resolve knows only the models it is given
     # Ingest checks a study's analyses the same way: a READY model passes, a PENDING one does not.
-    check_analyses(StudyRecord("s" * 32, analyses=["qc", "model:threshold"]))
+    check_analyses(StudyRecord("s" * 32, tenant=TENANT, analyses=["qc", "model:threshold"]))
     with pytest.raises(Rejected) as rejected:
-        check_analyses(StudyRecord("s" * 32, analyses=["qc", "model:broken"]))
+        check_analyses(StudyRecord("s" * 32, tenant=TENANT, analyses=["qc", "model:broken"]))
     assert rejected.value.reason == ReasonCode.UNKNOWN_ANALYSIS and "model:broken" in rejected.value.detail
-    described = registry.describe_model_analysis(registry.ready_models()["threshold"])
+    described = registry.describe_model_analysis(registry.ready_models(TENANT)["threshold"])
     assert described["labels"] == {"0": "background", "1": "foreground"} and described["runtime"] == "gpu"
+    assert described["scope"] == "tenant"
+
+
+def test_models_belong_to_their_tenant_and_a_tenants_own_wins_over_the_deployments(storage: Storage):
+    data, spec = make_threshold_model(THRESHOLD, patch_size=(16, 16, 16))
+    registry.publish_model("lab-a", "seg", data, spec, storage)
+    registry.publish_model(DEPLOYMENT_OWNER, "seg", data, spec, storage)
+    registry.publish_model(DEPLOYMENT_OWNER, "seg", data, spec, storage)  # its version 2
+    registry.publish_model(DEPLOYMENT_OWNER, "shared", data, spec, storage)
+    registry.publish_model("lab-c", "private", data, spec, storage)
+    assert storage.list_keys("models/lab-a/seg/1/") and storage.list_keys("models/_deployment/seg/2/")
+
+    def owners(tenant: str) -> dict[str, tuple[str, int]]:
+        return {n: (r.owner, int(r.version)) for n, r in registry.ready_models(tenant).items()}
+
+    # Each tenant sees its own and the deployment's; its own model of a shared name wins.
+    assert owners("lab-a") == {"seg": ("lab-a", 1), "shared": (DEPLOYMENT_OWNER, 1)}
+    assert owners("lab-b") == {"seg": (DEPLOYMENT_OWNER, 2), "shared": (DEPLOYMENT_OWNER, 1)}
+    assert owners("lab-c") == {**owners("lab-b"), "private": ("lab-c", 1)}
+    assert {r.owner for r in registry.list_models("lab-b")} == {DEPLOYMENT_OWNER}
+    assert [(r.owner, int(r.version)) for r in registry.list_models("lab-a") if r.name == "seg"] == [
+        ("lab-a", 1),
+        (DEPLOYMENT_OWNER, 2),
+        (DEPLOYMENT_OWNER, 1),
+    ]
+    # Another tenant's model is no model of yours: unknown analysis, nothing to complete or retire.
+    with pytest.raises(UnknownAnalysis):
+        resolve(["model:private"], models=registry.model_analyses(["model:private"], "lab-b"))
+    for change in (registry.complete_model, registry.retire_model):
+        with pytest.raises(registry.ModelNotFound):
+            change("lab-b", "private", storage)
+    assert registry.get_model("lab-c", "private").status == "READY"
+    # Retiring the tenant's own falls back to the deployment-wide model of that name.
+    registry.retire_model("lab-a", "seg", storage)
+    assert owners("lab-a")["seg"] == (DEPLOYMENT_OWNER, 2)
+    assert storage.list_keys("models/lab-a/seg/") == [] and storage.list_keys("models/_deployment/seg/2/")
+    analysis = registry.model_analyses(["model:seg"], "lab-a")["model:seg"]
+    assert (analysis.owner, analysis.version) == (DEPLOYMENT_OWNER, "2")
 
 
 def test_model_cache_loads_a_registered_model_once(storage: Storage):
     data, spec = make_threshold_model(THRESHOLD, patch_size=(16, 16, 16))
-    registry.publish_model("threshold", data, spec, storage)
+    registry.publish_model(TENANT, "threshold", data, spec, storage)
     cache = ModelCache("cpu")
-    assert cache.get(storage, "threshold", "1") is cache.get(storage, "threshold", "1")
+    ref = ModelRef(TENANT, "threshold", "1")
+    assert cache.get(storage, ref) is cache.get(storage, ref)
     assert cache.loads == 1
-    with pytest.raises(ModelUnavailable, match="not registered"):
-        cache.get(storage, "threshold", "7")
-    storage.write("models/threshold/1/model.pt", data + b"x")  # the verified file was replaced
+    for missing in (
+        ModelRef(TENANT, "threshold", "7"),
+        ModelRef("lab-b", "threshold", "1"),  # another owner's: none
+        ModelRef(DEPLOYMENT_OWNER, "threshold", "1"),
+        ModelRef("../lab-a", "threshold", "1"),  # no owner at all
+    ):
+        with pytest.raises(ModelUnavailable, match="not registered"):
+            cache.get(storage, missing)
+    storage.write("models/lab-a/threshold/1/model.pt", data + b"x")  # the verified file was replaced
     with pytest.raises(ModelUnavailable, match="not the one verified"):
-        ModelCache("cpu").get(storage, "threshold", "1")
+        ModelCache("cpu").get(storage, ref)
 
 
 def test_run_model_tasks_batches_studies_and_isolates_a_bad_one(storage: Storage):
     data, spec = make_threshold_model(THRESHOLD, patch_size=(16, 16, 16))
-    registry.publish_model("threshold", data, spec, storage)
+    registry.publish_model(TENANT, "threshold", data, spec, storage)
     originals = {
         "a" * 32: _volume((30, 20, 25), np.diag([1.0, 1.0, 1.0, 1.0]), 1),
         "b" * 32: _volume((18, 33, 21), LPI_AFFINE, 2),  # stored L-P-I: not canonical
@@ -169,7 +223,11 @@ def test_run_model_tasks_batches_studies_and_isolates_a_bad_one(storage: Storage
         update={"analysis": AnalysisRequest(name="qc", version="1", runtime=Runtime.LAMBDA)}
     )
     unknown_version = tasks[0].model_copy(
-        update={"analysis": AnalysisRequest(name="model:threshold", version="9", runtime=Runtime.GPU)}
+        update={
+            "analysis": AnalysisRequest(
+                name="model:threshold", version="9", runtime=Runtime.GPU, model_owner=TENANT
+            )
+        }
     )
     reported: list[tuple[int, object]] = []
     outcomes = run_model_tasks(
@@ -206,3 +264,35 @@ def test_run_model_tasks_batches_studies_and_isolates_a_bad_one(storage: Storage
         assert row.step == "analysis:model:threshold" and row.status == TaskStatus.SUCCEEDED
     failed = [r for r in STORE.tasks_of("c" * 32, 1)]
     assert failed[0].status == TaskStatus.FAILED and failed[0].error["type"]
+
+
+def test_the_worker_loads_exactly_the_owner_and_version_dispatch_chose(storage: Storage):
+    # Two models named threshold: the tenant's labels voxels over 100, the deployment's none.
+    own, spec = make_threshold_model(THRESHOLD, patch_size=(16, 16, 16))
+    shared, _ = make_threshold_model(1e9, patch_size=(16, 16, 16))
+    registry.publish_model(TENANT, "threshold", own, spec, storage)
+    registry.publish_model(DEPLOYMENT_OWNER, "threshold", shared, spec, storage)
+    original = _volume((20, 20, 20), np.diag([1.0, 1.0, 1.0, 1.0]), 4)
+    tasks = [
+        _task(storage, "d" * 32, original, owner=TENANT),
+        _task(storage, "e" * 32, original, owner=DEPLOYMENT_OWNER),
+        _task(storage, "f" * 32, original, owner="lab-b"),  # lab-b has no model threshold
+    ]
+    ownerless = tasks[0].model_copy(
+        update={"analysis": tasks[0].analysis.model_copy(update={"model_owner": None})}
+    )
+    cache = ModelCache("cpu")
+    outcomes = run_model_tasks([*tasks, ownerless], STORE, storage, cache)
+    assert isinstance(outcomes[2], ModelUnavailable) and isinstance(outcomes[3], NotAModelTask)
+    expected = (np.asarray(original.dataobj) > THRESHOLD).astype(np.uint8)
+    for outcome, study_id, labels, scope in (
+        (outcomes[0], "d" * 32, expected, "tenant"),
+        (outcomes[1], "e" * 32, np.zeros_like(expected), "deployment"),
+    ):
+        assert isinstance(outcome, AnalysisResult), outcome
+        assert outcome.measures["model_scope"] == scope
+        written = load_nifti(storage.read(derived_key(study_id, "model:threshold", "labels.nii.gz")))
+        np.testing.assert_array_equal(np.asarray(written.dataobj), labels)
+    assert (
+        ModelRef(TENANT, "threshold", "1") in cache and ModelRef(DEPLOYMENT_OWNER, "threshold", "1") in cache
+    )

@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -14,10 +15,13 @@ from infra.cli import main as cli
 from infra.local.cloud import LocalCloud
 from infra.local.studies import submit
 from tests.fixtures.receiver import webhook_receiver
+from voxelpipe.adapters import http
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.pipeline.register import register_study
 from voxelpipe.status import StudyStatus
 from voxelpipe.status_events import StudyStatusChanged
+from voxelpipe.webhook_urls import WebhookTarget
+from voxelpipe.webhooks import Delivery, deliver
 from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, EnvVar
 
 STORE = DynamoStudyStore()
@@ -158,3 +162,57 @@ def test_the_alarms_and_dashboard_deploy_into_moto_wired_to_the_topic(cloud: Loc
     (dashboard,) = boto3.client("cloudwatch").list_dashboards()["DashboardEntries"]
     body = boto3.client("cloudwatch").get_dashboard(DashboardName=dashboard["DashboardName"])["DashboardBody"]
     assert "StudyTransitions" in json.dumps(json.loads(body))
+
+
+def test_a_delivery_checks_the_address_again_and_posts_to_the_address_it_checked(cloud: LocalCloud):
+    study = register_study(
+        STORE, "lab-a", actor="t", source="t", webhook_url="https://hooks.example.org/hook"
+    )
+    event = StudyStatusChanged(
+        study_id=study.study_id, tenant="lab-a", attempt=1, status="QUEUED", at=datetime.now(UTC)
+    )
+    posted: list[WebhookTarget] = []
+
+    def post(target: WebhookTarget, body: bytes, headers: dict[str, str]) -> int:
+        posted.append(target)
+        return 204
+
+    def deliver_resolving(*addresses: str) -> Delivery:
+        return deliver(
+            "e1",
+            event,
+            STORE,
+            deployment_secret=b"s",
+            post=post,
+            now=int(time.time()),
+            allow_local=False,
+            resolve=lambda host, port: list(addresses),
+        )
+
+    # The name pointed outside at registration; rebound to the metadata address or the VPC since,
+    # the delivery is skipped with the reason, and nothing is posted.
+    for internal in ("169.254.169.254", "10.0.0.5", "fd00::5"):
+        skipped = deliver_resolving("93.184.215.14", internal)
+        assert skipped.outcome == "skipped" and internal in skipped.detail, skipped
+    assert posted == []
+    delivered = deliver_resolving("93.184.215.14")
+    assert delivered.outcome == "delivered"
+    (target,) = posted
+    assert (target.host, target.address, target.port, target.path) == (
+        "hooks.example.org",
+        "93.184.215.14",
+        443,
+        "/hook",
+    )
+
+
+def test_the_post_goes_to_the_checked_address_not_to_a_new_lookup_of_the_name():
+    with webhook_receiver() as (url, received):
+        port = urlsplit(url).port
+        assert port is not None
+        # hooks.example.org resolves nowhere here: the request reaches the receiver only because
+        # the connection goes to the address given, while the Host header names the host.
+        target = WebhookTarget(url, "http", "hooks.example.org", port, "/hooks/voxelpipe", "127.0.0.1")
+        assert http.post(target, b"{}", {"Content-Type": "application/json"}) == 200
+    ((headers, body),) = received.requests
+    assert headers["host"] == f"hooks.example.org:{port}" and body == b"{}"

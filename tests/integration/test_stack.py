@@ -113,9 +113,10 @@ def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
     tables = _resources(template, "AWS::DynamoDB::Table")
     assert len(tables) == 6
     models = next(t["Properties"] for lid, t in tables.items() if lid.startswith("ModelsTable"))
+    # Models belong to an owner (a tenant, or the deployment): one query lists an owner's models.
     assert models["KeySchema"] == [
-        {"AttributeName": "name", "KeyType": "HASH"},
-        {"AttributeName": "version", "KeyType": "RANGE"},
+        {"AttributeName": "owner", "KeyType": "HASH"},
+        {"AttributeName": "name_version", "KeyType": "RANGE"},
     ]
     studies = next(t["Properties"] for lid, t in tables.items() if lid.startswith("StudiesTable"))
     assert studies["KeySchema"] == [{"AttributeName": "study_id", "KeyType": "HASH"}]
@@ -208,7 +209,7 @@ def test_the_api_is_behind_cognito_except_health_and_docs(template: dict[str, An
     groups = {
         g["Properties"]["GroupName"] for g in _resources(template, "AWS::Cognito::UserPoolGroup").values()
     }
-    assert groups == {"admin", "uploader", "viewer"}
+    assert groups == {"operator", "admin", "uploader", "viewer"}
     stack.has_resource_properties(
         "AWS::ApiGateway::Stage",
         {"MethodSettings": Match.array_with([Match.object_like({"ThrottlingRateLimit": 50})])},

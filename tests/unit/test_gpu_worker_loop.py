@@ -42,11 +42,16 @@ VOLUME = PreparedVolume(
 SETTINGS = GpuSettings(heartbeat_s=4, micro_batch_size=3, idle_exit_s=0, poll_wait_s=0)
 
 
-def _task(study_id: str, analysis: str = "model:brain", version: str = "1") -> AnalysisTask:
+def _task(
+    study_id: str, analysis: str = "model:brain", version: str = "1", owner: str | None = "lab-a"
+) -> AnalysisTask:
+    model_owner = owner if analysis.startswith("model:") else None
     return AnalysisTask(
         study_id=study_id,
         attempt=1,
-        analysis=AnalysisRequest(name=analysis, version=version, runtime=Runtime.GPU),
+        analysis=AnalysisRequest(
+            name=analysis, version=version, runtime=Runtime.GPU, model_owner=model_owner
+        ),
         volume=VOLUME,
     )
 
@@ -140,6 +145,7 @@ def test_micro_batches_group_by_analysis_and_cap_the_size():
         _message(_task("a3"), "4"),
         _message(_task("a4"), "5"),
         _message(_task("c1", version="2"), "6"),
+        _message(_task("d1", owner="lab-b"), "7"),  # another tenant's model:brain is another model
     ]
     batches = micro_batches([parse_message(m) for m in messages], size=3)
     assert [[t.task.study_id for t in batch] for batch in batches] == [
@@ -147,6 +153,7 @@ def test_micro_batches_group_by_analysis_and_cap_the_size():
         ["a4"],
         ["b1"],
         ["c1"],
+        ["d1"],
     ]
 
 

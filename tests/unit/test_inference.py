@@ -14,7 +14,8 @@ from tests.fixtures.models import make_threshold_model, make_threshold_onnx_mode
 from voxelpipe.inference.models import ModelCache
 from voxelpipe.inference.processing import ModelInput, model_grid, normalise, preprocess, to_input_grid
 from voxelpipe.inference.runner import SlidingWindowRunner, WindowSettings, window_starts
-from voxelpipe.inference.spec import InvalidSpec, Normalization, parse_spec
+from voxelpipe.inference.spec import InvalidSpec, ModelRef, Normalization, parse_spec
+from voxelpipe.keys import DEPLOYMENT_OWNER
 from voxelpipe.pipeline.prepare import canonical_volume
 from voxelpipe.volume import orientation
 
@@ -185,11 +186,15 @@ def test_runner_on_cuda_with_bf16_agrees_with_the_cpu_labels():
 def test_model_cache_loads_each_model_once():
     data, spec = make_threshold_model(threshold=0.5, patch_size=(8, 8, 8))
     cache = ModelCache("cpu")
-    first = cache.add("threshold", "1", data, spec)
-    assert cache.add("threshold", "1", data, spec) is first and cache.loads == 1
-    assert ("threshold", "1") in cache
-    cache.add("threshold", "2", data, spec)
+    first = cache.add(ModelRef("lab-a", "threshold", "1"), data, spec)
+    assert cache.add(ModelRef("lab-a", "threshold", "1"), data, spec) is first and cache.loads == 1
+    assert ModelRef("lab-a", "threshold", "1") in cache
+    cache.add(ModelRef("lab-a", "threshold", "2"), data, spec)
     assert cache.loads == 2
+    # Another owner's model of the same name and version is another model.
+    assert ModelRef("lab-b", "threshold", "1") not in cache
+    cache.add(ModelRef(DEPLOYMENT_OWNER, "threshold", "1"), data, spec)
+    assert cache.loads == 3
     volume = torch.linspace(0, 1, 10 * 9 * 8).reshape(1, 10, 9, 8)
     labels = first.runner.run([volume], reduce="argmax")[0]
     assert torch.equal(labels, (volume[0] > 0.5).long())
@@ -198,7 +203,7 @@ def test_model_cache_loads_each_model_once():
 def test_onnx_models_run_like_torchscript_ones():
     data, spec = make_threshold_onnx_model(threshold=0.25, patch_size=(8, 8, 8))
     assert spec.format == "onnx" and spec.model_file == "model.onnx"
-    model = ModelCache("cpu").add("threshold-onnx", "1", data, spec)
+    model = ModelCache("cpu").add(ModelRef("lab-a", "threshold-onnx", "1"), data, spec)
     volume = torch.rand(1, 12, 9, 10)
     labels = model.runner.run([volume], reduce="argmax")[0]
     assert torch.equal(labels, (volume[0] > 0.25).long())
@@ -229,7 +234,8 @@ def test_label_map_lands_exactly_in_the_inputs_own_grid():
     _, spec = make_threshold_model(threshold=100.0, patch_size=(16, 16, 16))
     inp = preprocess(prepared, spec, original.affine, original.shape)
     assert orientation(inp.affine) == ("R", "A", "S")
-    model = ModelCache("cpu").add("threshold", "1", make_threshold_model(100.0, (16, 16, 16))[0], spec)
+    data = make_threshold_model(100.0, (16, 16, 16))[0]
+    model = ModelCache("cpu").add(ModelRef("lab-a", "threshold", "1"), data, spec)
     labels = model.runner.run([torch.from_numpy(inp.data)[None]], reduce="argmax")[0].numpy()
     on_input = to_input_grid(labels, inp, spec)
     assert on_input.shape == original.shape and on_input.dtype == np.uint8

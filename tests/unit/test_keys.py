@@ -1,9 +1,12 @@
 import pytest
 
 from voxelpipe.keys import (
+    DEPLOYMENT_OWNER,
     InvalidKey,
     UploadKey,
     derived_key,
+    is_tenant,
+    model_key,
     new_study_id,
     parse_study_prefix,
     parse_upload_key,
@@ -33,6 +36,8 @@ def test_the_file_name_is_everything_after_the_study_id():
         "uploads/lab/short/x.nii",
         "other/lab/" + "a" * 32 + "/x.nii",
         "uploads/LAB/" + "a" * 32 + "/x.nii",
+        "uploads/lab\n/" + "a" * 32 + "/x.nii",
+        "uploads/lab/" + "a" * 32 + "\n/x.nii",
         "uploads/x.nii",
     ],
 )
@@ -46,3 +51,34 @@ def test_derived_work_and_quarantine_keys():
     assert quarantine_key("uploads/lab/s/x.nii") == "quarantine/lab/s/x.nii"
     assert derived_key("s1", "qc", "a.png") == "derived/s1/qc/a.png"
     assert work_key("s1", 2, "canonical.nii") == "work/s1/2/canonical.nii"
+
+
+@pytest.mark.parametrize(
+    ("tenant", "valid"),
+    [
+        ("lab-a", True),
+        ("0", True),
+        ("a" * 63, True),
+        ("a" * 64, False),
+        ("", False),
+        ("-lab", False),
+        ("Lab", False),
+        ("lab_a", False),
+        ("lab.a", False),
+        ("lab/a", False),
+        ("lab a", False),
+        ("lab\n", False),  # a regex's $ would let the newline through
+        ("l\u0430b", False),  # a Cyrillic a
+        (DEPLOYMENT_OWNER, False),  # the deployment's models are no tenant's
+    ],
+)
+def test_tenants_are_the_names_bucket_keys_take(tenant: str, valid: bool):
+    assert is_tenant(tenant) is valid
+
+
+def test_model_keys_belong_to_a_tenant_or_the_deployment():
+    assert model_key("lab-a", "seg", "2", "model.pt") == "models/lab-a/seg/2/model.pt"
+    assert model_key(DEPLOYMENT_OWNER, "seg", "1", "model.json") == "models/_deployment/seg/1/model.json"
+    for owner in ("../lab-a", "", "Lab", "lab/a"):
+        with pytest.raises(InvalidKey):
+            model_key(owner, "seg", "1", "model.pt")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import tracemalloc
 
 import nibabel as nib
@@ -21,7 +22,9 @@ from voxelpipe.nifti import (
     TruncatedStream,
     decompress,
     decompress_prefix,
+    float32_voxels,
     is_gzip,
+    iter_gunzip,
     load_nifti,
     parse_header,
     to_nifti_bytes,
@@ -218,6 +221,111 @@ def test_load_nifti_bomb_after_a_valid_header() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 64 * MIB
+
+
+# --- streaming -----------------------------------------------------------------------------------
+
+
+def _pieces(data: bytes, sizes: list[int]) -> list[bytes]:
+    """`data` cut into consecutive pieces of the given sizes (cycled), as a body streams in."""
+    out, start, index = [], 0, 0
+    while start < len(data):
+        out.append(data[start : start + sizes[index % len(sizes)]])
+        start += sizes[index % len(sizes)]
+        index += 1
+    return out
+
+
+def _gunzip(chunks: list[bytes], limit: int, piece_bytes: int = nifti.STREAM_PIECE_BYTES) -> bytes:
+    pieces = list(iter_gunzip(chunks, limit, piece_bytes))
+    assert all(0 < len(piece) <= piece_bytes for piece in pieces)
+    return b"".join(pieces)
+
+
+@pytest.mark.parametrize("sizes", [[1], [7, 1, 300], [4096], [MIB], [10 * MIB]], ids=str)
+def test_iter_gunzip_decodes_any_chunking_as_decompress_does(sizes) -> None:
+    payload = np.random.default_rng(3).integers(0, 40, 300_000, dtype=np.uint8).tobytes()
+    a, b = b"first member " * 500, b"second member " * 900
+    for stream, expected in [
+        (gzip.compress(payload), payload),
+        (gzip.compress(a) + gzip.compress(b), a + b),  # multi-member
+        (gzip.compress(a) + bytes(5000), a),  # zero padding after a member
+        (gzip.compress(a) + bytes(300) + gzip.compress(b), a + b),  # padding between members
+        (gzip.compress(b""), b""),
+    ]:
+        decoded = _gunzip(_pieces(stream, sizes), 10 * MIB, piece_bytes=65536)
+        assert decoded == expected == decompress(stream, 10 * MIB)
+
+
+def test_iter_gunzip_limits_like_decompress() -> None:
+    payload = bytes(range(256)) * 10_000
+    stream = gzip.compress(payload)
+    assert _gunzip(_pieces(stream, [999]), len(payload)) == payload
+    with pytest.raises(OutputLimitExceeded):
+        _gunzip(_pieces(stream, [999]), len(payload) - 1)
+    with pytest.raises(ValueError):
+        list(iter_gunzip([stream], -1))
+
+
+def test_iter_gunzip_truncated_and_corrupt() -> None:
+    packed = gzip.compress(b"some data " * 10000)
+    for cut in (packed[: len(packed) // 2], packed[:-1], packed[:5]):
+        with pytest.raises(TruncatedStream):
+            _gunzip(_pieces(cut, [100]), MIB)
+    with pytest.raises(TruncatedStream, match="empty"):
+        _gunzip([], MIB)
+    with pytest.raises(TruncatedStream, match="empty"):
+        _gunzip([b""], MIB)
+    bad_crc = packed[:-8] + bytes(4) + packed[-4:]
+    for corrupt in (bad_crc, packed + b"trailing junk", packed + bytes(10) + b"junk", b"not gzip at all"):
+        with pytest.raises(CorruptStream):
+            _gunzip(_pieces(corrupt, [100]), MIB)
+
+
+def test_iter_gunzip_bomb_stops_at_the_limit_holding_one_piece() -> None:
+    bomb = gzip_of_zeros(1024)  # 1 GiB of zeros in about 1 MB
+    tracemalloc.start()
+    try:
+        produced = 0
+        with pytest.raises(OutputLimitExceeded):
+            for piece in iter_gunzip(_pieces(bomb, [MIB]), 64 * MIB):
+                produced += len(piece)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert produced <= 64 * MIB
+    assert peak < 8 * MIB  # an input chunk and an output piece, not the limit's worth
+
+
+@pytest.mark.parametrize(
+    ("dtype", "slope", "inter"),
+    [
+        ("<i2", None, None),
+        (">i2", 0.5, -10.0),
+        ("<u1", 2.0, 0.0),
+        ("<f4", None, None),
+        (">f8", 1.5, 3.0),
+        ("<i8", None, None),
+        ("<u8", 3.0, 0.0),
+        ("<i2", 3e38, 0.0),  # overflows float32: +-inf, as get_fdata(dtype=np.float32) gives
+        ("<i2", 1e-45, 0.0),  # subnormal slope
+    ],
+)
+def test_float32_voxels_scale_a_piece_as_get_fdata_scales_the_image(dtype, slope, inter) -> None:
+    low = 0 if np.dtype(dtype).kind == "u" else -1000
+    stored = np.random.default_rng(5).integers(low, 1000, (6, 5, 4)).astype(dtype)
+    image = nib.Nifti1Image(stored, np.eye(4), dtype=stored.dtype)
+    image.header.set_slope_inter(slope, inter)
+    loaded = load_nifti(image.to_bytes())
+    with np.errstate(over="ignore"):
+        whole = loaded.get_fdata(dtype=np.float32)
+        header = nib.Nifti1Header.from_fileobj(io.BytesIO(image.to_bytes()))
+        # A piece that starts past the first voxel, as a chunk of the stream does.
+        piece = float32_voxels(
+            memoryview(stored.tobytes(order="F"))[8:], stored.dtype, *header.get_slope_inter()
+        )
+    assert piece.dtype == np.float32
+    np.testing.assert_array_equal(piece, whole.ravel(order="F")[8 // stored.dtype.itemsize :])
 
 
 # --- headers -------------------------------------------------------------------------------------

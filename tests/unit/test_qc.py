@@ -12,7 +12,21 @@ from PIL import Image
 
 from infra.local.samples import mni152_t1_path
 from voxelpipe.analyses.catalogue import AnalysisInput, AnalysisOutput
-from voxelpipe.analyses.qc import PREVIEWS, QC, otsu_threshold
+from voxelpipe.analyses.qc import (
+    PREVIEWS,
+    QC,
+    QCParameters,
+    canonical_voxels,
+    find_foreground,
+    foreground_intensity,
+    foreground_measures,
+    header_measures,
+    intensity_measures,
+    noise_measures,
+    otsu_threshold,
+    preview_images,
+    value_percentiles,
+)
 from voxelpipe.volume import orientation
 from voxelpipe.wiring import Runtime
 
@@ -322,3 +336,107 @@ def test_otsu_threshold_splits_two_modes():
     threshold = otsu_threshold(hist, edges)
     assert 10 < threshold <= 50
     assert otsu_threshold(np.array([5, 0, 0]), np.array([0.0, 1.0, 2.0, 3.0])) == 3.0
+
+
+# --- any finite float32 volume: extreme magnitudes and ranges ---------------------------------------
+
+
+def _integer_phantom(offset: float = 0.0) -> np.ndarray:
+    """The noisy ball with integer values (so that power-of-two scalings of it are exact)."""
+    return np.rint(_phantom(200.0, 10.0, "gaussian", shape=(48, 48, 32), radius=10.0).get_fdata() + offset)
+
+
+@pytest.mark.parametrize("exponent", [-149 + 16, -140, -60, 60, 100], ids=lambda e: f"2**{e}")
+def test_measures_scale_with_the_volume_at_any_magnitude(exponent):
+    # Scaled by a power of two (exact in float32, subnormal values included), a volume must give
+    # the same mask, the same SNR and CNR, and statistics scaled by the same factor.
+    values = _integer_phantom()
+    reference = _run(nib.Nifti1Image(values.astype(np.float32), np.eye(4))).measures
+    scaled = np.ldexp(values, exponent).astype(np.float32)
+    np.testing.assert_array_equal(np.ldexp(scaled.astype(np.float64), -exponent), values)  # exact
+    measures = _run(nib.Nifti1Image(scaled, np.eye(4))).measures
+    json.dumps(measures, allow_nan=False)
+    for key in ("fraction", "volume_ml", "centre_voxel"):
+        assert measures["foreground"][key] == reference["foreground"][key]
+    assert measures["snr"] == pytest.approx(reference["snr"], rel=1e-4)
+    assert measures["cnr"] == pytest.approx(reference["cnr"], rel=1e-4)
+    factor = 2.0**exponent
+    assert measures["foreground"]["threshold"] == pytest.approx(
+        reference["foreground"]["threshold"] * factor, rel=1e-5
+    )
+    assert measures["noise"]["sigma"] == pytest.approx(reference["noise"]["sigma"] * factor, rel=1e-5)
+    assert measures["intensity"]["percentiles"]["p50"] == pytest.approx(
+        reference["intensity"]["percentiles"]["p50"] * factor, rel=1e-5
+    )
+    # (measures keep 6 significant digits)
+    assert measures["preview"]["window"] == pytest.approx(
+        [w * factor for w in reference["preview"]["window"]], rel=1e-5
+    )
+
+
+def test_values_spanning_float32s_range_give_finite_measures():
+    # +-3.3e38: max - min, sums and the smoothing all overflow float32.
+    values = _integer_phantom(offset=-100.0)  # signed values
+    top = float(np.abs(values).max())
+    data = (values / top * 3.3e38).astype(np.float32)
+    measures = _run(nib.Nifti1Image(data, np.eye(4))).measures
+    json.dumps(measures, allow_nan=False)
+    low, high = measures["intensity"]["min"], measures["intensity"]["max"]
+    assert low < -1e38 < 1e38 < high and max(-low, high) == pytest.approx(3.3e38, rel=1e-5)
+    reference = _run(nib.Nifti1Image(values.astype(np.float32), np.eye(4))).measures
+    assert measures["foreground"]["volume_ml"] == pytest.approx(
+        reference["foreground"]["volume_ml"], rel=0.01
+    )
+    assert measures["snr"] == pytest.approx(reference["snr"], rel=0.01)
+
+
+def test_percentiles_match_numpy_and_stay_finite_near_float32s_limit():
+    values = np.random.default_rng(4).normal(100, 20, 10_001).astype(np.float32)
+    qs = [0, 1, 2.5, 50, 97.5, 99, 100]
+    np.testing.assert_allclose(
+        value_percentiles(values, qs), np.percentile(values.astype(np.float64), qs), rtol=1e-12
+    )
+    extreme = np.array([-3.4e38, 3.4e38, 0.0], dtype=np.float32)
+    assert np.isfinite(value_percentiles(extreme, [25, 50, 75])).all()
+
+
+# --- the phases, one at a time -------------------------------------------------------------------
+
+
+def test_phases_of_a_phantom():
+    img = _phantom(100.0, 5.0, "gaussian", shape=(48, 48, 32), radius=10.0)
+    warnings: list[str] = []
+    canonical_img, data, volumes, nonfinite = canonical_voxels(img, warnings)
+    assert (volumes, nonfinite, warnings) == (1, 0, [])
+    header = header_measures(canonical_img, img, ("R", "A", "S"), volumes, warnings)
+    assert header["dimensions"] == [48, 48, 32] and header["datatype"] == "float32"
+    value_range = (float(data.min()), float(data.max()))
+    intensity = intensity_measures(data, value_range, (50.0,), nonfinite)
+    assert intensity["min"] == pytest.approx(value_range[0], rel=1e-6)
+    fg = find_foreground(data, value_range, warnings)
+    assert fg.count == int(fg.mask.sum())
+    assert np.allclose(fg.centre(), (23.5, 23.5, 15.5), atol=1)
+    zooms = np.ones(3)
+    measures = foreground_measures(fg, zooms)
+    assert measures["volume_ml"] == pytest.approx(4.19, rel=0.05)  # 4/3 pi 10^3 mm^3
+    fg_intensity, fg_mean, window = foreground_intensity(data[fg.mask], (50.0,))
+    assert fg_intensity["mean"] == pytest.approx(fg_mean, rel=1e-5) and fg_mean == pytest.approx(
+        100.0, rel=0.05
+    )
+    assert window[0] < fg_mean < window[1]
+    noise, snr = noise_measures(data, fg, zooms, 10.0, fg_mean)
+    assert noise["model"] == "gaussian" and snr == pytest.approx(20.0, rel=SNR_TOLERANCE)
+    params = QCParameters.from_mapping({})
+    preview, artifacts = preview_images(data, fg.centre(), window, zooms, params)
+    assert set(artifacts) == set(PREVIEWS) and preview["slice_voxel"] == list(fg.centre())
+
+
+def test_find_foreground_of_a_constant_or_tiny_range_volume():
+    warnings: list[str] = []
+    constant = np.full((10, 10, 10), 3.0, dtype=np.float32)
+    assert find_foreground(constant, (3.0, 3.0), warnings).count == 0
+    assert warnings == ["image is constant: no foreground"]
+    # A ball one subnormal step above a background of zeros: the whole range is 1.4e-45.
+    tiny = np.where(_ball((20, 20, 20), 6.0), np.float32(1e-45), np.float32(0.0)).astype(np.float32)
+    fg = find_foreground(tiny, (0.0, float(tiny.max())), [])
+    assert 0 < fg.count < tiny.size and fg.mask[10, 10, 10] and not fg.mask[0, 0, 0]

@@ -12,6 +12,7 @@ import pytest
 from infra.local.samples import mni152_t1_path
 from tests.fixtures.bad_nifti import make_good_image
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
+from voxelpipe.pipeline.prepare import canonical_volume
 from voxelpipe.volume import (
     canonical,
     first_volume,
@@ -21,6 +22,7 @@ from voxelpipe.volume import (
     voxel_data,
     voxel_sizes,
     with_fresh_header,
+    without_64bit_integers,
 )
 
 MNI_T1 = mni152_t1_path()
@@ -181,3 +183,66 @@ def test_a_fresh_header_keeps_the_units_and_takes_undefined_codes_as_unknown(
     img.header["xyzt_units"] = code
     fresh = with_fresh_header(load_nifti(to_nifti_bytes(img, compress=False)))
     assert fresh.header.get_xyzt_units() == units
+
+
+# --- the fresh header Prepare writes -------------------------------------------------------------
+
+
+def _loaded(
+    data: np.ndarray, affine: np.ndarray, slope: float | None = None, inter: float = 0.0
+) -> nib.Nifti1Image:
+    """`data` written as a NIfTI (with scl_slope/scl_inter when given) and read back as Prepare does."""
+    img = nib.Nifti1Image(data, affine, dtype=data.dtype)
+    if slope is not None:
+        img.header.set_slope_inter(slope, inter)
+    loaded: nib.Nifti1Image = load_nifti(to_nifti_bytes(img, compress=True))
+    return loaded
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values", "narrowed"),
+    [
+        (np.int64, [-5, 0, 2**31 - 1], np.int32),
+        (np.uint64, [0, 7, 2**31 - 1], np.int32),
+        (np.int64, [-(2**31) - 1, 0, 5], np.float64),
+        (np.uint64, [0, 2**32, 2**64 - 1], np.float64),
+        (np.int64, [2**53 + 1, 0, 1], np.float64),  # beyond 2**53: rounded to the nearest float64
+        (np.int16, [-5, 0, 7], np.int16),  # not 64-bit: left alone
+    ],
+)
+def test_64bit_integers_are_narrowed_to_what_nibabel_writes(dtype, values, narrowed) -> None:
+    data = np.zeros((4, 3, 2), dtype=dtype)
+    data.flat[: len(values)] = values
+    assert without_64bit_integers(data).dtype == narrowed
+    fresh = with_fresh_header(_loaded(data, np.eye(4)))
+    assert fresh.get_data_dtype() == narrowed
+    back = load_nifti(to_nifti_bytes(fresh, compress=False))  # nibabel writes it
+    stored = np.asanyarray(back.dataobj)
+    assert stored.dtype == narrowed
+    # Exact where the type holds the value; the nearest float64 beyond 2**53.
+    np.testing.assert_array_equal(stored, data.astype(narrowed))
+    assert [int(v) for v in stored.flat[: len(values)]] == [
+        int(float(v)) if narrowed == np.float64 else v for v in values
+    ]
+
+
+@pytest.mark.parametrize("affine", [np.eye(4), np.diag([-1.0, -1.0, 1.0, 1.0])], ids=["RAS", "LPS"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64, np.float64])
+def test_scaled_voxels_become_float32_in_ras_and_after_reordering(affine, dtype) -> None:
+    # A loaded image keeps its scaling on the data object (its header's is reset): the canonical
+    # volume must still be the scaled values, in float32, whatever the voxel order.
+    data = np.arange(4 * 3 * 2, dtype=dtype).reshape(4, 3, 2)
+    original = _loaded(data, affine, slope=0.5, inter=-10.0)
+    volume = canonical_volume(original)
+    assert volume.get_data_dtype() == np.float32
+    assert orientation(volume.affine) == ("R", "A", "S")
+    expected = nib.as_closest_canonical(nib.Nifti1Image(data.astype(np.float64) * 0.5 - 10.0, affine))
+    np.testing.assert_array_equal(np.asanyarray(volume.dataobj), expected.get_fdata(dtype=np.float32))
+    np.testing.assert_array_equal(volume.affine, expected.affine)
+    assert volume.header.get_sform(coded=True)[1] == volume.header.get_qform(coded=True)[1] == 1
+
+
+def test_unscaled_voxels_keep_their_type() -> None:
+    for dtype in (np.uint8, np.int16, np.int32, np.float32, np.float64):
+        data = np.arange(24, dtype=dtype).reshape(4, 3, 2)
+        assert canonical_volume(_loaded(data, np.diag([-1.0, 1.0, 1.0, 1.0]))).get_data_dtype() == dtype

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 import time
@@ -13,15 +14,15 @@ from pathlib import Path
 import pytest
 
 from voxelpipe.status_events import StudyStatusChanged
-from voxelpipe.webhooks import (
+from voxelpipe.webhook_urls import (
+    LOCAL_HOSTS,
     InvalidWebhookUrl,
-    body_of,
+    UnresolvableHost,
     check_webhook_url,
-    retry_delay_s,
-    signature,
-    study_key,
-    verify,
+    resolve_addresses,
+    webhook_target,
 )
+from voxelpipe.webhooks import body_of, retry_delay_s, signature, study_key, verify
 
 SECRET = b"deployment-secret"
 NOW = 1_795_000_000
@@ -77,25 +78,114 @@ def test_the_body_carries_the_event_id_type_and_detail():
     }
 
 
+# A stand-in for DNS (this machine may have none): the names these tests resolve. "localhost" is
+# left to the real resolver.
+PUBLIC = "93.184.215.14"
+ADDRESSES = {
+    "hooks.example.org": [PUBLIC, "2606:2800:21f:cb07:6820:80da:af6b:8b2c"],
+    "metadata.example.org": ["169.254.169.254"],
+    "intranet.example.org": ["10.0.0.5"],
+    "mixed.example.org": [PUBLIC, "192.168.1.10"],  # one bad address is enough to refuse
+    "ula.example.org": ["fd12:3456::1"],
+    "mapped.example.org": ["::ffff:10.0.0.5"],
+    "nat64.example.org": ["64:ff9b::a00:5"],
+    "multicast.example.org": ["224.0.0.251"],
+    "zero.example.org": ["0.0.0.0"],
+    "reserved.example.org": ["240.0.0.1"],
+    "cgnat.example.org": ["100.64.0.1"],
+    "xn--bcher-kva.example": [PUBLIC],
+}
+
+
+def resolve(host: str, port: int) -> list[str]:
+    if host in LOCAL_HOSTS:
+        return resolve_addresses(host, port)
+    if host not in ADDRESSES:
+        raise UnresolvableHost(f"{host} does not resolve")
+    return ADDRESSES[host]
+
+
 @pytest.mark.parametrize(
-    ("url", "local_http", "allowed"),
+    ("url", "local", "refusal"),
     [
-        ("https://hooks.example.org/voxelpipe", False, True),
-        ("http://hooks.example.org/voxelpipe", False, False),
-        ("http://localhost:8080/hook", False, False),
-        ("http://localhost:8080/hook", True, True),
-        ("http://127.0.0.1:8080/hook", True, True),
-        ("http://hooks.example.org/hook", True, False),  # development allows only this machine
-        ("ftp://hooks.example.org/", True, False),
-        ("https:///no-host", False, False),
+        ("https://hooks.example.org/voxelpipe", False, None),
+        ("https://hooks.example.org:8443/voxelpipe?x=1", False, None),
+        ("https://bücher.example/hook", False, None),  # IDNA: the name DNS sees is xn--bcher-kva
+        ("https://HOOKS.example.org./x", False, None),
+        ("http://hooks.example.org/voxelpipe", False, "https"),
+        ("http://localhost:8080/hook", False, "https"),
+        ("http://localhost:8080/hook", True, None),
+        ("http://127.0.0.1:8080/hook", True, None),
+        ("http://[::1]:8080/hook", True, None),
+        ("http://hooks.example.org/hook", True, "https"),  # development allows only this machine
+        ("ftp://hooks.example.org/", True, "https"),
+        ("https:///no-host", False, "no host"),
+        # Internal addresses, by name...
+        ("https://metadata.example.org/latest/meta-data/", False, "link-local"),
+        ("https://intranet.example.org:8443/", False, "private"),
+        ("https://mixed.example.org/", False, "private"),
+        ("https://ula.example.org/", False, "private"),
+        ("https://mapped.example.org/", False, "private"),
+        ("https://nat64.example.org/", False, "private"),
+        ("https://multicast.example.org/", False, "multicast"),
+        ("https://zero.example.org/", False, "unspecified"),
+        ("https://reserved.example.org/", False, "reserved"),
+        ("https://cgnat.example.org/", False, "not globally reachable"),
+        ("https://localhost:8443/hook", False, "loopback"),  # the real resolver: 127.0.0.1
+        # ...and by IP address, in any form: refused, whatever the address.
+        ("https://169.254.169.254/latest/meta-data/", False, "IP address"),
+        ("https://10.0.0.5:8443/", False, "IP address"),
+        ("https://93.184.215.14/", False, "IP address"),
+        ("https://2130706433/", False, "IP address"),  # 127.0.0.1 as one decimal number
+        ("https://0x7f000001/", False, "IP address"),
+        ("https://0177.0.0.1/", False, "IP address"),
+        ("https://127.1/", False, "IP address"),
+        ("https://0xa9.254.169.254/", False, "IP address"),
+        ("https://[::ffff:127.0.0.1]/", False, "IP address"),
+        ("https://[::ffff:a9fe:a9fe]/", False, "IP address"),
+        ("https://[fe80::1%25eth0]/", False, "IP address"),
+        # Full-width digits and dots: IDNA makes them 127.0.0.1.
+        ("https://\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11/", False, "IP address"),
+        ("https://[::1]:8443/", True, "IP address"),  # development's exception is http only
+        ("https://localhost:8443/hook", True, "loopback"),
+        ("https://user:pass@hooks.example.org/", False, "user name"),
+        ("https://hooks.example.org@10.0.0.5/", False, "user name"),
+        ("https://user@localhost/", True, "user name"),
+        ("https://nowhere.example.org/", False, "does not resolve"),
+        ("https://hooks.example.org:99999/", False, "port"),
+        ("https://ho%6fks.example.org/", False, "not a host name"),
+        ("https://-bad-.example.org/", False, "not a host name"),
     ],
 )
-def test_webhook_urls_are_https_or_local_http_in_development(url: str, local_http: bool, allowed: bool):
-    if allowed:
-        assert check_webhook_url(url, allow_local_http=local_http) == url
+def test_webhook_urls_are_public_https_names_or_local_http_in_development(
+    url: str, local: bool, refusal: str | None
+):
+    if refusal is None:
+        target = webhook_target(url, allow_local=local, resolve=resolve)
+        assert target.address in resolve(target.host, target.port)
+        assert check_webhook_url(url, allow_local=local, resolve=resolve) == url
     else:
-        with pytest.raises(InvalidWebhookUrl):
-            check_webhook_url(url, allow_local_http=local_http)
+        with pytest.raises(InvalidWebhookUrl, match=refusal):
+            check_webhook_url(url, allow_local=local, resolve=resolve)
+
+
+def test_http_to_localhost_is_developments_exception_and_goes_to_a_loopback_address():
+    target = webhook_target("http://localhost:8080/hook", allow_local=True, resolve=resolve)
+    assert target.host == "localhost" and ipaddress.ip_address(target.address).is_loopback
+    # A local name that resolves elsewhere is no exception.
+    with pytest.raises(InvalidWebhookUrl, match="not a loopback address"):
+        webhook_target("http://localhost/", allow_local=True, resolve=lambda host, port: [PUBLIC])
+
+
+def test_the_target_pins_the_checked_address_host_port_and_path():
+    target = webhook_target("https://Hooks.Example.org:8443/a/b?c=d", allow_local=False, resolve=resolve)
+    assert (target.scheme, target.host, target.port, target.path, target.address) == (
+        "https",
+        "hooks.example.org",
+        8443,
+        "/a/b?c=d",
+        PUBLIC,
+    )
 
 
 def test_retries_back_off_doubling_up_to_a_cap():

@@ -110,7 +110,7 @@ API = FunctionSpec(
         EnvVar.STATE_MACHINE_ARN,
         EnvVar.MAX_UPLOAD_BYTES,
         EnvVar.AUTH_MODE,
-        EnvVar.WEBHOOK_SECRET_ARN,  # to hand each webhook study its signing key
+        EnvVar.WEBHOOK_SECRET_ARN,  # each webhook study's signing key; the list cursors' key
         EnvVar.MODELS_TABLE,
         EnvVar.GPU_ANALYSES,  # GET /analyses shows the runtime each analysis is deployed with
     ),

@@ -8,8 +8,23 @@ from dataclasses import dataclass
 
 from voxelpipe.wiring import Prefix
 
-_TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_STUDY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{7,63}$")
+# A tenant names a folder of the bucket and comes from the caller's token (custom:tenant): the API
+# refuses a token whose tenant does not match this (api.auth.Claims), and ingest an upload key.
+TENANT_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
+_TENANT = re.compile(TENANT_PATTERN)
+_STUDY_ID = re.compile(r"[a-z0-9][a-z0-9-]{7,63}")
+# The owner of a deployment-wide model (published by an operator); never a tenant's name, since a
+# tenant cannot begin with "_". Every other model is owned by the tenant that registered it.
+DEPLOYMENT_OWNER = "_deployment"
+
+
+def is_tenant(tenant: str) -> bool:
+    """Whether `tenant` can be a tenant: lower-case letters, digits and '-', up to 63, not first '-'."""
+    return _TENANT.fullmatch(tenant) is not None
+
+
+def is_study_id(study_id: str) -> bool:
+    return _STUDY_ID.fullmatch(study_id) is not None
 
 
 class InvalidKey(ValueError):
@@ -37,7 +52,7 @@ def parse_study_prefix(key: str) -> tuple[str, str] | None:
     if len(parts) < 4 or f"{parts[0]}/" != Prefix.UPLOADS:
         return None
     tenant, study_id = parts[1], parts[2]
-    if not (_TENANT.match(tenant) and _STUDY_ID.match(study_id)):
+    if not (is_tenant(tenant) and is_study_id(study_id)):
         return None
     return tenant, study_id
 
@@ -78,10 +93,14 @@ def results_key(study_id: str) -> str:
     return derived_key(study_id, "results.json")
 
 
-def model_prefix(name: str, version: str) -> str:
-    """Where a registered model's version lives: its file and model.json (see inference.registry)."""
-    return f"{Prefix.MODELS}{name}/{version}/"
+def model_prefix(owner: str, name: str, version: str) -> str:
+    """Where a registered model's version lives: its file and model.json (see inference.registry).
+
+    `owner` is the tenant that registered it, or DEPLOYMENT_OWNER."""
+    if not (owner == DEPLOYMENT_OWNER or is_tenant(owner)):
+        raise InvalidKey(f"{owner!r} owns no model: a tenant or {DEPLOYMENT_OWNER}")
+    return f"{Prefix.MODELS}{owner}/{name}/{version}/"
 
 
-def model_key(name: str, version: str, filename: str) -> str:
-    return model_prefix(name, version) + filename
+def model_key(owner: str, name: str, version: str, filename: str) -> str:
+    return model_prefix(owner, name, version) + filename

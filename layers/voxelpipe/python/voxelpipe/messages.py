@@ -37,6 +37,9 @@ class AnalysisRequest(_Message):
     version: str
     runtime: Runtime
     parameters: dict[str, Any] = Field(default_factory=dict)
+    # A `model:NAME` analysis: whose model NAME dispatch chose (the study's tenant, or the
+    # deployment's); the worker loads exactly (model_owner, NAME, version). None for the catalogue's.
+    model_owner: str | None = None
 
 
 class ExecutionInput(_Message):

@@ -1,14 +1,19 @@
-"""Fast NIfTI-1/NIfTI-2 I/O from in-memory bytes (as they come from S3).
+"""Fast NIfTI-1/NIfTI-2 I/O from in-memory bytes (as they come from S3), and streamed.
 
 gzip decoding is the whole cost of reading a ``.nii.gz``, so it is done once, with ISA-L, into a
 single buffer; the voxels are then a zero-copy view of that buffer.  Header parsing, scaling and
 serialisation are nibabel's own code, so the images behave exactly like ``nibabel.load``'s.
+
+For validation, which must not hold a volume whole, ``iter_gunzip`` decodes a gzip stream that
+arrives in chunks into bounded pieces, and ``float32_voxels`` scales a piece of voxel data exactly
+as ``img.get_fdata(dtype=np.float32)`` scales the whole image.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterable, Iterator
 from typing import Any, Final, TypeAlias, cast
 
 import nibabel as nib
@@ -25,6 +30,7 @@ __all__ = [
     "GZIP_MAGIC",
     "NIFTI1_HEADER_SIZE",
     "NIFTI2_HEADER_SIZE",
+    "STREAM_PIECE_BYTES",
     "BadHeader",
     "CorruptStream",
     "NiftiError",
@@ -35,7 +41,9 @@ __all__ = [
     "TruncatedStream",
     "decompress",
     "decompress_prefix",
+    "float32_voxels",
     "is_gzip",
+    "iter_gunzip",
     "load_nifti",
     "parse_header",
     "to_nifti_bytes",
@@ -44,12 +52,14 @@ __all__ = [
 
 NiftiHeader: TypeAlias = nib.Nifti1Header | nib.Nifti2Header
 NiftiImage: TypeAlias = nib.Nifti1Image | nib.Nifti2Image
+# A piece of a byte stream, as S3 bodies, files and memoryview slices hand them over.
+Chunk: TypeAlias = bytes | bytearray | memoryview
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
 NIFTI1_HEADER_SIZE: Final = 348
 NIFTI2_HEADER_SIZE: Final = 540
 # Largest decoded size load_nifti accepts unless told otherwise: well above any volume the pipeline
-# takes (voxelpipe.limits.Limits is the real policy), well below a 10 GB Lambda's memory.
+# takes (voxelpipe.limits.Limits is the real policy, and validation has held every upload to it).
 DEFAULT_MAX_OUTPUT_BYTES: Final = 4 * 1024**3
 
 # Input slice for the streaming (prefix) decoder: its `unconsumed_tail` copy stays small (feeding
@@ -57,6 +67,11 @@ DEFAULT_MAX_OUTPUT_BYTES: Final = 4 * 1024**3
 _IN_CHUNK: Final = 1 << 20
 # Output per call of the streaming decoder; a header needs far less.
 _OUT_CHUNK: Final = 1 << 16
+# Largest piece iter_gunzip yields: what a caller of it holds of the decoded stream at once.
+STREAM_PIECE_BYTES: Final = 1 << 20
+# Input fed to iter_gunzip's decoder per call: when the output piece fills first, the decoder
+# copies the unread input (unconsumed_tail), so a small slice keeps a bomb's 1000:1 input cheap.
+_STREAM_IN_SLICE: Final = 1 << 16
 # Scratch for reading past a full buffer: how much more output exists (trailing data, bombs).
 _PROBE_BYTES: Final = 1 << 16
 # Deflate cannot expand more than ~1032:1, so a size hint above this many times the input is a lie.
@@ -221,6 +236,59 @@ def decompress_prefix(data: bytes, n: int) -> bytes:
     return bytes(_inflate_prefix(data, n))
 
 
+def iter_gunzip(
+    chunks: Iterable[Chunk], max_output_bytes: int, piece_bytes: int = STREAM_PIECE_BYTES
+) -> Iterator[bytes]:
+    """Decode a (multi-member) gzip stream arriving in `chunks`, in pieces of at most `piece_bytes`.
+
+    Holds only the current input chunk, one piece and the decoder's state (a 32 KiB window),
+    whatever the stream's size.  Raises OutputLimitExceeded as soon as the output passes
+    `max_output_bytes` (the rest is never inflated), TruncatedStream when the stream is empty or
+    ends inside a member, CorruptStream when it is damaged (bad deflate data, CRC or length
+    mismatch, bytes after a member that are neither zero padding nor another member), as
+    `decompress` does for the same bytes.
+    """
+    if max_output_bytes < 0 or piece_bytes <= 0:
+        raise ValueError("max_output_bytes must be >= 0 and piece_bytes > 0")
+    produced = 0
+    # None between members, where zero padding (as gzip allows) may come before the next one.
+    decoder: Any = isal_zlib.decompressobj(_GZIP_WBITS)
+    try:
+        for chunk in chunks:
+            whole = memoryview(chunk).cast("B")
+            for start in range(0, len(whole), _STREAM_IN_SLICE):
+                pending: Chunk = whole[start : start + _STREAM_IN_SLICE]
+                while True:
+                    if decoder is None:
+                        pending = bytes(pending).lstrip(b"\0")
+                        if not pending:
+                            break
+                        if not GZIP_MAGIC.startswith(pending[:2]):
+                            # What gzip says too; the decoder would wait for a whole header first.
+                            raise CorruptStream("bytes after the end of the gzip stream")
+                        decoder = isal_zlib.decompressobj(_GZIP_WBITS)
+                    room = min(piece_bytes, max_output_bytes + 1 - produced)
+                    out: bytes = decoder.decompress(pending, room)
+                    produced += len(out)
+                    if produced > max_output_bytes:
+                        raise OutputLimitExceeded(
+                            f"gzip stream decodes to more than {max_output_bytes} bytes"
+                        )
+                    if out:
+                        yield out
+                    if decoder.eof:
+                        pending, decoder = decoder.unused_data, None
+                        continue
+                    pending = decoder.unconsumed_tail
+                    # A full piece may leave output in the decoder even when the input is all read.
+                    if not pending and len(out) < room:
+                        break
+    except _IsalError as exc:
+        raise CorruptStream(f"corrupt gzip stream: {exc}") from exc
+    if decoder is not None:
+        raise TruncatedStream("empty gzip stream" if produced == 0 else "gzip stream ends early")
+
+
 def _sniff(prefix: bytes | bytearray) -> tuple[type[nib.Nifti1Header], int, str]:
     """Header class, size and byte order ('<' or '>') of an uncompressed NIfTI prefix."""
     if prefix[4:8] in _N2_MAGICS:
@@ -291,6 +359,21 @@ class _BufferArrayProxy(ArrayProxy):
         arr.flags.writeable = False
         view: npt.NDArray[Any] = arr[slicer]
         return view
+
+
+def float32_voxels(
+    buffer: Chunk, dtype: np.dtype[Any], slope: float | None, inter: float | None
+) -> npt.NDArray[np.float32]:
+    """The voxels stored in `buffer` (whole voxels of `dtype`, byte order included) as the analyses
+    see them: scaled by `slope`/`inter` (a header's get_slope_inter(); None is no scaling) with
+    nibabel's own ArrayProxy code, exactly as ``img.get_fdata(dtype=np.float32)`` scales a whole
+    image, overflow to +-inf included.  Unscaled float32 voxels come back as a read-only view.
+    """
+    count = len(memoryview(buffer).cast("B")) // dtype.itemsize
+    spec = ((count,), dtype, 0, 1.0 if slope is None else slope, 0.0 if inter is None else inter)
+    proxy = _BufferArrayProxy(buffer, spec)  # type: ignore[no-untyped-call]
+    values: npt.NDArray[np.float32] = np.asanyarray(proxy, dtype=np.float32)
+    return values
 
 
 def load_nifti(data: bytes, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES) -> NiftiImage:

@@ -155,8 +155,8 @@ class ObjectStorage(Protocol):
         """The object's bytes; with `first_bytes`, only that many from the start (a range read)."""
         ...
 
-    def read_chunks(self, key: str, chunk_bytes: int) -> Iterator[bytes]:
-        """The object's bytes in pieces of at most `chunk_bytes`: large objects never held whole."""
+    def iter_chunks(self, key: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """The object's bytes in order, at most `chunk_bytes` at a time: large objects never held whole."""
         ...
 
     def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...

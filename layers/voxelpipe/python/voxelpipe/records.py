@@ -146,18 +146,22 @@ class ObjectRecord(Model):
 
 
 class ModelRecord(Model):
-    """One version of a registered model (bring your own model): sort key the version, 1, 2, ...
+    """One version of a registered model (bring your own model), owned by the tenant that registered
+    it, or by the deployment (keys.DEPLOYMENT_OWNER) when an operator published it.
 
-    PENDING until its file is uploaded and verified (size, sha256), then READY; RETIRED once taken
-    out of use (its files deleted). The file lives at `object_key`
-    (models/{name}/{version}/model.{pt|onnx}), its ModelSpec is `spec`.
+    Hash key `owner`, sort key `name_version` = `{name}#{version:010d}`: an owner's models in one
+    query, a name's versions in order. PENDING until its file is uploaded and verified (size,
+    sha256), then READY; RETIRED once taken out of use (its files deleted). The file lives at
+    `object_key` (models/{owner}/{name}/{version}/model.{pt|onnx}), its ModelSpec is `spec`.
     """
 
     class Meta:
         table_name = TableNameFromEnv(EnvVar.MODELS_TABLE)
 
-    name = UnicodeAttribute(hash_key=True)
-    version = NumberAttribute(range_key=True)
+    owner = UnicodeAttribute(hash_key=True)
+    name_version = UnicodeAttribute(range_key=True)
+    name = UnicodeAttribute()
+    version = NumberAttribute()
     format = UnicodeAttribute()  # "torchscript" | "onnx"
     spec = JSONAttribute()
     object_key = UnicodeAttribute()
@@ -169,6 +173,10 @@ class ModelRecord(Model):
     ready_at = UTCDateTimeAttribute(null=True)
     retired_at = UTCDateTimeAttribute(null=True)
     retired_by = UnicodeAttribute(null=True)
+
+    @staticmethod
+    def sort_key(name: str, version: int) -> str:
+        return f"{name}#{version:010d}"
 
 
 STATUS_MODELS: dict[EnvVar, type[Model]] = {

@@ -6,7 +6,7 @@ here only, so analyses stay `mypy --strict` clean without scattered ignores.
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import nibabel as nib
 import numpy as np
@@ -90,17 +90,45 @@ def with_fresh_header(img: Image) -> Image:
     """The same voxels and geometry in a new NIfTI-1 header.
 
     A fresh header carries only geometry, data type and units: free-text fields of the upload
-    (descrip, aux_file, intent_name, extensions) are left behind. Unscaled voxels keep their
-    type (and size); scaled ones become float32.
+    (descrip, aux_file, intent_name, extensions) are left behind. The voxels are `stored_voxels`:
+    scaled ones become float32, the values `voxel_data` gives; unscaled ones keep their type (and
+    size), but for 64-bit integers (see `without_64bit_integers`).
     """
-    slope, intercept = img.header.get_slope_inter()  # type: ignore[no-untyped-call]
-    scaled = slope not in (None, 1.0) or intercept not in (None, 0.0)
-    data = img.get_fdata(dtype=np.float32) if scaled else np.asanyarray(img.dataobj)
+    data = stored_voxels(img)
     fresh = nib.Nifti1Image(data, img.affine)  # type: ignore[no-untyped-call]
     fresh.header.set_xyzt_units(*xyzt_unit_names(img.header))  # type: ignore[no-untyped-call]
     fresh.set_qform(img.affine, code=1)  # type: ignore[no-untyped-call]
     fresh.set_sform(img.affine, code=1)  # type: ignore[no-untyped-call]
     return fresh
+
+
+def stored_voxels(img: Image) -> npt.NDArray[Any]:
+    """The voxels a fresh header stores for `img`.
+
+    float32 (`voxel_data`) when nibabel scales them as it reads them (scl_slope/scl_inter, which
+    a loaded image keeps on its data object: its header's are reset); else the stored values in
+    their own type, 64-bit integers narrowed (`without_64bit_integers`).
+    """
+    proxy: Any = img.dataobj
+    scaled = nib.is_proxy(proxy) and (float(proxy.slope), float(proxy.inter)) != (1.0, 0.0)  # type: ignore[no-untyped-call]
+    if scaled:
+        return voxel_data(img)
+    return without_64bit_integers(np.asanyarray(proxy))
+
+
+def without_64bit_integers(data: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """`data` as is, unless it holds int64/uint64 voxels: then int32 when every value fits, else float64.
+
+    nibabel refuses to write 64-bit integers unasked, and few tools read them. float64 holds every
+    integer up to 2**53 exactly; one beyond is rounded to the nearest float64 (a relative error
+    under 1.2e-16), far finer than the float32 the analyses compute in (6e-8).
+    """
+    if data.dtype.kind not in "iu" or data.dtype.itemsize < 8:
+        return data
+    int32 = np.iinfo(np.int32)
+    if data.size == 0 or (int(data.min()) >= int32.min and int(data.max()) <= int32.max):
+        return data.astype(np.int32)
+    return data.astype(np.float64)
 
 
 def new_image(data: npt.ArrayLike, affine: npt.ArrayLike) -> Image:

@@ -6,6 +6,8 @@ returns it once (`webhook_secret`); the webhook function derives it again to sig
 
 Each POST carries `Voxelpipe-Signature: t=<unix seconds>,v1=<hex>`, where hex is
 HMAC-SHA256(study key, "<t>." + body). A receiver recomputes it and refuses stale timestamps.
+
+Where webhooks may go is `webhook_urls`' call, made at registration and again at each delivery.
 """
 
 from __future__ import annotations
@@ -15,39 +17,30 @@ import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from voxelpipe import telemetry
 from voxelpipe.observability import logger
 from voxelpipe.ports import StudyStore
 from voxelpipe.status_events import STATUS_CHANGED, StudyStatusChanged
 from voxelpipe.telemetry import Dimension, Metric
+from voxelpipe.webhook_urls import (
+    InvalidWebhookUrl,
+    Resolve,
+    UnresolvableHost,
+    WebhookTarget,
+    resolve_addresses,
+    webhook_target,
+)
 
 SIGNATURE_HEADER = "Voxelpipe-Signature"
 EVENT_ID_HEADER = "Voxelpipe-Event-Id"
 SIGNATURE_VERSION = "v1"
 TOLERANCE_S = 300  # how old a signed timestamp a receiver should accept
 _KEY_CONTEXT = b"voxelpipe-webhook:"
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-class InvalidWebhookUrl(ValueError):
-    """A webhook URL voxelpipe will not call."""
 
 
 class DeliveryFailed(RuntimeError):
     """The receiver did not answer 2xx (or could not be reached): the delivery is retried."""
-
-
-def check_webhook_url(url: str, *, allow_local_http: bool) -> str:
-    """https only; plain http only to this machine, and only where allowed (development auth)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return url
-    if allow_local_http and parts.scheme == "http" and parts.hostname in LOCAL_HOSTS:
-        return url
-    allowed = "https (or http://localhost in development)" if allow_local_http else "https"
-    raise InvalidWebhookUrl(f"webhook URLs must use {allowed}")
 
 
 def study_key(deployment_secret: bytes, study_id: str) -> str:
@@ -87,8 +80,9 @@ class Delivery:
     detail: str = ""
 
 
-# post(url, body, headers) -> the receiver's HTTP status; raises OSError when unreachable.
-Post = Callable[[str, bytes, dict[str, str]], int]
+# post(target, body, headers) -> the receiver's HTTP status; connects to target.address (the
+# address checked), never to a second lookup of the name; raises OSError when unreachable.
+Post = Callable[[WebhookTarget, bytes, dict[str, str]], int]
 
 
 def deliver(
@@ -99,14 +93,22 @@ def deliver(
     deployment_secret: bytes,
     post: Post,
     now: int,
-    allow_local_http: bool,
+    allow_local: bool,
+    resolve: Resolve = resolve_addresses,
 ) -> Delivery:
-    """POST one status change to its study's webhook, signed; DeliveryFailed to have it retried."""
+    """POST one status change to its study's webhook, signed; DeliveryFailed to have it retried.
+
+    The URL is checked again, its host resolved now and every address checked (a name that
+    pointed outside at registration may point inside now): a refused address skips the delivery
+    with the reason; the POST goes to the address checked.
+    """
     study = store.get_study(event.study_id)
     if study is None or study.tenant != event.tenant or not study.webhook_url:
         return Delivery(event.study_id, event.status, "skipped", "no webhook")
     try:
-        url = check_webhook_url(study.webhook_url, allow_local_http=allow_local_http)
+        target = webhook_target(study.webhook_url, allow_local=allow_local, resolve=resolve)
+    except UnresolvableHost as unresolvable:  # DNS may be back by the next try
+        raise DeliveryFailed(f"{event.study_id}: {unresolvable}") from unresolvable
     except InvalidWebhookUrl as invalid:
         return Delivery(event.study_id, event.status, "skipped", str(invalid))
     body = body_of(event_id, event)
@@ -117,7 +119,7 @@ def deliver(
         SIGNATURE_HEADER: signature(study_key(deployment_secret, event.study_id), body, now),
     }
     try:
-        status = post(url, body, headers)
+        status = post(target, body, headers)
     except OSError as error:
         raise DeliveryFailed(f"{event.study_id}: {type(error).__name__}: {error}") from error
     if not 200 <= status < 300:

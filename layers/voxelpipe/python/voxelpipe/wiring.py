@@ -4,7 +4,7 @@ bucket prefixes and event names.
 The CDK stack builds its resources from these, the handlers read the environment variables named
 here, and the local cloud deploys the template CDK synthesizes from them; nothing about resource
 names or wiring is written anywhere else. Each function's spec is in `function_specs`, the
-workflow's timings in `workflow_settings`, the GPU half's settings in `gpu.settings`.
+workflow's timings in `workflow_settings`, the GPU half's settings in `gpu_settings`.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Prefix(StrEnum):
     QUARANTINE = "quarantine/"  # rejected uploads, kept briefly for the uploader to inspect
     DERIVED = "derived/"  # derived/{study_id}/...: user-facing artifacts and results.json
     WORK = "work/"  # work/{study_id}/{attempt}/...: intermediates between steps, short-lived
-    MODELS = "models/"  # models/{name}/{version}/model.{pt|onnx} and model.json: registered models
+    MODELS = "models/"  # models/{owner}/{name}/{version}/model.{pt|onnx} and model.json: registered models
 
 
 class Resource(StrEnum):
@@ -115,8 +115,10 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})
 
-# Default upload limit; deployments override it through the environment.
-DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
+# Default upload limit; deployments override it through the environment (past 1 GiB, Prepare's
+# memory must grow with it: see voxelpipe/limits.py).  No volume within Limits.max_voxels needs
+# more: 2**26 float64 voxels are 512 MiB.
+DEFAULT_MAX_UPLOAD_BYTES = 1024**3
 
 FUNCTION_TAG = "voxelpipe:function"  # tag on every Lambda naming its FunctionSpec
 

@@ -1,4 +1,7 @@
-"""The deployment's webhook signing secret, from Secrets Manager (read once per container)."""
+"""The deployment's webhook signing secret, from Secrets Manager (read once per container).
+
+Keys for other purposes derive from it with their own context: each study's webhook key
+(voxelpipe.webhooks), the list cursors' key (voxelpipe.queries)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 from botocore.config import Config
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 # Where clients reach S3, when that differs from where this code does (the local `voxelpipe
 # serve`: its S3 gateway on loopback). Unset in AWS.
 PUBLIC_ENDPOINT_ENV = "VOXELPIPE_S3_PUBLIC_ENDPOINT"
+# What iter_chunks reads at a time by default: one read's worth of the body, not the object.
+STREAM_CHUNK_BYTES: Final = 1 << 20
 
 
 @cache
@@ -72,16 +74,20 @@ class Storage:
                 return b""
             raise
 
-    def read_chunks(self, key: str, chunk_bytes: int) -> Iterator[bytes]:
-        """The object's bytes in pieces of at most `chunk_bytes`, streamed from one GET."""
+    def iter_chunks(self, key: str, chunk_bytes: int = STREAM_CHUNK_BYTES) -> Iterator[bytes]:
+        """The object's bytes in order, at most `chunk_bytes` at a time: never held whole."""
+        if chunk_bytes <= 0:
+            raise ValueError("chunk_bytes must be > 0")
         body = _client().get_object(Bucket=self.bucket, Key=key)["Body"]
-        yield from body.iter_chunks(chunk_bytes)
+        try:
+            yield from body.iter_chunks(chunk_bytes)
+        finally:
+            body.close()
 
     def sha256(self, key: str, chunk_bytes: int = 8 * 1024**2) -> str:
         """The object's SHA-256 (hex), streamed: large objects are never held in memory."""
         digest = hashlib.sha256()
-        body = _client().get_object(Bucket=self.bucket, Key=key)["Body"]
-        for chunk in iter(lambda: body.read(chunk_bytes), b""):
+        for chunk in self.iter_chunks(key, chunk_bytes):
             digest.update(chunk)
         return digest.hexdigest()
 

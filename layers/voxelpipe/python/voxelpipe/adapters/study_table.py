@@ -1,6 +1,6 @@
 """The study store on DynamoDB (PynamoDB models in `records.py`): production's, and the local cloud's.
 
-Every conditional write's refusal is recognised in one place (`_refused`).
+A conditional write's refusal is recognised in one place for every writer (`adapters.dynamodb`).
 """
 
 from __future__ import annotations
@@ -10,19 +10,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pynamodb.attributes import Attribute
-from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
+from voxelpipe.adapters.dynamodb import refused_by_condition
 from voxelpipe.ports import Changes, StudyChanged, StudyPage
 from voxelpipe.records import AuditRecord, ObjectRecord, StudyRecord, TaskRecord
 from voxelpipe.status import StudyStatus
-
-
-def _refused(error: PutError | UpdateError | DeleteError) -> bool:
-    """Whether a write failed on its condition (anything else is re-raised by the caller)."""
-    return getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
 def _actions(model: type[Model], changes: Changes) -> list[Action]:
@@ -46,7 +42,7 @@ class DynamoStudyStore:
         try:
             study.save(condition=StudyRecord.study_id.does_not_exist())
         except PutError as error:
-            if _refused(error):
+            if refused_by_condition(error):
                 return False
             raise
         return True
@@ -76,7 +72,7 @@ class DynamoStudyStore:
         try:
             record.update(actions=actions, condition=condition)
         except UpdateError as error:
-            if _refused(error):
+            if refused_by_condition(error):
                 raise StudyChanged(study_id, self.get_study(study_id)) from error
             raise
         return record
@@ -87,7 +83,7 @@ class DynamoStudyStore:
                 actions=_actions(StudyRecord, changes), condition=StudyRecord.study_id.exists()
             )
         except UpdateError as error:
-            if _refused(error):
+            if refused_by_condition(error):
                 raise StudyChanged(study_id, None) from error
             raise
 
@@ -96,7 +92,7 @@ class DynamoStudyStore:
         try:
             record.update(actions=[StudyRecord.arrived.add(1)], condition=StudyRecord.study_id.exists())
         except UpdateError as error:
-            if _refused(error):
+            if refused_by_condition(error):
                 raise StudyChanged(study_id, None) from error
             raise
         return int(record.arrived)
@@ -155,7 +151,7 @@ class DynamoStudyStore:
         try:
             task.update(actions=_actions(TaskRecord, changes), condition=TaskRecord.task_key.exists())
         except UpdateError as error:
-            if _refused(error):
+            if refused_by_condition(error):
                 return False
             raise
         return True
@@ -169,7 +165,7 @@ class DynamoStudyStore:
         try:
             row.save(condition=AuditRecord.event_key.does_not_exist())
         except PutError as error:
-            if _refused(error):
+            if refused_by_condition(error):
                 return False
             raise
         return True
@@ -181,7 +177,7 @@ class DynamoStudyStore:
         try:
             row.save(condition=ObjectRecord.object_key.does_not_exist())
         except PutError as error:
-            if _refused(error):
+            if refused_by_condition(error):
                 return False
             raise
         return True

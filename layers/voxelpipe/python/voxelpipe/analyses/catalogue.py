@@ -55,6 +55,8 @@ class Analysis:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    # A registered model's owner (its tenant, or keys.DEPLOYMENT_OWNER); None for the catalogue's.
+    owner: str | None = None
 
     def deployed_runtime(self, gpu_analyses: Collection[str] = ()) -> Runtime:
         """Where a deployment runs it: its own runtime, unless the deployment moved it to the GPU

@@ -2,8 +2,17 @@
 
 numpy, nibabel and Pillow only (the Lambda layer has nothing else). Everything runs on the float32
 voxels of the canonical (RAS+) volume; the only whole-volume float temporaries are the smoothed copy
-the mask is thresholded from (freed once the mask exists), the rest are boolean (1 byte a voxel).
-About 0.5 s for a 197 x 233 x 189 volume on one core.
+the mask is thresholded from and its scratch copy (freed once the mask exists), and the sorted copy
+percentiles need; the rest are boolean (1 byte a voxel). About 0.5 s for a 197 x 233 x 189 volume
+on one core.
+
+Any finite float32 volume gives finite measures: what can overflow or underflow float32 (sums and
+squares, percentile interpolation, histogram edges, the preview's intensity scaling) is computed in
+float64, and the smoothing runs at an exact power-of-two scale that brings the values within +-1.
+
+One function per phase, strung together by run_qc: canonical_voxels, header_measures,
+intensity_measures, find_foreground (with foreground_measures and foreground_intensity),
+noise_measures (noise and SNR; CNR from _two_class_contrast), preview_images.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from PIL import Image as PILImage
 
 from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput, merged_parameters
 from voxelpipe.volume import (
+    Image,
     canonical,
     first_volume,
     handedness,
@@ -145,15 +155,15 @@ def otsu_threshold(hist: npt.ArrayLike, edges: npt.ArrayLike) -> float:
     return float(bin_edges[int(np.argmax(between)) + 1])
 
 
-def _box_smooth(data: FloatArray) -> FloatArray:
-    """A 3x3x3 box mean (separable, edges under-weighted): cuts noise ~5x before thresholding.
+def _box_smooth(data: FloatArray, exponent: int = 0) -> FloatArray:
+    """A 3x3x3 box mean (separable, edges under-weighted) of `data` times 2**`exponent` (exact).
 
-    Without it, noisy images (SNR below ~5) leave so many above-threshold air voxels that the mask
-    and its bounding box swallow the background.
+    Cuts noise ~5x before thresholding: without it, noisy images (SNR below ~5) leave so many
+    above-threshold air voxels that the mask and its bounding box swallow the background.
     """
-    out = data.copy()
+    out = np.ldexp(data, exponent)
     for axis in range(3):
-        source = out.copy() if axis else data  # each pass must read unmodified neighbours
+        source = out.copy()  # each pass must read unmodified neighbours
         lo: list[slice] = [slice(None)] * 3
         hi: list[slice] = [slice(None)] * 3
         lo[axis] = slice(None, -1)
@@ -243,6 +253,19 @@ def _outside_box(array: npt.NDArray[Any], box: list[tuple[int, int]]) -> npt.NDA
     return np.concatenate([part.ravel() for part in parts])
 
 
+def value_percentiles(values: FloatArray, percentiles: Sequence[float]) -> npt.NDArray[np.float64]:
+    """numpy's default (linear) percentiles, interpolated in float64: in float32 the step between
+    two values of opposite sign near +-3.4e38 overflows."""
+    flat = values.ravel()
+    position = np.asarray(percentiles, dtype=np.float64) / 100.0 * (flat.size - 1)
+    below = np.floor(position).astype(np.intp)
+    above = np.minimum(below + 1, flat.size - 1)
+    ordered = np.partition(flat, np.unique(np.concatenate([below, above])))
+    low, high = ordered[below].astype(np.float64), ordered[above].astype(np.float64)
+    result: npt.NDArray[np.float64] = low + (high - low) * (position - below)
+    return result
+
+
 def _moments(values: FloatArray) -> tuple[float, float]:
     """Mean and standard deviation accumulated in float64 without a float64 copy of the data."""
     flat = values.ravel()
@@ -275,7 +298,8 @@ def _noise(data: FloatArray, mask: BoolArray, box: list[tuple[int, int]], fg_mea
     result["background_mean"] = _num(bg_mean)
     result["background_std"] = _num(bg_std)
     zero_fraction = np.count_nonzero(values == 0) / values.size
-    if zero_fraction > ZERO_FILLED_FRACTION or bg_std <= 1e-6 * max(abs(fg_mean), 1e-12):
+    # Relative to the foreground only: a volume scaled to tiny values has tiny noise, not none.
+    if zero_fraction > ZERO_FILLED_FRACTION or bg_std <= 1e-6 * abs(fg_mean):
         result["note"] = (
             f"background is zero-filled or constant ({zero_fraction:.0%} exact zeros): the image was "
             "masked, skull-stripped or synthesised, so noise is not measurable and SNR is not reported"
@@ -302,7 +326,8 @@ def _two_class_contrast(tissue: FloatArray, sigma: float | None) -> dict[str, An
     lo_v, hi_v = float(tissue.min()), float(tissue.max())
     if hi_v <= lo_v:
         return None
-    hist, edges = np.histogram(tissue, bins=HISTOGRAM_BINS, range=(lo_v, hi_v))
+    # float64 edges: float32 ones collapse on a narrow range (values scaled to tiny magnitudes).
+    hist, edges = np.histogram(tissue, bins=HISTOGRAM_BINS, range=(np.float64(lo_v), np.float64(hi_v)))
     split = otsu_threshold(hist, edges)
     upper = tissue >= split
     low, high = tissue[~upper], tissue[upper]
@@ -350,7 +375,8 @@ def preview_slices(
 def _to_png(plane: FloatArray, window: tuple[float, float], size: tuple[int, int]) -> bytes:
     lo, hi = window
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    grey = np.clip((plane - lo) * scale + 0.5, 0, 255).astype(np.uint8)
+    # float64: in float32 the offset overflows near +-3.4e38 and the scale for a tiny window.
+    grey = np.clip((plane.astype(np.float64) - lo) * scale + 0.5, 0, 255).astype(np.uint8)
     image = PILImage.fromarray(np.ascontiguousarray(grey))
     if image.size != size:
         # Bilinear: Pillow's resize antialiases when shrinking and does not ring on thick slices.
@@ -360,30 +386,49 @@ def _to_png(plane: FloatArray, window: tuple[float, float], size: tuple[int, int
     return buffer.getvalue()
 
 
-# --- the analysis ---------------------------------------------------------------------------------
+# --- the analysis, one function per phase ---------------------------------------------------------
 
 
-def run_qc(inp: AnalysisInput) -> AnalysisOutput:
-    params = QCParameters.from_mapping(inp.parameters)
-    warnings: list[str] = []
-    source = inp.image
+@dataclass(frozen=True)
+class Foreground:
+    """The foreground mask and what the later phases read of it."""
+
+    mask: BoolArray
+    threshold: float  # Otsu's threshold of the smoothed volume, in the volume's intensity units
+    profiles: tuple[npt.NDArray[np.intp], ...]  # mask voxels per slice along i, j and k
+    count: int  # mask voxels
+
+    def centre(self) -> tuple[int, int, int]:
+        """The mask's centroid (voxel indices); the volume's middle when there is no mask."""
+        if not self.count:
+            i, j, k = (int(n) // 2 for n in self.mask.shape)
+            return (i, j, k)
+        ci, cj, ck = (round(float((np.arange(p.size) * p).sum()) / self.count) for p in self.profiles)
+        return (ci, cj, ck)
+
+
+def canonical_voxels(source: Image, warnings: list[str]) -> tuple[Image, FloatArray, int, int]:
+    """The first volume in RAS+ order, its float32 voxels (NaN/Inf set to 0), the number of volumes
+    of `source` and of non-finite voxels."""
     volumes = int(np.prod(source.shape[3:])) if source.ndim > 3 else 1
     if volumes > 1:
         warnings.append(f"image has {volumes} volumes; QC describes the first")
     img = canonical(first_volume(source))
     data = voxel_data(img)
-    n_voxels = data.size
-    if not np.isfinite(data).all():
-        nonfinite = int(n_voxels - np.count_nonzero(np.isfinite(data)))
+    nonfinite = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if nonfinite:
         warnings.append(f"{nonfinite} non-finite voxels (NaN/inf) were treated as 0")
         data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)  # a copy: `data` may be cached
-    else:
-        nonfinite = 0
+    return img, data, volumes, nonfinite
 
-    # Header sanity.
+
+def header_measures(
+    img: Image, source: Image, original_orientation: tuple[str, str, str], volumes: int, warnings: list[str]
+) -> dict[str, Any]:
+    """Geometry and storage of the canonical volume `img`, with `source`'s data type and scaling."""
     affine = img.affine
     zooms = voxel_sizes(affine)
-    shape = tuple(int(s) for s in data.shape)
+    shape = tuple(int(s) for s in img.shape[:3])
     oblique_deg = obliquity_deg(affine)
     header: Any = img.header  # nibabel headers are untyped
     sform_code = int(header.get_sform(coded=True)[1])
@@ -397,8 +442,7 @@ def run_qc(inp: AnalysisInput) -> AnalysisOutput:
         warnings.append(f"oblique acquisition: axes up to {float(oblique_deg.max()):.2f} deg off cardinal")
     source_header: Any = source.header
     slope, inter = source_header.get_slope_inter()
-    canonical_codes = orientation(affine)
-    header_measures = {
+    return {
         "dimensions": list(shape),
         "volumes": volumes,
         "voxel_size_mm": [_mm(z) for z in zooms],
@@ -410,9 +454,9 @@ def run_qc(inp: AnalysisInput) -> AnalysisOutput:
             if slope is None
             else {"slope": _num(slope), "intercept": _num(inter if inter is not None else 0.0)}
         ),
-        "orientation_original": "".join(inp.original_orientation),
-        "orientation_canonical": "".join(canonical_codes),
-        "determinant_sign_original": handedness(inp.original_orientation),
+        "orientation_original": "".join(original_orientation),
+        "orientation_canonical": "".join(orientation(affine)),
+        "determinant_sign_original": handedness(original_orientation),
         "determinant_sign": 1 if np.linalg.det(affine[:3, :3]) > 0 else -1,
         "obliquity_deg": [round(float(a), 3) for a in oblique_deg],
         "oblique": bool(oblique_deg.max() > OBLIQUE_DEG),
@@ -420,80 +464,99 @@ def run_qc(inp: AnalysisInput) -> AnalysisOutput:
         "qform_code": qform_code,
     }
 
-    # Intensity statistics over the whole volume.
-    vmin, vmax = float(data.min()), float(data.max())
+
+def intensity_measures(
+    data: FloatArray, value_range: tuple[float, float], percentiles: Sequence[float], nonfinite: int
+) -> dict[str, Any]:
+    """Statistics over the whole volume (accumulated in float64: any finite float32 volume)."""
     mean, std = _moments(data)
-    pcts = np.percentile(data, params.percentiles)
-    intensity = {
-        "min": _num(vmin),
-        "max": _num(vmax),
+    pcts = value_percentiles(data, percentiles)
+    return {
+        "min": _num(value_range[0]),
+        "max": _num(value_range[1]),
         "mean": _num(mean),
         "std": _num(std),
-        "percentiles": {_pct_key(p): _num(v) for p, v in zip(params.percentiles, pcts, strict=True)},
-        "zero_fraction": round(int(np.count_nonzero(data == 0)) / n_voxels, 5),
-        "nonfinite_fraction": round(nonfinite / n_voxels, 5),
+        "percentiles": {_pct_key(p): _num(v) for p, v in zip(percentiles, pcts, strict=True)},
+        "zero_fraction": round(int(np.count_nonzero(data == 0)) / data.size, 5),
+        "nonfinite_fraction": round(nonfinite / data.size, 5),
     }
 
-    # Foreground: Otsu on the whole histogram, despeckled, enclosed holes filled.
-    if vmax > vmin:
-        smooth = _box_smooth(data)
-        hist, edges = np.histogram(
-            smooth, bins=HISTOGRAM_BINS, range=(float(smooth.min()), float(smooth.max()))
-        )
-        threshold = otsu_threshold(hist, edges)
-        mask = _fill_enclosed(_despeckle(smooth >= threshold))
-        del smooth
-    else:
-        threshold = vmax
-        mask = np.zeros(data.shape, dtype=np.bool_)
+
+def find_foreground(data: FloatArray, value_range: tuple[float, float], warnings: list[str]) -> Foreground:
+    """Otsu on the whole histogram of the 3x3x3-smoothed volume, despeckled, enclosed holes filled.
+
+    The smoothing and the histogram run on the volume times a power of two that brings its values
+    within +-1, which is exact: sums cannot overflow near float32's 3.4e38, tiny (subnormal) values
+    keep their digits, and the histogram's 1024 bins stay distinct whatever the range's width.
+    """
+    vmin, vmax = value_range
+    if not vmax > vmin:
         warnings.append("image is constant: no foreground")
-    profiles = [np.count_nonzero(mask, axis=axes) for axes in ((1, 2), (0, 2), (0, 1))]
-    fg_count = int(profiles[0].sum())
-    foreground: dict[str, Any] = {
+        mask = np.zeros(data.shape, dtype=np.bool_)
+        return Foreground(mask, vmax, tuple(np.zeros(n, dtype=np.intp) for n in data.shape), 0)
+    exponent = -math.frexp(max(abs(vmin), abs(vmax)))[1]
+    smooth = _box_smooth(data, exponent)
+    # float64 edges: float32 ones collapse on a narrow range.
+    low, high = np.float64(smooth.min()), np.float64(smooth.max())
+    hist, edges = np.histogram(smooth, bins=HISTOGRAM_BINS, range=(low, high))
+    scaled_threshold = otsu_threshold(hist, edges)
+    mask = _fill_enclosed(_despeckle(smooth >= scaled_threshold))
+    del smooth
+    profiles = tuple(np.count_nonzero(mask, axis=axes) for axes in ((1, 2), (0, 2), (0, 1)))
+    return Foreground(mask, math.ldexp(scaled_threshold, -exponent), profiles, int(profiles[0].sum()))
+
+
+def foreground_measures(fg: Foreground, zooms: npt.NDArray[np.float64]) -> dict[str, Any]:
+    """The mask's threshold, size and centre; `intensity` is filled in by foreground_intensity."""
+    return {
         "method": "Otsu threshold of the 3x3x3-smoothed volume, speckle removed, enclosed holes filled",
-        "threshold": _num(threshold),
-        "fraction": round(fg_count / n_voxels, 5),
-        "volume_ml": round(fg_count * float(np.prod(zooms)) / 1000.0, 2),
-        "centre_voxel": None,
+        "threshold": _num(fg.threshold),
+        "fraction": round(fg.count / fg.mask.size, 5),
+        "volume_ml": round(fg.count * float(np.prod(zooms)) / 1000.0, 2),
+        "centre_voxel": list(fg.centre()) if fg.count else None,
         "intensity": None,
     }
-    noise: dict[str, Any]
-    contrast: dict[str, Any] | None = None
-    snr: float | None = None
-    if fg_count:
-        idx = [np.arange(n) for n in shape]
-        ci, cj, ck = (round(float((ix * p).sum()) / fg_count) for ix, p in zip(idx, profiles, strict=True))
-        centre = (ci, cj, ck)
-        fg_values = data[mask]
-        fg_mean, fg_std = _moments(fg_values)
-        fg_qs = sorted({*params.percentiles, 1.0, 99.0})  # 1 and 99 set the preview window
-        fg_pct_map = dict(zip(fg_qs, np.percentile(fg_values, fg_qs), strict=True))
-        window = (float(fg_pct_map[1.0]), float(fg_pct_map[99.0]))
-        foreground["centre_voxel"] = list(centre)
-        foreground["intensity"] = {
-            "mean": _num(fg_mean),
-            "std": _num(fg_std),
-            "percentiles": {_pct_key(p): _num(fg_pct_map[p]) for p in params.percentiles},
-        }
-        margin = [math.ceil(params.background_margin_mm / float(z)) for z in zooms]
-        box = [
-            (max(a - m, 0), min(b + m, n - 1))
-            for (a, b), m, n in zip(_bbox(profiles), margin, shape, strict=True)
-        ]
-        noise = _noise(data, mask, box, fg_mean)
-        sigma = noise["sigma"]
-        if sigma:
-            snr = _num(fg_mean / sigma, 4)
-        contrast = _two_class_contrast(fg_values[fg_values >= threshold], sigma)
-    else:
-        centre = (shape[0] // 2, shape[1] // 2, shape[2] // 2)
-        low_high = np.percentile(data, (1.0, 99.0))
-        window = (float(low_high[0]), float(low_high[1]))
-        noise = {"note": "no foreground: noise not estimated", "sigma": None}
-    if window[1] <= window[0]:
-        window = (vmin, vmax)
 
-    # Previews: one mm-per-pixel for all three (the finest voxel size, shrunk to fit max px).
+
+def foreground_intensity(
+    fg_values: FloatArray, percentiles: Sequence[float]
+) -> tuple[dict[str, Any], float, tuple[float, float]]:
+    """Statistics of the foreground voxels, their mean, and the preview window (their 1st-99th
+    percentiles)."""
+    fg_mean, fg_std = _moments(fg_values)
+    quantiles = sorted({*percentiles, 1.0, 99.0})
+    by_percentile = dict(zip(quantiles, value_percentiles(fg_values, quantiles), strict=True))
+    measures = {
+        "mean": _num(fg_mean),
+        "std": _num(fg_std),
+        "percentiles": {_pct_key(p): _num(by_percentile[p]) for p in percentiles},
+    }
+    return measures, fg_mean, (float(by_percentile[1.0]), float(by_percentile[99.0]))
+
+
+def noise_measures(
+    data: FloatArray, fg: Foreground, zooms: npt.NDArray[np.float64], margin_mm: float, fg_mean: float
+) -> tuple[dict[str, Any], float | None]:
+    """Noise from the background beyond the foreground's box plus `margin_mm`, and the SNR."""
+    margin = [math.ceil(margin_mm / float(z)) for z in zooms]
+    box = [
+        (max(a - m, 0), min(b + m, n - 1))
+        for (a, b), m, n in zip(_bbox(list(fg.profiles)), margin, data.shape, strict=True)
+    ]
+    noise = _noise(data, fg.mask, box, fg_mean)
+    sigma = noise["sigma"]
+    return noise, (_num(fg_mean / sigma, 4) if sigma else None)
+
+
+def preview_images(
+    data: FloatArray,
+    centre: tuple[int, int, int],
+    window: tuple[float, float],
+    zooms: npt.NDArray[np.float64],
+    params: QCParameters,
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Three orthogonal PNGs through `centre`, at one mm per pixel for all three (the finest voxel
+    size, shrunk so the longest side fits preview_max_px); and what they show."""
     radiological = params.display_convention == "radiological"
     views = preview_slices(data, centre, zooms, radiological)
     mm_per_px = float(zooms.min())
@@ -523,9 +586,36 @@ def run_qc(inp: AnalysisInput) -> AnalysisOutput:
         "mm_per_pixel": round(mm_per_px, 4),
         "sizes_px": sizes,
     }
+    return preview, artifacts
 
+
+def run_qc(inp: AnalysisInput) -> AnalysisOutput:
+    params = QCParameters.from_mapping(inp.parameters)
+    warnings: list[str] = []
+    img, data, volumes, nonfinite = canonical_voxels(inp.image, warnings)
+    zooms = voxel_sizes(img.affine)
+    value_range = (float(data.min()), float(data.max()))
+    header = header_measures(img, inp.image, inp.original_orientation, volumes, warnings)
+    intensity = intensity_measures(data, value_range, params.percentiles, nonfinite)
+    fg = find_foreground(data, value_range, warnings)
+    foreground = foreground_measures(fg, zooms)
+    noise: dict[str, Any] = {"note": "no foreground: noise not estimated", "sigma": None}
+    snr: float | None = None
+    contrast: dict[str, Any] | None = None
+    if fg.count:
+        fg_values = data[fg.mask]
+        foreground["intensity"], fg_mean, window = foreground_intensity(fg_values, params.percentiles)
+        noise, snr = noise_measures(data, fg, zooms, params.background_margin_mm, fg_mean)
+        contrast = _two_class_contrast(fg_values[fg_values >= np.float64(fg.threshold)], noise["sigma"])
+        del fg_values
+    else:
+        low_high = value_percentiles(data, (1.0, 99.0))
+        window = (float(low_high[0]), float(low_high[1]))
+    if window[1] <= window[0]:
+        window = value_range
+    preview, artifacts = preview_images(data, fg.centre(), window, zooms, params)
     measures: dict[str, Any] = {
-        "header": header_measures,
+        "header": header,
         "intensity": intensity,
         "foreground": foreground,
         "noise": noise,

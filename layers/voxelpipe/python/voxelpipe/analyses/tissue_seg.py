@@ -31,7 +31,7 @@ import numpy.typing as npt
 from PIL import Image as PILImage
 
 from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput, merged_parameters
-from voxelpipe.analyses.qc import DisplayConvention, preview_parameters, preview_slices
+from voxelpipe.analyses.qc import DisplayConvention, preview_parameters, preview_slices, value_percentiles
 from voxelpipe.nifti import to_nifti_bytes
 from voxelpipe.tissues import DEFAULT_MRF_BETA, LABELS, TISSUES
 from voxelpipe.volume import Image, canonical, first_volume, new_image, orientation, voxel_data, voxel_sizes
@@ -208,7 +208,7 @@ def overlay_previews(
         # The centre of the mask's bounding box: the brain's middle whatever its shape.
         box = [np.flatnonzero(np.any(mask, axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
         centre = tuple((int(b[0]) + int(b[-1])) // 2 for b in box)
-        lo, hi = (float(v) for v in np.percentile(t1[mask], (1, 99)))
+        lo, hi = (float(v) for v in value_percentiles(t1[mask], (1, 99)))  # in float64: any finite T1
     else:
         centre = tuple(n // 2 for n in t1.shape)
         lo, hi = float(t1.min()), float(t1.max())
@@ -223,7 +223,7 @@ def overlay_previews(
     artifacts: dict[str, bytes] = {}
     sizes: dict[str, list[int]] = {}
     for (view, (plane, col_mm, row_mm)), name in zip(grey_views.items(), OVERLAYS, strict=True):
-        grey = np.clip((plane - lo) * scale, 0.0, 1.0)[..., None] * 255.0
+        grey = np.clip((plane.astype(np.float64) - lo) * scale, 0.0, 1.0)[..., None] * 255.0
         label_plane = label_views[view][0].astype(np.intp)
         colour = _COLOURS[label_plane]
         alpha = np.where(label_plane[..., None] > 0, _ALPHA, 0.0)

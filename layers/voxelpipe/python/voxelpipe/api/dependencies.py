@@ -1,8 +1,9 @@
-"""What every route needs of a request: who calls, from where, and the study it names (if theirs)."""
+"""What every route needs of a request: who calls, whether they may, from where, and the study it
+names (if theirs)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -11,8 +12,8 @@ from voxelpipe.adapters.executions import StepFunctionsExecutions
 from voxelpipe.adapters.queues import SqsWorkQueues
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
-from voxelpipe.api.auth import Principal, principal
-from voxelpipe.api.problems import not_found
+from voxelpipe.api.auth import Action, Principal, principal
+from voxelpipe.api.problems import not_found, problem_responses
 from voxelpipe.ports import Executions, StudyStore, WorkQueues
 from voxelpipe.records import StudyRecord
 
@@ -39,6 +40,34 @@ Store = Annotated[StudyStore, Depends(study_store)]
 Bucket = Annotated[Storage, Depends(storage)]
 Queues = Annotated[WorkQueues, Depends(work_queues)]
 StateMachine = Annotated[Executions, Depends(executions)]
+
+# The OpenAPI extension naming the action a route's caller must be allowed ("public": no token).
+ACTION_EXTENSION = "x-voxelpipe-action"
+PUBLIC = "public"
+
+
+def _allowed(action: Action) -> Any:
+    def check(caller: Caller) -> None:
+        caller.require(action)
+
+    return Depends(check)
+
+
+def requires(action: Action | None, *problems: int) -> dict[str, Any]:
+    """A route's access, for its decorator: the action the caller's role must allow (None: public),
+    checked before the route runs (401 without a valid token, 403 without the action), and written
+    into the OpenAPI document (ACTION_EXTENSION) with the error statuses the route may answer.
+
+    Every route declares it: tests/integration/test_security.py walks the OpenAPI document and
+    holds each route to what it declares.
+    """
+    if action is None:
+        return {"openapi_extra": {ACTION_EXTENSION: PUBLIC}}
+    return {
+        "dependencies": [_allowed(action)],
+        "openapi_extra": {ACTION_EXTENSION: action.value},
+        "responses": problem_responses(401, 403, *problems),
+    }
 
 
 def request_source(request: Request) -> str:

@@ -7,10 +7,39 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://voxelpipe.dev/problems/"
+
+
+class ProblemDetails(BaseModel):
+    """An error answer (RFC 9457), as the OpenAPI document describes it; some codes add fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    instance: str
+
+
+# What each documented error status means, for the OpenAPI document's responses.
+PROBLEM_STATUSES: dict[int, str] = {
+    400: "Bad request (e.g. invalid_cursor)",
+    401: "unauthenticated: no token, or a malformed, unsigned or expired one",
+    403: "forbidden: the role may not do this, or the token names no tenant or role",
+    404: "Not found for this tenant (another tenant's is the same answer)",
+    409: "Conflict with the resource's state",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these error statuses, each a problem details body."""
+    return {status: {"model": ProblemDetails, "description": PROBLEM_STATUSES[status]} for status in statuses}
 
 
 class Problem(Exception):

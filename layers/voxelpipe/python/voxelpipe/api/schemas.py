@@ -9,12 +9,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from voxelpipe.inference.registry import MAX_MODEL_BYTES, MODEL_NAME_PATTERN, SHA256_PATTERN
+from voxelpipe.inference.registry import MAX_MODEL_BYTES, MODEL_NAME_PATTERN, SHA256_PATTERN, ModelScope
 from voxelpipe.inference.spec import ModelSpec
 from voxelpipe.messages import Priority
 from voxelpipe.rejections import Rejected
 from voxelpipe.upload_files import check_upload_name
-from voxelpipe.webhooks import check_webhook_url
+from voxelpipe.webhook_urls import check_webhook_url
 from voxelpipe.wiring import EnvVar
 
 MAX_FILES = 5000  # a DICOM series of up to 5000 objects (or one .zip)
@@ -60,7 +60,8 @@ class CreateStudy(BaseModel):
     )
     webhook_url: HttpUrl | None = Field(
         default=None,
-        description="https URL told of every status change, in signed POSTs (docs/operations.md); "
+        description="https URL told of every status change, in signed POSTs (docs/operations.md): "
+        "its host a name (not an IP address) that resolves to public addresses only, no user:password@; "
         "http://localhost is accepted only with development tokens",
     )
     format: Literal["nifti", "dicom"] = Field(
@@ -80,9 +81,11 @@ class CreateStudy(BaseModel):
 
     @field_validator("webhook_url")
     @classmethod
-    def https_only(cls, url: HttpUrl | None) -> HttpUrl | None:
+    def reachable_publicly(cls, url: HttpUrl | None) -> HttpUrl | None:
+        # https, no userinfo, a host name whose every address is public (voxelpipe.webhooks);
+        # InvalidWebhookUrl is a ValueError: a 422 naming webhook_url.
         if url is not None:
-            check_webhook_url(str(url), allow_local_http=os.environ.get(EnvVar.AUTH_MODE) == "dev")
+            check_webhook_url(str(url), allow_local=os.environ.get(EnvVar.AUTH_MODE) == "dev")
         return url
 
 
@@ -183,7 +186,8 @@ class StudyResults(BaseModel):
 
 
 class CreateModel(BaseModel):
-    """A model version to register (admin only); its file is uploaded to the returned target."""
+    """A model version to register (admin: the tenant's own; operator: deployment-wide too); its file
+    is uploaded to the returned target."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -197,17 +201,26 @@ class CreateModel(BaseModel):
     sha256: str | None = Field(
         default=None, pattern=SHA256_PATTERN, description="the file's SHA-256 (hex), checked on completion"
     )
+    scope: ModelScope = Field(
+        default=ModelScope.TENANT,
+        description="tenant: the caller's tenant's own model; deployment: every tenant's to use "
+        "(operator only)",
+    )
 
 
 class CompleteModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int | None = Field(default=None, ge=1, description="default: the newest version")
+    scope: ModelScope = Field(
+        default=ModelScope.TENANT, description="deployment: a deployment-wide model (operator only)"
+    )
 
 
 class ModelView(BaseModel):
     name: str
     version: int
+    scope: ModelScope = Field(description="tenant: the caller's tenant's own; deployment: deployment-wide")
     analysis: str = Field(description="the analysis name that runs it: model:NAME")
     format: str
     status: str

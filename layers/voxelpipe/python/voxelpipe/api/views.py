@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from voxelpipe.api.schemas import DeclaredFile, ModelView, StepView, StudyCost, StudyView
+from voxelpipe.inference.registry import scope_of
 from voxelpipe.inference.spec import analysis_name
 from voxelpipe.ports import StudyStore
 from voxelpipe.records import ModelRecord, StudyRecord
@@ -50,6 +51,7 @@ def model_view(record: ModelRecord) -> ModelView:
     return ModelView(
         name=record.name,
         version=int(record.version),
+        scope=scope_of(record.owner),
         analysis=analysis_name(record.name),
         format=record.format,
         status=record.status,

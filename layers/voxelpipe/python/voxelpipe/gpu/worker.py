@@ -81,8 +81,10 @@ class GpuTask:
     task: AnalysisTask
 
     @property
-    def batch_key(self) -> tuple[str, str]:
-        return (self.task.analysis.name, self.task.analysis.version)
+    def batch_key(self) -> tuple[str, str, str]:
+        # A registered model is also its owner's: two tenants' model:NAME are two models.
+        analysis = self.task.analysis
+        return (analysis.name, analysis.model_owner or "", analysis.version)
 
 
 class BadMessage(ValueError):
@@ -111,8 +113,9 @@ def parse_message(message: ReceivedMessage) -> GpuTask:
 
 
 def micro_batches(tasks: Sequence[GpuTask], size: int) -> list[list[GpuTask]]:
-    """Tasks grouped by analysis (name and version), in order of arrival, at most `size` to a batch."""
-    groups: dict[tuple[str, str], list[GpuTask]] = {}
+    """Tasks grouped by analysis (name, model owner and version), in order of arrival, at most `size`
+    to a batch."""
+    groups: dict[tuple[str, str, str], list[GpuTask]] = {}
     for task in tasks:
         groups.setdefault(task.batch_key, []).append(task)
     return [group[start : start + size] for group in groups.values() for start in range(0, len(group), size)]

@@ -13,8 +13,8 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from voxelpipe.inference.runner import Predictor, SlidingWindowRunner, WindowSettings
-from voxelpipe.inference.spec import MANIFEST_FILE, ModelManifest, ModelSpec
-from voxelpipe.keys import model_key
+from voxelpipe.inference.spec import MANIFEST_FILE, ModelManifest, ModelRef, ModelSpec
+from voxelpipe.keys import InvalidKey, model_key
 from voxelpipe.ports import ObjectStorage
 from voxelpipe.segmentation.device import resolve_device
 
@@ -63,30 +63,37 @@ def load_predictor(data: bytes, spec: ModelSpec, device: torch.device) -> Predic
 class LoadedModel:
     """A model version ready to run: its spec and a sliding-window runner on the cache's device."""
 
-    name: str
-    version: str
+    ref: ModelRef
     spec: ModelSpec
     device: torch.device
     runner: SlidingWindowRunner
     lock: threading.Lock = field(default_factory=threading.Lock)  # one batch at a time per runner
 
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def version(self) -> str:
+        return self.ref.version
+
 
 class ModelCache:
-    """Models by (name, version), each loaded once per process and reused for every batch."""
+    """Models by (owner, name, version), each loaded once per process and reused for every batch."""
 
     def __init__(self, device: str | torch.device | None = None) -> None:
         self.device = resolve_device(device)
-        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._models: dict[ModelRef, LoadedModel] = {}
         self._lock = threading.Lock()
         self.loads = 0  # how many times a model was actually loaded (the rest were reuses)
 
-    def __contains__(self, key: tuple[str, str]) -> bool:
-        return key in self._models
+    def __contains__(self, ref: ModelRef) -> bool:
+        return ref in self._models
 
-    def add(self, name: str, version: str, data: bytes, spec: ModelSpec) -> LoadedModel:
-        """Load a model from its bytes (or return the one already loaded as (name, version))."""
+    def add(self, ref: ModelRef, data: bytes, spec: ModelSpec) -> LoadedModel:
+        """Load a model from its bytes (or return the one already loaded as `ref`)."""
         with self._lock:
-            loaded = self._models.get((name, version))
+            loaded = self._models.get(ref)
             if loaded is None:
                 predictor = load_predictor(data, spec, self.device)
                 settings = WindowSettings(
@@ -97,23 +104,26 @@ class ModelCache:
                     bf16=spec.precision == "bfloat16",
                 )
                 runner = SlidingWindowRunner(predictor, spec.out_channels, settings, self.device)
-                loaded = LoadedModel(name, version, spec, self.device, runner)
-                self._models[(name, version)] = loaded
+                loaded = LoadedModel(ref, spec, self.device, runner)
+                self._models[ref] = loaded
                 self.loads += 1
             return loaded
 
-    def get(self, storage: ObjectStorage, name: str, version: str) -> LoadedModel:
-        """The model `name` at `version`, read from the registry's objects the first time."""
-        loaded = self._models.get((name, version))
+    def get(self, storage: ObjectStorage, ref: ModelRef) -> LoadedModel:
+        """The model `ref` names (owner, name, version), read from the registry's objects the first
+        time: that owner's files only, checked against the manifest written when it was verified."""
+        loaded = self._models.get(ref)
         if loaded is not None:
             return loaded
         try:
             manifest = ModelManifest.model_validate_json(
-                storage.read(model_key(name, version, MANIFEST_FILE))
+                storage.read(model_key(ref.owner, ref.name, ref.version, MANIFEST_FILE))
             )
-        except (ClientError, ValidationError) as error:
-            raise ModelUnavailable(f"model {name} version {version} is not registered and ready") from error
-        data = storage.read(model_key(name, version, manifest.spec.model_file))
+        except (ClientError, ValidationError, InvalidKey) as error:
+            raise ModelUnavailable(f"model {ref} is not registered and ready") from error
+        if manifest.ref != ref:
+            raise ModelUnavailable(f"model {ref}: its manifest names {manifest.ref}")
+        data = storage.read(model_key(ref.owner, ref.name, ref.version, manifest.spec.model_file))
         if len(data) != manifest.size or hashlib.sha256(data).hexdigest() != manifest.sha256:
-            raise ModelUnavailable(f"model {name} version {version}: the file is not the one verified")
-        return self.add(name, version, data, manifest.spec)
+            raise ModelUnavailable(f"model {ref}: the file is not the one verified")
+        return self.add(ref, data, manifest.spec)

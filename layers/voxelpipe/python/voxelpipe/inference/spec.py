@@ -6,6 +6,7 @@ docs/models.md for the format. Importing this module needs pydantic only (the AP
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -14,7 +15,7 @@ ModelFormat = Literal["torchscript", "onnx"]
 PositiveMm = Annotated[float, Field(gt=0, le=100)]
 PatchEdge = Annotated[int, Field(ge=1, le=1024)]
 
-# The file name of a model of each format, under models/{name}/{version}/.
+# The file name of a model of each format, under models/{owner}/{name}/{version}/.
 MODEL_FILES: dict[str, str] = {"torchscript": "model.pt", "onnx": "model.onnx"}
 _AXES = ({"R", "L"}, {"A", "P"}, {"S", "I"})
 MAX_LABELS = 32767  # label maps are int16 above 255 labels
@@ -161,6 +162,7 @@ class ModelManifest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    owner: str
     name: str
     version: str
     spec: ModelSpec
@@ -170,6 +172,22 @@ class ModelManifest(BaseModel):
     @property
     def analysis(self) -> str:
         return analysis_name(self.name)
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(self.owner, self.name, self.version)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One version of one owner's model: what dispatch chose and a worker loads, exactly."""
+
+    owner: str  # the tenant that registered it, or keys.DEPLOYMENT_OWNER
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name} version {self.version} of {self.owner}"
 
 
 ANALYSIS_PREFIX = "model:"

@@ -36,7 +36,8 @@ from voxelpipe.inference.processing import (
     preprocess,
     to_input_grid,
 )
-from voxelpipe.inference.spec import model_name
+from voxelpipe.inference.registry import scope_of
+from voxelpipe.inference.spec import ModelRef, model_name
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
 from voxelpipe.ports import ObjectStorage, StudyStore
@@ -50,7 +51,18 @@ DEFAULT_MAX_BATCH_VOLUMES = 8
 
 
 class NotAModelTask(ValueError):
-    """A task whose analysis is not `model:NAME`: the GPU workers run registered models only."""
+    """A task whose analysis is not `model:NAME` of a named owner: the GPU workers run registered
+    models only, exactly the (owner, name, version) dispatch chose."""
+
+
+def model_ref(task: AnalysisTask) -> ModelRef:
+    """The model a task runs: (owner, name, version), as dispatch resolved it."""
+    name = model_name(task.analysis.name)
+    if name is None:
+        raise NotAModelTask(f"{task.analysis.name} is not a model:NAME analysis")
+    if task.analysis.model_owner is None:
+        raise NotAModelTask(f"{task.analysis.name}: the task names no model owner")
+    return ModelRef(task.analysis.model_owner, name, task.analysis.version)
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,7 @@ def _finish(
     measures: dict[str, Any] = {
         "model": model.name,
         "model_version": model.version,
+        "model_scope": scope_of(model.ref.owner).value,
         "device": str(model.device),
         **label_measures(on_input, inp.original_affine, model.spec),
     }
@@ -133,7 +146,7 @@ def run_model_tasks(
 ) -> list[Outcome]:
     """Run every task; one entry per task, in order: its result, or the exception that stopped it.
 
-    Tasks of the same model (name and version) share forward passes, up to `max_batch_volumes`
+    Tasks of the same model (owner, name and version) share forward passes, up to `max_batch_volumes`
     volumes at a time; each model is loaded once through `cache`. Artifacts go to
     derived/{study_id}/model:NAME/labels.nii.gz and results to work/ exactly as Lambda analyses
     write theirs; each task has its step row (`analysis:model:NAME`).
@@ -155,11 +168,12 @@ def run_model_tasks(
     def fail(index: int, error: Exception) -> None:
         settle(index, _failed(store, records[index], error))
 
-    groups: dict[tuple[str, str], list[int]] = {}
+    groups: dict[ModelRef, list[int]] = {}
     for index, task in enumerate(tasks):
-        name = model_name(task.analysis.name)
-        if name is None:
-            fail(index, NotAModelTask(f"{task.analysis.name} is not a model:NAME analysis"))
+        try:
+            ref = model_ref(task)
+        except NotAModelTask as error:
+            fail(index, error)
             continue
         try:
             records[index] = tracking.start_task(
@@ -168,12 +182,12 @@ def run_model_tasks(
         except Exception as error:
             fail(index, error)
             continue
-        groups.setdefault((name, task.analysis.version), []).append(index)
+        groups.setdefault(ref, []).append(index)
 
     batches: list[_Batch] = []
-    for (name, version), indices in groups.items():
+    for ref, indices in groups.items():
         try:
-            model = cache.get(storage, name, version)
+            model = cache.get(storage, ref)
         except Exception as error:
             for index in indices:
                 fail(index, error)

@@ -32,8 +32,9 @@ def dispatch(item: WorkItem, store: StudyStore, executions: Executions) -> str:
     if study is None or study.attempt != item.attempt or study.status != StudyStatus.QUEUED:
         state = "missing" if study is None else f"{study.status} at attempt {study.attempt}"
         return f"skipped: study is {state}"
-    # A model analysis runs the model's newest READY version at the time of dispatch.
-    analyses = resolve(item.analyses, models=model_analyses(item.analyses))
+    # A model analysis runs the newest READY version, at the time of dispatch, of the study's
+    # tenant's model (else the deployment-wide one); the worker loads exactly that owner's.
+    analyses = resolve(item.analyses, models=model_analyses(item.analyses, study.tenant))
     on_gpu = GpuSettings.from_env(os.environ).gpu_analyses
     requests = {
         analysis.name: AnalysisRequest(
@@ -41,6 +42,7 @@ def dispatch(item: WorkItem, store: StudyStore, executions: Executions) -> str:
             version=analysis.version,
             runtime=analysis.deployed_runtime(on_gpu),
             parameters=(study.parameters or {}).get(analysis.name, {}),
+            model_owner=analysis.owner,
         )
         for analysis in analyses
     }

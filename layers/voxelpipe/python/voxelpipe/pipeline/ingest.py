@@ -32,7 +32,7 @@ from voxelpipe.rejections import ReasonCode, Rejected
 from voxelpipe.status import StudyStatus
 from voxelpipe.study_data import writing_for
 from voxelpipe.upload_files import check_upload_name
-from voxelpipe.validation import check_header, check_volume
+from voxelpipe.validation import check_header, check_volume_stream
 from voxelpipe.wiring import Prefix
 
 
@@ -61,7 +61,8 @@ def _validate(
         )
     # Header first, from a range read: most bad uploads are refused without reading them whole.
     check_header(storage.read(upload.key, first_bytes=HEADER_RANGE_BYTES), info.size, limits)
-    volume = check_volume(storage.read(upload.key), limits)
+    # Then the whole object, streamed: validation's memory stays bounded whatever the upload.
+    volume = check_volume_stream(storage.iter_chunks(upload.key), info.size, limits)
     return {
         "size_bytes": info.size,
         "sha256": volume.sha256,

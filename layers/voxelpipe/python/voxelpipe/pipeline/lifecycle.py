@@ -58,8 +58,9 @@ def check_manifest(object_name: str, size: int, manifest: list[dict[str, Any]] |
 
 
 def check_analyses(study: StudyRecord) -> None:
-    """Every analysis the study asks for exists (a catalogue one, or `model:NAME` with a READY version)."""
-    models = model_analyses(study.analyses)
+    """Every analysis the study asks for exists: a catalogue one, or `model:NAME` while the study's
+    tenant (or the deployment) has a READY version of NAME."""
+    models = model_analyses(study.analyses, study.tenant)
     unknown = [name for name in study.analyses if name not in CATALOGUE and name not in models]
     if unknown:
         raise Rejected(

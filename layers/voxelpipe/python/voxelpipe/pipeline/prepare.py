@@ -37,8 +37,13 @@ class StudyRejected(RuntimeError):
 
 
 def canonical_volume(img: Image) -> Image:
-    """The first volume in RAS+ voxel order, in a fresh header (see volume.with_fresh_header)."""
-    return with_fresh_header(canonical(first_volume(img)))
+    """The first volume in RAS+ voxel order, in a fresh header (see volume.with_fresh_header).
+
+    The voxels are converted (scaled ones to float32, 64-bit integers narrowed) before they are
+    reordered, which then moves a view of them: reordering a scaled image would have nibabel
+    scale it to float64 first.
+    """
+    return with_fresh_header(canonical(with_fresh_header(first_volume(img))))
 
 
 def _series(input_prefix: str, storage: ObjectStorage) -> list[bytes]:

@@ -46,7 +46,8 @@ def register_study(
     file name with path tricks or over the upload limit, or asks for an unknown analysis or parameters
     of analyses it does not request.
 
-    `model:NAME` is known when the model has a READY version (its version is chosen at dispatch).
+    `model:NAME` is known when the tenant's own model NAME, or a deployment-wide one, has a READY
+    version (its version is chosen at dispatch).
     """
     limits = limits or Limits()
     for index, (name, size) in enumerate(files or []):
@@ -60,7 +61,7 @@ def register_study(
             )
     requested = list(analyses) or list(DEFAULT_ANALYSES)
     try:
-        names = [analysis.name for analysis in resolve(requested, models=model_analyses(requested))]
+        names = [analysis.name for analysis in resolve(requested, models=model_analyses(requested, tenant))]
     except UnknownAnalysis as error:
         raise RegistrationRefused("analyses", str(error)) from error
     unrequested = sorted(set(parameters or {}) - set(names))

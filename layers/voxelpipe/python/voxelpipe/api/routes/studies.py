@@ -19,6 +19,7 @@ from voxelpipe.api.dependencies import (
     Store,
     owned_study,
     request_source,
+    requires,
 )
 from voxelpipe.api.problems import Problem, invalid_request, not_found
 from voxelpipe.api.schemas import Artifact, CreateStudy, StudyCreated, StudyPage, StudyResults, StudyView
@@ -33,11 +34,10 @@ from voxelpipe.status import StudyStatus
 router = APIRouter(prefix="/studies", tags=["studies"])
 
 
-@router.post("", status_code=201, response_model=StudyCreated)
+@router.post("", status_code=201, response_model=StudyCreated, **requires(Action.UPLOAD))
 def create_study(
     body: CreateStudy, caller: Caller, request: Request, store: Store, bucket: Bucket
 ) -> StudyCreated:
-    caller.require(Action.UPLOAD)
     subject = (
         {"subject_ref": body.subject_ref, "age": body.age, "sex": body.sex}
         if body.subject_ref or body.age is not None or body.sex
@@ -82,11 +82,12 @@ def create_study(
     )
 
 
-@router.post("/{study_id}/complete", status_code=202, response_model=StudyView)
+@router.post(
+    "/{study_id}/complete", status_code=202, response_model=StudyView, **requires(Action.UPLOAD, 404, 409)
+)
 def complete(
     study_id: str, caller: Caller, request: Request, store: Store, bucket: Bucket, queues: Queues
 ) -> StudyView:
-    caller.require(Action.UPLOAD)
     study = owned_study(store, caller, study_id)
     try:
         study = manage.complete_upload(
@@ -109,7 +110,7 @@ def complete(
     return study_view(study, store)
 
 
-@router.get("", response_model=StudyPage)
+@router.get("", response_model=StudyPage, **requires(Action.READ, 400))
 def list_studies(
     caller: Caller,
     store: Store,
@@ -119,25 +120,29 @@ def list_studies(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> StudyPage:
-    caller.require(Action.READ)
     try:
         records, next_cursor = queries.list_studies(
-            store, caller.tenant, status=status, since=since, until=until, limit=limit, cursor=cursor
+            store,
+            caller.tenant,
+            cursor_signing_key=queries.cursor_key(secrets.webhook_secret()),
+            status=status,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
         )
     except queries.InvalidCursor as error:
-        raise invalid_request("cursor", str(error)) from error
+        raise Problem(400, "invalid_cursor", "The cursor is not valid", str(error)) from error
     return StudyPage(items=[study_view(r) for r in records], next_cursor=next_cursor)
 
 
-@router.get("/{study_id}", response_model=StudyView)
+@router.get("/{study_id}", response_model=StudyView, **requires(Action.READ, 404))
 def get_study(study_id: str, caller: Caller, store: Store) -> StudyView:
-    caller.require(Action.READ)
     return study_view(owned_study(store, caller, study_id), store)
 
 
-@router.get("/{study_id}/results", response_model=StudyResults)
+@router.get("/{study_id}/results", response_model=StudyResults, **requires(Action.READ, 404, 409))
 def results(study_id: str, caller: Caller, store: Store, bucket: Bucket) -> StudyResults:
-    caller.require(Action.READ)
     study = owned_study(store, caller, study_id)
     if study.status != StudyStatus.COMPLETED or study.results_key is None:
         raise Problem(
@@ -159,9 +164,10 @@ def results(study_id: str, caller: Caller, store: Store, bucket: Bucket) -> Stud
     )
 
 
-@router.post("/{study_id}/reprocess", status_code=202, response_model=StudyView)
+@router.post(
+    "/{study_id}/reprocess", status_code=202, response_model=StudyView, **requires(Action.UPLOAD, 404, 409)
+)
 def reprocess(study_id: str, caller: Caller, request: Request, store: Store, queues: Queues) -> StudyView:
-    caller.require(Action.UPLOAD)
     study = owned_study(store, caller, study_id)
     try:
         reopened = manage.reprocess(
@@ -179,11 +185,10 @@ def reprocess(study_id: str, caller: Caller, request: Request, store: Store, que
     return study_view(reopened)
 
 
-@router.delete("/{study_id}")
+@router.delete("/{study_id}", **requires(Action.DELETE, 404))
 def delete_study(
     study_id: str, caller: Caller, request: Request, store: Store, bucket: Bucket, machine: StateMachine
 ) -> dict[str, Any]:
-    caller.require(Action.DELETE)
     study = owned_study(store, caller, study_id)
     try:
         removed = manage.delete(

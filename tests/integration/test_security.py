@@ -1,0 +1,413 @@
+"""The API's door, attacked: every route x every role x another tenant's ids, malformed claims,
+forged cursors and internal webhook URLs. The app runs as the API function against the local
+cloud, as in test_api.py.
+
+The route walk reads the OpenAPI document, so a route added later is walked too: it must declare
+who may call it (`x-voxelpipe-action`, api.dependencies.requires) and answer as it documents.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from infra.cli.main import main as cli
+from infra.local.cloud import LocalCloud
+from infra.local.serve import acting_as
+from tests.fixtures.events import load_event
+from tests.fixtures.models import make_threshold_model
+from voxelpipe.api.app import create_app
+from voxelpipe.api.auth import (
+    DEV_ISSUER,
+    PERMISSIONS,
+    Action,
+    InvalidClaims,
+    Role,
+    dev_secret,
+    mint_dev_token,
+)
+from voxelpipe.api.dependencies import ACTION_EXTENSION, PUBLIC
+from voxelpipe.function_specs import API
+from voxelpipe.inference import registry
+from voxelpipe.status import StudyStatus
+from voxelpipe.wiring import EnvVar
+
+CALLER = "lab-a"
+FOREIGN = "lab-b"
+FOREIGN_MODEL = "foreign-model"
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+@pytest.fixture
+def api(cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv(EnvVar.AUTH_MODE, "dev")
+    # Requests act as the API function: its role's policies hold them (infra/local/iam.py).
+    with TestClient(acting_as(cloud, API.name, create_app())) as client:
+        yield client
+
+
+def auth(role: Role, tenant: str = CALLER) -> dict[str, str]:
+    return {"authorization": f"Bearer {mint_dev_token(tenant, role)}"}
+
+
+def token(claims: dict[str, Any], *, key: str | None = None, algorithm: str = "HS256") -> dict[str, str]:
+    """A bearer token carrying exactly `claims`, signed with the development secret (or `key`)."""
+    signed = jwt.encode(claims, dev_secret(create=True) if key is None else key, algorithm=algorithm)
+    return {"authorization": f"Bearer {signed}"}
+
+
+def good_claims(**changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims = {
+        "iss": DEV_ISSUER,
+        "sub": "attacker",
+        "iat": now,
+        "exp": now + 600,
+        "custom:tenant": CALLER,
+        "cognito:groups": ["admin"],
+    }
+    claims.update(changes)
+    return {name: value for name, value in claims.items() if value is not REMOVED}
+
+
+REMOVED = object()
+
+
+@pytest.fixture
+def foreign(api: TestClient, cloud: LocalCloud) -> dict[str, str]:
+    """Another tenant's study and model (a READY one, registered by its admin through the API)."""
+    created = api.post(
+        "/studies",
+        json={"files": [{"name": "scan.nii.gz", "size": 1000}], "webhook_url": None},
+        headers=auth(Role.UPLOADER, FOREIGN),
+    )
+    assert created.status_code == 201, created.text
+    data, spec = make_threshold_model(100.0, patch_size=(8, 8, 8))
+    body = {"name": FOREIGN_MODEL, "spec": json.loads(spec.model_dump_json()), "size": len(data)}
+    model = api.post("/models", json=body, headers=auth(Role.ADMIN, FOREIGN))
+    assert model.status_code == 201, model.text
+    boto3.client("s3").put_object(Bucket=cloud.bucket, Key=model.json()["upload"]["key"], Body=data)
+    assert api.post(f"/models/{FOREIGN_MODEL}/complete", headers=auth(Role.ADMIN, FOREIGN)).status_code == 200
+    return {"study_id": created.json()["study_id"], "name": FOREIGN_MODEL}
+
+
+def _operations() -> list[tuple[str, str, dict[str, Any]]]:
+    """Every operation of the app's OpenAPI document: what the walk covers."""
+    document = create_app().openapi()
+    return [
+        (method.upper(), path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method in METHODS
+    ]
+
+
+# What a path parameter is filled with, and the 404 code another tenant's resource answers.
+PATH_PARAMETERS = {"study_id": "study_not_found", "name": "model_not_found"}
+
+
+def _call(api: TestClient, method: str, path: str, operation: dict[str, Any], ids: dict[str, str], headers):
+    url = path
+    for parameter in PATH_PARAMETERS:
+        url = url.replace("{" + parameter + "}", ids[parameter])
+    assert "{" not in url, f"{method} {path}: a path parameter the walk cannot fill: name its foreign id"
+    body = operation.get("requestBody")
+    json_body = {} if body is not None and body.get("required") else None
+    return api.request(method, url, headers=headers, json=json_body)
+
+
+def test_every_route_answers_each_role_as_documented_and_never_reaches_another_tenant(
+    api: TestClient, foreign: dict[str, str]
+):
+    operations = _operations()
+    assert {(m, p) for m, p, _ in operations} >= {("GET", "/studies"), ("DELETE", "/models/{name}")}
+    seen = 0
+    for method, path, operation in operations:
+        declared = operation.get(ACTION_EXTENSION)
+        assert declared is not None, f"{method} {path} does not declare who may call it (requires())"
+        parameters = [p for p in PATH_PARAMETERS if "{" + p + "}" in path]
+        for role in [None, *Role]:
+            headers = {} if role is None else auth(role)
+            response = _call(api, method, path, operation, foreign, headers)
+            seen += 1
+            where = f"{method} {path} as {role or 'anonymous'}: {response.status_code} {response.text[:300]}"
+            assert response.status_code < 500, where
+            assert str(response.status_code) in operation["responses"], f"undocumented answer: {where}"
+            if response.status_code >= 400:
+                assert response.headers["content-type"] == "application/problem+json", where
+            problem = response.json() if response.status_code >= 400 else {}
+            if declared == PUBLIC:
+                assert response.status_code == 200, where
+                continue
+            if role is None:
+                assert (response.status_code, problem["code"]) == (401, "unauthenticated"), where
+            elif Action(declared) not in PERMISSIONS[role]:
+                assert (response.status_code, problem["code"]) == (403, "forbidden"), where
+            elif parameters:
+                # Another tenant's study or model is a 404, as one that does not exist (a body that
+                # fails validation is refused before any lookup: it says nothing either).
+                codes = {PATH_PARAMETERS[p] for p in parameters}
+                assert response.status_code in (404, 422), where
+                if response.status_code == 404:
+                    assert problem["code"] in codes, where
+            else:
+                assert response.status_code != 500, where
+                assert foreign["study_id"] not in response.text, where
+                assert foreign["name"] not in response.text, where
+    assert seen == len(operations) * (len(Role) + 1)
+    # Nothing of the other tenant's changed.
+    study = api.get(f"/studies/{foreign['study_id']}", headers=auth(Role.VIEWER, FOREIGN)).json()
+    assert study["status"] == StudyStatus.AWAITING_UPLOAD
+    models = api.get("/models", headers=auth(Role.VIEWER, FOREIGN)).json()["items"]
+    assert [(m["name"], m["status"]) for m in models] == [(FOREIGN_MODEL, "READY")]
+
+
+def test_the_routes_api_gateway_lets_through_without_a_token_are_the_apps_public_ones():
+    from infra.api import PUBLIC_PATHS
+
+    public = {
+        path.strip("/") for _, path, operation in _operations() if operation[ACTION_EXTENSION] == PUBLIC
+    }
+    # API Gateway's unauthenticated methods: the app's public routes, and its own documentation.
+    assert set(PUBLIC_PATHS) == public | {"docs", "openapi.json"}
+
+
+@pytest.mark.parametrize(
+    "study_id",
+    ["x" * 3000, "ABCDEF0123456789", "..%2F..%2Fetc", "a" * 31 + "%0A", "0" * 32 + "%00"],
+)
+def test_study_ids_that_cannot_be_ours_are_404(api: TestClient, study_id: str):
+    response = api.get(f"/studies/{study_id}", headers=auth(Role.ADMIN))
+    assert response.status_code == 404 and response.json()["code"] in ("study_not_found", "not_found")
+
+
+def _unsigned(payload: bytes) -> str:
+    """A JWT whose payload is `payload` as is (not an object, say), signed with the dev secret."""
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(payload).rstrip(b"=")
+    mac = hmac.new(dev_secret(create=True).encode(), header + b"." + body, hashlib.sha256).digest()
+    return (header + b"." + body + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
+
+
+LONG = "a" * 300
+MALFORMED_TOKENS: list[tuple[str, Any, int, str]] = [
+    # (what, headers or claims, status, what the detail names)
+    ("no header", {}, 401, "Bearer"),
+    ("basic scheme", {"authorization": "Basic YTpi"}, 401, "Bearer"),
+    ("empty bearer", {"authorization": "Bearer "}, 401, "Bearer"),
+    ("not a jwt", {"authorization": "Bearer not-a-token"}, 401, "segments"),
+    ("payload not an object", "payload", 401, "json object"),
+    ("alg none", "none", 401, "alg"),
+    ("wrong key", "wrong-key", 401, "Signature"),
+    ("another algorithm", "hs512", 401, "alg"),
+    ("missing exp", good_claims(exp=REMOVED), 401, "exp"),
+    ("missing iat", good_claims(iat=REMOVED), 401, "iat"),
+    ("missing iss", good_claims(iss=REMOVED), 401, "iss"),
+    ("missing sub", good_claims(sub=REMOVED), 401, "sub"),
+    ("another issuer", good_claims(iss="evil"), 401, "issuer"),
+    ("expired", good_claims(exp=int(time.time()) - 10), 401, "expired"),
+    ("exp not a number", good_claims(exp="tomorrow"), 401, "exp"),
+    ("issued in the future", good_claims(iat=int(time.time()) + 3600), 401, "iat"),
+    ("sub an integer", good_claims(sub=5), 401, "sub"),
+    ("groups an integer", good_claims(**{"cognito:groups": 1}), 401, "cognito:groups"),
+    ("groups an object", good_claims(**{"cognito:groups": {"admin": 1}}), 401, "cognito:groups"),
+    ("groups a nested list", good_claims(**{"cognito:groups": [["admin"]]}), 401, "cognito:groups"),
+    ("groups space-separated", good_claims(**{"cognito:groups": "[admin viewer]"}), 401, "cognito:groups"),
+    ("groups unbalanced", good_claims(**{"cognito:groups": "[admin"}), 401, "cognito:groups"),
+    ("groups none of ours", good_claims(**{"cognito:groups": ["staff"]}), 403, "cognito:groups"),
+    ("groups empty", good_claims(**{"cognito:groups": []}), 403, "cognito:groups"),
+    ("groups missing", good_claims(**{"cognito:groups": REMOVED}), 403, "cognito:groups"),
+    ("tenant a list", good_claims(**{"custom:tenant": ["lab-a"]}), 401, "custom:tenant"),
+    ("tenant an integer", good_claims(**{"custom:tenant": 7}), 401, "custom:tenant"),
+    ("tenant missing", good_claims(**{"custom:tenant": REMOVED}), 403, "custom:tenant"),
+    *[
+        (f"tenant {tenant!r}", good_claims(**{"custom:tenant": tenant}), 403, "custom:tenant")
+        for tenant in [
+            "",
+            "Acme",
+            "acme_corp",
+            "acme.org",
+            "a b",
+            "../a",
+            "a/b",
+            "a/0123456789abcdef0123456789abcdef",
+            "-lab",
+            "lab-a\n",
+            LONG,
+            "l\u0430b-a",  # a Cyrillic a
+            "\uff4c\uff41\uff42",  # full-width letters
+            "lab\u200ba",  # a zero-width space
+        ]
+    ],
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "given", "status", "named"), MALFORMED_TOKENS, ids=[c[0] for c in MALFORMED_TOKENS]
+)
+def test_malformed_tokens_are_401_and_tokens_without_access_403(
+    api: TestClient, what: str, given: Any, status: int, named: str
+):
+    if given == "payload":
+        headers = {"authorization": f"Bearer {_unsigned(b'[1]')}"}
+    elif given == "none":
+        headers = token(good_claims(), key="", algorithm="none")
+    elif given == "wrong-key":
+        headers = token(good_claims(), key="not-the-secret-of-this-machine-0123456789")
+    elif given == "hs512":
+        headers = token(good_claims(), algorithm="HS512")
+    elif "authorization" in given or not given:
+        headers = given
+    else:
+        headers = token(given)
+    for method, path in (("GET", "/studies"), ("GET", "/models"), ("POST", "/studies")):
+        body = {"files": [{"name": "scan.nii.gz", "size": 10}]} if method == "POST" else None
+        response = api.request(method, path, headers=headers, json=body)
+        problem = response.json()
+        assert response.status_code == status, (what, path, problem)
+        assert problem["code"] == ("unauthenticated" if status == 401 else "forbidden"), (what, problem)
+        assert named.lower() in (problem.get("detail") or "").lower(), (what, problem)
+
+
+def test_api_gateway_string_forms_of_groups_are_accepted(api: TestClient):
+    for groups in ("[admin, viewer]", "viewer,admin", "admin", ["viewer", "admin", "staff"]):
+        response = api.delete("/models/none-such", headers=token(good_claims(**{"cognito:groups": groups})))
+        assert response.json()["code"] == "model_not_found", groups  # the admin role, from any form
+
+
+def test_cognito_claims_are_checked_as_development_tokens_are(cloud: LocalCloud):
+    def call(tenant: Any, groups: Any) -> tuple[int, dict[str, Any]]:
+        event = load_event("api_get_study.json", TENANT="lab-a", ROLE="admin", STUDY_ID="0" * 32)
+        event["path"] = event["requestContext"]["path"] = "/models"
+        claims = event["requestContext"]["authorizer"]["claims"]
+        claims["custom:tenant"], claims["cognito:groups"] = tenant, groups
+        response, error = cloud.invoke("api", event)
+        assert error is None, response
+        return response["statusCode"], json.loads(response["body"])
+
+    for groups in ("[admin, viewer]", "viewer,admin", "[uploader]", "admin"):
+        assert call("lab-a", groups)[0] == 200, groups
+    for tenant, groups, status, named in [
+        ("lab-a", 1, 401, "cognito:groups"),
+        ("lab-a", "[admin viewer]", 401, "cognito:groups"),
+        ("lab-a", "staff", 403, "cognito:groups"),
+        ("Acme", "admin", 403, "custom:tenant"),
+        ("a/0123456789abcdef0123456789abcdef", "admin", 403, "custom:tenant"),
+        (["lab-a"], "admin", 401, "custom:tenant"),
+    ]:
+        answered, problem = call(tenant, groups)
+        assert answered == status and named in problem["detail"], (tenant, groups, problem)
+
+
+def test_no_token_is_minted_for_a_tenant_the_api_would_refuse(capsys: pytest.CaptureFixture[str]):
+    for tenant in ("Acme", "a/b", "../a", LONG, ""):
+        with pytest.raises(InvalidClaims, match="custom:tenant"):
+            mint_dev_token(tenant, Role.ADMIN)
+        assert cli(["token", "--tenant", tenant, "--role", "admin"]) == 2
+        assert "custom:tenant" in capsys.readouterr().err
+    assert cli(["token", "--tenant", "lab-a", "--role", "operator"]) == 0
+    minted = capsys.readouterr().out.strip()
+    assert jwt.decode(minted, options={"verify_signature": False})["cognito:groups"] == ["operator"]
+
+
+def _forged_cursors(issued: str) -> list[str]:
+    payload, _, mac = issued.partition(".")
+    decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    edited = {**decoded, "study_id": {"S": "f" * 32}}
+
+    def b64(data: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+    return [
+        "not a cursor",
+        "!!!!",
+        ".",
+        "é",
+        b64({"a": 1}),  # JSON of another shape (the unsigned form this API issued before)
+        b64([1, 2]),
+        b64("[" * 5000),
+        base64.urlsafe_b64encode(b"[" * 700).decode(),  # deep nesting, within the size limit
+        base64.urlsafe_b64encode(b"[" * 30_000).decode(),  # deeper than Python's JSON parser goes
+        b64(decoded),  # the right shape, unsigned
+        b64(edited) + "." + mac,  # edited, the old signature
+        payload + "." + mac[:-2] + ("AA" if not mac.endswith("AA") else "BB"),  # a tampered signature
+        issued + "x" * 2000,  # too long
+        b64({"study_id": {"S": 1}, "tenant": {"S": CALLER}, "created_at": {"S": "x"}}),
+        b64({"study_id": {"N": "1"}, "tenant": {"S": CALLER}, "created_at": {"S": "x"}}),
+    ]
+
+
+def test_a_cursor_that_is_not_ours_is_400_invalid_cursor(api: TestClient):
+    for _ in range(3):
+        created = api.post(
+            "/studies", json={"files": [{"name": "a.nii", "size": 10}]}, headers=auth(Role.UPLOADER)
+        )
+        assert created.status_code == 201
+    page = api.get("/studies", params={"limit": 1}, headers=auth(Role.VIEWER)).json()
+    issued = page["next_cursor"]
+    assert (
+        issued
+        and api.get("/studies", params={"limit": 1, "cursor": issued}, headers=auth(Role.VIEWER)).status_code
+        == 200
+    )
+    for cursor in _forged_cursors(issued):
+        response = api.get("/studies", params={"cursor": cursor}, headers=auth(Role.VIEWER))
+        assert response.status_code == 400, (cursor[:60], response.text)
+        assert response.json()["code"] == "invalid_cursor"
+    # A cursor issued to one tenant is no key into another's studies.
+    other = api.get("/studies", params={"cursor": issued}, headers=auth(Role.VIEWER, FOREIGN))
+    assert other.status_code == 400 and other.json()["code"] == "invalid_cursor"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "https://10.0.0.5:8443/hook",
+        "https://localhost:8443/hook",
+        "https://127.0.0.1/hook",
+        "https://[::1]/hook",
+        "https://[::ffff:169.254.169.254]/",
+        "https://2852039166/",  # 169.254.169.254 as one number
+        "https://0xa9fea9fe/",
+        "https://0251.0376.0251.0376/",
+        "https://user:pass@hooks.example.org/",
+        "http://hooks.example.org/hook",
+        "http://169.254.169.254/",  # development's http exception is for this machine's names only
+    ],
+)
+def test_webhook_urls_to_internal_addresses_are_refused_at_registration(api: TestClient, url: str):
+    body = {"files": [{"name": "a.nii", "size": 9}], "webhook_url": url}
+    response = api.post("/studies", json=body, headers=auth(Role.UPLOADER))
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["webhook_url"]
+
+
+def test_development_keeps_accepting_local_http_receivers(api: TestClient):
+    for url in ("http://127.0.0.1:9/hook", "http://localhost:9/hook"):
+        body = {"files": [{"name": "a.nii", "size": 9}], "webhook_url": url}
+        response = api.post("/studies", json=body, headers=auth(Role.UPLOADER))
+        assert response.status_code == 201, response.text
+
+
+def test_models_are_the_tenants_own(api: TestClient, foreign: dict[str, str]):
+    # Another tenant's admin neither sees, runs, completes nor retires them: 404, as none.
+    admin = auth(Role.ADMIN)
+    assert FOREIGN_MODEL not in api.get("/models", headers=admin).text
+    assert f"model:{FOREIGN_MODEL}" not in api.get("/analyses", headers=admin).text
+    study = {"files": [{"name": "a.nii", "size": 9}], "analyses": [f"model:{FOREIGN_MODEL}"]}
+    refused = api.post("/studies", json=study, headers=auth(Role.UPLOADER))
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "analyses"
+    assert api.delete(f"/models/{FOREIGN_MODEL}", headers=admin).json()["code"] == "model_not_found"
+    assert api.post(f"/models/{FOREIGN_MODEL}/complete", headers=admin).json()["code"] == "model_not_found"
+    assert registry.get_model(FOREIGN, FOREIGN_MODEL).status == "READY"
