@@ -46,6 +46,7 @@ def _probe(case: str, *extra: str) -> dict[str, object]:
         ("bomb", (), "decompression_bomb"),
         ("large_raw", (), "accepted"),  # 128 MiB uncompressed, the most voxels the limits take
         ("overflow_raw", (), "non_finite_data"),  # every voxel scaled in float64 and counted
+        ("max_extensions", (), "accepted"),  # 16 MiB of header extensions, read whole
     ],
 )
 def test_validation_peak_memory_is_bounded(case: str, extra: tuple[str, ...], outcome: str) -> None:

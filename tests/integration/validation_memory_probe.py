@@ -16,7 +16,9 @@ Cases:
 * ``large_raw``: an uncompressed 512 x 512 x 256 int16 volume (the most voxels the default limits
   take) with scl_slope/scl_inter, 128 MiB, read from a file;
 * ``overflow_raw``: the same grid as uint8 with scl_slope=3e38, so that every voxel is scaled in
-  float64 and overflows float32: the costliest path per voxel byte (rejected, non_finite_data).
+  float64 and overflows float32: the costliest path per voxel byte (rejected, non_finite_data);
+* ``max_extensions``: a 16^3 volume behind one header extension that fills the most vox_offset the
+  limits take (16 MiB), which validation reads whole, as nibabel.load does (accepted).
 
 Run by tests/integration/test_validation_memory.py; also runnable by hand for the figures in
 docs/pipeline.md.  With a voxelpipe that predates ``check_volume_stream`` it reads the upload
@@ -44,7 +46,7 @@ from voxelpipe.rejections import Rejected
 
 MIB = 1 << 20
 CHUNK_BYTES = MIB  # what storage.Storage.iter_chunks reads at a time
-CASES = ("declared_huge", "bomb", "large_raw", "overflow_raw")
+CASES = ("declared_huge", "bomb", "large_raw", "overflow_raw", "max_extensions")
 LARGE_SHAPE = (512, 512, 256)
 
 
@@ -73,6 +75,22 @@ def gzip_of_zeros(prefix: bytes, zero_mib: int) -> bytes:
 def declared_huge() -> bytes:
     shape = (1024, 1024, 256)
     return gzip_of_zeros(_header_bytes(shape, np.float64, 2.0, 0.0), 1024 * 1024 * 256 * 8 // MIB)
+
+
+def max_extensions() -> bytes:
+    """A 16^3 volume behind header extensions that fill the most vox_offset the limits take."""
+    offset = Limits().max_vox_offset
+    header = nib.Nifti1Header()
+    header.set_data_shape((16, 16, 16))
+    header.set_data_dtype(np.uint8)
+    header["vox_offset"] = offset
+    extension = (offset - 352).to_bytes(4, "little") + (4).to_bytes(4, "little")  # esize, ecode
+    head = bytes(header.binaryblock) + b"\x01\x00\x00\x00" + extension
+    compressor = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 16 + isal_zlib.MAX_WBITS)
+    parts = [compressor.compress(head)]
+    parts += [compressor.compress(bytes(MIB)) for _ in range((offset - len(head)) // MIB)]
+    parts += [compressor.compress(bytes((offset - len(head)) % MIB + 16**3)), compressor.flush()]
+    return b"".join(parts)
 
 
 def bomb() -> bytes:
@@ -135,7 +153,9 @@ def main(argv: list[str]) -> None:
             size = path.stat().st_size
             chunks: Iterator[bytes] = _file_chunks(path)
         else:
-            data = declared_huge() if args.case == "declared_huge" else bomb()
+            data = {"declared_huge": declared_huge, "bomb": bomb, "max_extensions": max_extensions}[
+                args.case
+            ]()
             size = len(data)
             chunks = _chunks_of(data)
         streaming = hasattr(validation, "check_volume_stream")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import pickle
+import struct
 import tracemalloc
 
 import nibabel as nib
@@ -167,6 +168,22 @@ def test_microns_are_reported_in_mm() -> None:
     content = edit_header(raw, lambda h: h.set_xyzt_units("micron"))
     summary = check_header(content, len(content), Limits())
     assert summary.voxel_size_mm == pytest.approx((0.002, 0.002, 0.0025))
+
+
+@pytest.mark.parametrize("esize", [1 << 30, -16, 7])
+def test_a_header_extension_that_cannot_be_read_is_bad_header(esize: int) -> None:
+    # Flagged, with a size that runs past vox_offset (or is negative, or not a multiple of 16):
+    # nibabel.load, and so Prepare, refuses the file; validation must, before it is queued.
+    raw = make_good_nifti(False)[1]
+    body = struct.pack("<ii", esize, 4) + b"hostile!"
+    content = edit_header(
+        raw[:348] + b"\x01\x00\x00\x00" + body + raw[352:],
+        lambda h: h.__setitem__("vox_offset", 352 + len(body)),
+    )
+    for data in (content, gzip.compress(content)):
+        with pytest.raises(Rejected) as caught:
+            check_volume(data, Limits())
+        assert caught.value.reason == ReasonCode.BAD_HEADER, caught.value.detail
 
 
 @pytest.mark.parametrize("units", [7, 255])

@@ -6,10 +6,12 @@ step's peak resident size over its runtime, per voxel, in a fresh process; and
 tests/integration/test_validation_memory.py for ingest):
 
 * Ingest (3008 MB) streams validation (voxelpipe.validation.check_volume_stream): 1 MiB reads,
-  incremental gzip decoding, values checked 1 MiB of voxels at a time.  Its peak does not depend
-  on the upload: 2-15 MiB measured (a 2.1 MB gzip declaring 2 GiB of float64 voxels: 5 MiB, it
-  was 4.0 GiB when validation decoded whole; a gzip bomb: 2 MiB; 128 MiB uncompressed: 11 MiB;
-  every voxel overflowing: 15 MiB), under VALIDATION_PEAK_BYTES whatever the upload.
+  incremental gzip decoding, values checked 1 MiB of voxels at a time, the header's extensions
+  read whole as nibabel reads them (at most max_vox_offset).  Its peak does not depend on the
+  upload: 2-34 MiB measured (a 2.1 MB gzip declaring 2 GiB of float64 voxels: 5 MiB, it was 4.0
+  GiB when validation decoded whole; a gzip bomb: 2 MiB; 128 MiB uncompressed: 11 MiB; every
+  voxel overflowing: 15 MiB; 16 MiB of extensions: 34 MiB), under VALIDATION_PEAK_BYTES whatever
+  the upload.
 * Prepare (4096 MB) decodes the upload whole: at most ~24 bytes a voxel of work (a scaled
   float64 or int64 upload: the decoded voxels 8, nibabel's float64 scaling 8, the float32
   canonical volume 4, canonical.nii's bytes 4), plus the upload it read (at most
@@ -40,8 +42,9 @@ HEADER_RANGE_BYTES: Final = 65536
 
 # The most that validating one upload adds to the ingest function's peak memory, whatever the
 # upload (bombs, the largest declared volumes, any limits): a few 1 MiB pieces and their float
-# copies are all it holds (15 MiB measured at worst).  tests/integration/test_validation_memory.py
-# holds it to this.
+# copies, and the header's extensions (at most max_vox_offset, 16 MiB) while nibabel reads them,
+# are all it holds (34 MiB measured at worst).  tests/integration/test_validation_memory.py holds
+# it to this.
 VALIDATION_PEAK_BYTES: Final = 64 * 1024 * 1024
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "decompress",
     "decompress_prefix",
     "float32_voxels",
+    "header_with_extensions",
     "is_gzip",
     "iter_gunzip",
     "load_nifti",
@@ -376,6 +377,21 @@ def float32_voxels(
     return values
 
 
+def header_with_extensions(head: bytes | io.BytesIO) -> NiftiHeader:
+    """The header at the start of `head` (the decoded bytes up to vox_offset) with its extensions,
+    read as nibabel.load reads them: from_fileobj, with its checks and fixes (qfac 0 -> 1...).
+    Raises BadHeader, for an extension whose size runs past vox_offset say."""
+    stream = head if isinstance(head, io.BytesIO) else io.BytesIO(head)
+    stream.seek(0)
+    klass, _, _ = _sniff(stream.read(NIFTI2_HEADER_SIZE))
+    stream.seek(0)
+    try:
+        header: NiftiHeader = klass.from_fileobj(stream)  # type: ignore[no-untyped-call]
+    except (HeaderDataError, WrapStructError) as exc:
+        raise BadHeader(str(exc)) from exc
+    return header
+
+
 def load_nifti(data: bytes, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES) -> NiftiImage:
     """Load a single-file NIfTI-1/NIfTI-2 image (``.nii`` or ``.nii.gz``) from bytes.
 
@@ -393,12 +409,10 @@ def load_nifti(data: bytes, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES) ->
         raise BadHeader(f"vox_offset {offset} is inside the {size}-byte header")
     if offset > len(raw):
         raise TruncatedStream(f"vox_offset {offset} is past the end of the {len(raw)}-byte image")
+    header = header_with_extensions(bytes(raw[:offset]))
     try:
-        # As nibabel.load does: from_fileobj with checks (and its fixes, e.g. qfac 0 -> 1) and with
-        # the extensions, which end at vox_offset.
-        header = klass.from_fileobj(io.BytesIO(raw[:offset]))  # type: ignore[no-untyped-call]
         proxy = _BufferArrayProxy(raw, header.copy())  # type: ignore[no-untyped-call]
-        affine = header.get_best_affine()
+        affine = header.get_best_affine()  # type: ignore[no-untyped-call]
     except (HeaderDataError, WrapStructError) as exc:
         raise BadHeader(str(exc)) from exc
     if any(int(n) < 0 for n in proxy.shape):

@@ -8,7 +8,9 @@ Two stages, so the cheap one can run on a range read before the object is read a
   VolumeSummary (header, sha256, value range), or Rejected.  It never holds the object or its
   decoded volume: the raw chunks are hashed as they pass, the header is checked from the first of
   them, the gzip stream is decoded incrementally in bounded pieces, and the voxel values are
-  checked a bounded piece at a time (``VALUE_CHUNK_BYTES``).  Its peak memory does not depend on
+  checked a bounded piece at a time (``VALUE_CHUNK_BYTES``); the header's extensions (at most
+  ``Limits.max_vox_offset``) are read whole, as nibabel.load reads them, so that one it cannot read
+  is ``bad_header`` here rather than a failure in Prepare.  Its peak memory does not depend on
   the upload (see ``voxelpipe.limits.VALIDATION_PEAK_BYTES``).  ``check_volume(data, limits)`` is
   the same check over bytes already in memory.
 
@@ -37,6 +39,7 @@ Policies decided here:
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 from collections.abc import Iterable, Iterator
@@ -409,6 +412,8 @@ def _check_stream(source: _HashedSource, object_size: int, limits: Limits) -> Vo
         _reject(ReasonCode.TRUNCATED, f"The gzip data is corrupt ({exc}); upload the file again.")
     except nifti.TruncatedStream as exc:
         _reject(ReasonCode.TRUNCATED, f"The file ends early ({exc}); the upload may have been cut off.")
+    except nifti.BadHeader as exc:
+        _reject(ReasonCode.BAD_HEADER, f"The NIfTI header's extensions are invalid: {exc}.")
     if values.position < declared:
         _reject(
             ReasonCode.TRUNCATED,
@@ -431,6 +436,9 @@ class _ValueCheck:
         self._dtype: np.dtype[Any] = fields.get_data_dtype()  # byte order included
         self._slope, self._inter = fields.get_slope_inter()  # (None, None) when unscaled
         self._start = int(float(header["vox_offset"]))
+        # The header and its extensions (bounded by Limits.max_vox_offset), read once whole as
+        # nibabel.load reads them: an extension it cannot read must not wait for Prepare.
+        self._head = io.BytesIO()
         self._end = declared
         self._voxels = (declared - self._start) // self._dtype.itemsize
         self._partial = bytearray()  # the start of a voxel split between two pieces
@@ -443,6 +451,11 @@ class _ValueCheck:
         view = memoryview(piece).cast("B")
         begin = self.position
         self.position += len(view)
+        if begin < self._start:
+            self._head.write(view[: self._start - begin])
+            if self.position >= self._start:
+                nifti.header_with_extensions(self._head)  # BadHeader
+                self._head = io.BytesIO()
         first, last = max(self._start - begin, 0), min(self._end - begin, len(view))
         if first < last:
             self._voxel_bytes(view[first:last])
