@@ -25,7 +25,7 @@ def test_a_small_soak_with_every_fault_loses_nothing_and_repeats_nothing():
     soak = _soak_module()
     # Higher odds than the long run's, so that twenty studies meet every kind of fault.
     odds = soak.Odds(gpu=0.3, reprocess_vs_delete=0.2, reprocess_vs_reprocess=0.2)
-    report = soak.run_soak(20, seed=4, batch=10, odds=odds)
+    report = soak.run_soak(20, seed=4, batch=20, odds=odds)
     print(f"\n{report.text()}")
     assert report.problems() == {}, report.text()
     assert report.studies == 20 and sum(report.statuses.values()) == 20
