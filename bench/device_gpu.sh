@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU benchmark on any machine with an NVIDIA GPU and only this project's tree.
+#
+#   bench/device_gpu.sh prepare [PYTHON_VERSION]   # here, with the registry: wheels -> build/gpu-wheels
+#   bench/device_gpu.sh run [gpu_worker.py flags]  # there, offline: install them, run the benchmark
+#
+# A CUDA machine's image brings its own Python with torch and numpy (and often nothing can be
+# fetched there); what bench/gpu_worker.py needs beyond them is bench/gpu_requirements.txt. `prepare`
+# downloads exactly those wheels, for the device's Python (3.12 unless told) and manylinux x86_64,
+# into build/gpu-wheels (ignored by git; about 45 MB, refused above 60 MB). Carry that folder with
+# the tree (the device tool's `carry: ["build/gpu-wheels"]`), then `run` makes a virtual environment
+# that sees the image's packages (torch stays the image's CUDA build), installs the wheels with no
+# index, and runs bench/gpu_worker.py on CUDA: ours vs MONAI's sliding_window_inference in fp32 and
+# bf16, and the worker's studies per second. `run` refuses to start without a CUDA device unless
+# `--device cpu` is passed (how this script is checked on a machine with no GPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WHEELS="${GPU_WHEELS:-build/gpu-wheels}"
+REQUIREMENTS=bench/gpu_requirements.txt
+MAX_MB=60
+
+prepare() {
+  local version="${1:-3.12}" pip="${PIP:-python3 -m pip}"
+  rm -rf "$WHEELS" && mkdir -p "$WHEELS"
+  # --no-deps: the list is the closure; resolving would pull torch (gigabytes) in through monai.
+  $pip download --quiet --no-deps --only-binary=:all: --implementation cp --python-version "$version" \
+    --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+    --dest "$WHEELS" -r "$REQUIREMENTS"
+  local mb
+  mb=$(du -sm "$WHEELS" | cut -f1)
+  echo "device_gpu: $(ls "$WHEELS" | wc -l) wheels, ${mb} MB in $WHEELS for Python $version"
+  if [ "$mb" -gt "$MAX_MB" ]; then
+    echo "device_gpu: $WHEELS is over ${MAX_MB} MB: trim $REQUIREMENTS" >&2
+    exit 1
+  fi
+}
+
+run() {
+  local python="${DEVICE_PYTHON:-python3}" env=/tmp/voxelpipe-gpu-bench
+  if ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+    echo "device_gpu: no wheels in $WHEELS: run 'bench/device_gpu.sh prepare' first and carry the folder" >&2
+    exit 2
+  fi
+  local wanted
+  wanted=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  if ! ls "$WHEELS"/*"cp${wanted/./}"*.whl "$WHEELS"/*abi3*.whl >/dev/null 2>&1; then
+    echo "device_gpu: the wheels in $WHEELS are not for Python $wanted: prepare them with 'prepare $wanted'" >&2
+    exit 2
+  fi
+  "$python" -c 'import torch' || { echo "device_gpu: $python has no torch" >&2; exit 2; }
+  if [[ " $* " != *" --device cpu "* ]]; then
+    "$python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' \
+      || { echo "device_gpu: no CUDA device visible to torch (pass --device cpu to check the script)" >&2; exit 2; }
+  fi
+  rm -rf "$env"
+  "$python" -m venv --system-site-packages "$env"
+  "$env/bin/python" -m pip install --quiet --no-index --no-deps "$WHEELS"/*.whl
+  "$env/bin/python" -c 'import monai, moto, nibabel, pydicom, pynamodb, aws_lambda_powertools' # fail early
+  # What the image lacks or has too old shows here (torch's CUDA packages aside).
+  "$env/bin/python" -m pip check 2>&1 | grep -v -i "torch\|nvidia\|triton" | sed "s/^/device_gpu: pip check: /" || true
+  echo "device_gpu: $("$env/bin/python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)')"
+  PYTHONPATH="$PWD/layers/voxelpipe/python:$PWD" "$env/bin/python" bench/gpu_worker.py "$@"
+}
+
+case "${1:-}" in
+  prepare) shift; prepare "$@" ;;
+  run) shift; run "$@" ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
