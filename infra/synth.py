@@ -9,6 +9,7 @@ from typing import Any
 
 from aws_cdk import App, Environment
 
+from infra.layers import stand_in_layers
 from infra.nag import add_nag_checks
 from infra.pipeline import PIPELINE_CONTEXT, PIPELINE_STACK_NAME, STACK_NAME, PipelineConfig, PipelineStack
 from infra.stack import ROOT, VoxelpipeStack
@@ -19,13 +20,11 @@ FEATURE_FLAGS = {
     # Server access logs are delivered under a bucket policy, not the legacy LogDeliveryWrite ACL.
     "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
 }
-# `make layers` installs the Lambda dependency layer here.
-DEPENDENCY_LAYER_DIR = ROOT / "build" / "layers" / "deps"
 
 
 def build_app(
     *,
-    dependency_layer_dir: Path,
+    layers_dir: Path,
     outdir: str | None = None,
     env: Environment | None = None,
     context: dict[str, Any] | None = None,
@@ -38,10 +37,10 @@ def build_app(
     app = App(outdir=outdir, context={**FEATURE_FLAGS, **cdk_json_context(), **(context or {})})
     # cdk-nag's packs check every synthesis: an unacknowledged finding fails app.synth().
     add_nag_checks(app)
-    stack = VoxelpipeStack(app, STACK_NAME, dependency_layer_dir=dependency_layer_dir, env=env)
+    stack = VoxelpipeStack(app, STACK_NAME, layers_dir=layers_dir, env=env)
     pipeline = PipelineConfig.from_context(app.node.try_get_context(PIPELINE_CONTEXT))
     if pipeline is not None:
-        PipelineStack(app, PIPELINE_STACK_NAME, config=pipeline, dependency_layer_dir=dependency_layer_dir)
+        PipelineStack(app, PIPELINE_STACK_NAME, config=pipeline, layers_dir=layers_dir)
     return app, stack
 
 
@@ -54,16 +53,14 @@ def synthesize_template(context: dict[str, Any] | None = None) -> dict[str, Any]
     """The stack's CloudFormation template, as `cdk synth` writes it (with `context`, as
     `cdk synth -c KEY=VALUE ...` would: tests synthesize with short GPU heartbeats so).
 
-    The dependency layer's contents don't shape the template (only its asset hash), so when it
-    hasn't been built an empty folder stands in: the local cloud runs on the development venv.
+    The layers' contents don't shape the template (only their asset hashes), so empty folders
+    stand in for them: the local cloud runs on the development venv.
     """
     with tempfile.TemporaryDirectory(prefix="voxelpipe-synth-") as tmp:
-        layer_dir = DEPENDENCY_LAYER_DIR
-        if not layer_dir.is_dir():
-            layer_dir = Path(tmp) / "deps"
-            (layer_dir / "python").mkdir(parents=True)
         app, stack = build_app(
-            dependency_layer_dir=layer_dir, outdir=str(Path(tmp) / "cdk.out"), context=context
+            layers_dir=stand_in_layers(Path(tmp) / "layers"),
+            outdir=str(Path(tmp) / "cdk.out"),
+            context=context,
         )
         assembly = app.synth()
         template = assembly.get_stack_by_name(stack.stack_name).template

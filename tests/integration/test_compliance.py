@@ -19,6 +19,7 @@ from aws_cdk import aws_sqs as sqs
 from cfnlint.api import ManualArgs, lint
 
 from infra import nag
+from infra.layers import stand_in_layers
 from infra.pipeline import PIPELINE_CONTEXT, PIPELINE_STACK_NAME, STACK_NAME, PipelineConfig, PipelineStack
 from infra.security import StackSecurity, retention
 from infra.settings import DERIVED_TRANSITION_DAYS, StackSettings
@@ -54,9 +55,8 @@ class Synthesized:
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """One synthesis with the packs: the stack, and the pipeline with its dev and prod stages."""
     tmp = tmp_path_factory.mktemp("compliance")
-    (tmp / "deps" / "python").mkdir(parents=True)
     app, _ = build_app(
-        dependency_layer_dir=tmp / "deps",
+        layers_dir=stand_in_layers(tmp / "layers"),
         outdir=str(tmp / "cdk.out"),
         context={DERIVED_TRANSITION_DAYS: TRANSITION_DAYS, PIPELINE_CONTEXT: PIPELINE},
     )

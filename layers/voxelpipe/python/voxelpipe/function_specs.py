@@ -7,8 +7,40 @@ finds each handler by its spec; task rows name the step each function runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from voxelpipe.wiring import DEFAULT_MAX_UPLOAD_BYTES, DicomOriginals, EnvVar
+
+
+class DependencyGroup(StrEnum):
+    """A Lambda layer of third-party packages (`make layers` builds one per group): a zip function
+    gets only the groups it imports, so the light ones load and ship no numpy."""
+
+    CORE = "core"  # every zip function: Powertools, boto3, PynamoDB
+    WEB = "web"  # the API
+    IMAGING = "imaging"  # reading NIfTI and DICOM
+
+
+# Each group's packages: pyproject's `dependencies`, by name (the pins live there), with what they
+# need. A package both CORE and another group need ships in CORE only; two other groups may share
+# none (infra/layers.py refuses that split).
+DEPENDENCY_GROUPS: dict[DependencyGroup, tuple[str, ...]] = {
+    DependencyGroup.CORE: ("aws-lambda-powertools", "boto3", "pynamodb"),
+    DependencyGroup.WEB: ("fastapi", "mangum", "pyjwt"),
+    DependencyGroup.IMAGING: (
+        "numpy",
+        "nibabel",
+        "pydicom",
+        "pylibjpeg",
+        "pylibjpeg-libjpeg",
+        "pylibjpeg-openjpeg",
+        "pylibjpeg-rle",
+        "pillow",
+        "isal",
+    ),
+}
+_LIGHT = (DependencyGroup.CORE,)
+_IMAGING = (DependencyGroup.CORE, DependencyGroup.IMAGING)
 
 
 @dataclass(frozen=True)
@@ -24,6 +56,9 @@ class FunctionSpec:
     settings: dict[EnvVar, str] = field(default_factory=dict)
     # A container image built from functions/{name}/Dockerfile, for code too heavy for layers.
     image: bool = False
+    # The dependency layers a zip function gets (an image installs its own); a test imports each
+    # handler with only these and fails on any other third-party package.
+    dependencies: tuple[DependencyGroup, ...] = _LIGHT
 
     @property
     def code_dir(self) -> str:
@@ -58,6 +93,7 @@ INGEST = FunctionSpec(
         EnvVar.MODELS_TABLE,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES)},
+    dependencies=_IMAGING,
 )
 DISPATCH = FunctionSpec(
     name="dispatch",
@@ -73,6 +109,7 @@ PREPARE = FunctionSpec(
     timeout_s=600,
     env=(EnvVar.BUCKET, *_STATUS_TABLES, EnvVar.DICOM_ORIGINALS),
     settings={EnvVar.DICOM_ORIGINALS: DicomOriginals.DELETE.value},
+    dependencies=_IMAGING,
 )
 RUN_ANALYSIS = FunctionSpec(
     name="run_analysis",
@@ -81,6 +118,7 @@ RUN_ANALYSIS = FunctionSpec(
     timeout_s=900,
     env=(EnvVar.BUCKET, *_STATUS_TABLES),
     image=True,  # torch
+    dependencies=(),  # the image installs the package with its dependencies
 )
 FINALIZE = FunctionSpec(
     name="finalize",
@@ -115,6 +153,8 @@ API = FunctionSpec(
         EnvVar.GPU_ANALYSES,  # GET /analyses shows the runtime each analysis is deployed with
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
+    # Completing a DICOM upload runs the series checks (imported then, not at a cold start).
+    dependencies=(DependencyGroup.CORE, DependencyGroup.WEB, DependencyGroup.IMAGING),
 )
 
 REAPER = FunctionSpec(

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput
-from voxelpipe.analyses.normative import NORMATIVE
-from voxelpipe.analyses.qc import QC
-from voxelpipe.analyses.tissue_seg import TISSUE_SEG
-from voxelpipe.analyses.volumetrics import VOLUMETRICS
+from voxelpipe.analyses.catalogue import (
+    NORMATIVE,
+    QC,
+    TISSUE_SEG,
+    VOLUMETRICS,
+    Analysis,
+    AnalysisInput,
+    AnalysisOutput,
+)
 from voxelpipe.wiring import Runtime
 
 CATALOGUE: dict[str, Analysis] = {

@@ -1,16 +1,25 @@
-"""The analysis catalogue: what can be requested for a study, and how each one runs."""
+"""The analysis catalogue: what can be requested for a study, and how each one runs.
+
+Plain data only: dispatch, the API and the reaper name and resolve analyses without loading
+numpy or nibabel (their Lambdas don't ship them). Each analysis's code is imported on its first
+run (`Implementation`); its parameters' defaults and outputs are here, and its module reads them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from importlib import import_module
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
-import nibabel as nib
-import numpy as np
-import numpy.typing as npt
-
+from voxelpipe.tissues import DEFAULT_MRF_BETA, TISSUES
 from voxelpipe.wiring import Runtime
+
+if TYPE_CHECKING:
+    import nibabel as nib
+    import numpy as np
+    import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -81,3 +90,110 @@ def merged_parameters(analysis: str, defaults: Mapping[str, Any], given: Mapping
     if unknown:
         raise ValueError(f"unknown {analysis} parameters: {', '.join(unknown)}")
     return {**defaults, **given}
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """An analysis's run function by module and name, imported on its first call."""
+
+    module: str
+    function: str
+
+    def __call__(self, inp: AnalysisInput) -> AnalysisOutput:
+        run: Callable[[AnalysisInput], AnalysisOutput] = getattr(import_module(self.module), self.function)
+        return run(inp)
+
+
+# qc (voxelpipe.analyses.qc)
+QC_PREVIEWS: tuple[str, ...] = ("preview_axial.png", "preview_coronal.png", "preview_sagittal.png")
+QC_PARAMETERS: Mapping[str, Any] = MappingProxyType(
+    {
+        "percentiles": (1, 5, 50, 95, 99),
+        "preview_max_px": 512,  # longest side of the largest preview; all three share one mm/pixel
+        "display_convention": "radiological",  # or "neurological"
+        "background_margin_mm": 10.0,  # gap between the foreground's bounding box and the noise region
+    }
+)
+QC = Analysis(
+    name="qc",
+    version="1.0.0",
+    runtime=Runtime.LAMBDA,
+    description=(
+        "Header sanity (dimensions, voxel size, field of view, orientation, obliquity, datatype), "
+        "intensity statistics, an Otsu foreground mask, SNR and CNR estimates, and three "
+        "orthogonal preview PNGs"
+    ),
+    run=Implementation("voxelpipe.analyses.qc", "run_qc"),
+    parameters=QC_PARAMETERS,
+    outputs=QC_PREVIEWS,
+)
+
+# tissue-seg (voxelpipe.analyses.tissue_seg)
+TISSUE_SEG_LABELS_FILE = "labels.nii.gz"
+TISSUE_SEG_MASK_FILE = "brain_mask.nii.gz"
+TISSUE_SEG_PROBABILITY_FILES: dict[str, str] = {tissue: f"prob_{tissue}.nii.gz" for tissue in TISSUES}
+TISSUE_SEG_OVERLAYS: tuple[str, ...] = ("overlay_axial.png", "overlay_coronal.png", "overlay_sagittal.png")
+TISSUE_SEG_OUTPUTS: tuple[str, ...] = (
+    TISSUE_SEG_LABELS_FILE,
+    *TISSUE_SEG_PROBABILITY_FILES.values(),
+    TISSUE_SEG_MASK_FILE,
+    *TISSUE_SEG_OVERLAYS,
+)
+TISSUE_SEG_PARAMETERS: Mapping[str, Any] = MappingProxyType(
+    {
+        "skull_stripped": "auto",  # "auto" (detect), true (keep the input's foreground), false (extract)
+        "bias_correction": "auto",  # "auto" (apply a strong field only), "on", "off"
+        "mrf_beta": DEFAULT_MRF_BETA,  # spatial prior strength; 0 turns it off
+        "device": "auto",  # "auto" (CUDA when present), "cpu", "cuda"
+        "preview_max_px": 512,
+        "display_convention": "radiological",  # or "neurological"
+    }
+)
+TISSUE_SEG = Analysis(
+    name="tissue-seg",
+    version="1.0.0",
+    runtime=Runtime.LAMBDA,
+    description=(
+        "Brain mask (kept when the input is already skull-stripped, else extracted) and GM/WM/CSF "
+        "segmentation of a T1-weighted volume: N3-style bias correction, an EM Gaussian mixture "
+        "with a mean-field MRF prior; label map, probability maps and brain mask as NIfTI, "
+        "overlay previews as PNG"
+    ),
+    run=Implementation("voxelpipe.analyses.tissue_seg", "run_tissue_seg"),
+    parameters=TISSUE_SEG_PARAMETERS,
+    outputs=TISSUE_SEG_OUTPUTS,
+)
+
+# volumetrics (voxelpipe.analyses.volumetrics)
+VOLUMETRICS = Analysis(
+    name="volumetrics",
+    version="1.0.0",
+    runtime=Runtime.LAMBDA,
+    description=(
+        "GM, WM and CSF volumes in mL from tissue-seg's probability maps (partial volume counts), "
+        "total intracranial volume estimate and brain parenchymal fraction"
+    ),
+    run=Implementation("voxelpipe.analyses.volumetrics", "run_volumetrics"),
+    parameters={},
+    requires=("tissue-seg",),
+    outputs=(),
+)
+
+# normative (voxelpipe.analyses.normative)
+NORMATIVE_PARAMETERS: Mapping[str, Any] = MappingProxyType(
+    {"reference_table": None, "reference_table_key": None, "age": None, "sex": None}
+)
+NORMATIVE = Analysis(
+    name="normative",
+    version="1.0.0",
+    runtime=Runtime.LAMBDA,
+    description=(
+        "z-scores and percentiles of the tissue volumes for the subject's age and sex against a "
+        "user-supplied reference table (CSV: measure,sex,age_min,age_max,mean,sd,source); none is "
+        "bundled"
+    ),
+    run=Implementation("voxelpipe.analyses.normative", "run_normative"),
+    parameters=NORMATIVE_PARAMETERS,
+    requires=("volumetrics",),
+    outputs=(),
+)

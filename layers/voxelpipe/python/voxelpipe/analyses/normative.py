@@ -31,18 +31,20 @@ import csv
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from types import MappingProxyType
 from typing import Any
 
-from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput, merged_parameters
+from voxelpipe.analyses.catalogue import NORMATIVE as NORMATIVE
+from voxelpipe.analyses.catalogue import (
+    NORMATIVE_PARAMETERS,
+    AnalysisInput,
+    AnalysisOutput,
+    merged_parameters,
+)
 from voxelpipe.analyses.volumetrics import MEASURES, volumetrics_output
-from voxelpipe.wiring import Runtime
 
 COLUMNS: tuple[str, ...] = ("measure", "sex", "age_min", "age_max", "mean", "sd", "source")
 MAX_TABLE_BYTES = 1 << 20  # a table is a few hundred rows; anything larger is a mistake
-DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType(
-    {"reference_table": None, "reference_table_key": None, "age": None, "sex": None}
-)
+DEFAULT_PARAMETERS = NORMATIVE_PARAMETERS
 _SEXES = {"f": "F", "female": "F", "m": "M", "male": "M"}
 
 
@@ -266,19 +268,3 @@ def run_normative(inp: AnalysisInput) -> AnalysisOutput:
     subject = {key: inp.subject[key] for key in ("age", "sex") if inp.subject.get(key) is not None}
     given = {key: value for key, value in inp.parameters.items() if value is not None}
     return normative_output(replace(inp, parameters={**inp.parameters, **subject, **given}), inp.requirements)
-
-
-NORMATIVE = Analysis(
-    name="normative",
-    version="1.0.0",
-    runtime=Runtime.LAMBDA,
-    description=(
-        "z-scores and percentiles of the tissue volumes for the subject's age and sex against a "
-        "user-supplied reference table (CSV: measure,sex,age_min,age_max,mean,sd,source); none is "
-        "bundled"
-    ),
-    run=run_normative,
-    parameters=DEFAULT_PARAMETERS,
-    requires=("volumetrics",),
-    outputs=(),
-)

@@ -21,14 +21,20 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 
-from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput, merged_parameters
+from voxelpipe.analyses.catalogue import QC as QC
+from voxelpipe.analyses.catalogue import (
+    QC_PARAMETERS,
+    QC_PREVIEWS,
+    AnalysisInput,
+    AnalysisOutput,
+    merged_parameters,
+)
 from voxelpipe.volume import (
     Image,
     canonical,
@@ -39,21 +45,12 @@ from voxelpipe.volume import (
     voxel_data,
     voxel_sizes,
 )
-from voxelpipe.wiring import Runtime
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 
-PREVIEWS: tuple[str, ...] = ("preview_axial.png", "preview_coronal.png", "preview_sagittal.png")
-
-DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType(
-    {
-        "percentiles": (1, 5, 50, 95, 99),
-        "preview_max_px": 512,  # longest side of the largest preview; all three share one mm/pixel
-        "display_convention": "radiological",  # or "neurological"
-        "background_margin_mm": 10.0,  # gap between the foreground's bounding box and the noise region
-    }
-)
+PREVIEWS = QC_PREVIEWS
+DEFAULT_PARAMETERS = QC_PARAMETERS
 
 # Magnitude MR images have Rayleigh-distributed noise where there is no signal: its standard
 # deviation is sqrt(2 - pi/2) = 0.655 times the Gaussian sigma of the underlying complex channels
@@ -626,18 +623,3 @@ def run_qc(inp: AnalysisInput) -> AnalysisOutput:
         "warnings": warnings,
     }
     return AnalysisOutput(measures=measures, artifacts=artifacts)
-
-
-QC = Analysis(
-    name="qc",
-    version="1.0.0",
-    runtime=Runtime.LAMBDA,
-    description=(
-        "Header sanity (dimensions, voxel size, field of view, orientation, obliquity, datatype), "
-        "intensity statistics, an Otsu foreground mask, SNR and CNR estimates, and three "
-        "orthogonal preview PNGs"
-    ),
-    run=run_qc,
-    parameters=DEFAULT_PARAMETERS,
-    outputs=PREVIEWS,
-)

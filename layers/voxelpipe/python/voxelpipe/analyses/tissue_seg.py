@@ -23,19 +23,28 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 
-from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput, merged_parameters
+from voxelpipe.analyses.catalogue import TISSUE_SEG as TISSUE_SEG
+from voxelpipe.analyses.catalogue import (
+    TISSUE_SEG_LABELS_FILE,
+    TISSUE_SEG_MASK_FILE,
+    TISSUE_SEG_OUTPUTS,
+    TISSUE_SEG_OVERLAYS,
+    TISSUE_SEG_PARAMETERS,
+    TISSUE_SEG_PROBABILITY_FILES,
+    AnalysisInput,
+    AnalysisOutput,
+    merged_parameters,
+)
 from voxelpipe.analyses.qc import DisplayConvention, preview_parameters, preview_slices, value_percentiles
 from voxelpipe.nifti import to_nifti_bytes
-from voxelpipe.tissues import DEFAULT_MRF_BETA, LABELS, TISSUES
+from voxelpipe.tissues import LABELS, TISSUES
 from voxelpipe.volume import Image, canonical, first_volume, new_image, orientation, voxel_data, voxel_sizes
-from voxelpipe.wiring import Runtime
 
 # torch and the segmentation code load on first use: the catalogue, which the light Lambdas
 # import (without torch), only names this analysis.
@@ -43,22 +52,12 @@ if TYPE_CHECKING:
     from voxelpipe.segmentation import Segmentation, SegmentationParameters
 
 FloatArray = npt.NDArray[np.float32]
-LABELS_FILE = "labels.nii.gz"
-MASK_FILE = "brain_mask.nii.gz"
-PROBABILITY_FILES: dict[str, str] = {tissue: f"prob_{tissue}.nii.gz" for tissue in TISSUES}
-OVERLAYS: tuple[str, ...] = ("overlay_axial.png", "overlay_coronal.png", "overlay_sagittal.png")
-OUTPUTS: tuple[str, ...] = (LABELS_FILE, *PROBABILITY_FILES.values(), MASK_FILE, *OVERLAYS)
-
-DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType(
-    {
-        "skull_stripped": "auto",  # "auto" (detect), true (keep the input's foreground), false (extract)
-        "bias_correction": "auto",  # "auto" (apply a strong field only), "on", "off"
-        "mrf_beta": DEFAULT_MRF_BETA,  # spatial prior strength; 0 turns it off
-        "device": "auto",  # "auto" (CUDA when present), "cpu", "cuda"
-        "preview_max_px": 512,
-        "display_convention": "radiological",  # or "neurological"
-    }
-)
+LABELS_FILE = TISSUE_SEG_LABELS_FILE
+MASK_FILE = TISSUE_SEG_MASK_FILE
+PROBABILITY_FILES = TISSUE_SEG_PROBABILITY_FILES
+OVERLAYS = TISSUE_SEG_OVERLAYS
+OUTPUTS = TISSUE_SEG_OUTPUTS
+DEFAULT_PARAMETERS = TISSUE_SEG_PARAMETERS
 
 # Overlay colours (RGB) and opacity: CSF blue, GM green, WM yellow.
 _COLOURS = np.array([[0, 0, 0], [40, 120, 255], [40, 200, 80], [255, 210, 40]], dtype=np.float32)
@@ -332,19 +331,3 @@ def tissue_seg_output(
 def run_tissue_seg(inp: AnalysisInput) -> AnalysisOutput:
     # Outputs go back to the upload's own grid and orientation.
     return tissue_seg_output(inp, inp.original_affine, inp.original_shape)
-
-
-TISSUE_SEG = Analysis(
-    name="tissue-seg",
-    version="1.0.0",
-    runtime=Runtime.LAMBDA,
-    description=(
-        "Brain mask (kept when the input is already skull-stripped, else extracted) and GM/WM/CSF "
-        "segmentation of a T1-weighted volume: N3-style bias correction, an EM Gaussian mixture "
-        "with a mean-field MRF prior; label map, probability maps and brain mask as NIfTI, "
-        "overlay previews as PNG"
-    ),
-    run=run_tissue_seg,
-    parameters=DEFAULT_PARAMETERS,
-    outputs=OUTPUTS,
-)

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput
+from voxelpipe.analyses.catalogue import VOLUMETRICS as VOLUMETRICS
+from voxelpipe.analyses.catalogue import AnalysisInput, AnalysisOutput
 from voxelpipe.analyses.tissue_seg import PROBABILITY_FILES, TissueSegParameters, segment_image
 from voxelpipe.nifti import load_nifti
 from voxelpipe.tissues import TISSUES
 from voxelpipe.volume import voxel_data
-from voxelpipe.wiring import Runtime
 
 MEASURES: tuple[str, ...] = ("gm_ml", "wm_ml", "csf_ml", "tiv_ml", "bpf")
 _GRID_TOLERANCE = 1e-4  # affines of the three probability maps must agree this closely (mm)
@@ -114,18 +114,3 @@ def volumetrics_output(
 
 def run_volumetrics(inp: AnalysisInput) -> AnalysisOutput:
     return volumetrics_output(inp, inp.requirements)
-
-
-VOLUMETRICS = Analysis(
-    name="volumetrics",
-    version="1.0.0",
-    runtime=Runtime.LAMBDA,
-    description=(
-        "GM, WM and CSF volumes in mL from tissue-seg's probability maps (partial volume counts), "
-        "total intracranial volume estimate and brain parenchymal fraction"
-    ),
-    run=run_volumetrics,
-    parameters={},
-    requires=("tissue-seg",),
-    outputs=(),
-)

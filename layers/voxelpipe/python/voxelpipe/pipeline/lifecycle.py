@@ -6,11 +6,10 @@ a study moves the same way whoever moves it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voxelpipe import tracking
 from voxelpipe.analyses import CATALOGUE
-from voxelpipe.dicom import UidMap
 from voxelpipe.inference.registry import model_analyses
 from voxelpipe.keys import quarantine_key, upload_prefix
 from voxelpipe.messages import Priority, WorkItem
@@ -18,6 +17,9 @@ from voxelpipe.ports import ObjectStorage, StudyStore, WorkQueues
 from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.rejections import ReasonCode, Rejected
 from voxelpipe.status import StudyStatus
+
+if TYPE_CHECKING:
+    from voxelpipe.dicom import UidMap
 
 INGEST_ACTOR = "ingest"
 
@@ -72,6 +74,9 @@ def check_analyses(study: StudyRecord) -> None:
 def uid_map(study: StudyRecord) -> UidMap:
     """The DICOM study's replacement UIDs: keyed hashes under the study's own key."""
     assert study.uid_key is not None, "a DICOM study is registered with its UID key"
+    # Here, not at the top: the reaper and the API use this module and ship no pydicom.
+    from voxelpipe.dicom import UidMap
+
     return UidMap.for_study(bytes.fromhex(study.uid_key), study.study_id)
 
 

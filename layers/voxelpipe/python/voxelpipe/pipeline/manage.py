@@ -6,7 +6,6 @@ from __future__ import annotations
 from voxelpipe import tracking
 from voxelpipe.keys import UploadKey, upload_prefix
 from voxelpipe.limits import Limits
-from voxelpipe.pipeline.ingest_dicom import complete_dicom_study
 from voxelpipe.pipeline.lifecycle import enqueue_study
 from voxelpipe.ports import Executions, ObjectStorage, StudyStore, WorkQueues
 from voxelpipe.records import StudyRecord
@@ -56,6 +55,10 @@ def complete_upload(
     if study.status != StudyStatus.AWAITING_UPLOAD:
         return study
     if study.input_format == "dicom" and study.arrived:
+        # The series checks load pydicom, nibabel and numpy (~0.5 s): only a DICOM upload's
+        # completion pays for them, not every cold start of the API.
+        from voxelpipe.pipeline.ingest_dicom import complete_dicom_study
+
         complete_dicom_study(study.study_id, store, storage, queues, limits, source=source)
         return store.get_study(study.study_id) or study
     present = set(storage.list_keys(upload_prefix(study.tenant, study.study_id)))
