@@ -1,0 +1,172 @@
+"""How many threads one analysis may use, and setting torch and BLAS to it.
+
+torch and OpenBLAS size their thread pools from the host's CPU count, which inside a Lambda, a
+container with a CPU quota or a process pinned to some cores is more than the process gets; and
+analyses running side by side each take a full pool. Every thread past the CPUs really there is
+oversubscription: torch's OpenMP regions end at a barrier, so one thread waiting for a CPU stalls
+the rest (measured: `segment()` with 2 threads on a busy 2-core machine 2-6x slower than with 1,
+same labels). The budget is
+
+    threads = max(1, cpus // analyses running at once)
+
+where `cpus` is the least of: the CPUs this process may run on (`os.sched_getaffinity`), the
+container's CPU quota (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us / cpu.cfs_period_us`, rounded
+down: a thread past the quota is throttled mid-region), and in a Lambda the vCPUs its memory buys
+(1769 MB = 1 vCPU, 6 at 10240 MB). `VOXELPIPE_ANALYSIS_THREADS` overrides it (per analysis, not
+divided): the local cloud's worker processes and the benchmarks set 1.
+
+Pure where it counts: `thread_budget` takes the environment, the affinity and the cgroup folder as
+parameters (defaults: the real ones), so the unit tests run it on fakes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+__all__ = [
+    "THREADS_ENV",
+    "ThreadBudget",
+    "affinity_cpus",
+    "apply_thread_budget",
+    "cgroup_cpu_quota",
+    "lambda_vcpus",
+    "thread_budget",
+]
+
+THREADS_ENV: Final = "VOXELPIPE_ANALYSIS_THREADS"
+LAMBDA_MEMORY_ENV: Final = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"  # MB, set by the Lambda runtime
+LAMBDA_MB_PER_VCPU: Final = 1769  # AWS: a function with 1769 MB has the equivalent of one vCPU
+LAMBDA_MAX_VCPUS: Final = 6  # at 10240 MB, the most memory a function can have
+CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
+# What OpenMP and the BLAS libraries read when they load: for those a process loads after the
+# budget is applied (torch is imported on an analysis' first use).
+THREAD_ENV_VARS: Final = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class ThreadBudget:
+    threads: int  # per analysis
+    cpus: int  # what the process really has (the override: what it was told)
+    limited_by: str  # which bound set `cpus`: affinity, cgroup quota, lambda memory, or THREADS_ENV
+    concurrent: int  # analyses running at once, sharing `cpus`
+
+
+def affinity_cpus() -> int:
+    """The CPUs this process may run on (all of the host's where the platform cannot say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
+    """The container's CPU quota in CPUs (e.g. 1.5), or None when it has none.
+
+    cgroup v2: `cpu.max` holds "QUOTA PERIOD" ("max PERIOD": no quota). cgroup v1: the cpu
+    controller's `cpu.cfs_quota_us` (-1: no quota) over `cpu.cfs_period_us`. Read at `root`, the
+    process's own cgroup inside a container (cgroup namespaces).
+    """
+    v2 = _read(root / "cpu.max")
+    if v2 is not None:
+        fields = v2.split()
+        if len(fields) == 2 and fields[0] != "max":
+            return _quota(fields[0], fields[1])
+        return None
+    for controller in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+        quota = _read(root / controller / "cpu.cfs_quota_us")
+        period = _read(root / controller / "cpu.cfs_period_us")
+        if quota is not None and period is not None:
+            return _quota(quota, period)
+    return None
+
+
+def _quota(quota: str, period: str) -> float | None:
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:
+        return None
+    return q / p if q > 0 and p > 0 else None
+
+
+def lambda_vcpus(environ: Mapping[str, str]) -> int | None:
+    """The vCPUs a Lambda function's memory buys (None outside Lambda): memory / 1769 MB rounded,
+    between 1 and 6."""
+    memory = environ.get(LAMBDA_MEMORY_ENV)
+    if not memory:
+        return None
+    try:
+        megabytes = int(memory)
+    except ValueError:
+        return None
+    return max(1, min(LAMBDA_MAX_VCPUS, round(megabytes / LAMBDA_MB_PER_VCPU)))
+
+
+def thread_budget(
+    concurrent: int = 1,
+    environ: Mapping[str, str] | None = None,
+    affinity: int | None = None,
+    cgroup_root: Path = CGROUP_ROOT,
+) -> ThreadBudget:
+    """The threads each of `concurrent` analyses may use (see the module docstring).
+
+    Raises ValueError when `VOXELPIPE_ANALYSIS_THREADS` is set but not a positive integer: a
+    misconfigured deployment says so rather than running at a guess.
+    """
+    env = os.environ if environ is None else environ
+    concurrent = max(1, concurrent)
+    override = env.get(THREADS_ENV, "").strip()
+    if override:
+        try:
+            threads = int(override)
+        except ValueError:
+            threads = 0
+        if threads < 1:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {override!r}")
+        return ThreadBudget(threads=threads, cpus=threads, limited_by=THREADS_ENV, concurrent=concurrent)
+    bounds: list[tuple[int, str]] = [(affinity if affinity is not None else affinity_cpus(), "affinity")]
+    quota = cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        bounds.append((max(1, math.floor(quota)), "cgroup quota"))
+    vcpus = lambda_vcpus(env)
+    if vcpus is not None:
+        bounds.append((vcpus, "lambda memory"))
+    cpus, limited_by = min(bounds, key=lambda bound: bound[0])  # the first of equal bounds
+    cpus = max(1, cpus)
+    return ThreadBudget(
+        threads=max(1, cpus // concurrent), cpus=cpus, limited_by=limited_by, concurrent=concurrent
+    )
+
+
+def apply_thread_budget(threads: int) -> None:
+    """Size torch's intra-op pool and the BLAS pools to `threads`, for this process.
+
+    torch, when loaded, through `torch.set_num_threads` (else `OMP_NUM_THREADS`, which it reads on
+    import); BLAS libraries already loaded (numpy's OpenBLAS) through threadpoolctl where it is
+    installed, those loaded later through their environment variables. torch's inter-op pool is
+    left alone: no analysis forks inter-op work, and `set_num_interop_threads` raises once any
+    inter-op work has started.
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    for name in THREAD_ENV_VARS:
+        os.environ[name] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # not installed: the environment variables above do what they can
+        return
+    threadpool_limits(limits=threads, user_api="blas")
