@@ -184,6 +184,22 @@ def test_brain_mask_keeps_a_stripped_brain():
     np.testing.assert_array_equal(result.mask, truth > 0)
 
 
+def test_a_stripped_input_is_labelled_once(monkeypatch):
+    """The skull-stripped check's components are the mask's: one labelling, not one each."""
+    data, _ = three_tissue_phantom()
+    labelled = []
+    largest_component = morph.largest_component
+
+    def counted(*args, **kwargs):
+        labelled.append(args[0].shape)
+        return largest_component(*args, **kwargs)
+
+    monkeypatch.setattr(morph, "largest_component", counted)
+    result = brain_mask(data, (2.0, 2.0, 2.0))
+    assert result.skull_stripped and result.check is not None and result.check.skull_stripped
+    assert len(labelled) == 1
+
+
 def test_parameters_are_validated():
     with pytest.raises(ValueError, match="unknown"):
         TissueSegParameters.from_mapping({"nope": 1})
