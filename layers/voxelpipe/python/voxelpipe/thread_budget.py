@@ -17,10 +17,11 @@ everything else: /proc/stat sampled over 0.1 s on this process's CPUs, before th
 (a Lambda or a Batch job finds them idle; a shared development machine often does not, and there
 a second thread that waits for a busy CPU costs more than it brings: 2 threads took 3.2 s with a
 core free, 21 s with both busy, against 3.9-4.2 s for 1). `VOXELPIPE_ANALYSIS_THREADS` overrides
-it (per analysis, not divided): the local cloud's worker processes and the benchmarks set 1.
+it (per analysis, not divided): the local cloud's worker processes, the tests and the benchmarks
+set 1.
 
-Pure where it counts: `thread_budget` takes the environment, the affinity and the cgroup folder as
-parameters (defaults: the real ones), so the unit tests run it on fakes.
+Pure where it counts: `thread_budget` takes the environment, the affinity, the cgroup folder and
+the busy-CPU sampler as parameters (defaults: the real ones), so the unit tests run it on fakes.
 """
 
 from __future__ import annotations
