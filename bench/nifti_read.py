@@ -14,6 +14,12 @@ FILE defaults to nilearn's bundled MNI152 T1 (.nii.gz).  Each figure is the best
 plus the gzip decode alone with ISA-L and with zlib, which is where the difference comes from.
 The ratio reported is nibabel / ours; the target is >= 2.5.  Exits 0 whatever the figures.
 
+The process holds only what it measures: nibabel (which loads pydicom), voxelpipe.nifti and the
+sample's path (infra.local.samples finds it without importing nilearn, which would bring
+scikit-learn and pandas); and bench/timing.py freezes that heap before timing, so the collection
+after each run walks only the run's garbage (~3.5 s in all, of which gc.collect 0.16 s; it was
+~6 s, two-thirds of it in gc.collect walking nibabel's and pydicom's ~42,000 objects 120 times).
+
 Where the time goes (MNI152 T1, 2-core dev box): ours is ISA-L's inflate (~9.2 ms) plus ~0.3 ms
 of nibabel header/image construction; nibabel is zlib's inflate (~23 ms) plus a copy into its
 array.  So the ratio's ceiling is about zlib/ISA-L, ~3x.  Measured on the way there: decoding

@@ -3,7 +3,15 @@ end-to-end tiers' only (their conftest files): the unit tier never imports CDK o
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# One torch/BLAS thread per analysis, as in the local cloud and the benchmarks: tests share a
+# small machine with each other and with other work, where a second thread waiting for a busy
+# CPU makes torch several times slower (voxelpipe.thread_budget). Set before anything loads torch.
+os.environ.setdefault("VOXELPIPE_ANALYSIS_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from voxelpipe.api.auth import DEV_SECRET_FILE_ENV
 

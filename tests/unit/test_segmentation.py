@@ -28,22 +28,72 @@ from voxelpipe.segmentation import morphology as morph
 from voxelpipe.wiring import Runtime
 
 
-def test_components_and_holes_match_scipy():
+@pytest.mark.parametrize("backend", ["scipy", "torch"])
+def test_components_and_holes_match_scipy(backend):
     rng = np.random.default_rng(1)
     mask = ndimage.gaussian_filter(rng.random((40, 36, 30)), 1.5) > 0.52
-    labels = morph.label_components(torch.as_tensor(mask)).numpy()
+    labels = morph.label_components(torch.as_tensor(mask), backend).numpy()
     expected, count = ndimage.label(mask)  # 6-connectivity by default
     assert len(np.unique(labels[mask])) == count
     # Same partition: each of our labels maps to exactly one of scipy's.
     pairs = {(int(a), int(b)) for a, b in zip(labels[mask], expected[mask], strict=True)}
     assert len(pairs) == count
-    largest = morph.largest_component(torch.as_tensor(mask)).numpy()
+    largest = morph.largest_component(torch.as_tensor(mask), backend).numpy()
     sizes = np.bincount(expected.ravel())[1:]
     np.testing.assert_array_equal(largest, expected == 1 + int(np.argmax(sizes)))
     shell = ball((30, 30, 30), 12) & ~ball((30, 30, 30), 6)
     np.testing.assert_array_equal(
-        morph.fill_holes(torch.as_tensor(shell)).numpy(), ndimage.binary_fill_holes(shell)
+        morph.fill_holes(torch.as_tensor(shell), backend).numpy(), ndimage.binary_fill_holes(shell)
     )
+
+
+def _blobs(seed: int, shape=(16, 14, 12), level: float = 0.53) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return ndimage.gaussian_filter(rng.random(shape), 1.2) > level
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_label_backends_agree(seed):
+    """The CPU path (scipy) and the GPU path (torch propagation) give the same labels, largest
+    component, fraction and filled holes, voxel for voxel."""
+    mask = torch.as_tensor(_blobs(seed, level=0.5 + 0.01 * seed))
+    for op in (morph.label_components, morph.largest_component, morph.fill_holes):
+        np.testing.assert_array_equal(op(mask, "scipy").numpy(), op(mask, "torch").numpy())
+    assert morph.component_fraction(mask, "scipy") == morph.component_fraction(mask, "torch")
+    # Labels are 1 + the smallest flat index of each component, on both paths.
+    labels = morph.label_components(mask, "scipy").numpy().ravel()
+    for value in np.unique(labels[labels > 0]):
+        assert np.flatnonzero(labels == value)[0] == value - 1
+
+
+def test_largest_component_ties_go_to_the_first_voxel():
+    # Two 2x2x2 cubes and a 1-voxel speck; the cubes tie: the one holding the first voxel wins,
+    # whichever order a backend numbers them in.
+    mask = np.zeros((6, 6, 6), dtype=bool)
+    mask[4:6, 0:2, 0:2] = True  # later in flat order...
+    mask[0:2, 3:5, 3:5] = True  # ...than this one, which starts at index 0*36 + 3*6 + 3
+    mask[0, 0, 0] = True
+    expected = np.zeros_like(mask)
+    expected[0:2, 3:5, 3:5] = True
+    for backend in ("scipy", "torch"):
+        chosen = morph.largest_component(torch.as_tensor(mask), backend).numpy()
+        np.testing.assert_array_equal(chosen, expected)
+        assert morph.component_fraction(torch.as_tensor(mask), backend) == 8 / 17
+
+
+def test_label_backends_on_edge_cases():
+    empty = torch.zeros((3, 4, 5), dtype=torch.bool)
+    full = torch.ones((3, 4, 5), dtype=torch.bool)
+    line = torch.zeros((1, 1, 7), dtype=torch.bool)
+    line[0, 0, ::2] = True  # four single voxels, all tied
+    for mask in (empty, full, line):
+        for op in (morph.label_components, morph.largest_component, morph.fill_holes):
+            np.testing.assert_array_equal(op(mask, "scipy").numpy(), op(mask, "torch").numpy())
+    assert morph.largest_component(line).nonzero().tolist() == [[0, 0, 0]]
+    # A mask whose every face is foreground: the enclosed background is a hole on both paths.
+    box = torch.ones((5, 5, 5), dtype=torch.bool)
+    box[1:4, 1:4, 1:4] = False
+    assert bool(morph.fill_holes(box, "scipy").all()) and bool(morph.fill_holes(box, "torch").all())
 
 
 def test_dilate_and_erode_are_ball_like():
@@ -132,6 +182,22 @@ def test_brain_mask_keeps_a_stripped_brain():
     result = brain_mask(data, (2.0, 2.0, 2.0))  # 2 mm voxels: a brain-sized 460 mL
     assert result.skull_stripped and result.check is not None and result.check.skull_stripped
     np.testing.assert_array_equal(result.mask, truth > 0)
+
+
+def test_a_stripped_input_is_labelled_once(monkeypatch):
+    """The skull-stripped check's components are the mask's: one labelling, not one each."""
+    data, _ = three_tissue_phantom()
+    labelled = []
+    largest_component = morph.largest_component
+
+    def counted(*args, **kwargs):
+        labelled.append(args[0].shape)
+        return largest_component(*args, **kwargs)
+
+    monkeypatch.setattr(morph, "largest_component", counted)
+    result = brain_mask(data, (2.0, 2.0, 2.0))
+    assert result.skull_stripped and result.check is not None and result.check.skull_stripped
+    assert len(labelled) == 1
 
 
 def test_parameters_are_validated():

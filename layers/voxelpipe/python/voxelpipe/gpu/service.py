@@ -17,6 +17,7 @@ from voxelpipe.inference.models import ModelCache
 from voxelpipe.inference.tasks import run_model_tasks
 from voxelpipe.messages import AnalysisTask
 from voxelpipe.ports import StudyStore
+from voxelpipe.thread_budget import apply_thread_budget, thread_budget
 
 
 def default_runner(store: StudyStore, storage: Storage) -> Runner:
@@ -32,6 +33,9 @@ def default_runner(store: StudyStore, storage: Storage) -> Runner:
 
 def worker_from_environment() -> Worker:
     """The worker a Batch job runs: the bucket, queue and settings its job definition gives it."""
+    # Before any model loads: torch's pool for the work that stays on the CPU (pre/post-processing,
+    # a model without CUDA) fits the job's CPUs; micro-batches run one at a time.
+    apply_thread_budget(thread_budget().threads)
     return Worker(
         queue=GpuQueue.from_environment(),
         tokens=TaskTokens(),

@@ -17,6 +17,7 @@ from voxelpipe.inference.spec import MANIFEST_FILE, ModelManifest, ModelRef, Mod
 from voxelpipe.keys import InvalidKey, model_key
 from voxelpipe.ports import ObjectStorage
 from voxelpipe.segmentation.device import resolve_device
+from voxelpipe.thread_budget import thread_budget
 
 
 class ModelUnavailable(RuntimeError):
@@ -42,7 +43,10 @@ def onnx_providers(device: torch.device) -> list[str]:
 def load_onnx(data: bytes, device: torch.device) -> Predictor:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(data, providers=onnx_providers(device))
+    options = ort.SessionOptions()
+    # Its own pool (not torch's): sized like the analyses' rather than to every core of the host.
+    options.intra_op_num_threads = thread_budget().threads
+    session = ort.InferenceSession(data, sess_options=options, providers=onnx_providers(device))
     input_name = session.get_inputs()[0].name
 
     def predict(batch: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
 from voxelpipe.ports import ObjectStorage, StudyStore
 from voxelpipe.study_data import writing_for
+from voxelpipe.thread_budget import apply_thread_budget, thread_budget
 from voxelpipe.wiring import Prefix
 
 
@@ -33,6 +34,8 @@ def run_analysis(task: AnalysisTask, store: StudyStore, storage: ObjectStorage) 
     with writing_for(store, storage, task.study_id, writes=(Prefix.DERIVED, Prefix.WORK)):
         record = tracking.start_task(store, task.study_id, task.attempt, analysis_step(analysis.name))
         image = load_nifti(storage.read(task.volume.volume_key))
+        # One analysis per Lambda invocation or GPU worker task at a time: it gets the process's CPUs.
+        apply_thread_budget(thread_budget().threads)
         parameters = {**analysis.parameters, **request.parameters}
         output = analysis.run(
             AnalysisInput(

@@ -1,7 +1,9 @@
 """Brain extraction and GM/WM/CSF tissue segmentation of T1-weighted volumes, in torch.
 
 One implementation for the CPU (Lambda) and CUDA (GPU workers): `device=None` picks CUDA when
-present. numpy and torch only (no scipy, scikit-image or nilearn: the Lambda images lack them).
+present. numpy and torch, plus scipy's `ndimage.label` for connected components on the CPU (the
+analysis extra installs it in the container images; on CUDA the components stay in torch). The
+caller sets torch's threads (`voxelpipe.thread_budget`; RunAnalysis does).
 
 * `segment` -- brain mask, bias correction and EM segmentation of one volume (`pipeline`);
 * `brain_mask` -- skull-stripped detection and classical brain extraction (`brain_mask`);

@@ -89,24 +89,36 @@ def _factors(spacing: Sequence[float]) -> tuple[int, int, int]:
     return (f[0], f[1], f[2])
 
 
-def detect_skull_stripped(
-    data: FloatArray, spacing: Sequence[float], device: str | torch.device | None = None
-) -> SkullStrippedCheck:
-    """Whether `data` looks already skull-stripped (see the module docstring for the rule)."""
-    dev = resolve_device(device)
+@dataclass(frozen=True)
+class _Foreground:
+    """An input's voxels above its minimum, and their largest piece on the working grid: what the
+    skull-stripped check measures and, when it passes, the brain mask (labelled once for both)."""
+
+    fine: torch.Tensor  # bool, the input's grid
+    coarse: torch.Tensor  # bool, the working grid: a block is foreground if any voxel is
+    main: torch.Tensor  # bool, the working grid: the largest 6-connected piece of `coarse`
+    factors: tuple[int, int, int]
+
+
+def _foreground(data: FloatArray, spacing: Sequence[float], dev: torch.device) -> _Foreground:
     volume = torch.as_tensor(np.ascontiguousarray(data), device=dev)
-    floor = float(volume.min())
-    foreground = volume > floor
-    n = volume.numel()
-    fg_count = int(foreground.sum())
+    fine = volume > volume.min()
+    del volume
+    factors = _factors(spacing)
+    # Components on the working grid: 8x cheaper at 1 mm, same topology for anything thicker
+    # than a block.
+    coarse = morph.downsample(fine.float(), factors) > 0
+    return _Foreground(fine=fine, coarse=coarse, main=morph.largest_component(coarse), factors=factors)
+
+
+def _stripped_check(foreground: _Foreground, spacing: Sequence[float]) -> SkullStrippedCheck:
+    n = foreground.fine.numel()
+    fg_count = int(foreground.fine.sum())
     voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
     background_fraction = 1.0 - fg_count / n
     foreground_ml = fg_count * voxel_ml
-    factors = _factors(spacing)
-    # Components on the working grid (a block is foreground if any voxel is): fast, same topology
-    # for anything thicker than a block.
-    coarse = morph.downsample(foreground.float(), factors) > 0
-    fraction = morph.component_fraction(coarse)
+    coarse_count = int(foreground.coarse.sum())
+    fraction = int(foreground.main.sum()) / coarse_count if coarse_count else 1.0
     if background_fraction < STRIPPED_MIN_BACKGROUND_FRACTION:
         reason = f"only {background_fraction:.0%} of voxels at the minimum value: background is not zeroed"
         stripped = False
@@ -129,6 +141,25 @@ def detect_skull_stripped(
         component_fraction=round(fraction, 5),
         reason=reason,
     )
+
+
+def _stripped_mask(foreground: _Foreground) -> BoolArray:
+    """Foreground voxels whose block is in the largest piece, plus holes where a whole block is
+    enclosed background."""
+    fine, main, factors = foreground.fine, foreground.main, foreground.factors
+    filled = morph.fill_holes(main)
+    keep = morph.upsample_mask(main, factors, fine.shape)
+    holes = morph.upsample_mask(filled & ~main, factors, fine.shape)
+    mask = (fine & keep) | holes
+    result: BoolArray = mask.cpu().numpy()
+    return result
+
+
+def detect_skull_stripped(
+    data: FloatArray, spacing: Sequence[float], device: str | torch.device | None = None
+) -> SkullStrippedCheck:
+    """Whether `data` looks already skull-stripped (see the module docstring for the rule)."""
+    return _stripped_check(_foreground(data, spacing, resolve_device(device)), spacing)
 
 
 def _upsample_mask(coarse: torch.Tensor, factors: Sequence[int], shape: Sequence[int]) -> torch.Tensor:
@@ -183,19 +214,7 @@ def stripped_foreground(
     voxels is), which is 8x cheaper at 1 mm: foreground voxels are kept where their block is in
     the largest piece, and holes are filled where a whole block is enclosed background.
     """
-    dev = resolve_device(device)
-    volume = torch.as_tensor(np.ascontiguousarray(data), device=dev)
-    foreground = volume > volume.min()
-    del volume
-    factors = _factors(spacing)
-    coarse = morph.downsample(foreground.float(), factors) > 0
-    main = morph.largest_component(coarse)
-    filled = morph.fill_holes(main)
-    keep = morph.upsample_mask(main, factors, foreground.shape)
-    holes = morph.upsample_mask(filled & ~main, factors, foreground.shape)
-    mask = (foreground & keep) | holes
-    result: BoolArray = mask.cpu().numpy()
-    return result
+    return _stripped_mask(_foreground(data, spacing, resolve_device(device)))
 
 
 def brain_mask(
@@ -205,15 +224,20 @@ def brain_mask(
     device: str | torch.device | None = None,
 ) -> BrainMask:
     """The brain mask of `data` (a T1 volume); `skull_stripped=None` detects whether to extract."""
+    dev = resolve_device(device)
     check = None
+    foreground = None
     if skull_stripped is None:
-        check = detect_skull_stripped(data, spacing, device)
+        foreground = _foreground(data, spacing, dev)
+        check = _stripped_check(foreground, spacing)
         skull_stripped = check.skull_stripped
     if skull_stripped:
-        mask = stripped_foreground(data, spacing, device)
+        # The check's foreground and its largest piece serve again: labelled once per input.
+        mask = _stripped_mask(foreground or _foreground(data, spacing, dev))
         method = "input already skull-stripped: its non-background voxels, largest piece, holes filled"
     else:
-        mask = extract_brain(data, spacing, device)
+        del foreground  # the extraction does not need it: free the input-sized mask
+        mask = extract_brain(data, spacing, dev)
         method = (
             "extracted: Otsu head mask, tissue above the darkest of three intensity clusters, "
             f"{EROSION_MM:g} mm erosion, largest component, geodesic regrowth, "
