@@ -3,6 +3,8 @@
 #
 #   bench/device_gpu.sh prepare [PYTHON_VERSION]   # here, with the registry: wheels -> build/gpu-wheels
 #   bench/device_gpu.sh run [gpu_worker.py flags]  # there, offline: install them, run the benchmark
+#   bench/device_gpu.sh check                      # there: the tests that need CUDA
+#   bench/device_gpu.sh exec CMD...                # there: CMD in that environment
 #
 # A CUDA machine's image brings its own Python with torch and numpy (and often nothing can be
 # fetched there); what bench/gpu_worker.py needs beyond them is bench/gpu_requirements.txt. `prepare`
@@ -12,7 +14,8 @@
 # that sees the image's packages (torch stays the image's CUDA build), installs the wheels with no
 # index, and runs bench/gpu_worker.py on CUDA: ours vs MONAI's sliding_window_inference in fp32 and
 # bf16, and the worker's studies per second. `run` refuses to start without a CUDA device unless
-# `--device cpu` is passed (how this script is checked on a machine with no GPU).
+# `--device cpu` is passed (how this script is checked on a machine with no GPU). `check` runs the
+# tests that skip without CUDA; `exec` runs any command (another benchmark) in the same environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,35 +39,63 @@ prepare() {
   fi
 }
 
-run() {
-  local python="${DEVICE_PYTHON:-python3}" env=/tmp/voxelpipe-gpu-bench
+# The benchmark's environment on the device: a venv over the image's packages (its CUDA torch),
+# with the carried wheels installed offline; made once per machine, reused by each verb.
+ENV_DIR=/tmp/voxelpipe-gpu-bench
+
+setup() {
+  local python="${DEVICE_PYTHON:-python3}"
+  [ -f "$ENV_DIR/.ready" ] && return 0
   if ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
     echo "device_gpu: no wheels in $WHEELS: run 'bench/device_gpu.sh prepare' first and carry the folder" >&2
     exit 2
   fi
   local wanted
   wanted=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-  if ! ls "$WHEELS"/*"cp${wanted/./}"*.whl "$WHEELS"/*abi3*.whl >/dev/null 2>&1; then
+  if ! ls "$WHEELS"/*"cp${wanted/./}"*.whl >/dev/null 2>&1; then
     echo "device_gpu: the wheels in $WHEELS are not for Python $wanted: prepare them with 'prepare $wanted'" >&2
     exit 2
   fi
   "$python" -c 'import torch' || { echo "device_gpu: $python has no torch" >&2; exit 2; }
-  if [[ " $* " != *" --device cpu "* ]]; then
-    "$python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' \
-      || { echo "device_gpu: no CUDA device visible to torch (pass --device cpu to check the script)" >&2; exit 2; }
-  fi
-  rm -rf "$env"
-  "$python" -m venv --system-site-packages "$env"
-  "$env/bin/python" -m pip install --quiet --no-index --no-deps "$WHEELS"/*.whl
-  "$env/bin/python" -c 'import monai, moto, nibabel, pydicom, pynamodb, aws_lambda_powertools' # fail early
+  rm -rf "$ENV_DIR"
+  "$python" -m venv --system-site-packages "$ENV_DIR"
+  "$ENV_DIR/bin/python" -m pip install --quiet --no-index --no-deps "$WHEELS"/*.whl
+  "$ENV_DIR/bin/python" -c 'import monai, moto, nibabel, pydicom, pynamodb, aws_lambda_powertools' # fail early
   # What the image lacks or has too old shows here (torch's CUDA packages aside).
-  "$env/bin/python" -m pip check 2>&1 | grep -v -i "torch\|nvidia\|triton" | sed "s/^/device_gpu: pip check: /" || true
-  echo "device_gpu: $("$env/bin/python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)')"
-  PYTHONPATH="$PWD/layers/voxelpipe/python:$PWD" "$env/bin/python" bench/gpu_worker.py "$@"
+  "$ENV_DIR/bin/python" -m pip check 2>&1 | grep -v -i "torch\|nvidia\|triton" | sed "s/^/device_gpu: pip check: /" || true
+  echo "device_gpu: $("$ENV_DIR/bin/python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)')"
+  touch "$ENV_DIR/.ready"
+}
+
+in_env() {
+  PATH="$ENV_DIR/bin:$PATH" PYTHONPATH="$PWD/layers/voxelpipe/python:$PWD" "$@"
+}
+
+need_cuda() {
+  in_env python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' \
+    || { echo "device_gpu: no CUDA device visible to torch (pass --device cpu to check the script)" >&2; exit 2; }
+}
+
+run() {
+  setup
+  [[ " $* " == *" --device cpu "* ]] || need_cuda
+  in_env python bench/gpu_worker.py "$@"
+}
+
+# The tests that skip without CUDA (torch labelling, sliding window in bf16, tissue-seg on the GPU
+# against the CPU), without the conftest files: those load the local cloud, which needs CDK.
+check() {
+  setup
+  need_cuda
+  in_env python -m pytest --noconftest -p no:cacheprovider -q -rs \
+    tests/unit/test_segmentation.py tests/unit/test_inference.py tests/integration/test_segmentation_mni.py \
+    -k "cuda" "$@"
 }
 
 case "${1:-}" in
   prepare) shift; prepare "$@" ;;
   run) shift; run "$@" ;;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  check) shift; check "$@" ;;
+  exec) shift; setup; in_env "$@" ;;
+  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

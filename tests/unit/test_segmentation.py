@@ -66,6 +66,17 @@ def test_label_backends_agree(seed):
         assert np.flatnonzero(labels == value)[0] == value - 1
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the torch path on the GPU")
+@pytest.mark.parametrize("seed", range(4))
+def test_label_backends_agree_on_cuda(seed):
+    """A CUDA tensor takes the torch path by default; it labels as scipy does on the CPU."""
+    mask = _blobs(seed, shape=(40 + seed, 37, 31), level=0.5 + 0.01 * seed)
+    on_cpu, on_gpu = torch.as_tensor(mask), torch.as_tensor(mask).cuda()
+    for op in (morph.label_components, morph.largest_component, morph.fill_holes):
+        np.testing.assert_array_equal(op(on_cpu, "scipy").numpy(), op(on_gpu).cpu().numpy())
+    assert morph.component_fraction(on_cpu, "scipy") == morph.component_fraction(on_gpu)
+
+
 def test_largest_component_ties_go_to_the_first_voxel():
     # Two 2x2x2 cubes and a 1-voxel speck; the cubes tie: the one holding the first voxel wins,
     # whichever order a backend numbers them in.
