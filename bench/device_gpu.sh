@@ -9,11 +9,11 @@
 # A CUDA machine's image brings its own Python with torch and numpy (and often nothing can be
 # fetched there); what bench/gpu_worker.py needs beyond them is bench/gpu_requirements.txt. `prepare`
 # downloads exactly those wheels, for the device's Python (3.12 unless told) and manylinux x86_64,
-# into build/gpu-wheels (ignored by git; about 45 MB, refused above 60 MB). Carry that folder with
-# the tree (the device tool's `carry: ["build/gpu-wheels"]`), then `run` makes a virtual environment
-# that sees the image's packages (torch stays the image's CUDA build), installs the wheels with no
-# index, and runs bench/gpu_worker.py on CUDA: ours vs MONAI's sliding_window_inference in fp32 and
-# bf16, and the worker's studies per second. `run` refuses to start without a CUDA device unless
+# into build/gpu-wheels (ignored by git; about 51 MB, refused above 60 MB). Carry that folder with
+# the tree (the device tool's `carry: ["build/gpu-wheels"]`), then `run` installs the wheels with no
+# index into a folder beside the image's own packages (torch stays the image's CUDA build) and runs
+# bench/gpu_worker.py on CUDA: ours vs MONAI's sliding_window_inference in fp32 and bf16, and the
+# worker's studies per second. `run` refuses to start without a CUDA device unless
 # `--device cpu` is passed (how this script is checked on a machine with no GPU). `check` runs the
 # tests that skip without CUDA; `exec` runs any command (another benchmark) in the same environment.
 set -euo pipefail
@@ -39,12 +39,14 @@ prepare() {
   fi
 }
 
-# The benchmark's environment on the device: a venv over the image's packages (its CUDA torch),
-# with the carried wheels installed offline; made once per machine, reused by each verb.
+# The benchmark's environment on the device: the image's own Python (its CUDA torch; often itself
+# a venv, so no venv is layered over it) with the carried wheels installed offline into a folder put
+# first on PYTHONPATH; made once per machine, reused by each verb.
 ENV_DIR=/tmp/voxelpipe-gpu-bench
 
 setup() {
-  local python="${DEVICE_PYTHON:-python3}"
+  local python
+  python=$(command -v "${DEVICE_PYTHON:-python3}")
   [ -f "$ENV_DIR/.ready" ] && return 0
   if ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
     echo "device_gpu: no wheels in $WHEELS: run 'bench/device_gpu.sh prepare' first and carry the folder" >&2
@@ -57,18 +59,18 @@ setup() {
     exit 2
   fi
   "$python" -c 'import torch' || { echo "device_gpu: $python has no torch" >&2; exit 2; }
-  rm -rf "$ENV_DIR"
-  "$python" -m venv --system-site-packages "$ENV_DIR"
-  "$ENV_DIR/bin/python" -m pip install --quiet --no-index --no-deps "$WHEELS"/*.whl
-  "$ENV_DIR/bin/python" -c 'import monai, moto, nibabel, pydicom, pynamodb, aws_lambda_powertools' # fail early
+  rm -rf "$ENV_DIR" && mkdir -p "$ENV_DIR/bin"
+  "$python" -m pip install --quiet --no-index --no-deps --target "$ENV_DIR/site" "$WHEELS"/*.whl
+  printf '#!/bin/sh\nexec "%s" "$@"\n' "$python" >"$ENV_DIR/bin/python" && chmod +x "$ENV_DIR/bin/python"
+  in_env python -c 'import monai, moto, nibabel, pydicom, pynamodb, aws_lambda_powertools' # fail early
   # What the image lacks or has too old shows here (torch's CUDA packages aside).
-  "$ENV_DIR/bin/python" -m pip check 2>&1 | grep -v -i "torch\|nvidia\|triton" | sed "s/^/device_gpu: pip check: /" || true
-  echo "device_gpu: $("$ENV_DIR/bin/python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)')"
+  in_env python -m pip check 2>&1 | grep -v -i "torch\|nvidia\|triton" | sed "s/^/device_gpu: pip check: /" || true
+  echo "device_gpu: $(in_env python -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)')"
   touch "$ENV_DIR/.ready"
 }
 
 in_env() {
-  PATH="$ENV_DIR/bin:$PATH" PYTHONPATH="$PWD/layers/voxelpipe/python:$PWD" "$@"
+  PATH="$ENV_DIR/bin:$PATH" PYTHONPATH="$ENV_DIR/site:$PWD/layers/voxelpipe/python:$PWD" "$@"
 }
 
 need_cuda() {

@@ -6,6 +6,9 @@ On the same network and volumes, in one run:
 
 * monai:  `monai.inferers.sliding_window_inference` volume by volume (gaussian blend, the
           spec's overlap and sw_batch_size), float32, then argmax -> a CPU label map; the peer;
+          both label maps are narrowed to uint8 on the device before the copy to the host, as
+          the worker does: an int64 map of a 1 mm brain takes ~49 ms to cross from an H200,
+          more than the whole sliding window, and would hide the difference being measured;
 * ours:   `SlidingWindowRunner.run` over all volumes at once (windows of every volume share the
           forward passes, argmax on the device), float32: the like-for-like comparison;
 * ours-bf16 (CUDA only): the same with bf16 autocast, as a spec with "precision": "bfloat16" runs;
@@ -114,7 +117,7 @@ def monai_run(model: LoadedModel, inputs: list[torch.Tensor]) -> Callable[[], li
                 sw_device=device,
                 device=device,
             )
-            return np.asarray(out[0].argmax(0).cpu().numpy())
+            return np.asarray(out[0].argmax(0).to(torch.uint8).cpu().numpy())
 
     return lambda: [one(v) for v in inputs]
 
@@ -124,7 +127,7 @@ def ours_run(model: LoadedModel, inputs: list[torch.Tensor]) -> Callable[[], lis
 
     def run_all() -> list[np.ndarray]:
         labels = model.runner.run(inputs, reduce="argmax")
-        return [np.asarray(label.cpu().numpy()) for label in labels]
+        return [np.asarray(label.to(torch.uint8).cpu().numpy()) for label in labels]
 
     return run_all
 
