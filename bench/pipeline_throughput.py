@@ -2,7 +2,7 @@
 study's time is not its analyses.
 
 For each analysis chain (`qc` alone, and the demo's `qc,tissue-seg,volumetrics`) and each
-concurrency level, a fresh local cloud runs one warm-up wave (so its worker processes are started),
+concurrency level, a fresh local cloud runs one warm-up wave (so all its worker processes started),
 then `--repeat` timed waves of N studies uploaded at once, each a copy of one real scan (nilearn's
 MNI152 T1, cropped to --size voxels a side, 0: the whole 197x233x189 volume). Printed per level,
 the best wave:
@@ -131,7 +131,9 @@ def measure(
 ) -> Wave:
     quiet = {"POWERTOOLS_LOG_LEVEL": "ERROR"}
     with LocalCloud(env=quiet, processes=processes) as cloud:
-        run_wave(cloud, scan, chain, max(1, min(studies, processes.processes)))  # warm-up
+        # Warm-up: enough studies at once that every worker process has started (slots are taken
+        # in turn, and each study takes one for Prepare and one for each analysis).
+        run_wave(cloud, scan, chain, max(1, 2 * processes.processes))
         waves = [run_wave(cloud, scan, chain, studies) for _ in range(repeat)]
     return max(waves, key=lambda wave: wave.per_minute)
 
