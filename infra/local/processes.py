@@ -31,12 +31,14 @@ import os
 import queue
 import secrets
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -134,6 +136,24 @@ def _handler(name: str) -> Handler:
         module_name, attribute = name.rsplit(".", 1)
         _handlers[name] = getattr(importlib.import_module(module_name), attribute)
     return _handlers[name]
+
+
+def _exit_with(cloud_pid: int) -> None:
+    """In a new worker: end it once the cloud's process is gone (killed, or ended without closing
+    its pool), so that no worker outlives its cloud. It would otherwise wait for work forever."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1)
+            try:
+                os.kill(cloud_pid, 0)
+                alive = Path(f"/proc/{cloud_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            except (ProcessLookupError, FileNotFoundError):
+                alive = False
+            if not alive:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="watch-cloud", daemon=True).start()
 
 
 def run_in_worker(call: WorkerCall) -> WorkerAnswer:
@@ -275,7 +295,12 @@ class WorkerPool:
         executor = self._idle.get()
         try:
             if executor is None:
-                executor = ProcessPoolExecutor(max_workers=1, mp_context=_worker_context())
+                executor = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=_worker_context(),
+                    initializer=_exit_with,
+                    initargs=(os.getpid(),),
+                )
                 with self._lock:
                     self._executors.append(executor)
             answer = executor.submit(run_in_worker, call).result()
