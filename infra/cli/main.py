@@ -73,6 +73,19 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to wait for every study (default 900)",
     )
     demo.add_argument("--verbose", action="store_true", help="show the functions' logs on stderr")
+    demo.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="worker processes for the analyses (default: one a CPU, or VOXELPIPE_LOCAL_PROCESSES; "
+        "0: in the cloud's process)",
+    )
+    demo.add_argument(
+        "--analysis-threads",
+        type=int,
+        metavar="T",
+        help="threads each analysis may use (default 1, or VOXELPIPE_LOCAL_ANALYSIS_THREADS)",
+    )
     cli_remote.add_commands(commands)
     return parser
 
@@ -111,6 +124,7 @@ def _print_human(report: dict[str, Any]) -> None:
 def demo(args: argparse.Namespace) -> int:
     # The local cloud needs the development extras (moto, aws-cdk-lib, nilearn): imported only here.
     from infra.local.cloud import LocalCloud
+    from infra.local.processes import ProcessSettings
     from infra.local.samples import mni152_t1_path
     from infra.local.studies import UnsafeInput, report, scan_files, submit_files, wait_for_terminal
 
@@ -130,8 +144,20 @@ def demo(args: argparse.Namespace) -> int:
     except (UnknownAnalysis, UnsafeInput) as error:
         print(f"voxelpipe demo: {error}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        defaults = ProcessSettings.from_env()
+        processes = ProcessSettings(
+            processes=defaults.processes if args.processes is None else args.processes,
+            analysis_threads=(
+                defaults.analysis_threads if args.analysis_threads is None else args.analysis_threads
+            ),
+        )
+    except ValueError as error:
+        print(f"voxelpipe demo: {error}", file=sys.stderr)
+        return EXIT_USAGE
     print("starting the local cloud (moto, in process)...", file=sys.stderr, flush=True)
-    with LocalCloud(env={"POWERTOOLS_LOG_LEVEL": "INFO" if args.verbose else "WARNING"}) as cloud:
+    quiet = {"POWERTOOLS_LOG_LEVEL": "INFO" if args.verbose else "WARNING"}
+    with LocalCloud(env=quiet, processes=processes) as cloud:
         submitted = []
         for path, input_format, files in scans:
             study_id = submit_files(

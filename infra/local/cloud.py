@@ -14,11 +14,9 @@ import logging
 import os
 import threading
 import time
-import traceback
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from types import TracebackType
 from typing import Any
@@ -27,18 +25,17 @@ from unittest import mock
 import boto3
 import botocore.loaders
 import botocore.session
-from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from botocore.credentials import Credentials
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 
 from infra.local.deploy import GPU_WORKER, REGION, Deployment, deploy_template
 from infra.local.iam import LocalIam
-from infra.local.moto_fixes import moto_fixes
+from infra.local.lambda_runtime import Handler, LambdaContext, call_handler
+from infra.local.processes import POOLED_FUNCTIONS, ProcessSettings, WorkerCall, WorkerPool
 from infra.local.template import cached_template
 from infra.local.workers import LocalGpuWorkers
 from voxelpipe.function_specs import function_spec
-from voxelpipe.observability import metrics
 from voxelpipe.wiring import EnvVar
 
 log = logging.getLogger("voxelpipe.local")
@@ -61,6 +58,13 @@ def _service_models() -> botocore.loaders.Loader:
     return botocore.loaders.create_loader()
 
 
+def _shared_loader(search_path_string: str | None = None) -> botocore.loaders.Loader:
+    """botocore's `create_loader`, answering the default search path with the process's one loader."""
+    if search_path_string is None:
+        return _service_models()
+    return botocore.loaders.create_loader(search_path_string)
+
+
 def _session() -> boto3.Session:
     """A boto3 session whose botocore service models (JSON, ~0.4 s to decode the dozen a cloud's
     clients need) are decoded once per process, not once per local cloud."""
@@ -69,36 +73,13 @@ def _session() -> boto3.Session:
     return boto3.Session(botocore_session=core)
 
 
-@dataclass
-class LambdaContext:
-    """The fields of Lambda's context object that handlers and Powertools read."""
-
-    function_name: str
-    memory_limit_in_mb: int
-    timeout_s: int
-    function_version: str = "$LATEST"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = ""
-    log_stream_name: str = "local"
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:123456789012:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
-
-
 @dataclass(frozen=True)
 class Invocation:
     function: str  # the FunctionSpec name
     event: Any
     error: str | None
     duration_ms: float
-
-
-Handler = Callable[[Any, Any], Any]
+    process_id: int  # the process that ran the handler: the cloud's, or a worker's (-1: one that died)
 
 
 class LocalCloud:
@@ -110,25 +91,40 @@ class LocalCloud:
         *,
         env: dict[str, str] | None = None,
         credentials: Credentials | None = None,
+        processes: ProcessSettings | None = None,
     ) -> None:
         """`env` overrides the functions' environment here: local-only settings, such as a quieter
         POWERTOOLS_LOG_LEVEL for the demo or development-token auth for `voxelpipe serve`.
         `credentials` replace moto's fake keys for every client in the process (moto accepts any):
-        `voxelpipe serve` signs presigned URLs with keys nobody else knows."""
+        `voxelpipe serve` signs presigned URLs with keys nobody else knows. `processes`: how many
+        worker processes run the analyses (infra/local/processes.py; default from the environment:
+        one a CPU)."""
         self.template = template if template is not None else cached_template()
         self.env_overrides = dict(env or {})
         self.credentials = credentials
+        self.process_settings = processes if processes is not None else ProcessSettings.from_env()
+        self.workers: WorkerPool | None = None
+        self._host_env: dict[str, str] = {}
+        self._executions_done = True
         self.deployment = Deployment()
         self.invocations: list[Invocation] = []
         self._lock = threading.Lock()
         self._stack = ExitStack()
         self._handlers: dict[str, Handler] = {}
         self._overrides: dict[str, Handler] = {}
+        self._worker_overrides: dict[str, str] = {}
         self.gpu_workers: LocalGpuWorkers | None = None
         self.iam = LocalIam()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LocalCloud:
+        self._host_env = dict(os.environ)  # what a worker process starts from, before the cloud's
+        # Every botocore session here, moto's own included (it makes one for each region lookup,
+        # and decoded endpoints.json each time: ~0.8 s of a cloud's start), shares one loader.
+        self._stack.enter_context(mock.patch.object(botocore.session, "create_loader", _shared_loader))
+        # Imported here, under that loader: moto's state machine interpreter brings in its EC2 backend.
+        from infra.local.moto_fixes import moto_fixes
+
         self._stack.enter_context(mock.patch.dict(os.environ, LOCAL_ENV))
         self._stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
         if self.credentials is not None:  # after mock_aws, which sets its own fake keys
@@ -144,6 +140,12 @@ class LocalCloud:
         self._stack.enter_context(moto_fixes())
         self._stack.enter_context(mock.patch.object(LambdaFunction, "invoke", self._moto_invoke_hook()))
         self._stack.enter_context(self.iam)
+        if self.process_settings.processes > 0:
+            # Worker processes start with the first invocation that needs them, forked from a fork
+            # server warmed now, while the cloud deploys; they are closed before moto goes.
+            self.workers = WorkerPool(self.process_settings.processes, self.process_settings.analysis_threads)
+            self.workers.warm()
+            self._stack.callback(self._close_workers)
         self.deployment = deploy_template(self.template)
         self.iam.token_owner = self.state_machine_arn
         os.environ.update(self.function_environment())
@@ -158,10 +160,16 @@ class LocalCloud:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._executions_done = False
         try:
-            self.wait_for_executions()
+            self._executions_done = self.wait_for_executions()
         finally:
             self._stack.close()
+
+    def _close_workers(self) -> None:
+        if self.workers is not None:
+            # After a timeout some execution may still be in a worker: don't wait for it.
+            self.workers.close(wait=self._executions_done)
 
     def wait_for_executions(self, timeout_s: float = 60) -> bool:
         """Wait until no execution is running, so none outlives moto; False on timeout."""
@@ -210,12 +218,24 @@ class LocalCloud:
     # -- invocation --------------------------------------------------------------------------
     @contextmanager
     def override(self, function: str, handler: Handler) -> Iterator[None]:
-        """Run `handler` in place of a function's own (fault injection in tests)."""
+        """Run `handler` in place of a function's own (fault injection in tests), in this process."""
         self._overrides[function] = handler
         try:
             yield
         finally:
             del self._overrides[function]
+
+    @contextmanager
+    def override_in_worker(self, function: str, handler: str) -> Iterator[None]:
+        """Run the handler named `handler` ("module.attribute", importable by a worker) in place of a
+        pooled function's own, in a worker process (tests of what happens there)."""
+        if function not in POOLED_FUNCTIONS or self.workers is None:
+            raise ValueError(f"{function} does not run in worker processes here")
+        self._worker_overrides[function] = handler
+        try:
+            yield
+        finally:
+            del self._worker_overrides[function]
 
     def handler(self, function: str) -> Handler:
         if function in self._overrides:
@@ -234,31 +254,47 @@ class LocalCloud:
     def invoke(self, function: str, event: Any) -> tuple[Any, str | None]:
         """Call a function's handler as Lambda would: returns (payload, error type or None)."""
         spec = function_spec(function)
-        context = LambdaContext(
-            function_name=function, memory_limit_in_mb=spec.memory_mb, timeout_s=spec.timeout_s
-        )
         started = time.perf_counter()
-        error: str | None = None
-        try:
+        if self._runs_in_worker(function):
+            payload, error, process_id = self._invoke_in_worker(function, event)
+        else:
+            context = LambdaContext(
+                function_name=function, memory_limit_in_mb=spec.memory_mb, timeout_s=spec.timeout_s
+            )
             with self.acting_as(function):
-                payload = self.handler(function)(event, context)
-        except Exception as exc:  # Lambda reports any exception as a function error
-            error = type(exc).__name__
-            payload = {
-                "errorType": error,
-                "errorMessage": str(exc),
-                "stackTrace": traceback.format_exception(exc),
-            }
-            log.warning("%s failed: %s: %s", function, error, exc)
-        if is_metrics_disabled():
-            # Powertools keeps a disabled metric set instead of flushing it, and at 100 values prints
-            # it anyway: drop it after each call, as a Lambda invocation's flush would.
-            metrics.clear_metrics()
+                payload, error = call_handler(self.handler(function), event, context)
+            process_id = os.getpid()
+        if error is not None:
+            log.warning("%s failed: %s: %s", function, error, payload.get("errorMessage"))
         with self._lock:
             self.invocations.append(
-                Invocation(function, event, error, (time.perf_counter() - started) * 1000)
+                Invocation(function, event, error, (time.perf_counter() - started) * 1000, process_id)
             )
         return payload, error
+
+    def _runs_in_worker(self, function: str) -> bool:
+        if self.workers is None or function not in POOLED_FUNCTIONS:
+            return False
+        return function in self._worker_overrides or function not in self._overrides
+
+    def _invoke_in_worker(self, function: str, event: Any) -> tuple[Any, str | None, int]:
+        assert self.workers is not None
+        spec = function_spec(function)
+        env = {**self._host_env, **LOCAL_ENV, **self.deployment.function_env[function], **self.env_overrides}
+        call = WorkerCall(
+            function=function,
+            handler=self._worker_overrides.get(function) or f"functions.{spec.name}.{spec.handler}",
+            event=event,
+            env=self.workers.worker_env(env),
+            statements=self.deployment.statements_of(function),
+            token_owner=self.iam.token_owner,
+            memory_mb=spec.memory_mb,
+            timeout_s=spec.timeout_s,
+        )
+        answer = self.workers.answer_for(call)
+        for denial in answer.denials:  # refused in the worker: recorded here, where tests look
+            self.iam.record(denial)
+        return answer.payload, answer.error, answer.process_id
 
     def _moto_invoke_hook(self) -> Callable[..., bytes]:
         cloud = self

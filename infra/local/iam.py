@@ -2,7 +2,8 @@
 
 moto runs every call it is given, so without this a function could read a prefix, write a table
 or send to a queue its role does not allow, and only AWS would say so. While a handler (or a
-GPU worker thread) runs, each of its calls to S3, DynamoDB, SQS, Step Functions, EventBridge and
+GPU worker thread) runs, in the cloud's process or in one of its worker processes
+(infra/local/processes.py), each of its calls to S3, DynamoDB, SQS, Step Functions, EventBridge and
 Secrets Manager becomes the IAM requests AWS would authorize (action, resource ARN, condition
 keys), checked against the identity policies the synthesized template gives its role. A call
 that no statement allows fails as AWS fails it (AccessDenied) and is recorded, so that a test
@@ -277,10 +278,14 @@ class LocalIam:
 
         return checked
 
-    def _deny(self, denial: Denial) -> None:
+    def record(self, denial: Denial) -> None:
+        """Keep a denial (made here, or in a worker process of the local cloud) and log it."""
         with self._lock:
             self.denials.append(denial)
         log.error("access denied: %s", denial)
+
+    def _deny(self, denial: Denial) -> None:
+        self.record(denial)
         code = "AccessDeniedException" if denial.request.action.startswith("dynamodb:") else "AccessDenied"
         raise ClientError(
             {"Error": {"Code": code, "Message": f"User is not authorized: {denial}"}}, denial.operation

@@ -22,6 +22,9 @@ from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus, TaskStatus
 
 DEMO_TENANT = "demo"
+# wait_for_terminal polls the studies table this often: at first, and at most.
+_FIRST_POLL_S = 0.05
+_LAST_POLL_S = 0.25
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
@@ -144,25 +147,32 @@ def wait_for_terminal(
     deadline = time.monotonic() + timeout_s
     seen: dict[str, tuple[str, tuple[str, ...]]] = {}
     latest: dict[str, StudyRecord | None] = dict.fromkeys(study_ids)
+    pause_s = _FIRST_POLL_S
     while True:
         for study_id in study_ids:
+            known = latest[study_id]
+            if known is not None and StudyStatus(known.status).is_terminal:
+                continue  # read in an earlier round: it stays so
             record = store.get_study(study_id)
             latest[study_id] = record
-            if record is None:
+            if record is None or on_change is None:
                 continue
             steps = tuple(
                 f"{task.step} {int(task.progress)}%"
                 for task in store.tasks_of(study_id, int(record.attempt))
                 if task.status == TaskStatus.RUNNING
             )
-            if on_change and seen.get(study_id) != (record.status, steps):
+            if seen.get(study_id) != (record.status, steps):
                 on_change(record, list(steps))
             seen[study_id] = (record.status, steps)
         if all(r is None or StudyStatus(r.status).is_terminal for r in latest.values()):
             return latest
         if time.monotonic() > deadline:
             return latest
-        time.sleep(0.05)
+        time.sleep(pause_s)
+        # Each poll is a moto call in the cloud's own process, competing with the studies it waits
+        # for: quick at first, then every quarter second.
+        pause_s = min(_LAST_POLL_S, pause_s * 1.5)
 
 
 def report(cloud: LocalCloud, study_id: str, input_name: str, output_dir: Path | None = None) -> StudyReport:

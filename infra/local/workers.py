@@ -25,7 +25,6 @@ from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.adapters.task_tokens import TaskTokens
 from voxelpipe.function_specs import SCALER
 from voxelpipe.gpu.scaling import scale
-from voxelpipe.gpu.service import default_runner
 from voxelpipe.gpu.worker import Runner, Worker, WorkerSummary
 from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.ports import StudyStore
@@ -40,6 +39,14 @@ LOCAL_POLL_WAIT_S = 1
 
 # Builds the runner of each new worker (tests inject faults through it): storage -> runner.
 RunnerFactory = Callable[[StudyStore, Storage], Runner]
+
+
+def default_runner(store: StudyStore, storage: Storage) -> Runner:
+    """The deployed workers' runner, imported when the first worker starts: it brings in torch
+    (~2-3 s), which a local cloud whose studies never reach the GPU queue doesn't need."""
+    from voxelpipe.gpu.service import default_runner as deployed_runner
+
+    return deployed_runner(store, storage)
 
 
 @dataclass(frozen=True)

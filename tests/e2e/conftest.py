@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.cloud import cloud, template
+from tests.fixtures.cloud import cloud, cloud_in_process, template
 from tests.fixtures.serve import voxelpipe_serve
 
-__all__ = ["cloud", "multipart_server", "server", "template"]
+__all__ = ["cloud", "cloud_in_process", "multipart_server", "server", "template"]
 
 
 @pytest.fixture(scope="module")

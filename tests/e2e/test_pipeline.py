@@ -105,9 +105,10 @@ def _queue_url(record: dict) -> str:
 
 
 def test_a_study_becomes_terminal_only_after_every_task_has_ended(
-    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+    cloud_in_process: LocalCloud, monkeypatch: pytest.MonkeyPatch
 ):
     """Whoever sees a terminal status (a poller, a webhook) sees every task of the attempt ended."""
+    cloud = cloud_in_process  # the transition is watched in this process: Prepare must run here
     running_at_end: dict[str, list[str]] = {}
     transition = tracking.transition
 

@@ -50,7 +50,11 @@ def staged(monkeypatch):
     monkeypatch.setitem(analyses.CATALOGUE, "doubled", doubled)
 
 
-def test_a_dependent_analysis_runs_in_a_later_stage_with_its_requirements_output(cloud: LocalCloud, staged):
+def test_a_dependent_analysis_runs_in_a_later_stage_with_its_requirements_output(
+    cloud_in_process: LocalCloud, staged
+):
+    # The analyses are registered in this process's catalogue: the cloud runs them here.
+    cloud = cloud_in_process
     _, content = make_good_nifti()
     study_id = submit(cloud, content, "scan.nii.gz", analyses=["doubled", "qc"])
     record = wait_for_terminal([study_id], timeout_s=60)[study_id]

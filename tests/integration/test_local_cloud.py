@@ -9,6 +9,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from infra.local.cloud import LocalCloud
+from infra.local.template import CACHE_DIR
 from voxelpipe.function_specs import FUNCTIONS
 from voxelpipe.wiring import EnvVar
 
@@ -81,3 +82,21 @@ def test_a_call_its_role_does_not_allow_fails_as_in_aws_and_is_recorded(cloud: L
     assert denial.request.resource.endswith("/derived/s/results.json")
     s3.get_object(Bucket=cloud.bucket, Key="derived/s/results.json")  # the test itself acts as no one
     cloud.iam.denials.clear()  # seen: the fixture's check is for denials nobody expected
+
+
+def test_the_cached_template_names_the_sources_synthesis_imported(template: dict[str, Any]):
+    """The cache (infra/local/template.py) keeps the digest of every file of this tree that a real
+    synthesis imported: the stack's modules and the voxelpipe modules that describe the cloud."""
+    entry = json.loads((CACHE_DIR / "template.json").read_text())
+    assert entry["template"] == template
+    package = "layers/voxelpipe/python/voxelpipe"
+    for source in (
+        "cdk.json",
+        "infra/synth.py",
+        "infra/stack.py",
+        f"{package}/wiring.py",
+        f"{package}/function_specs.py",
+        f"{package}/workflow_settings.py",
+        f"{package}/gpu_settings.py",
+    ):
+        assert entry["sources"].get(source), source

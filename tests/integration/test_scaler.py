@@ -9,7 +9,8 @@ import pytest
 from moto import mock_aws
 
 from functions.scaler.handler import lambda_handler
-from infra.local.cloud import LOCAL_ENV, LambdaContext
+from infra.local.cloud import LOCAL_ENV
+from infra.local.lambda_runtime import LambdaContext
 from tests.fixtures.events import load_event
 from voxelpipe.function_specs import SCALER
 from voxelpipe.wiring import EnvVar
