@@ -18,7 +18,7 @@ Done when (issue 13): qc at 8 concurrent ≥ 1.7 x the studies/min at 1, on 2 co
 runs every function in the cloud's process, as before worker processes, for comparison.
 
 At the end it prints the cold-start table of bench/cold_start.py (each handler's import time beside
-its bare dependencies') when that bench is present.
+its bare dependencies').
 
     python bench/pipeline_throughput.py [--levels 1,4,8] [--repeat 2] [--chains qc,demo]
         [--processes N] [--analysis-threads T] [--size 64]
@@ -139,11 +139,8 @@ def measure(
 
 
 def print_cold_start() -> None:
-    try:
-        from cold_start import print_cold_start_table
-    except ImportError:
-        print("\n(the cold-start table comes from bench/cold_start.py, which is not in this tree)")
-        return
+    from cold_start import print_cold_start_table
+
     print()
     print_cold_start_table()
 

@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -150,6 +151,11 @@ class LocalCloud:
         self.iam.token_owner = self.state_machine_arn
         os.environ.update(self.function_environment())
         os.environ.update(self.env_overrides)
+        # The functions' logger reads POWERTOOLS_LOG_LEVEL when first imported (in Lambda, after
+        # the environment is set); where this process imported it before, apply the level now.
+        observability = sys.modules.get("voxelpipe.observability")
+        if observability is not None and os.environ.get("POWERTOOLS_LOG_LEVEL"):
+            observability.logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])
         # GPU workers run as threads here (infra/local/workers.py), started as the GPU queue fills.
         if GPU_WORKER in self.deployment.function_env:
             self.gpu_workers = LocalGpuWorkers.from_deployment(self.deployment)

