@@ -56,6 +56,8 @@ bench: setup
 	$(BIN)/python bench/dicom_series.py
 	$(BIN)/python bench/gpu_worker.py
 	$(BIN)/python bench/step_memory.py
+	$(BIN)/python bench/segmentation_accuracy.py
+	$(BIN)/python bench/pipeline_throughput.py
 
 clean:
 	rm -rf build cdk.out .pytest_cache .mypy_cache .ruff_cache
