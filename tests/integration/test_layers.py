@@ -93,6 +93,10 @@ def test_the_built_functions_stay_within_150_mb():
         pytest.skip(problem)
     manifest = json.loads((LAYERS_DIR / MANIFEST).read_text())
     assert manifest["cache_tag"] == "cpython-312"
+    # Every .pyc in the built layers is the runtime's: Lambda mounts layers read-only, and a
+    # module without its cpython-312 file is compiled again at every cold start.
+    compiled = list(LAYERS_DIR.rglob("*.pyc"))
+    assert compiled and {path.name.split(".")[-2] for path in compiled} == {"cpython-312"}
     sizes = function_sizes({name: layer["bytes"] for name, layer in manifest["layers"].items()})
     assert sizes and max(sizes.values()) <= MAX_FUNCTION_BYTES, sizes
 
