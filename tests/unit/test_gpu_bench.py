@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 ROOT = Path(__file__).resolve().parents[2]
-PIN = re.compile(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;#]+)")
 
 
-def _name(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _pins(lines: list[str]) -> dict[str, str]:
+def _pins(requirements: list[Requirement]) -> dict[str, str]:
+    """name -> version of each requirement pinned with a single `==`."""
     pins = {}
-    for line in lines:
-        match = PIN.match(line.strip())
-        if match:
-            pins[_name(match[1])] = match[2]
+    for requirement in requirements:
+        specifiers = list(requirement.specifier)
+        if len(specifiers) == 1 and specifiers[0].operator == "==":
+            pins[canonicalize_name(requirement.name)] = specifiers[0].version
     return pins
 
 
-def _bench_lines() -> list[str]:
+def _bench_requirements() -> list[Requirement]:
     text = (ROOT / "bench" / "gpu_requirements.txt").read_text()
-    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        Requirement(line) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def test_every_wheel_of_the_gpu_bench_is_pinned() -> None:
-    unpinned = [line for line in _bench_lines() if not PIN.match(line.strip())]
+    unpinned = [str(requirement) for requirement in _bench_requirements() if not _pins([requirement])]
     assert unpinned == []
 
 
@@ -37,8 +37,8 @@ def test_the_gpu_bench_uses_the_projects_pins() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"].values()
     declared = [*project["dependencies"], *(requirement for group in extras for requirement in group)]
-    project_pins = _pins(declared)
-    bench_pins = _pins(_bench_lines())
+    project_pins = _pins([Requirement(line) for line in declared])
+    bench_pins = _pins(_bench_requirements())
     shared = sorted(set(project_pins) & set(bench_pins))
     assert "monai" in shared and "boto3" in shared  # the comparison is not vacuous
     assert {name: bench_pins[name] for name in shared} == {name: project_pins[name] for name in shared}
