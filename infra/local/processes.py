@@ -47,19 +47,16 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from infra.local.iam import Denial, LocalIam
 from infra.local.lambda_runtime import Handler, LambdaContext, call_handler, function_error
 from voxelpipe.function_specs import PREPARE, RUN_ANALYSIS
+from voxelpipe.thread_budget import THREADS_ENV, affinity_cpus
 
 log = logging.getLogger("voxelpipe.local")
 
-# The functions whose invocations run in worker processes: the analyses (CPU-bound: numpy, torch).
-# Prepare stays in the cloud's process: it spends most of its time in gzip and numpy, which release
-# the GIL, and in S3 calls, so a process would add its HTTP round trips for little (see
-# docs/local-cloud.md and bench/pipeline_throughput.py).
+# The functions whose invocations run in worker processes: the analyses (CPU-bound: numpy, torch)
+# and Prepare (decoding, reorienting and rendering the upload).
 POOLED_FUNCTIONS = frozenset({RUN_ANALYSIS.name, PREPARE.name})
 
 PROCESSES_VAR = "VOXELPIPE_LOCAL_PROCESSES"
 ANALYSIS_THREADS_VAR = "VOXELPIPE_LOCAL_ANALYSIS_THREADS"
-# What each worker's analyses read for their thread budget (voxelpipe's analyses).
-WORKER_THREADS_VAR = "VOXELPIPE_ANALYSIS_THREADS"
 
 # Imported by the fork server before it forks any worker: libraries that read no setting of ours
 # at import, so every worker (whatever its environment) starts with them loaded.
@@ -90,7 +87,7 @@ class ProcessSettings:
         VOXELPIPE_LOCAL_ANALYSIS_THREADS (default 1)."""
         env = os.environ if env is None else env
         return cls(
-            processes=int(env.get(PROCESSES_VAR) or len(os.sched_getaffinity(0))),
+            processes=int(env.get(PROCESSES_VAR) or affinity_cpus()),
             analysis_threads=int(env.get(ANALYSIS_THREADS_VAR) or 1),
         )
 
@@ -276,7 +273,7 @@ class WorkerPool:
                 "AWS_ENDPOINT_URL": self._ensure_endpoint(),
                 "AWS_ACCESS_KEY_ID": self.endpoint.access_key_id,
                 "AWS_SECRET_ACCESS_KEY": self.endpoint.secret_access_key,
-                WORKER_THREADS_VAR: str(self.analysis_threads),
+                THREADS_ENV: str(self.analysis_threads),  # each analysis' thread budget
             }
         )
         return worker
