@@ -35,13 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "voxelpipe" / "python")]
 
 from infra.layers import LAYERS_DIR, VOXELPIPE_LAYER, find_lambda_python, stale_layers  # noqa: E402
-from voxelpipe.function_specs import FUNCTIONS, FunctionSpec  # noqa: E402
+from voxelpipe.function_specs import FUNCTIONS, POWERTOOLS_ENV, FunctionSpec  # noqa: E402
 
-# infra.stack's POWERTOOLS_ENV (not imported: that loads CDK), plus what the runtime sets.
+# What the stack sets in every function, plus what the runtime sets.
 STACK_ENV = {
-    "POWERTOOLS_SERVICE_NAME": "voxelpipe",
-    "POWERTOOLS_METRICS_NAMESPACE": "Voxelpipe",
-    "POWERTOOLS_LOG_LEVEL": "INFO",
+    **POWERTOOLS_ENV,
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_ACCESS_KEY_ID": "bench",

@@ -40,6 +40,7 @@ from voxelpipe.function_specs import (
     FUNCTIONS,
     GPU_WORKER_ENV,
     INGEST,
+    POWERTOOLS_ENV,
     REAPER,
     SCALER,
     WEBHOOK,
@@ -63,11 +64,6 @@ WORK_DAYS = 7
 # Presigned multipart uploads left unfinished are aborted (and their parts removed) after this.
 INCOMPLETE_UPLOAD_DAYS = 2
 # Powertools settings shared by every function.
-POWERTOOLS_ENV = {
-    "POWERTOOLS_SERVICE_NAME": "voxelpipe",
-    "POWERTOOLS_METRICS_NAMESPACE": "Voxelpipe",
-    "POWERTOOLS_LOG_LEVEL": "INFO",
-}
 # The construct id CDK gives its bucket-notifications handler (a singleton per stack).
 NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
 _ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "*.egg-info"]

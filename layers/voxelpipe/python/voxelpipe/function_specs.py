@@ -69,6 +69,13 @@ class FunctionSpec:
         return "".join(part.capitalize() for part in self.name.split("_")) + "Function"
 
 
+# Every function's Powertools settings (the stack sets them beside each spec's own).
+POWERTOOLS_ENV: dict[str, str] = {
+    "POWERTOOLS_SERVICE_NAME": "voxelpipe",
+    "POWERTOOLS_METRICS_NAMESPACE": "Voxelpipe",
+    "POWERTOOLS_LOG_LEVEL": "INFO",
+}
+
 # The status tables, and the bus that tracking.transition puts every status change on.
 _STATUS_TABLES = (
     EnvVar.STUDIES_TABLE,
