@@ -142,7 +142,9 @@ def test_mni_outputs_are_well_formed(mni, mni_output):
     assert measures["brain_mask"]["skull_stripped_input"] is True
     np.testing.assert_array_equal(mask, np.asarray(mni.dataobj) > 0)
     assert measures["space"] == "original" and measures["grid"]["orientation"] == "RAS"
-    assert measures["bias_field"]["applied"] is False  # a flat field: nothing to correct
+    # A flat field: N4 finds next to nothing (its 2 levels read ~2 % of anatomy as field).
+    bias = measures["bias_field"]
+    assert bias["library"].startswith("SimpleITK") and bias["converged"] and bias["span"] < 0.05
     assert measures["mixture"]["converged"] and not measures["warnings"]
     for name in ("overlay_axial.png", "overlay_coronal.png", "overlay_sagittal.png"):
         image = Image.open(io.BytesIO(mni_output.artifacts[name]))
