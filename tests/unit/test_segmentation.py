@@ -266,7 +266,7 @@ def test_parameters_are_validated():
 
 def test_catalogue_entry():
     assert TISSUE_SEG.name == "tissue-seg"
-    assert TISSUE_SEG.version == "1.0.0"
+    assert TISSUE_SEG.version == "1.1.0"  # 1.1: N4 bias correction
     assert TISSUE_SEG.runtime is Runtime.LAMBDA
     assert set(TISSUE_SEG.outputs) == set(OUTPUTS)
     assert TISSUE_SEG.describe()["parameters"]["bias_correction"] == "auto"
