@@ -24,7 +24,8 @@ span 10 % and cost 2-3 points (0.912/0.935); 4 levels span 35 % (0.78/0.80). Aga
 the field's log (slope of estimate on truth), 3 levels ~75 %; more iterations or a second N4
 round did not move that fixed point.
 
-`mode="auto"` applies the field when it spans at least `min_span` (p99 / p1 - 1 over the brain);
+`mode="auto"` applies the field when it spans at least `min_span` (p99 / p1 - 1 over the voxels
+fitted);
 `"on"` / `"off"` override it. With 2 levels, applying the small field N4 finds on a flat image
 costs nothing measurable, so `min_span` is 0 by default (the N3 estimator this replaced needed
 25 %); the rule stays a parameter for scans where a weak field should be left alone.
@@ -77,8 +78,8 @@ class BiasParameters:
 
 @dataclass(frozen=True)
 class BiasField:
-    field: FloatArray  # multiplicative, on the input grid (its log has mean 0 over the mask)
-    span: float  # p99 / p1 - 1 of the field over the mask
+    field: FloatArray  # multiplicative, on the input grid (its log has mean 0 over the voxels fitted)
+    span: float  # p99 / p1 - 1 of the field over the voxels fitted (the mask less its darkest)
     applied: bool
     iterations: int  # at the last fitting level
     converged: bool  # the last level ended below the convergence threshold
