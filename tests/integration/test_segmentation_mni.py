@@ -142,7 +142,7 @@ def test_mni_outputs_are_well_formed(mni, mni_output):
     assert measures["brain_mask"]["skull_stripped_input"] is True
     np.testing.assert_array_equal(mask, np.asarray(mni.dataobj) > 0)
     assert measures["space"] == "original" and measures["grid"]["orientation"] == "RAS"
-    # A flat field: N4 finds next to nothing (its 2 levels read ~2 % of anatomy as field).
+    # A flat field: N4 finds next to nothing (its coarse mesh reads ~2 % of anatomy as field).
     bias = measures["bias_field"]
     assert bias["library"].startswith("SimpleITK") and bias["converged"] and bias["span"] < 0.05
     assert measures["mixture"]["converged"] and not measures["warnings"]
@@ -179,8 +179,8 @@ def test_bias_field_is_corrected(mni, reference):
     field = bias_field(data.shape, mask)  # spans 41 % over the brain (p99 / p1 - 1)
     biased = data * field
     result = segment(biased, (1.0, 1.0, 1.0))
-    # N4's two levels recover ~62 % of the field's log here (its estimate spans 28 %) and nothing
-    # else: the estimate follows the true field (correlation 0.88 measured).
+    # N4's coarse mesh recovers ~63 % of the field's log here (its estimate spans 28 %) and nothing
+    # else: the estimate follows the true field (correlation 0.89 measured).
     assert result.bias.applied and result.bias.span > 0.2
     assert np.corrcoef(np.log(result.bias.field[mask]), np.log(field[mask]))[0, 1] > 0.8
     assert dice(result.labels == 2, gm_ref > 0.5) >= 0.87

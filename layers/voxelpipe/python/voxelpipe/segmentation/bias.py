@@ -14,15 +14,18 @@ range blurs the histogram N4 sharpens), then evaluated at full resolution on the
 the volume is divided by its exponential. SimpleITK runs on the CPU whatever the segmentation's
 device, with as many threads as `voxelpipe.thread_budget` gives it.
 
-Two fitting levels (a mesh of 2 spans, ~90 mm control-point spacing on a brain), not ITK's 4: any
-atlas-free estimator reads part of the anatomy as field (deep grey nuclei are darker than the WM
-around them, cortex lies at the brain's edge), and a finer mesh reads more. Measured on the
-MNI152 T1, flat by construction (bench/segmentation_accuracy.py's variants): 2 levels span 2 %
-there and leave GM/WM Dice as they were (0.936/0.970 against 0.933/0.967 uncorrected); 3 levels
-span 10 % and cost 2-3 points (0.912/0.935); 4 levels span 35 % (0.78/0.80). Against a known
-+-25 % field with noise and resampling (the bench's `all` variant), 2 levels recover ~60 % of
-the field's log (slope of estimate on truth), 3 levels ~75 %; more iterations or a second N4
-round did not move that fixed point.
+One fitting level on a mesh of 2 spans (5 control points along each axis, ~90 mm apart on a
+brain), not ITK's 4 levels from 1 span: any atlas-free estimator reads part of the anatomy as
+field (deep grey nuclei are darker than the WM around them, cortex lies at the brain's edge), and
+a finer mesh reads more. Measured on the MNI152 T1, flat by construction
+(bench/segmentation_accuracy.py's variants, GM/WM Dice): this field spans 2 % there and the Dice
+stay as uncorrected (0.936/0.970 against 0.933/0.967); 2 levels from 1 span read the same (but
+take twice as long), 3 levels span 10 % and cost 2-3 points (0.912/0.935), 4 levels span 35 %
+(0.78/0.80), 6 control points 6 % (0.930/0.961). Against the bench's `all` variant (a known
++-25 % field with noise, a 1.2 mm LPS grid) N4 recovers ~60-75 % of the field's log (slope of
+estimate on truth; more for finer meshes, which read more anatomy too), and neither more
+iterations, a wider `fwhm`, a second N4 round nor a fit on the WM alone moved that: GM/WM 0.90/0.87
+there, against 0.92/0.93 with the true field divided out.
 
 `mode="auto"` applies the field when it spans at least `min_span` (p99 / p1 - 1 over the voxels
 fitted);
@@ -55,10 +58,10 @@ _MIN_FRACTION = 0.5  # a shrunk voxel (block) is fitted when at least this much 
 @dataclass(frozen=True)
 class BiasParameters:
     shrink: int = 4  # fit on the volume shrunk by this factor along each axis (block means)
-    levels: int = 2  # fitting levels: the B-spline mesh doubles at each (2: 2 spans, ~90 mm)
+    levels: int = 1  # fitting levels: the B-spline mesh doubles at each
     iterations: int = 50  # at most, per level
     convergence: float = 0.001  # N4's threshold on the change of the field between iterations
-    control_points: int = 4  # along each axis at the first level (spline order 3: one mesh span)
+    control_points: int = 5  # along each axis at the first level (spline order 3: 2 mesh spans)
     fwhm: float = 0.15  # of the field's log distribution, the Gaussian deconvolved (N4's default)
     wiener_noise: float = 0.01  # N4's default
     bins: int = 200
