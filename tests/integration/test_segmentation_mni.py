@@ -142,7 +142,9 @@ def test_mni_outputs_are_well_formed(mni, mni_output):
     assert measures["brain_mask"]["skull_stripped_input"] is True
     np.testing.assert_array_equal(mask, np.asarray(mni.dataobj) > 0)
     assert measures["space"] == "original" and measures["grid"]["orientation"] == "RAS"
-    assert measures["bias_field"]["applied"] is False  # a flat field: nothing to correct
+    # A flat field: N4 finds next to nothing (its coarse mesh reads ~2 % of anatomy as field).
+    bias = measures["bias_field"]
+    assert bias["library"].startswith("SimpleITK") and bias["converged"] and bias["span"] < 0.05
     assert measures["mixture"]["converged"] and not measures["warnings"]
     for name in ("overlay_axial.png", "overlay_coronal.png", "overlay_sagittal.png"):
         image = Image.open(io.BytesIO(mni_output.artifacts[name]))
@@ -174,9 +176,13 @@ def test_bias_field_is_corrected(mni, reference):
     gm_ref, wm_ref = reference
     data = voxel_data(mni)
     mask = data > 0
-    biased = data * bias_field(data.shape, mask)
+    field = bias_field(data.shape, mask)  # spans 41 % over the brain (p99 / p1 - 1)
+    biased = data * field
     result = segment(biased, (1.0, 1.0, 1.0))
-    assert result.bias.applied and result.bias.span > 0.3
+    # N4's coarse mesh recovers ~63 % of the field's log here (its estimate spans 28 %) and nothing
+    # else: the estimate follows the true field (correlation 0.89 measured).
+    assert result.bias.applied and result.bias.span > 0.2
+    assert np.corrcoef(np.log(result.bias.field[mask]), np.log(field[mask]))[0, 1] > 0.8
     assert dice(result.labels == 2, gm_ref > 0.5) >= 0.87
     assert dice(result.labels == 3, wm_ref > 0.5) >= 0.88
     # Without the correction the mixture fails on the same input (at 2 mm, to keep the test fast).

@@ -15,6 +15,7 @@ from scipy import ndimage
 from tests.fixtures.segmentation import ball, bias_field, dice, resample_to, three_tissue_phantom
 from voxelpipe.analyses.tissue_seg import OUTPUTS, TISSUE_SEG, TissueSegParameters, segment_image
 from voxelpipe.segmentation import (
+    BiasParameters,
     EMParameters,
     axis_map,
     brain_mask,
@@ -176,16 +177,50 @@ def test_em_recovers_a_phantom():
     assert abs(result.means[0] - 40) < 5 and abs(result.means[-1] - 200) < 5
 
 
-def test_bias_estimate_recovers_a_known_field():
-    data, truth = three_tissue_phantom((64, 64, 64))
+@pytest.mark.parametrize(
+    ("shape", "spacing"),
+    [((64, 64, 64), (1.0, 1.0, 1.0)), ((66, 60, 56), (1.0, 1.1, 1.3))],  # axes and voxel sizes apart
+)
+def test_n4_recovers_a_known_field(shape, spacing):
+    data, truth = three_tissue_phantom(shape)
     mask = truth > 0
-    field = bias_field(data.shape, mask, amplitude=2.0)
-    corrected, info = correct_bias(data * field, mask)
-    assert info.applied and info.converged and info.span > 0.25
+    field = bias_field(data.shape, mask, amplitude=2.0)  # ~0.75-1.3: spans ~45 %
+    corrected, info = correct_bias(data * field, mask, spacing)
+    assert info.applied and info.converged and info.span > 0.3
+    assert info.library is not None and info.library.startswith("SimpleITK")
+    assert info.field.shape == data.shape and info.field.dtype == np.float32
     ratio = (field / info.field)[mask]
     ratio /= np.exp(np.log(ratio).mean())
-    assert np.percentile(np.abs(np.log(ratio)), 99) < 0.05  # within 5% nearly everywhere
+    # Fitted on the 4x shrunk phantom, evaluated at full resolution: within 5 % nearly everywhere
+    # (the uncorrected field is off by up to 30 %).
+    assert np.percentile(np.abs(np.log(ratio)), 99) < 0.05
     np.testing.assert_allclose(corrected[mask], (data * field / info.field)[mask], rtol=1e-5)
+    labels = np.digitize(corrected, [80.0, 160.0]) + 1  # the phantom's thresholds: 40, 120, 200
+    assert np.mean(labels[mask] == truth[mask]) > 0.99
+
+
+def test_n4_leaves_a_flat_volume_flat():
+    data, truth = three_tissue_phantom((64, 64, 64))
+    corrected, info = correct_bias(data, truth > 0, (1.0, 1.0, 1.0))
+    assert info.span < 0.02
+    assert np.percentile(np.abs(corrected - data)[truth > 0], 99) < 0.02 * 200
+
+
+def test_bias_modes():
+    data, truth = three_tissue_phantom((48, 48, 48))
+    mask = truth > 0
+    biased = data * bias_field(data.shape, mask, amplitude=2.0)
+    same, off = correct_bias(biased, mask, (1.0, 1.0, 1.0), mode="off")
+    assert same is biased and not off.applied and off.method == "none" and np.all(off.field == 1)
+    # "auto" leaves a field weaker than min_span alone, but reports it.
+    kept, weak = correct_bias(biased, mask, (1.0, 1.0, 1.0), "auto", BiasParameters(min_span=5.0))
+    assert kept is biased and not weak.applied and weak.span > 0.3
+    with pytest.raises(ValueError, match="mode"):
+        correct_bias(biased, mask, (1.0, 1.0, 1.0), mode="maybe")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        BiasParameters(levels=0)
+    with pytest.raises(ValueError):
+        BiasParameters(dark_cut=1.0)
 
 
 def test_brain_mask_keeps_a_stripped_brain():
@@ -231,7 +266,7 @@ def test_parameters_are_validated():
 
 def test_catalogue_entry():
     assert TISSUE_SEG.name == "tissue-seg"
-    assert TISSUE_SEG.version == "1.0.0"
+    assert TISSUE_SEG.version == "1.1.0"  # 1.1: N4 bias correction
     assert TISSUE_SEG.runtime is Runtime.LAMBDA
     assert set(TISSUE_SEG.outputs) == set(OUTPUTS)
     assert TISSUE_SEG.describe()["parameters"]["bias_correction"] == "auto"

@@ -142,7 +142,7 @@ TISSUE_SEG_OUTPUTS: tuple[str, ...] = (
 TISSUE_SEG_PARAMETERS: Mapping[str, Any] = MappingProxyType(
     {
         "skull_stripped": "auto",  # "auto" (detect), true (keep the input's foreground), false (extract)
-        "bias_correction": "auto",  # "auto" (apply a strong field only), "on", "off"
+        "bias_correction": "auto",  # N4: "auto" (apply a field spanning >= min_span: 0), "on", "off"
         "mrf_beta": DEFAULT_MRF_BETA,  # spatial prior strength; 0 turns it off
         "device": "auto",  # "auto" (CUDA when present), "cpu", "cuda"
         "preview_max_px": 512,
@@ -151,11 +151,11 @@ TISSUE_SEG_PARAMETERS: Mapping[str, Any] = MappingProxyType(
 )
 TISSUE_SEG = Analysis(
     name="tissue-seg",
-    version="1.0.0",
+    version="1.1.0",  # 1.1: N4 (SimpleITK) bias correction instead of the N3-style estimate
     runtime=Runtime.LAMBDA,
     description=(
         "Brain mask (kept when the input is already skull-stripped, else extracted) and GM/WM/CSF "
-        "segmentation of a T1-weighted volume: N3-style bias correction, an EM Gaussian mixture "
+        "segmentation of a T1-weighted volume: N4 bias correction (SimpleITK), an EM Gaussian mixture "
         "with a mean-field MRF prior; label map, probability maps and brain mask as NIfTI, "
         "overlay previews as PNG"
     ),

@@ -1,7 +1,7 @@
 """The `tissue-seg` analysis: brain mask and GM/WM/CSF segmentation of a T1-weighted volume.
 
 The algorithm is `voxelpipe.segmentation` (torch: brain extraction unless the input is already
-skull-stripped, N3-style bias correction, an EM Gaussian mixture with a mean-field MRF prior), run
+skull-stripped, N4 bias correction through SimpleITK, an EM Gaussian mixture with a mean-field MRF prior), run
 on the canonical RAS volume the analysis receives. Outputs, on the input's own grid when its
 affine and shape are given (`to_original_space`), else on the canonical grid:
 
@@ -276,9 +276,12 @@ def segmentation_measures(result: Segmentation, arrays: GridArrays, space: str) 
             "volume_ml": result.brain.volume_ml,
         },
         "bias_field": {
-            "method": "N3-style histogram sharpening, Legendre polynomial field",
+            "method": result.bias.method,
+            "library": result.bias.library,
             "span": result.bias.span,
             "applied": result.bias.applied,
+            "shrink_factor": result.bias.shrink,
+            "fitting_levels": result.bias.levels,
             "iterations": result.bias.iterations,
             "converged": result.bias.converged,
         },

@@ -1,13 +1,14 @@
 """Brain extraction and GM/WM/CSF tissue segmentation of T1-weighted volumes, in torch.
 
 One implementation for the CPU (Lambda) and CUDA (GPU workers): `device=None` picks CUDA when
-present. numpy and torch, plus scipy's `ndimage.label` for connected components on the CPU (the
-analysis extra installs it in the container images; on CUDA the components stay in torch). The
-caller sets torch's threads (`voxelpipe.thread_budget`; RunAnalysis does).
+present. numpy and torch, SimpleITK for N4 (on the CPU whatever the device), plus scipy's
+`ndimage.label` for connected components on the CPU (the analysis extra installs both in the
+container images; on CUDA the components stay in torch). The caller sets torch's and SimpleITK's
+threads (`voxelpipe.thread_budget`; RunAnalysis does).
 
 * `segment` -- brain mask, bias correction and EM segmentation of one volume (`pipeline`);
 * `brain_mask` -- skull-stripped detection and classical brain extraction (`brain_mask`);
-* `correct_bias` -- N3-style bias field, applied when it is strong enough (`bias`);
+* `correct_bias` -- N4 bias field through SimpleITK, fitted shrunk, applied at full resolution (`bias`);
 * `segment_tissues` -- EM Gaussian mixture with a mean-field MRF prior (`em`);
 * `to_grid` / `resample` -- results onto another voxel grid (`resample`).
 """

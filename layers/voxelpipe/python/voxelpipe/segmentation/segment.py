@@ -66,7 +66,7 @@ def segment(
     if not brain.mask.any():
         raise ValueError("no brain found: the brain mask is empty")
     start = time.perf_counter()
-    corrected, bias = correct_bias(volume, brain.mask, params.bias, params.bias_parameters, dev)
+    corrected, bias = correct_bias(volume, brain.mask, spacing, params.bias, params.bias_parameters)
     timings["bias"] = round(time.perf_counter() - start, 3)
     start = time.perf_counter()
     tissues = segment_tissues(corrected, brain.mask, spacing, params.em, dev)
