@@ -36,93 +36,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
+
+from tests.fixtures.registration import deformed_template
 
 DEFAULT_METHODS = ("identity", "affine", "demons", "bspline")
 ALL_METHODS = (*DEFAULT_METHODS, "ants-syn")
 
 
-def known_deformation(reference: Any, strength: float = 1.0) -> Any:
-    """The known subject -> template point mapping on `reference`'s extent (a SimpleITK transform):
-    the displacement u first, then the affine A (a CompositeTransform applies last-added first)."""
-    import SimpleITK as sitk
-
-    centre = np.asarray(
-        reference.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in reference.GetSize()])
-    )
-    a, b, c = (math.radians(v * strength) for v in (8.0, -5.0, 4.0))
-    rx = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
-    ry = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
-    rz = np.array([[math.cos(c), -math.sin(c), 0], [math.sin(c), math.cos(c), 0], [0, 0, 1]])
-    scale = np.diag(1 + strength * np.array([0.06, -0.05, 0.03]))
-    shear = np.eye(3)
-    shear[0, 1] = 0.03 * strength
-    affine = sitk.AffineTransform(3)
-    affine.SetMatrix([float(v) for v in (rz @ ry @ rx @ scale @ shear).ravel()])
-    affine.SetCenter([float(v) for v in centre])
-    affine.SetTranslation([float(v) * strength for v in (6.0, -5.0, 4.0)])
-
-    # The displacement on a 4 mm grid over the reference (linear in between: smooth at 20+ mm).
-    spacing = 4.0
-    size = [
-        max(2, math.ceil(n * s / spacing)) + 1
-        for n, s in zip(reference.GetSize(), reference.GetSpacing(), strict=True)
-    ]
-    grid = sitk.Image(size, sitk.sitkVectorFloat64, 3)
-    grid.SetSpacing([spacing] * 3)
-    grid.SetDirection(reference.GetDirection())
-    grid.SetOrigin(reference.TransformContinuousIndexToPhysicalPoint([-0.5] * 3))
-    index = np.stack(np.meshgrid(*[np.arange(n) for n in size], indexing="ij"), axis=-1).reshape(-1, 3)
-    direction = np.asarray(reference.GetDirection()).reshape(3, 3)
-    points = np.asarray(grid.GetOrigin()) + (index * spacing) @ direction.T
-    rel = points - centre
-    bumps = [  # (offset from centre in mm, sigma mm, displacement mm)
-        ((20, 10, 15), 25, (4.0, -3.0, 2.0)),
-        ((-25, -20, 0), 20, (-3.0, 4.0, -3.0)),
-        ((0, 30, -15), 30, (2.0, 3.0, 4.0)),
-        ((-10, -35, 25), 22, (-4.0, -2.0, 3.0)),
-    ]
-    u = np.zeros_like(points)
-    for offset, sigma, vector in bumps:
-        weight = np.exp(-((rel - np.asarray(offset)) ** 2).sum(axis=1) / (2 * sigma**2))
-        u += weight[:, None] * np.asarray(vector)
-    u[:, 2] += 2.0 * np.sin(rel[:, 0] / 40.0)
-    u *= strength
-    # sitk arrays run (k, j, i, component)
-    field = sitk.GetImageFromArray(u.reshape(*size, 3).transpose(2, 1, 0, 3), isVector=True)
-    field.CopyInformation(grid)
-    return sitk.CompositeTransform([affine, sitk.DisplacementFieldTransform(field)])
-
-
 def make_subject(folder: Path, strength: float = 1.0, spacing_mm: float | None = None) -> None:
-    """The deformed template (t1) and its GM/WM truth, as NIfTI files in `folder`."""
+    """`deformed_template` as NIfTI files in `folder` (subject_t1, subject_gm, subject_wm)."""
     import SimpleITK as sitk
 
-    from infra.local.samples import mni152_t1_path
-    from voxelpipe.registration.template import mni152_2009_template
-
-    template = mni152_2009_template()
-    assert template.t1 == mni152_t1_path()
-    t1 = sitk.ReadImage(str(template.t1), sitk.sitkFloat32)
-    reference = t1
-    if spacing_mm is not None:
-        size = [round(n * s / spacing_mm) for n, s in zip(t1.GetSize(), t1.GetSpacing(), strict=True)]
-        reference = sitk.Image(size, sitk.sitkFloat32)
-        reference.SetSpacing([spacing_mm] * 3)
-        reference.SetDirection(t1.GetDirection())
-        reference.SetOrigin(t1.TransformContinuousIndexToPhysicalPoint([(spacing_mm - 1) / 2] * 3))
-    deformation = known_deformation(reference, strength)
-    for kind, path in (("t1", template.t1), ("gm", template.gm), ("wm", template.wm)):
-        image = sitk.ReadImage(str(path), sitk.sitkFloat32)
-        if kind != "t1":
-            image = image / 255.0
-        sitk.WriteImage(
-            sitk.Resample(image, reference, deformation, sitk.sitkLinear, 0.0),
-            str(folder / f"subject_{kind}.nii.gz"),
-        )
+    for kind, image in deformed_template(strength, spacing_mm).items():
+        sitk.WriteImage(image, str(folder / f"subject_{kind}.nii.gz"))
 
 
 def dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
@@ -145,14 +75,14 @@ def _cpu() -> float:
 
 def _run_sitk(method: str, folder: Path, threads: int) -> tuple[Any, Any, dict[str, Any]]:
     from voxelpipe.nifti import load_nifti
-    from voxelpipe.registration import RegistrationSettings, register, warp_probability_map
+    from voxelpipe.registration import Method, RegistrationSettings, register, warp_probability_map
     from voxelpipe.registration.template import mni152_2009_template
     from voxelpipe.volume import new_image, voxel_data
 
     template = mni152_2009_template()
     subject = load_nifti((folder / "subject_t1.nii.gz").read_bytes())
     t1 = load_nifti(template.t1.read_bytes())
-    registration = register(subject, t1, RegistrationSettings(method=method), threads=threads)  # type: ignore[arg-type]
+    registration = register(subject, t1, RegistrationSettings(method=cast(Method, method)), threads=threads)
     warped = []
     for path in (template.gm, template.wm):
         img = load_nifti(path.read_bytes())
@@ -184,7 +114,8 @@ def _voxels(path: Path) -> npt.NDArray[np.float32]:
     from voxelpipe.nifti import load_nifti
     from voxelpipe.volume import voxel_data
 
-    return voxel_data(load_nifti(path.read_bytes()))
+    data: npt.NDArray[np.float32] = voxel_data(load_nifti(path.read_bytes()))
+    return data
 
 
 def worker(method: str, folder: Path, threads: int, repeat: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from voxelpipe.thread_budget import (
+    THREAD_ENV_VARS,
     THREADS_ENV,
     apply_thread_budget,
     busy_cpus,
@@ -147,20 +148,24 @@ def test_cpus_busy_elsewhere_are_not_counted(tmp_path):
 
 def test_apply_sets_torch_blas_and_the_environment(monkeypatch):
     import numpy  # noqa: F401  (its OpenBLAS is loaded: threadpoolctl reaches it)
+    import SimpleITK as sitk
     import threadpoolctl
     import torch
 
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in THREAD_ENV_VARS:
         monkeypatch.setenv(name, "7")  # restored (or removed) after the test
     before = torch.get_num_threads()
+    itk_before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
     try:
         with threadpoolctl.threadpool_limits(limits=None):  # restores the BLAS pools on exit
             apply_thread_budget(1)
             assert torch.get_num_threads() == 1
+            assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 1
             blas = [pool for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
             assert blas and all(pool["num_threads"] == 1 for pool in blas)
         assert os.environ["OMP_NUM_THREADS"] == os.environ["OPENBLAS_NUM_THREADS"] == "1"
     finally:
         torch.set_num_threads(before)
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(itk_before)
     with pytest.raises(ValueError):
         apply_thread_budget(0)

@@ -1,0 +1,141 @@
+"""voxelpipe.registration on small volumes: the MNI152 template registered, at 4 mm, to a copy of
+itself moved by a known affine + smooth deformation (tests/fixtures/registration.py) must carry
+its GM/WM maps and a label map onto the deformed ones; forward then inverse must come back to the
+start; the transforms must survive being stored as files. The 1 mm figures are
+bench/registration_accuracy.py's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from tests.fixtures.registration import deformed_template
+from tests.fixtures.segmentation import dice
+from voxelpipe.nifti import load_nifti
+from voxelpipe.registration import (
+    TRANSFORM_FILES,
+    Registration,
+    RegistrationSettings,
+    mni152_2009_template,
+    register,
+    registration_from_files,
+    transform_files,
+    warp_label_map,
+    warp_probability_map,
+)
+from voxelpipe.registration.images import array_to_sitk, sitk_affine, to_nibabel, to_sitk
+from voxelpipe.volume import Image, new_image, reoriented, voxel_data
+
+SPACING_MM = 4.0
+# 4 mm working grid: the pyramid's coarsest demons level would be 16 mm, too coarse; two levels.
+SETTINGS = RegistrationSettings(working_spacing_mm=SPACING_MM, demons_iterations=(40, 30))
+
+
+def _template_maps() -> dict[str, Image]:
+    """The template's T1 and its GM/WM probabilities, and a label map (1 GM, 2 WM) from them."""
+    template = mni152_2009_template()
+    t1 = load_nifti(template.t1.read_bytes())
+    gm_img, wm_img = (load_nifti(path.read_bytes()) for path in (template.gm, template.wm))
+    gm, wm = voxel_data(gm_img) / 255.0, voxel_data(wm_img) / 255.0
+    labels = np.where(gm > 0.5, 1, 0) + np.where(wm > 0.5, 2, 0)
+    return {
+        "t1": t1,
+        "gm": new_image(gm.astype(np.float32), t1.affine),
+        "wm": new_image(wm.astype(np.float32), t1.affine),
+        "labels": new_image(labels.astype(np.int16), t1.affine),
+    }
+
+
+@pytest.fixture(scope="module")
+def case() -> dict[str, object]:
+    subject = {kind: to_nibabel(image) for kind, image in deformed_template(1.0, SPACING_MM).items()}
+    template = _template_maps()
+    registration = register(subject["t1"], template["t1"], SETTINGS, threads=1)
+    return {"subject": subject, "template": template, "registration": registration}
+
+
+def test_nibabel_sitk_round_trip_keeps_world_coordinates() -> None:
+    affine = np.array([[0, 0, -2.0, 50], [1.5, 0, 0, -30], [0, 1.2, 0, 10], [0, 0, 0, 1]])
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    image = array_to_sitk(data, affine)
+    np.testing.assert_allclose(sitk_affine(image), affine, atol=1e-9)
+    # Voxel (i, j, k) of the array is index (i, j, k) in ITK, at the same point (ITK: LPS).
+    ras = affine @ np.array([1, 2, 3, 1.0])
+    lps = image.TransformIndexToPhysicalPoint([1, 2, 3])
+    np.testing.assert_allclose(lps, [-ras[0], -ras[1], ras[2]], atol=1e-9)
+    assert image[1, 2, 3] == data[1, 2, 3]
+    back = to_nibabel(image)
+    np.testing.assert_array_equal(voxel_data(back), data)
+    # A reoriented copy of the image is the same image to ITK.
+    flipped = to_sitk(reoriented(new_image(data, affine), "LPS"))
+    assert flipped[flipped.TransformPhysicalPointToIndex(lps)] == data[1, 2, 3]
+
+
+def test_registration_recovers_known_deformation(case) -> None:
+    subject, template = case["subject"], case["template"]
+    registration: Registration = case["registration"]
+    for tissue in ("gm", "wm"):
+        truth = voxel_data(subject[tissue]) > 0.5
+        before = dice(
+            voxel_data(warp_probability_map(template[tissue], identity(), subject["t1"])) > 0.5, truth
+        )
+        after = dice(
+            voxel_data(warp_probability_map(template[tissue], registration, subject["t1"])) > 0.5, truth
+        )
+        assert before < 0.6, (tissue, before)  # the deformation is real
+        assert after > 0.85, (tissue, before, after)
+
+
+def test_label_map_warps_by_nearest_neighbour(case) -> None:
+    subject, template = case["subject"], case["template"]
+    warped = warp_label_map(template["labels"], case["registration"], subject["t1"])
+    labels = np.asarray(warped.dataobj)
+    assert set(np.unique(labels)) <= {0, 1, 2}  # no blend of labels
+    gm_truth, wm_truth = (voxel_data(subject[t]) > 0.5 for t in ("gm", "wm"))
+    assert dice(labels == 1, gm_truth) > 0.8
+    assert dice(labels == 2, wm_truth) > 0.85
+
+
+def test_inverse_undoes_forward(case) -> None:
+    registration: Registration = case["registration"]
+    forward, inverse = registration.forward(), registration.inverse()
+    # Points inside the subject's brain, off the grid's edge slices: the deformed brain touches the
+    # bottom of this small field of view, and at the grid's edge the inverse field is held at zero.
+    subject = to_sitk(case["subject"]["t1"])
+    inside = sitk.GetArrayFromImage(subject).transpose(2, 1, 0) > 0
+    inside[:2], inside[-2:], inside[:, :2], inside[:, -2:], inside[:, :, :2], inside[:, :, -2:] = (False,) * 6
+    brain = np.argwhere(inside)
+    rng = np.random.default_rng(0)
+    points = [
+        subject.TransformIndexToPhysicalPoint([int(v) for v in brain[i]]) for i in rng.choice(len(brain), 300)
+    ]
+    errors = [
+        np.linalg.norm(np.subtract(inverse.TransformPoint(forward.TransformPoint(p)), p)) for p in points
+    ]
+    assert np.mean(errors) < 0.2, np.mean(errors)
+    assert np.max(errors) < 1.0, np.max(errors)
+    # Not the identity itself: the registration does move points.
+    moved = [np.linalg.norm(np.subtract(forward.TransformPoint(p), p)) for p in points]
+    assert np.mean(moved) > 3.0
+
+
+def test_transforms_survive_storage(case) -> None:
+    registration: Registration = case["registration"]
+    files = transform_files(registration)
+    assert set(files) == set(TRANSFORM_FILES)
+    restored = registration_from_files(files)
+    subject, template = case["subject"], case["template"]
+    direct = voxel_data(warp_probability_map(template["gm"], registration, subject["t1"]))
+    stored = voxel_data(warp_probability_map(template["gm"], restored, subject["t1"]))
+    np.testing.assert_allclose(stored, direct, atol=1e-4)
+    with pytest.raises(ValueError, match="missing"):
+        registration_from_files({name: files[name] for name in TRANSFORM_FILES[:2]})
+
+
+def identity() -> Registration:
+    """The registration that moves nothing (a zero field on a small grid)."""
+    field = sitk.Image([4, 4, 4], sitk.sitkVectorFloat64, 3)
+    field.SetSpacing([100.0] * 3)
+    field.SetOrigin([-150.0] * 3)
+    return Registration(sitk.AffineTransform(3), field, sitk.Image(field))
