@@ -139,3 +139,56 @@ def identity() -> Registration:
     field.SetSpacing([100.0] * 3)
     field.SetOrigin([-150.0] * 3)
     return Registration(sitk.AffineTransform(3), field, sitk.Image(field))
+
+
+def test_template_found_by_env_then_package_then_nilearn(tmp_path) -> None:
+    from voxelpipe.registration import template as template_module
+
+    installed = mni152_2009_template(environ={})
+    assert installed.t1.is_file() and installed.gm.is_file() and installed.wm.is_file()
+    assert "McGill" in installed.provenance()["licence"] and "Fonov" in installed.provenance()["citation"]
+    own = tmp_path / "own"
+    own.mkdir()
+    for path in (installed.t1, installed.gm, installed.wm):
+        (own / path.name).write_bytes(b"")
+    assert mni152_2009_template(environ={template_module.TEMPLATE_DIR_ENV: str(own)}).t1.parent == own
+    (own / installed.wm.name).unlink()  # incomplete: not used
+    assert mni152_2009_template(environ={template_module.TEMPLATE_DIR_ENV: str(own)}).t1 == installed.t1
+
+
+def test_unpack_template_from_a_wheel(tmp_path) -> None:
+    import zipfile
+
+    from voxelpipe.registration.template import unpack_template
+
+    installed = mni152_2009_template(environ={})
+    wheel = tmp_path / "nilearn-0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path in (installed.t1, installed.gm, installed.wm):
+            archive.writestr(f"nilearn/datasets/data/{path.name}", path.name.encode())
+        archive.writestr("nilearn/__init__.py", "")
+    written = unpack_template(wheel, tmp_path / "data")
+    assert sorted(p.name for p in written) == sorted(
+        p.name for p in (installed.t1, installed.gm, installed.wm)
+    )
+    assert all(p.read_bytes() == p.name.encode() for p in written)
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("nilearn/__init__.py", "")
+    with pytest.raises(FileNotFoundError, match="has no"):
+        unpack_template(wheel, tmp_path / "other")
+
+
+def test_images_unpack_the_pinned_nilearn() -> None:
+    """The images download the nilearn the `local` extra pins: the template the tests and benches
+    score is the one deployed."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    local = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["local"]
+    (pin,) = [spec for spec in local if spec.startswith("nilearn==")]
+    for dockerfile in ("functions/run_analysis/Dockerfile", "functions/gpu_worker/Dockerfile"):
+        text = (root / dockerfile).read_text()
+        assert re.findall(r'"(nilearn==[^"]+)"', text) == [pin], dockerfile
+        assert "registration/template.py" in text

@@ -17,7 +17,8 @@ subject (to bring subject data into template space, or to move coordinates the o
     histogram-matched template, a pyramid of 3 levels; the field stays a diffeomorphism, so its
     inverse is well defined (fixed-point inversion, `InvertDisplacementField`).
   - "bspline": a cubic B-spline free-form deformation (control points every
-    `bspline_spacing_mm`) optimised with L-BFGS-B on Mattes MI, turned into a displacement field.
+    `bspline_spacing_mm`, 48 then 24 mm) optimised with LBFGS2 on Mattes MI, turned into a
+    displacement field: as accurate as demons on the bench, 5-9x slower.
   - "affine": no deformation (the field is zero).
 * Threads: SimpleITK's global default, set to `threads` for the call and restored afterwards.
 
@@ -71,9 +72,11 @@ class RegistrationSettings:
     # demons: iterations per pyramid level (coarse to fine), field smoothing (voxels of that level)
     demons_iterations: tuple[int, ...] = (40, 30, 20)
     demons_smoothing: float = 1.5
-    # bspline: control point spacing and L-BFGS-B iterations per level (coarse, fine)
+    # bspline: control point spacing at the finest of `bspline_levels` (each coarser one doubles
+    # it) and LBFGS2 iterations per level
     bspline_spacing_mm: float = 24.0
-    bspline_iterations: tuple[int, ...] = (50, 30)
+    bspline_levels: int = 2
+    bspline_iterations: int = 20
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,7 @@ def _bspline_stage(
     fixed: sitk.Image, moving: sitk.Image, affine: sitk.AffineTransform, settings: RegistrationSettings
 ) -> sitk.Image:
     extent = np.asarray(fixed.GetSize()) * np.asarray(fixed.GetSpacing())
-    levels = len(settings.bspline_iterations)
+    levels = settings.bspline_levels
     # The coarsest mesh; each later level doubles it.
     mesh = [max(1, round(e / settings.bspline_spacing_mm / 2 ** (levels - 1))) for e in extent]
     bspline = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
@@ -218,7 +221,7 @@ def _bspline_stage(
     method.SetMetricSamplingPercentage(0.1, SAMPLING_SEED)
     method.SetInterpolator(sitk.sitkLinear)
     # LBFGS2, not LBFGSB: LBFGSB keeps the first level's parameter scales and fails once the mesh is refined.
-    method.SetOptimizerAsLBFGS2(solutionAccuracy=1e-5, numberOfIterations=max(settings.bspline_iterations))
+    method.SetOptimizerAsLBFGS2(solutionAccuracy=1e-5, numberOfIterations=settings.bspline_iterations)
     method.SetShrinkFactorsPerLevel([2 ** (levels - 1 - i) for i in range(levels)])
     method.SetSmoothingSigmasPerLevel([float(2 ** (levels - 1 - i)) - 1 for i in range(levels)])
     method.SetMovingInitialTransform(affine)

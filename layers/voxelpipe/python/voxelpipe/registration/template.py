@@ -2,8 +2,10 @@
 
 Where it comes from, first found wins:
 1. `VOXELPIPE_TEMPLATE_DIR`, a folder holding the files below (an operator's own copy);
-2. this package's `data/` folder: the container images and the Lambda layer copy the files there
-   at build time from the pinned nilearn wheel (build-time only);
+2. this package's `data/` folder: the analysis container images (functions/run_analysis and
+   functions/gpu_worker Dockerfiles) unpack the files there from the pinned nilearn wheel before
+   installing the package (`python template.py WHEEL`: `unpack_template`), so the wheel is a
+   build-time download only;
 3. the installed nilearn package's `datasets/data/` folder (the local cloud, the tests and the
    benchmarks: nilearn is in the `local` extra), found by path without importing nilearn.
 
@@ -21,16 +23,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["TEMPLATE_DIR_ENV", "Template", "mni152_2009_template"]
+__all__ = ["TEMPLATE_DIR_ENV", "Template", "mni152_2009_template", "unpack_template"]
 
 TEMPLATE_DIR_ENV: Final = "VOXELPIPE_TEMPLATE_DIR"
 PACKAGE_DATA: Final = Path(__file__).parent / "data"
 _PREFIX, _SUFFIX = "mni_icbm152", "tal_nlin_sym_09a_converted.nii.gz"
+_KINDS: Final = ("t1", "gm", "wm")
+_WHEEL_FOLDER: Final = "nilearn/datasets/data/"
 
 TEMPLATE_NAME: Final = "MNI152NLin2009aSym"
 TEMPLATE_LICENCE: Final = (
@@ -64,7 +70,7 @@ class Template:
 
 
 def _files(folder: Path) -> dict[str, Path]:
-    return {kind: folder / f"{_PREFIX}_{kind}_{_SUFFIX}" for kind in ("t1", "gm", "wm")}
+    return {kind: folder / f"{_PREFIX}_{kind}_{_SUFFIX}" for kind in _KINDS}
 
 
 def _nilearn_data() -> Path | None:
@@ -91,3 +97,26 @@ def mni152_2009_template(environ: Mapping[str, str] | None = None) -> Template:
             return Template(TEMPLATE_NAME, licence=TEMPLATE_LICENCE, citation=TEMPLATE_CITATION, **files)
     looked = ", ".join(str(folder) for folder in candidates)
     raise FileNotFoundError(f"the MNI ICBM 2009a template is not in any of: {looked}")
+
+
+def unpack_template(wheel: Path, dest: Path = PACKAGE_DATA) -> list[Path]:
+    """Copy the template's files out of a nilearn wheel into `dest` (the build step of the images).
+
+    Raises FileNotFoundError when the wheel lacks one of them (a nilearn that moved its data).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        for path in _files(dest).values():
+            member = _WHEEL_FOLDER + path.name
+            if member not in names:
+                raise FileNotFoundError(f"{wheel.name} has no {member}")
+            path.write_bytes(archive.read(member))
+            written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # run as a script at image build time, before the package is installed
+    for unpacked in unpack_template(Path(sys.argv[1])):
+        print(unpacked)
