@@ -15,7 +15,8 @@ Methods:
 The "subject" is the 1 mm template resampled through subject -> template points
 x -> A(x + u(x)): A rotates by 8/-5/4 degrees, scales by 1.06/0.95/1.03, shears slightly and
 shifts by (6, -5, 4) mm; u is a sum of Gaussian bumps (sigma 20-30 mm, up to 6 mm) and a slow
-sinusoid. Its GM/WM truth is the template's maps moved the same way (linear, > 0.5). Each method
+sinusoid (--strength scales it all; --degrade adds a bias field and noise to its T1). Its GM/WM
+truth is the template's maps moved the same way (linear, > 0.5). Each method
 runs in a fresh subprocess with --threads threads (voxelpipe.thread_budget.apply_thread_budget:
 SimpleITK's, BLAS; ANTs through ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS; default 1), registers
 the template to the subject, warps the GM and WM maps (linear) onto the subject's grid; wall and
@@ -39,6 +40,9 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "voxelpipe" / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 import numpy.typing as npt
 
@@ -48,11 +52,22 @@ DEFAULT_METHODS = ("identity", "affine", "demons")
 ALL_METHODS = (*DEFAULT_METHODS, "bspline", "ants-syn")
 
 
-def make_subject(folder: Path, strength: float = 1.0, spacing_mm: float | None = None) -> None:
-    """`deformed_template` as NIfTI files in `folder` (subject_t1, subject_gm, subject_wm)."""
+def make_subject(folder: Path, strength: float = 1.0, degrade: bool = False) -> None:
+    """`deformed_template` as NIfTI files in `folder` (subject_t1, subject_gm, subject_wm); with
+    `degrade`, the T1 times segmentation_accuracy.py's smooth bias field (about 0.8-1.2 over the
+    brain) with Rician noise at 4% of WM, zero outside the brain again (still skull-stripped)."""
     import SimpleITK as sitk
 
-    for kind, image in deformed_template(strength, spacing_mm).items():
+    from bench.segmentation_accuracy import _bias_field, _rician
+
+    for kind, image in deformed_template(strength).items():
+        if kind == "t1" and degrade:
+            data = sitk.GetArrayFromImage(image)
+            brain = data > 0
+            noisy = np.where(brain, _rician(data * _bias_field(data.shape, brain), 0.04 * 220), 0)
+            degraded = sitk.GetImageFromArray(noisy.astype(np.float32))
+            degraded.CopyInformation(image)
+            image = degraded
         sitk.WriteImage(image, str(folder / f"subject_{kind}.nii.gz"))
 
 
@@ -152,6 +167,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--strength", type=float, default=1.0, help="scales the known deformation")
+    parser.add_argument("--degrade", action="store_true", help="bias field and Rician noise on the subject")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -172,11 +188,12 @@ def main() -> None:
         "threads": args.threads,
         "repeat": args.repeat,
         "strength": args.strength,
+        "degrade": args.degrade,
         "methods": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        make_subject(folder, args.strength)
+        make_subject(folder, args.strength, args.degrade)
         truth_gm = _voxels(folder / "subject_gm.nii.gz") > 0.5
         truth_wm = _voxels(folder / "subject_wm.nii.gz") > 0.5
         for method in methods:
@@ -208,7 +225,8 @@ def main() -> None:
         return
     print(
         "Registration of the 1 mm MNI152 2009a template to itself under a known affine + smooth deformation "
-        f"(strength {args.strength}); {args.threads} thread(s), best of {args.repeat}; "
+        f"(strength {args.strength}{', bias + noise' if args.degrade else ''}); "
+        f"{args.threads} thread(s), best of {args.repeat}; "
         "Dice of GM/WM (> 0.5) vs the truth"
     )
     print(f"{'method':<10} {'GM Dice':>8} {'WM Dice':>8} {'wall s':>8} {'CPU s':>8} {'peak MB':>8}  stages")
