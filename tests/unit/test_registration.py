@@ -120,6 +120,31 @@ def test_inverse_undoes_forward(case) -> None:
     assert np.mean(moved) > 3.0
 
 
+def test_subject_mask_hides_what_lies_outside_the_brain(case) -> None:
+    """An unstripped subject (here: a bright shell around the brain) registered with its brain mask
+    gets the stripped subject's affine; without the mask the shell pulls it off."""
+    subject, template = case["subject"], case["template"]
+    t1 = voxel_data(subject["t1"])
+    brain = t1 > 0
+    shelled = new_image(np.where(brain, t1, 400.0).astype(np.float32), subject["t1"].affine)
+    affine_only = RegistrationSettings(method="affine", working_spacing_mm=SPACING_MM)
+    grid = to_sitk(subject["t1"])
+    points = [
+        grid.TransformIndexToPhysicalPoint([int(v) for v in index]) for index in np.argwhere(brain)[::20]
+    ]
+
+    def mean_distance(a: sitk.Transform, b: sitk.Transform) -> float:
+        return float(
+            np.mean([np.linalg.norm(np.subtract(a.TransformPoint(p), b.TransformPoint(p))) for p in points])
+        )
+
+    stripped = register(subject["t1"], template["t1"], affine_only, threads=1).affine
+    masked = register(shelled, template["t1"], affine_only, subject_mask=brain, threads=1).affine
+    unmasked = register(shelled, template["t1"], affine_only, threads=1).affine
+    assert mean_distance(masked, stripped) < 0.5
+    assert mean_distance(unmasked, stripped) > 2.0  # the shell matters: the mask is what removed it
+
+
 def test_transforms_survive_storage(case) -> None:
     registration: Registration = case["registration"]
     files = transform_files(registration)
