@@ -55,16 +55,19 @@ ALL_METHODS = (*DEFAULT_METHODS, "bspline", "ants-syn")
 def make_subject(folder: Path, strength: float = 1.0, degrade: bool = False) -> None:
     """`deformed_template` as NIfTI files in `folder` (subject_t1, subject_gm, subject_wm); with
     `degrade`, the T1 times segmentation_accuracy.py's smooth bias field (about 0.8-1.2 over the
-    brain) with Rician noise at 4% of WM, zero outside the brain again (still skull-stripped)."""
+    brain) with its Rician noise at 4% of WM, zero outside the brain again (still skull-stripped)."""
     import SimpleITK as sitk
 
-    from bench.segmentation_accuracy import _bias_field, _rician
+    from tests.fixtures.segmentation import bias_field
 
     for kind, image in deformed_template(strength).items():
         if kind == "t1" and degrade:
             data = sitk.GetArrayFromImage(image)
             brain = data > 0
-            noisy = np.where(brain, _rician(data * _bias_field(data.shape, brain), 0.04 * 220), 0)
+            biased = data * bias_field(data.shape, brain)
+            rng, sigma = np.random.default_rng(0), 0.04 * 220  # Rician: magnitude of complex noise
+            rician = np.hypot(biased + rng.normal(0, sigma, data.shape), rng.normal(0, sigma, data.shape))
+            noisy = np.where(brain, rician, 0)
             degraded = sitk.GetImageFromArray(noisy.astype(np.float32))
             degraded.CopyInformation(image)
             image = degraded

@@ -18,7 +18,7 @@ subject (to bring subject data into template space, or to move coordinates the o
     inverse is well defined (fixed-point inversion, `InvertDisplacementField`).
   - "bspline": a cubic B-spline free-form deformation (control points every
     `bspline_spacing_mm`, 48 then 24 mm) optimised with LBFGS2 on Mattes MI, turned into a
-    displacement field: as accurate as demons on the bench, about 5x its CPU time.
+    displacement field: as accurate as demons on the bench, about 3.5x its CPU time.
   - "affine": no deformation (the field is zero).
 * Threads: SimpleITK's global default, set to `threads` for the call and restored afterwards.
 
