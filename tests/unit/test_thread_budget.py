@@ -8,6 +8,7 @@ import os
 import pytest
 
 from voxelpipe.thread_budget import (
+    ITK_THREADS_ENV,
     THREAD_ENV_VARS,
     THREADS_ENV,
     apply_thread_budget,
@@ -146,7 +147,7 @@ def test_cpus_busy_elsewhere_are_not_counted(tmp_path):
     assert budget_of(environ={THREADS_ENV: "2"}, affinity=4, cgroup_root=none, others_busy=never).threads == 2
 
 
-def test_apply_sets_torch_blas_and_the_environment(monkeypatch):
+def test_apply_sets_torch_simpleitk_blas_and_the_environment(monkeypatch):
     import numpy  # noqa: F401  (its OpenBLAS is loaded: threadpoolctl reaches it)
     import SimpleITK as sitk
     import threadpoolctl
@@ -155,17 +156,20 @@ def test_apply_sets_torch_blas_and_the_environment(monkeypatch):
     for name in THREAD_ENV_VARS:
         monkeypatch.setenv(name, "7")  # restored (or removed) after the test
     before = torch.get_num_threads()
-    itk_before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk_before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(3)
     try:
         with threadpoolctl.threadpool_limits(limits=None):  # restores the BLAS pools on exit
             apply_thread_budget(1)
             assert torch.get_num_threads() == 1
             assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 1
+            assert sitk.N4BiasFieldCorrectionImageFilter().GetNumberOfThreads() == 1  # a new filter's
             blas = [pool for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
             assert blas and all(pool["num_threads"] == 1 for pool in blas)
-        assert os.environ["OMP_NUM_THREADS"] == os.environ["OPENBLAS_NUM_THREADS"] == "1"
+        assert all(os.environ[name] == "1" for name in THREAD_ENV_VARS)
+        assert ITK_THREADS_ENV in THREAD_ENV_VARS
     finally:
         torch.set_num_threads(before)
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(itk_before)
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(sitk_before)
     with pytest.raises(ValueError):
         apply_thread_budget(0)

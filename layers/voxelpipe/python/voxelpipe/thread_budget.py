@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Final
 
 __all__ = [
+    "ITK_THREADS_ENV",
     "THREADS_ENV",
     "ThreadBudget",
     "affinity_cpus",
@@ -57,15 +58,10 @@ BUSY_SAMPLE_S: Final = 0.1  # /proc/stat counts in 10 ms ticks: 10 a CPU in the 
 # Busy CPUs below this much of one are noise (daemons, this process's own bookkeeping): they do
 # not cost a thread.
 BUSY_TOLERANCE: Final = 0.3
-# What OpenMP and the BLAS libraries read when they load: for those a process loads after the
-# budget is applied (torch is imported on an analysis' first use); ITK's (SimpleITK: registration)
-# sizes its pool from the last.
-THREAD_ENV_VARS: Final = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
-)
+# What OpenMP, the BLAS libraries and ITK (SimpleITK: tissue-seg's N4) read when they load: for
+# those a process loads after the budget is applied (torch is imported on an analysis' first use).
+ITK_THREADS_ENV: Final = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
+THREAD_ENV_VARS: Final = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", ITK_THREADS_ENV)
 
 
 @dataclass(frozen=True)
@@ -216,14 +212,15 @@ def thread_budget(
 
 
 def apply_thread_budget(threads: int) -> None:
-    """Size torch's intra-op pool, SimpleITK's and the BLAS pools to `threads`, for this process.
+    """Size torch's intra-op pool, SimpleITK's threads and the BLAS pools to `threads`, for this
+    process.
 
     torch, when loaded, through `torch.set_num_threads` (else `OMP_NUM_THREADS`, which it reads on
-    import); SimpleITK, when loaded, through its global default (else
-    `ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`, read when ITK first starts threads); BLAS libraries
-    already loaded (numpy's OpenBLAS) through threadpoolctl where it is installed, those loaded
-    later through their environment variables. torch's inter-op pool is
-    left alone: no analysis forks inter-op work, and `set_num_interop_threads` raises once any
+    import); SimpleITK, when loaded, through `ProcessObject.SetGlobalDefaultNumberOfThreads` (else
+    `ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`, which it reads on import); BLAS libraries already
+    loaded (numpy's OpenBLAS) through threadpoolctl where it is installed, those loaded later
+    through their environment variables. torch's inter-op pool is left alone: no analysis forks
+    inter-op work, and `set_num_interop_threads` raises once any
     inter-op work has started.
     """
     if threads < 1:
@@ -233,9 +230,9 @@ def apply_thread_budget(threads: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    simple_itk = sys.modules.get("SimpleITK")
-    if simple_itk is not None:
-        simple_itk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    sitk = sys.modules.get("SimpleITK")
+    if sitk is not None:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # not installed: the environment variables above do what they can
