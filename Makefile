@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/python bench/gpu_worker.py
 	$(BIN)/python bench/step_memory.py
 	$(BIN)/python bench/segmentation_accuracy.py
+	$(BIN)/python bench/registration_accuracy.py
 	$(BIN)/python bench/pipeline_throughput.py
 
 clean:

@@ -1,0 +1,29 @@
+"""Registration to template space: a template (MNI ICBM 2009a) registered to a subject, affine then
+deformable, with SimpleITK; the transforms as files; template-space maps warped onto the subject."""
+
+from voxelpipe.registration.register import (
+    TRANSFORM_FILES,
+    Method,
+    Registration,
+    RegistrationSettings,
+    register,
+    registration_from_files,
+    transform_files,
+    warp_label_map,
+    warp_probability_map,
+)
+from voxelpipe.registration.template import Template, mni152_2009_template
+
+__all__ = [
+    "TRANSFORM_FILES",
+    "Method",
+    "Registration",
+    "RegistrationSettings",
+    "Template",
+    "mni152_2009_template",
+    "register",
+    "registration_from_files",
+    "transform_files",
+    "warp_label_map",
+    "warp_probability_map",
+]
