@@ -42,7 +42,9 @@ class AnalysisInput:
 
     `original_affine` and `original_shape` describe the upload's own grid, for outputs that go
     back to it; `subject` is the pseudonymous subject (age, sex) the uploader declared;
-    `requirements` holds the output of every analysis this one requires, by name.
+    `requirements` holds the output of every analysis this one requires, by name; `references`
+    the registered reference data its parameters name, loaded (e.g. "atlas": a
+    voxelpipe.atlases.Atlas).
     """
 
     image: nib.Nifti1Image | nib.Nifti2Image
@@ -52,6 +54,7 @@ class AnalysisInput:
     original_shape: tuple[int, ...] | None = None
     subject: Mapping[str, Any] = field(default_factory=dict)
     requirements: Mapping[str, AnalysisOutput] = field(default_factory=dict)
+    references: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
