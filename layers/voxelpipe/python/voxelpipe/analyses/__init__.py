@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from voxelpipe.analyses.catalogue import (
     NORMATIVE,
     QC,
+    REGIONAL,
+    REGISTRATION,
     TISSUE_SEG,
     VOLUMETRICS,
     Analysis,
@@ -16,7 +18,7 @@ from voxelpipe.analyses.catalogue import (
 from voxelpipe.wiring import Runtime
 
 CATALOGUE: dict[str, Analysis] = {
-    analysis.name: analysis for analysis in (QC, TISSUE_SEG, VOLUMETRICS, NORMATIVE)
+    analysis.name: analysis for analysis in (QC, TISSUE_SEG, VOLUMETRICS, REGISTRATION, REGIONAL, NORMATIVE)
 }
 DEFAULT_ANALYSES: tuple[str, ...] = ("qc",)
 

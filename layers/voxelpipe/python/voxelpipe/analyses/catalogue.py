@@ -134,6 +134,8 @@ QC = Analysis(
 # tissue-seg (voxelpipe.analyses.tissue_seg)
 TISSUE_SEG_LABELS_FILE = "labels.nii.gz"
 TISSUE_SEG_MASK_FILE = "brain_mask.nii.gz"
+# An intermediate (for the analyses that require tissue-seg): the bias-corrected brain, canonical grid.
+TISSUE_SEG_BRAIN_T1_FILE = "brain_t1.nii.gz"
 TISSUE_SEG_PROBABILITY_FILES: dict[str, str] = {tissue: f"prob_{tissue}.nii.gz" for tissue in TISSUES}
 TISSUE_SEG_OVERLAYS: tuple[str, ...] = ("overlay_axial.png", "overlay_coronal.png", "overlay_sagittal.png")
 TISSUE_SEG_OUTPUTS: tuple[str, ...] = (
@@ -180,6 +182,62 @@ VOLUMETRICS = Analysis(
     parameters={},
     requires=("tissue-seg",),
     outputs=(),
+)
+
+# registration (voxelpipe.analyses.registration)
+REGISTRATION_FILES: tuple[str, ...] = (
+    "affine.tfm",
+    "forward_displacement.nii.gz",
+    "inverse_displacement.nii.gz",
+)  # voxelpipe.registration.TRANSFORM_FILES (checked by a test): SimpleITK loads only where it runs
+REGISTRATION_PARAMETERS: Mapping[str, Any] = MappingProxyType(
+    {"method": "demons"}  # "demons" (diffeomorphic), "bspline" or "affine"
+)
+REGISTRATION = Analysis(
+    name="registration",
+    version="1.0.0",
+    runtime=Runtime.LAMBDA,
+    description=(
+        "The MNI ICBM 2009a template registered to the subject's bias-corrected brain (SimpleITK: "
+        "affine on mutual information, then diffeomorphic demons): the affine as an ITK transform "
+        "and the forward and inverse displacement fields as NIfTI, with the template's GM/WM "
+        "overlap with the subject's segmentation as a check"
+    ),
+    run=Implementation("voxelpipe.analyses.registration", "run_registration"),
+    parameters=REGISTRATION_PARAMETERS,
+    requires=("tissue-seg",),
+    outputs=REGISTRATION_FILES,
+)
+
+# regional (voxelpipe.analyses.regional)
+REGIONAL_LABELS_FILE = "regions.nii.gz"
+REGIONAL_TABLE_FILE = "regions.csv"
+REGIONAL_OVERLAYS: tuple[str, ...] = (
+    "regions_axial.png",
+    "regions_coronal.png",
+    "regions_sagittal.png",
+)
+REGIONAL_PARAMETERS: Mapping[str, Any] = MappingProxyType(
+    {
+        "atlas": None,  # a registered atlas's name; None: the bundled one (voxelpipe.atlases.bundled)
+        "preview_max_px": 512,
+        "display_convention": "radiological",  # or "neurological"
+    }
+)
+REGIONAL = Analysis(
+    name="regional",
+    version="1.0.0",
+    runtime=Runtime.LAMBDA,
+    description=(
+        "Regional volumes in mL (hippocampus, amygdala, thalamus, caudate, putamen, pallidum, "
+        "lateral ventricles, frontal/temporal/parietal/occipital grey matter, left and right): an "
+        "atlas carried onto the subject by the registration, intersected with tissue-seg's "
+        "probabilities; left/right asymmetry, fractions of TIV, the region label map and overlays"
+    ),
+    run=Implementation("voxelpipe.analyses.regional", "run_regional"),
+    parameters=REGIONAL_PARAMETERS,
+    requires=("tissue-seg", "registration"),
+    outputs=(REGIONAL_LABELS_FILE, REGIONAL_TABLE_FILE, *REGIONAL_OVERLAYS),
 )
 
 # normative (voxelpipe.analyses.normative)

@@ -31,6 +31,7 @@ from PIL import Image as PILImage
 
 from voxelpipe.analyses.catalogue import TISSUE_SEG as TISSUE_SEG
 from voxelpipe.analyses.catalogue import (
+    TISSUE_SEG_BRAIN_T1_FILE,
     TISSUE_SEG_LABELS_FILE,
     TISSUE_SEG_MASK_FILE,
     TISSUE_SEG_OUTPUTS,
@@ -57,6 +58,7 @@ MASK_FILE = TISSUE_SEG_MASK_FILE
 PROBABILITY_FILES = TISSUE_SEG_PROBABILITY_FILES
 OVERLAYS = TISSUE_SEG_OVERLAYS
 OUTPUTS = TISSUE_SEG_OUTPUTS
+BRAIN_T1_FILE = TISSUE_SEG_BRAIN_T1_FILE
 DEFAULT_PARAMETERS = TISSUE_SEG_PARAMETERS
 
 # Overlay colours (RGB) and opacity: CSF blue, GM green, WM yellow.
@@ -192,25 +194,36 @@ def _png_rgb(rgb: npt.NDArray[np.uint8], size: tuple[int, int]) -> bytes:
 
 def overlay_previews(
     t1: FloatArray,
-    labels: npt.NDArray[np.uint8],
+    labels: npt.NDArray[np.integer[Any]],
     mask: npt.NDArray[np.bool_],
     zooms: npt.NDArray[np.float64],
     max_px: int,
     radiological: bool,
+    *,
+    palette: npt.NDArray[np.float32] = _COLOURS,
+    centre: tuple[int, int, int] | None = None,
+    names: Sequence[str] = OVERLAYS,
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """RGB PNGs of the labels over the T1 (canonical RAS arrays) through the brain's centre.
+    """RGB PNGs of `labels` (values index `palette`'s RGB rows; 0 is not drawn) over the T1
+    (canonical RAS arrays) through `centre` (default: the brain's centre).
 
     Same slicing, orientation and one-mm-per-pixel scale as qc's previews; the grey window is the
     brain's 1st-99th intensity percentile.
     """
     if mask.any():
-        # The centre of the mask's bounding box: the brain's middle whatever its shape.
-        box = [np.flatnonzero(np.any(mask, axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
-        centre = tuple((int(b[0]) + int(b[-1])) // 2 for b in box)
         lo, hi = (float(v) for v in value_percentiles(t1[mask], (1, 99)))  # in float64: any finite T1
+        if centre is None:
+            # The centre of the mask's bounding box: the brain's middle whatever its shape.
+            box = [np.flatnonzero(np.any(mask, axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
+            centre = (
+                (int(box[0][0]) + int(box[0][-1])) // 2,
+                (int(box[1][0]) + int(box[1][-1])) // 2,
+                (int(box[2][0]) + int(box[2][-1])) // 2,
+            )
     else:
-        centre = tuple(n // 2 for n in t1.shape)
         lo, hi = float(t1.min()), float(t1.max())
+    if centre is None:
+        centre = (t1.shape[0] // 2, t1.shape[1] // 2, t1.shape[2] // 2)
     i, j, k = (int(c) for c in centre)
     grey_views = preview_slices(t1, (i, j, k), zooms, radiological)
     label_views = preview_slices(labels.astype(np.float32), (i, j, k), zooms, radiological)
@@ -221,10 +234,10 @@ def overlay_previews(
     scale = 1.0 / (hi - lo) if hi > lo else 0.0
     artifacts: dict[str, bytes] = {}
     sizes: dict[str, list[int]] = {}
-    for (view, (plane, col_mm, row_mm)), name in zip(grey_views.items(), OVERLAYS, strict=True):
+    for (view, (plane, col_mm, row_mm)), name in zip(grey_views.items(), names, strict=True):
         grey = np.clip((plane.astype(np.float64) - lo) * scale, 0.0, 1.0)[..., None] * 255.0
         label_plane = label_views[view][0].astype(np.intp)
-        colour = _COLOURS[label_plane]
+        colour = palette[label_plane]
         alpha = np.where(label_plane[..., None] > 0, _ALPHA, 0.0)
         rgb = (grey * (1 - alpha) + colour * alpha + 0.5).astype(np.uint8)
         size = (
@@ -236,7 +249,6 @@ def overlay_previews(
     info = {
         "slice_voxel_canonical": [i, j, k],
         "convention": "radiological" if radiological else "neurological",
-        "colours": {"csf": "blue", "gm": "green", "wm": "yellow"},
         "window": [round(lo, 4), round(hi, 4)],
         "mm_per_pixel": round(mm_per_px, 4),
         "sizes_px": sizes,
@@ -327,8 +339,20 @@ def tissue_seg_output(
         arrays = to_original_space(arrays, original_affine, original_shape, params.device)
         space = "original"
     measures = segmentation_measures(result, arrays, space)
-    measures["preview"] = preview_info
-    return AnalysisOutput(measures=measures, artifacts={**nifti_artifacts(arrays), **previews})
+    measures["preview"] = {**preview_info, "colours": {"csf": "blue", "gm": "green", "wm": "yellow"}}
+    return AnalysisOutput(
+        measures=measures,
+        artifacts={**nifti_artifacts(arrays), **previews},
+        intermediates={BRAIN_T1_FILE: brain_t1(result, canon, data)},
+    )
+
+
+def brain_t1(result: Segmentation, canon: Image, data: FloatArray) -> bytes:
+    """The bias-corrected T1 inside the brain mask, zero outside, on the canonical grid (gzipped
+    NIfTI): what registration aligns the template to (skull-stripped like it, free of the field)."""
+    field = result.bias.field if result.bias.applied else 1.0
+    corrected = np.where(result.brain.mask, data / np.maximum(field, 1e-6), 0.0).astype(np.float32)
+    return to_nifti_bytes(new_image(corrected, canon.affine), compress=True)
 
 
 def run_tissue_seg(inp: AnalysisInput) -> AnalysisOutput:

@@ -1,0 +1,221 @@
+"""The `regional` analysis: regional volumes from an atlas carried onto the subject.
+
+1. The atlas's label map (template space) is resampled onto the subject's canonical grid through
+   the `registration` analysis's transforms, nearest neighbour (labels stay labels), and kept
+   inside tissue-seg's brain mask.
+2. Each region the atlas maps (`voxelpipe.atlases.REGIONS`: left and right hippocampus, amygdala,
+   thalamus, caudate, putamen, pallidum, lateral ventricle, frontal/temporal/parietal/occipital
+   grey matter) is the union of its labels; its volume is the sum, over its voxels, of the
+   probability of the tissue it is made of, times the voxel volume (partial volume counts):
+   grey matter for cortex, hippocampus, amygdala, caudate and putamen; grey plus white matter
+   (the parenchyma) for the thalamus and pallidum, whose T1 intensity lies between the two; CSF
+   for the ventricles. `label_ml` is the region's voxel count alone, for comparison.
+3. Asymmetry per structure: (L - R) / ((L + R) / 2); fractions of the TIV (GM + WM + CSF inside
+   the brain mask, as `volumetrics` computes it).
+
+Outputs: `regions.nii.gz` (region numbers, the input's own grid), `regions.csv` (number, region,
+volumes) and three overlay PNGs through the hippocampi.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from voxelpipe.analyses.catalogue import REGIONAL as REGIONAL
+from voxelpipe.analyses.catalogue import (
+    REGIONAL_LABELS_FILE,
+    REGIONAL_OVERLAYS,
+    REGIONAL_PARAMETERS,
+    REGIONAL_TABLE_FILE,
+    TISSUE_SEG_BRAIN_T1_FILE,
+    TISSUE_SEG_MASK_FILE,
+    TISSUE_SEG_PROBABILITY_FILES,
+    AnalysisInput,
+    AnalysisOutput,
+    merged_parameters,
+)
+from voxelpipe.analyses.registration import on_grid
+from voxelpipe.analyses.tissue_seg import overlay_previews
+from voxelpipe.analyses.volumetrics import tissue_volumes, voxel_volume_ml
+from voxelpipe.atlases import REGIONS, STRUCTURES, Atlas
+from voxelpipe.atlases.bundled import default_atlas
+from voxelpipe.nifti import load_nifti, to_nifti_bytes
+from voxelpipe.registration import registration_from_files, warp_label_map
+from voxelpipe.tissues import TISSUES
+from voxelpipe.volume import Image, new_image, voxel_data, voxel_sizes
+
+# Region numbers in regions.nii.gz: REGIONS' order, from 1.
+REGION_NUMBERS: Final[Mapping[str, int]] = {key: number for number, key in enumerate(REGIONS, start=1)}
+_HUES: Final[Mapping[str, tuple[int, int, int]]] = {
+    "hippocampus": (255, 210, 0),
+    "amygdala": (255, 120, 0),
+    "thalamus": (0, 170, 255),
+    "caudate": (120, 200, 255),
+    "putamen": (255, 60, 160),
+    "pallidum": (80, 80, 255),
+    "lateral_ventricle": (120, 0, 200),
+    "frontal_gm": (60, 200, 90),
+    "temporal_gm": (240, 70, 60),
+    "parietal_gm": (0, 200, 200),
+    "occipital_gm": (200, 200, 200),
+}
+
+
+def region_palette() -> npt.NDArray[np.float32]:
+    """RGB per region number (0: none): a hue per structure, the right side a shade darker."""
+    palette = np.zeros((len(REGIONS) + 1, 3), dtype=np.float32)
+    for key, number in REGION_NUMBERS.items():
+        region = REGIONS[key]
+        shade = 1.0 if region.side == "left" else 0.7
+        palette[number] = np.asarray(_HUES[region.structure], dtype=np.float32) * shade
+    return palette
+
+
+def region_map(labels: npt.NDArray[np.integer[Any]], atlas: Atlas) -> npt.NDArray[np.uint8]:
+    """The region number of each voxel (0: in no reported region) from the atlas's labels."""
+    lookup = np.zeros(int(max(atlas.labels, default=0)) + 1, dtype=np.uint8)
+    for key, indices in atlas.region_labels().items():
+        lookup[list(indices)] = REGION_NUMBERS[key]
+    inside = (labels > 0) & (labels < lookup.size)
+    regions = np.zeros(labels.shape, dtype=np.uint8)
+    regions[inside] = lookup[labels[inside]]
+    return regions
+
+
+def regional_measures(
+    regions: npt.NDArray[np.uint8],
+    probabilities: Mapping[str, npt.NDArray[np.float32]],
+    voxel_ml: float,
+    mapped: Mapping[str, tuple[int, ...]],
+) -> dict[str, Any]:
+    """Per region: volume (mL, of its tissue), label volume (mL), fraction of the TIV; per
+    structure: left + right and asymmetry. `mapped` names the regions the atlas maps."""
+    tiv = tissue_volumes(probabilities, voxel_ml)["tiv_ml"] or 0.0
+    flat = regions.ravel()
+    bins = len(REGIONS) + 1
+    sums = {
+        tissue: np.bincount(flat, weights=probabilities[tissue].ravel().astype(np.float64), minlength=bins)
+        for tissue in TISSUES
+    }
+    counts = np.bincount(flat, minlength=bins)
+    tissue_sums = {"gm": sums["gm"], "parenchyma": sums["gm"] + sums["wm"], "csf": sums["csf"]}
+    per_region: dict[str, dict[str, Any]] = {}
+    for key, number in REGION_NUMBERS.items():
+        if key not in mapped:
+            continue
+        region = REGIONS[key]
+        volume = float(tissue_sums[region.tissue][number]) * voxel_ml
+        per_region[key] = {
+            "volume_ml": round(volume, 3),
+            "label_ml": round(float(counts[number]) * voxel_ml, 3),
+            "fraction_of_tiv": round(volume / tiv, 6) if tiv > 0 else None,
+            "tissue": region.tissue,
+            "number": number,
+        }
+    structures: dict[str, dict[str, Any]] = {}
+    for structure in STRUCTURES:
+        left, right = per_region.get(f"{structure}_left"), per_region.get(f"{structure}_right")
+        if left is None or right is None:
+            continue
+        total = left["volume_ml"] + right["volume_ml"]
+        structures[structure] = {
+            "total_ml": round(total, 3),
+            "asymmetry": round((left["volume_ml"] - right["volume_ml"]) / (total / 2), 4)
+            if total > 0
+            else None,
+        }
+    return {"tiv_ml": round(tiv, 3), "regions": per_region, "structures": structures}
+
+
+def regions_csv(regions: Mapping[str, Mapping[str, Any]]) -> bytes:
+    out = io.StringIO()
+    out.write("number,region,structure,side,tissue,volume_ml,label_ml,fraction_of_tiv\n")
+    for key, row in regions.items():
+        region = REGIONS[key]
+        fraction = "" if row["fraction_of_tiv"] is None else row["fraction_of_tiv"]
+        out.write(
+            f"{row['number']},{key},{region.structure},{region.side},{row['tissue']},"
+            f"{row['volume_ml']},{row['label_ml']},{fraction}\n"
+        )
+    return out.getvalue().encode("utf-8")
+
+
+def _centre(regions: npt.NDArray[np.uint8], keys: tuple[str, ...]) -> tuple[int, int, int] | None:
+    """The voxel between the centroids of `keys`' regions (the hippocampi), None when absent."""
+    inside = np.isin(regions, [REGION_NUMBERS[key] for key in keys])
+    if not inside.any():
+        return None
+    i, j, k = (round(float(c)) for c in np.argwhere(inside).mean(axis=0))
+    return (i, j, k)
+
+
+def run_regional(inp: AnalysisInput) -> AnalysisOutput:
+    params = merged_parameters("regional", REGIONAL_PARAMETERS, inp.parameters)
+    atlas: Atlas = inp.references.get("atlas") or default_atlas()
+    seg = inp.requirements["tissue-seg"]
+    registration_output = inp.requirements["registration"]
+    subject = load_nifti(seg.intermediates[TISSUE_SEG_BRAIN_T1_FILE])
+    registration = registration_from_files(registration_output.artifacts)
+    probabilities = {
+        tissue: on_grid(load_nifti(seg.artifacts[name]), subject)
+        for tissue, name in TISSUE_SEG_PROBABILITY_FILES.items()
+    }
+    mask = on_grid(load_nifti(seg.artifacts[TISSUE_SEG_MASK_FILE]), subject) > 0
+    labels = np.asarray(warp_label_map(load_nifti(atlas.label_map), registration, subject).dataobj)
+    regions = np.where(mask, region_map(labels.astype(np.int64), atlas), 0).astype(np.uint8)
+    measures = regional_measures(
+        regions, probabilities, voxel_volume_ml(subject.affine), atlas.region_labels()
+    )
+
+    previews, preview_info = overlay_previews(
+        voxel_data(subject),
+        regions,
+        mask,
+        voxel_sizes(subject.affine),
+        int(params["preview_max_px"]),
+        params["display_convention"] == "radiological",
+        palette=region_palette(),
+        centre=_centre(regions, ("hippocampus_left", "hippocampus_right")),
+        names=REGIONAL_OVERLAYS,
+    )
+    missing = [key for key in REGIONS if key not in measures["regions"]]
+    return AnalysisOutput(
+        measures={
+            **measures,
+            "units": {"volume_ml": "mL", "label_ml": "mL", "fraction_of_tiv": "1", "asymmetry": "1"},
+            "atlas": atlas.provenance(),
+            "template": registration_output.measures.get("template"),
+            "registration": registration_output.measures.get("method"),
+            "method": (
+                "atlas labels carried onto the subject (nearest neighbour) inside the brain mask; "
+                "volume = sum of the region's tissue probability (GM; GM+WM for thalamus and "
+                "pallidum; CSF for ventricles) x voxel volume; asymmetry = (L-R)/((L+R)/2)"
+            ),
+            "regions_not_in_atlas": missing,
+            "notes": list(atlas.notes),
+            "preview": {**preview_info, "slice": "through the hippocampi"},
+        },
+        artifacts={
+            REGIONAL_LABELS_FILE: _original_grid_labels(regions, subject, inp),
+            REGIONAL_TABLE_FILE: regions_csv(measures["regions"]),
+            **previews,
+        },
+    )
+
+
+def _original_grid_labels(regions: npt.NDArray[np.uint8], subject: Image, inp: AnalysisInput) -> bytes:
+    """The region map on the upload's own grid (an exact reordering of the canonical one)."""
+    from voxelpipe.segmentation import to_grid
+
+    affine, shape = subject.affine, regions.shape
+    if inp.original_affine is not None and inp.original_shape is not None:
+        affine, shape = inp.original_affine, tuple(int(n) for n in inp.original_shape[:3])
+        regions = np.asarray(
+            to_grid(regions, subject.affine, affine, shape, "nearest", "cpu"), dtype=np.uint8
+        )
+    return to_nifti_bytes(new_image(regions, affine), compress=True)
