@@ -333,13 +333,17 @@ def warp_probability_map(probabilities: Image, registration: Registration, subje
 
 def transform_files(registration: Registration) -> dict[str, bytes]:
     """The registration as files an artifact store keeps: the affine as an ITK text transform
-    (`.tfm`), the forward and inverse displacement fields as vector NIfTI (ITK's convention:
-    LPS+ millimetres, intent "vector"), readable by SimpleITK, ANTs and ITK-SNAP."""
+    (`.tfm`), the forward and inverse displacement fields as float32 vector NIfTI (ITK's
+    convention: LPS+ millimetres, intent "vector"), readable by SimpleITK, ANTs and ITK-SNAP."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
         sitk.WriteTransform(registration.affine, str(out / AFFINE_FILE))
-        sitk.WriteImage(registration.forward_field, str(out / FORWARD_FIELD_FILE))
-        sitk.WriteImage(registration.inverse_field, str(out / INVERSE_FIELD_FILE))
+        # float32 on disk: half the bytes of ITK's float64, far below a micrometre of error.
+        for name, displacement in (
+            (FORWARD_FIELD_FILE, registration.forward_field),
+            (INVERSE_FIELD_FILE, registration.inverse_field),
+        ):
+            sitk.WriteImage(sitk.Cast(displacement, sitk.sitkVectorFloat32), str(out / name))
         return {name: (out / name).read_bytes() for name in TRANSFORM_FILES}
 
 
