@@ -3,8 +3,9 @@
 #
 #   bench/device_gpu.sh prepare [PYTHON_VERSION]   # here, with the registry: wheels -> build/gpu-wheels
 #   bench/device_gpu.sh run [gpu_worker.py flags]  # there, offline: install them, run the benchmark
+#   bench/device_gpu.sh prepare-check [VERSION]    # here: the CUDA tests' wheels -> build/gpu-check
 #   bench/device_gpu.sh check                      # there: the tests that need CUDA
-#   bench/device_gpu.sh exec CMD...                # there: CMD in that environment
+#   bench/device_gpu.sh exec CMD...                # there: CMD in the benchmark's environment
 #
 # A CUDA machine's image brings its own Python with torch and numpy (and often nothing can be
 # fetched there); what bench/gpu_worker.py needs beyond them is bench/gpu_requirements.txt. `prepare`
@@ -14,14 +15,24 @@
 # index into a folder beside the image's own packages (torch stays the image's CUDA build) and runs
 # bench/gpu_worker.py on CUDA: ours vs MONAI's sliding_window_inference in fp32 and bf16, and the
 # worker's studies per second. `run` refuses to start without a CUDA device unless
-# `--device cpu` is passed (how this script is checked on a machine with no GPU). `check` runs the
-# tests that skip without CUDA; `exec` runs any command (another benchmark) in the same environment.
+# `--device cpu` is passed (how this script is checked on a machine with no GPU). `exec` runs any
+# command (another benchmark) in the same environment.
+#
+# `check` runs the tests that skip without CUDA. They need SimpleITK (tissue-seg's N4; a 53 MB
+# wheel) but not moto, botocore or MONAI, so they have their own, smaller set:
+# bench/gpu_check_requirements.txt and the template's three files (not the 11 MB nilearn wheel),
+# which `prepare-check` puts in build/gpu-check (carry that folder instead) and `check` lays out
+# where infra.local.samples looks for them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WHEELS="${GPU_WHEELS:-build/gpu-wheels}"
 REQUIREMENTS=bench/gpu_requirements.txt
 MAX_MB=60
+case "${1:-}" in
+  # 63: the device tool carries at most 64 MiB.
+  prepare-check | check) WHEELS="${GPU_WHEELS:-build/gpu-check}" REQUIREMENTS=bench/gpu_check_requirements.txt MAX_MB=63 ;;
+esac
 
 prepare() {
   local version="${1:-3.12}" pip="${PIP:-python3 -m pip}"
@@ -30,6 +41,14 @@ prepare() {
   $pip download --quiet --no-deps --only-binary=:all: --implementation cp --python-version "$version" \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
     --dest "$WHEELS" -r "$REQUIREMENTS"
+  if [ "$REQUIREMENTS" = bench/gpu_check_requirements.txt ]; then
+    # The template's files out of the nilearn wheel the project pins, as the analysis images do.
+    local pin
+    pin=$(grep -o '"nilearn==[^"]*"' pyproject.toml | tr -d '"')
+    $pip download --quiet --no-deps --dest "$WHEELS/nilearn" "$pin"
+    python3 layers/voxelpipe/python/voxelpipe/registration/template.py "$WHEELS"/nilearn/*.whl "$WHEELS/template" >/dev/null
+    rm -rf "$WHEELS/nilearn"
+  fi
   local mb
   mb=$(du -sm "$WHEELS" | cut -f1)
   echo "device_gpu: $(ls "$WHEELS" | wc -l) wheels, ${mb} MB in $WHEELS for Python $version"
@@ -42,7 +61,7 @@ prepare() {
 # The benchmark's environment on the device: the image's own Python (its CUDA torch; often itself
 # a venv, so no venv is layered over it) with the carried wheels installed offline into a folder put
 # first on PYTHONPATH; made once per machine, reused by each verb.
-ENV_DIR=/tmp/voxelpipe-gpu-bench
+ENV_DIR=/tmp/voxelpipe-gpu-${WHEELS##*/}
 
 setup() {
   local python
@@ -62,7 +81,14 @@ setup() {
   rm -rf "$ENV_DIR" && mkdir -p "$ENV_DIR/bin"
   "$python" -m pip install --quiet --no-index --no-deps --target "$ENV_DIR/site" "$WHEELS"/*.whl
   printf '#!/bin/sh\nexec "%s" "$@"\n' "$python" >"$ENV_DIR/bin/python" && chmod +x "$ENV_DIR/bin/python"
-  in_env python -c 'import monai, moto, nibabel, pydicom, pynamodb, aws_lambda_powertools' # fail early
+  if [ -d "$WHEELS/template" ]; then
+    # Where infra.local.samples finds the MNI152 T1 (nilearn's data folder, by path only).
+    mkdir -p "$ENV_DIR/site/nilearn/datasets/data" && touch "$ENV_DIR/site/nilearn/__init__.py"
+    cp "$WHEELS"/template/*.nii.gz "$ENV_DIR/site/nilearn/datasets/data/"
+    in_env python -c 'import nibabel, SimpleITK, infra.local.samples as s; assert s.mni152_t1_path().is_file()'
+  else
+    in_env python -c 'import monai, moto, nibabel, pydicom, pynamodb, aws_lambda_powertools' # fail early
+  fi
   # What the image lacks or has too old shows here (torch's CUDA packages aside).
   in_env python -m pip check 2>&1 | grep -v -i "torch\|nvidia\|triton" | sed "s/^/device_gpu: pip check: /" || true
   echo "device_gpu: $(in_env python -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)')"
@@ -95,9 +121,9 @@ check() {
 }
 
 case "${1:-}" in
-  prepare) shift; prepare "$@" ;;
+  prepare | prepare-check) shift; prepare "$@" ;;
   run) shift; run "$@" ;;
   check) shift; check "$@" ;;
   exec) shift; setup; in_env "$@" ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from voxelpipe.records import StudyRecord
 
 # What `voxelpipe demo` runs when --analyses is not given: the atrophy measures on a T1.
-DEMO_ANALYSES = ("qc", "tissue-seg", "volumetrics")
+DEMO_ANALYSES = ("qc", "tissue-seg", "volumetrics", "regional")
 EXIT_OK = 0
 EXIT_NOT_TERMINAL = 1
 EXIT_USAGE = 2
@@ -111,6 +111,15 @@ def _print_human(report: dict[str, Any]) -> None:
     print(f"  status: {report['status']}")
     if "reason" in report:
         print(f"  reason: {report['reason']}: {report['detail']}")
+    regional = (report.get("results") or {}).get("regional") or {}
+    hippocampus = {side: regional.get("regions", {}).get(f"hippocampus_{side}") for side in ("left", "right")}
+    if hippocampus["left"] and hippocampus["right"]:
+        asymmetry = regional["structures"]["hippocampus"]["asymmetry"]
+        print(
+            f"  hippocampus: left {hippocampus['left']['volume_ml']:.2f} mL, right "
+            f"{hippocampus['right']['volume_ml']:.2f} mL, asymmetry {asymmetry} (atlas "
+            f"{regional['atlas']['atlas']}, {regional['atlas']['licence'].split(':')[0]})"
+        )
     for analysis, measures in (report.get("results") or {}).items():
         print(f"  {analysis}:")
         for name, value in _flatten(measures):

@@ -42,7 +42,8 @@ def test_demo_json_prints_one_line_per_input_and_writes_artifacts(tmp_path: Path
     completed, rejected = lines
     assert set(completed) >= CONTRACT and "reason" not in completed
     assert completed["status"] == "COMPLETED" and completed["input"] == good_name
-    assert set(completed["results"]) == {"qc", "tissue-seg", "volumetrics"}  # the demo defaults
+    # the demo defaults, and what regional requires
+    assert set(completed["results"]) == {"qc", "tissue-seg", "volumetrics", "registration", "regional"}
     assert completed["timings"]["total"] > 0 and "prepare" in completed["timings"]
     assert rejected["status"] == "REJECTED" and rejected["reason"] == "not_an_image" and rejected["detail"]
     assert rejected["results"] is None
@@ -65,6 +66,18 @@ def test_demo_without_input_runs_the_bundled_scan(capsys):
     volumes = report["results"]["volumetrics"]
     assert 900 < volumes["gm_ml"] < 1500 and 400 < volumes["wm_ml"] < 900 and 0.8 < volumes["bpf"] <= 1
     assert "tissue-seg/labels.nii.gz" in report["artifacts"]
+    # ... and regional volumes from the bundled atlas, which the result names with its licence.
+    regional = report["results"]["regional"]
+    for side in ("left", "right"):
+        assert 3.0 < regional["regions"][f"hippocampus_{side}"]["volume_ml"] < 6.0
+    assert abs(regional["structures"]["hippocampus"]["asymmetry"]) < 0.15
+    assert regional["reliable"] is True, regional["warnings"]
+    assert regional["atlas"]["atlas"] == "neuromorphometrics" and "CC BY-NC" in regional["atlas"]["licence"]
+    assert regional["template"]["template"] == "MNI152NLin2009aSym"
+    assert report["results"]["registration"]["overlap_with_segmentation"]["gm_dice"] > 0.8
+    assert {"regional/regions.nii.gz", "regional/regions.csv", "registration/affine.tfm"} <= set(
+        report["artifacts"]
+    )
 
 
 def test_demo_usage_errors_exit_2(tmp_path: Path, capsys):

@@ -56,8 +56,12 @@ def test_health_docs_and_catalogue(api: TestClient):
     assert api.get("/docs").status_code == 200
     paths = api.get("/openapi.json").json()["paths"]
     assert {"/studies", "/studies/{study_id}", "/studies/{study_id}/results", "/analyses"} <= set(paths)
-    names = [a["name"] for a in api.get("/analyses", headers=auth(role=Role.VIEWER)).json()["items"]]
-    assert "qc" in names
+    items = {a["name"]: a for a in api.get("/analyses", headers=auth(role=Role.VIEWER)).json()["items"]}
+    assert "qc" in items
+    regional = items["regional"]
+    assert regional["requires"] == ["tissue-seg", "registration"] and regional["runtime"] == "lambda"
+    assert "regions.nii.gz" in regional["outputs"] and "atlas" in regional["parameters"]
+    assert "affine.tfm" in items["registration"]["outputs"]
 
 
 def test_validation_errors_are_problem_details_naming_the_field(api: TestClient):

