@@ -32,7 +32,7 @@ bpf,any,20,60,0.8,0,0,0,0,0.01,0,0,0.02,test field
 
 
 def test_measures_are_volumetrics_and_every_region():
-    assert NORMED_MEASURES == (*MEASURES, *REGIONS)
+    assert (*MEASURES, *REGIONS) == NORMED_MEASURES
 
 
 def test_the_equation_against_hand_computed_values():

@@ -40,7 +40,10 @@ from voxelpipe.references import (
 )
 from voxelpipe.wiring import Runtime
 
-LABELS = "index,name,region\n1,Left_Hippocampus,hippocampus_left\n2,Right_Hippocampus,hippocampus_right\n3,Other,\n"
+LABELS = (
+    "index,name,region\n1,Left_Hippocampus,hippocampus_left\n2,Right_Hippocampus,hippocampus_right\n"
+    "3,Other,\n"
+)
 NORMS = (
     "measure,sex,age_min,age_max,b0,b_age,b_age2,b_sex,b_tiv,sd,source\n"
     "gm_ml,any,20,80,700,0,0,0,0,50,test: arbitrary numbers\n"
