@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from infra.local.cloud import LocalCloud
 from infra.local.serve import acting_as
-from tests.unit.test_reference_data import LABELS, NORMS, label_map, tiny_map
+from tests.fixtures.reference_data import LABELS, NORMS, label_map, tiny_map
 from voxelpipe import tracking
 from voxelpipe.adapters.executions import StepFunctionsExecutions
 from voxelpipe.adapters.study_table import DynamoStudyStore

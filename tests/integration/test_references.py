@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
-from tests.unit.test_reference_data import LABELS, METADATA, NORMS, label_map, tiny_map
+from tests.fixtures.reference_data import LABELS, METADATA, NORMS, label_map, tiny_map
 from voxelpipe import references
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.analyses import CATALOGUE

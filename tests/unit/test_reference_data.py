@@ -4,7 +4,6 @@ and RunAnalysis loading the version dispatch fixed, on in-memory adapters."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 
 import nibabel as nib
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.fakes import InMemoryStorage, InMemoryStudyStore
+from tests.fixtures.reference_data import LABELS, METADATA, NORMS, label_map, tiny_map
 from voxelpipe.analyses import CATALOGUE, AnalysisOutput, resolve, stages
 from voxelpipe.analyses.catalogue import ATLAS_REFERENCE, NORMS_REFERENCE, Analysis
 from voxelpipe.analyses.norms import NormsTable
@@ -39,29 +39,6 @@ from voxelpipe.references import (
     load_references,
 )
 from voxelpipe.wiring import Runtime
-
-LABELS = (
-    "index,name,region\n1,Left_Hippocampus,hippocampus_left\n2,Right_Hippocampus,hippocampus_right\n"
-    "3,Other,\n"
-)
-NORMS = (
-    "measure,sex,age_min,age_max,b0,b_age,b_age2,b_sex,b_tiv,sd,source\n"
-    "gm_ml,any,20,80,700,0,0,0,0,50,test: arbitrary numbers\n"
-)
-METADATA = ReferenceMetadata(
-    licence="CC BY 4.0", citation="Test atlas", commercial_use=True, space="MNI152NLin2009aSym"
-)
-
-
-def label_map(values: np.ndarray, *, compress: bool = True) -> bytes:
-    data = to_nifti_bytes(nib.Nifti1Image(values, np.diag([2.0, 2.0, 2.0, 1.0])), compress=False)
-    return gzip.compress(data) if compress else data
-
-
-def tiny_map(dtype: type = np.int16) -> np.ndarray:
-    values = np.zeros((4, 4, 4), dtype=dtype)
-    values[1, 1, 1], values[2, 2, 2] = 1, 2
-    return values
 
 
 def test_an_atlas_whose_map_and_table_agree_is_verified():
