@@ -4,7 +4,8 @@
 #   bench/device_gpu.sh prepare [PYTHON_VERSION]   # here, with the registry: wheels -> build/gpu-wheels
 #   bench/device_gpu.sh run [gpu_worker.py flags]  # there, offline: install them, run the benchmark
 #   bench/device_gpu.sh prepare-check [VERSION]    # here: the CUDA tests' wheels -> build/gpu-check
-#   bench/device_gpu.sh check                      # there: the tests that need CUDA
+#   bench/device_gpu.sh check                      # there: the segmentation tests that need CUDA
+#   bench/device_gpu.sh check-models               # there, with build/gpu-wheels: the model runner's
 #   bench/device_gpu.sh exec CMD...                # there: CMD in the benchmark's environment
 #
 # A CUDA machine's image brings its own Python with torch and numpy (and often nothing can be
@@ -18,9 +19,9 @@
 # `--device cpu` is passed (how this script is checked on a machine with no GPU). `exec` runs any
 # command (another benchmark) in the same environment.
 #
-# `check` runs the tests that skip without CUDA. They need SimpleITK (tissue-seg's N4; a 53 MB
-# wheel) but not moto, botocore or MONAI, so they have their own, smaller set:
-# bench/gpu_check_requirements.txt and the template's three files (not the 11 MB nilearn wheel),
+# `check` runs the segmentation tests that skip without CUDA. They need SimpleITK (tissue-seg's N4;
+# a 53 MB wheel) but not moto, botocore or MONAI, so they have their own, smaller set:
+# bench/gpu_check_requirements.txt and the template's T1 (not the 11 MB nilearn wheel),
 # which `prepare-check` puts in build/gpu-check (carry that folder instead) and `check` lays out
 # where infra.local.samples looks for them.
 set -euo pipefail
@@ -30,8 +31,8 @@ WHEELS="${GPU_WHEELS:-build/gpu-wheels}"
 REQUIREMENTS=bench/gpu_requirements.txt
 MAX_MB=60
 case "${1:-}" in
-  # 63: the device tool carries at most 64 MiB.
-  prepare-check | check) WHEELS="${GPU_WHEELS:-build/gpu-check}" REQUIREMENTS=bench/gpu_check_requirements.txt MAX_MB=63 ;;
+  # 60 again: the device tool carries at most 64 MiB, the tree (~2 MB) included.
+  prepare-check | check) WHEELS="${GPU_WHEELS:-build/gpu-check}" REQUIREMENTS=bench/gpu_check_requirements.txt ;;
 esac
 
 prepare() {
@@ -47,6 +48,7 @@ prepare() {
     pin=$(grep -o '"nilearn==[^"]*"' pyproject.toml | tr -d '"')
     $pip download --quiet --no-deps --dest "$WHEELS/nilearn" "$pin"
     python3 layers/voxelpipe/python/voxelpipe/registration/template.py "$WHEELS"/nilearn/*.whl "$WHEELS/template" >/dev/null
+    rm -f "$WHEELS"/template/*_gm_* "$WHEELS"/template/*_wm_* # the CUDA tests read the T1 only
     rm -rf "$WHEELS/nilearn"
   fi
   local mb
@@ -110,20 +112,28 @@ run() {
   in_env python bench/gpu_worker.py "$@"
 }
 
-# The tests that skip without CUDA (torch labelling, sliding window in bf16, tissue-seg on the GPU
-# against the CPU), without the conftest files: those load the local cloud, which needs CDK.
+# The tests that skip without CUDA, without the conftest files (those load the local cloud, which
+# needs CDK): `check` the segmentation's (torch labelling, tissue-seg on the GPU against the CPU) in
+# the CUDA tests' environment; `check-models` the model runner's (sliding window in bf16), which
+# needs the model cache's botocore and MONAI: the benchmark's environment.
 check() {
   setup
   need_cuda
   in_env python -m pytest --noconftest -p no:cacheprovider -q -rs \
-    tests/unit/test_segmentation.py tests/unit/test_inference.py tests/integration/test_segmentation_mni.py \
-    -k "cuda" "$@"
+    tests/unit/test_segmentation.py tests/integration/test_segmentation_mni.py -k "cuda" "$@"
+}
+
+check_models() {
+  setup
+  need_cuda
+  in_env python -m pytest --noconftest -p no:cacheprovider -q -rs tests/unit/test_inference.py -k "cuda" "$@"
 }
 
 case "${1:-}" in
   prepare | prepare-check) shift; prepare "$@" ;;
   run) shift; run "$@" ;;
   check) shift; check "$@" ;;
+  check-models) shift; check_models "$@" ;;
   exec) shift; setup; in_env "$@" ;;
-  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

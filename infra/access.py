@@ -29,12 +29,13 @@ from voxelpipe.function_specs import (
 )
 from voxelpipe.wiring import Prefix, Resource
 
-UPLOADS, QUARANTINE, DERIVED, WORK, MODELS = (
+UPLOADS, QUARANTINE, DERIVED, WORK, MODELS, REFERENCES = (
     Prefix.UPLOADS,
     Prefix.QUARANTINE,
     Prefix.DERIVED,
     Prefix.WORK,
     Prefix.MODELS,
+    Prefix.REFERENCES,
 )
 ALL_PREFIXES = (UPLOADS, QUARANTINE, DERIVED, WORK)
 
@@ -63,9 +64,13 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
         list=[UPLOADS, DERIVED],
         list_versions=[UPLOADS, DERIVED, WORK, QUARANTINE],
     ),
-    # Reads the prepared volume and earlier analyses' outputs; writes artifacts and outputs.
+    # Reads the prepared volume, earlier analyses' outputs and the reference data the study names
+    # (an atlas, a norms table); writes artifacts and outputs.
     RUN_ANALYSIS.name: BucketAccess(
-        read=[WORK, DERIVED], write=[WORK, DERIVED], delete=[WORK, DERIVED], list_versions=[WORK, DERIVED]
+        read=[WORK, DERIVED, REFERENCES],
+        write=[WORK, DERIVED],
+        delete=[WORK, DERIVED],
+        list_versions=[WORK, DERIVED],
     ),
     # Writes results.json.
     FINALIZE.name: BucketAccess(write=[DERIVED], delete=[DERIVED], list_versions=[DERIVED]),
@@ -75,20 +80,24 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     # downloads; completing a rejected DICOM study quarantines it; deleting a study removes every
     # version of every object it has. Registering a model presigns its upload under models/,
     # completing it checks the file's digest and writes its manifest, and retiring it removes every
-    # version of its files.
+    # version of its files. Reference data (atlases, norms tables) likewise under references/.
     API.name: BucketAccess(
-        read=[UPLOADS, DERIVED, MODELS],
-        write=[UPLOADS, QUARANTINE, MODELS],
-        delete=[*ALL_PREFIXES, MODELS],
+        read=[UPLOADS, DERIVED, MODELS, REFERENCES],
+        write=[UPLOADS, QUARANTINE, MODELS, REFERENCES],
+        delete=[*ALL_PREFIXES, MODELS, REFERENCES],
         list=[UPLOADS, DERIVED],
-        list_versions=[*ALL_PREFIXES, MODELS],
+        list_versions=[*ALL_PREFIXES, MODELS, REFERENCES],
     ),
 }
 
-# The GPU worker (a Batch job): reads the prepared volume and earlier outputs and the registered
-# models; writes artifacts and outputs (and removes them for a deleted study), as RunAnalysis does.
+# The GPU worker (a Batch job): reads the prepared volume and earlier outputs, the registered
+# models and reference data; writes artifacts and outputs (and removes them for a deleted study),
+# as RunAnalysis does.
 GPU_WORKER_BUCKET_ACCESS = BucketAccess(
-    read=[WORK, DERIVED, MODELS], write=[WORK, DERIVED], delete=[WORK, DERIVED], list_versions=[WORK, DERIVED]
+    read=[WORK, DERIVED, MODELS, REFERENCES],
+    write=[WORK, DERIVED],
+    delete=[WORK, DERIVED],
+    list_versions=[WORK, DERIVED],
 )
 GPU_WORKER_READ_ONLY_TABLES = frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE})
 
@@ -100,9 +109,10 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
         spec.name: frozenset({Resource.OBJECTS_TABLE})
         for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED)
     },
-    # Only the API registers models; ingest and dispatch look up `model:NAME` analyses.
+    # Only the API registers models and reference data; ingest and dispatch look up `model:NAME`
+    # analyses, dispatch the versions of the reference data a study names.
     INGEST.name: frozenset({Resource.MODELS_TABLE}),
-    DISPATCH.name: frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE}),
+    DISPATCH.name: frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE, Resource.REFERENCES_TABLE}),
     WEBHOOK.name: frozenset({Resource.STUDIES_TABLE}),  # it reads each study's webhook URL
 }
 

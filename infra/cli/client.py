@@ -99,6 +99,24 @@ class Client:
         params: dict[str, Any] = {"scope": scope} if version is None else {"version": version, "scope": scope}
         return dict(self._call("DELETE", f"/models/{name}", params=params))
 
+    def register_reference(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", f"/references/{kind}", json=body))
+
+    def complete_reference(
+        self, kind: str, name: str, version: int | None = None, scope: str = "tenant"
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"scope": scope} if version is None else {"version": version, "scope": scope}
+        return dict(self._call("POST", f"/references/{kind}/{name}/complete", json=body))
+
+    def list_references(self, kind: str | None = None) -> dict[str, Any]:
+        return dict(self._call("GET", "/references" if kind is None else f"/references/{kind}"))
+
+    def retire_reference(
+        self, kind: str, name: str, version: int | None = None, scope: str = "tenant"
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"scope": scope} if version is None else {"version": version, "scope": scope}
+        return dict(self._call("DELETE", f"/references/{kind}/{name}", params=params))
+
     def upload(self, target: dict[str, Any], path: Path, progress: Progress | None = None) -> None:
         """Send one file to its presigned target (form POST, or multipart parts then complete)."""
         if target["method"] == "post":

@@ -1,5 +1,5 @@
 """The CLI's commands for users of a deployment: serve, token, upload, status, results, list, model,
-admin.
+atlas, norms, admin.
 
 They talk to any deployment with `--api-url` and a token (`--token` or VOXELPIPE_TOKEN); with
 neither, to the local `voxelpipe serve`, with a development token minted on the spot.
@@ -114,6 +114,56 @@ def add_commands(commands: Any) -> None:
     retire.add_argument("--version", type=int, help="one version (default: every version)")
     retire.add_argument("--deployment", action="store_true", help="a deployment-wide model (operator)")
     connection(retire)
+    _reference_commands(commands, connection)
+
+
+def _reference_commands(commands: Any, connection: Any) -> None:
+    """`voxelpipe atlas ...` and `voxelpipe norms ...`: registered reference data."""
+    atlas = commands.add_parser(
+        "atlas", help="registered atlases: register, list and retire (docs/reference-data.md)"
+    )
+    norms = commands.add_parser(
+        "norms", help="registered norms tables (deployment-wide, operator): register, list and retire"
+    )
+    for kind, parser in (("atlas", atlas), ("norms", norms)):
+        sub = parser.add_subparsers(dest="reference_command", required=True)
+        register = sub.add_parser(
+            "register",
+            help="upload an atlas's label map and label table (admin: the tenant's own)"
+            if kind == "atlas"
+            else "upload a norms table (operator; always deployment-wide)",
+        )
+        register.add_argument("name", help="lower-case letters, digits and '-'")
+        if kind == "atlas":
+            register.add_argument("--label-map", type=Path, required=True, metavar="MAP.nii.gz")
+            register.add_argument("--labels", type=Path, required=True, metavar="LABELS.csv")
+            register.add_argument(
+                "--space", required=True, help="the template space of the label map, e.g. MNI152NLin2009aSym"
+            )
+            register.add_argument(
+                "--deployment", action="store_true", help="publish it for every tenant (operator)"
+            )
+        else:
+            register.add_argument("table", type=Path, metavar="NORMS.csv")
+        register.add_argument("--licence", required=True, help="the licence it is used under")
+        register.add_argument("--citation", required=True, help="what to cite for it")
+        register.add_argument(
+            "--commercial-use",
+            action="store_true",
+            help="its licence allows use in a commercial service (default: it does not)",
+        )
+        register.add_argument("--description")
+        connection(register)
+        listing = sub.add_parser("list", help=f"the {kind} data this tenant sees, every version")
+        connection(listing)
+        retire = sub.add_parser("retire", help="take it out of use and delete its files")
+        retire.add_argument("name")
+        retire.add_argument("--version", type=int, help="one version (default: every version)")
+        if kind == "atlas":
+            retire.add_argument(
+                "--deployment", action="store_true", help="a deployment-wide atlas (operator)"
+            )
+        connection(retire)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -176,6 +226,8 @@ def run(args: argparse.Namespace) -> int:
             return _upload(args, client)
         if args.command == "model":
             return _model(args, client)
+        if args.command in ("atlas", "norms"):
+            return _reference(args, client)
         if args.command == "status":
             view = client.study(args.study_id)
             _print(args, view, _describe(view))
@@ -307,4 +359,56 @@ def _model(args: argparse.Namespace, client: Any) -> int:
         client.upload(created["upload"], args.path, progress=bar.update)
     model = client.complete_model(args.name, created["model"]["version"], scope)
     _print(args, model, f"{model['analysis']} version {model['version']}: {model['status']}")
+    return 0
+
+
+def _reference(args: argparse.Namespace, client: Any) -> int:
+    """`voxelpipe atlas|norms register|list|retire`."""
+    kind = args.command
+    # Norms tables are deployment-wide only; an atlas is the tenant's unless --deployment.
+    scope = "deployment" if kind == "norms" or getattr(args, "deployment", False) else "tenant"
+
+    def line(r: dict[str, Any]) -> str:
+        commercial = "commercial use" if r["commercial_use"] else "non-commercial"
+        return (
+            f"{r['kind']} {r['name']:<24} v{r['version']:<4} {r['scope']:<10} {r['status']:<8} {commercial}"
+        )
+
+    if args.reference_command == "list":
+        page = client.list_references(kind)
+        _print(args, page, "\n".join(line(r) for r in page["items"]) or f"no {kind} data")
+        return 0
+    if args.reference_command == "retire":
+        page = client.retire_reference(kind, args.name, args.version, scope)
+        _print(args, page, "\n".join(line(r) for r in page["items"]))
+        return 0
+    import hashlib
+
+    paths = {"label_map": args.label_map, "labels": args.labels} if kind == "atlas" else {"table": args.table}
+    for path in paths.values():
+        if not path.is_file():
+            print(f"voxelpipe {kind} register: no such file: {path}", file=sys.stderr)
+            return 2
+    files = []
+    for role, path in paths.items():
+        with path.open("rb") as source:
+            digest = hashlib.file_digest(source, "sha256").hexdigest()
+        files.append({"role": role, "size": path.stat().st_size, "sha256": digest})
+    body: dict[str, Any] = {
+        "name": args.name,
+        "licence": args.licence,
+        "citation": args.citation,
+        "commercial_use": args.commercial_use,
+        "files": files,
+        "scope": scope,
+    }
+    if kind == "atlas":
+        body["space"] = args.space
+    if args.description:
+        body["description"] = args.description
+    created = client.register_reference(kind, body)
+    for role, path in paths.items():
+        client.upload(created["uploads"][role], path)
+    done = client.complete_reference(kind, args.name, created["reference"]["version"], scope)
+    _print(args, done, f"{kind} {done['name']} version {done['version']}: {done['status']}")
     return 0

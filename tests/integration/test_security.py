@@ -26,6 +26,7 @@ from infra.local.cloud import LocalCloud
 from infra.local.serve import acting_as
 from tests.fixtures.events import load_event
 from tests.fixtures.models import make_threshold_model
+from tests.fixtures.reference_data import LABELS, label_map, tiny_map
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import (
     DEV_ISSUER,
@@ -87,7 +88,7 @@ REMOVED = object()
 
 @pytest.fixture
 def foreign(api: TestClient, cloud: LocalCloud) -> dict[str, str]:
-    """Another tenant's study and model (a READY one, registered by its admin through the API)."""
+    """Another tenant's study, model and atlas (READY ones, registered by its admin through the API)."""
     created = api.post(
         "/studies",
         json={"files": [{"name": "scan.nii.gz", "size": 1000}], "webhook_url": None},
@@ -100,6 +101,22 @@ def foreign(api: TestClient, cloud: LocalCloud) -> dict[str, str]:
     assert model.status_code == 201, model.text
     boto3.client("s3").put_object(Bucket=cloud.bucket, Key=model.json()["upload"]["key"], Body=data)
     assert api.post(f"/models/{FOREIGN_MODEL}/complete", headers=auth(Role.ADMIN, FOREIGN)).status_code == 200
+    atlas = {"label_map": label_map(tiny_map()), "labels": LABELS.encode()}
+    body = {
+        "name": FOREIGN_MODEL,
+        "licence": "test",
+        "citation": "test",
+        "commercial_use": False,
+        "space": "MNI152NLin2009aSym",
+        "files": [{"role": role, "size": len(data)} for role, data in atlas.items()],
+    }
+    registered = api.post("/references/atlas", json=body, headers=auth(Role.ADMIN, FOREIGN))
+    assert registered.status_code == 201, registered.text
+    for role, data in atlas.items():
+        key = registered.json()["uploads"][role]["key"]
+        boto3.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=data)
+    completed = api.post(f"/references/atlas/{FOREIGN_MODEL}/complete", headers=auth(Role.ADMIN, FOREIGN))
+    assert completed.status_code == 200, completed.text
     return {"study_id": created.json()["study_id"], "name": FOREIGN_MODEL}
 
 
@@ -116,12 +133,21 @@ def _operations() -> list[tuple[str, str, dict[str, Any]]]:
 
 # What a path parameter is filled with, and the 404 code another tenant's resource answers.
 PATH_PARAMETERS = {"study_id": "study_not_found", "name": "model_not_found"}
+# Path parameters that name no tenant's resource (a kind of reference data): what fills them.
+FIXED_PATH_PARAMETERS = {"kind": "atlas"}
+
+
+def _not_found_code(path: str, parameter: str) -> str:
+    """The 404 code of another tenant's resource named by `parameter` of `path`."""
+    return "reference_not_found" if path.startswith("/references/") else PATH_PARAMETERS[parameter]
 
 
 def _call(api: TestClient, method: str, path: str, operation: dict[str, Any], ids: dict[str, str], headers):
     url = path
     for parameter in PATH_PARAMETERS:
         url = url.replace("{" + parameter + "}", ids[parameter])
+    for parameter, value in FIXED_PATH_PARAMETERS.items():
+        url = url.replace("{" + parameter + "}", value)
     assert "{" not in url, f"{method} {path}: a path parameter the walk cannot fill: name its foreign id"
     body = operation.get("requestBody")
     json_body = {} if body is not None and body.get("required") else None
@@ -158,7 +184,7 @@ def test_every_route_answers_each_role_as_documented_and_never_reaches_another_t
             elif parameters:
                 # Another tenant's study or model is a 404, as one that does not exist (a body that
                 # fails validation is refused before any lookup: it says nothing either).
-                codes = {PATH_PARAMETERS[p] for p in parameters}
+                codes = {_not_found_code(path, p) for p in parameters}
                 assert response.status_code in (404, 422), where
                 if response.status_code == 404:
                     assert problem["code"] in codes, where
@@ -172,6 +198,8 @@ def test_every_route_answers_each_role_as_documented_and_never_reaches_another_t
     assert study["status"] == StudyStatus.AWAITING_UPLOAD
     models = api.get("/models", headers=auth(Role.VIEWER, FOREIGN)).json()["items"]
     assert [(m["name"], m["status"]) for m in models] == [(FOREIGN_MODEL, "READY")]
+    atlases = api.get("/references/atlas", headers=auth(Role.VIEWER, FOREIGN)).json()["items"]
+    assert [(a["name"], a["version"], a["status"]) for a in atlases] == [(FOREIGN_MODEL, 1, "READY")]
 
 
 def test_the_routes_api_gateway_lets_through_without_a_token_are_the_apps_public_ones():

@@ -51,9 +51,14 @@ def _upstream() -> dict[str, AnalysisOutput]:
 
 def test_catalogue_entry():
     assert NORMATIVE.name == "normative"
-    assert NORMATIVE.version == "1.0.0"
+    assert NORMATIVE.version == "2.0.0"
     assert NORMATIVE.runtime is Runtime.LAMBDA
-    assert NORMATIVE.requires == ("volumetrics",)
+    # Whole-brain norms stay cheap: regional is used when the study runs it, never required.
+    assert NORMATIVE.requires == ("volumetrics",) and NORMATIVE.uses == ("regional",)
+    assert [(r.parameter, r.kind, r.version_parameter) for r in NORMATIVE.references] == [
+        ("norms", "norms", "norms_version")
+    ]
+    assert "reference_table_key" not in NORMATIVE.parameters
     assert COLUMNS == ("measure", "sex", "age_min", "age_max", "mean", "sd", "source")
 
 
@@ -105,18 +110,24 @@ def test_missing_subject_information():
         assert normative_result(VOLUMES, params)["status"] == "missing_subject_info"
 
 
-def test_table_from_a_key_through_the_loader():
-    seen = []
+def test_the_removed_reference_table_key_is_an_unknown_parameter():
+    # Nothing ever passed a loader for it: a registered norms table (parameters.norms) replaces it.
+    with pytest.raises(ValueError, match="unknown normative parameters: reference_table_key"):
+        normative_result(VOLUMES, {"reference_table_key": "tables/norms.csv", "age": 25, "sex": "M"})
 
-    def load(key: str) -> str:
-        seen.append(key)
-        return TABLE
 
-    params = {"reference_table_key": "tables/norms.csv", "age": 25, "sex": "M"}
-    assert normative_result(VOLUMES, params, load)["scores"]["gm_ml"]["reference"]["mean"] == 760
-    assert seen == ["tables/norms.csv"]
-    # Without a loader the key cannot be read: a clear result, not an exception.
-    assert normative_result(VOLUMES, params)["status"] == "no_reference_table"
+def test_a_per_study_table_scores_regions_when_regional_ran():
+    table = TABLE + "hippocampus_left,any,20,80,4.0,0.5,test regions\n"
+    regional = AnalysisOutput(measures={"regions": {"hippocampus_left": {"volume_ml": 3.5}}})
+    out = normative_output(
+        _input(reference_table=table, age=32, sex="F"), {**_upstream(), "regional": regional}
+    )
+    hippocampus = out.measures["scores"]["hippocampus_left"]
+    assert hippocampus["status"] == "ok" and hippocampus["z"] == pytest.approx(-1.0)
+    # Without regional's output the region has no value; the whole-brain scores are unchanged.
+    alone = normative_output(_input(reference_table=table, age=32, sex="F"), _upstream())
+    assert alone.measures["scores"]["hippocampus_left"]["status"] == "no_value"
+    assert alone.measures["scores"]["gm_ml"] == out.measures["scores"]["gm_ml"]
 
 
 @pytest.mark.parametrize(

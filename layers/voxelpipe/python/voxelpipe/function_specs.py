@@ -107,7 +107,13 @@ DISPATCH = FunctionSpec(
     description="Starts one state machine execution per study attempt from the work queues",
     memory_mb=256,
     timeout_s=30,
-    env=(*_STATUS_TABLES, EnvVar.STATE_MACHINE_ARN, EnvVar.MODELS_TABLE, EnvVar.GPU_ANALYSES),
+    env=(
+        *_STATUS_TABLES,
+        EnvVar.STATE_MACHINE_ARN,
+        EnvVar.MODELS_TABLE,
+        EnvVar.REFERENCES_TABLE,  # fixes the version of the reference data a study names
+        EnvVar.GPU_ANALYSES,
+    ),
 )
 PREPARE = FunctionSpec(
     name="prepare",
@@ -157,6 +163,7 @@ API = FunctionSpec(
         EnvVar.AUTH_MODE,
         EnvVar.WEBHOOK_SECRET_ARN,  # each webhook study's signing key; the list cursors' key
         EnvVar.MODELS_TABLE,
+        EnvVar.REFERENCES_TABLE,  # registers reference data; checks what studies name
         EnvVar.GPU_ANALYSES,  # GET /analyses shows the runtime each analysis is deployed with
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},

@@ -104,3 +104,15 @@ def model_prefix(owner: str, name: str, version: str) -> str:
 
 def model_key(owner: str, name: str, version: str, filename: str) -> str:
     return model_prefix(owner, name, version) + filename
+
+
+def reference_prefix(kind: str, owner: str, name: str, version: str) -> str:
+    """Where a version of registered reference data lives: its files and manifest.json (see
+    voxelpipe.references). `owner` is the tenant that registered it, or DEPLOYMENT_OWNER."""
+    if not (owner == DEPLOYMENT_OWNER or is_tenant(owner)):
+        raise InvalidKey(f"{owner!r} owns no reference data: a tenant or {DEPLOYMENT_OWNER}")
+    return f"{Prefix.REFERENCES}{kind}/{owner}/{name}/{version}/"
+
+
+def reference_key(kind: str, owner: str, name: str, version: str, filename: str) -> str:
+    return reference_prefix(kind, owner, name, version) + filename

@@ -32,6 +32,19 @@ class WorkItem(_Message):
     priority: Priority = Priority.NORMAL
 
 
+class ReferencePin(_Message):
+    """The exact version of registered reference data an analysis runs with, fixed at dispatch
+    (voxelpipe.references.pin_references), so that the run is reproducible. `problem` says why
+    none could be fixed (no READY version left, the version named retired): the analysis then
+    fails with it."""
+
+    kind: str
+    name: str
+    owner: str | None = None
+    version: int | None = None
+    problem: str | None = None
+
+
 class AnalysisRequest(_Message):
     name: str
     version: str
@@ -40,6 +53,11 @@ class AnalysisRequest(_Message):
     # A `model:NAME` analysis: whose model NAME dispatch chose (the study's tenant, or the
     # deployment's); the worker loads exactly (model_owner, NAME, version). None for the catalogue's.
     model_owner: str | None = None
+    # The analyses it uses (Analysis.uses) that this execution runs before it: their outputs are
+    # among its requirements.
+    uses: list[str] = Field(default_factory=list)
+    # The reference data its parameters name, by parameter ("atlas", "norms"), versions fixed.
+    references: dict[str, ReferencePin] = Field(default_factory=dict)
 
 
 class ExecutionInput(_Message):

@@ -179,6 +179,40 @@ class ModelRecord(Model):
         return f"{name}#{version:010d}"
 
 
+class ReferenceRecord(Model):
+    """One version of registered reference data (voxelpipe.references): an atlas or a norms table,
+    owned by a tenant or by the deployment (keys.DEPLOYMENT_OWNER).
+
+    Hash key `owner`, sort key `kind_name_version` = `{kind}#{name}#{version:010d}`: an owner's
+    data of one kind in one query, a name's versions in order. PENDING until its files are uploaded
+    and verified, then READY; RETIRED once taken out of use (its files deleted, the record kept).
+    `files` maps each role to {"key", "size", "sha256"}; `metadata` holds the licence, citation,
+    commercial_use (and an atlas's space); `summary` what verification found.
+    """
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.REFERENCES_TABLE)
+
+    owner = UnicodeAttribute(hash_key=True)
+    kind_name_version = UnicodeAttribute(range_key=True)
+    kind = UnicodeAttribute()  # "atlas" | "norms"
+    name = UnicodeAttribute()
+    version = NumberAttribute()
+    status = UnicodeAttribute()  # "PENDING" | "READY" | "RETIRED"
+    metadata = JSONAttribute()
+    files = JSONAttribute()
+    summary = JSONAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute(null=True)
+    ready_at = UTCDateTimeAttribute(null=True)
+    retired_at = UTCDateTimeAttribute(null=True)
+    retired_by = UnicodeAttribute(null=True)
+
+    @staticmethod
+    def sort_key(kind: str, name: str, version: int) -> str:
+        return f"{kind}#{name}#{version:010d}"
+
+
 STATUS_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.STUDIES_TABLE: StudyRecord,
     EnvVar.TASKS_TABLE: TaskRecord,
@@ -186,8 +220,11 @@ STATUS_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.OBJECTS_TABLE: ObjectRecord,
 }
 
-# The model registry's table (built by the stack like the status tables).
-REGISTRY_MODELS: dict[EnvVar, type[Model]] = {EnvVar.MODELS_TABLE: ModelRecord}
+# The registries' tables (built by the stack like the status tables): models, and reference data.
+REGISTRY_MODELS: dict[EnvVar, type[Model]] = {
+    EnvVar.MODELS_TABLE: ModelRecord,
+    EnvVar.REFERENCES_TABLE: ReferenceRecord,
+}
 
 # The Powertools idempotency table's schema (its defaults: key "id", TTL "expiration").
 IDEMPOTENCY_KEY_ATTRIBUTE = "id"

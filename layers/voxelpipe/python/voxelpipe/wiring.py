@@ -45,6 +45,7 @@ class EnvVar(StrEnum):
     # Catalogue analyses this deployment runs on the GPU workers instead of Lambda (comma-separated).
     GPU_ANALYSES = "VOXELPIPE_GPU_ANALYSES"
     MODELS_TABLE = "VOXELPIPE_MODELS_TABLE"  # the model registry (bring-your-own models)
+    REFERENCES_TABLE = "VOXELPIPE_REFERENCES_TABLE"  # registered reference data: atlases, norms tables
 
 
 class Runtime(StrEnum):
@@ -69,6 +70,8 @@ class Prefix(StrEnum):
     DERIVED = "derived/"  # derived/{study_id}/...: user-facing artifacts and results.json
     WORK = "work/"  # work/{study_id}/{attempt}/...: intermediates between steps, short-lived
     MODELS = "models/"  # models/{owner}/{name}/{version}/model.{pt|onnx} and model.json: registered models
+    # references/{kind}/{owner}/{name}/{version}/{file} and manifest.json: registered reference data
+    REFERENCES = "references/"
 
 
 class Resource(StrEnum):
@@ -90,6 +93,7 @@ class Resource(StrEnum):
     GPU_JOB_QUEUE = "GpuJobQueue"
     GPU_JOB_DEFINITION = "GpuJobDefinition"
     MODELS_TABLE = "ModelsTable"
+    REFERENCES_TABLE = "ReferenceDataTable"
 
 
 # The resource each environment variable points at, and whether it is the resource's name/URL
@@ -111,6 +115,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.GPU_JOB_QUEUE: Resource.GPU_JOB_QUEUE,
     EnvVar.GPU_JOB_DEFINITION: Resource.GPU_JOB_DEFINITION,
     EnvVar.MODELS_TABLE: Resource.MODELS_TABLE,
+    EnvVar.REFERENCES_TABLE: Resource.REFERENCES_TABLE,
 }
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})

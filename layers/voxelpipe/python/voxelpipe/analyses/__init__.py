@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from voxelpipe.analyses.catalogue import (
     NORMATIVE,
@@ -32,7 +32,8 @@ class UnknownAnalysis(ValueError):
 def resolve(
     names: list[str] | tuple[str, ...], models: Mapping[str, Analysis] | None = None
 ) -> list[Analysis]:
-    """The requested analyses and every analysis they require, each after its requirements.
+    """The requested analyses and every analysis they require, each after its requirements and
+    after the analyses it uses (`Analysis.uses`) that are among them.
 
     `models` are the `model:NAME` analyses of registered models that may be asked for (the
     caller looks them up: see inference.registry.model_analyses); any other is unknown.
@@ -41,13 +42,24 @@ def resolve(
     unknown = [name for name in names if name not in known]
     if unknown:
         raise UnknownAnalysis(unknown, known)
+    wanted: set[str] = set()
+
+    def require(name: str, chain: tuple[str, ...]) -> None:
+        if name in chain:
+            raise ValueError(f"analyses require each other: {' -> '.join((*chain, name))}")
+        for requirement in known[name].requires:
+            require(requirement, (*chain, name))
+        wanted.add(name)
+
+    for name in names:
+        require(name, ())
     ordered: dict[str, Analysis] = {}
 
     def visit(name: str, chain: tuple[str, ...]) -> None:
         if name in chain:
             raise ValueError(f"analyses require each other: {' -> '.join((*chain, name))}")
-        for requirement in known[name].requires:
-            visit(requirement, (*chain, name))
+        for before in inputs_of(known[name], wanted):
+            visit(before, (*chain, name))
         ordered.setdefault(name, known[name])
 
     for name in names:
@@ -55,12 +67,19 @@ def resolve(
     return list(ordered.values())
 
 
+def inputs_of(analysis: Analysis, present: Collection[str]) -> tuple[str, ...]:
+    """The analyses whose output `analysis` is given when the analyses `present` run: what it
+    requires, and what it uses among them."""
+    return (*analysis.requires, *(name for name in analysis.uses if name in present))
+
+
 def stages(analyses: list[Analysis]) -> list[list[Analysis]]:
     """Analyses grouped so that each stage needs only earlier stages: stages run in order, the
     analyses of one stage in parallel. `analyses` must be as `resolve` orders them."""
+    present = {analysis.name for analysis in analyses}
     level: dict[str, int] = {}
     for analysis in analyses:
-        level[analysis.name] = 1 + max((level[r] for r in analysis.requires), default=-1)
+        level[analysis.name] = 1 + max((level[r] for r in inputs_of(analysis, present)), default=-1)
     grouped: list[list[Analysis]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
     for analysis in analyses:
         grouped[level[analysis.name]].append(analysis)
@@ -75,6 +94,7 @@ __all__ = [
     "AnalysisOutput",
     "Runtime",
     "UnknownAnalysis",
+    "inputs_of",
     "resolve",
     "stages",
 ]

@@ -58,6 +58,28 @@ class AnalysisInput:
 
 
 @dataclass(frozen=True)
+class ReferenceParameter:
+    """A parameter of an analysis that names registered reference data (docs/reference-data.md).
+
+    A study gives the data's name as `parameters[analysis][parameter]` (and optionally a version
+    as `parameters[analysis][version_parameter]`); registration checks it, dispatch fixes the
+    version (messages.ReferencePin), and RunAnalysis loads the files into
+    `AnalysisInput.references[parameter]` before the analysis runs. `kind` is one of
+    voxelpipe.reference_kinds.ReferenceKind ("atlas", "norms").
+    """
+
+    parameter: str
+    kind: str
+    version_parameter: str
+
+
+# The reference parameters the catalogue's analyses take: `regional` names an atlas, `normative`
+# a norms table. Each analysis's parameters hold both names with None as the default.
+ATLAS_REFERENCE = ReferenceParameter("atlas", "atlas", "atlas_version")
+NORMS_REFERENCE = ReferenceParameter("norms", "norms", "norms_version")
+
+
+@dataclass(frozen=True)
 class Analysis:
     name: str
     version: str
@@ -69,6 +91,11 @@ class Analysis:
     outputs: tuple[str, ...] = ()
     # A registered model's owner (its tenant, or keys.DEPLOYMENT_OWNER); None for the catalogue's.
     owner: str | None = None
+    # Analyses whose output this one reads when the study runs them too: it then runs after them
+    # and is given their output among its requirements, but does not make the study run them.
+    uses: tuple[str, ...] = ()
+    # Parameters that name registered reference data (an atlas, a norms table).
+    references: tuple[ReferenceParameter, ...] = ()
 
     def deployed_runtime(self, gpu_analyses: Collection[str] = ()) -> Runtime:
         """Where a deployment runs it: its own runtime, unless the deployment moved it to the GPU
@@ -83,6 +110,11 @@ class Analysis:
             "description": self.description,
             "parameters": dict(self.parameters),
             "requires": list(self.requires),
+            "uses": list(self.uses),
+            "references": [
+                {"parameter": r.parameter, "kind": r.kind, "version_parameter": r.version_parameter}
+                for r in self.references
+            ],
             "outputs": list(self.outputs),
         }
 
@@ -170,6 +202,7 @@ TISSUE_SEG = Analysis(
 )
 
 # volumetrics (voxelpipe.analyses.volumetrics)
+VOLUMETRICS_MEASURES: tuple[str, ...] = ("gm_ml", "wm_ml", "csf_ml", "tiv_ml", "bpf")
 VOLUMETRICS = Analysis(
     name="volumetrics",
     version="1.0.0",
@@ -219,7 +252,8 @@ REGIONAL_OVERLAYS: tuple[str, ...] = (
 )
 REGIONAL_PARAMETERS: Mapping[str, Any] = MappingProxyType(
     {
-        "atlas": None,  # a registered atlas's name; None: the bundled one (voxelpipe.atlases.bundled)
+        ATLAS_REFERENCE.parameter: None,  # a registered atlas, by name; None: the bundled one
+        ATLAS_REFERENCE.version_parameter: None,  # default: its newest READY version at dispatch
         "preview_max_px": 512,
         "display_convention": "radiological",  # or "neurological"
     }
@@ -238,23 +272,35 @@ REGIONAL = Analysis(
     parameters=REGIONAL_PARAMETERS,
     requires=("tissue-seg", "registration"),
     outputs=(REGIONAL_LABELS_FILE, REGIONAL_TABLE_FILE, *REGIONAL_OVERLAYS),
+    references=(ATLAS_REFERENCE,),
 )
 
 # normative (voxelpipe.analyses.normative)
 NORMATIVE_PARAMETERS: Mapping[str, Any] = MappingProxyType(
-    {"reference_table": None, "reference_table_key": None, "age": None, "sex": None}
+    {
+        "reference_table": None,  # a per-study table (CSV text, age bands)
+        NORMS_REFERENCE.parameter: None,  # a registered norms table (equations), by name
+        NORMS_REFERENCE.version_parameter: None,  # default: its newest READY version at dispatch
+        "field_strength_t": None,  # 1.5 or 3: for equations with a field-strength term
+        "age": None,
+        "sex": None,
+    }
 )
 NORMATIVE = Analysis(
     name="normative",
-    version="1.0.0",
+    version="2.0.0",  # 2.0: registered norms tables (equations with age, sex, TIV, field); regions
     runtime=Runtime.LAMBDA,
     description=(
-        "z-scores and percentiles of the tissue volumes for the subject's age and sex against a "
-        "user-supplied reference table (CSV: measure,sex,age_min,age_max,mean,sd,source); none is "
+        "z-scores and percentiles of the tissue volumes (and of regional's region volumes when the "
+        "study runs regional) for the subject's age, sex and TIV, against a registered norms table "
+        "(parameters.norms; equations, docs/reference-data.md) or a per-study reference table "
+        "(parameters.reference_table; CSV: measure,sex,age_min,age_max,mean,sd,source); none is "
         "bundled"
     ),
     run=Implementation("voxelpipe.analyses.normative", "run_normative"),
     parameters=NORMATIVE_PARAMETERS,
     requires=("volumetrics",),
+    uses=("regional",),
+    references=(NORMS_REFERENCE,),
     outputs=(),
 )

@@ -1,19 +1,30 @@
-"""The `normative` analysis: z-scores and percentiles of the tissue volumes for age and sex.
+"""The `normative` analysis: z-scores and percentiles of brain volumes for age, sex (and TIV).
 
-No reference table is bundled. Published norms exist (e.g. Kruggel, NeuroImage 2006; Blatter et
-al., AJNR 1995), but their numbers could not be transcribed and checked against the papers here,
+No norms are bundled. Published norms exist (e.g. Potvin et al., NeuroImage 2016; Kruggel,
+NeuroImage 2006), but their numbers could not be transcribed and checked against the papers here,
 and norms measured by another segmentation method would bias every z-score by the methods'
-difference anyway. So the analysis needs a user-supplied table, given as CSV text in
-`parameters["reference_table"]` (or its S3 key in `parameters["reference_table_key"]`, which the
-caller resolves to text through `load_table`); without one it returns
-`{"status": "no_reference_table", "message": ...}` and no scores.
+difference anyway. So the analysis scores against one of two tables, and without either returns
+`{"status": "no_reference_table", "message": ...}` and no scores:
 
-Table format (CSV, UTF-8, header row required, `#` starts a comment line):
+* a registered norms table, named by `parameters["norms"]` (and optionally `norms_version`):
+  normative equations in age, sex, TIV and field strength (voxelpipe.analyses.norms; an operator
+  registers it, docs/reference-data.md). RunAnalysis loads the version dispatch fixed into
+  `inp.references["norms"]`; the result names it (`norms`: name, version, licence, citation);
+* a per-study table, given as CSV text in `parameters["reference_table"]`: a mean and SD per age
+  band, the form below.
+
+The measures scored are volumetrics' (gm_ml, wm_ml, csf_ml, tiv_ml, bpf) and, when the study also
+runs `regional`, its region volumes (`regions[key].volume_ml`, keys voxelpipe.atlases.REGIONS):
+normative uses regional (Analysis.uses) rather than requiring it, so whole-brain norms do not make
+a study pay for registration.
+
+Per-study table format (CSV, UTF-8, header row required, `#` starts a comment line):
 
     measure,sex,age_min,age_max,mean,sd,source
     gm_ml,F,20,30,650.0,55.0,"Author et al., Journal Year; table 2"
 
-* measure: one of gm_ml, wm_ml, csf_ml, tiv_ml, bpf (the volumetrics measures);
+* measure: one of gm_ml, wm_ml, csf_ml, tiv_ml, bpf (the volumetrics measures), or a region key
+  of `regional` (its volume in mL);
 * sex: F, M, or "any" (matches both);
 * age_min <= age < age_max, in years;
 * mean and sd (> 0) in the measure's unit (mL, or a fraction for bpf);
@@ -29,7 +40,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,6 +51,8 @@ from voxelpipe.analyses.catalogue import (
     AnalysisOutput,
     merged_parameters,
 )
+from voxelpipe.analyses.norms import FIELD_STRENGTHS_T, METHOD, NORMED_MEASURES, NormsTable, score_measures
+from voxelpipe.analyses.norms import normal_cdf as normal_cdf
 from voxelpipe.analyses.volumetrics import MEASURES, volumetrics_output
 
 COLUMNS: tuple[str, ...] = ("measure", "sex", "age_min", "age_max", "mean", "sd", "source")
@@ -98,9 +111,9 @@ def parse_reference_table(text: str) -> list[ReferenceRow]:
             raise ReferenceTableError(f"line {number}: {len(fields)} fields, the header has {len(header)}")
         cell = {c: fields[where[c]].strip() for c in COLUMNS}
         measure = cell["measure"]
-        if measure not in MEASURES:
+        if measure not in NORMED_MEASURES:
             raise ReferenceTableError(
-                f"line {number}: measure {measure!r} is not one of {', '.join(MEASURES)}"
+                f"line {number}: measure {measure!r} is not one of {', '.join(NORMED_MEASURES)}"
             )
         sex_text = cell["sex"].lower()
         sex = "any" if sex_text == "any" else _SEXES.get(sex_text)
@@ -132,11 +145,6 @@ def parse_reference_table(text: str) -> list[ReferenceRow]:
     return rows
 
 
-def normal_cdf(z: float) -> float:
-    """Phi(z), the standard normal CDF."""
-    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
-
-
 def parse_sex(value: Any) -> str | None:
     """ "F" or "M" from F/M/female/male (any case); None when not given or not one of those."""
     return _SEXES.get(value.strip().lower()) if isinstance(value, str) else None
@@ -156,9 +164,11 @@ def reference_row(rows: list[ReferenceRow], measure: str, age: float, sex: str) 
 def normative_scores(
     measures: Mapping[str, Any], rows: list[ReferenceRow], age: float, sex: str
 ) -> dict[str, dict[str, Any]]:
-    """Per measure: value, z, percentile and the reference row used (or why there is none)."""
+    """Per measure (volumetrics', then the regions the table has rows for): value, z, percentile
+    and the reference row used (or why there is none)."""
     scores: dict[str, dict[str, Any]] = {}
-    for measure in MEASURES:
+    tabled = {row.measure for row in rows}
+    for measure in (*MEASURES, *(m for m in NORMED_MEASURES if m in tabled and m not in MEASURES)):
         value = measures.get(measure)
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
             scores[measure] = {"status": "no_value", "value": None}
@@ -185,33 +195,98 @@ def normative_scores(
     return scores
 
 
-def normative_result(
-    measures: Mapping[str, Any],
-    parameters: Mapping[str, Any],
-    load_table: Callable[[str], str] | None = None,
+def normed_values(volumetrics: Mapping[str, Any], regional: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The values a table may score, by measure: volumetrics' measures, and the volume (mL) of each
+    region of regional's measures (`regions[key]["volume_ml"]`) when regional ran."""
+    values = {measure: volumetrics.get(measure) for measure in MEASURES}
+    regions = (regional or {}).get("regions")
+    if isinstance(regions, Mapping):
+        for key, region in regions.items():
+            if key in NORMED_MEASURES and isinstance(region, Mapping):
+                values[key] = region.get("volume_ml")
+    return values
+
+
+def _subject(parameters: Mapping[str, Any]) -> tuple[float, str] | None:
+    age = parameters.get("age")
+    sex = parse_sex(parameters.get("sex"))
+    if isinstance(age, bool) or not isinstance(age, int | float) or not (math.isfinite(age) and age >= 0):
+        return None
+    return (float(age), sex) if sex is not None else None
+
+
+_MISSING_SUBJECT = {
+    "status": "missing_subject_info",
+    "message": "normative scores need parameters.age (years, >= 0) and parameters.sex (F or M)",
+}
+
+
+def _field_strength(value: Any) -> float | None:
+    """1.5 or 3.0 from the parameter; ValueError for anything else but None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or float(value) not in FIELD_STRENGTHS_T:
+        raise ValueError(f"field_strength_t must be 1.5 or 3, not {value!r}")
+    return float(value)
+
+
+def _equation_result(
+    values: Mapping[str, Any], parameters: Mapping[str, Any], norms: NormsTable
 ) -> dict[str, Any]:
-    """The analysis' measures from volumetrics' `measures` and the analysis parameters."""
+    try:
+        field = _field_strength(parameters.get("field_strength_t"))
+    except ValueError as error:
+        return {"status": "invalid_parameters", "message": str(error)}
+    subject = _subject(parameters)
+    if subject is None:
+        return dict(_MISSING_SUBJECT)
+    age, sex = subject
+    tiv = values.get("tiv_ml")
+    tiv_ml = float(tiv) if isinstance(tiv, int | float) and not isinstance(tiv, bool) and tiv > 0 else None
+    scores = score_measures(norms, values, age=age, sex=sex, tiv_ml=tiv_ml, field_strength_t=field)
+    used = [s["equation"]["source"] for s in scores.values() if s["status"] == "ok"]
+    return {
+        "status": "ok" if used else "no_scores",
+        "form": "equations",
+        "norms": dict(norms.provenance),
+        "subject": {"age": parameters.get("age"), "sex": sex, "tiv_ml": tiv_ml, "field_strength_t": field},
+        "scores": scores,
+        "sources": sorted(set(used)),
+        "method": METHOD,
+    }
+
+
+def normative_result(
+    measures: Mapping[str, Any], parameters: Mapping[str, Any], norms: NormsTable | None = None
+) -> dict[str, Any]:
+    """The analysis' measures from the values to score (`normed_values`: volumetrics' measures and
+    regional's region volumes), the analysis parameters, and the registered norms table the
+    parameters name (`norms`, loaded), if any."""
     merged_parameters("normative", DEFAULT_PARAMETERS, parameters)  # refuses unknown names
     text = parameters.get("reference_table")
-    key = parameters.get("reference_table_key")
-    if text is None and key is not None:
-        if load_table is None:
+    named = parameters.get("norms")
+    if text is not None and named is not None:
+        return {
+            "status": "invalid_parameters",
+            "message": "give either reference_table (a per-study table) or norms (a registered one), "
+            "not both",
+        }
+    if named is not None:
+        if norms is None:
             return {
                 "status": "no_reference_table",
-                "message": (
-                    f"reference_table_key {key!r} was given but could not be read here; "
-                    "pass the table's CSV text as parameters.reference_table"
-                ),
+                "message": f"norms table {named!r} was named but not loaded (it is loaded by RunAnalysis)",
             }
-        text = load_table(str(key))
+        return _equation_result(measures, parameters, norms)
     if text is None:
         return {
             "status": "no_reference_table",
             "message": (
                 "no reference table: voxelpipe bundles none (no published norms whose values could "
                 "be verified, and norms from another segmentation method would bias the scores). "
-                "Supply one as parameters.reference_table (CSV text with columns "
-                f"{','.join(COLUMNS)}) or parameters.reference_table_key"
+                "Name a registered norms table as parameters.norms (docs/reference-data.md), or "
+                "supply a per-study one as parameters.reference_table (CSV text with columns "
+                f"{','.join(COLUMNS)})"
             ),
         }
     if not isinstance(text, str):
@@ -220,39 +295,44 @@ def normative_result(
         rows = parse_reference_table(text)
     except ReferenceTableError as error:
         return {"status": "invalid_reference_table", "message": str(error)}
-    age = parameters.get("age")
-    sex = parse_sex(parameters.get("sex"))
-    if isinstance(age, bool) or not isinstance(age, int | float) or not (math.isfinite(age) and age >= 0):
-        age = None
-    if age is None or sex is None:
-        return {
-            "status": "missing_subject_info",
-            "message": "normative scores need parameters.age (years, >= 0) and parameters.sex (F or M)",
-        }
-    scores = normative_scores(measures, rows, float(age), sex)
+    subject = _subject(parameters)
+    if subject is None:
+        return dict(_MISSING_SUBJECT)
+    age, sex = subject
+    scores = normative_scores(measures, rows, age, sex)
     scored = sum(1 for s in scores.values() if s["status"] == "ok")
     return {
         "status": "ok" if scored else "no_reference_row",
-        "subject": {"age": age, "sex": sex},
+        "subject": {"age": parameters.get("age"), "sex": sex},
         "scores": scores,
         "sources": sorted({s["reference"]["source"] for s in scores.values() if s["status"] == "ok"}),
         "method": "z = (value - mean) / sd; percentile = 100 * Phi(z) (normal CDF)",
     }
 
 
+# Results that say no scores can be given whatever the volumes: the volumes are not computed.
+_NOTHING_TO_SCORE = (
+    "no_reference_table",
+    "invalid_reference_table",
+    "missing_subject_info",
+    "invalid_parameters",
+)
+
+
 def normative_output(
     inp: AnalysisInput,
     upstream: Mapping[str, AnalysisOutput] | None = None,
-    load_table: Callable[[str], str] | None = None,
+    norms: NormsTable | None = None,
 ) -> AnalysisOutput:
-    """From volumetrics' output in `upstream["volumetrics"]`, else computing the volumes here.
+    """From volumetrics' output in `upstream["volumetrics"]` (else computing the volumes here) and
+    regional's in `upstream["regional"]` when the study ran it.
 
-    The volumes are only computed when a reference table and subject age and sex are there to
-    score them against.
+    The volumes are only computed when a table and the subject's age and sex are there to score
+    them against.
     """
     params = {**DEFAULT_PARAMETERS, **inp.parameters}
-    probe = normative_result({}, params, load_table)
-    if probe["status"] in ("no_reference_table", "invalid_reference_table", "missing_subject_info"):
+    probe = normative_result({}, params, norms)
+    if probe["status"] in _NOTHING_TO_SCORE:
         return AnalysisOutput(measures=probe)
     volumetrics = (upstream or {}).get("volumetrics")
     if volumetrics is None:
@@ -260,11 +340,18 @@ def normative_output(
             AnalysisInput(image=inp.image, original_orientation=inp.original_orientation, parameters={}),
             upstream,
         )
-    return AnalysisOutput(measures=normative_result(volumetrics.measures, params, load_table))
+    regional = (upstream or {}).get("regional")
+    values = normed_values(volumetrics.measures, regional.measures if regional is not None else None)
+    return AnalysisOutput(measures=normative_result(values, params, norms))
 
 
 def run_normative(inp: AnalysisInput) -> AnalysisOutput:
     # The subject's age and sex, as the uploader declared them, unless parameters say otherwise.
     subject = {key: inp.subject[key] for key in ("age", "sex") if inp.subject.get(key) is not None}
     given = {key: value for key, value in inp.parameters.items() if value is not None}
-    return normative_output(replace(inp, parameters={**inp.parameters, **subject, **given}), inp.requirements)
+    norms = inp.references.get("norms")
+    if norms is not None and not isinstance(norms, NormsTable):
+        raise TypeError(f"references['norms'] is a {type(norms).__name__}, not a NormsTable")
+    return normative_output(
+        replace(inp, parameters={**inp.parameters, **subject, **given}), inp.requirements, norms
+    )

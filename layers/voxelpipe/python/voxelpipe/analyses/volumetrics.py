@@ -25,13 +25,13 @@ import numpy as np
 import numpy.typing as npt
 
 from voxelpipe.analyses.catalogue import VOLUMETRICS as VOLUMETRICS
-from voxelpipe.analyses.catalogue import AnalysisInput, AnalysisOutput
+from voxelpipe.analyses.catalogue import VOLUMETRICS_MEASURES, AnalysisInput, AnalysisOutput
 from voxelpipe.analyses.tissue_seg import PROBABILITY_FILES, TissueSegParameters, segment_image
 from voxelpipe.nifti import load_nifti
 from voxelpipe.tissues import TISSUES
 from voxelpipe.volume import voxel_data
 
-MEASURES: tuple[str, ...] = ("gm_ml", "wm_ml", "csf_ml", "tiv_ml", "bpf")
+MEASURES: tuple[str, ...] = VOLUMETRICS_MEASURES
 _GRID_TOLERANCE = 1e-4  # affines of the three probability maps must agree this closely (mm)
 
 

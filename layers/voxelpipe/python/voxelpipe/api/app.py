@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 import voxelpipe
 from voxelpipe.api import problems
-from voxelpipe.api.routes import analyses, models, service, studies
+from voxelpipe.api.routes import analyses, models, references, service, studies
 
 
 def create_app() -> FastAPI:
@@ -19,6 +19,6 @@ def create_app() -> FastAPI:
         openapi_url="/openapi.json",
     )
     problems.install(app)
-    for router in (service.router, analyses.router, models.router, studies.router):
+    for router in (service.router, analyses.router, models.router, references.router, studies.router):
         app.include_router(router)
     return app

@@ -46,7 +46,7 @@ DEFAULT_DEV_SECRET_FILE = Path.home() / ".config" / "voxelpipe" / "dev-token-sec
 class Role(StrEnum):
     """The Cognito groups voxelpipe knows, most capable first."""
 
-    OPERATOR = "operator"  # runs the deployment: publishes deployment-wide models
+    OPERATOR = "operator"  # runs the deployment: publishes deployment-wide models and reference data
     ADMIN = "admin"
     UPLOADER = "uploader"
     VIEWER = "viewer"
@@ -58,11 +58,15 @@ class Action(StrEnum):
     DELETE = "delete"
     MANAGE_MODELS = "manage_models"  # register, complete and retire the tenant's own models
     PUBLISH_MODELS = "publish_models"  # the same for deployment-wide models (operators only)
+    # Register, complete and retire the tenant's own reference data (atlases).
+    MANAGE_REFERENCES = "manage_references"
+    # The same for deployment-wide reference data, norms tables among it (operators only).
+    PUBLISH_REFERENCES = "publish_references"
 
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.OPERATOR: frozenset(Action),
-    Role.ADMIN: frozenset(Action) - {Action.PUBLISH_MODELS},
+    Role.ADMIN: frozenset(Action) - {Action.PUBLISH_MODELS, Action.PUBLISH_REFERENCES},
     Role.UPLOADER: frozenset({Action.READ, Action.UPLOAD}),
     Role.VIEWER: frozenset({Action.READ}),
 }

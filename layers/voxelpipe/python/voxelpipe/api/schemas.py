@@ -12,6 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 from voxelpipe.inference.registry import MAX_MODEL_BYTES, MODEL_NAME_PATTERN, SHA256_PATTERN, ModelScope
 from voxelpipe.inference.spec import ModelSpec
 from voxelpipe.messages import Priority
+from voxelpipe.reference_kinds import ReferenceKind
+from voxelpipe.references import NAME_PATTERN as REFERENCE_NAME_PATTERN
+from voxelpipe.references import SHA256_PATTERN as REFERENCE_SHA256_PATTERN
+from voxelpipe.references import ReferenceScope
 from voxelpipe.rejections import Rejected
 from voxelpipe.upload_files import check_upload_name
 from voxelpipe.webhook_urls import check_webhook_url
@@ -239,3 +243,87 @@ class ModelCreated(BaseModel):
 
 class ModelPage(BaseModel):
     items: list[ModelView]
+
+
+class ReferenceFileDeclaration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: str = Field(
+        description="which of the kind's files: atlas label_map and labels; norms table",
+        examples=["label_map"],
+    )
+    size: int = Field(gt=0, description="its exact size in bytes")
+    sha256: str | None = Field(
+        default=None, pattern=REFERENCE_SHA256_PATTERN, description="its SHA-256 (hex), checked on completion"
+    )
+
+
+class CreateReference(BaseModel):
+    """A version of reference data to register; each file is uploaded to its returned target."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        pattern=REFERENCE_NAME_PATTERN,
+        description="lower-case letters, digits and '-'; studies name it in their parameters",
+        examples=["my-atlas"],
+    )
+    licence: str = Field(min_length=1, max_length=2000, description="the licence it is used under")
+    citation: str = Field(min_length=1, max_length=2000, description="what to cite for it")
+    commercial_use: bool = Field(description="whether its licence allows use in a commercial service")
+    space: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="atlas (required): the template space of its label map, e.g. MNI152NLin2009aSym",
+    )
+    description: str | None = Field(default=None, max_length=2000)
+    files: list[ReferenceFileDeclaration] = Field(min_length=1, max_length=4)
+    scope: ReferenceScope = Field(
+        default=ReferenceScope.TENANT,
+        description="tenant: the caller's tenant's own (atlases); deployment: every tenant's (operator "
+        "only; norms tables are always deployment-wide)",
+    )
+
+
+class CompleteReference(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(default=None, ge=1, description="default: the newest version")
+    scope: ReferenceScope = Field(
+        default=ReferenceScope.TENANT, description="deployment: deployment-wide data (operator only)"
+    )
+
+
+class ReferenceFileView(BaseModel):
+    size: int
+    sha256: str | None = None
+
+
+class ReferenceView(BaseModel):
+    kind: ReferenceKind
+    name: str
+    version: int
+    scope: ReferenceScope = Field(
+        description="tenant: the caller's tenant's own; deployment: deployment-wide"
+    )
+    status: str
+    licence: str
+    citation: str
+    commercial_use: bool
+    space: str | None = None
+    description: str | None = None
+    files: dict[str, ReferenceFileView]
+    summary: dict[str, Any] | None = Field(default=None, description="what verification found in the files")
+    created_at: datetime
+    ready_at: datetime | None = None
+    retired_at: datetime | None = None
+
+
+class ReferenceCreated(BaseModel):
+    reference: ReferenceView
+    uploads: dict[str, UploadTarget] = Field(description="by file role: where to upload it")
+
+
+class ReferencePage(BaseModel):
+    items: list[ReferenceView]

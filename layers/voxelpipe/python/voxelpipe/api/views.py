@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from voxelpipe.api.schemas import DeclaredFile, ModelView, StepView, StudyCost, StudyView
+from voxelpipe.api.schemas import (
+    DeclaredFile,
+    ModelView,
+    ReferenceFileView,
+    ReferenceView,
+    StepView,
+    StudyCost,
+    StudyView,
+)
 from voxelpipe.inference.registry import scope_of
 from voxelpipe.inference.spec import analysis_name
 from voxelpipe.ports import StudyStore
-from voxelpipe.records import ModelRecord, StudyRecord
+from voxelpipe.records import ModelRecord, ReferenceRecord, StudyRecord
+from voxelpipe.reference_kinds import ReferenceKind, ReferenceMetadata
+from voxelpipe.references import record_files
+from voxelpipe.references import scope_of as reference_scope
 
 
 def study_view(study: StudyRecord, store: StudyStore | None = None) -> StudyView:
@@ -58,6 +69,30 @@ def model_view(record: ModelRecord) -> ModelView:
         size=int(record.size),
         sha256=record.sha256,
         spec=record.spec,
+        created_at=record.created_at,
+        ready_at=record.ready_at,
+        retired_at=record.retired_at,
+    )
+
+
+def reference_view(record: ReferenceRecord) -> ReferenceView:
+    metadata = ReferenceMetadata.model_validate(record.metadata)
+    return ReferenceView(
+        kind=ReferenceKind(record.kind),
+        name=record.name,
+        version=int(record.version),
+        scope=reference_scope(record.owner),
+        status=record.status,
+        licence=metadata.licence,
+        citation=metadata.citation,
+        commercial_use=metadata.commercial_use,
+        space=metadata.space,
+        description=metadata.description,
+        files={
+            role: ReferenceFileView(size=entry.size, sha256=entry.sha256)
+            for role, entry in record_files(record).items()
+        },
+        summary=record.summary,
         created_at=record.created_at,
         ready_at=record.ready_at,
         retired_at=record.retired_at,

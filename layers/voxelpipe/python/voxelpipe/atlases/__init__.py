@@ -8,6 +8,7 @@ from voxelpipe.atlases.atlas import (
     AtlasError,
     AtlasLabel,
     Region,
+    atlas_from_files,
     label_table_csv,
     parse_label_table,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "AtlasError",
     "AtlasLabel",
     "Region",
+    "atlas_from_files",
     "label_table_csv",
     "parse_label_table",
 ]

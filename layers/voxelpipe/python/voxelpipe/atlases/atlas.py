@@ -29,6 +29,8 @@ __all__ = [
     "AtlasError",
     "AtlasLabel",
     "Region",
+    "atlas_from_files",
+    "label_table_csv",
     "parse_label_table",
 ]
 
@@ -178,3 +180,30 @@ def label_table_csv(labels: Mapping[int, AtlasLabel]) -> str:
         name = f'"{label.name}"' if "," in label.name else label.name
         rows.append(f"{index},{name},{label.region or ''}")
     return "\n".join(rows) + "\n"
+
+
+def atlas_from_files(
+    label_map: bytes,
+    label_table: str,
+    *,
+    name: str,
+    version: str,
+    space: str,
+    licence: str,
+    citation: str,
+    commercial_use: bool,
+    notes: tuple[str, ...] = (),
+) -> Atlas:
+    """An atlas from its two files as stored (a registered atlas: voxelpipe.references): the label
+    map's NIfTI bytes, as they are, and its label table's text (parse_label_table; AtlasError)."""
+    return Atlas(
+        name=name,
+        version=version,
+        space=space,
+        labels=parse_label_table(label_table),
+        label_map=label_map,
+        licence=licence,
+        citation=citation,
+        commercial_use=commercial_use,
+        notes=notes,
+    )

@@ -14,6 +14,7 @@ from voxelpipe.function_specs import analysis_step
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
 from voxelpipe.ports import ObjectStorage, StudyStore
+from voxelpipe.references import load_references
 from voxelpipe.study_data import writing_for
 from voxelpipe.thread_budget import apply_thread_budget, thread_budget
 from voxelpipe.wiring import Prefix
@@ -33,6 +34,9 @@ def run_analysis(task: AnalysisTask, store: StudyStore, storage: ObjectStorage) 
         )
     with writing_for(store, storage, task.study_id, writes=(Prefix.DERIVED, Prefix.WORK)):
         record = tracking.start_task(store, task.study_id, task.attempt, analysis_step(analysis.name))
+        # The reference data dispatch fixed, read before anything runs: a version retired since
+        # (or never READY) fails the analysis with ReferenceUnavailable, saying which.
+        references = load_references(request.references, storage)
         image = load_nifti(storage.read(task.volume.volume_key))
         # One analysis per Lambda invocation or GPU worker task at a time: it gets the process's CPUs.
         apply_thread_budget(thread_budget().threads)
@@ -45,7 +49,10 @@ def run_analysis(task: AnalysisTask, store: StudyStore, storage: ObjectStorage) 
                 original_affine=np.asarray(task.volume.original_affine, dtype=np.float64),
                 original_shape=tuple(task.volume.original_shape),
                 subject=task.subject or {},
-                requirements={name: stored_output(task, name, storage) for name in analysis.requires},
+                requirements={
+                    name: stored_output(task, name, storage) for name in (*analysis.requires, *request.uses)
+                },
+                references=references,
             )
         )
         result = store_output(task, analysis.name, analysis.version, parameters, output, storage, started)

@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from aws_lambda_powertools.metrics import MetricUnit
 
 from voxelpipe import telemetry, tracking
-from voxelpipe.analyses import resolve, stages
+from voxelpipe.analyses import inputs_of, resolve, stages
 from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.inference.registry import model_analyses
 from voxelpipe.messages import AnalysisRequest, ExecutionInput, WorkItem
 from voxelpipe.observability import logger
 from voxelpipe.ports import Executions, StudyStore
+from voxelpipe.references import pin_references
 from voxelpipe.status import StudyStatus
 from voxelpipe.telemetry import Dimension, Metric
 from voxelpipe.wiring import execution_name
@@ -36,13 +37,19 @@ def dispatch(item: WorkItem, store: StudyStore, executions: Executions) -> str:
     # tenant's model (else the deployment-wide one); the worker loads exactly that owner's.
     analyses = resolve(item.analyses, models=model_analyses(item.analyses, study.tenant))
     on_gpu = GpuSettings.from_env(os.environ).gpu_analyses
+    present = {analysis.name for analysis in analyses}
+    parameters = study.parameters or {}
+    # Reference data (an atlas, a norms table) is fixed here too: the version the study names, else
+    # the newest READY one now, so that the run, and a look at it later, uses exactly that.
     requests = {
         analysis.name: AnalysisRequest(
             name=analysis.name,
             version=analysis.version,
             runtime=analysis.deployed_runtime(on_gpu),
-            parameters=(study.parameters or {}).get(analysis.name, {}),
+            parameters=parameters.get(analysis.name, {}),
             model_owner=analysis.owner,
+            uses=[name for name in inputs_of(analysis, present) if name not in analysis.requires],
+            references=pin_references(analysis, parameters.get(analysis.name, {}), study.tenant),
         )
         for analysis in analyses
     }

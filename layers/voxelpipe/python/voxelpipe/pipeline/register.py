@@ -8,12 +8,14 @@ from typing import Any
 
 from voxelpipe import tracking
 from voxelpipe.analyses import DEFAULT_ANALYSES, UnknownAnalysis, resolve
+from voxelpipe.analyses.catalogue import merged_parameters
 from voxelpipe.inference.registry import model_analyses
 from voxelpipe.keys import new_study_id
 from voxelpipe.limits import Limits
 from voxelpipe.messages import Priority
 from voxelpipe.ports import StudyStore
 from voxelpipe.records import StudyRecord
+from voxelpipe.references import ReferenceRefused, check_references
 from voxelpipe.rejections import Rejected
 from voxelpipe.upload_files import check_upload_name
 from voxelpipe.upload_files import manifest as declared_manifest
@@ -43,11 +45,12 @@ def register_study(
     limits: Limits | None = None,
 ) -> StudyRecord:
     """A new study AWAITING_UPLOAD; RegistrationRefused before anything is stored when it declares a
-    file name with path tricks or over the upload limit, or asks for an unknown analysis or parameters
-    of analyses it does not request.
+    file name with path tricks or over the upload limit, asks for an unknown analysis, for parameters
+    of analyses it does not request or that those analyses do not have, or names reference data (an
+    atlas, a norms table) the tenant has no READY version of.
 
     `model:NAME` is known when the tenant's own model NAME, or a deployment-wide one, has a READY
-    version (its version is chosen at dispatch).
+    version (its version is chosen at dispatch); so is reference data a parameter names.
     """
     limits = limits or Limits()
     for index, (name, size) in enumerate(files or []):
@@ -61,14 +64,26 @@ def register_study(
             )
     requested = list(analyses) or list(DEFAULT_ANALYSES)
     try:
-        names = [analysis.name for analysis in resolve(requested, models=model_analyses(requested, tenant))]
+        resolved = resolve(requested, models=model_analyses(requested, tenant))
     except UnknownAnalysis as error:
         raise RegistrationRefused("analyses", str(error)) from error
+    names = [analysis.name for analysis in resolved]
     unrequested = sorted(set(parameters or {}) - set(names))
     if unrequested:
         raise RegistrationRefused(
             "parameters", f"parameters for analyses not requested: {', '.join(unrequested)}"
         )
+    for analysis in resolved:
+        given = (parameters or {}).get(analysis.name)
+        if given and analysis.owner is None:  # a catalogue analysis: its parameters are known here
+            try:
+                merged_parameters(analysis.name, analysis.parameters, given)
+            except ValueError as error:
+                raise RegistrationRefused(f"parameters.{analysis.name}", str(error)) from error
+    try:
+        check_references(resolved, parameters or {}, tenant)
+    except ReferenceRefused as refused:
+        raise RegistrationRefused(refused.field, str(refused)) from refused
     study_id = new_study_id()
     study = tracking.create_study(
         store,
