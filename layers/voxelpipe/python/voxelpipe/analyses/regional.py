@@ -206,7 +206,7 @@ def run_regional(inp: AnalysisInput) -> AnalysisOutput:
             "regions_not_in_atlas": missing,
             "reliable": not warnings,
             "warnings": warnings,
-            "notes": list(atlas.notes),
+            "notes": [*atlas.notes, *_space_note(atlas, registration_output.measures.get("template"))],
             "preview": {**preview_info, "slice": "through the hippocampi"},
         },
         artifacts={
@@ -215,6 +215,18 @@ def run_regional(inp: AnalysisInput) -> AnalysisOutput:
             **previews,
         },
     )
+
+
+def _space_note(atlas: Atlas, template: Mapping[str, Any] | None) -> list[str]:
+    """A note when the atlas was drawn in another space than the template registration used."""
+    name = (template or {}).get("template")
+    if name is None or atlas.space == name:
+        return []
+    return [
+        f"the atlas was drawn in {atlas.space} and is carried as if it were in {name}, the "
+        "registration's template: regions may be offset where the two spaces differ (a few "
+        "millimetres between MNI variants)"
+    ]
 
 
 def _original_grid_labels(regions: npt.NDArray[np.uint8], subject: Image, inp: AnalysisInput) -> bytes:

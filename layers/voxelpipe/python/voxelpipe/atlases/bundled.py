@@ -23,7 +23,7 @@ one out of use (`VOXELPIPE_ATLAS_DIR` pointing at its own, or `parameters.atlas`
 
 Space: the label map lies in SPM12's MNI space (the IXI549 average), not exactly the template
 registration uses (ICBM 2009a symmetric); the two differ by a few millimetres at most, a bias the
-results carry as a note.
+results carry as a note (regional notes any atlas whose space is not the template's).
 """
 
 from __future__ import annotations
@@ -61,10 +61,6 @@ CITATION: Final = (
     "Softw 2019;4(34):1257)."
 )
 SPACE: Final = "MNI (SPM12 IXI549 average)"
-NOTES: Final = (
-    "Label map in SPM12's MNI space, registered as if it were the ICBM 2009a template's: regions "
-    "may be offset by a few millimetres.",
-)
 
 # The Neuromorphometrics labels that form each reported region (by the atlas's own names; the
 # side comes from the name's Left_/Right_ prefix). Lobes follow the usual gyral assignment;
@@ -158,7 +154,6 @@ def default_atlas(environ: Mapping[str, str] | None = None) -> Atlas:
                 licence=LICENCE,
                 citation=CITATION,
                 commercial_use=False,
-                notes=NOTES,
             )
     looked = ", ".join(str(folder) for folder in folders)
     raise FileNotFoundError(f"the {DEFAULT_ATLAS} atlas is not in any of: {looked}")
