@@ -63,9 +63,13 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
         list=[UPLOADS, DERIVED],
         list_versions=[UPLOADS, DERIVED, WORK, QUARANTINE],
     ),
-    # Reads the prepared volume and earlier analyses' outputs; writes artifacts and outputs.
+    # Reads the prepared volume and earlier analyses' outputs, and the registered models (those
+    # whose spec says runtime lambda run here); writes artifacts and outputs.
     RUN_ANALYSIS.name: BucketAccess(
-        read=[WORK, DERIVED], write=[WORK, DERIVED], delete=[WORK, DERIVED], list_versions=[WORK, DERIVED]
+        read=[WORK, DERIVED, MODELS],
+        write=[WORK, DERIVED],
+        delete=[WORK, DERIVED],
+        list_versions=[WORK, DERIVED],
     ),
     # Writes results.json.
     FINALIZE.name: BucketAccess(write=[DERIVED], delete=[DERIVED], list_versions=[DERIVED]),
