@@ -288,6 +288,25 @@ def test_the_volume_runner_batches_equal_shapes_and_flattens_each_output():
         VolumeRunner(lambda batch: batch.mean().reshape(1), torch.device("cpu")).run(volumes[::2])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_volume_runner_on_cuda_with_bf16_agrees_with_the_cpu():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool3d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 2),
+    ).eval()
+    volumes = [torch.randn(1, 20, 24, 18), torch.randn(1, 20, 24, 18), torch.randn(1, 16, 16, 16)]
+    cpu = VolumeRunner(net, torch.device("cpu")).run(volumes)
+    cuda = torch.device("cuda")
+    gpu = VolumeRunner(net.to(cuda), cuda, bf16=True).run(volumes)
+    for on_cpu, on_gpu in zip(cpu, gpu, strict=True):
+        assert on_gpu.device.type == "cpu" and on_gpu.dtype == torch.float32
+        torch.testing.assert_close(on_gpu, on_cpu, rtol=0.05, atol=0.02)
+
+
 def test_whole_volume_models_load_with_a_volume_runner():
     data, spec = make_brain_age_model(2.0, 10.0)
     model = ModelCache("cpu").add(ModelRef("lab-a", "age", "1"), data, spec)
