@@ -43,6 +43,7 @@ from timing import best_s
 
 from infra.local.samples import mni152_t1_path
 from voxelpipe.inference.models import LoadedModel, ModelCache
+from voxelpipe.inference.runner import SlidingWindowRunner
 from voxelpipe.inference.spec import ModelRef, ModelSpec
 from voxelpipe.keys import DEPLOYMENT_OWNER
 from voxelpipe.nifti import load_nifti
@@ -109,7 +110,7 @@ def monai_run(model: LoadedModel, inputs: list[torch.Tensor]) -> Callable[[], li
         with torch.inference_mode():
             out = sliding_window_inference(
                 volume[None].to(device),
-                spec.patch_size,
+                spec.window,
                 spec.sw_batch_size,
                 predictor,
                 overlap=spec.overlap,
@@ -125,8 +126,11 @@ def monai_run(model: LoadedModel, inputs: list[torch.Tensor]) -> Callable[[], li
 def ours_run(model: LoadedModel, inputs: list[torch.Tensor]) -> Callable[[], list[np.ndarray]]:
     """Our runner, all volumes at once, to CPU label maps."""
 
+    runner = model.runner
+    assert isinstance(runner, SlidingWindowRunner), "the bench runs a segmentation model"
+
     def run_all() -> list[np.ndarray]:
-        labels = model.runner.run(inputs, reduce="argmax")
+        labels = runner.run(inputs, reduce="argmax")
         return [np.asarray(label.to(torch.uint8).cpu().numpy()) for label in labels]
 
     return run_all

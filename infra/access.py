@@ -64,10 +64,11 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
         list=[UPLOADS, DERIVED],
         list_versions=[UPLOADS, DERIVED, WORK, QUARANTINE],
     ),
-    # Reads the prepared volume, earlier analyses' outputs and the reference data the study names
-    # (an atlas, a norms table); writes artifacts and outputs.
+    # Reads the prepared volume, earlier analyses' outputs, the reference data the study names (an
+    # atlas, a norms table) and the registered models (those whose spec says runtime lambda run
+    # here); writes artifacts and outputs.
     RUN_ANALYSIS.name: BucketAccess(
-        read=[WORK, DERIVED, REFERENCES],
+        read=[WORK, DERIVED, REFERENCES, MODELS],
         write=[WORK, DERIVED],
         delete=[WORK, DERIVED],
         list_versions=[WORK, DERIVED],

@@ -310,7 +310,7 @@ def _model(args: argparse.Namespace, client: Any) -> int:
         page = client.list_models()
         human = "\n".join(
             f"{m['analysis']:<32} v{m['version']:<4} {m['scope']:<10} {m['status']:<8} {m['format']:<12} "
-            f"{m['size']} B"
+            f"{m['kind']:<15} {m['runtime']:<7} {m['size']} B"
             for m in page["items"]
         )
         _print(args, page, human or "no models")
@@ -327,7 +327,7 @@ def _model(args: argparse.Namespace, client: Any) -> int:
 
     from tqdm import tqdm
 
-    from voxelpipe.inference.spec import InvalidSpec, parse_spec
+    from voxelpipe.inference.spec import InvalidSpec, lambda_size_problem, parse_spec
 
     for path in (args.path, args.spec):
         if not path.is_file():
@@ -348,9 +348,13 @@ def _model(args: argparse.Namespace, client: Any) -> int:
             file=sys.stderr,
         )
         return 2
+    size = args.path.stat().st_size
+    too_large = lambda_size_problem(spec, size)
+    if too_large is not None:
+        print(f"voxelpipe model register: {too_large}", file=sys.stderr)
+        return 2
     with args.path.open("rb") as source:
         digest = hashlib.file_digest(source, "sha256")
-    size = args.path.stat().st_size
     scope = _scope(args)
     created = client.register_model(
         args.name, json.loads(spec.model_dump_json()), size, digest.hexdigest(), scope

@@ -9,6 +9,7 @@ import pytest
 
 from infra.cli.main import main
 from tests.fixtures.models import make_threshold_model
+from voxelpipe.inference.spec import MAX_LAMBDA_MODEL_BYTES
 
 
 def test_register_a_model_then_list_it(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -25,6 +26,7 @@ def test_register_a_model_then_list_it(server: str, tmp_path: Path, capsys: pyte
     )
     registered = json.loads(capsys.readouterr().out)
     assert registered["status"] == "READY" and registered["analysis"] == "model:threshold"
+    assert (registered["kind"], registered["runtime"]) == ("segmentation", "gpu")
 
     assert main(["model", "list", *connection]) == 0
     assert "model:threshold" in capsys.readouterr().out
@@ -34,6 +36,14 @@ def test_register_a_model_then_list_it(server: str, tmp_path: Path, capsys: pyte
     assert main(["model", "register", "other", str(model), "--spec", str(bad), *connection]) == 2
     errors = capsys.readouterr().err
     assert "overlap:" in errors and "labels:" in errors
+    # runtime lambda takes files up to 256 MiB: refused before anything is uploaded (a sparse file).
+    large = tmp_path / "large.pt"
+    with large.open("wb") as sparse:
+        sparse.truncate(MAX_LAMBDA_MODEL_BYTES + 1)
+    on_lambda = tmp_path / "LAMBDA.json"
+    on_lambda.write_text(json.dumps({**json.loads(spec_file.read_text()), "runtime": "lambda"}))
+    assert main(["model", "register", "large", str(large), "--spec", str(on_lambda), *connection]) == 2
+    assert "up to 256 MiB" in capsys.readouterr().err
     onnx_named = tmp_path / "threshold.onnx"
     onnx_named.write_bytes(data)
     assert main(["model", "register", "other", str(onnx_named), "--spec", str(spec_file), *connection]) == 2

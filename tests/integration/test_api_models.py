@@ -11,13 +11,14 @@ from fastapi.testclient import TestClient
 
 from infra.local.cloud import LocalCloud
 from infra.local.serve import acting_as
-from tests.fixtures.models import make_threshold_model
+from tests.fixtures.models import make_brain_age_model, make_threshold_model
 from voxelpipe import tracking
 from voxelpipe.adapters.executions import StepFunctionsExecutions
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.function_specs import API
+from voxelpipe.inference.spec import MAX_LAMBDA_MODEL_BYTES
 from voxelpipe.messages import ExecutionInput, WorkItem
 from voxelpipe.pipeline.dispatch import dispatch
 from voxelpipe.status import StudyStatus
@@ -232,3 +233,54 @@ def test_operators_publish_deployment_wide_models_tenants_use_but_cannot_change(
     assert "model:shared" not in {
         a["name"] for a in api.get("/analyses", headers=auth(tenant="lab-b")).json()["items"]
     }
+
+
+def test_a_regression_model_of_the_lambda_runtime_shows_its_outputs_and_is_dispatched_to_lambda(
+    api: TestClient, cloud: LocalCloud
+):
+    data, spec = make_brain_age_model(1.0, 0.0, runtime="lambda")
+    body = {"name": "brain-age", "spec": json.loads(spec.model_dump_json()), "size": len(data)}
+    too_large = api.post("/models", json={**body, "size": MAX_LAMBDA_MODEL_BYTES + 1}, headers=auth())
+    assert too_large.status_code == 422 and "runtime gpu" in too_large.text
+    created = api.post("/models", json=body, headers=auth())
+    assert created.status_code == 201, created.text
+    boto3.client("s3").put_object(Bucket=cloud.bucket, Key=created.json()["upload"]["key"], Body=data)
+    model = api.post("/models/brain-age/complete", headers=auth()).json()
+    assert (model["kind"], model["runtime"], model["status"]) == ("regression", "lambda", "READY")
+    assert "patch_size" not in model["spec"] and model["spec"]["outputs"][0]["compare_to"] == "age"
+    items = {a["name"]: a for a in api.get("/analyses", headers=auth(Role.VIEWER)).json()["items"]}
+    entry = items["model:brain-age"]
+    assert (entry["kind"], entry["runtime"], entry["outputs"]) == (
+        "regression",
+        "lambda",
+        [
+            {"name": "brain_age_years", "unit": "years", "compare_to": "age", "gap": "brain_age_gap"},
+            {"name": "mean_intensity", "unit": "a.u."},
+        ],
+    )
+
+    study = api.post(
+        "/studies",
+        json={"files": [{"name": "scan.nii.gz", "size": 100}], "analyses": ["model:brain-age"], "age": 61},
+        headers=auth(Role.UPLOADER),
+    )
+    assert study.status_code == 201, study.text
+    study_id = study.json()["study_id"]
+    for status in (StudyStatus.VALIDATING, StudyStatus.VALIDATED, StudyStatus.QUEUED):
+        tracking.transition(STORE, study_id, 1, status)
+    item = WorkItem(
+        study_id=study_id,
+        attempt=1,
+        tenant="lab-a",
+        input_key=f"uploads/lab-a/{study_id}/scan.nii.gz",
+        analyses=["model:brain-age"],
+    )
+    assert dispatch(item, STORE, StepFunctionsExecutions()) == "started"
+    sfn = boto3.client("stepfunctions")
+    (execution,) = sfn.list_executions(stateMachineArn=cloud.state_machine_arn)["executions"]
+    started = ExecutionInput.model_validate_json(
+        sfn.describe_execution(executionArn=execution["executionArn"])["input"]
+    )
+    (request,) = started.analyses
+    assert (request.runtime, request.model_owner) == ("lambda", "lab-a")
+    assert started.subject is not None and started.subject["age"] == 61

@@ -11,12 +11,19 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
-from tests.fixtures.models import make_threshold_model, make_threshold_onnx_model
+from tests.fixtures.models import (
+    make_brain_age_model,
+    make_classifier_model,
+    make_threshold_model,
+    make_threshold_onnx_model,
+)
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.analyses import UnknownAnalysis, resolve
 from voxelpipe.inference import registry
+from voxelpipe.inference import spec as spec_module
 from voxelpipe.inference.models import ModelCache, ModelUnavailable
+from voxelpipe.inference.scalars import ModelOutputMismatch
 from voxelpipe.inference.spec import ModelRef
 from voxelpipe.inference.tasks import NotAModelTask, run_model_tasks
 from voxelpipe.keys import DEPLOYMENT_OWNER, derived_key, work_key
@@ -57,7 +64,14 @@ def _volume(shape: tuple[int, int, int], affine: np.ndarray, seed: int) -> nib.N
 
 
 def _task(
-    storage: Storage, study_id: str, original: nib.Nifti1Image, version: str = "1", owner: str = TENANT
+    storage: Storage,
+    study_id: str,
+    original: nib.Nifti1Image,
+    version: str = "1",
+    owner: str = TENANT,
+    *,
+    model: str = "threshold",
+    subject: dict[str, object] | None = None,
 ) -> AnalysisTask:
     """What Prepare would hand the analysis: the canonical volume in S3, the original's grid."""
     volume = canonical_volume(original)
@@ -66,8 +80,9 @@ def _task(
     return AnalysisTask(
         study_id=study_id,
         attempt=1,
+        subject=subject,
         analysis=AnalysisRequest(
-            name="model:threshold", version=version, runtime=Runtime.GPU, model_owner=owner
+            name=f"model:{model}", version=version, runtime=Runtime.GPU, model_owner=owner
         ),
         volume=PreparedVolume(
             volume_key=key,
@@ -296,3 +311,115 @@ def test_the_worker_loads_exactly_the_owner_and_version_dispatch_chose(storage: 
     assert (
         ModelRef(TENANT, "threshold", "1") in cache and ModelRef(DEPLOYMENT_OWNER, "threshold", "1") in cache
     )
+
+
+def test_a_brain_age_model_gives_its_scalars_with_units_and_the_gap_to_the_subjects_age(storage: Storage):
+    # brain_age_years = 0.5 * mean intensity + 20 (the volume as stored: no normalisation, 1 mm RAS).
+    data, spec = make_brain_age_model(0.5, 20.0)
+    registry.publish_model(TENANT, "brain-age", data, spec, storage)
+    analysis = registry.model_analyses(["model:brain-age"], TENANT)["model:brain-age"]
+    assert analysis.runtime == Runtime.GPU and analysis.outputs == ()
+    described = registry.describe_model_analysis(registry.ready_models(TENANT)["brain-age"])
+    assert described["kind"] == "regression" and described["outputs"] == [
+        {"name": "brain_age_years", "unit": "years", "compare_to": "age", "gap": "brain_age_gap"},
+        {"name": "mean_intensity", "unit": "a.u."},
+    ]
+    declared_age = 60.0
+    originals = {
+        "a" * 32: _volume((12, 10, 8), np.diag([1.0, 1.0, 1.0, 1.0]), 5),
+        "b" * 32: _volume((9, 11, 10), LPI_AFFINE, 6),  # stored L-P-I: reordered, same mean
+        "c" * 32: _volume((12, 10, 8), np.diag([1.0, 1.0, 1.0, 1.0]), 7),
+    }
+    subjects: dict[str, dict[str, object] | None] = {
+        "a" * 32: {"age": declared_age, "sex": "F"},
+        "b" * 32: {"age": declared_age},
+        "c" * 32: None,  # no subject declared: no gap
+    }
+    tasks = [
+        _task(storage, study_id, image, model="brain-age", subject=subjects[study_id])
+        for study_id, image in originals.items()
+    ]
+    outcomes = run_model_tasks(tasks, STORE, storage, ModelCache("cpu"))
+    for outcome, (study_id, original) in zip(outcomes, originals.items(), strict=True):
+        assert isinstance(outcome, AnalysisResult), outcome
+        mean = float(np.asarray(original.dataobj, dtype=np.float64).mean())
+        scalars = outcome.measures["outputs"]
+        assert outcome.measures["kind"] == "regression" and outcome.measures["model"] == "brain-age"
+        assert scalars["brain_age_years"]["unit"] == "years"
+        assert scalars["brain_age_years"]["value"] == pytest.approx(0.5 * mean + 20.0, rel=1e-5)
+        assert scalars["mean_intensity"] == {"value": pytest.approx(mean, rel=1e-5), "unit": "a.u."}
+        if subjects[study_id] is None:
+            assert "brain_age_gap" not in scalars
+        else:
+            gap = scalars["brain_age_gap"]
+            assert gap["value"] == pytest.approx(0.5 * mean + 20.0 - declared_age, rel=1e-5)
+            assert (gap["unit"], gap["of"], gap["subject_value"]) == (
+                "years",
+                "brain_age_years",
+                declared_age,
+            )
+        # Scalars only: no artifact; the result is recorded under work/ as any analysis' is.
+        assert outcome.artifacts == []
+        assert storage.list_keys(derived_key(study_id, "model:brain-age", "")) == []
+        stored = AnalysisResult.model_validate_json(
+            storage.read(work_key(study_id, 1, "outputs/model:brain-age/result.json"))
+        )
+        assert stored == outcome
+
+
+def test_a_classification_model_gives_class_probabilities_and_the_most_probable_class(storage: Storage):
+    classes, weights, biases = ["cn", "mci", "ad"], [0.02, 0.0, -0.02], [0.0, 0.5, 2.0]
+    data, spec = make_classifier_model(classes, weights, biases)
+    registry.publish_model(TENANT, "dementia", data, spec, storage)
+    original = _volume((10, 10, 10), np.diag([1.0, 1.0, 1.0, 1.0]), 8)
+    (outcome,) = run_model_tasks(
+        [_task(storage, "d" * 32, original, model="dementia")], STORE, storage, ModelCache("cpu")
+    )
+    assert isinstance(outcome, AnalysisResult), outcome
+    mean = float(np.asarray(original.dataobj, dtype=np.float64).mean())  # ~100: cn's logit is largest
+    logits = np.array(weights) * mean + np.array(biases)
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    probabilities = outcome.measures["probabilities"]
+    assert list(probabilities) == classes
+    np.testing.assert_allclose([probabilities[name] for name in classes], expected, rtol=1e-4)
+    assert outcome.measures["predicted_class"] == classes[int(np.argmax(expected))]
+    assert outcome.measures["probability"] == pytest.approx(expected.max(), rel=1e-4)
+
+
+def test_an_output_that_does_not_match_the_spec_fails_its_task_naming_the_mismatch(storage: Storage):
+    # The spec declares two outputs; the network gives one.
+    data, spec = make_brain_age_model(1.0, 0.0, values=1)
+    registry.publish_model(TENANT, "brain-age", data, spec, storage)
+    good, good_spec = make_brain_age_model(1.0, 0.0)
+    registry.publish_model(TENANT, "brain-age-ok", good, good_spec, storage)
+    original = _volume((8, 8, 8), np.diag([1.0, 1.0, 1.0, 1.0]), 9)
+    bad_task = _task(storage, "e" * 32, original, model="brain-age")
+    good_task = _task(storage, "f" * 32, original, model="brain-age-ok")
+    bad, fine = run_model_tasks([bad_task, good_task], STORE, storage, ModelCache("cpu"))
+    assert isinstance(bad, ModelOutputMismatch)
+    assert "gave 1 value per volume; the spec declares 2 outputs (brain_age_years, mean_intensity)" in str(
+        bad
+    )
+    (row,) = STORE.tasks_of("e" * 32, 1)
+    assert row.status == TaskStatus.FAILED and row.error["type"] == "ModelOutputMismatch"
+    assert isinstance(fine, AnalysisResult)  # the other task is its own
+
+
+def test_a_lambda_runtime_model_is_a_lambda_analysis_within_the_size_bound(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+):
+    data, spec = make_brain_age_model(1.0, 0.0, runtime="lambda")
+    registry.publish_model(TENANT, "brain-age", data, spec, storage)
+    analysis = registry.model_analyses(["model:brain-age"], TENANT)["model:brain-age"]
+    assert analysis.runtime == Runtime.LAMBDA
+    assert registry.describe_model_analysis(registry.ready_models(TENANT)["brain-age"])["runtime"] == "lambda"
+    pending = registry.register_model(TENANT, "brain-age", spec, len(data))
+    storage.write(pending.object_key, data)
+    # The bound (256 MiB) made smaller than this file: registering is refused, and so is completing
+    # a version registered before (no 256 MiB upload to moto needed).
+    monkeypatch.setattr(spec_module, "MAX_LAMBDA_MODEL_BYTES", len(data) - 1)
+    with pytest.raises(registry.ModelTooLargeForLambda, match="register it with runtime gpu"):
+        registry.register_model(TENANT, "too-big", spec, len(data))
+    with pytest.raises(registry.ModelTooLargeForLambda):
+        registry.complete_model(TENANT, "brain-age", storage, int(pending.version))
+    assert registry.get_model(TENANT, "brain-age", int(pending.version)).status == "PENDING"

@@ -126,7 +126,7 @@ PREPARE = FunctionSpec(
 )
 RUN_ANALYSIS = FunctionSpec(
     name="run_analysis",
-    description="Runs one Lambda-runtime analysis of the catalogue on the prepared volume",
+    description="Runs one Lambda-runtime analysis (catalogue or registered model) on the prepared volume",
     memory_mb=10240,
     timeout_s=900,
     env=(EnvVar.BUCKET, *_STATUS_TABLES),

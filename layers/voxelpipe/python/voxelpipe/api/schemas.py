@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from voxelpipe.inference.registry import MAX_MODEL_BYTES, MODEL_NAME_PATTERN, SHA256_PATTERN, ModelScope
-from voxelpipe.inference.spec import ModelSpec
+from voxelpipe.inference.spec import ModelSpec, lambda_size_problem
 from voxelpipe.messages import Priority
 from voxelpipe.reference_kinds import ReferenceKind
 from voxelpipe.references import NAME_PATTERN as REFERENCE_NAME_PATTERN
@@ -211,6 +211,13 @@ class CreateModel(BaseModel):
         "(operator only)",
     )
 
+    @model_validator(mode="after")
+    def _runtime_takes_the_size(self) -> CreateModel:
+        problem = lambda_size_problem(self.spec, self.size)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
 
 class CompleteModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -227,6 +234,8 @@ class ModelView(BaseModel):
     scope: ModelScope = Field(description="tenant: the caller's tenant's own; deployment: deployment-wide")
     analysis: str = Field(description="the analysis name that runs it: model:NAME")
     format: str
+    kind: str = Field(description="segmentation, regression or classification")
+    runtime: str = Field(description="where model:NAME runs: gpu (the GPU workers) or lambda")
     status: str
     size: int
     sha256: str | None = None

@@ -12,7 +12,7 @@ from voxelpipe.api.schemas import (
     StudyView,
 )
 from voxelpipe.inference.registry import scope_of
-from voxelpipe.inference.spec import analysis_name
+from voxelpipe.inference.spec import ModelSpec, analysis_name
 from voxelpipe.ports import StudyStore
 from voxelpipe.records import ModelRecord, ReferenceRecord, StudyRecord
 from voxelpipe.reference_kinds import ReferenceKind, ReferenceMetadata
@@ -59,16 +59,20 @@ def study_view(study: StudyRecord, store: StudyStore | None = None) -> StudyView
 
 
 def model_view(record: ModelRecord) -> ModelView:
+    # The spec as this code reads it: a record stored before a field existed shows its default.
+    spec = ModelSpec.model_validate(record.spec)
     return ModelView(
         name=record.name,
         version=int(record.version),
         scope=scope_of(record.owner),
         analysis=analysis_name(record.name),
         format=record.format,
+        kind=spec.kind,
+        runtime=spec.runtime.value,
         status=record.status,
         size=int(record.size),
         sha256=record.sha256,
-        spec=record.spec,
+        spec=spec.model_dump(mode="json"),
         created_at=record.created_at,
         ready_at=record.ready_at,
         retired_at=record.retired_at,

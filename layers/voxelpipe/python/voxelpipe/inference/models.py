@@ -12,7 +12,7 @@ import torch
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from voxelpipe.inference.runner import Predictor, SlidingWindowRunner, WindowSettings
+from voxelpipe.inference.runner import Predictor, SlidingWindowRunner, VolumeRunner, WindowSettings
 from voxelpipe.inference.spec import MANIFEST_FILE, ModelManifest, ModelRef, ModelSpec
 from voxelpipe.keys import InvalidKey, model_key
 from voxelpipe.ports import ObjectStorage
@@ -65,12 +65,13 @@ def load_predictor(data: bytes, spec: ModelSpec, device: torch.device) -> Predic
 
 @dataclass
 class LoadedModel:
-    """A model version ready to run: its spec and a sliding-window runner on the cache's device."""
+    """A model version ready to run: its spec and its runner on the cache's device (sliding windows
+    for a segmentation model, whole volumes for the other kinds)."""
 
     ref: ModelRef
     spec: ModelSpec
     device: torch.device
-    runner: SlidingWindowRunner
+    runner: SlidingWindowRunner | VolumeRunner
     lock: threading.Lock = field(default_factory=threading.Lock)  # one batch at a time per runner
 
     @property
@@ -100,14 +101,19 @@ class ModelCache:
             loaded = self._models.get(ref)
             if loaded is None:
                 predictor = load_predictor(data, spec, self.device)
-                settings = WindowSettings(
-                    patch=spec.patch_size,
-                    overlap=spec.overlap,
-                    blend=spec.blend,
-                    sw_batch_size=spec.sw_batch_size,
-                    bf16=spec.precision == "bfloat16",
-                )
-                runner = SlidingWindowRunner(predictor, spec.out_channels, settings, self.device)
+                bf16 = spec.precision == "bfloat16"
+                runner: SlidingWindowRunner | VolumeRunner
+                if spec.kind == "segmentation":
+                    settings = WindowSettings(
+                        patch=spec.window,
+                        overlap=spec.overlap,
+                        blend=spec.blend,
+                        sw_batch_size=spec.sw_batch_size,
+                        bf16=bf16,
+                    )
+                    runner = SlidingWindowRunner(predictor, spec.out_channels, settings, self.device)
+                else:
+                    runner = VolumeRunner(predictor, self.device, bf16)
                 loaded = LoadedModel(ref, spec, self.device, runner)
                 self._models[ref] = loaded
                 self.loads += 1

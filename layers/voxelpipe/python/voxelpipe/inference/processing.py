@@ -1,5 +1,6 @@
 """Before and after the network: the prepared volume onto the model's grid, intensities
-normalised; the label map back onto the input's own grid, with its volumes.
+normalised (a whole-volume model's then centre-cropped or zero-padded to its `input_shape`); the
+label map back onto the input's own grid, with its volumes.
 
 The model's grid is the canonical volume's voxels reordered to the spec's orientation (exact),
 then, only if the voxel size differs from the spec's spacing, resampled (trilinear) over the same
@@ -25,7 +26,6 @@ from voxelpipe.segmentation.resample import resample
 from voxelpipe.volume import Image, new_image, reoriented, voxel_data, voxel_sizes
 
 FloatArray = npt.NDArray[np.float32]
-LABELS_FILE = "labels.nii.gz"
 _SPACING_TOLERANCE_MM = 1e-3
 
 
@@ -91,6 +91,32 @@ def normalise(data: FloatArray, normalization: Normalization) -> FloatArray:
     return out
 
 
+def fit_to_shape(
+    data: FloatArray, affine: npt.ArrayLike, shape: Sequence[int]
+) -> tuple[FloatArray, npt.NDArray[np.float64]]:
+    """`data` centre-cropped or zero-padded to `shape` (per axis: the extra split evenly, one more
+    after than before when odd), and the affine of that grid."""
+    out = np.zeros(tuple(int(n) for n in shape), dtype=np.float32)
+    source: list[slice] = []
+    target: list[slice] = []
+    shift = np.zeros(3)  # this grid's voxel 0 in the original's voxels
+    for axis, (have, want) in enumerate(zip(data.shape[:3], shape, strict=True)):
+        if have >= want:
+            start = (have - want) // 2
+            source.append(slice(start, start + want))
+            target.append(slice(0, want))
+            shift[axis] = start
+        else:
+            before = (want - have) // 2
+            source.append(slice(0, have))
+            target.append(slice(before, before + have))
+            shift[axis] = -before
+    out[tuple(target)] = data[tuple(source)]
+    moved = np.array(affine, dtype=np.float64, copy=True)
+    moved[:3, 3] += moved[:3, :3] @ shift
+    return out, moved
+
+
 def preprocess(
     image: Image,
     spec: ModelSpec,
@@ -99,9 +125,12 @@ def preprocess(
     device: str | torch.device | None = "cpu",
 ) -> ModelInput:
     data, affine = model_grid(image, spec, device)
+    data = normalise(data, spec.normalization)
+    if spec.input_shape is not None:  # after normalising: the padding is background (0)
+        data, affine = fit_to_shape(data, affine, spec.input_shape)
     shape = tuple(int(n) for n in original_shape[:3])
     return ModelInput(
-        data=normalise(data, spec.normalization),
+        data=data,
         affine=affine,
         original_affine=np.asarray(original_affine, dtype=np.float64),
         original_shape=(shape[0], shape[1], shape[2]),

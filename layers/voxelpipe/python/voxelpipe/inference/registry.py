@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -38,15 +38,17 @@ from voxelpipe.adapters.dynamodb import refused_by_condition
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.analyses.catalogue import Analysis, AnalysisInput, AnalysisOutput
 from voxelpipe.inference.spec import (
+    LABELS_FILE,
     MANIFEST_FILE,
     ModelManifest,
     ModelSpec,
+    RegressionOutput,
     analysis_name,
+    lambda_size_problem,
     model_name,
 )
 from voxelpipe.keys import DEPLOYMENT_OWNER, is_tenant, model_key, model_prefix
 from voxelpipe.records import ModelRecord
-from voxelpipe.wiring import Runtime
 
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -83,6 +85,16 @@ class ModelUploadMismatch(ValueError):
 
 class ModelRetired(ValueError):
     """The version was retired: it cannot be completed (register a new version instead)."""
+
+
+class ModelTooLargeForLambda(ValueError):
+    """A model whose spec says runtime lambda, over spec.MAX_LAMBDA_MODEL_BYTES."""
+
+
+def check_runtime_fits(spec: ModelSpec, size: int) -> None:
+    problem = lambda_size_problem(spec, size)
+    if problem is not None:
+        raise ModelTooLargeForLambda(problem)
 
 
 def check_model_name(name: str) -> str:
@@ -149,6 +161,7 @@ def register_model(
         raise ValueError(f"size must be 1 to {MAX_MODEL_BYTES} bytes")
     if sha256 is not None and not re.fullmatch(SHA256_PATTERN, sha256):
         raise ValueError("sha256 must be 64 lower-case hex digits")
+    check_runtime_fits(spec, size)
     for _ in range(5):  # two registrations at once: one gets the next number, the other retries
         latest = next(iter(_versions(owner, name)), None)
         version = 1 if latest is None else int(latest.version) + 1
@@ -187,7 +200,8 @@ def complete_model(owner: str, name: str, storage: Storage, version: int | None 
     """Verify the uploaded file of a PENDING version (the newest by default) and mark it READY.
 
     Completing a READY version again changes nothing. ModelUploadMismatch says what is wrong
-    with the upload (missing, wrong size, wrong SHA-256, not a TorchScript archive).
+    with the upload (missing, wrong size, wrong SHA-256, not a TorchScript archive);
+    ModelTooLargeForLambda that the spec's runtime cannot take it.
     """
     record = get_model(owner, name, version)
     if record.status == ModelStatus.READY:
@@ -201,6 +215,7 @@ def complete_model(owner: str, name: str, storage: Storage, version: int | None 
     if info.size != int(record.size):
         raise ModelUploadMismatch(f"{info.size} bytes were uploaded; {int(record.size)} were declared")
     spec = ModelSpec.model_validate(record.spec)
+    check_runtime_fits(spec, info.size)
     if spec.format == "torchscript" and storage.read(record.object_key, 4) != _ZIP_SIGNATURE:
         raise ModelUploadMismatch("a TorchScript model is a zip archive (torch.jit.save); this is not")
     measured = storage.sha256(record.object_key)
@@ -288,32 +303,64 @@ def ready_models(tenant: str, names: Iterable[str] | None = None) -> dict[str, M
     return chosen
 
 
-def _runs_on_gpu_workers(inp: AnalysisInput) -> AnalysisOutput:
-    raise RuntimeError("model:NAME analyses run on the GPU workers (inference.run_model_tasks)")
+def _runs_through_inference(inp: AnalysisInput) -> AnalysisOutput:
+    raise RuntimeError(
+        "model:NAME analyses run through voxelpipe.inference.tasks (run_model_tasks on the GPU "
+        "workers, run_model_analysis in RunAnalysis)"
+    )
+
+
+def _produces(spec: ModelSpec) -> str:
+    """What a model's analysis gives, in words (GET /analyses' description)."""
+    if spec.kind == "regression":
+        assert spec.outputs is not None
+        return "scalars " + ", ".join(f"{output.name} ({output.unit})" for output in spec.outputs)
+    if spec.kind == "classification":
+        assert spec.classes is not None
+        return f"the probabilities of classes {', '.join(spec.classes)}"
+    labels = ", ".join(name for value, name in spec.labels.items() if value)
+    return f"a label map in the input's space ({labels})"
 
 
 def model_analysis(record: ModelRecord) -> Analysis:
-    """The `model:NAME` analysis of a READY model version, as the catalogue describes analyses."""
+    """The `model:NAME` analysis of a READY model version, as the catalogue describes analyses; it
+    runs where the spec says (runtime: the GPU workers by default, else RunAnalysis)."""
     spec = ModelSpec.model_validate(record.spec)
     return Analysis(
         name=analysis_name(record.name),
         version=str(int(record.version)),
         owner=record.owner,
-        runtime=Runtime.GPU,
-        description=f"Registered {spec.format} model {record.name}: a label map in the input's space "
-        f"({', '.join(name for value, name in spec.labels.items() if value)})",
-        run=_runs_on_gpu_workers,
-        outputs=("labels.nii.gz",),
+        runtime=spec.runtime,
+        description=f"Registered {spec.format} {spec.kind} model {record.name}: {_produces(spec)}",
+        run=_runs_through_inference,
+        outputs=(LABELS_FILE,) if spec.kind == "segmentation" else (),
     )
 
 
-def describe_model_analysis(record: ModelRecord) -> dict[str, Any]:
-    """GET /analyses' entry for a READY model: the analysis, its labels and spec."""
+def _describe_output(output: RegressionOutput) -> dict[str, Any]:
+    described: dict[str, Any] = {"name": output.name, "unit": output.unit}
+    if output.gap is not None:
+        described.update(compare_to=output.compare_to, gap=output.gap)
+    return described
+
+
+def describe_model_analysis(record: ModelRecord, gpu_analyses: Collection[str] = ()) -> dict[str, Any]:
+    """GET /analyses' entry for a READY model: the analysis, what it produces (labels, outputs with
+    their units, or classes) and its spec."""
     spec = ModelSpec.model_validate(record.spec)
+    produces: dict[str, Any]
+    if spec.kind == "regression":
+        assert spec.outputs is not None
+        produces = {"outputs": [_describe_output(output) for output in spec.outputs]}
+    elif spec.kind == "classification":
+        produces = {"classes": list(spec.classes or ())}
+    else:
+        produces = {"labels": {str(value): name for value, name in spec.labels.items()}}
     return {
-        **model_analysis(record).describe(),
+        **model_analysis(record).describe(gpu_analyses),
         "scope": scope_of(record.owner).value,
-        "labels": {str(value): name for value, name in spec.labels.items()},
+        "kind": spec.kind,
+        **produces,
         "spec": spec.model_dump(mode="json"),
     }
 

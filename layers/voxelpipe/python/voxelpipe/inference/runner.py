@@ -1,4 +1,5 @@
-"""Sliding-window inference over many volumes at once.
+"""Inference over many volumes at once: sliding windows (segmentation), or each whole volume as
+one input (`VolumeRunner`: regression and classification models).
 
 Windows are placed and blended exactly as MONAI's `sliding_window_inference` places and blends
 them (same starts, same gaussian importance map, same padding of volumes smaller than a window),
@@ -217,3 +218,43 @@ class SlidingWindowRunner:
                 blended = output / weight_sum(shape, patch, s.overlap, s.blend, self.device)
                 results.append(blended[(slice(None), *crop)].contiguous())
         return results
+
+
+class VolumeRunner:
+    """Runs a whole-volume network (regression, classification): each volume is one input, and
+    volumes of one shape share a forward pass. Windows are never used: a scalar of a whole brain
+    (its age, its class) is not an average of scalars of its parts."""
+
+    def __init__(self, predictor: Predictor, device: torch.device, bf16: bool = False) -> None:
+        self.predictor = predictor
+        self.device = device
+        self.bf16 = bf16
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        use_bf16 = self.bf16 and self.device.type == "cuda"
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            prediction = self.predictor(batch)
+        return prediction.float()
+
+    @torch.inference_mode()
+    def run(self, volumes: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The network's output for each (channels, X, Y, Z) volume, flattened: a 1-D float32 tensor
+        on the CPU (its length is checked against the spec by the caller, who knows the names)."""
+        results: list[torch.Tensor | None] = [None] * len(volumes)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, volume in enumerate(volumes):
+            if volume.ndim != 4:
+                raise ValueError(f"expected (channels, X, Y, Z) volumes, got shape {tuple(volume.shape)}")
+            by_shape.setdefault(tuple(volume.shape), []).append(index)
+        for indices in by_shape.values():
+            batch = torch.stack([volumes[i].float() for i in indices]).to(self.device)
+            prediction = self._forward(batch)
+            if prediction.ndim == 0 or prediction.shape[0] != len(indices):
+                raise ValueError(
+                    f"the network gave an output of shape {tuple(prediction.shape)} for a batch of "
+                    f"{len(indices)} volume(s); expected (batch, values)"
+                )
+            flat = prediction.reshape(len(indices), -1).cpu()
+            for row, index in enumerate(indices):
+                results[index] = flat[row].clone()
+        return [result for result in results if result is not None]

@@ -1,11 +1,15 @@
-"""The GPU workers' batch entry point: run `model:NAME` tasks of many studies together.
+"""Running `model:NAME` tasks: the GPU workers' batch entry point, and the RunAnalysis Lambda's.
 
 `run_model_tasks` takes one micro-batch of tasks (any mix of models), and for each model runs
-the windows of all its volumes through shared forward passes. Reading and decoding the next
-volumes (S3 bytes -> canonical volume -> the model's grid, normalised) happens in a thread pool
-while the current ones are on the device, and writing label maps back happens there too. One
-bad task (a missing volume, a model that will not load) gets its exception in the result list;
-the others go on.
+the windows of all its volumes (a segmentation model), or the volumes themselves (a regression or
+classification model), through shared forward passes. Reading and decoding the next volumes (S3
+bytes -> canonical volume -> the model's grid, normalised) happens in a thread pool while the
+current ones are on the device, and writing results back happens there too. One bad task (a
+missing volume, a model that will not load, an output that is not what the spec declares) gets
+its exception in the result list; the others go on.
+
+`run_model_analysis` runs one task in the RunAnalysis Lambda, for a model whose spec says
+`runtime: lambda`: the same code on the CPU.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from voxelpipe.analysis_outputs import store_output
 from voxelpipe.function_specs import analysis_step
 from voxelpipe.inference.models import LoadedModel, ModelCache
 from voxelpipe.inference.processing import (
-    LABELS_FILE,
     ModelInput,
     label_artifact,
     label_dtype,
@@ -37,12 +40,15 @@ from voxelpipe.inference.processing import (
     to_input_grid,
 )
 from voxelpipe.inference.registry import scope_of
-from voxelpipe.inference.spec import ModelRef, model_name
+from voxelpipe.inference.runner import SlidingWindowRunner
+from voxelpipe.inference.scalars import scalar_measures
+from voxelpipe.inference.spec import LABELS_FILE, ModelRef, model_name
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
 from voxelpipe.ports import ObjectStorage, StudyStore
 from voxelpipe.records import TaskRecord
 from voxelpipe.study_data import writing_for
+from voxelpipe.thread_budget import apply_thread_budget, thread_budget
 from voxelpipe.wiring import Prefix
 
 # Threads reading, decoding and writing around the device's work (CPU-bound, mostly GIL-free).
@@ -77,13 +83,16 @@ def _read_and_prepare(task: AnalysisTask, model: LoadedModel, storage: ObjectSto
     return preprocess(image, model.spec, task.volume.original_affine, task.volume.original_shape, "cpu")
 
 
-def _infer(model: LoadedModel, inputs: Sequence[ModelInput]) -> list[npt.NDArray[np.integer[Any]]]:
-    """Label maps on the model's grid, all volumes' windows batched together."""
+def _infer(model: LoadedModel, inputs: Sequence[ModelInput]) -> list[npt.NDArray[Any]]:
+    """Label maps on the model's grid, all volumes' windows batched together (segmentation); else
+    each volume's output vector, float32."""
     volumes = [torch.from_numpy(inp.data)[None] for inp in inputs]
-    # Narrowed on the device: 1 byte per voxel crosses to the host instead of 8. The label dtype
-    # is processing's (torch names its dtypes as numpy does).
-    narrow = getattr(torch, np.dtype(label_dtype(model.spec)).name)
     with model.lock:
+        if not isinstance(model.runner, SlidingWindowRunner):
+            return [vector.numpy() for vector in model.runner.run(volumes)]
+        # Narrowed on the device: 1 byte per voxel crosses to the host instead of 8. The label dtype
+        # is processing's (torch names its dtypes as numpy does).
+        narrow = getattr(torch, np.dtype(label_dtype(model.spec)).name)
         labels = model.runner.run(volumes, reduce="argmax")
         return [label.to(narrow).cpu().numpy() for label in labels]
 
@@ -93,23 +102,29 @@ def _finish(
     record: TaskRecord,
     model: LoadedModel,
     inp: ModelInput,
-    labels: npt.NDArray[np.integer[Any]],
+    prediction: npt.NDArray[Any],
     store: StudyStore,
     storage: ObjectStorage,
     started: float,
 ) -> AnalysisResult:
-    """The label map on the input's grid, written with its measures like any analysis' output."""
-    on_input = to_input_grid(labels, inp, model.spec)
+    """A segmentation model's label map on the input's grid, or a whole-volume model's scalars,
+    written with their measures like any analysis' output."""
     measures: dict[str, Any] = {
         "model": model.name,
         "model_version": model.version,
         "model_scope": scope_of(model.ref.owner).value,
         "device": str(model.device),
-        **label_measures(on_input, inp.original_affine, model.spec),
     }
-    output = AnalysisOutput(
-        measures=measures, artifacts={LABELS_FILE: label_artifact(on_input, inp.original_affine)}
-    )
+    if model.spec.kind == "segmentation":
+        on_input = to_input_grid(prediction, inp, model.spec)
+        measures.update(label_measures(on_input, inp.original_affine, model.spec))
+        artifacts = {LABELS_FILE: label_artifact(on_input, inp.original_affine)}
+    else:
+        # A vector that is not what the spec declares fails this task here, named (ModelOutputMismatch).
+        measures["kind"] = model.spec.kind
+        measures.update(scalar_measures(prediction, model.spec, task.subject or {}))
+        artifacts = {}
+    output = AnalysisOutput(measures=measures, artifacts=artifacts)
     request = task.analysis
     with writing_for(store, storage, task.study_id, writes=(Prefix.DERIVED, Prefix.WORK)):
         result = store_output(
@@ -147,9 +162,10 @@ def run_model_tasks(
     """Run every task; one entry per task, in order: its result, or the exception that stopped it.
 
     Tasks of the same model (owner, name and version) share forward passes, up to `max_batch_volumes`
-    volumes at a time; each model is loaded once through `cache`. Artifacts go to
-    derived/{study_id}/model:NAME/labels.nii.gz and results to work/ exactly as Lambda analyses
-    write theirs; each task has its step row (`analysis:model:NAME`).
+    volumes at a time; each model is loaded once through `cache`. A segmentation model's label map
+    goes to derived/{study_id}/model:NAME/labels.nii.gz (a whole-volume model's scalars are
+    measures only) and results to work/ exactly as Lambda analyses write theirs; each task has its
+    step row (`analysis:model:NAME`).
 
     `on_result(index, outcome)` is called as soon as each task's outcome is known (before the
     batch ends; from any thread, once per task), e.g. to answer its task token early.
@@ -220,11 +236,11 @@ def run_model_tasks(
                     ready.append((index, read.result()))
                 except Exception as error:
                     fail(index, error)
-            for index, inp, labels in _infer_isolating(batch.model, ready, fail):
+            for index, inp, prediction in _infer_isolating(batch.model, ready, fail):
                 record = records[index]
                 assert record is not None
                 future = pool.submit(
-                    _finish, tasks[index], record, batch.model, inp, labels, store, storage, started
+                    _finish, tasks[index], record, batch.model, inp, prediction, store, storage, started
                 )
                 future.add_done_callback(finished(index))
             reads = upcoming
@@ -235,13 +251,13 @@ def run_model_tasks(
 
 def _infer_isolating(
     model: LoadedModel, ready: list[tuple[int, ModelInput]], fail: Callable[[int, Exception], None]
-) -> list[tuple[int, ModelInput, npt.NDArray[np.integer[Any]]]]:
+) -> list[tuple[int, ModelInput, npt.NDArray[Any]]]:
     """Run the volumes together; if that fails, each alone, so one bad volume fails only its task."""
     if not ready:
         return []
     try:
-        labels = _infer(model, [inp for _, inp in ready])
-        return [(index, inp, label) for (index, inp), label in zip(ready, labels, strict=True)]
+        predictions = _infer(model, [inp for _, inp in ready])
+        return [(index, inp, out) for (index, inp), out in zip(ready, predictions, strict=True)]
     except Exception as error:
         if len(ready) == 1:
             fail(ready[0][0], error)
@@ -253,3 +269,27 @@ def _infer_isolating(
         except Exception as error:
             fail(index, error)
     return done
+
+
+# The RunAnalysis Lambda's model, kept loaded between the invocations of a warm container: one at
+# a time (a container may serve many models; each could be up to MAX_LAMBDA_MODEL_BYTES).
+_lambda_cache: ModelCache | None = None
+_lambda_cache_lock = threading.Lock()
+
+
+def run_model_analysis(task: AnalysisTask, store: StudyStore, storage: ObjectStorage) -> AnalysisResult:
+    """One `model:NAME` task in the RunAnalysis Lambda (its spec says `runtime: lambda`): the workers'
+    code on the CPU, the model kept loaded for the container's next invocation. Raises what stopped
+    it (its task row already FAILED), as any analysis does there."""
+    global _lambda_cache
+    ref = model_ref(task)
+    with _lambda_cache_lock:
+        if _lambda_cache is None or ref not in _lambda_cache:
+            _lambda_cache = ModelCache("cpu")
+        cache = _lambda_cache
+    # One analysis per invocation: it gets the function's CPUs, as run_analysis gives them.
+    apply_thread_budget(thread_budget().threads)
+    (outcome,) = run_model_tasks([task], store, storage, cache, prefetch_workers=1)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome

@@ -11,6 +11,7 @@ from voxelpipe import tracking
 from voxelpipe.analyses import AnalysisInput, resolve
 from voxelpipe.analysis_outputs import store_output, stored_output
 from voxelpipe.function_specs import analysis_step
+from voxelpipe.inference.spec import model_name
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
 from voxelpipe.ports import ObjectStorage, StudyStore
@@ -25,6 +26,10 @@ class AnalysisVersionMismatch(RuntimeError):
 
 
 def run_analysis(task: AnalysisTask, store: StudyStore, storage: ObjectStorage) -> AnalysisResult:
+    if model_name(task.analysis.name) is not None:  # a registered model of the lambda runtime
+        from voxelpipe.inference.tasks import run_model_analysis  # torch: imported for models only
+
+        return run_model_analysis(task, store, storage)
     started = time.perf_counter()
     request = task.analysis
     analysis = resolve([request.name])[-1]

@@ -21,5 +21,8 @@ def analyses(caller: Caller) -> dict[str, list[dict[str, Any]]]:
     on_gpu = GpuSettings.from_env(os.environ).gpu_analyses
     catalogue = [analysis.describe(on_gpu) for analysis in CATALOGUE.values()]
     # The caller's tenant's models and the deployment-wide ones (a tenant's own wins a shared name).
-    models = [registry.describe_model_analysis(r) for r in registry.ready_models(caller.tenant).values()]
+    models = [
+        registry.describe_model_analysis(record, on_gpu)
+        for record in registry.ready_models(caller.tenant).values()
+    ]
     return {"items": catalogue + sorted(models, key=lambda item: item["name"])}

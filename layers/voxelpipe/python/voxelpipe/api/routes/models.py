@@ -76,6 +76,10 @@ def complete_model(name: str, caller: Caller, body: CompleteModel | None = None)
         ) from error
     except registry.ModelRetired as error:
         raise Problem(409, "model_retired", "The model version was retired", str(error)) from error
+    except registry.ModelTooLargeForLambda as error:
+        raise Problem(
+            409, "model_too_large_for_lambda", "The model is too large for its runtime", str(error)
+        ) from error
     return model_view(record)
 
 
