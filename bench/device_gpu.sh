@@ -113,9 +113,9 @@ run() {
 }
 
 # The tests that skip without CUDA, without the conftest files (those load the local cloud, which
-# needs CDK): `check` the segmentation's (torch labelling, tissue-seg on the GPU against the CPU) in
-# the CUDA tests' environment; `check-models` the model runner's (sliding window in bf16), which
-# needs the model cache's botocore and MONAI: the benchmark's environment.
+# needs CDK): `check` the segmentation's (torch labelling, tissue-seg on the GPU against the CPU)
+# in the CUDA tests' environment; `check-models` the model runners' (sliding window and whole
+# volume in bf16), which need the model cache's botocore and MONAI: the benchmark's environment.
 check() {
   setup
   need_cuda
@@ -126,7 +126,8 @@ check() {
 check_models() {
   setup
   need_cuda
-  in_env python -m pytest --noconftest -p no:cacheprovider -q -rs tests/unit/test_inference.py -k "cuda" "$@"
+  in_env python -m pytest --noconftest -p no:cacheprovider -q -rs \
+    tests/unit/test_inference.py tests/unit/test_model_outputs.py -k "cuda" "$@"
 }
 
 case "${1:-}" in
