@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python bench/step_memory.py
 	$(BIN)/python bench/segmentation_accuracy.py
 	$(BIN)/python bench/registration_accuracy.py
+	$(BIN)/python bench/regional_accuracy.py
 	$(BIN)/python bench/pipeline_throughput.py
 
 clean:
