@@ -109,8 +109,13 @@ def cached_template(
         and entry.get("sources") == _digests(root, (root / name for name in entry.get("sources", {})))
     ):
         return entry["template"]  # type: ignore[no-any-return]
+    # Digests from before synthesis: a source changed while it ran (a checkout, a merge) must not
+    # have its new digest vouch for a template made from the old file.
+    before = _digests(root, [*(root / "infra").rglob("*.py"), *(root / "layers").rglob("*.py")])
     template, imported = synthesize(context)
     sources = _digests(root, [*imported, root / "cdk.json"])
+    if any(name in before and before[name] != digest for name, digest in sources.items()):
+        return template  # served this once, cached nothing
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"key": key, "sources": sources, "template": template}))

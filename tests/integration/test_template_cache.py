@@ -101,3 +101,17 @@ def test_an_unreadable_cache_entry_is_synthesized_again(tree: Path):
     _template(tree, synthesizer)
     (tree / "build" / "local" / "template.json").write_text("{not json")
     assert _template(tree, synthesizer)["synthesis"] == 2
+
+
+def test_a_source_changed_while_synthesis_ran_is_not_cached(tree: Path):
+    """Digests taken after synthesis must not vouch for a template made from an older file."""
+    synthesizer = CountingSynthesizer(tree)
+
+    def editing_meanwhile(context: dict[str, Any] | None) -> tuple[dict[str, Any], list[Path]]:
+        result = synthesizer(context)
+        (tree / "infra" / "stack.py").write_text("MEMORY = 2048\n")  # a merge lands mid-synthesis
+        return result
+
+    first = cached_template(None, root=tree, cache_dir=tree / "build" / "local", synthesize=editing_meanwhile)
+    assert first["synthesis"] == 1
+    assert _template(tree, synthesizer)["synthesis"] == 2  # not served the stale one
