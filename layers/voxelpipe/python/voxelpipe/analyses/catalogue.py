@@ -254,6 +254,7 @@ REGIONAL_PARAMETERS: Mapping[str, Any] = MappingProxyType(
     {
         ATLAS_REFERENCE.parameter: None,  # a registered atlas, by name; None: the bundled one
         ATLAS_REFERENCE.version_parameter: None,  # default: its newest READY version at dispatch
+        "local_refinement": True,  # hippocampus and amygdala registered again at 1 mm in a box
         "preview_max_px": 512,
         "display_convention": "radiological",  # or "neurological"
     }

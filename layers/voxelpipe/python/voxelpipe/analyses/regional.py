@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any, Final
 
 import numpy as np
@@ -45,7 +46,13 @@ from voxelpipe.analyses.volumetrics import tissue_volumes, voxel_volume_ml
 from voxelpipe.atlases import REGIONS, STRUCTURES, Atlas
 from voxelpipe.atlases.bundled import default_atlas
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
-from voxelpipe.registration import registration_from_files, warp_label_map
+from voxelpipe.registration import (
+    LocalRefinement,
+    mni152_2009_template,
+    refine_locally,
+    registration_from_files,
+    warp_label_map,
+)
 from voxelpipe.tissues import TISSUES
 from voxelpipe.volume import Image, new_image, voxel_data, voxel_sizes
 
@@ -166,8 +173,19 @@ def run_regional(inp: AnalysisInput) -> AnalysisOutput:
         for tissue, name in TISSUE_SEG_PROBABILITY_FILES.items()
     }
     mask = on_grid(load_nifti(seg.artifacts[TISSUE_SEG_MASK_FILE]), subject) > 0
-    labels = np.asarray(warp_label_map(load_nifti(atlas.label_map), registration, subject).dataobj)
-    regions = np.where(mask, region_map(labels.astype(np.int64), atlas), 0).astype(np.uint8)
+    atlas_image = load_nifti(atlas.label_map)
+    labels = np.asarray(warp_label_map(atlas_image, registration, subject).dataobj).astype(np.int64)
+    refined = []
+    if params["local_refinement"]:
+        template = load_nifti(mni152_2009_template().t1.read_bytes())
+        for side in ("left", "right"):
+            box = _refinement_box(region_map(labels, atlas), side, labels.shape, LocalRefinement().margin)
+            if box is None:
+                continue
+            transform, part = refine_locally(registration, subject, template, box)
+            labels[box] = np.asarray(warp_label_map(atlas_image, transform, part).dataobj)
+            refined.append(side)
+    regions = np.where(mask, region_map(labels, atlas), 0).astype(np.uint8)
     measures = regional_measures(
         regions, probabilities, voxel_volume_ml(subject.affine), atlas.region_labels()
     )
@@ -198,8 +216,15 @@ def run_regional(inp: AnalysisInput) -> AnalysisOutput:
             "atlas": atlas.provenance(),
             "template": registration_output.measures.get("template"),
             "registration": registration_output.measures.get("method"),
+            "local_refinement": {
+                "structures": list(REFINED_STRUCTURES) if refined else [],
+                "sides": refined,
+                "method": "diffeomorphic demons at the subject's resolution in a box around them",
+                **asdict(LocalRefinement()),
+            },
             "method": (
-                "atlas labels carried onto the subject (nearest neighbour) inside the brain mask; "
+                "atlas labels carried onto the subject (nearest neighbour) inside the brain mask, "
+                "hippocampus and amygdala through a local refinement at the subject's resolution; "
                 "volume = sum of the region's tissue probability (GM; GM+WM for thalamus and "
                 "pallidum; CSF for ventricles) x voxel volume; asymmetry = (L-R)/((L+R)/2)"
             ),
@@ -227,6 +252,27 @@ def _space_note(atlas: Atlas, template: Mapping[str, Any] | None) -> list[str]:
         "registration's template: regions may be offset where the two spaces differ (a few "
         "millimetres between MNI variants)"
     ]
+
+
+# Refined at the subject's own resolution: the medial temporal structures, where atrophy is read.
+REFINED_STRUCTURES: Final = ("hippocampus", "amygdala")
+
+
+def _refinement_box(
+    regions: npt.NDArray[np.uint8], side: str, shape: tuple[int, ...], margin: int
+) -> tuple[slice, slice, slice] | None:
+    """The voxel box around one side's refined structures, grown by `margin`; None when absent."""
+    numbers = [REGION_NUMBERS[f"{structure}_{side}"] for structure in REFINED_STRUCTURES]
+    inside = np.argwhere(np.isin(regions, numbers))
+    if not inside.size:
+        return None
+    low = np.maximum(inside.min(axis=0) - margin, 0)
+    high = np.minimum(inside.max(axis=0) + margin + 1, shape[:3])
+    return (
+        slice(int(low[0]), int(high[0])),
+        slice(int(low[1]), int(high[1])),
+        slice(int(low[2]), int(high[2])),
+    )
 
 
 def _original_grid_labels(regions: npt.NDArray[np.uint8], subject: Image, inp: AnalysisInput) -> bytes:

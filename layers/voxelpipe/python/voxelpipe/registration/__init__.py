@@ -3,9 +3,11 @@ deformable, with SimpleITK; the transforms as files; template-space maps warped 
 
 from voxelpipe.registration.register import (
     TRANSFORM_FILES,
+    LocalRefinement,
     Method,
     Registration,
     RegistrationSettings,
+    refine_locally,
     register,
     registration_from_files,
     transform_files,
@@ -16,11 +18,13 @@ from voxelpipe.registration.template import Template, mni152_2009_template
 
 __all__ = [
     "TRANSFORM_FILES",
+    "LocalRefinement",
     "Method",
     "Registration",
     "RegistrationSettings",
     "Template",
     "mni152_2009_template",
+    "refine_locally",
     "register",
     "registration_from_files",
     "transform_files",

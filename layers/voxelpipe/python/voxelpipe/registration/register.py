@@ -44,9 +44,11 @@ from voxelpipe.volume import Image
 
 __all__ = [
     "TRANSFORM_FILES",
+    "LocalRefinement",
     "Method",
     "Registration",
     "RegistrationSettings",
+    "refine_locally",
     "register",
     "registration_from_files",
     "transform_files",
@@ -313,22 +315,83 @@ def to_sitk_mask(mask: npt.NDArray[np.bool_], like: sitk.Image) -> sitk.Image:
 
 
 def _warp(
-    data: Image, registration: Registration, subject: Image, interpolator: int, dtype: npt.DTypeLike
+    data: Image, transform: sitk.Transform, subject: Image, interpolator: int, dtype: npt.DTypeLike
 ) -> Image:
     reference = to_sitk(subject)
     moving = to_sitk(data, dtype=dtype)
-    warped = sitk.Resample(moving, reference, registration.forward(), interpolator, 0.0)
+    warped = sitk.Resample(moving, reference, transform, interpolator, 0.0)
     return to_nibabel(warped)
 
 
-def warp_label_map(labels: Image, registration: Registration, subject: Image) -> Image:
-    """A template-space label map on `subject`'s grid (nearest neighbour: labels stay labels)."""
-    return _warp(labels, registration, subject, sitk.sitkNearestNeighbor, np.int32)
+def warp_label_map(labels: Image, registration: Registration | sitk.Transform, subject: Image) -> Image:
+    """A template-space label map on `subject`'s grid (nearest neighbour: labels stay labels);
+    `registration` may also be a refined transform (`refine_locally`)."""
+    transform = registration.forward() if isinstance(registration, Registration) else registration
+    return _warp(labels, transform, subject, sitk.sitkNearestNeighbor, np.int32)
+
+
+@dataclass(frozen=True)
+class LocalRefinement:
+    """A finer deformation in a box (e.g. around the hippocampus) on top of the global one.
+
+    The global field is smoothed at ~5 mm on a 2 mm grid, so it does not follow a boundary that
+    moved by half a millimetre: a hippocampus that lost 10 % of its volume measured -4 % through
+    it, -9 % with this refinement (bench/regional_accuracy.py). `iterations` of diffeomorphic
+    demons at the subject's own resolution, field smoothing `smoothing` voxels, over the box grown
+    by `margin` voxels, the field tapered to zero over the outer half of the margin so it joins
+    the global one without a seam.
+    """
+
+    iterations: int = 50
+    smoothing: float = 1.0
+    margin: int = 12
+
+
+def refine_locally(
+    registration: Registration,
+    subject: Image,
+    template: Image,
+    box: tuple[slice, slice, slice],
+    settings: LocalRefinement | None = None,
+) -> tuple[sitk.Transform, Image]:
+    """The registration refined inside `box` (voxel slices of `subject`, margin included): the
+    subject point -> template point transform there, and the box's part of `subject` (the grid to
+    resample onto). Deterministic for a given input and thread count."""
+    settings = settings or LocalRefinement()
+    region = subject.slicer[box]
+    fixed = to_sitk(region)
+    moving = sitk.Resample(to_sitk(template), fixed, registration.forward(), sitk.sitkLinear, 0.0)
+    moving = sitk.HistogramMatching(moving, fixed, numberOfHistogramLevels=256, numberOfMatchPoints=15)
+    demons = sitk.DiffeomorphicDemonsRegistrationFilter()
+    demons.SetNumberOfIterations(settings.iterations)
+    demons.SetSmoothDisplacementField(True)
+    demons.SetStandardDeviations(settings.smoothing)
+    demons.SetUseGradientType(demons.Symmetric)
+    field = demons.Execute(fixed, moving)
+    vectors = sitk.GetArrayFromImage(field)  # (k, j, i, 3)
+    taper = np.ones(vectors.shape[:3])
+    ramp_width = max(settings.margin / 2, 1.0)
+    for axis, n in enumerate(vectors.shape[:3]):
+        edge = np.minimum(np.arange(n), np.arange(n)[::-1]).astype(np.float64)
+        shape = [1, 1, 1]
+        shape[axis] = n
+        taper = taper * np.clip(edge / ramp_width, 0.0, 1.0).reshape(shape)
+    tapered = sitk.GetImageFromArray(vectors * taper[..., None], isVector=True)
+    tapered.CopyInformation(field)
+    # Last added applies first: the local displacement, then the global field, then the affine.
+    transform = sitk.CompositeTransform(
+        [
+            sitk.AffineTransform(registration.affine),
+            sitk.DisplacementFieldTransform(sitk.Image(registration.forward_field)),
+            sitk.DisplacementFieldTransform(tapered),
+        ]
+    )
+    return transform, region
 
 
 def warp_probability_map(probabilities: Image, registration: Registration, subject: Image) -> Image:
     """A template-space probability map on `subject`'s grid (linear: stays within [0, 1])."""
-    return _warp(probabilities, registration, subject, sitk.sitkLinear, np.float32)
+    return _warp(probabilities, registration.forward(), subject, sitk.sitkLinear, np.float32)
 
 
 def transform_files(registration: Registration) -> dict[str, bytes]:
