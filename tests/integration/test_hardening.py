@@ -230,8 +230,13 @@ def test_each_function_may_touch_only_its_prefixes(template: dict[str, Any]):
         }
         assert granted == {action: v for action, v in expected.items() if v}, name
     # The API presigns uploads and downloads: writes only under uploads/ (and quarantine/, to reject;
-    # models/, to register a model).
-    assert _s3_resources(policies["api"])["s3:PutObject"] == {"/uploads/*", "/quarantine/*", "/models/*"}
+    # models/ and references/, to register a model, an atlas or a norms table).
+    assert _s3_resources(policies["api"])["s3:PutObject"] == {
+        "/uploads/*",
+        "/quarantine/*",
+        "/models/*",
+        "/references/*",
+    }
     # Finalize writes results.json, and removes it again for a study deleted while it ran.
     assert _s3_resources(policies["finalize"]) == {
         "s3:PutObject": {"/derived/*"},
