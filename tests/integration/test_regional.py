@@ -116,8 +116,9 @@ def test_a_shrunk_left_hippocampus_shows_on_the_left(base: dict[str, Any], shrun
     true_left, true_right = change(SHRUNK, truth), change("hippocampus_right", truth)
     assert -0.12 < true_left < -0.07 and abs(true_right) < 0.01, (true_left, true_right)
     left, right = change(SHRUNK, measured), change("hippocampus_right", measured)
-    # at 3 mm the chain sees about 60-75% of it (the bench: 1 mm)
-    assert left < -0.03 and abs(left - true_left) < 0.06, (left, true_left)
+    # at 3 mm the chain sees about 3/4 of it (-6.5 % of -8.9 %; without the local refinement -5.2 %;
+    # the bench at 1 mm: -8.7 % of -10.3 %)
+    assert left < -0.05 and abs(left - true_left) < 0.04, (left, true_left)
     assert abs(right - true_right) < 0.03, (right, true_right)
     asymmetry = [
         run["outputs"]["regional"].measures["structures"]["hippocampus"]["asymmetry"]
