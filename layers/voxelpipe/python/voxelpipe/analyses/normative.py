@@ -38,7 +38,6 @@ several match; a sex-specific row before an "any" row); z = (value - mean) / sd,
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -54,6 +53,7 @@ from voxelpipe.analyses.catalogue import (
 from voxelpipe.analyses.norms import FIELD_STRENGTHS_T, METHOD, NORMED_MEASURES, NormsTable, score_measures
 from voxelpipe.analyses.norms import normal_cdf as normal_cdf
 from voxelpipe.analyses.volumetrics import MEASURES, volumetrics_output
+from voxelpipe.csv_tables import read_table, table_number
 
 COLUMNS: tuple[str, ...] = ("measure", "sex", "age_min", "age_max", "mean", "sd", "source")
 MAX_TABLE_BYTES = 1 << 20  # a table is a few hundred rows; anything larger is a mistake
@@ -78,38 +78,19 @@ class ReferenceRow:
 
 
 def _number(text: str, column: str, line: int) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ReferenceTableError(f"line {line}: {column} {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ReferenceTableError(f"line {line}: {column} must be finite")
-    return value
+    return table_number(text, column, line, ReferenceTableError)
 
 
 def parse_reference_table(text: str) -> list[ReferenceRow]:
     """Rows of a reference table in the documented CSV format; raises ReferenceTableError."""
-    if len(text.encode("utf-8", errors="replace")) > MAX_TABLE_BYTES:
-        raise ReferenceTableError(f"reference table larger than {MAX_TABLE_BYTES} bytes")
-    lines = [
-        (number, line)
-        for number, line in enumerate(text.splitlines(), start=1)
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    if not lines:
-        raise ReferenceTableError("reference table is empty")
-    # One CSV record per line (quoted commas are fine; quoted newlines are not supported).
-    header = [h.strip().lstrip("\ufeff").lower() for h in next(csv.reader([lines[0][1]]))]
+    header_line, header, records = read_table(text, "reference table", MAX_TABLE_BYTES, ReferenceTableError)
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        raise ReferenceTableError(f"line {lines[0][0]}: header lacks column(s) {', '.join(missing)}")
+        raise ReferenceTableError(f"line {header_line}: header lacks column(s) {', '.join(missing)}")
     where = {c: header.index(c) for c in COLUMNS}
     rows: list[ReferenceRow] = []
-    for number, line in lines[1:]:
-        fields = next(csv.reader([line]))
-        if len(fields) != len(header):
-            raise ReferenceTableError(f"line {number}: {len(fields)} fields, the header has {len(header)}")
-        cell = {c: fields[where[c]].strip() for c in COLUMNS}
+    for number, fields in records:
+        cell = {c: fields[where[c]] for c in COLUMNS}
         measure = cell["measure"]
         if measure not in NORMED_MEASURES:
             raise ReferenceTableError(

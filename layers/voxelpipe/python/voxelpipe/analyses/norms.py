@@ -35,7 +35,6 @@ age (the narrowest, then the first). A subject outside every range gets no score
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from typing import Any, Final
 
 from voxelpipe.analyses.catalogue import VOLUMETRICS_MEASURES
 from voxelpipe.atlases.atlas import REGIONS
+from voxelpipe.csv_tables import read_table, table_number
 
 __all__ = [
     "NORMED_MEASURES",
@@ -136,28 +136,12 @@ class NormsTable:
 def _number(text: str, column: str, line: int, *, empty: float | None = None) -> float:
     if not text and empty is not None:
         return empty
-    try:
-        value = float(text)
-    except ValueError:
-        raise NormsError(f"line {line}: {column} {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise NormsError(f"line {line}: {column} must be finite")
-    return value
+    return table_number(text, column, line, NormsError)
 
 
 def parse_norms_table(text: str) -> NormsTable:
     """The rows of a norms table in the documented CSV form; NormsError names the line at fault."""
-    if len(text.encode("utf-8", errors="replace")) > MAX_TABLE_BYTES:
-        raise NormsError(f"norms table larger than {MAX_TABLE_BYTES} bytes")
-    lines = [
-        (number, line)
-        for number, line in enumerate(text.splitlines(), start=1)
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    if not lines:
-        raise NormsError("norms table is empty")
-    header_line, header_text = lines[0]
-    header = [h.strip().lstrip("\ufeff").lower() for h in next(csv.reader([header_text]))]
+    header_line, header, records = read_table(text, "norms table", MAX_TABLE_BYTES, NormsError)
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise NormsError(f"line {header_line}: header lacks column(s) {', '.join(missing)}")
@@ -169,10 +153,7 @@ def parse_norms_table(text: str) -> NormsTable:
         )
     rows: list[NormRow] = []
     seen: dict[tuple[str, str, float, float], int] = {}
-    for number, line in lines[1:]:
-        cells = [cell.strip() for cell in next(csv.reader([line]))]
-        if len(cells) != len(header):
-            raise NormsError(f"line {number}: {len(cells)} fields, the header has {len(header)}")
+    for number, cells in records:
         cell = dict(zip(header, cells, strict=True))
         measure = cell["measure"]
         if measure not in NORMED_MEASURES:

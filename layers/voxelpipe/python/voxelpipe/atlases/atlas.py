@@ -16,11 +16,12 @@ Label table (CSV, UTF-8, header row required, `#` starts a comment line):
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
+
+from voxelpipe.csv_tables import read_table
 
 __all__ = [
     "MAX_LABEL",
@@ -128,26 +129,14 @@ _NAME = re.compile(r"\S(.{0,126}\S)?")
 
 def parse_label_table(text: str) -> dict[int, AtlasLabel]:
     """The labels of a label table in the documented CSV form; raises AtlasError naming the line."""
-    if len(text.encode("utf-8", errors="replace")) > MAX_TABLE_BYTES:
-        raise AtlasError(f"label table larger than {MAX_TABLE_BYTES} bytes")
-    lines = [
-        (number, line)
-        for number, line in enumerate(text.splitlines(), start=1)
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    if not lines:
-        raise AtlasError("label table is empty")
-    header = [h.strip().lstrip("\ufeff").lower() for h in next(csv.reader([lines[0][1]]))]
+    header_line, header, records = read_table(text, "label table", MAX_TABLE_BYTES, AtlasError)
     if header[:2] != ["index", "name"] or any(h not in _HEADER for h in header):
         raise AtlasError(
-            f"line {lines[0][0]}: the header must be index,name[,region], not {','.join(header)}"
+            f"line {header_line}: the header must be index,name[,region], not {','.join(header)}"
         )
     labels: dict[int, AtlasLabel] = {}
     names: set[str] = set()
-    for number, line in lines[1:]:
-        cells = [cell.strip() for cell in next(csv.reader([line]))]
-        if len(cells) != len(header):
-            raise AtlasError(f"line {number}: {len(cells)} fields, the header has {len(header)}")
+    for number, cells in records:
         row = dict(zip(header, cells, strict=True))
         try:
             index = int(row["index"])
