@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -69,10 +70,16 @@ def gpu_count(monkeypatch: pytest.MonkeyPatch) -> str:
     return analysis.name
 
 
-def _history(cloud: LocalCloud) -> list[dict[str, Any]]:
+def _history(cloud: LocalCloud, wait_s: float = 60.0) -> list[dict[str, Any]]:
+    """The execution's events once it has ended: the study's record can turn terminal a moment
+    before the execution's last events are written (seen under load)."""
     client = boto3.client("stepfunctions")
     (execution,) = client.list_executions(stateMachineArn=cloud.state_machine_arn)["executions"]
-    return client.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
+    arn = execution["executionArn"]
+    deadline = time.monotonic() + wait_s
+    while client.describe_execution(executionArn=arn)["status"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return client.get_execution_history(executionArn=arn, maxResults=1000)["events"]
 
 
 def _mni_at_2mm() -> bytes:
