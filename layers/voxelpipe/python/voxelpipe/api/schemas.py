@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 from voxelpipe.inference.registry import MAX_MODEL_BYTES, MODEL_NAME_PATTERN, SHA256_PATTERN, ModelScope
 from voxelpipe.inference.spec import ModelSpec, lambda_size_problem
 from voxelpipe.messages import Priority
-from voxelpipe.reference_kinds import ReferenceKind
+from voxelpipe.reference_kinds import ReferenceKind, ReferenceMetadata
 from voxelpipe.references import NAME_PATTERN as REFERENCE_NAME_PATTERN
 from voxelpipe.references import SHA256_PATTERN as REFERENCE_SHA256_PATTERN
 from voxelpipe.references import ReferenceScope
@@ -267,26 +267,18 @@ class ReferenceFileDeclaration(BaseModel):
     )
 
 
-class CreateReference(BaseModel):
-    """A version of reference data to register; each file is uploaded to its returned target."""
+class CreateReference(ReferenceMetadata):
+    """A version of reference data to register: its metadata (licence, citation, commercial use,
+    space, description: ReferenceMetadata's fields), name, files and scope; each file is uploaded
+    to its returned target."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
     name: str = Field(
         pattern=REFERENCE_NAME_PATTERN,
         description="lower-case letters, digits and '-'; studies name it in their parameters",
         examples=["my-atlas"],
     )
-    licence: str = Field(min_length=1, max_length=2000, description="the licence it is used under")
-    citation: str = Field(min_length=1, max_length=2000, description="what to cite for it")
-    commercial_use: bool = Field(description="whether its licence allows use in a commercial service")
-    space: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description="atlas (required): the template space of its label map, e.g. MNI152NLin2009aSym",
-    )
-    description: str | None = Field(default=None, max_length=2000)
     files: list[ReferenceFileDeclaration] = Field(min_length=1, max_length=4)
     scope: ReferenceScope = Field(
         default=ReferenceScope.TENANT,

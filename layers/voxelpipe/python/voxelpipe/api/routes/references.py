@@ -75,13 +75,7 @@ def register_reference(kind: ReferenceKind, body: CreateReference, caller: Calle
         raise invalid_request(
             "files", f"a {kind} has the files {', '.join(sorted(KINDS[kind].files))}, each declared once"
         )
-    metadata = ReferenceMetadata(
-        licence=body.licence,
-        citation=body.citation,
-        commercial_use=body.commercial_use,
-        space=body.space,
-        description=body.description,
-    )
+    metadata = ReferenceMetadata(**body.model_dump(include=set(ReferenceMetadata.model_fields)))
     try:
         record = references.register_reference(
             kind,
