@@ -178,8 +178,10 @@ def run_regional(inp: AnalysisInput) -> AnalysisOutput:
     refined = []
     if params["local_refinement"]:
         template = load_nifti(mni152_2009_template().t1.read_bytes())
+        # Both boxes from the global warp, computed once (a 12-voxel margin never reaches the other side).
+        warped = region_map(labels, atlas)
         for side in ("left", "right"):
-            box = _refinement_box(region_map(labels, atlas), side, labels.shape, LocalRefinement().margin)
+            box = _refinement_box(warped, side, labels.shape, LocalRefinement().margin)
             if box is None:
                 continue
             transform, part = refine_locally(registration, subject, template, box)
