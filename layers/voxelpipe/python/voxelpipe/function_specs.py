@@ -135,7 +135,7 @@ RUN_ANALYSIS = FunctionSpec(
 )
 FINALIZE = FunctionSpec(
     name="finalize",
-    description="Writes the study report (HTML, PDF), results.json with provenance; marks the study COMPLETED",
+    description="Writes the report (HTML, PDF) and results.json with provenance; marks the study COMPLETED",
     # The report: matplotlib's figures and a headless Chromium printing the PDF (docs/report.md);
     # Chromium wants ~1 GB and a second vCPU shortens it.
     memory_mb=2048,

@@ -82,7 +82,8 @@ class ChromiumPdfRenderer:
             if run.returncode != 0 or not pdf.is_file() or pdf.stat().st_size == 0:
                 tail = run.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
                 raise PdfRenderError(
-                    f"Chromium exited with {run.returncode} without a PDF: " + (" | ".join(tail) or "no output")
+                    f"Chromium exited with {run.returncode} without a PDF: "
+                    + (" | ".join(tail) or "no output")
                 )
             data = pdf.read_bytes()
         if not data.startswith(b"%PDF-"):

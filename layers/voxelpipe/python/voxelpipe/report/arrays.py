@@ -13,7 +13,9 @@ from voxelpipe.report.html import ReportArrays
 from voxelpipe.volume import canonical, first_volume, voxel_data, voxel_sizes
 
 
-def _labels(data: bytes | None, name: str, volume_affine: npt.NDArray[Any], shape: tuple[int, ...], notes: list[str]) -> npt.NDArray[np.uint8] | None:
+def _labels(
+    data: bytes | None, name: str, volume_affine: npt.NDArray[Any], shape: tuple[int, ...], notes: list[str]
+) -> npt.NDArray[np.uint8] | None:
     if data is None:
         return None
     try:

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 # Modest resolution: the figures print at ~17 cm wide, and every PNG travels inside the HTML.
 DPI = 80
 # The centiles drawn as bands: z of the 2.5th, 16th, 50th, 84th and 97.5th centiles.
-CENTILE_BANDS: tuple[tuple[float, float, str], ...] = ((-1.96, 1.96, "2.5th-97.5th"), (-1.0, 1.0, "16th-84th"))
+CENTILE_BANDS: tuple[tuple[float, float, str], ...] = (
+    (-1.96, 1.96, "2.5th-97.5th"),
+    (-1.0, 1.0, "16th-84th"),
+)
 TISSUE_COLOURS: dict[int, str] = {1: "#3b6fd8", 2: "#2ca02c", 3: "#f2d022"}  # csf blue, gm green, wm yellow
 
 
@@ -40,7 +43,7 @@ def _png(figure: Figure) -> bytes:
 
     canvas = FigureCanvasAgg(figure)
     buffer = io.BytesIO()
-    canvas.print_png(buffer)
+    canvas.print_png(buffer)  # type: ignore[no-untyped-call]
     return buffer.getvalue()
 
 
@@ -56,7 +59,7 @@ def label_centre(labels: npt.NDArray[np.integer[Any]]) -> tuple[int, int, int]:
     if where.size == 0:
         return tuple(int(n) // 2 for n in labels.shape)  # type: ignore[return-value]
     centre = where.mean(axis=0)
-    return int(round(centre[0])), int(round(centre[1])), int(round(centre[2]))
+    return round(float(centre[0])), round(float(centre[1])), round(float(centre[2]))
 
 
 def _planes(
@@ -112,7 +115,9 @@ def overlay_figure(
         if value in present
     ]
     if handles:
-        figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=7, frameon=False)
+        figure.legend(
+            handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=7, frameon=False
+        )
     return _png(figure)
 
 
@@ -168,7 +173,13 @@ def centile_figure(scores: Sequence[ScoredMeasure], age: float) -> bytes:
                 linewidth=0,
                 label=f"{name} centile",
             )
-        ax.plot([low, high], [score.expected, score.expected], color="#4c72b0", linewidth=1.2, label="50th centile")
+        ax.plot(
+            [low, high],
+            [score.expected, score.expected],
+            color="#4c72b0",
+            linewidth=1.2,
+            label="50th centile",
+        )
         ax.plot([age], [score.value], marker="o", color="#c0392b", markersize=6, label="this study")
         ax.set_title(f"{score.label}: z {score.z:+.2f}, {score.percentile:.1f}th centile", fontsize=8)
         ax.set_xlabel("age (years)", fontsize=7)

@@ -15,7 +15,8 @@ _MEANINGS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
         (
             r"volumes; QC describes the first",
             "Several volumes in one file",
-            "The file holds a time series or several contrasts; every measure describes the first volume only.",
+            "The file holds a time series or several contrasts; every measure describes the first "
+            "volume only.",
         ),
         (
             r"non-finite voxels",
@@ -44,7 +45,8 @@ _MEANINGS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
         (
             r"image is constant",
             "Blank image",
-            "Every voxel has the same value: there is no anatomy to measure and every measure is meaningless.",
+            "Every voxel has the same value: there is no anatomy to measure and every measure is "
+            "meaningless.",
         ),
         (
             r"registration",
@@ -55,7 +57,8 @@ _MEANINGS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
         (
             r"MONOCHROME1|Modality LUT|localizer|Burned In",
             "DICOM conversion note",
-            "The DICOM series had a property the conversion reports; check the images before relying on the measures.",
+            "The DICOM series had a property the conversion reports; check the images before relying "
+            "on the measures.",
         ),
         (
             r"slice steps vary|gantry tilt|sheared",
@@ -67,7 +70,8 @@ _MEANINGS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
 )
 _FALLBACK = (
     "Analysis warning",
-    "The analysis raised a warning it has no plain-language explanation for; read it with the measures it concerns.",
+    "The analysis raised a warning it has no plain-language explanation for; read it with the "
+    "measures it concerns.",
 )
 
 
@@ -139,7 +143,8 @@ def study_flags(document: Mapping[str, Any]) -> list[Flag]:
             Flag(
                 "normative",
                 "No normative comparison",
-                "The volumes could not be compared with a reference population; they are reported as measured.",
+                "The volumes could not be compared with a reference population; they are reported as "
+                "measured.",
                 f"{normative.get('status')}: {normative.get('message', '')}".rstrip(": "),
                 "info",
             )

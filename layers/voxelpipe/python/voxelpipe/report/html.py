@@ -145,10 +145,15 @@ def _volumetrics(measures: Mapping[str, Any]) -> str:
     fractions = measures.get("fractions_of_tiv")
     if isinstance(fractions, Mapping):
         rows += [
-            [f"{_e(name.upper())} / TIV", _measure("volumetrics", ("fractions_of_tiv", name), value, "fraction")]
+            [
+                f"{_e(name.upper())} / TIV",
+                _measure("volumetrics", ("fractions_of_tiv", name), value, "fraction"),
+            ]
             for name, value in fractions.items()
         ]
-    method = f'<p class="method">{_e(measures.get("method", ""))}. TIV: {_e(measures.get("tiv_method", ""))}.</p>'
+    method = (
+        f'<p class="method">{_e(measures.get("method", ""))}. TIV: {_e(measures.get("tiv_method", ""))}.</p>'
+    )
     return "<h3>Whole-brain volumes (volumetrics)</h3>" + _table(("Measure", "Value"), rows) + method
 
 
@@ -164,7 +169,9 @@ def _regional(measures: Mapping[str, Any]) -> str:
         for key, region in regions.items()
         if isinstance(region, Mapping)
     ]
-    out = "<h3>Regional volumes (regional)</h3>" + _table(("Region", "Volume", "Fraction of TIV", "Tissue"), rows)
+    out = "<h3>Regional volumes (regional)</h3>" + _table(
+        ("Region", "Volume", "Fraction of TIV", "Tissue"), rows
+    )
     structures = measures.get("structures") or {}
     if structures:
         out += _table(
@@ -237,14 +244,25 @@ def _normative(normative: Mapping[str, Any]) -> str:
     out = "<h3>Normative scores (normative)</h3>"
     status = normative.get("status")
     if status not in ("ok", "no_scores", "no_reference_row"):
-        return out + f'<p class="flag">No normative scores: {_e(status)}. {_e(normative.get("message", ""))}</p>'
+        return (
+            out + f'<p class="flag">No normative scores: {_e(status)}. {_e(normative.get("message", ""))}</p>'
+        )
     reference_word = "expected" if normative.get("form") == "equations" else "reference mean"
     rows = []
     for measure, score in (normative.get("scores") or {}).items():
         if not isinstance(score, Mapping):
             continue
         if score.get("status") != "ok":
-            rows.append([_e(_label(measure)), _measure("normative", ("scores", measure, "value"), score.get("value")), f'<span class="na">{_e(score.get("status"))}</span>', "", "", ""])
+            rows.append(
+                [
+                    _e(_label(measure)),
+                    _measure("normative", ("scores", measure, "value"), score.get("value")),
+                    f'<span class="na">{_e(score.get("status"))}</span>',
+                    "",
+                    "",
+                    "",
+                ]
+            )
             continue
         mean_path = ("expected",) if "expected" in score else ("reference", "mean")
         sd_path = ("sd",) if "sd" in score else ("reference", "sd")
@@ -253,7 +271,9 @@ def _normative(normative: Mapping[str, Any]) -> str:
         rows.append(
             [
                 _e(_label(measure)),
-                _measure("normative", ("scores", measure, "value"), score.get("value"), UNITS.get(measure, "")),
+                _measure(
+                    "normative", ("scores", measure, "value"), score.get("value"), UNITS.get(measure, "")
+                ),
                 _measure("normative", ("scores", measure, *mean_path), mean),
                 _measure("normative", ("scores", measure, *sd_path), sd),
                 _measure("normative", ("scores", measure, "z"), score.get("z")),
@@ -264,12 +284,17 @@ def _normative(normative: Mapping[str, Any]) -> str:
     scored = scored_measures(normative)
     age = (normative.get("subject") or {}).get("age")
     if scored and _is_number(age):
-        out += '<div class="figure">' + _image(figures.centile_figure(scored, float(age)), "centile charts") + "</div>"
+        out += (
+            '<div class="figure">'
+            + _image(figures.centile_figure(scored, float(age or 0)), "centile charts")
+            + "</div>"
+        )
         out += (
             '<p class="caption">Centile bands of the reference the normative analysis used '
             "(median, 16th-84th and 2.5th-97.5th centiles) with this study's value at the subject's age. "
             + (
-                "Each equation's expected value and SD are known at the subject's age only, so its bands are drawn there."
+                "Each equation's expected value and SD are known at the subject's age only, so its "
+                "bands are drawn there."
                 if normative.get("form") == "equations"
                 else "A table row's mean and SD hold over its whole age band."
             )
@@ -282,7 +307,10 @@ def _normative(normative: Mapping[str, Any]) -> str:
 
 def _flags(flags: Sequence[Flag]) -> str:
     if not flags:
-        return "<h2>Quality flags</h2><p>No quality flag was raised: the checks found nothing to qualify the measures.</p>"
+        return (
+            "<h2>Quality flags</h2><p>No quality flag was raised: "
+            "the checks found nothing to qualify the measures.</p>"
+        )
     items = "".join(
         f'<li class="flag {_e(flag.severity)}"><strong>{_e(flag.title)}</strong> '
         f'<span class="source">({_e(flag.source)})</span><br>{_e(flag.meaning)}'
@@ -290,7 +318,7 @@ def _flags(flags: Sequence[Flag]) -> str:
         + "</li>"
         for flag in flags
     )
-    return f"<h2>Quality flags</h2><ul class=\"flags\">{items}</ul>"
+    return f'<h2>Quality flags</h2><ul class="flags">{items}</ul>'
 
 
 def _overlays(arrays: ReportArrays | None, document: Mapping[str, Any]) -> str:
@@ -306,15 +334,30 @@ def _overlays(arrays: ReportArrays | None, document: Mapping[str, Any]) -> str:
     if arrays.tissue_labels is not None:
         overlay = figures.LabelOverlay(arrays.tissue_labels, figures.TISSUE_COLOURS, TISSUE_NAMES)
         out += "<h3>Tissue segmentation (tissue-seg)</h3>"
-        out += '<div class="figure">' + _image(figures.overlay_figure(volume, arrays.zooms, overlay, window), "tissue segmentation") + "</div>"
+        out += (
+            '<div class="figure">'
+            + _image(figures.overlay_figure(volume, arrays.zooms, overlay, window), "tissue segmentation")
+            + "</div>"
+        )
     if arrays.region_labels is not None:
         regions = (_measures_of(document, "regional") or {}).get("regions") or {}
-        names = {int(r["number"]): key.replace("_", " ") for key, r in regions.items() if isinstance(r, Mapping) and "number" in r}
+        names = {
+            int(r["number"]): key.replace("_", " ")
+            for key, r in regions.items()
+            if isinstance(r, Mapping) and "number" in r
+        }
         numbers = sorted(names) or sorted({int(v) for v in np.unique(arrays.region_labels)} - {0})
         overlay = figures.LabelOverlay(arrays.region_labels, figures.region_colours(numbers), names)
         out += "<h3>Regions (regional)</h3>"
-        out += '<div class="figure">' + _image(figures.overlay_figure(volume, arrays.zooms, overlay, window), "regions") + "</div>"
-    out += '<p class="caption">Radiological convention: the patient\'s right on the viewer\'s left. The planes cross at the labels\' centre.</p>'
+        out += (
+            '<div class="figure">'
+            + _image(figures.overlay_figure(volume, arrays.zooms, overlay, window), "regions")
+            + "</div>"
+        )
+    out += (
+        "<p class=\"caption\">Radiological convention: the patient's right on the viewer's left. "
+        "The planes cross at the labels' centre.</p>"
+    )
     out += "".join(f'<p class="na">{_e(note)}</p>' for note in arrays.notes)
     return out
 
@@ -332,37 +375,57 @@ def _citations(document: Mapping[str, Any]) -> str:
                 name = str(item.get(key) or item.get("name") or key)
                 version = item.get("version")
                 title = f"{key}: {name}" + (f" {version}" if version else "")
-                seen.setdefault(title, (analysis, str(item.get("citation", "")), str(item.get("licence", ""))))
+                seen.setdefault(
+                    title, (analysis, str(item.get("citation", "")), str(item.get("licence", "")))
+                )
         for source in measures.get("sources") or []:
             seen.setdefault(f"reference: {source}", (analysis, str(source), ""))
     if not seen:
         return ""
-    rows = [[_e(title), _e(analysis), _e(citation), _e(licence)] for title, (analysis, citation, licence) in seen.items()]
-    return "<h3>Atlases, templates and reference tables</h3>" + _table(("Resource", "Used by", "Citation", "Licence"), rows)
+    rows = [
+        [_e(title), _e(analysis), _e(citation), _e(licence)]
+        for title, (analysis, citation, licence) in seen.items()
+    ]
+    return "<h3>Atlases, templates and reference tables</h3>" + _table(
+        ("Resource", "Used by", "Citation", "Licence"), rows
+    )
 
 
 def _provenance(document: Mapping[str, Any]) -> str:
     provenance = document.get("provenance") or {}
+    parameters = provenance.get("parameters") or {}
     versions = [
-        [_e(name), _e(version), f"<code>{_e(json.dumps((provenance.get('parameters') or {}).get(name, {}), sort_keys=True))}</code>"]
+        [
+            _e(name),
+            _e(version),
+            f"<code>{_e(json.dumps(parameters.get(name, {}), sort_keys=True))}</code>",
+        ]
         for name, version in (provenance.get("analyses") or {}).items()
     ]
     out = '<h2 class="break">Provenance</h2>' + _table(("Analysis", "Version", "Parameters"), versions)
     out += _citations(document)
     libraries = ", ".join(f"{_e(k)} {_e(v)}" for k, v in (provenance.get("libraries") or {}).items())
     out += (
-        f"<p>voxelpipe {_e(provenance.get('voxelpipe_version', ''))}, Python {_e(provenance.get('python', ''))}; "
+        f"<p>voxelpipe {_e(provenance.get('voxelpipe_version', ''))}, "
+        f"Python {_e(provenance.get('python', ''))}; "
         f"{libraries}. Input SHA-256 <code>{_e(provenance.get('input_sha256') or 'unknown')}</code>.</p>"
     )
     timings = document.get("timings_ms") or {}
     out += "<h3>Timings</h3>" + _table(
-        ("Step", "Duration"), [[_e(step), _doc(("timings_ms", step), ms, "ms")] for step, ms in timings.items()]
+        ("Step", "Duration"),
+        [[_e(step), _doc(("timings_ms", step), ms, "ms")] for step, ms in timings.items()],
     )
     cost = provenance.get("cost")
     if isinstance(cost, Mapping):
         rows = [
-            ["Estimated cost", _doc(("provenance", "cost", "estimated_usd"), cost.get("estimated_usd"), "USD")],
-            ["Lambda compute", _doc(("provenance", "cost", "lambda_gb_seconds"), cost.get("lambda_gb_seconds"), "GB-s")],
+            [
+                "Estimated cost",
+                _doc(("provenance", "cost", "estimated_usd"), cost.get("estimated_usd"), "USD"),
+            ],
+            [
+                "Lambda compute",
+                _doc(("provenance", "cost", "lambda_gb_seconds"), cost.get("lambda_gb_seconds"), "GB-s"),
+            ],
             ["GPU", _doc(("provenance", "cost", "gpu_seconds"), cost.get("gpu_seconds"), "s")],
         ]
         rows += [
@@ -371,20 +434,25 @@ def _provenance(document: Mapping[str, Any]) -> str:
         ]
         prices = cost.get("prices") or {}
         out += "<h3>Cost</h3>" + _table(("Item", "Value"), rows)
-        out += f'<p class="method">Prices of {_e(prices.get("region", ""))} as of {_e(prices.get("as_of", ""))}; counted up to the report (Finalize\'s own share until then).</p>'
+        out += (
+            f'<p class="method">Prices of {_e(prices.get("region", ""))} as of '
+            f"{_e(prices.get('as_of', ''))}; counted up to the report (Finalize's own share until then).</p>"
+        )
     return out
 
 
 CSS = """
 @page { size: A4; margin: 14mm 12mm; }
 * { box-sizing: border-box; }
-body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; font-size: 10pt; color: #1d1d1d; margin: 0 auto; max-width: 190mm; }
+body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; font-size: 10pt;
+       color: #1d1d1d; margin: 0 auto; max-width: 190mm; }
 h1 { font-size: 16pt; margin: 0 0 4mm; }
 h2 { font-size: 13pt; border-bottom: 1px solid #888; margin: 6mm 0 2mm; }
 h3 { font-size: 11pt; margin: 4mm 0 1.5mm; }
 table { border-collapse: collapse; width: 100%; margin: 1mm 0 2mm; break-inside: auto; }
 tr { break-inside: avoid; }
-th, td { border: 1px solid #ccc; padding: 1mm 2mm; overflow-wrap: anywhere; text-align: left; vertical-align: top; font-size: 9pt; }
+th, td { border: 1px solid #ccc; padding: 1mm 2mm; overflow-wrap: anywhere; text-align: left;
+         vertical-align: top; font-size: 9pt; }
 thead th { background: #eef1f5; }
 table.facts th { width: 45mm; background: #f6f6f6; }
 .num { font-variant-numeric: tabular-nums; }
@@ -408,8 +476,8 @@ def build_report(
 ) -> str:
     """The report of a completed study: its results document, the subject the study declared
     (subject_ref, age, sex; nothing else is read of it) and its arrays (None: no images)."""
-    measures = {
-        name: entry.get("measures")
+    measures: dict[str, Mapping[str, Any]] = {
+        name: entry["measures"]
         for name, entry in (document.get("analyses") or {}).items()
         if isinstance(entry, Mapping) and isinstance(entry.get("measures"), Mapping)
     }
@@ -434,7 +502,13 @@ def build_report(
             "<h3>Registration check (registration)</h3>"
             + _table(
                 ("Template vs. segmentation overlap", "Dice"),
-                [[_e(key.replace("_", " ")), _measure("registration", ("overlap_with_segmentation", key), value)] for key, value in overlap.items()],
+                [
+                    [
+                        _e(key.replace("_", " ")),
+                        _measure("registration", ("overlap_with_segmentation", key), value),
+                    ]
+                    for key, value in overlap.items()
+                ],
             )
         )
     sections.append(_flags(study_flags(document)))
