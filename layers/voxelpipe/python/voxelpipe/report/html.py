@@ -383,7 +383,12 @@ def _citations(document: Mapping[str, Any]) -> str:
     if not seen:
         return ""
     rows = [
-        [_e(title), _e(analysis), _e(citation), _e(licence)]
+        [
+            _e(title),
+            _e(analysis),
+            f'<span class="long">{_e(citation)}</span>',
+            f'<span class="long">{_e(licence)}</span>',
+        ]
         for title, (analysis, citation, licence) in seen.items()
     ]
     return "<h3>Atlases, templates and reference tables</h3>" + _table(
@@ -449,9 +454,10 @@ body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; font-si
 h1 { font-size: 16pt; margin: 0 0 4mm; }
 h2 { font-size: 13pt; border-bottom: 1px solid #888; margin: 6mm 0 2mm; }
 h3 { font-size: 11pt; margin: 4mm 0 1.5mm; }
+h2, h3 { break-after: avoid; }
 table { border-collapse: collapse; width: 100%; margin: 1mm 0 2mm; break-inside: auto; }
 tr { break-inside: avoid; }
-th, td { border: 1px solid #ccc; padding: 1mm 2mm; overflow-wrap: anywhere; text-align: left;
+th, td { border: 1px solid #ccc; padding: 1mm 2mm; overflow-wrap: break-word; text-align: left;
          vertical-align: top; font-size: 9pt; }
 thead th { background: #eef1f5; }
 table.facts th { width: 45mm; background: #f6f6f6; }
@@ -465,7 +471,8 @@ ul.flags { padding-left: 5mm; }
 li.flag { margin-bottom: 2mm; }
 li.warning strong { color: #a04000; }
 li.attention strong { color: #b00020; }
-code { font-size: 8pt; word-break: break-all; }
+code { font-size: 8pt; overflow-wrap: anywhere; }
+.long { overflow-wrap: anywhere; }
 .break { break-before: page; }
 footer { margin-top: 6mm; font-size: 8pt; color: #666; }
 """
