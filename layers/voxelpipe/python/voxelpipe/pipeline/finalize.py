@@ -9,7 +9,7 @@ from voxelpipe import tracking
 from voxelpipe.cost import PriceTable, StepUse, study_cost
 from voxelpipe.keys import results_key
 from voxelpipe.messages import FinalizeInput
-from voxelpipe.pipeline.report import write_report
+from voxelpipe.pipeline.report import report_reads, write_report
 from voxelpipe.ports import ObjectStorage, PdfRenderer, StudyStore
 from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.results import build_results
@@ -68,14 +68,16 @@ def attempt_cost(
     steps.append(StepUse(STEP, (tracking.now() - finalizing.started_at).total_seconds() * 1000))
     uploads = len((study.manifest if study is not None else None) or [None])
     # S3 requests, counted from what the steps read and write (docs/operations.md): the uploads,
-    # Prepare's reads and its canonical volume, each analysis's reads and writes, results.json.
+    # Prepare's reads and its canonical volume, each analysis's reads and writes, the report's
+    # reads (the volume and the label maps) and writes (report.html, report.pdf), results.json.
     dicom = study is not None and study.input_format == "dicom"
-    s3_gets = uploads + sum(1 + len(r.artifacts) for r in state.results)
+    s3_gets = uploads + sum(1 + len(r.artifacts) for r in state.results) + report_reads(state)
     s3_puts = (
         uploads
         + 1
         + (uploads + 1 if dicom else 0)
         + sum(len(r.artifacts) + len(r.intermediates) + 1 for r in state.results)
+        + 2
         + 1
     )
     return study_cost(

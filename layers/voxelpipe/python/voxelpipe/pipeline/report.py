@@ -28,6 +28,13 @@ def _artifact(state: FinalizeInput, storage: ObjectStorage, analysis: str, name:
     return storage.read(key) if produced else None
 
 
+def report_reads(state: FinalizeInput) -> int:
+    """The objects the report reads: the volume, and each label map the study produced."""
+    produced = {key for result in state.results for key in result.artifacts}
+    maps = (derived_key(state.study_id, *where) for where in (TISSUE_LABELS, REGION_LABELS))
+    return 1 + sum(1 for key in maps if key in produced)
+
+
 def _arrays(state: FinalizeInput, storage: ObjectStorage) -> ReportArrays:
     return report_arrays(
         storage.read(state.prepared.volume_key),
