@@ -69,12 +69,23 @@ def _check_report(server: str, study_id: str, document: dict, tmp_path: Path) ->
     assert "sub-7" in html.read_text() and "t1w.nii.gz" not in html.read_text()
 
 
-def test_the_report_of_an_unknown_study_is_a_clear_error(server: str):
+def test_the_report_of_an_unknown_or_unfinished_study_is_a_clear_error(server: str, tmp_path: Path):
     env = {**os.environ, "VOXELPIPE_API_URL": server, "VOXELPIPE_TOKEN": mint_dev_token("lab-a", Role.VIEWER)}
     run = subprocess.run(
         [str(VOXELPIPE), "report", "0" * 32], env=env, capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 1 and "voxelpipe report: 404" in run.stderr
+    waiting = _client(server).http.post("/studies", json={"files": [{"name": "t1w.nii", "size": 10}]}).json()
+    run = subprocess.run(
+        [str(VOXELPIPE), "report", waiting["study_id"], "--out", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert "is AWAITING_UPLOAD, not COMPLETED: it has no report yet" in run.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_form_upload_larger_than_declared_is_refused_by_s3(server: str):
