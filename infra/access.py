@@ -73,8 +73,11 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
         delete=[WORK, DERIVED],
         list_versions=[WORK, DERIVED],
     ),
-    # Writes results.json.
-    FINALIZE.name: BucketAccess(write=[DERIVED], delete=[DERIVED], list_versions=[DERIVED]),
+    # Reads the prepared volume and the label maps the report draws over it; writes the report
+    # (report.html, report.pdf) and results.json.
+    FINALIZE.name: BucketAccess(
+        read=[WORK, DERIVED], write=[DERIVED], delete=[DERIVED], list_versions=[DERIVED]
+    ),
     # Purges recently deleted studies again: every version of every object a study has.
     REAPER.name: BucketAccess(delete=[*ALL_PREFIXES], list_versions=[*ALL_PREFIXES]),
     # Presigns uploads (POST and multipart, signed by this role: s3:PutObject) and artifact

@@ -189,3 +189,9 @@ class Client:
             target.write_bytes(response.content)
             written.append(target)
         return written
+
+    def fetch(self, url: str) -> bytes:
+        """The bytes behind a presigned link the API handed out."""
+        response = httpx.get(url, timeout=None)
+        response.raise_for_status()
+        return response.content

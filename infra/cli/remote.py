@@ -1,4 +1,4 @@
-"""The CLI's commands for users of a deployment: serve, token, upload, status, results, list, model,
+"""The CLI's commands for users of a deployment: serve, token, upload, status, results, report, list, model,
 atlas, norms, admin.
 
 They talk to any deployment with `--api-url` and a token (`--token` or VOXELPIPE_TOKEN); with
@@ -57,6 +57,14 @@ def add_commands(commands: Any) -> None:
     results.add_argument("study_id")
     results.add_argument("--download", type=Path, metavar="DIR", help="write every artifact under DIR")
     connection(results)
+
+    report = commands.add_parser("report", help="download a completed study's report (HTML and PDF)")
+    report.add_argument("study_id")
+    report.add_argument(
+        "--out", type=Path, default=Path("."), metavar="DIR", help="where to write them (default .)"
+    )
+    report.add_argument("--open", action="store_true", help="open report.html in the web browser")
+    connection(report)
 
     admin = commands.add_parser("admin", help="operators' commands against a deployment (AWS credentials)")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)
@@ -237,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
             if args.download:
                 written = client.download(results, args.download)
                 print(f"{len(written)} artifacts written under {args.download}/", file=sys.stderr)
+        elif args.command == "report":
+            return _report(args, client)
         elif args.command == "list":
             page = client.list_studies(status=args.status, limit=args.limit, cursor=args.cursor)
             human = "\n".join(f"{s['study_id']}  {s['status']:<16} {s['created_at']}" for s in page["items"])
@@ -247,6 +257,45 @@ def run(args: argparse.Namespace) -> int:
         print(f"voxelpipe {args.command}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _report(args: argparse.Namespace, client: Any) -> int:
+    """Write report.html and report.pdf of a COMPLETED study under --out: 0 when both were written,
+    1 when the study has no report (not COMPLETED) or a file of it is unavailable (the other is
+    still written)."""
+    view = client.study(args.study_id)
+    if view["status"] != "COMPLETED":
+        print(
+            f"voxelpipe report: study {args.study_id} is {view['status']}, not COMPLETED: it has no report"
+            + (" yet" if view["status"] not in ("REJECTED", "FAILED", "DELETED") else ""),
+            file=sys.stderr,
+        )
+        return 1
+    report = view.get("report")
+    if not report:
+        print(
+            f"voxelpipe report: study {args.study_id} has no report (completed before reports)",
+            file=sys.stderr,
+        )
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    code = 0
+    written: dict[str, Path] = {}
+    for kind in ("html", "pdf"):
+        entry = report[kind]
+        if entry["status"] != "available" or not entry.get("url"):
+            print(f"voxelpipe report: report.{kind} is unavailable: {entry.get('error')}", file=sys.stderr)
+            code = 1
+            continue
+        target = args.out / f"report.{kind}"
+        target.write_bytes(client.fetch(entry["url"]))
+        written[kind] = target
+        print(target)
+    if args.open and "html" in written:
+        import webbrowser
+
+        webbrowser.open(written["html"].resolve().as_uri())
+    return code
 
 
 def _upload(args: argparse.Namespace, client: Any) -> int:

@@ -101,7 +101,14 @@ def test_status_steps_results_and_listing(api: TestClient, cloud: LocalCloud):
     assert view["status"] == "COMPLETED"
     assert all(step["progress"] == 100 and step["duration_ms"] is not None for step in view["steps"])
     results = api.get(f"/studies/{first}/results", headers=auth(role=Role.VIEWER)).json()
-    assert {"qc/preview_axial.png", "results.json"} <= {a["path"] for a in results["artifacts"]}
+    assert {"qc/preview_axial.png", "results.json", "report.html", "report.pdf"} <= {
+        a["path"] for a in results["artifacts"]
+    }
+    # The study links its report with presigned GETs (docs/report.md).
+    report = view["report"]
+    assert report["html"]["status"] == report["pdf"]["status"] == "available", report
+    assert f"derived/{first}/report.pdf" in report["pdf"]["url"] and "Signature" in report["pdf"]["url"]
+    assert api.get("/studies", headers=auth()).json()["items"][0]["report"] is None  # listings: no links
 
     page = api.get("/studies", params={"limit": 2}, headers=auth(role=Role.VIEWER)).json()
     assert len(page["items"]) == 2 and page["next_cursor"]

@@ -135,10 +135,14 @@ RUN_ANALYSIS = FunctionSpec(
 )
 FINALIZE = FunctionSpec(
     name="finalize",
-    description="Writes results.json with provenance and marks the study COMPLETED",
-    memory_mb=512,
-    timeout_s=60,
+    description="Writes the report (HTML, PDF) and results.json with provenance; marks the study COMPLETED",
+    # The report: matplotlib's figures and a headless Chromium printing the PDF (docs/report.md);
+    # Chromium wants ~1 GB and a second vCPU shortens it.
+    memory_mb=2048,
+    timeout_s=180,
     env=(EnvVar.BUCKET, *_STATUS_TABLES),
+    image=True,  # Chromium (a Debian package) and matplotlib
+    dependencies=(),  # the image installs the package with its dependencies
 )
 MARK_FAILED = FunctionSpec(
     name="mark_failed",

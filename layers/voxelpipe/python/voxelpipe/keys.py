@@ -116,3 +116,11 @@ def reference_prefix(kind: str, owner: str, name: str, version: str) -> str:
 
 def reference_key(kind: str, owner: str, name: str, version: str, filename: str) -> str:
     return reference_prefix(kind, owner, name, version) + filename
+
+
+def report_html_key(study_id: str) -> str:
+    return derived_key(study_id, "report.html")
+
+
+def report_pdf_key(study_id: str) -> str:
+    return derived_key(study_id, "report.pdf")

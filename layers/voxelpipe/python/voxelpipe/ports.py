@@ -200,11 +200,25 @@ class Executions(Protocol):
         ...
 
 
+class PdfRenderError(RuntimeError):
+    """The PDF engine could not render the page (missing, crashed, timed out); the message says why."""
+
+
+class PdfRenderer(Protocol):
+    """Prints a self-contained HTML page to PDF, as a browser prints it (the page's print CSS)."""
+
+    def render_pdf(self, html: str) -> bytes:
+        """The PDF's bytes; raises PdfRenderError."""
+        ...
+
+
 __all__ = [
     "Changes",
     "Executions",
     "ObjectInfo",
     "ObjectStorage",
+    "PdfRenderError",
+    "PdfRenderer",
     "StudyChanged",
     "StudyPage",
     "StudyStore",

@@ -89,6 +89,7 @@ class StudyRecord(Model):
     # the status-change event.
     previous_status = UnicodeAttribute(null=True)
     cost = JSONAttribute(null=True)  # measured resource use and estimated cost (voxelpipe.cost)
+    report = JSONAttribute(null=True)  # report.html/report.pdf: {"html"|"pdf": {status, key|error}}
 
     tenant_created = TenantCreatedIndex()
     status_updated = StatusUpdatedIndex()

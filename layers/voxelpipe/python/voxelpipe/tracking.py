@@ -130,7 +130,7 @@ def transition(
 # A new attempt may follow an attempt that ended; a rejected upload needs a new upload instead.
 REPROCESSABLE = frozenset({StudyStatus.COMPLETED, StudyStatus.FAILED})
 # What a new attempt starts without: the outcome of the one before.
-_ATTEMPT_OUTCOME = ("error", "results_key", "summary", "cost")
+_ATTEMPT_OUTCOME = ("error", "results_key", "summary", "cost", "report")
 
 
 def open_attempt(store: StudyStore, study_id: str, previous: int) -> StudyRecord:

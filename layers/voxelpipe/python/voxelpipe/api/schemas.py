@@ -156,6 +156,23 @@ class StudyView(BaseModel):
     cost: StudyCost | None = Field(
         default=None, description="once COMPLETED: resource use and estimated cost"
     )
+    report: StudyReport | None = Field(
+        default=None, description="once COMPLETED: the study report, HTML and PDF (docs/report.md)"
+    )
+
+
+class ReportFile(BaseModel):
+    status: str = Field(description="available, or unavailable (the report could not be made: see error)")
+    url: str | None = Field(default=None, description="a short-lived presigned GET when available")
+    error: str | None = None
+
+
+class StudyReport(BaseModel):
+    """The report of a completed study: links expire at `expires_at` (GET the study again for new ones)."""
+
+    html: ReportFile
+    pdf: ReportFile
+    expires_at: datetime | None = None
 
 
 class StudyCost(BaseModel):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from voxelpipe.api.schemas import (
     DeclaredFile,
     ModelView,
     ReferenceFileView,
     ReferenceView,
+    ReportFile,
     StepView,
     StudyCost,
+    StudyReport,
     StudyView,
 )
+from voxelpipe.api.uploads import URL_EXPIRY, expiry
 from voxelpipe.inference.registry import scope_of
 from voxelpipe.inference.spec import ModelSpec, analysis_name
 from voxelpipe.ports import StudyStore
@@ -20,8 +25,27 @@ from voxelpipe.references import record_files
 from voxelpipe.references import scope_of as reference_scope
 
 
-def study_view(study: StudyRecord, store: StudyStore | None = None) -> StudyView:
-    """The study; with `store`, its current attempt's steps too."""
+class Presigner(Protocol):
+    def presign_get(self, key: str, expires_s: int) -> str: ...
+
+
+def report_view(report: dict[str, Any], bucket: Presigner) -> StudyReport:
+    """The report's files, each with a presigned link when it is available."""
+    expires_s = int(URL_EXPIRY.total_seconds())
+
+    def file(entry: Any) -> ReportFile:
+        if isinstance(entry, dict) and entry.get("status") == "available" and entry.get("key"):
+            return ReportFile(status="available", url=bucket.presign_get(entry["key"], expires_s))
+        error = entry.get("error") if isinstance(entry, dict) else None
+        return ReportFile(status="unavailable", error=error or "no report was made")
+
+    return StudyReport(html=file(report.get("html")), pdf=file(report.get("pdf")), expires_at=expiry())
+
+
+def study_view(
+    study: StudyRecord, store: StudyStore | None = None, bucket: Presigner | None = None
+) -> StudyView:
+    """The study; with `store`, its current attempt's steps too; with `bucket`, links to its report."""
     steps = (
         [
             StepView(
@@ -55,6 +79,11 @@ def study_view(study: StudyRecord, store: StudyStore | None = None) -> StudyView
         files=[DeclaredFile.model_validate(entry) for entry in study.manifest or []],
         steps=steps,
         cost=StudyCost.model_validate(study.cost) if study.cost else None,
+        report=(
+            report_view(study.report, bucket)
+            if bucket is not None and study.report and study.status == "COMPLETED"
+            else None
+        ),
     )
 
 

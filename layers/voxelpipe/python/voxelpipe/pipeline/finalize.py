@@ -1,4 +1,4 @@
-"""Finalize: write results.json and mark the study COMPLETED."""
+"""Finalize: write the report, results.json, and mark the study COMPLETED."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from voxelpipe import tracking
 from voxelpipe.cost import PriceTable, StepUse, study_cost
 from voxelpipe.keys import results_key
 from voxelpipe.messages import FinalizeInput
-from voxelpipe.ports import ObjectStorage, StudyStore
+from voxelpipe.pipeline.report import report_reads, write_report
+from voxelpipe.ports import ObjectStorage, PdfRenderer, StudyStore
 from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.results import build_results
 from voxelpipe.status import StudyStatus, TaskStatus
@@ -19,7 +20,9 @@ from voxelpipe.wiring import Prefix
 STEP = "finalize"
 
 
-def finalize(state: FinalizeInput, store: StudyStore, storage: ObjectStorage) -> dict[str, str]:
+def finalize(
+    state: FinalizeInput, store: StudyStore, storage: ObjectStorage, renderer: PdfRenderer
+) -> dict[str, str]:
     with writing_for(store, storage, state.study_id, writes=(Prefix.DERIVED,)):
         task = tracking.start_task(store, state.study_id, state.attempt, STEP)
         study = store.get_study(state.study_id)
@@ -33,6 +36,11 @@ def finalize(state: FinalizeInput, store: StudyStore, storage: ObjectStorage) ->
         document = build_results(state, upload, timings)
         cost = attempt_cost(state, study, tasks, task)
         document["provenance"]["cost"] = cost
+        # The report is drawn from the document as it stands (cost counted up to here), and what
+        # became of it is added after: the report never fails the study (pipeline/report.py).
+        subject = study.subject if study is not None else None
+        report = write_report(state, document, subject, storage, renderer)
+        document["report"] = report
         key = results_key(state.study_id)
         storage.write(key, json.dumps(document, indent=2).encode(), content_type="application/json")
         summary = {name: result["measures"] for name, result in document["analyses"].items()}
@@ -44,7 +52,7 @@ def finalize(state: FinalizeInput, store: StudyStore, storage: ObjectStorage) ->
             state.study_id,
             state.attempt,
             StudyStatus.COMPLETED,
-            changes={"results_key": key, "summary": summary, "cost": cost},
+            changes={"results_key": key, "summary": summary, "cost": cost, "report": report},
         )
     return {"results_key": key}
 
@@ -60,14 +68,16 @@ def attempt_cost(
     steps.append(StepUse(STEP, (tracking.now() - finalizing.started_at).total_seconds() * 1000))
     uploads = len((study.manifest if study is not None else None) or [None])
     # S3 requests, counted from what the steps read and write (docs/operations.md): the uploads,
-    # Prepare's reads and its canonical volume, each analysis's reads and writes, results.json.
+    # Prepare's reads and its canonical volume, each analysis's reads and writes, the report's
+    # reads (the volume and the label maps) and writes (report.html, report.pdf), results.json.
     dicom = study is not None and study.input_format == "dicom"
-    s3_gets = uploads + sum(1 + len(r.artifacts) for r in state.results)
+    s3_gets = uploads + sum(1 + len(r.artifacts) for r in state.results) + report_reads(state)
     s3_puts = (
         uploads
         + 1
         + (uploads + 1 if dicom else 0)
         + sum(len(r.artifacts) + len(r.intermediates) + 1 for r in state.results)
+        + 2
         + 1
     )
     return study_cost(

@@ -22,6 +22,7 @@ _FORGOTTEN_ON_DELETE = (
     "summary",
     "results_key",
     "cost",
+    "report",
     "webhook_url",
     "parameters",
     "uid_key",

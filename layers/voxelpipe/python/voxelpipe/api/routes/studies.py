@@ -137,8 +137,8 @@ def list_studies(
 
 
 @router.get("/{study_id}", response_model=StudyView, **requires(Action.READ, 404))
-def get_study(study_id: str, caller: Caller, store: Store) -> StudyView:
-    return study_view(owned_study(store, caller, study_id), store)
+def get_study(study_id: str, caller: Caller, store: Store, bucket: Bucket) -> StudyView:
+    return study_view(owned_study(store, caller, study_id), store, bucket)
 
 
 @router.get("/{study_id}/results", response_model=StudyResults, **requires(Action.READ, 404, 409))
