@@ -48,7 +48,7 @@ from voxelpipe.function_specs import (
     FunctionSpec,
 )
 from voxelpipe.gpu_settings import GpuSettings
-from voxelpipe.records import REGISTRY_MODELS, STATUS_MODELS, table_schema
+from voxelpipe.records import LIVE_MODELS, REGISTRY_MODELS, STATUS_MODELS, table_schema
 from voxelpipe.wiring import ENV_RESOURCES, FUNCTION_TAG, GPU_RESOURCES, EnvVar, Prefix, Resource
 from voxelpipe.workflow_settings import (
     DISPATCH_BATCH_SIZE,
@@ -130,14 +130,14 @@ class VoxelpipeStack(Stack):
         }
         tables = {
             ENV_RESOURCES[var]: table_for_model(self, ENV_RESOURCES[var], model, key=key)
-            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS}.items()
+            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS, **LIVE_MODELS}.items()
         }
         tables[Resource.IDEMPOTENCY_TABLE] = idempotency_table(self, Resource.IDEMPOTENCY_TABLE, key=key)
         table_indexes = {
             ENV_RESOURCES[var]: [
                 index["index_name"] for index in table_schema(model)["global_secondary_indexes"]
             ]
-            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS}.items()
+            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS, **LIVE_MODELS}.items()
         }
         self.security.back_up_tables(self, list(tables.values()))
         # `make layers` builds them (infra/layers.py), with bytecode for python3.12.
