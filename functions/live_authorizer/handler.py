@@ -15,12 +15,14 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from voxelpipe.adapters import cognito_tokens, secrets
-from voxelpipe.live import TOKEN_PARAMETER, LiveRefused, authorize
+from voxelpipe.live_auth import TOKEN_PARAMETER, LiveRefused, authorize
 from voxelpipe.observability import logger, metrics, tracer
 from voxelpipe.viewer_grants import grant_key
 
 
-def _policy(effect: str, resource: str, principal: str, context: dict[str, str | int] | None = None) -> dict[str, Any]:
+def _policy(
+    effect: str, resource: str, principal: str, context: dict[str, str | int] | None = None
+) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "principalId": principal,
         "policyDocument": {

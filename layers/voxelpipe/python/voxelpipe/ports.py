@@ -229,8 +229,8 @@ class LiveConnections(Protocol):
 __all__ = [
     "Changes",
     "ConnectionStore",
-    "LiveConnections",
     "Executions",
+    "LiveConnections",
     "ObjectInfo",
     "ObjectStorage",
     "StudyChanged",

@@ -25,7 +25,9 @@ from voxelpipe.records import ALL_STUDIES, ConnectionRecord
 from voxelpipe.status_events import StudyStatusChanged, StudyStepChanged
 
 
-def connect(connections: ConnectionStore, connection_id: str, caller: LiveCaller, now: float) -> ConnectionRecord:
+def connect(
+    connections: ConnectionStore, connection_id: str, caller: LiveCaller, now: float
+) -> ConnectionRecord:
     """Record a connection its caller's token opened; it follows nothing until it subscribes."""
     record = ConnectionRecord(
         connection_id,
@@ -46,11 +48,15 @@ def disconnect(connections: ConnectionStore, connection_id: str) -> None:
     connections.delete_connection(connection_id)
 
 
-def _may_follow(connection: ConnectionRecord, request: SubscriptionRequest, studies: StudyStore) -> dict[str, Any] | None:
+def _may_follow(
+    connection: ConnectionRecord, request: SubscriptionRequest, studies: StudyStore
+) -> dict[str, Any] | None:
     """None when the connection may follow what it asks for, else the error to answer with."""
     if request.study_id is None:
         if connection.role is None:
-            return error_message("forbidden", "a viewer link may follow only the studies it opens: name a study_id")
+            return error_message(
+                "forbidden", "a viewer link may follow only the studies it opens: name a study_id"
+            )
         return None
     study = studies.get_study(request.study_id)
     # Another tenant's study is refused exactly as a missing one.
