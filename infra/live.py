@@ -21,10 +21,10 @@ from constructs import Construct
 from infra import nag
 from infra.security import StackSecurity, logical_id
 from voxelpipe.live_auth import TOKEN_PARAMETER
-from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, STEP_CHANGED, EnvVar, Resource
+from voxelpipe.wiring import EVENT_SOURCE, LIVE_STAGE, STATUS_CHANGED, STEP_CHANGED, EnvVar, Resource
 from voxelpipe.workflow_settings import LIVE_BATCH_SIZE, LIVE_MAX_RECEIVE_COUNT, LIVE_VISIBILITY_TIMEOUT_S
 
-STAGE_NAME = "v1"
+STAGE_NAME = LIVE_STAGE
 THROTTLE_RATE = 50  # messages and connections per second, steady
 THROTTLE_BURST = 100
 
@@ -104,11 +104,15 @@ class LiveProgress(Construct):
             scope,
             "StudyChangesToLive",
             event_bus=bus,
-            event_pattern=events.EventPattern(source=[EVENT_SOURCE], detail_type=[STATUS_CHANGED, STEP_CHANGED]),
+            event_pattern=events.EventPattern(
+                source=[EVENT_SOURCE], detail_type=[STATUS_CHANGED, STEP_CHANGED]
+            ),
             targets=[targets.SqsQueue(self.queue)],
         )
         push.add_event_source(
-            event_sources.SqsEventSource(self.queue, batch_size=LIVE_BATCH_SIZE, report_batch_item_failures=True)
+            event_sources.SqsEventSource(
+                self.queue, batch_size=LIVE_BATCH_SIZE, report_batch_item_failures=True
+            )
         )
 
     @property

@@ -5,10 +5,13 @@ Every key is documented in docs/deploy.md; the defaults here are the ones cdk.js
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from constructs import Node
+if TYPE_CHECKING:  # imported without CDK by `voxelpipe serve` (the CORS origins)
+    from constructs import Node
 
 # Days CloudWatch log groups (functions, API access and execution logs, state machine) keep events.
 LOG_RETENTION_DAYS = "voxelpipe:logRetentionDays"
@@ -24,6 +27,12 @@ DEFAULTS: dict[str, Any] = {
     DERIVED_TRANSITION_DAYS: 90,
     CORS_ALLOWED_ORIGINS: [],
 }
+
+
+def cdk_json_cors_origins() -> tuple[str, ...]:
+    """The CORS origins cdk.json's context sets (`voxelpipe serve` applies them too)."""
+    context = json.loads((Path(__file__).resolve().parent.parent / "cdk.json").read_text()).get("context", {})
+    return parse_origins(context.get(CORS_ALLOWED_ORIGINS) or [])
 
 
 def parse_origins(value: Any) -> tuple[str, ...]:

@@ -152,3 +152,5 @@ EVENT_SOURCE = "voxelpipe"
 STATUS_CHANGED = "Study Status Changed"
 # A step of a study's attempt started, reported progress, or ended (tracking.py; live progress only).
 STEP_CHANGED = "Study Step Changed"
+# The live-progress WebSocket API's stage: clients connect to {api}/v1, the push posts to its callback URL.
+LIVE_STAGE = "v1"

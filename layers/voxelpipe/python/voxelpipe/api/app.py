@@ -12,7 +12,6 @@ from voxelpipe.api import problems
 from voxelpipe.api.routes import analyses, models, references, service, studies
 from voxelpipe.wiring import EnvVar
 
-
 # What a browser may send and read across origins (docs/api.md, "CORS").
 CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 CORS_HEADERS = ("Authorization", "Content-Type")

@@ -33,7 +33,7 @@ def connect(
         connection_id,
         tenant=caller.tenant,
         subject=caller.subject,
-        role=caller.role.value if caller.role is not None else None,
+        role=caller.role,
         grant_study_id=caller.grant.study_id if caller.grant is not None else None,
         grant_subject_ref=caller.grant.subject_ref if caller.grant is not None else None,
         studies=[],
