@@ -80,7 +80,15 @@ def _dev_token(**claims: object) -> str:
         (None, 401, "no token"),
         ("", 401, "no token"),
         ("not-a-jwt", 401, "not a JWT"),
-        (jwt.encode({"iss": DEV_ISSUER, "sub": "u"}, "another secret, not this machine's: 32 bytes+", algorithm="HS256"), 401, "not valid"),
+        (
+            jwt.encode(
+                {"iss": DEV_ISSUER, "sub": "u"},
+                "another secret, not this machine's: 32 bytes+",
+                algorithm="HS256",
+            ),
+            401,
+            "not valid",
+        ),
     ],
 )
 def test_connect_refuses_a_missing_or_malformed_token(token: str | None, status: int, says: str):
