@@ -72,6 +72,16 @@ class LiveConnections:
     def __contains__(self, connection_id: str) -> bool:
         return connection_id in self._sockets
 
+    async def close(self, connection_id: str) -> None:
+        """Close the connection (DeleteConnection), on its own event loop."""
+        socket = self._sockets.pop(connection_id, None)
+        if socket is not None:
+            future = asyncio.run_coroutine_threadsafe(socket.websocket.close(), socket.loop)
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(future), SEND_TIMEOUT_S)
+            except Exception:  # closed meanwhile
+                log.info("connection %s was closed already", connection_id)
+
     async def send(self, connection_id: str, data: str) -> bool:
         """Send on the connection's own event loop (the API server's); False when it is gone."""
         socket = self._sockets.get(connection_id)
@@ -213,6 +223,6 @@ class ManagementEndpoint:
         if request.method == "GET":
             return JSONResponse({"connectedAt": datetime.now(UTC).isoformat(), "identity": {}})
         if request.method == "DELETE":
-            self.connections.remove(connection_id)
+            await self.connections.close(connection_id)
             return Response(status_code=204)
         return _error(405, "BadRequestException", f"{request.method} is not a connection method")
