@@ -113,7 +113,12 @@ def test_connect_refuses_an_expired_token_and_one_without_tenant_or_role():
 def test_connect_admits_a_user_until_the_token_expires_at_most_two_hours():
     now = time.time()
     caller = _admit(mint_dev_token("lab-a", Role.UPLOADER, subject="ana"), now)
-    assert (caller.tenant, caller.subject, caller.role, caller.grant) == ("lab-a", "ana", "uploader", None)
+    assert (caller.tenant, caller.subject, caller.role, caller.grant_study_id) == (
+        "lab-a",
+        "ana",
+        "uploader",
+        None,
+    )
     assert caller.expires_at == int(now) + MAX_CONNECTION_S  # the token lives 12 hours
     short = _admit(_dev_token(exp=int(now) + 60), now)
     assert short.expires_at == int(now) + 60
@@ -126,10 +131,10 @@ def test_connect_admits_a_viewer_grant_and_refuses_an_expired_or_forged_one():
     now = time.time()
     token, grant = issue_grant(KEY, tenant="lab-a", issued_to="ana", study_id="a" * 32, ttl_s=300, now=now)
     caller = _admit(token, now)
-    assert (caller.tenant, caller.role, caller.grant, caller.expires_at) == (
+    assert (caller.tenant, caller.role, caller.grant_study_id, caller.expires_at) == (
         "lab-a",
         None,
-        grant,
+        grant.study_id,
         grant.expires_at,
     )
     assert LiveCaller.from_context(caller.as_context()) == caller
@@ -182,16 +187,16 @@ def test_a_viewer_grant_follows_only_what_it_covers(cloud: LocalCloud):
         STUDIES, "lab-a", actor="t", source="t", subject={"subject_ref": "sub-8"}
     ).study_id
     _, study_grant = issue_grant(KEY, tenant="lab-a", issued_to="ana", study_id=first)
-    by_study = _connected(LiveCaller("lab-a", "ana", study_grant.expires_at, grant=study_grant))
+    by_study = _connected(LiveCaller("lab-a", "ana", study_grant.expires_at, grant_study_id=first))
     assert _subscribe(by_study, first)["type"] == "subscribed"
     assert _subscribe(by_study, second)["code"] == "study_not_found"
     assert _subscribe(by_study)["code"] == "forbidden"  # a grant never follows a whole tenant
     _, subject_grant = issue_grant(KEY, tenant="lab-a", issued_to="ana", subject_ref="sub-7")
-    by_subject = _connected(LiveCaller("lab-a", "ana", subject_grant.expires_at, grant=subject_grant))
+    by_subject = _connected(LiveCaller("lab-a", "ana", subject_grant.expires_at, grant_subject_ref="sub-7"))
     assert _subscribe(by_subject, first)["type"] == _subscribe(by_subject, second)["type"] == "subscribed"
     assert _subscribe(by_subject, stranger)["code"] == "study_not_found"
     _, other_tenant = issue_grant(KEY, tenant="lab-b", issued_to="bo", subject_ref="sub-7")
-    foreign = _connected(LiveCaller("lab-b", "bo", other_tenant.expires_at, grant=other_tenant))
+    foreign = _connected(LiveCaller("lab-b", "bo", other_tenant.expires_at, grant_subject_ref="sub-7"))
     assert _subscribe(foreign, first)["code"] == "study_not_found"
 
 

@@ -222,6 +222,7 @@ LIVE = FunctionSpec(
     memory_mb=256,
     timeout_s=10,
     env=(EnvVar.CONNECTIONS_TABLE, EnvVar.STUDIES_TABLE, EnvVar.LIVE_CALLBACK_URL),
+    dependencies=(DependencyGroup.CORE, DependencyGroup.WEB),  # PyJWT: viewer grants' scope
 )
 LIVE_PUSH = FunctionSpec(
     name="live_push",

@@ -14,19 +14,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voxelpipe.records import ALL_STUDIES, ConnectionRecord
 from voxelpipe.status_events import StudyStatusChanged, StudyStepChanged
-from voxelpipe.viewer_grants import ViewerGrant
 
 
 @dataclass(frozen=True)
 class LiveCaller:
-    """Who holds a connection: a user (`role`, an api.auth.Role, set) or a viewer grant's holder
-    (`grant` set)."""
+    """Who holds a connection: a user (`role`, an api.auth.Role, set), or a viewer grant's holder,
+    who may follow `grant_study_id` or the studies of `grant_subject_ref` only (ViewerGrant.covers)."""
 
     tenant: str
     subject: str
     expires_at: int  # Unix seconds: the connection is not served past it
     role: str | None = None
-    grant: ViewerGrant | None = None
+    grant_study_id: str | None = None
+    grant_subject_ref: str | None = None
 
     def as_context(self) -> dict[str, str | int]:
         """The identity as an API Gateway authorizer's context carries it (strings and numbers)."""
@@ -35,30 +35,30 @@ class LiveCaller:
             "subject": self.subject,
             "expires_at": self.expires_at,
         }
-        if self.role is not None:
-            context["role"] = self.role
-        if self.grant is not None:
-            if self.grant.study_id is not None:
-                context["grant_study_id"] = self.grant.study_id
-            if self.grant.subject_ref is not None:
-                context["grant_subject_ref"] = self.grant.subject_ref
+        optional = {
+            "role": self.role,
+            "grant_study_id": self.grant_study_id,
+            "grant_subject_ref": self.grant_subject_ref,
+        }
+        context.update({key: value for key, value in optional.items() if value is not None})
         return context
 
     @classmethod
     def from_context(cls, context: dict[str, Any]) -> LiveCaller:
         """The identity an authorizer passed on (`as_context`'s shape, every value maybe a string)."""
-        tenant, subject = str(context["tenant"]), str(context["subject"])
-        expires_at = int(context["expires_at"])
-        if context.get("role"):
-            return cls(tenant, subject, expires_at, role=str(context["role"]))
-        grant = ViewerGrant(
-            tenant=tenant,
-            issued_to=subject,
-            expires_at=expires_at,
-            study_id=context.get("grant_study_id") or None,
-            subject_ref=context.get("grant_subject_ref") or None,
+
+        def text(key: str) -> str | None:
+            value = context.get(key)
+            return str(value) if value not in (None, "") else None
+
+        return cls(
+            tenant=str(context["tenant"]),
+            subject=str(context["subject"]),
+            expires_at=int(context["expires_at"]),
+            role=text("role"),
+            grant_study_id=text("grant_study_id"),
+            grant_subject_ref=text("grant_subject_ref"),
         )
-        return cls(tenant, subject, expires_at, grant=grant)
 
 
 # -- what clients send ---------------------------------------------------------------------------

@@ -56,7 +56,13 @@ def authorize(
         except InvalidGrant as invalid:
             raise LiveRefused(401, str(invalid)) from invalid
         expires = min(grant.expires_at, int(now) + MAX_CONNECTION_S)
-        return LiveCaller(grant.tenant, grant.issued_to, expires, grant=grant)
+        return LiveCaller(
+            grant.tenant,
+            grant.issued_to,
+            expires,
+            grant_study_id=grant.study_id,
+            grant_subject_ref=grant.subject_ref,
+        )
     try:
         claims = user_claims(token)
     except Exception as error:  # whatever the verifier raises: the token is not valid

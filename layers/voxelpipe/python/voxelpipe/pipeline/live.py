@@ -34,8 +34,8 @@ def connect(
         tenant=caller.tenant,
         subject=caller.subject,
         role=caller.role,
-        grant_study_id=caller.grant.study_id if caller.grant is not None else None,
-        grant_subject_ref=caller.grant.subject_ref if caller.grant is not None else None,
+        grant_study_id=caller.grant_study_id,
+        grant_subject_ref=caller.grant_subject_ref,
         studies=[],
         connected_at=datetime.fromtimestamp(now, UTC),
         expires_at=datetime.fromtimestamp(caller.expires_at, UTC),
@@ -63,13 +63,18 @@ def _may_follow(
     if study is None or study.tenant != connection.tenant:
         return error_message("study_not_found", f"no study {request.study_id}")
     if connection.role is None:
-        subject_ref = (study.subject or {}).get("subject_ref")
-        covered = (
-            connection.grant_study_id == study.study_id
-            if connection.grant_study_id is not None
-            else connection.grant_subject_ref is not None and subject_ref == connection.grant_subject_ref
+        # The live function has PyJWT (viewer_grants imports it); the push, which never gets
+        # here, goes without.
+        from voxelpipe.viewer_grants import ViewerGrant
+
+        grant = ViewerGrant(
+            tenant=connection.tenant,
+            issued_to=connection.subject,
+            expires_at=int(connection.expires_at.timestamp()) if connection.expires_at else 0,
+            study_id=connection.grant_study_id,
+            subject_ref=connection.grant_subject_ref,
         )
-        if not covered:
+        if not grant.covers(study.tenant, study.study_id, (study.subject or {}).get("subject_ref")):
             return error_message("study_not_found", f"no study {request.study_id}")
     return None
 
