@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from infra.settings import parse_origins
 from voxelpipe.api.app import create_app
 from voxelpipe.wiring import EnvVar
 
@@ -49,3 +50,14 @@ def test_no_origin_is_allowed_by_default(monkeypatch: pytest.MonkeyPatch):
     client = TestClient(create_app())
     assert "access-control-allow-origin" not in _preflight(client, ALLOWED)
     assert "access-control-allow-origin" not in client.get("/health", headers={"Origin": ALLOWED}).headers
+
+
+def test_the_context_setting_takes_a_list_or_a_string_of_origins_and_refuses_anything_else():
+    assert parse_origins([]) == parse_origins("") == parse_origins(None) == ()
+    assert parse_origins("https://a.example.org, http://localhost:5173/") == (
+        "https://a.example.org",
+        "http://localhost:5173",
+    )
+    for bad in ("*", "a.example.org", "https://a.example.org/path", "ftp://a.example.org"):
+        with pytest.raises(ValueError, match="not an origin"):
+            parse_origins([bad])
