@@ -8,8 +8,6 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from infra.local.template import cached_template
-from infra.settings import CORS_ALLOWED_ORIGINS
 from voxelpipe.function_specs import DISPATCH, FUNCTIONS, LIVE, LIVE_AUTHORIZER, LIVE_PUSH, function_spec
 from voxelpipe.records import StudyRecord, table_schema
 from voxelpipe.wiring import EVENT_SOURCE, FUNCTION_TAG, STATUS_CHANGED, STEP_CHANGED, EnvVar, Resource
@@ -348,25 +346,3 @@ def test_no_cors_by_default(template: dict[str, Any]):
         if lid == _function_id(template, "api")
     )
     assert api["Properties"]["Environment"]["Variables"][EnvVar.CORS_ALLOWED_ORIGINS] == ""
-
-
-def test_cors_origins_from_context_open_the_preflight_and_label_gateway_errors():
-    origins = ["https://viewer.example.org", "https://lab.example.org"]
-    template = cached_template({CORS_ALLOWED_ORIGINS: origins})
-    options = [
-        m["Properties"]
-        for m in _resources(template, "AWS::ApiGateway::Method").values()
-        if m["Properties"]["HttpMethod"] == "OPTIONS"
-    ]
-    assert options and all(m["AuthorizationType"] == "NONE" for m in options)
-    preflight = json.dumps(options[0]["Integration"])
-    assert all(origin in preflight for origin in origins) and "*" not in preflight.replace("*/", "")
-    responses = {
-        r["Properties"]["ResponseType"]: r["Properties"]
-        for r in _resources(template, "AWS::ApiGateway::GatewayResponse").values()
-    }
-    assert set(responses) == {"DEFAULT_4XX", "DEFAULT_5XX"}
-    for response in responses.values():
-        assert "gatewayresponse.header.Access-Control-Allow-Origin" in response["ResponseParameters"]
-    api = template["Resources"][_function_id(template, "api")]["Properties"]
-    assert api["Environment"]["Variables"][EnvVar.CORS_ALLOWED_ORIGINS] == ",".join(origins)
