@@ -21,6 +21,7 @@ from voxelpipe.function_specs import (
     DISPATCH,
     FINALIZE,
     INGEST,
+    LIVE,
     MARK_FAILED,
     PREPARE,
     REAPER,
@@ -118,6 +119,7 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     INGEST.name: frozenset({Resource.MODELS_TABLE}),
     DISPATCH.name: frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE, Resource.REFERENCES_TABLE}),
     WEBHOOK.name: frozenset({Resource.STUDIES_TABLE}),  # it reads each study's webhook URL
+    LIVE.name: frozenset({Resource.STUDIES_TABLE}),  # a subscription names a study of the tenant
 }
 
 

@@ -6,7 +6,7 @@ execution logs in KMS-encrypted log groups, X-Ray tracing, throttling, and a req
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Aws, CfnOutput, Fn, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Aws, CfnOutput, Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_lambda as lambda_
@@ -15,6 +15,7 @@ from constructs import Construct
 
 from infra import nag
 from infra.security import StackSecurity
+from voxelpipe.api.app import CORS_HEADERS, CORS_MAX_AGE_S, CORS_METHODS
 from voxelpipe.api.auth import Role
 
 # Routes anyone may call: health checks and the API's own documentation.
@@ -34,7 +35,13 @@ WAF_MANAGED_RULE_GROUPS = (
 
 class StudyApi(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, handler: lambda_.IFunction, security: StackSecurity
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        handler: lambda_.IFunction,
+        security: StackSecurity,
+        cors_allowed_origins: tuple[str, ...] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         # Tenant is a custom attribute set by an administrator; roles are Cognito groups.
@@ -83,6 +90,17 @@ class StudyApi(Construct):
             "Rest",
             handler=handler,
             proxy=False,
+            # A browser's preflight (OPTIONS) is answered by API Gateway itself, without the Cognito
+            # authorizer, for the allowed origins only; the API function adds the same headers to
+            # real answers (CORSMiddleware, from VOXELPIPE_CORS_ALLOWED_ORIGINS).
+            default_cors_preflight_options=apigw.CorsOptions(
+                allow_origins=list(cors_allowed_origins),
+                allow_methods=[*CORS_METHODS, "OPTIONS"],
+                allow_headers=list(CORS_HEADERS),
+                max_age=Duration.seconds(CORS_MAX_AGE_S),
+            )
+            if cors_allowed_origins
+            else None,
             # The account-wide role that lets API Gateway write execution logs to CloudWatch.
             cloud_watch_role=True,
             default_method_options=apigw.MethodOptions(
@@ -132,6 +150,8 @@ class StudyApi(Construct):
                 "GET", authorization_type=apigw.AuthorizationType.NONE, request_validator=validator
             )
             nag.acknowledge(method, *nag.PUBLIC_METHOD)
+        if cors_allowed_origins:
+            self._cors_errors(cors_allowed_origins)
         self.web_acl = self._web_acl()
         # WAF's log group name must start with aws-waf-logs-; the Authorization header is redacted.
         waf_logs = security.log_group(self, "WafLogs", name=Fn.join("", ["aws-waf-logs-", Aws.STACK_NAME]))
@@ -152,6 +172,22 @@ class StudyApi(Construct):
                 wafv2.CfnLoggingConfiguration.FieldToMatchProperty(single_header={"Name": "authorization"})
             ],
         )
+
+    def _cors_errors(self, origins: tuple[str, ...]) -> None:
+        """API Gateway's own error answers (the authorizer's 401/403, throttling, 5XX) carry the CORS
+        headers too, so that a browser front end sees the error rather than a CORS failure; and the
+        preflight methods, public by nature, are acknowledged."""
+        # One origin is named; several cannot be (the header holds one), so the request's Origin is
+        # echoed on errors only: they carry no data, and real answers are held to the list.
+        allow_origin = f"'{origins[0]}'" if len(origins) == 1 else "method.request.header.Origin"
+        headers = {"Access-Control-Allow-Origin": allow_origin, "Vary": "'Origin'"}
+        for response_type in (apigw.ResponseType.DEFAULT_4_XX, apigw.ResponseType.DEFAULT_5_XX):
+            self.rest_api.add_gateway_response(
+                f"Cors{response_type.response_type}", type=response_type, response_headers=headers
+            )
+        for construct in self.rest_api.node.find_all():
+            if isinstance(construct, apigw.Method) and construct.http_method == "OPTIONS":
+                nag.acknowledge(construct, *nag.CORS_PREFLIGHT)
 
     def _web_acl(self) -> wafv2.CfnWebACL:
         def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:

@@ -194,6 +194,27 @@ REST_API = (
         "a client certificate to; clients reach the API over TLS only.",
     ),
 )
+LIVE_MANAGE_CONNECTIONS = Ack(
+    "AwsSolutions-IAM5",
+    "Posting to a live-progress connection needs execute-api:ManageConnections on "
+    "{api}/{stage}/*/@connections/*: connection ids are made by API Gateway at each connect, so they "
+    "cannot be named in advance; the grant is limited to the one stage's connections.",
+)
+LIVE_ROUTES = (
+    Ack(
+        "AwsSolutions-APIG4",
+        "Only $connect can carry an authorizer on a WebSocket API; $disconnect and $default run on a "
+        "connection that $connect's Lambda authorizer (a Cognito ID token or a viewer grant) admitted.",
+    ),
+)
+CORS_PREFLIGHT = tuple(
+    Ack(
+        rule,
+        "A CORS preflight (OPTIONS) cannot carry credentials: browsers send it without them. API Gateway "
+        "answers it itself (a mock integration, no backend) for the configured origins only.",
+    )
+    for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4")
+)
 PUBLIC_METHOD = (
     Ack(
         "AwsSolutions-APIG4",

@@ -5,21 +5,45 @@ Every key is documented in docs/deploy.md; the defaults here are the ones cdk.js
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from constructs import Node
+if TYPE_CHECKING:  # imported without CDK by `voxelpipe serve` (the CORS origins)
+    from constructs import Node
 
 # Days CloudWatch log groups (functions, API access and execution logs, state machine) keep events.
 LOG_RETENTION_DAYS = "voxelpipe:logRetentionDays"
 # Days after which derived/ objects move to S3 Glacier Instant Retrieval (reads stay immediate).
 DERIVED_TRANSITION_DAYS = "voxelpipe:derivedTransitionDays"
+# Origins (a list, or a comma-separated string) a browser front end may call the REST API from
+# (CORS); none by default: no browser origin is allowed.
+CORS_ALLOWED_ORIGINS = "voxelpipe:corsAllowedOrigins"
 # The GPU workers' settings are `voxelpipe:gpu:*` keys, read by voxelpipe.gpu_settings.GpuSettings.
 
 DEFAULTS: dict[str, Any] = {
     LOG_RETENTION_DAYS: 365,
     DERIVED_TRANSITION_DAYS: 90,
+    CORS_ALLOWED_ORIGINS: [],
 }
+
+
+def cdk_json_cors_origins() -> tuple[str, ...]:
+    """The CORS origins cdk.json's context sets (`voxelpipe serve` applies them too)."""
+    context = json.loads((Path(__file__).resolve().parent.parent / "cdk.json").read_text()).get("context", {})
+    return parse_origins(context.get(CORS_ALLOWED_ORIGINS) or [])
+
+
+def parse_origins(value: Any) -> tuple[str, ...]:
+    """Origins from a list or a comma-separated string; each must be scheme://host[:port]."""
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    origins = tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
+    for origin in origins:
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("https", "http") or not rest or "/" in rest or origin == "*":
+            raise ValueError(f"{origin!r} is not an origin (https://host[:port]); '*' is not allowed")
+    return origins
 
 
 @dataclass(frozen=True)
@@ -28,6 +52,7 @@ class StackSettings:
 
     log_retention_days: int
     derived_transition_days: int
+    cors_allowed_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_context(cls, node: Node) -> StackSettings:
@@ -38,6 +63,7 @@ class StackSettings:
         settings = cls(
             log_retention_days=int(value(LOG_RETENTION_DAYS)),
             derived_transition_days=int(value(DERIVED_TRANSITION_DAYS)),
+            cors_allowed_origins=parse_origins(value(CORS_ALLOWED_ORIGINS)),
         )
         if settings.derived_transition_days < 1 or settings.log_retention_days < 1:
             raise ValueError(f"invalid deployment settings: {settings}")

@@ -19,6 +19,7 @@ from infra.access import BUCKET_ACCESS, PURGE_ONLY_TABLES, READ_ONLY_TABLES, gra
 from infra.api import StudyApi
 from infra.gpu import GpuWorkers
 from infra.layers import VOXELPIPE_LAYER
+from infra.live import LiveProgress
 from infra.monitoring import ALARM_EMAIL_CONTEXT, WORK_QUEUE_OLDEST_S, Monitoring
 from infra.notifications import StudyNotifications
 from infra.security import (
@@ -40,6 +41,9 @@ from voxelpipe.function_specs import (
     FUNCTIONS,
     GPU_WORKER_ENV,
     INGEST,
+    LIVE,
+    LIVE_AUTHORIZER,
+    LIVE_PUSH,
     POWERTOOLS_ENV,
     REAPER,
     SCALER,
@@ -48,7 +52,7 @@ from voxelpipe.function_specs import (
     FunctionSpec,
 )
 from voxelpipe.gpu_settings import GpuSettings
-from voxelpipe.records import REGISTRY_MODELS, STATUS_MODELS, table_schema
+from voxelpipe.records import LIVE_MODELS, REGISTRY_MODELS, STATUS_MODELS, table_schema
 from voxelpipe.wiring import ENV_RESOURCES, FUNCTION_TAG, GPU_RESOURCES, EnvVar, Prefix, Resource
 from voxelpipe.workflow_settings import (
     DISPATCH_BATCH_SIZE,
@@ -130,14 +134,14 @@ class VoxelpipeStack(Stack):
         }
         tables = {
             ENV_RESOURCES[var]: table_for_model(self, ENV_RESOURCES[var], model, key=key)
-            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS}.items()
+            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS, **LIVE_MODELS}.items()
         }
         tables[Resource.IDEMPOTENCY_TABLE] = idempotency_table(self, Resource.IDEMPOTENCY_TABLE, key=key)
         table_indexes = {
             ENV_RESOURCES[var]: [
                 index["index_name"] for index in table_schema(model)["global_secondary_indexes"]
             ]
-            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS}.items()
+            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS, **LIVE_MODELS}.items()
         }
         self.security.back_up_tables(self, list(tables.values()))
         # `make layers` builds them (infra/layers.py), with bytecode for python3.12.
@@ -268,7 +272,30 @@ class VoxelpipeStack(Stack):
                 )
             )
 
-        self.api = StudyApi(self, "Api", handler=functions[API.name], security=self.security)
+        self.api = StudyApi(
+            self,
+            "Api",
+            handler=functions[API.name],
+            security=self.security,
+            cors_allowed_origins=self.settings.cors_allowed_origins,
+        )
+        self.live = LiveProgress(
+            self,
+            "Live",
+            security=self.security,
+            bus=notifications.bus,
+            routes=functions[LIVE.name],
+            authorizer=functions[LIVE_AUTHORIZER.name],
+            push=functions[LIVE_PUSH.name],
+        )
+        functions[API.name].add_environment(EnvVar.LIVE_URL, self.live.url)
+        functions[API.name].add_environment(
+            EnvVar.CORS_ALLOWED_ORIGINS, ",".join(self.settings.cors_allowed_origins)
+        )
+        functions[LIVE_AUTHORIZER.name].add_environment(EnvVar.USER_POOL_ID, self.api.user_pool.user_pool_id)
+        functions[LIVE_AUTHORIZER.name].add_environment(
+            EnvVar.USER_POOL_CLIENT_ID, self.api.client.user_pool_client_id
+        )
         notifications.deliver_with(functions[WEBHOOK.name])
         StudyNotifications.schedule_reaper(self, functions[REAPER.name])
         # The reaper reads queue depths (it re-drives through the queues it is told of).

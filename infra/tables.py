@@ -8,7 +8,12 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 from pynamodb.models import Model
 
-from voxelpipe.records import IDEMPOTENCY_KEY_ATTRIBUTE, IDEMPOTENCY_TTL_ATTRIBUTE, table_schema
+from voxelpipe.records import (
+    IDEMPOTENCY_KEY_ATTRIBUTE,
+    IDEMPOTENCY_TTL_ATTRIBUTE,
+    table_schema,
+    ttl_attribute,
+)
 
 _TYPES = {
     "S": dynamodb.AttributeType.STRING,
@@ -48,6 +53,7 @@ def table_for_model(
         construct_id,
         partition_key=partition_key,
         sort_key=_key(schema["key_schema"], types, "RANGE"),
+        time_to_live_attribute=ttl_attribute(model),
         **_table_props(key),  # type: ignore[arg-type]
     )
     for index in schema["global_secondary_indexes"]:

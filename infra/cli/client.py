@@ -56,6 +56,7 @@ class _CountingReader:
 
 class Client:
     def __init__(self, api_url: str, token: str | None, timeout_s: float = 60.0) -> None:
+        self.token = token  # also the live WebSocket's (`status --watch`)
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout_s)
 
@@ -72,6 +73,9 @@ class Client:
     def create_study(self, files: list[Path], **fields: Any) -> dict[str, Any]:
         body = {**fields, "files": [{"name": f.name, "size": f.stat().st_size} for f in files]}
         return dict(self._call("POST", "/studies", json=body))
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")  # type: ignore[no-any-return]
 
     def study(self, study_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/studies/{study_id}"))

@@ -23,6 +23,19 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="the API's port (default 8000)")
     serve.add_argument("--s3-port", type=int, help="the S3 endpoint's port (default: the API's + 1)")
+    serve.add_argument(
+        "--live-port",
+        type=int,
+        help="the local API Gateway Management API's port, for live progress (default: the API's + 2)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        metavar="ORIGIN",
+        help="a browser origin the API allows (CORS; repeatable; default: cdk.json's "
+        "voxelpipe:corsAllowedOrigins)",
+    )
 
     token = commands.add_parser("token", help="mint a development token that `voxelpipe serve` accepts")
     token.add_argument("--tenant", required=True, help="lower-case letters, digits and '-', up to 63")
@@ -51,6 +64,11 @@ def add_commands(commands: Any) -> None:
 
     status = commands.add_parser("status", help="a study's status and steps")
     status.add_argument("study_id")
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="print each status and step change (live, over WebSocket) until the study ends",
+    )
     connection(status)
 
     results = commands.add_parser("results", help="a study's results, and optionally its artifacts")
@@ -188,6 +206,22 @@ def _client(args: argparse.Namespace) -> Any:
     return Client(args.api_url, token)
 
 
+def _watch(args: argparse.Namespace, client: Any) -> int:
+    """Follow a study over the live WebSocket until it ends: 0 when it COMPLETED, 1 otherwise."""
+    from infra.cli.watch import WatchError, describe, live_url, watch
+
+    def show(message: dict[str, Any]) -> None:
+        print(json.dumps(message) if args.json else describe(message), flush=True)
+
+    try:
+        url = live_url(client.health())
+        final = watch(url, client.token or "", args.study_id, lambda: client.study(args.study_id), show)
+    except WatchError as error:
+        print(f"voxelpipe status --watch: {error}", file=sys.stderr)
+        return 2
+    return 0 if final == "COMPLETED" else 1
+
+
 def _show_steps(view: dict[str, Any]) -> None:
     steps = ", ".join(f"{s['step']} {s['status'].lower()} {s['progress']}%" for s in view["steps"])
     print(f"  {view['study_id'][:12]}  {view['status']}  {steps}", file=sys.stderr, flush=True)
@@ -214,8 +248,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.command == "serve":
         from infra.local.serve import serve
+        from infra.settings import parse_origins
 
-        serve(args.host, args.port, args.s3_port)
+        origins = parse_origins(args.cors_origins) if args.cors_origins else None
+        serve(args.host, args.port, args.s3_port, args.live_port, origins)
         return 0
     if args.command == "token":
         from voxelpipe.api.auth import InvalidClaims, Role, mint_dev_token
@@ -236,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
             return _model(args, client)
         if args.command in ("atlas", "norms"):
             return _reference(args, client)
+        if args.command == "status" and args.watch:
+            return _watch(args, client)
         if args.command == "status":
             view = client.study(args.study_id)
             _print(args, view, _describe(view))

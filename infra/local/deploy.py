@@ -45,6 +45,15 @@ IGNORED_TYPES = frozenset(
         "AWS::ApiGateway::Deployment",
         "AWS::ApiGateway::Stage",
         "AWS::ApiGateway::Authorizer",
+        "AWS::ApiGateway::GatewayResponse",  # the CORS headers on API Gateway's own errors
+        # The live-progress WebSocket API likewise: `voxelpipe serve` runs its routes in the API
+        # process (a WebSocket at /live) with the same use cases, and answers the Management API's
+        # PostToConnection itself (infra/local/live.py); the push function runs here, from the queue.
+        "AWS::ApiGatewayV2::Api",
+        "AWS::ApiGatewayV2::Route",
+        "AWS::ApiGatewayV2::Integration",
+        "AWS::ApiGatewayV2::Authorizer",
+        "AWS::ApiGatewayV2::Stage",
         "AWS::Cognito::UserPool",
         "AWS::Cognito::UserPoolClient",
         "AWS::Cognito::UserPoolGroup",

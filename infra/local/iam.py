@@ -4,7 +4,8 @@ moto runs every call it is given, so without this a function could read a prefix
 or send to a queue its role does not allow, and only AWS would say so. While a handler (or a
 GPU worker thread) runs, in the cloud's process or in one of its worker processes
 (infra/local/processes.py), each of its calls to S3, DynamoDB, SQS, Step Functions, EventBridge and
-Secrets Manager becomes the IAM requests AWS would authorize (action, resource ARN, condition
+Secrets Manager (and the API Gateway Management API's execute-api:ManageConnections) becomes
+the IAM requests AWS would authorize (action, resource ARN, condition
 keys), checked against the identity policies the synthesized template gives its role. A call
 that no statement allows fails as AWS fails it (AccessDenied) and is recorded, so that a test
 sees it even where the code catches the error.
@@ -172,6 +173,27 @@ def _secretsmanager(operation: str, params: Mapping[str, Any]) -> list[Request]:
     return [Request(f"secretsmanager:{operation}", secret)]
 
 
+_CONNECTION_METHODS = {"PostToConnection": "POST", "GetConnection": "GET", "DeleteConnection": "DELETE"}
+
+
+def execute_api_request(api_id: str, endpoint_url: str, operation: str, params: Mapping[str, Any]) -> Request:
+    """A Management API call (a WebSocket stage's callback URL, `{api}.execute-api…/{stage}`) as IAM
+    sees it: execute-api:ManageConnections on `{api}/{stage}/{METHOD}/@connections/{id}`."""
+    stage = urlparse(endpoint_url).path.strip("/")
+    method = _CONNECTION_METHODS.get(operation, operation)
+    return Request(
+        "execute-api:ManageConnections",
+        f"arn:aws:execute-api:{REGION}:{ACCOUNT_ID}:{api_id}/{stage}/{method}/@connections/"
+        f"{params.get('ConnectionId', '')}",
+    )
+
+
+def _api_of(endpoint_url: str, local_apis: Mapping[str, str]) -> str:
+    """The API an endpoint is: `{api}.execute-api.{region}.amazonaws.com`, or a local one's id."""
+    host = urlparse(endpoint_url).netloc
+    return local_apis.get(host) or host.split(".", 1)[0]
+
+
 # botocore's service names (client.meta.service_model.service_name) -> the requests of a call.
 REQUESTS: dict[str, Callable[[str, Mapping[str, Any]], list[Request]]] = {
     "s3": _s3,
@@ -240,6 +262,8 @@ class LocalIam:
         self.denials: list[Denial] = []
         # The local cloud has one state machine: every task token is its (set once deployed).
         self.token_owner = TOKEN_OWNER
+        # Local stand-ins for API Gateway Management API endpoints: host:port -> the API's id.
+        self.local_apis: dict[str, str] = {}
         self._lock = threading.Lock()
         # Every botocore client funnels its operations through this one (private) method.
         original = getattr(BaseClient, "_make_api_call")  # noqa: B009 - botocore's stubs omit it
@@ -267,7 +291,13 @@ class LocalIam:
         def checked(client: BaseClient, operation: str, params: Mapping[str, Any]) -> Any:
             acting = _acting.get()
             service = client.meta.service_model.service_name
-            if acting is not None and service in REQUESTS:
+            if acting is not None and service == "apigatewaymanagementapi":
+                principal, statements = acting
+                endpoint = client.meta.endpoint_url
+                request = execute_api_request(_api_of(endpoint, iam.local_apis), endpoint, operation, params)
+                if not is_allowed(statements, request):
+                    iam._deny(Denial(principal, operation, request))
+            elif acting is not None and service in REQUESTS:
                 principal, statements = acting
                 for request in REQUESTS[service](operation, params):
                     if request.resource == TOKEN_OWNER:

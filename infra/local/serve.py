@@ -24,19 +24,24 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infra.local.cloud import LocalCloud
 from infra.local.deploy import REGION
+from infra.local.live import LiveConnections, ManagementEndpoint, live_route
 from infra.local.s3_gateway import S3Gateway
+from infra.settings import cdk_json_cors_origins
 from voxelpipe.adapters.storage import PUBLIC_ENDPOINT_ENV
 from voxelpipe.api.app import create_app
-from voxelpipe.function_specs import API
-from voxelpipe.wiring import EnvVar
+from voxelpipe.function_specs import API, LIVE
+from voxelpipe.wiring import LIVE_STAGE, EnvVar
 
 DEFAULT_PORT = 8000
+LIVE_PATH = "/live"
 
 
 @dataclass(frozen=True)
 class Endpoints:
     api: str
     s3: str
+    live: str  # the WebSocket clients connect to (GET /health says it too)
+    live_management: str  # the local Management API the push function posts to
 
 
 def acting_as(cloud: LocalCloud, function: str, app: ASGIApp) -> ASGIApp:
@@ -78,15 +83,31 @@ def _running(config: uvicorn.Config, name: str) -> Iterator[None]:
 
 @contextmanager
 def serving(
-    host: str = "127.0.0.1", port: int = DEFAULT_PORT, s3_port: int | None = None
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    s3_port: int | None = None,
+    *,
+    live_port: int | None = None,
+    cors_origins: tuple[str, ...] | None = None,
 ) -> Iterator[Endpoints]:
-    """Run the API and S3 endpoints until the block ends."""
+    """Run the API (with its live-progress WebSocket), S3 and local Management API endpoints until
+    the block ends. `cors_origins`: the REST API's allowed origins (default: cdk.json's)."""
     s3_port = s3_port or port + 1
-    endpoints = Endpoints(api=f"http://{host}:{port}", s3=f"http://{host}:{s3_port}")
+    live_port = live_port or port + 2
+    endpoints = Endpoints(
+        api=f"http://{host}:{port}",
+        s3=f"http://{host}:{s3_port}",
+        live=f"ws://{host}:{port}{LIVE_PATH}",
+        live_management=f"http://{host}:{live_port}/{LIVE_STAGE}",
+    )
+    origins = cdk_json_cors_origins() if cors_origins is None else cors_origins
     overrides = {
         EnvVar.AUTH_MODE.value: "dev",
         PUBLIC_ENDPOINT_ENV: endpoints.s3,
         "POWERTOOLS_LOG_LEVEL": "WARNING",
+        EnvVar.LIVE_URL.value: endpoints.live,
+        EnvVar.LIVE_CALLBACK_URL.value: endpoints.live_management,
+        EnvVar.CORS_ALLOWED_ORIGINS.value: ",".join(origins),
     }
     credentials = session_credentials()
     with LocalCloud(env=overrides, credentials=credentials) as cloud:
@@ -97,16 +118,55 @@ def serving(
             acting=lambda: cloud.acting_as(API.name),  # the API signed it: its role holds it
         )
         s3 = uvicorn.Config(gateway, host=host, port=s3_port, log_level="warning", lifespan="off", ws="none")
-        app = acting_as(cloud, API.name, create_app())
+        # The WebSocket API's stand-in (infra/local/live.py): its routes on the API port, acting as
+        # the live function; its Management API on its own port, which the local IAM knows as the
+        # stack's WebSocket API (the push function's grant names it).
+        sockets = LiveConnections()
+        fastapi_app = create_app()
+        fastapi_app.add_api_websocket_route(
+            LIVE_PATH, live_route(sockets, lambda: cloud.acting_as(LIVE.name))
+        )
+        app = acting_as(cloud, API.name, fastapi_app)
         api = uvicorn.Config(app, host=host, port=port, log_level="warning")
-        with _running(s3, "voxelpipe-s3"), _running(api, "voxelpipe-api"):
+        management = uvicorn.Config(
+            ManagementEndpoint(sockets, {credentials.access_key: credentials}, REGION),
+            host=host,
+            port=live_port,
+            log_level="warning",
+            lifespan="off",
+            ws="none",
+        )
+        cloud.iam.local_apis[f"{host}:{live_port}"] = cloud.deployment.physical_ids[
+            websocket_api(cloud.template)
+        ]
+        with (
+            _running(s3, "voxelpipe-s3"),
+            _running(management, "voxelpipe-live"),
+            _running(api, "voxelpipe-api"),
+        ):
             yield endpoints
 
 
-def serve(host: str, port: int, s3_port: int | None) -> None:
-    with serving(host, port, s3_port) as endpoints:
+def websocket_api(template: dict[str, object]) -> str:
+    """The logical id of the stack's WebSocket API (the local IAM's name for the local stand-in)."""
+    resources = template["Resources"]
+    assert isinstance(resources, dict)
+    (found,) = (lid for lid, r in resources.items() if r["Type"] == "AWS::ApiGatewayV2::Api")
+    return str(found)
+
+
+def serve(
+    host: str,
+    port: int,
+    s3_port: int | None,
+    live_port: int | None = None,
+    cors_origins: tuple[str, ...] | None = None,
+) -> None:
+    with serving(host, port, s3_port, live_port=live_port, cors_origins=cors_origins) as endpoints:
         print(
-            f"voxelpipe API on {endpoints.api} (docs: {endpoints.api}/docs), S3 on {endpoints.s3}", flush=True
+            f"voxelpipe API on {endpoints.api} (docs: {endpoints.api}/docs), S3 on {endpoints.s3}, "
+            f"live progress on {endpoints.live}",
+            flush=True,
         )
         print("mint a token: voxelpipe token --tenant demo --role uploader; stop with Ctrl-C", flush=True)
         try:

@@ -124,13 +124,16 @@ def _drain(queue_url: str, study_id: str, last: str, timeout_s: float = 30) -> l
 
 @pytest.fixture
 def status_changes(cloud: LocalCloud) -> str:
-    """A queue receiving every event of the study bus, as a consumer's rule would."""
+    """A queue receiving every status change of the study bus, as a consumer's rule would (its
+    pattern names the detail-type: the bus carries step changes too)."""
     sqs, bus = boto3.client("sqs"), cloud.env(EnvVar.EVENT_BUS_NAME)
     url = sqs.create_queue(QueueName="test-status-changes")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events = boto3.client("events")
     events.put_rule(
-        Name="test-consumer", EventBusName=bus, EventPattern=json.dumps({"source": [EVENT_SOURCE]})
+        Name="test-consumer",
+        EventBusName=bus,
+        EventPattern=json.dumps({"source": [EVENT_SOURCE], "detail-type": [STATUS_CHANGED]}),
     )
     events.put_targets(Rule="test-consumer", EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}])
     return url

@@ -22,12 +22,14 @@ from infra import nag
 from infra.layers import stand_in_layers
 from infra.pipeline import PIPELINE_CONTEXT, PIPELINE_STACK_NAME, STACK_NAME, PipelineConfig, PipelineStack
 from infra.security import StackSecurity, retention
-from infra.settings import DERIVED_TRANSITION_DAYS, StackSettings
+from infra.settings import CORS_ALLOWED_ORIGINS, DERIVED_TRANSITION_DAYS, StackSettings
 from infra.synth import build_app
 from voxelpipe.gpu_settings import GPU_CONTEXT_PREFIX
 
 # A context value other than the default, to show the derived/ transition follows it.
 TRANSITION_DAYS = 45
+# Browser origins the REST API allows (CORS): the packs check the preflight methods they add too.
+CORS_ORIGINS = ["https://viewer.example.org", "https://lab.example.org"]
 
 MAX_WORKERS = f"{GPU_CONTEXT_PREFIX}max_workers"
 
@@ -58,7 +60,11 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     app, _ = build_app(
         layers_dir=stand_in_layers(tmp / "layers"),
         outdir=str(tmp / "cdk.out"),
-        context={DERIVED_TRANSITION_DAYS: TRANSITION_DAYS, PIPELINE_CONTEXT: PIPELINE},
+        context={
+            DERIVED_TRANSITION_DAYS: TRANSITION_DAYS,
+            PIPELINE_CONTEXT: PIPELINE,
+            CORS_ALLOWED_ORIGINS: CORS_ORIGINS,
+        },
     )
     assembly = app.synth()  # raises on any unacknowledged finding
     out = Path(assembly.directory)
@@ -88,6 +94,28 @@ def test_both_packs_ran_and_left_no_unacknowledged_finding(
     for name, plugin in plugins.items():
         assert plugin["conclusion"] == "success", name
         assert plugin["violations"] == [], name  # warnings too
+
+
+def test_cors_origins_from_context_open_the_preflight_and_label_gateway_errors(synthesized: Synthesized):
+    template = synthesized.templates[f"{STACK_NAME}.template.json"]
+
+    def of_type(kind: str) -> list[dict[str, Any]]:
+        return [r["Properties"] for r in template["Resources"].values() if r["Type"] == kind]
+
+    options = [m for m in of_type("AWS::ApiGateway::Method") if m["HttpMethod"] == "OPTIONS"]
+    assert options and all(m["AuthorizationType"] == "NONE" for m in options)
+    preflight = json.dumps(options[0]["Integration"])
+    assert all(origin in preflight for origin in CORS_ORIGINS) and "'*'" not in preflight
+    responses = {r["ResponseType"]: r for r in of_type("AWS::ApiGateway::GatewayResponse")}
+    assert set(responses) == {"DEFAULT_4XX", "DEFAULT_5XX"}
+    for response in responses.values():
+        assert "gatewayresponse.header.Access-Control-Allow-Origin" in response["ResponseParameters"]
+    (api,) = [
+        f
+        for f in of_type("AWS::Lambda::Function")
+        if {"Key": "voxelpipe:function", "Value": "api"} in f.get("Tags", [])
+    ]
+    assert api["Environment"]["Variables"]["VOXELPIPE_CORS_ALLOWED_ORIGINS"] == ",".join(CORS_ORIGINS)
 
 
 def test_context_sets_when_derived_data_moves_to_a_colder_class(synthesized: Synthesized):

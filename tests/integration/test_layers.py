@@ -47,6 +47,7 @@ def small_layers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     python = _lambda_python()
     out = tmp_path_factory.mktemp("layers")
     pyjwt = next(req for req in pinned_requirements() if req.name == "pyjwt")
+    pyjwt.extras = set()  # the wheel alone (its crypto extra brings cryptography and cffi)
     build_layers(out, python=python, requirements=[pyjwt], groups={DependencyGroup.CORE: ("pyjwt",)})
     return python, out
 

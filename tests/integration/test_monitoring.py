@@ -69,8 +69,15 @@ def test_every_work_queue_alarms_on_the_age_of_its_oldest_message(template: dict
         if a["MetricName"] == "ApproximateAgeOfOldestMessage"
     }
     assert sources == set(ages)
-    work = [lid for lid in sources if not lid.startswith((Resource.WEBHOOK_QUEUE, Resource.GPU_QUEUE))]
+    work = [
+        lid
+        for lid in sources
+        if not lid.startswith((Resource.WEBHOOK_QUEUE, Resource.GPU_QUEUE, Resource.LIVE_QUEUE))
+    ]
     assert len(work) == 2 and all(ages[lid] == WORK_QUEUE_OLDEST_S for lid in work)
+    # Live progress older than that is news no more: it alarms like a work queue.
+    (live,) = [lid for lid in sources if lid.startswith(Resource.LIVE_QUEUE)]
+    assert ages[live] == WORK_QUEUE_OLDEST_S
     # A GPU task waiting longer than its task timeout has lost its token.
     (gpu,) = [lid for lid in sources if lid.startswith(Resource.GPU_QUEUE)]
     assert ages[gpu] == GpuSettings().task_timeout_s
@@ -152,7 +159,12 @@ def test_status_changes_go_from_the_bus_to_the_webhook_queue_and_the_reaper_runs
 ):
     (bus,) = _resources(template, "AWS::Events::EventBus")
     rules = _resources(template, "AWS::Events::Rule")
-    (to_webhooks,) = [r["Properties"] for r in rules.values() if "EventPattern" in r["Properties"]]
+    (to_webhooks,) = [
+        r["Properties"]
+        for r in rules.values()
+        if "EventPattern" in r["Properties"]
+        and r["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0].startswith(Resource.WEBHOOK_QUEUE)
+    ]
     assert to_webhooks["EventBusName"] == {"Ref": bus}
     assert to_webhooks["EventPattern"] == {"source": [EVENT_SOURCE], "detail-type": [STATUS_CHANGED]}
     (target,) = to_webhooks["Targets"]

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from voxelpipe.function_specs import DISPATCH, FUNCTIONS, function_spec
+from voxelpipe.function_specs import DISPATCH, FUNCTIONS, LIVE, LIVE_AUTHORIZER, LIVE_PUSH, function_spec
 from voxelpipe.records import StudyRecord, table_schema
-from voxelpipe.wiring import FUNCTION_TAG, EnvVar, Resource
+from voxelpipe.wiring import EVENT_SOURCE, FUNCTION_TAG, STATUS_CHANGED, STEP_CHANGED, EnvVar, Resource
 from voxelpipe.workflow_settings import (
     INGEST_ASYNC_RETRIES,
     QUEUE_MAX_RECEIVE_COUNT,
@@ -86,11 +86,11 @@ def test_work_queues_have_dead_letter_queues_and_long_visibility(template: dict[
         lid: q
         for lid, q in queues.items()
         if "RedrivePolicy" in q["Properties"]
-        and not lid.startswith((Resource.WEBHOOK_QUEUE, Resource.GPU_QUEUE))
+        and not lid.startswith((Resource.WEBHOOK_QUEUE, Resource.GPU_QUEUE, Resource.LIVE_QUEUE))
     }
-    # + their two dead-letter queues, ingest failures, the webhook queue and the GPU queue, each
-    # with its dead letters
-    assert len(work) == 2 and len(queues) == 9
+    # + their two dead-letter queues, ingest failures, the webhook, GPU and live queues, each with
+    # its dead letters
+    assert len(work) == 2 and len(queues) == 11
     for queue in work.values():
         props = queue["Properties"]
         assert props["RedrivePolicy"]["maxReceiveCount"] >= 5 == QUEUE_MAX_RECEIVE_COUNT
@@ -111,7 +111,7 @@ def test_dispatch_consumes_both_queues_reporting_partial_failures(template: dict
 def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
     schema = table_schema(StudyRecord)
     tables = _resources(template, "AWS::DynamoDB::Table")
-    assert len(tables) == 7
+    assert len(tables) == 8
     models = next(t["Properties"] for lid, t in tables.items() if lid.startswith("ModelsTable"))
     # Models belong to an owner (a tenant, or the deployment): one query lists an owner's models.
     assert models["KeySchema"] == [
@@ -233,3 +233,116 @@ def test_the_api_is_behind_cognito_except_health_and_docs(template: dict[str, An
             assert props["AuthorizationType"] == "COGNITO_USER_POOLS", path
     (authorizer,) = _resources(template, "AWS::ApiGateway::Authorizer").values()
     assert authorizer["Properties"]["Type"] == "COGNITO_USER_POOLS"
+
+
+def _logical_id(template: dict[str, Any], kind: str, prefix: str) -> str:
+    (found,) = (lid for lid in _resources(template, kind) if lid.startswith(prefix))
+    return found
+
+
+def _function_id(template: dict[str, Any], spec_name: str) -> str:
+    (found,) = (
+        lid
+        for lid, f in _resources(template, "AWS::Lambda::Function").items()
+        if {"Key": FUNCTION_TAG, "Value": spec_name} in f["Properties"].get("Tags", [])
+    )
+    return found
+
+
+def test_live_progress_is_a_websocket_api_authorized_at_connect_logged_and_throttled(
+    template: dict[str, Any], stack: Template
+):
+    (api_id,) = _resources(template, "AWS::ApiGatewayV2::Api")
+    assert template["Resources"][api_id]["Properties"]["ProtocolType"] == "WEBSOCKET"
+    routes = {
+        r["Properties"]["RouteKey"]: r["Properties"]
+        for r in _resources(template, "AWS::ApiGatewayV2::Route").values()
+    }
+    assert set(routes) == {"$connect", "$disconnect", "$default"}
+    assert routes["$connect"]["AuthorizationType"] == "CUSTOM"
+    (authorizer,) = _resources(template, "AWS::ApiGatewayV2::Authorizer").values()
+    assert authorizer["Properties"]["IdentitySource"] == ["route.request.querystring.token"]
+    assert _function_id(template, LIVE_AUTHORIZER.name) in json.dumps(
+        authorizer["Properties"]["AuthorizerUri"]
+    )
+    (stage,) = _resources(template, "AWS::ApiGatewayV2::Stage").values()
+    props = stage["Properties"]
+    assert props["StageName"] == "v1" and props["AutoDeploy"] is True
+    assert props["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0
+    assert "$context.connectionId" in props["AccessLogSettings"]["Format"]
+    # The authorizer verifies Cognito ID tokens of the stack's pool; the API says where to connect.
+    functions = {
+        tag["Value"]: f["Properties"]["Environment"]["Variables"]
+        for f in _resources(template, "AWS::Lambda::Function").values()
+        for tag in f["Properties"].get("Tags", [])
+        if tag["Key"] == FUNCTION_TAG
+    }
+    assert functions[LIVE_AUTHORIZER.name][EnvVar.USER_POOL_ID] == {
+        "Ref": _logical_id(template, "AWS::Cognito::UserPool", "Api")
+    }
+    assert "wss://" in json.dumps(functions["api"][EnvVar.LIVE_URL])
+    for name in (LIVE.name, LIVE_PUSH.name):
+        assert "https://" in json.dumps(functions[name][EnvVar.LIVE_CALLBACK_URL])
+
+
+def test_status_and_step_changes_reach_the_push_through_a_queue_with_dead_letters(
+    template: dict[str, Any], stack: Template
+):
+    (live_queue,) = (
+        q
+        for lid, q in _resources(template, "AWS::SQS::Queue").items()
+        if lid.startswith(Resource.LIVE_QUEUE) and "DeadLetters" not in lid
+    )
+    assert live_queue["Properties"]["RedrivePolicy"]["maxReceiveCount"] >= 5
+    rules = {lid: r["Properties"] for lid, r in _resources(template, "AWS::Events::Rule").items()}
+    live_rule = next(r for lid, r in rules.items() if lid.startswith("StudyChangesToLive"))
+    assert live_rule["EventPattern"] == {
+        "source": [EVENT_SOURCE],
+        "detail-type": [STATUS_CHANGED, STEP_CHANGED],
+    }
+    webhooks = next(r for lid, r in rules.items() if lid.startswith("StatusChangesToWebhooks"))
+    assert webhooks["EventPattern"]["detail-type"] == [STATUS_CHANGED]  # never step changes
+    push = _function_id(template, LIVE_PUSH.name)
+    stack.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {"FunctionName": {"Ref": push}, "FunctionResponseTypes": ["ReportBatchItemFailures"]},
+    )
+
+
+def test_only_the_live_functions_may_manage_connections(template: dict[str, Any]):
+    allowed = set()
+    for policy in _resources(template, "AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if "execute-api:ManageConnections" in json.dumps(statement.get("Action")):
+                allowed |= {role["Ref"] for role in policy["Properties"]["Roles"]}
+    roles = {
+        _function_id(template, name): template["Resources"][_function_id(template, name)]["Properties"][
+            "Role"
+        ]["Fn::GetAtt"][0]
+        for name in (LIVE.name, LIVE_PUSH.name)
+    }
+    assert allowed == set(roles.values())
+
+
+def test_the_connections_table_expires_records_and_finds_a_tenants_connections(template: dict[str, Any]):
+    table = template["Resources"][_logical_id(template, "AWS::DynamoDB::Table", Resource.CONNECTIONS_TABLE)]
+    props = table["Properties"]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    (index,) = props["GlobalSecondaryIndexes"]
+    assert index["KeySchema"] == [{"AttributeName": "tenant", "KeyType": "HASH"}]
+    assert props["SSESpecification"]["SSEEnabled"] is True
+
+
+def test_no_cors_by_default(template: dict[str, Any]):
+    options = [
+        m
+        for m in _resources(template, "AWS::ApiGateway::Method").values()
+        if m["Properties"]["HttpMethod"] == "OPTIONS"
+    ]
+    assert options == [] and _resources(template, "AWS::ApiGateway::GatewayResponse") == {}
+    (api,) = (
+        f
+        for lid, f in _resources(template, "AWS::Lambda::Function").items()
+        if lid == _function_id(template, "api")
+    )
+    assert api["Properties"]["Environment"]["Variables"][EnvVar.CORS_ALLOWED_ORIGINS] == ""

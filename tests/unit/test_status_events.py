@@ -1,12 +1,15 @@
-"""The status-change event: its documented schema and example match the model."""
+"""The status- and step-change events: their documented schemas and examples match the models."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from voxelpipe.status_events import StudyStatusChanged
-from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED
+import pytest
+from pydantic import ValidationError
+
+from voxelpipe.status_events import StudyStatusChanged, StudyStepChanged
+from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, STEP_CHANGED
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -25,3 +28,22 @@ def test_the_example_event_parses_and_names_source_and_detail_type():
     assert (example["source"], example["detail-type"]) == (EVENT_SOURCE, STATUS_CHANGED)
     detail = StudyStatusChanged.model_validate(example["detail"])
     assert detail.status == "FAILED" and detail.previous == "RUNNING" and detail.error["type"] == "Stuck"
+
+
+def test_the_published_step_schema_is_the_models():
+    published = json.loads((EVENTS / "study_step_changed.schema.json").read_text())
+    published.pop("$id")
+    published.pop("description")
+    generated = StudyStepChanged.model_json_schema()
+    generated.pop("description", None)
+    assert published == generated
+
+
+def test_the_example_step_event_parses_and_is_not_a_status_change():
+    example = json.loads((EVENTS / "study_step_changed.json").read_text())
+    assert (example["source"], example["detail-type"]) == (EVENT_SOURCE, STEP_CHANGED)
+    detail = StudyStepChanged.model_validate(example["detail"])
+    assert (detail.step, detail.status, detail.progress) == ("prepare", "RUNNING", 60)
+    # The push function tells the two apart by shape: a step's detail is no status change.
+    with pytest.raises(ValidationError):
+        StudyStatusChanged.model_validate(example["detail"])

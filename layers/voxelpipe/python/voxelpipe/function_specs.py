@@ -169,6 +169,8 @@ API = FunctionSpec(
         EnvVar.MODELS_TABLE,
         EnvVar.REFERENCES_TABLE,  # registers reference data; checks what studies name
         EnvVar.GPU_ANALYSES,  # GET /analyses shows the runtime each analysis is deployed with
+        EnvVar.LIVE_URL,  # GET /health tells clients where live progress is
+        EnvVar.CORS_ALLOWED_ORIGINS,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
     # Completing a DICOM upload runs the series checks (imported then, not at a cold start).
@@ -209,6 +211,31 @@ SCALER = FunctionSpec(
     ),
 )
 
+# Live progress over WebSocket (voxelpipe.live, docs/api.md).
+LIVE_AUTHORIZER = FunctionSpec(
+    name="live_authorizer",
+    description="Authorizes a live-progress WebSocket at $connect: a Cognito ID token or a viewer grant",
+    memory_mb=256,
+    timeout_s=10,
+    env=(EnvVar.WEBHOOK_SECRET_ARN, EnvVar.USER_POOL_ID, EnvVar.USER_POOL_CLIENT_ID),
+    dependencies=(DependencyGroup.CORE, DependencyGroup.WEB),  # PyJWT; the REST API's claim checks
+)
+LIVE = FunctionSpec(
+    name="live",
+    description="The live-progress WebSocket routes: connect, disconnect, subscribe and unsubscribe",
+    memory_mb=256,
+    timeout_s=10,
+    env=(EnvVar.CONNECTIONS_TABLE, EnvVar.STUDIES_TABLE, EnvVar.LIVE_CALLBACK_URL),
+    dependencies=(DependencyGroup.CORE, DependencyGroup.WEB),  # PyJWT: viewer grants' scope
+)
+LIVE_PUSH = FunctionSpec(
+    name="live_push",
+    description="Sends each status and step change to the WebSocket connections that follow the study",
+    memory_mb=256,
+    timeout_s=30,
+    env=(EnvVar.CONNECTIONS_TABLE, EnvVar.LIVE_CALLBACK_URL),
+)
+
 # What the GPU worker (a Batch job, not a Lambda) is told of; its job role may use exactly these.
 GPU_WORKER_ENV: tuple[EnvVar, ...] = (
     EnvVar.BUCKET,
@@ -228,6 +255,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     REAPER,
     WEBHOOK,
     SCALER,
+    LIVE_AUTHORIZER,
+    LIVE,
+    LIVE_PUSH,
 )
 
 

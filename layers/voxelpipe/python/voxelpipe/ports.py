@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
-from voxelpipe.records import AuditRecord, ObjectRecord, StudyRecord, TaskRecord
+from voxelpipe.records import AuditRecord, ConnectionRecord, ObjectRecord, StudyRecord, TaskRecord
 from voxelpipe.status import StudyStatus
 
 # A change to a record's fields: name -> new value; None removes the field.
@@ -212,9 +212,37 @@ class PdfRenderer(Protocol):
         ...
 
 
+class ConnectionStore(Protocol):
+    """The live-progress connections (voxelpipe.live)."""
+
+    def save_connection(self, connection: ConnectionRecord) -> None: ...
+
+    def get_connection(self, connection_id: str) -> ConnectionRecord | None: ...
+
+    def set_studies(self, connection_id: str, studies: list[str]) -> bool:
+        """Replace what a connection follows; False when the connection is gone."""
+        ...
+
+    def delete_connection(self, connection_id: str) -> None: ...
+
+    def tenant_connections(self, tenant: str) -> list[ConnectionRecord]:
+        """Every connection of a tenant (one query of the tenant index)."""
+        ...
+
+
+class LiveConnections(Protocol):
+    """Sending to a WebSocket connection (API Gateway's Management API, or `voxelpipe serve`'s)."""
+
+    def post(self, connection_id: str, data: bytes) -> bool:
+        """Send one message; False when the connection is gone (closed by its client or expired)."""
+        ...
+
+
 __all__ = [
     "Changes",
+    "ConnectionStore",
     "Executions",
+    "LiveConnections",
     "ObjectInfo",
     "ObjectStorage",
     "PdfRenderError",

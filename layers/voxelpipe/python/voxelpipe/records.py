@@ -9,6 +9,7 @@ from pynamodb.attributes import (
     JSONAttribute,
     ListAttribute,
     NumberAttribute,
+    TTLAttribute,
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
@@ -112,6 +113,7 @@ class TaskRecord(Model):
     duration_ms = NumberAttribute(null=True)
     error = JSONAttribute(null=True)
     detail = JSONAttribute(null=True)
+    tenant = UnicodeAttribute(null=True)  # the study's, for the step-change events (tracking.py)
 
 
 class AuditRecord(Model):
@@ -214,6 +216,52 @@ class ReferenceRecord(Model):
         return f"{kind}#{name}#{version:010d}"
 
 
+class TenantConnectionsIndex(GlobalSecondaryIndex["ConnectionRecord"]):  # type: ignore[no-untyped-call]
+    class Meta:
+        index_name = "tenant-connections"
+        projection = AllProjection()
+
+    tenant = UnicodeAttribute(hash_key=True)
+
+
+class ConnectionRecord(Model):
+    """One live-progress WebSocket connection (docs/api.md): who holds it and what it follows.
+
+    Written at $connect with the identity its token proved: a user (`role` set) or a viewer grant
+    (`grant_study_id` or `grant_subject_ref` set, what `ViewerGrant.covers` checks). `studies`
+    holds the study ids it subscribed to, or `*` for every study of its tenant (users only).
+    `expires_at` is DynamoDB's TTL: API Gateway closes a connection after 2 hours, and a grant's
+    connection is not served past the grant's expiry.
+    """
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.CONNECTIONS_TABLE)
+
+    connection_id = UnicodeAttribute(hash_key=True)
+    tenant = UnicodeAttribute()
+    subject = UnicodeAttribute()
+    role = UnicodeAttribute(null=True)
+    grant_study_id = UnicodeAttribute(null=True)
+    grant_subject_ref = UnicodeAttribute(null=True)
+    studies = ListAttribute[str](of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    connected_at = UTCDateTimeAttribute()
+    expires_at = TTLAttribute()
+
+    tenant_connections = TenantConnectionsIndex()
+
+
+# Every study's subscription, in `ConnectionRecord.studies`.
+ALL_STUDIES = "*"
+
+
+def ttl_attribute(model: type[Model]) -> str | None:
+    """The name of a model's TTL attribute (the stack enables DynamoDB's TTL on it), if any."""
+    for name, attribute in model.get_attributes().items():
+        if isinstance(attribute, TTLAttribute):
+            return attribute.attr_name or name
+    return None
+
+
 STATUS_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.STUDIES_TABLE: StudyRecord,
     EnvVar.TASKS_TABLE: TaskRecord,
@@ -226,6 +274,9 @@ REGISTRY_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.MODELS_TABLE: ModelRecord,
     EnvVar.REFERENCES_TABLE: ReferenceRecord,
 }
+
+# The live-progress connections (built by the stack like the others, with DynamoDB's TTL).
+LIVE_MODELS: dict[EnvVar, type[Model]] = {EnvVar.CONNECTIONS_TABLE: ConnectionRecord}
 
 # The Powertools idempotency table's schema (its defaults: key "id", TTL "expiration").
 IDEMPOTENCY_KEY_ATTRIBUTE = "id"

@@ -1,7 +1,9 @@
-"""The event put on the EventBridge bus at every status change of a study (docs/operations.md).
+"""The events put on the EventBridge bus as a study moves (docs/operations.md).
 
-`source` is "voxelpipe", `detail-type` "Study Status Changed"; the detail is `StudyStatusChanged`.
-Its JSON schema is events/study_status_changed.schema.json (a test keeps the two equal).
+`source` is "voxelpipe". At every status change, `detail-type` "Study Status Changed" with a
+`StudyStatusChanged` detail (events/study_status_changed.schema.json); as a step starts, reports
+progress or ends, "Study Step Changed" with a `StudyStepChanged` detail
+(events/study_step_changed.schema.json). Tests keep each schema equal to its model.
 """
 
 from __future__ import annotations
@@ -11,10 +13,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voxelpipe.records import StudyRecord
-from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED
+from voxelpipe.records import StudyRecord, TaskRecord
+from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, STEP_CHANGED
 
-__all__ = ["EVENT_SOURCE", "STATUS_CHANGED", "StudyStatusChanged", "status_changed"]
+__all__ = [
+    "EVENT_SOURCE",
+    "STATUS_CHANGED",
+    "STEP_CHANGED",
+    "StudyStatusChanged",
+    "StudyStepChanged",
+    "status_changed",
+    "step_changed",
+]
 
 
 class StudyStatusChanged(BaseModel):
@@ -43,4 +53,32 @@ def status_changed(study: StudyRecord, previous: str | None) -> StudyStatusChang
         reason=study.reason,
         error=study.error,
         at=study.updated_at,
+    )
+
+
+class StudyStepChanged(BaseModel):
+    """A step of a study's attempt started (RUNNING, progress 0), reported progress, or ended
+    (SUCCEEDED with progress 100, or FAILED)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    study_id: str
+    tenant: str
+    attempt: int = Field(ge=1)
+    step: str = Field(description="validate, prepare, analysis:{name} or finalize")
+    status: str = Field(description="RUNNING, SUCCEEDED or FAILED")
+    progress: int = Field(ge=0, le=100)
+    at: datetime = Field(description="when the step changed")
+
+
+def step_changed(task: TaskRecord, tenant: str, at: datetime) -> StudyStepChanged:
+    """The event of a task record as it is right after its change."""
+    return StudyStepChanged(
+        study_id=task.study_id,
+        tenant=tenant,
+        attempt=int(task.attempt),
+        step=task.step,
+        status=task.status,
+        progress=int(task.progress),
+        at=at,
     )

@@ -20,7 +20,7 @@ from voxelpipe.observability import logger
 from voxelpipe.ports import Changes, StudyChanged, StudyStore
 from voxelpipe.records import AuditRecord, StudyRecord, TaskRecord
 from voxelpipe.status import StudyStatus, TaskStatus, allowed_sources
-from voxelpipe.status_events import status_changed
+from voxelpipe.status_events import status_changed, step_changed
 from voxelpipe.telemetry import Dimension, Metric
 
 
@@ -157,6 +157,24 @@ def task_key(attempt: int, step: str) -> str:
     return f"{attempt:04d}#{step}"
 
 
+def _announce_step(task: TaskRecord, at: datetime) -> None:
+    """Put a step change on the bus for live progress; like a status event, never fail a step over it."""
+    if task.tenant is None or event_bus.bus_name() is None:
+        return
+    try:
+        event_bus.publish(step_changed(task, task.tenant, at))
+    except Exception:
+        logger.exception("step-change event not published", extra={"study_id": task.study_id})
+
+
+def _tenant_of(store: StudyStore, study_id: str) -> str | None:
+    """The study's tenant, which step events carry (read only where there is a bus to put them on)."""
+    if event_bus.bus_name() is None:
+        return None
+    study = store.get_study(study_id)
+    return study.tenant if study is not None else None
+
+
 def start_task(store: StudyStore, study_id: str, attempt: int, step: str) -> TaskRecord:
     task = TaskRecord(
         study_id,
@@ -166,13 +184,16 @@ def start_task(store: StudyStore, study_id: str, attempt: int, step: str) -> Tas
         status=TaskStatus.RUNNING.value,
         progress=0,
         started_at=now(),
+        tenant=_tenant_of(store, study_id),
     )
     store.save_task(task)
+    _announce_step(task, task.started_at)
     return task
 
 
 def set_progress(store: StudyStore, task: TaskRecord, progress: int) -> None:
-    store.update_task(task, {"progress": max(0, min(100, progress))})
+    if store.update_task(task, {"progress": max(0, min(100, progress))}):
+        _announce_step(task, now())
 
 
 def finish_task(store: StudyStore, task: TaskRecord, detail: dict[str, Any] | None = None) -> None:
@@ -208,6 +229,7 @@ def _end_task(
         changes["error"] = error
     if store.update_task(task, changes):
         telemetry.emit(Metric.STEP_DURATION, duration_ms, MetricUnit.Milliseconds, Dimension.STEP, task.step)
+        _announce_step(task, finished)
 
 
 def audit(

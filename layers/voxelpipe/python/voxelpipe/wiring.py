@@ -46,6 +46,17 @@ class EnvVar(StrEnum):
     GPU_ANALYSES = "VOXELPIPE_GPU_ANALYSES"
     MODELS_TABLE = "VOXELPIPE_MODELS_TABLE"  # the model registry (bring-your-own models)
     REFERENCES_TABLE = "VOXELPIPE_REFERENCES_TABLE"  # registered reference data: atlases, norms tables
+    # Live progress (docs/api.md, "Live progress"): the WebSocket connections and their subscriptions,
+    # the URL clients connect to (wss://… in AWS, ws://… under `voxelpipe serve`), the stage's
+    # callback URL the push function posts to (API Gateway Management API), and the user pool the
+    # $connect authorizer verifies ID tokens against.
+    CONNECTIONS_TABLE = "VOXELPIPE_CONNECTIONS_TABLE"
+    LIVE_URL = "VOXELPIPE_LIVE_URL"
+    LIVE_CALLBACK_URL = "VOXELPIPE_LIVE_CALLBACK_URL"
+    USER_POOL_ID = "VOXELPIPE_USER_POOL_ID"
+    USER_POOL_CLIENT_ID = "VOXELPIPE_USER_POOL_CLIENT_ID"
+    # REST API CORS: the origins (comma-separated) a browser front end may call the API from.
+    CORS_ALLOWED_ORIGINS = "VOXELPIPE_CORS_ALLOWED_ORIGINS"
 
 
 class Runtime(StrEnum):
@@ -94,6 +105,8 @@ class Resource(StrEnum):
     GPU_JOB_DEFINITION = "GpuJobDefinition"
     MODELS_TABLE = "ModelsTable"
     REFERENCES_TABLE = "ReferenceDataTable"
+    CONNECTIONS_TABLE = "LiveConnectionsTable"
+    LIVE_QUEUE = "LiveQueue"  # status and step events on their way to the push function
 
 
 # The resource each environment variable points at, and whether it is the resource's name/URL
@@ -116,6 +129,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.GPU_JOB_DEFINITION: Resource.GPU_JOB_DEFINITION,
     EnvVar.MODELS_TABLE: Resource.MODELS_TABLE,
     EnvVar.REFERENCES_TABLE: Resource.REFERENCES_TABLE,
+    EnvVar.CONNECTIONS_TABLE: Resource.CONNECTIONS_TABLE,
 }
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})
@@ -136,3 +150,7 @@ def execution_name(study_id: str, attempt: int) -> str:
 # EventBridge: what every status-change event carries as source and detail-type.
 EVENT_SOURCE = "voxelpipe"
 STATUS_CHANGED = "Study Status Changed"
+# A step of a study's attempt started, reported progress, or ended (tracking.py; live progress only).
+STEP_CHANGED = "Study Step Changed"
+# The live-progress WebSocket API's stage: clients connect to {api}/v1, the push posts to its callback URL.
+LIVE_STAGE = "v1"

@@ -3,7 +3,7 @@ deadlines derive from them, the local cloud runs the template they shaped."""
 
 from __future__ import annotations
 
-from voxelpipe.function_specs import DISPATCH, WEBHOOK
+from voxelpipe.function_specs import DISPATCH, LIVE_PUSH, WEBHOOK
 
 # SQS settings (DESIGN: visibility >= 6x the consumer's timeout, >= 5 receives before the DLQ).
 QUEUE_VISIBILITY_TIMEOUT_S = 6 * DISPATCH.timeout_s
@@ -28,6 +28,10 @@ REAPER_BATCH = 50
 WEBHOOK_MAX_RECEIVE_COUNT = 8
 WEBHOOK_VISIBILITY_TIMEOUT_S = 6 * WEBHOOK.timeout_s
 WEBHOOK_BATCH_SIZE = 10
+# The live queue (status and step changes to the push function): >= 5 receives before its DLQ.
+LIVE_MAX_RECEIVE_COUNT = 5
+LIVE_VISIBILITY_TIMEOUT_S = 6 * LIVE_PUSH.timeout_s
+LIVE_BATCH_SIZE = 10
 
 # Lambda tasks of the state machine: each try is bounded by the function's timeout plus this margin
 # (the task timeout), and transient errors retry RETRY_ATTEMPTS times, RETRY_INTERVAL_S apart,

@@ -1,4 +1,4 @@
-"""Putting status-change events on the study event bus."""
+"""Putting status- and step-change events on the study event bus."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 
 import boto3
 
-from voxelpipe.status_events import EVENT_SOURCE, STATUS_CHANGED, StudyStatusChanged
+from voxelpipe.status_events import (
+    EVENT_SOURCE,
+    STATUS_CHANGED,
+    STEP_CHANGED,
+    StudyStatusChanged,
+    StudyStepChanged,
+)
 from voxelpipe.wiring import EnvVar
 
 if TYPE_CHECKING:
@@ -25,8 +31,8 @@ def bus_name() -> str | None:
     return os.environ.get(EnvVar.EVENT_BUS_NAME) or None
 
 
-def publish(event: StudyStatusChanged) -> bool:
-    """Put one event on the bus; False when EventBridge refused it."""
+def publish(event: StudyStatusChanged | StudyStepChanged) -> bool:
+    """Put one event on the bus (its detail-type follows its model); False when EventBridge refused it."""
     bus = bus_name()
     if bus is None:
         return False
@@ -35,7 +41,7 @@ def publish(event: StudyStatusChanged) -> bool:
             {
                 "EventBusName": bus,
                 "Source": EVENT_SOURCE,
-                "DetailType": STATUS_CHANGED,
+                "DetailType": STATUS_CHANGED if isinstance(event, StudyStatusChanged) else STEP_CHANGED,
                 "Detail": event.model_dump_json(),
                 "Resources": [],
                 "Time": event.at,

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 import voxelpipe
 from voxelpipe.api import problems
 from voxelpipe.api.routes import analyses, models, references, service, studies
+from voxelpipe.wiring import EnvVar
+
+# What a browser may send and read across origins (docs/api.md, "CORS").
+CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+CORS_HEADERS = ("Authorization", "Content-Type")
+CORS_EXPOSED_HEADERS = ("Location", "Retry-After")
+CORS_MAX_AGE_S = 600
+
+
+def cors_allowed_origins() -> tuple[str, ...]:
+    """The origins `VOXELPIPE_CORS_ALLOWED_ORIGINS` lists (comma-separated); none when unset."""
+    value = os.environ.get(EnvVar.CORS_ALLOWED_ORIGINS, "")
+    return tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
 
 
 def create_app() -> FastAPI:
@@ -19,6 +35,17 @@ def create_app() -> FastAPI:
         openapi_url="/openapi.json",
     )
     problems.install(app)
+    origins = cors_allowed_origins()
+    if origins:
+        # A browser front end on these origins may call the API (API Gateway lets the preflight through).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(origins),
+            allow_methods=list(CORS_METHODS),
+            allow_headers=list(CORS_HEADERS),
+            expose_headers=list(CORS_EXPOSED_HEADERS),
+            max_age=CORS_MAX_AGE_S,
+        )
     for router in (service.router, analyses.router, models.router, references.router, studies.router):
         app.include_router(router)
     return app
