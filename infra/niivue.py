@@ -98,7 +98,7 @@ def installed(dest: Path = NIIVUE_BUNDLE) -> bool:
 
 
 def download(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310 (https, fixed)
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
         data: bytes = response.read(MAX_TARBALL_BYTES + 1)
     if len(data) > MAX_TARBALL_BYTES:
         raise IntegrityError(f"{url} is over {MAX_TARBALL_BYTES} bytes")

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 import voxelpipe
 from voxelpipe.api import problems
 from voxelpipe.api.routes import analyses, models, references, service, studies
+from voxelpipe.api.routes import viewer as viewer_routes
 
 
 def create_app() -> FastAPI:
@@ -21,4 +22,5 @@ def create_app() -> FastAPI:
     problems.install(app)
     for router in (service.router, analyses.router, models.router, references.router, studies.router):
         app.include_router(router)
+    app.include_router(viewer_routes.router)  # viewer links, the viewer's data and pages
     return app

@@ -1,0 +1,173 @@
+"""The web viewer in a real browser: `voxelpipe serve`, a segmented study, its viewer link opened in
+headless Chromium (the system's, WebGL2 through SwiftShader: no GPU, no browser download).
+
+One served study for every check here (the module's fixtures): segmenting it is the slow part.
+VOXELPIPE_WRITE_DOCS_IMAGES=1 writes the screenshot to docs/images/viewer.png.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from infra.cli.client import Client
+from infra.local.samples import mni152_t1_path
+from tests.fixtures.serve import voxelpipe_serve
+from voxelpipe.api.auth import DEV_SECRET_FILE_ENV, Role, mint_dev_token
+from voxelpipe.viewer.assets import NIIVUE_URL_PATH, niivue_missing
+
+CHROMIUM = Path(os.environ.get("VOXELPIPE_CHROMIUM", "/usr/bin/chromium"))
+DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "viewer.png"
+SUBJECT = "sub-viewer"
+# WebGL2 on the CPU: SwiftShader through ANGLE (Chromium refuses software WebGL without the flag).
+CHROMIUM_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (VOXELPIPE_CHROMIUM)"),
+    pytest.mark.skipif(niivue_missing() is not None, reason=niivue_missing() or ""),
+]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    secret = tmp_path_factory.getbasetemp() / "dev-token-secret"
+    # The module's fixtures mint tokens too: the session's secret before the per-test one is set.
+    with pytest.MonkeyPatch.context() as patch, voxelpipe_serve(secret) as url:
+        patch.setenv(DEV_SECRET_FILE_ENV, str(secret))
+        yield url
+
+
+@pytest.fixture(scope="module")
+def segmented(served: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A study of the bundled sample, segmented, with its volumes (the module's one study)."""
+    client = Client(served, mint_dev_token("lab-a", Role.UPLOADER))
+    scan = tmp_path_factory.mktemp("viewer") / "t1w.nii.gz"
+    shutil.copyfile(mni152_t1_path(), scan)
+    created = client.create_study([scan], analyses=["volumetrics"], subject_ref=SUBJECT, age=70, sex="F")
+    (target,) = created["uploads"]
+    client.upload(target, scan)
+    view = client.wait(created["study_id"], timeout_s=300)
+    assert view["status"] == "COMPLETED", view
+    return view
+
+
+def _link(served: str, path: str, role: Role = Role.VIEWER, tenant: str = "lab-a") -> httpx.Response:
+    return httpx.post(
+        f"{served}{path}", headers={"authorization": f"Bearer {mint_dev_token(tenant, role)}"}, timeout=30
+    )
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def _open(browser: Any, url: str, wait_for: str) -> tuple[Any, list[str]]:
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    page.wait_for_selector(wait_for, state="attached", timeout=120_000)
+    return page, errors
+
+
+def _canvas_pixels(page: Any) -> np.ndarray:
+    """The canvas as the screen shows it (a clip of the page: NiiVue redraws the canvas on every
+    frame, so an element screenshot never sees it stable)."""
+    box = page.locator("#niivue").bounding_box()
+    shot = page.screenshot(clip=box, animations="disabled", timeout=60_000)
+    return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"))
+
+
+def _colour_pixels(canvas: np.ndarray, colour: str, tolerance: int = 6) -> int:
+    rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(canvas[..., :3].astype(int) - rgb).max(axis=-1) <= tolerance).sum())
+
+
+def test_the_viewer_draws_the_study_with_its_labels_and_measures(
+    served: str, segmented: dict[str, Any], browser: Any
+):
+    link = _link(served, f"/studies/{segmented['study_id']}/viewer-link")
+    assert link.status_code == 200, link.text
+    url = link.json()["url"]
+    assert url.startswith(f"{served}/viewer/studies/{segmented['study_id']}#grant=")
+    page, errors = _open(browser, url, "html[data-viewer-ready='true'], html[data-viewer-error]")
+    try:
+        assert page.evaluate("document.documentElement.dataset.viewerError") is None, page.inner_text("body")
+        legend = page.eval_on_selector_all("li[data-colour]", "items => items.map(i => i.dataset.colour)")
+        assert legend == ["#2878ff", "#28c850", "#ffd228"]  # CSF, GM, WM
+        assert "gm_ml" in page.inner_text("#measures")
+        assert "COMPLETED" in page.inner_text("#status")
+        assert "unavailable" in page.inner_text("#live")  # no live URL here: said, not an error
+        if os.environ.get("VOXELPIPE_WRITE_DOCS_IMAGES") == "1":
+            DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(DOCS_IMAGE), animations="disabled", timeout=60_000)
+        # Opaque labels: their colours are then exactly the legend's where the segmentation is.
+        page.eval_on_selector("#opacity", "e => { e.value = '1'; e.dispatchEvent(new Event('input')) }")
+        page.wait_for_timeout(500)
+        pixels = _canvas_pixels(page)
+        assert pixels.std() > 10, "the canvas is blank"
+        counts = {colour: _colour_pixels(pixels, colour) for colour in legend}
+        assert all(count > 200 for count in counts.values()), counts
+        # Turning grey matter off removes its colour from the image.
+        page.locator("input[data-analysis='tissue-seg'][data-index='2']").uncheck()
+        page.wait_for_timeout(500)
+        hidden = _canvas_pixels(page)
+        assert _colour_pixels(hidden, "#28c850") < counts["#28c850"] / 20
+        assert errors == []
+    finally:
+        page.close()
+
+
+def test_a_subject_link_lists_the_subject_s_studies(served: str, segmented: dict[str, Any], browser: Any):
+    link = _link(served, f"/subjects/{SUBJECT}/viewer-link")
+    assert link.status_code == 200, link.text
+    page, errors = _open(
+        browser, link.json()["url"], "html[data-viewer-ready='true'], html[data-viewer-error]"
+    )
+    try:
+        assert page.evaluate("document.documentElement.dataset.viewerError") is None, page.inner_text("body")
+        studies = page.eval_on_selector_all("#studies button", "b => b.map(x => x.dataset.study)")
+        assert studies == [segmented["study_id"]]
+        assert errors == []
+    finally:
+        page.close()
+    # Another tenant has no such subject: the same 404 as one that does not exist.
+    assert _link(served, f"/subjects/{SUBJECT}/viewer-link", tenant="lab-b").status_code == 404
+
+
+def test_an_expired_or_forged_link_says_so(served: str, segmented: dict[str, Any], browser: Any):
+    url = f"{served}/viewer/studies/{segmented['study_id']}#grant=not.a.grant"
+    page, _ = _open(browser, url, "html[data-viewer-error]")
+    try:
+        assert page.evaluate("document.documentElement.dataset.viewerError") == "invalid_grant"
+        assert "not valid" in page.inner_text("#message")
+    finally:
+        page.close()
+
+
+def test_the_pinned_niivue_is_served_with_a_long_cache(served: str):
+    response = httpx.get(f"{served}{NIIVUE_URL_PATH}", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert "immutable" in response.headers["cache-control"]
+    page = httpx.get(f"{served}/viewer/studies/x", timeout=30)
+    assert (
+        page.headers["content-type"].startswith("text/html") and page.headers["cache-control"] == "no-cache"
+    )
