@@ -28,6 +28,7 @@ from voxelpipe.viewer.assets import NIIVUE_URL_PATH, niivue_missing
 CHROMIUM = Path(os.environ.get("VOXELPIPE_CHROMIUM", "/usr/bin/chromium"))
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "viewer.png"
 SUBJECT = "sub-viewer"
+WRITE_DOCS_IMAGES = os.environ.get("VOXELPIPE_WRITE_DOCS_IMAGES") == "1"
 # WebGL2 on the CPU: SwiftShader through ANGLE (Chromium refuses software WebGL without the flag).
 CHROMIUM_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
 
@@ -77,11 +78,13 @@ def browser() -> Iterator[Any]:
             launched.close()
 
 
-def _open(browser: Any, url: str, wait_for: str) -> tuple[Any, list[str]]:
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+def _open(browser: Any, url: str, wait_for: str, size: tuple[int, int] = (960, 640)) -> tuple[Any, list[str]]:
+    # Small: SwiftShader draws every pixel on the CPU (the 3D render most of all).
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
     errors: list[str] = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     page.goto(url)
     page.wait_for_selector(wait_for, state="attached", timeout=120_000)
     return page, errors
@@ -107,7 +110,8 @@ def test_the_viewer_draws_the_study_with_its_labels_and_measures(
     assert link.status_code == 200, link.text
     url = link.json()["url"]
     assert url.startswith(f"{served}/viewer/studies/{segmented['study_id']}#grant=")
-    page, errors = _open(browser, url, "html[data-viewer-ready='true'], html[data-viewer-error]")
+    size = (1280, 800) if WRITE_DOCS_IMAGES else (960, 640)
+    page, errors = _open(browser, url, "html[data-viewer-ready='true'], html[data-viewer-error]", size)
     try:
         assert page.evaluate("document.documentElement.dataset.viewerError") is None, page.inner_text("body")
         legend = page.eval_on_selector_all("li[data-colour]", "items => items.map(i => i.dataset.colour)")
@@ -115,7 +119,7 @@ def test_the_viewer_draws_the_study_with_its_labels_and_measures(
         assert "gm_ml" in page.inner_text("#measures")
         assert "COMPLETED" in page.inner_text("#status")
         assert "unavailable" in page.inner_text("#live")  # no live URL here: said, not an error
-        if os.environ.get("VOXELPIPE_WRITE_DOCS_IMAGES") == "1":
+        if WRITE_DOCS_IMAGES:
             DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(DOCS_IMAGE), animations="disabled", timeout=60_000)
         # Opaque labels: their colours are then exactly the legend's where the segmentation is.

@@ -144,6 +144,8 @@ function rgb(hex) {
   return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
 }
 
+// A label map's colours as NiiVue takes them: a hidden label transparent. (How much the labels hide
+// the anatomy is the overlay volume's opacity, the slider's: NiiVue blends with it, not with this.)
 function colormapLabel(map) {
   const hidden = state.hidden.get(map.analysis) || new Set();
   const cm = { R: [0], G: [0], B: [0], A: [0], I: [0], labels: [""] };
@@ -162,11 +164,13 @@ function toggleLabel(mapIndex, index, visible) {
   const hidden = state.hidden.get(map.analysis) || new Set();
   if (visible) hidden.delete(index); else hidden.add(index);
   state.hidden.set(map.analysis, hidden);
-  const volume = state.nv && state.nv.volumes[mapIndex + 1];
-  if (volume) {
-    volume.setColormapLabel(colormapLabel(map));
-    state.nv.updateGLVolume();
-  }
+  applyColours();
+}
+
+function applyColours() {
+  if (!state.nv) return;
+  state.labelMaps.forEach((map, i) => state.nv.volumes[i + 1].setColormapLabel(colormapLabel(map)));
+  state.nv.updateGLVolume();
 }
 
 async function niivue() {
@@ -213,9 +217,7 @@ async function loadVolumes(data) {
     { url: background.url, name: background.name, colormap: "gray" },
     ...overlays.map((map) => ({ url: map.url, name: map.name, opacity })),
   ]);
-  overlays.forEach((map, i) => nv.volumes[i + 1].setColormapLabel(colormapLabel(map)));
-  nv.updateGLVolume();
-  nv.drawScene();
+  applyColours();
   await nextFrame();
   state.loadedKey = key;
   root.dataset.viewerReady = "true";
@@ -235,7 +237,8 @@ async function show(data) {
   $("title").textContent = `Study ${study.study_id}${subject} · ${study.analyses.join(", ")}`;
   renderProgress(study);
   renderMeasures(data.measures);
-  renderLegends(mode === "study" || data.volume ? data.label_maps : data.label_maps.slice(1));
+  // Without the volume, the first label map is the background: the legends are the overlays'.
+  renderLegends(data.volume ? data.label_maps : data.label_maps.slice(1));
   if (study.status === "REJECTED") showMessage(`This upload was rejected (${study.reason}): ${study.reason_detail || ""}`);
   else if (study.status === "FAILED") showMessage(`This study failed: ${study.error || "see its steps"}`);
   else if (study.status !== "COMPLETED") showMessage(`The study is ${study.status}: it is not ready yet. This page shows what is done and updates as it runs.`, "info");
