@@ -8,9 +8,12 @@ VOXELPIPE_WRITE_DOCS_IMAGES=1 writes the screenshot to docs/images/viewer.png.
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +81,17 @@ def browser() -> Iterator[Any]:
             launched.close()
 
 
-def _open(browser: Any, url: str, wait_for: str, size: tuple[int, int] = (960, 640)) -> tuple[Any, list[str]]:
+def _open(
+    browser: Any,
+    url: str,
+    wait_for: str,
+    size: tuple[int, int] = (960, 640),
+    before: Callable[[Any], None] | None = None,
+) -> tuple[Any, list[str]]:
     # Small: SwiftShader draws every pixel on the CPU (the 3D render most of all).
     page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    if before is not None:
+        before(page)
     errors: list[str] = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -88,6 +99,34 @@ def _open(browser: Any, url: str, wait_for: str, size: tuple[int, int] = (960, 6
     page.goto(url)
     page.wait_for_selector(wait_for, state="attached", timeout=120_000)
     return page, errors
+
+
+@dataclass
+class LiveEndpoint:
+    """A stand-in for the live progress WebSocket (Playwright answers the page's socket): what the
+    page sent, and the socket to send it messages. The data API's answer is given its `live_url`."""
+
+    url: str = "ws://live.voxelpipe.test/live"
+    received: list[dict[str, Any]] = field(default_factory=list)
+    sockets: list[Any] = field(default_factory=list)
+
+    def install(self, page: Any) -> None:
+        def connected(socket: Any) -> None:
+            self.sockets.append(socket)
+
+            def on_message(message: str | bytes) -> None:
+                request = json.loads(message)
+                self.received.append(request)
+                socket.send(json.dumps({"type": "subscribed", "study_id": request["study_id"]}))
+
+            socket.on_message(on_message)
+
+        def with_live_url(route: Any) -> None:
+            response = route.fetch()
+            route.fulfill(response=response, json={**response.json(), "live_url": self.url})
+
+        page.route_web_socket(re.compile(re.escape(self.url)), connected)
+        page.route(re.compile(r"/viewer/api/studies/"), with_live_url)
 
 
 def _canvas_pixels(page: Any) -> np.ndarray:
@@ -111,14 +150,26 @@ def test_the_viewer_draws_the_study_with_its_labels_and_measures(
     url = link.json()["url"]
     assert url.startswith(f"{served}/viewer/studies/{segmented['study_id']}#grant=")
     size = (1280, 800) if WRITE_DOCS_IMAGES else (960, 640)
-    page, errors = _open(browser, url, "html[data-viewer-ready='true'], html[data-viewer-error]", size)
+    live = LiveEndpoint()
+    ready = "html[data-viewer-ready='true'], html[data-viewer-error]"
+    page, errors = _open(browser, url, ready, size, before=live.install)
     try:
         assert page.evaluate("document.documentElement.dataset.viewerError") is None, page.inner_text("body")
         legend = page.eval_on_selector_all("li[data-colour]", "items => items.map(i => i.dataset.colour)")
         assert legend == ["#2878ff", "#28c850", "#ffd228"]  # CSF, GM, WM
         assert "gm_ml" in page.inner_text("#measures")
         assert "COMPLETED" in page.inner_text("#status")
-        assert "unavailable" in page.inner_text("#live")  # no live URL here: said, not an error
+        # Live progress: the page subscribed with its grant, and shows what the socket says.
+        page.wait_for_selector("#live[data-state='live']", timeout=30_000)
+        (socket,) = live.sockets
+        assert f"token={url.partition('#grant=')[2]}" in socket.url
+        assert live.received == [{"action": "subscribe", "study_id": segmented["study_id"]}]
+        step = {"type": "step", "study_id": segmented["study_id"], "attempt": 1, "step": "finalize"}
+        socket.send(json.dumps({**step, "status": "RUNNING", "progress": 40, "at": "2026-12-04T00:00:00Z"}))
+        page.wait_for_selector("li[data-step='finalize'][data-status='RUNNING']", timeout=30_000)
+        assert "40%" in page.inner_text("li[data-step='finalize']")
+        socket.send(json.dumps({"type": "error", "code": "forbidden", "detail": "not yours"}))
+        page.wait_for_selector("#live[data-state='error']", timeout=30_000)
         if WRITE_DOCS_IMAGES:
             DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(DOCS_IMAGE), animations="disabled", timeout=60_000)
@@ -149,6 +200,7 @@ def test_a_subject_link_lists_the_subject_s_studies(served: str, segmented: dict
         assert page.evaluate("document.documentElement.dataset.viewerError") is None, page.inner_text("body")
         studies = page.eval_on_selector_all("#studies button", "b => b.map(x => x.dataset.study)")
         assert studies == [segmented["study_id"]]
+        assert "unavailable" in page.inner_text("#live")  # no live URL here: said, not an error
         assert errors == []
     finally:
         page.close()
