@@ -7,7 +7,6 @@ VOXELPIPE_WRITE_DOCS_IMAGES=1 writes the screenshot to docs/images/viewer.png.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -18,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from infra.cli.client import Client
 from infra.local.samples import mni152_t1_path
@@ -129,17 +126,37 @@ class LiveEndpoint:
         page.route(re.compile(r"/viewer/api/studies/"), with_live_url)
 
 
-def _canvas_pixels(page: Any) -> np.ndarray:
-    """The canvas as the screen shows it (a clip of the page: NiiVue redraws the canvas on every
-    frame, so an element screenshot never sees it stable)."""
-    box = page.locator("#niivue").bounding_box()
-    shot = page.screenshot(clip=box, animations="disabled", timeout=60_000)
-    return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"))
+# The canvas's pixels, counted in the page: NiiVue draws the scene, and its drawing buffer is read
+# back in the same task (before the browser presents it, so without preserveDrawingBuffer). A
+# screenshot shows the same pixels but took a minute on a loaded 2-core machine (SwiftShader).
+CANVAS_COLOURS = """([colours, tolerance]) => {
+  const nv = window.voxelpipeNiivue;
+  nv.drawScene();
+  const gl = nv.gl;
+  const width = gl.drawingBufferWidth, height = gl.drawingBufferHeight;
+  const pixels = new Uint8Array(width * height * 4);
+  gl.readPixels(0, 0, width, height, gl.RGBA, gl.UNSIGNED_BYTE, pixels);
+  const wanted = colours.map((c) => [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16)));
+  const counts = wanted.map(() => 0);
+  let sum = 0, squares = 0;
+  for (let p = 0; p < pixels.length; p += 4) {
+    const grey = (pixels[p] + pixels[p + 1] + pixels[p + 2]) / 3;
+    sum += grey; squares += grey * grey;
+    wanted.forEach((c, k) => {
+      if (Math.abs(pixels[p] - c[0]) <= tolerance && Math.abs(pixels[p + 1] - c[1]) <= tolerance
+          && Math.abs(pixels[p + 2] - c[2]) <= tolerance) counts[k] += 1;
+    });
+  }
+  const n = pixels.length / 4;
+  const std = Math.sqrt(squares / n - (sum / n) ** 2);
+  return { counts: Object.fromEntries(colours.map((c, k) => [c, counts[k]])), std };
+}"""
 
 
-def _colour_pixels(canvas: np.ndarray, colour: str, tolerance: int = 6) -> int:
-    rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
-    return int((np.abs(canvas[..., :3].astype(int) - rgb).max(axis=-1) <= tolerance).sum())
+def _canvas_colours(page: Any, colours: list[str], tolerance: int = 6) -> tuple[dict[str, int], float]:
+    """How many of the canvas's pixels are each colour, and the spread of its greys (0: blank)."""
+    found = page.evaluate(CANVAS_COLOURS, [colours, tolerance])
+    return found["counts"], found["std"]
 
 
 def test_the_viewer_draws_the_study_with_its_labels_and_measures(
@@ -175,16 +192,14 @@ def test_the_viewer_draws_the_study_with_its_labels_and_measures(
             page.screenshot(path=str(DOCS_IMAGE), animations="disabled", timeout=60_000)
         # Opaque labels: their colours are then exactly the legend's where the segmentation is.
         page.eval_on_selector("#opacity", "e => { e.value = '1'; e.dispatchEvent(new Event('input')) }")
-        page.wait_for_timeout(500)
-        pixels = _canvas_pixels(page)
-        assert pixels.std() > 10, "the canvas is blank"
-        counts = {colour: _colour_pixels(pixels, colour) for colour in legend}
+        counts, spread = _canvas_colours(page, legend)
+        assert spread > 10, "the canvas is blank"
         assert all(count > 200 for count in counts.values()), counts
         # Turning grey matter off removes its colour from the image.
         page.locator("input[data-analysis='tissue-seg'][data-index='2']").uncheck()
-        page.wait_for_timeout(500)
-        hidden = _canvas_pixels(page)
-        assert _colour_pixels(hidden, "#28c850") < counts["#28c850"] / 20
+        hidden, _ = _canvas_colours(page, legend)
+        assert hidden["#28c850"] < counts["#28c850"] / 20, (counts, hidden)
+        assert hidden["#2878ff"] > counts["#2878ff"] / 2  # the others stay
         assert errors == []
     finally:
         page.close()
@@ -193,11 +208,13 @@ def test_the_viewer_draws_the_study_with_its_labels_and_measures(
 def test_a_subject_link_lists_the_subject_s_studies(served: str, segmented: dict[str, Any], browser: Any):
     link = _link(served, f"/subjects/{SUBJECT}/viewer-link")
     assert link.status_code == 200, link.text
-    page, errors = _open(
-        browser, link.json()["url"], "html[data-viewer-ready='true'], html[data-viewer-error]"
-    )
+    # The page lists the studies and opens the newest completed one (drawing it is the test above's,
+    # not waited for again: SwiftShader is slow).
+    opened = "#studies button[aria-current='true'], html[data-viewer-error]"
+    page, errors = _open(browser, link.json()["url"], opened, size=(480, 360))
     try:
         assert page.evaluate("document.documentElement.dataset.viewerError") is None, page.inner_text("body")
+        page.wait_for_selector(f"#title:has-text('{segmented['study_id']}')", timeout=30_000)
         studies = page.eval_on_selector_all("#studies button", "b => b.map(x => x.dataset.study)")
         assert studies == [segmented["study_id"]]
         assert "unavailable" in page.inner_text("#live")  # no live URL here: said, not an error

@@ -196,6 +196,7 @@ async function viewer() {
   await nv.attachToCanvas($("niivue"));
   nv.setSliceType(nv.sliceTypeMultiplanar);
   state.nv = nv;
+  window.voxelpipeNiivue = nv; // for the browser's console, and the browser test's pixel checks
   return nv;
 }
 
