@@ -178,6 +178,9 @@ def test_the_viewer_draws_the_study_with_its_labels_and_measures(
         assert "COMPLETED" in page.inner_text("#status")
         # Live progress: the page subscribed with its grant, and shows what the socket says.
         page.wait_for_selector("#live[data-state='live']", timeout=30_000)
+        if WRITE_DOCS_IMAGES:  # before the stand-in socket's test messages below
+            DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(DOCS_IMAGE), animations="disabled", timeout=60_000)
         (socket,) = live.sockets
         assert f"token={url.partition('#grant=')[2]}" in socket.url
         assert live.received == [{"action": "subscribe", "study_id": segmented["study_id"]}]
@@ -187,9 +190,6 @@ def test_the_viewer_draws_the_study_with_its_labels_and_measures(
         assert "40%" in page.inner_text("li[data-step='finalize']")
         socket.send(json.dumps({"type": "error", "code": "forbidden", "detail": "not yours"}))
         page.wait_for_selector("#live[data-state='error']", timeout=30_000)
-        if WRITE_DOCS_IMAGES:
-            DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(DOCS_IMAGE), animations="disabled", timeout=60_000)
         # Opaque labels: their colours are then exactly the legend's where the segmentation is.
         page.eval_on_selector("#opacity", "e => { e.value = '1'; e.dispatchEvent(new Event('input')) }")
         counts, spread = _canvas_colours(page, legend)
