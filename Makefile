@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# NiiVue for the web viewer: fetched from the npm registry and checked against its pinned
+# integrity (infra/niivue.py); a no-op once in place.
 setup: $(STAMP)
+	$(BIN)/python -m infra.niivue
 
 demo: setup
 	$(BIN)/voxelpipe demo

@@ -86,8 +86,9 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     # version of every object it has. Registering a model presigns its upload under models/,
     # completing it checks the file's digest and writes its manifest, and retiring it removes every
     # version of its files. Reference data (atlases, norms tables) likewise under references/.
+    # The viewer's links presign the canonical volume Prepare writes under work/.
     API.name: BucketAccess(
-        read=[UPLOADS, DERIVED, MODELS, REFERENCES],
+        read=[UPLOADS, DERIVED, WORK, MODELS, REFERENCES],
         write=[UPLOADS, QUARANTINE, MODELS, REFERENCES],
         delete=[*ALL_PREFIXES, MODELS, REFERENCES],
         list=[UPLOADS, DERIVED],

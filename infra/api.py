@@ -150,6 +150,16 @@ class StudyApi(Construct):
                 "GET", authorization_type=apigw.AuthorizationType.NONE, request_validator=validator
             )
             nag.acknowledge(method, *nag.PUBLIC_METHOD)
+        # The viewer (docs/viewer.md): pages and NiiVue carry no data, and the app checks the link's
+        # grant on its data routes, so /viewer skips the authorizer (a browser page has no user token).
+        viewer = self.rest_api.root.add_resource("viewer").add_proxy(any_method=False)
+        viewer_method = viewer.add_method(
+            "GET",
+            authorization_type=apigw.AuthorizationType.NONE,
+            request_validator=validator,
+            request_parameters={"method.request.path.proxy": True},
+        )
+        nag.acknowledge(viewer_method, *nag.VIEWER_METHOD)
         if cors_allowed_origins:
             self._cors_errors(cors_allowed_origins)
         self.web_acl = self._web_acl()

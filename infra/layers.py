@@ -33,6 +33,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from voxelpipe.function_specs import DEPENDENCY_GROUPS, FUNCTIONS, DependencyGroup
+from voxelpipe.viewer.assets import niivue_missing
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS_DIR = ROOT / "build" / "layers"
@@ -405,6 +406,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=LAYERS_DIR)
     args = parser.parse_args(argv)
+    # The viewer's NiiVue ships in the voxelpipe layer: a layer without it serves no viewer.
+    if missing := niivue_missing():
+        sys.exit(f"make layers: {missing}")
     try:
         built = build_layers(args.out)
     except LayerBuildError as error:

@@ -227,6 +227,13 @@ PUBLIC_METHOD = (
         "documentation; they read no data.",
     ),
 )
+_VIEWER_REASON = (
+    "/viewer/{proxy+} skips the Cognito authorizer on purpose (docs/viewer.md): its pages, script "
+    "and NiiVue carry no data, and its data routes (/viewer/api/...) are refused by the app without "
+    "a viewer grant: a short-lived signed token, scoped to one study or subject of one tenant, that "
+    "only a signed-in user's POST .../viewer-link issues."
+)
+VIEWER_METHOD = (Ack("AwsSolutions-APIG4", _VIEWER_REASON), Ack("AwsSolutions-COG4", _VIEWER_REASON))
 STATE_MACHINE_ROLE = (
     Ack(
         "AwsSolutions-IAM5",

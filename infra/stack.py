@@ -67,6 +67,10 @@ QUARANTINE_DAYS = 30
 WORK_DAYS = 7
 # Presigned multipart uploads left unfinished are aborted (and their parts removed) after this.
 INCOMPLETE_UPLOAD_DAYS = 2
+# The viewer's pages (API Gateway's origin) read volumes through presigned GETs (docs/viewer.md):
+# any origin, GET and HEAD, no credentials: the presigned URL is the credential, and naming the
+# API's origin would make the bucket depend on the API that depends on it (a CloudFormation cycle).
+VIEWER_CORS_MAX_AGE_S = 3600
 # Powertools settings shared by every function.
 # The construct id CDK gives its bucket-notifications handler (a singleton per stack).
 NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
@@ -128,6 +132,13 @@ class VoxelpipeStack(Stack):
             ],
         )
         nag.acknowledge(bucket, nag.INGEST_BUCKET)
+        bucket.add_cors_rule(
+            allowed_methods=[s3.HttpMethods.GET, s3.HttpMethods.HEAD],
+            allowed_origins=["*"],
+            allowed_headers=["*"],
+            exposed_headers=["Content-Length", "Content-Range", "ETag"],
+            max_age=VIEWER_CORS_MAX_AGE_S,
+        )
         queues = {
             Resource.HIGH_PRIORITY_QUEUE: self._work_queue(Resource.HIGH_PRIORITY_QUEUE),
             Resource.NORMAL_PRIORITY_QUEUE: self._work_queue(Resource.NORMAL_PRIORITY_QUEUE),

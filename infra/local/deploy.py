@@ -97,6 +97,12 @@ IGNORED_TYPES = frozenset(
 GPU_WORKER = "gpu_worker"
 
 
+def _cors_rule(rule: dict[str, Any]) -> Any:
+    """A template's CorsRule as PutBucketCors takes it (CloudFormation names two fields otherwise)."""
+    names = {"ExposedHeaders": "ExposeHeaders", "MaxAge": "MaxAgeSeconds"}
+    return {names.get(field, field): value for field, value in rule.items()}
+
+
 @dataclass
 class Deployment:
     """What the template became in moto: physical ids, attributes and the functions' wiring."""
@@ -254,6 +260,9 @@ class _Deployer:
         ]
         if rules:
             self.s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+        cors = [_cors_rule(rule) for rule in props.get("CorsConfiguration", {}).get("CorsRules", [])]
+        if cors:  # the S3 gateway answers CORS from it (infra/local/s3_cors.py)
+            self.s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": cors})
         self.out.physical_ids[logical_id] = name
         self.out.arns[logical_id] = f"arn:aws:s3:::{name}"
 

@@ -3,7 +3,8 @@
 A moto server would answer anyone everything: every bucket and key, every other service, and its
 own reset API. This gateway serves only what the API's clients need — the presigned form POST of
 an upload, the presigned GET of an artifact, and a multipart upload's presigned part PUTs and
-complete POST — and checks each as S3 does (`infra/local/s3_auth.py`). It then performs the
+complete POST — and checks each as S3 does (`infra/local/s3_auth.py`); it answers CORS as S3 does,
+from the bucket's CORS configuration (`infra/local/s3_cors.py`), preflights included. It then performs the
 request with an in-process S3 client in the local cloud's moto, acting as the signer (the API
 function, whose role the local IAM holds it to), so the bucket's notification runs ingest exactly
 as an SDK upload does. Anything else gets S3's refusal, as S3's XML error.
@@ -31,6 +32,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
+from infra.local import s3_cors
 from infra.local.s3_auth import (
     MAX_FIELD_BYTES,
     FormUpload,
@@ -54,7 +56,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
-METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE"})
+METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"})
 SPOOL_BYTES = 8 * 1024**2  # request bodies past this go to a temporary file
 MAX_XML_BYTES = 1024**2
 SERVED = (
@@ -251,7 +253,37 @@ class S3Gateway:
             log.exception("the S3 gateway failed on %s %s", request.method, request.url.path)
             internal = S3Error(500, "InternalError", "We encountered an internal error. Please try again.")
             response = error_response(internal, request.url.path)
+        origin = request.headers.get("origin")
+        if origin and request.method != "OPTIONS":  # a preflight's answer has its own (_preflight)
+            rules = await self._cors_rules(self._bucket_of(request))
+            response.headers.update(s3_cors.actual(rules, origin, request.method))
         await response(scope, receive, send)
+
+    @staticmethod
+    def _bucket_of(request: Request) -> str:
+        return str(request.scope["path"]).lstrip("/").partition("/")[0]
+
+    async def _cors_rules(self, bucket: str) -> list[s3_cors.CorsRule] | None:
+        """The bucket's CORS rules (None: it has no CORS configuration). S3 reads them itself, not
+        as the request's signer, so this call is not held to any role."""
+
+        def read() -> list[s3_cors.CorsRule] | None:
+            try:
+                rules = self.client.get_bucket_cors(Bucket=bucket)["CORSRules"]
+            except ClientError:  # NoSuchCORSConfiguration, or no such bucket
+                return None
+            return [s3_cors.CorsRule.from_s3(rule) for rule in rules]
+
+        return await run_in_threadpool(read) if bucket else None
+
+    async def _preflight(self, request: Request) -> Response:
+        headers = s3_cors.preflight(
+            await self._cors_rules(self._bucket_of(request)),
+            request.headers.get("origin"),
+            request.headers.get("access-control-request-method"),
+            request.headers.get("access-control-request-headers"),
+        )
+        return Response(headers=headers)
 
     async def _answer(self, request: Request) -> Response:
         method = request.method
@@ -263,6 +295,8 @@ class S3Gateway:
                 Method=method,
                 ResourceType="OBJECT",
             )
+        if method == "OPTIONS":  # a CORS preflight: answered from the bucket's rules, unsigned
+            return await self._preflight(request)
         bucket, _, key = request.scope["path"].lstrip("/").partition("/")
         query = parse_query(request.scope["query_string"].decode("latin-1"))
         headers = {name: ",".join(request.headers.getlist(name)) for name in request.headers}

@@ -38,6 +38,7 @@ from voxelpipe.api.auth import (
     mint_dev_token,
 )
 from voxelpipe.api.dependencies import ACTION_EXTENSION, PUBLIC
+from voxelpipe.api.routes.viewer import VIEWER_GRANT
 from voxelpipe.function_specs import API
 from voxelpipe.inference import registry
 from voxelpipe.status import StudyStatus
@@ -134,7 +135,7 @@ def _operations() -> list[tuple[str, str, dict[str, Any]]]:
 # What a path parameter is filled with, and the 404 code another tenant's resource answers.
 PATH_PARAMETERS = {"study_id": "study_not_found", "name": "model_not_found"}
 # Path parameters that name no tenant's resource (a kind of reference data): what fills them.
-FIXED_PATH_PARAMETERS = {"kind": "atlas"}
+FIXED_PATH_PARAMETERS = {"kind": "atlas", "subject_ref": "sub-foreign"}
 
 
 def _not_found_code(path: str, parameter: str) -> str:
@@ -176,6 +177,12 @@ def test_every_route_answers_each_role_as_documented_and_never_reaches_another_t
             problem = response.json() if response.status_code >= 400 else {}
             if declared == PUBLIC:
                 assert response.status_code == 200, where
+                continue
+            if declared == VIEWER_GRANT:  # a viewer link's grant, which no user's token is
+                assert (response.status_code, problem["code"]) in {
+                    (401, "unauthenticated"),
+                    (401, "invalid_grant"),
+                }, where
                 continue
             if role is None:
                 assert (response.status_code, problem["code"]) == (401, "unauthenticated"), where

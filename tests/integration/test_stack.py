@@ -220,17 +220,28 @@ def test_the_api_is_behind_cognito_except_health_and_docs(template: dict[str, An
         "AWS::ApiGateway::Stage",
         {"MethodSettings": Match.array_with([Match.object_like({"ThrottlingRateLimit": 50})])},
     )
-    resources = {
-        lid: r["Properties"]["PathPart"]
-        for lid, r in _resources(template, "AWS::ApiGateway::Resource").items()
-    }
+    parts = _resources(template, "AWS::ApiGateway::Resource")
+
+    def full_path(resource_id: str) -> str:
+        resource = parts.get(resource_id)
+        if resource is None:
+            return ""
+        parent = resource["Properties"]["ParentId"]  # the root's is a GetAtt, a resource's a Ref
+        above = full_path(parent.get("Ref", "")) if isinstance(parent, dict) else ""
+        return f"{above}/{resource['Properties']['PathPart']}"
+
+    open_methods = set()
     for method in _resources(template, "AWS::ApiGateway::Method").values():
         props = method["Properties"]
-        path = resources.get(props.get("ResourceId", {}).get("Ref", ""), "/")
-        if path in ("health", "docs", "openapi.json"):
+        path = full_path(props.get("ResourceId", {}).get("Ref", "")) or "/"
+        if path in ("/health", "/docs", "/openapi.json", "/viewer/{proxy+}"):
             assert props["AuthorizationType"] == "NONE", path
+            open_methods.add((props["HttpMethod"], path))
         else:
             assert props["AuthorizationType"] == "COGNITO_USER_POOLS", path
+    # The viewer's pages and NiiVue (no data; its data routes check a grant in the app): GET only.
+    assert ("GET", "/viewer/{proxy+}") in open_methods
+    assert {method for method, path in open_methods if path == "/viewer/{proxy+}"} == {"GET"}
     (authorizer,) = _resources(template, "AWS::ApiGateway::Authorizer").values()
     assert authorizer["Properties"]["Type"] == "COGNITO_USER_POOLS"
 

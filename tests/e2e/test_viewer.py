@@ -1,0 +1,246 @@
+"""The web viewer in a real browser: `voxelpipe serve`, a segmented study, its viewer link opened in
+headless Chromium (the system's, WebGL2 through SwiftShader: no GPU, no browser download).
+
+One served study for every check here (the module's fixtures): segmenting it is the slow part.
+VOXELPIPE_WRITE_DOCS_IMAGES=1 writes the screenshot to docs/images/viewer.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from infra.cli.client import Client
+from infra.local.samples import mni152_t1_path
+from tests.fixtures.serve import voxelpipe_serve
+from voxelpipe.api.auth import DEV_SECRET_FILE_ENV, Role, mint_dev_token
+from voxelpipe.viewer.assets import NIIVUE_URL_PATH, niivue_missing
+
+CHROMIUM = Path(os.environ.get("VOXELPIPE_CHROMIUM", "/usr/bin/chromium"))
+DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "viewer.png"
+SUBJECT = "sub-viewer"
+WRITE_DOCS_IMAGES = os.environ.get("VOXELPIPE_WRITE_DOCS_IMAGES") == "1"
+# WebGL2 on the CPU: SwiftShader through ANGLE (Chromium refuses software WebGL without the flag).
+CHROMIUM_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (VOXELPIPE_CHROMIUM)"),
+    pytest.mark.skipif(niivue_missing() is not None, reason=niivue_missing() or ""),
+]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    secret = tmp_path_factory.getbasetemp() / "dev-token-secret"
+    # The module's fixtures mint tokens too: the session's secret before the per-test one is set.
+    with pytest.MonkeyPatch.context() as patch, voxelpipe_serve(secret) as url:
+        patch.setenv(DEV_SECRET_FILE_ENV, str(secret))
+        yield url
+
+
+@pytest.fixture(scope="module")
+def segmented(served: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A study of the bundled sample, segmented, with its volumes (the module's one study)."""
+    client = Client(served, mint_dev_token("lab-a", Role.UPLOADER))
+    scan = tmp_path_factory.mktemp("viewer") / "t1w.nii.gz"
+    shutil.copyfile(mni152_t1_path(), scan)
+    created = client.create_study([scan], analyses=["volumetrics"], subject_ref=SUBJECT, age=70, sex="F")
+    (target,) = created["uploads"]
+    client.upload(target, scan)
+    view = client.wait(created["study_id"], timeout_s=300)
+    assert view["status"] == "COMPLETED", view
+    return view
+
+
+def _link(served: str, path: str, role: Role = Role.VIEWER, tenant: str = "lab-a") -> httpx.Response:
+    return httpx.post(
+        f"{served}{path}", headers={"authorization": f"Bearer {mint_dev_token(tenant, role)}"}, timeout=30
+    )
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def _open(
+    browser: Any,
+    url: str,
+    wait_for: str,
+    size: tuple[int, int] = (960, 640),
+    before: Callable[[Any], None] | None = None,
+) -> tuple[Any, list[str]]:
+    # Small: SwiftShader draws every pixel on the CPU (the 3D render most of all).
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    if before is not None:
+        before(page)
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(url)
+    page.wait_for_selector(wait_for, state="attached", timeout=120_000)
+    return page, errors
+
+
+@dataclass
+class LiveEndpoint:
+    """A stand-in for the live progress WebSocket (Playwright answers the page's socket): what the
+    page sent, and the socket to send it messages. The data API's answer is given its `live_url`."""
+
+    url: str = "ws://live.voxelpipe.test/live"
+    received: list[dict[str, Any]] = field(default_factory=list)
+    sockets: list[Any] = field(default_factory=list)
+
+    def install(self, page: Any) -> None:
+        def connected(socket: Any) -> None:
+            self.sockets.append(socket)
+
+            def on_message(message: str | bytes) -> None:
+                request = json.loads(message)
+                self.received.append(request)
+                socket.send(json.dumps({"type": "subscribed", "study_id": request["study_id"]}))
+
+            socket.on_message(on_message)
+
+        def with_live_url(route: Any) -> None:
+            response = route.fetch()
+            route.fulfill(response=response, json={**response.json(), "live_url": self.url})
+
+        page.route_web_socket(re.compile(re.escape(self.url)), connected)
+        page.route(re.compile(r"/viewer/api/studies/"), with_live_url)
+
+
+# The canvas's pixels, counted in the page: NiiVue draws the scene, and its drawing buffer is read
+# back in the same task (before the browser presents it, so without preserveDrawingBuffer). A
+# screenshot shows the same pixels but took a minute on a loaded 2-core machine (SwiftShader).
+CANVAS_COLOURS = """([colours, tolerance]) => {
+  const nv = window.voxelpipeNiivue;
+  nv.drawScene();
+  const gl = nv.gl;
+  const width = gl.drawingBufferWidth, height = gl.drawingBufferHeight;
+  const pixels = new Uint8Array(width * height * 4);
+  gl.readPixels(0, 0, width, height, gl.RGBA, gl.UNSIGNED_BYTE, pixels);
+  const wanted = colours.map((c) => [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16)));
+  const counts = wanted.map(() => 0);
+  let sum = 0, squares = 0;
+  for (let p = 0; p < pixels.length; p += 4) {
+    const grey = (pixels[p] + pixels[p + 1] + pixels[p + 2]) / 3;
+    sum += grey; squares += grey * grey;
+    wanted.forEach((c, k) => {
+      if (Math.abs(pixels[p] - c[0]) <= tolerance && Math.abs(pixels[p + 1] - c[1]) <= tolerance
+          && Math.abs(pixels[p + 2] - c[2]) <= tolerance) counts[k] += 1;
+    });
+  }
+  const n = pixels.length / 4;
+  const std = Math.sqrt(squares / n - (sum / n) ** 2);
+  return { counts: Object.fromEntries(colours.map((c, k) => [c, counts[k]])), std };
+}"""
+
+
+def _canvas_colours(page: Any, colours: list[str], tolerance: int = 6) -> tuple[dict[str, int], float]:
+    """How many of the canvas's pixels are each colour, and the spread of its greys (0: blank)."""
+    found = page.evaluate(CANVAS_COLOURS, [colours, tolerance])
+    return found["counts"], found["std"]
+
+
+def test_the_viewer_draws_the_study_with_its_labels_and_measures(
+    served: str, segmented: dict[str, Any], browser: Any
+):
+    link = _link(served, f"/studies/{segmented['study_id']}/viewer-link")
+    assert link.status_code == 200, link.text
+    url = link.json()["url"]
+    assert url.startswith(f"{served}/viewer/studies/{segmented['study_id']}#grant=")
+    size = (1280, 800) if WRITE_DOCS_IMAGES else (960, 640)
+    live = LiveEndpoint()
+    ready = "html[data-viewer-ready='true'], html[data-viewer-error]"
+    page, errors = _open(browser, url, ready, size, before=live.install)
+    try:
+        assert page.evaluate("document.documentElement.dataset.viewerError") is None, page.inner_text("body")
+        legend = page.eval_on_selector_all("li[data-colour]", "items => items.map(i => i.dataset.colour)")
+        assert legend == ["#2878ff", "#28c850", "#ffd228"]  # CSF, GM, WM
+        assert "gm_ml" in page.inner_text("#measures")
+        assert "COMPLETED" in page.inner_text("#status")
+        # Live progress: the page subscribed with its grant, and shows what the socket says.
+        page.wait_for_selector("#live[data-state='live']", timeout=30_000)
+        if WRITE_DOCS_IMAGES:  # before the stand-in socket's test messages below
+            DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(DOCS_IMAGE), animations="disabled", timeout=60_000)
+        (socket,) = live.sockets
+        assert f"token={url.partition('#grant=')[2]}" in socket.url
+        assert live.received == [{"action": "subscribe", "study_id": segmented["study_id"]}]
+        step = {"type": "step", "study_id": segmented["study_id"], "attempt": 1, "step": "finalize"}
+        socket.send(json.dumps({**step, "status": "RUNNING", "progress": 40, "at": "2026-12-04T00:00:00Z"}))
+        page.wait_for_selector("li[data-step='finalize'][data-status='RUNNING']", timeout=30_000)
+        assert "40%" in page.inner_text("li[data-step='finalize']")
+        socket.send(json.dumps({"type": "error", "code": "forbidden", "detail": "not yours"}))
+        page.wait_for_selector("#live[data-state='error']", timeout=30_000)
+        # Opaque labels: their colours are then exactly the legend's where the segmentation is.
+        page.eval_on_selector("#opacity", "e => { e.value = '1'; e.dispatchEvent(new Event('input')) }")
+        counts, spread = _canvas_colours(page, legend)
+        assert spread > 10, "the canvas is blank"
+        assert all(count > 200 for count in counts.values()), counts
+        # Turning grey matter off removes its colour from the image.
+        page.locator("input[data-analysis='tissue-seg'][data-index='2']").uncheck()
+        hidden, _ = _canvas_colours(page, legend)
+        assert hidden["#28c850"] < counts["#28c850"] / 20, (counts, hidden)
+        assert hidden["#2878ff"] > counts["#2878ff"] / 2  # the others stay
+        assert errors == []
+    finally:
+        page.close()
+
+
+def test_a_subject_link_lists_the_subject_s_studies(served: str, segmented: dict[str, Any], browser: Any):
+    link = _link(served, f"/subjects/{SUBJECT}/viewer-link")
+    assert link.status_code == 200, link.text
+    # The page lists the studies and opens the newest completed one (drawing it is the test above's,
+    # not waited for again: SwiftShader is slow).
+    opened = "#studies button[aria-current='true'], html[data-viewer-error]"
+    page, errors = _open(browser, link.json()["url"], opened, size=(480, 360))
+    try:
+        assert page.evaluate("document.documentElement.dataset.viewerError") is None, page.inner_text("body")
+        page.wait_for_selector(f"#title:has-text('{segmented['study_id']}')", timeout=30_000)
+        studies = page.eval_on_selector_all("#studies button", "b => b.map(x => x.dataset.study)")
+        assert studies == [segmented["study_id"]]
+        assert "unavailable" in page.inner_text("#live")  # no live URL here: said, not an error
+        assert errors == []
+    finally:
+        page.close()
+    # Another tenant has no such subject: the same 404 as one that does not exist.
+    assert _link(served, f"/subjects/{SUBJECT}/viewer-link", tenant="lab-b").status_code == 404
+
+
+def test_an_expired_or_forged_link_says_so(served: str, segmented: dict[str, Any], browser: Any):
+    url = f"{served}/viewer/studies/{segmented['study_id']}#grant=not.a.grant"
+    page, _ = _open(browser, url, "html[data-viewer-error]")
+    try:
+        assert page.evaluate("document.documentElement.dataset.viewerError") == "invalid_grant"
+        assert "not valid" in page.inner_text("#message")
+    finally:
+        page.close()
+
+
+def test_the_pinned_niivue_is_served_with_a_long_cache(served: str):
+    response = httpx.get(f"{served}{NIIVUE_URL_PATH}", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert "immutable" in response.headers["cache-control"]
+    page = httpx.get(f"{served}/viewer/studies/x", timeout=30)
+    assert (
+        page.headers["content-type"].startswith("text/html") and page.headers["cache-control"] == "no-cache"
+    )
