@@ -1,15 +1,16 @@
 """The web viewer in a real browser: `voxelpipe serve`, a segmented study, its viewer link opened in
 headless Chromium (the system's, WebGL2 through SwiftShader: no GPU, no browser download).
 
-One served study for every check here (the module's fixtures): segmenting it is the slow part.
-VOXELPIPE_WRITE_DOCS_IMAGES=1 writes the screenshot to docs/images/viewer.png.
+One served study for every check here (the module's fixtures): segmenting it is the slow part. Its
+viewer page is opened before the scan is uploaded, so the page follows the whole run over the real
+live-progress WebSocket of `voxelpipe serve`, then draws the result. VOXELPIPE_WRITE_DOCS_IMAGES=1
+writes the screenshot to docs/images/viewer.png.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,20 +49,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def segmented(served: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A study of the bundled sample, segmented, with its volumes (the module's one study)."""
-    client = Client(served, mint_dev_token("lab-a", Role.UPLOADER))
-    scan = tmp_path_factory.mktemp("viewer") / "t1w.nii.gz"
-    shutil.copyfile(mni152_t1_path(), scan)
-    created = client.create_study([scan], analyses=["volumetrics"], subject_ref=SUBJECT, age=70, sex="F")
-    (target,) = created["uploads"]
-    client.upload(target, scan)
-    view = client.wait(created["study_id"], timeout_s=300)
-    assert view["status"] == "COMPLETED", view
-    return view
-
-
 def _link(served: str, path: str, role: Role = Role.VIEWER, tenant: str = "lab-a") -> httpx.Response:
     return httpx.post(
         f"{served}{path}", headers={"authorization": f"Bearer {mint_dev_token(tenant, role)}"}, timeout=30
@@ -98,32 +85,63 @@ def _open(
     return page, errors
 
 
+# Each step item the page shows, as it shows it (the page re-renders its list as news arrives).
+STEPS_SHOWN = """
+window.voxelpipeStepsShown = [];
+new MutationObserver((records) => {
+  for (const record of records) for (const node of record.addedNodes) {
+    if (node.nodeType === 1 && node.matches("li[data-step]")) {
+      window.voxelpipeStepsShown.push(`${node.dataset.step} ${node.dataset.status}`);
+    }
+  }
+}).observe(document, { childList: true, subtree: true });
+"""
+
+
 @dataclass
-class LiveEndpoint:
-    """A stand-in for the live progress WebSocket (Playwright answers the page's socket): what the
-    page sent, and the socket to send it messages. The data API's answer is given its `live_url`."""
+class Watched:
+    """The module's study, watched in its viewer page from before its upload to its end."""
 
-    url: str = "ws://live.voxelpipe.test/live"
-    received: list[dict[str, Any]] = field(default_factory=list)
-    sockets: list[Any] = field(default_factory=list)
+    page: Any
+    url: str
+    view: dict[str, Any]
+    errors: list[str]
+    frames: list[dict[str, Any]] = field(default_factory=list)  # what the live socket sent the page
+    sockets: list[str] = field(default_factory=list)  # the URLs the page opened sockets to
 
-    def install(self, page: Any) -> None:
-        def connected(socket: Any) -> None:
-            self.sockets.append(socket)
 
-            def on_message(message: str | bytes) -> None:
-                request = json.loads(message)
-                self.received.append(request)
-                socket.send(json.dumps({"type": "subscribed", "study_id": request["study_id"]}))
+@pytest.fixture(scope="module")
+def watched(served: str, browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
+    client = Client(served, mint_dev_token("lab-a", Role.UPLOADER))
+    scan = tmp_path_factory.mktemp("viewer") / "t1w.nii.gz"
+    shutil.copyfile(mni152_t1_path(), scan)
+    created = client.create_study([scan], analyses=["volumetrics"], subject_ref=SUBJECT, age=70, sex="F")
+    link = _link(served, f"/studies/{created['study_id']}/viewer-link")
+    assert link.status_code == 200, link.text
+    url = link.json()["url"]
+    frames: list[dict[str, Any]] = []
+    sockets: list[str] = []
 
-            socket.on_message(on_message)
+    def observe(page: Any) -> None:
+        def opened(socket: Any) -> None:
+            sockets.append(socket.url)
+            socket.on("framereceived", lambda payload: frames.append(json.loads(payload)))
 
-        def with_live_url(route: Any) -> None:
-            response = route.fetch()
-            route.fulfill(response=response, json={**response.json(), "live_url": self.url})
+        page.on("websocket", opened)
+        page.add_init_script(STEPS_SHOWN)
 
-        page.route_web_socket(re.compile(re.escape(self.url)), connected)
-        page.route(re.compile(r"/viewer/api/studies/"), with_live_url)
+    size = (1280, 800) if WRITE_DOCS_IMAGES else (960, 640)
+    page, errors = _open(browser, url, "#live[data-state='live'], html[data-viewer-error]", size, observe)
+    try:
+        assert page.evaluate("document.documentElement.dataset.viewerError") is None, page.inner_text("body")
+        (target,) = created["uploads"]
+        client.upload(target, scan)
+        view = client.wait(created["study_id"], timeout_s=300)
+        assert view["status"] == "COMPLETED", view
+        page.wait_for_selector("html[data-viewer-ready='true'], html[data-viewer-error]", timeout=120_000)
+        yield Watched(page, url, view, errors, frames, sockets)
+    finally:
+        page.close()
 
 
 # The canvas's pixels, counted in the page: NiiVue draws the scene, and its drawing buffer is read
@@ -159,53 +177,48 @@ def _canvas_colours(page: Any, colours: list[str], tolerance: int = 6) -> tuple[
     return found["counts"], found["std"]
 
 
-def test_the_viewer_draws_the_study_with_its_labels_and_measures(
-    served: str, segmented: dict[str, Any], browser: Any
+def test_the_viewer_follows_the_run_live_then_draws_the_study_with_its_labels_and_measures(
+    served: str, watched: Watched
 ):
-    link = _link(served, f"/studies/{segmented['study_id']}/viewer-link")
-    assert link.status_code == 200, link.text
-    url = link.json()["url"]
-    assert url.startswith(f"{served}/viewer/studies/{segmented['study_id']}#grant=")
-    size = (1280, 800) if WRITE_DOCS_IMAGES else (960, 640)
-    live = LiveEndpoint()
-    ready = "html[data-viewer-ready='true'], html[data-viewer-error]"
-    page, errors = _open(browser, url, ready, size, before=live.install)
-    try:
-        assert page.evaluate("document.documentElement.dataset.viewerError") is None, page.inner_text("body")
-        legend = page.eval_on_selector_all("li[data-colour]", "items => items.map(i => i.dataset.colour)")
-        assert legend == ["#2878ff", "#28c850", "#ffd228"]  # CSF, GM, WM
-        assert "gm_ml" in page.inner_text("#measures")
-        assert "COMPLETED" in page.inner_text("#status")
-        # Live progress: the page subscribed with its grant, and shows what the socket says.
-        page.wait_for_selector("#live[data-state='live']", timeout=30_000)
-        if WRITE_DOCS_IMAGES:  # before the stand-in socket's test messages below
-            DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(DOCS_IMAGE), animations="disabled", timeout=60_000)
-        (socket,) = live.sockets
-        assert f"token={url.partition('#grant=')[2]}" in socket.url
-        assert live.received == [{"action": "subscribe", "study_id": segmented["study_id"]}]
-        step = {"type": "step", "study_id": segmented["study_id"], "attempt": 1, "step": "finalize"}
-        socket.send(json.dumps({**step, "status": "RUNNING", "progress": 40, "at": "2026-12-04T00:00:00Z"}))
-        page.wait_for_selector("li[data-step='finalize'][data-status='RUNNING']", timeout=30_000)
-        assert "40%" in page.inner_text("li[data-step='finalize']")
-        socket.send(json.dumps({"type": "error", "code": "forbidden", "detail": "not yours"}))
-        page.wait_for_selector("#live[data-state='error']", timeout=30_000)
-        # Opaque labels: their colours are then exactly the legend's where the segmentation is.
-        page.eval_on_selector("#opacity", "e => { e.value = '1'; e.dispatchEvent(new Event('input')) }")
-        counts, spread = _canvas_colours(page, legend)
-        assert spread > 10, "the canvas is blank"
-        assert all(count > 200 for count in counts.values()), counts
-        # Turning grey matter off removes its colour from the image.
-        page.locator("input[data-analysis='tissue-seg'][data-index='2']").uncheck()
-        hidden, _ = _canvas_colours(page, legend)
-        assert hidden["#28c850"] < counts["#28c850"] / 20, (counts, hidden)
-        assert hidden["#2878ff"] > counts["#2878ff"] / 2  # the others stay
-        assert errors == []
-    finally:
-        page.close()
+    page, study_id = watched.page, watched.view["study_id"]
+    assert watched.url.startswith(f"{served}/viewer/studies/{study_id}#grant=")
+    error = page.evaluate("document.documentElement.dataset.viewerError")
+    assert error is None, (page.inner_text("#message"), watched.errors)
+    # Live progress: one socket, opened with the link's grant (never the user's token), subscribed
+    # to the study; every status change after the page opened came, in order, and each step's news.
+    (socket,) = watched.sockets
+    assert socket.startswith("ws://") and f"token={watched.url.partition('#grant=')[2]}" in socket
+    assert watched.frames[0]["type"] == "subscribed"
+    news = [frame for frame in watched.frames if frame.get("study_id") == study_id]
+    statuses = [frame["status"] for frame in news if frame["type"] == "status"]
+    assert statuses == ["VALIDATING", "VALIDATED", "QUEUED", "RUNNING", "COMPLETED"]
+    steps = {(frame["step"], frame["status"]) for frame in news if frame["type"] == "step"}
+    assert {("analysis:tissue-seg", "RUNNING"), ("finalize", "SUCCEEDED")} <= steps, steps
+    # The page showed the steps as they went (not only at the end).
+    shown = page.evaluate("window.voxelpipeStepsShown")
+    assert "analysis:tissue-seg RUNNING" in shown and "finalize SUCCEEDED" in shown, shown
+    assert "COMPLETED" in page.inner_text("#status")
+    assert page.get_attribute("#live", "data-state") == "live"
+    legend = page.eval_on_selector_all("li[data-colour]", "items => items.map(i => i.dataset.colour)")
+    assert legend == ["#2878ff", "#28c850", "#ffd228"]  # CSF, GM, WM
+    assert "gm_ml" in page.inner_text("#measures")
+    if WRITE_DOCS_IMAGES:
+        DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS_IMAGE), animations="disabled", timeout=60_000)
+    # Opaque labels: their colours are then exactly the legend's where the segmentation is.
+    page.eval_on_selector("#opacity", "e => { e.value = '1'; e.dispatchEvent(new Event('input')) }")
+    counts, spread = _canvas_colours(page, legend)
+    assert spread > 10, "the canvas is blank"
+    assert all(count > 200 for count in counts.values()), counts
+    # Turning grey matter off removes its colour from the image.
+    page.locator("input[data-analysis='tissue-seg'][data-index='2']").uncheck()
+    hidden, _ = _canvas_colours(page, legend)
+    assert hidden["#28c850"] < counts["#28c850"] / 20, (counts, hidden)
+    assert hidden["#2878ff"] > counts["#2878ff"] / 2  # the others stay
+    assert watched.errors == []
 
 
-def test_a_subject_link_lists_the_subject_s_studies(served: str, segmented: dict[str, Any], browser: Any):
+def test_a_subject_link_lists_the_subject_s_studies(served: str, watched: Watched, browser: Any):
     link = _link(served, f"/subjects/{SUBJECT}/viewer-link")
     assert link.status_code == 200, link.text
     # The page lists the studies and opens the newest completed one (drawing it is the test above's,
@@ -214,10 +227,11 @@ def test_a_subject_link_lists_the_subject_s_studies(served: str, segmented: dict
     page, errors = _open(browser, link.json()["url"], opened, size=(480, 360))
     try:
         assert page.evaluate("document.documentElement.dataset.viewerError") is None, page.inner_text("body")
-        page.wait_for_selector(f"#title:has-text('{segmented['study_id']}')", timeout=30_000)
+        page.wait_for_selector(f"#title:has-text('{watched.view['study_id']}')", timeout=30_000)
         studies = page.eval_on_selector_all("#studies button", "b => b.map(x => x.dataset.study)")
-        assert studies == [segmented["study_id"]]
-        assert "unavailable" in page.inner_text("#live")  # no live URL here: said, not an error
+        assert studies == [watched.view["study_id"]]
+        # Nothing of the subject's is running: no socket to keep open, and the page says so.
+        assert page.get_attribute("#live", "data-state") == "idle"
         assert errors == []
     finally:
         page.close()
@@ -225,8 +239,8 @@ def test_a_subject_link_lists_the_subject_s_studies(served: str, segmented: dict
     assert _link(served, f"/subjects/{SUBJECT}/viewer-link", tenant="lab-b").status_code == 404
 
 
-def test_an_expired_or_forged_link_says_so(served: str, segmented: dict[str, Any], browser: Any):
-    url = f"{served}/viewer/studies/{segmented['study_id']}#grant=not.a.grant"
+def test_an_expired_or_forged_link_says_so(served: str, watched: Watched, browser: Any):
+    url = f"{served}/viewer/studies/{watched.view['study_id']}#grant=not.a.grant"
     page, _ = _open(browser, url, "html[data-viewer-error]")
     try:
         assert page.evaluate("document.documentElement.dataset.viewerError") == "invalid_grant"

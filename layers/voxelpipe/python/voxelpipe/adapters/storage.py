@@ -60,6 +60,17 @@ class Storage:
             version_id=None if version in (None, "null") else version,
         )
 
+    def exists(self, key: str) -> bool:
+        """Whether the object is there now (a HEAD: no listing right needed, only reading)."""
+        client = _client()
+        try:
+            client.head_object(Bucket=self.bucket, Key=key)
+        except client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
     def read(self, key: str, first_bytes: int | None = None) -> bytes:
         """The object's bytes; with `first_bytes`, only that many from the start (a range read)."""
         if first_bytes is None:

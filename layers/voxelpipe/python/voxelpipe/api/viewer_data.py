@@ -131,9 +131,11 @@ def study_data(study: StudyRecord, store: StudyStore, bucket: Storage, grant: Vi
     if converted in derived:  # a DICOM series, converted and de-identified: kept with the results
         volume = ViewerVolume(name="volume.nii.gz", url=bucket.presign_get(converted, expires_s))
     elif study.status in PREPARED:
-        # The canonical volume Prepare wrote (a fresh header: none of the upload's free text).
+        # The canonical volume Prepare wrote (a fresh header: none of the upload's free text), once
+        # it is written (a study is RUNNING before Prepare ends) and until work/ expires.
         canonical = work_key(study_id, int(study.attempt), CANONICAL_NAME)
-        volume = ViewerVolume(name=CANONICAL_NAME, url=bucket.presign_get(canonical, expires_s))
+        if bucket.exists(canonical):
+            volume = ViewerVolume(name=CANONICAL_NAME, url=bucket.presign_get(canonical, expires_s))
     label_maps: list[ViewerLabelMap] = []
     tissue = derived_key(study_id, "tissue-seg", TISSUE_SEG_LABELS_FILE)
     if tissue in derived:

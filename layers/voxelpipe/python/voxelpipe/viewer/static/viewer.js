@@ -333,7 +333,26 @@ function onStatus(message) {
   $("status").textContent = `${message.status} (attempt ${message.attempt})`;
   $("status").dataset.status = message.status;
   // Each step that ends may have written a label map; the end brings the measures.
-  refresh().catch((error) => fail(error.code || "load_failed", explain(error)));
+  scheduleRefresh();
+}
+
+// One refresh at a time (news arrive in bursts: VALIDATED, QUEUED, RUNNING within a second), and
+// one more after it for whatever came meanwhile: two loads into one canvas at once would clash.
+let refreshing = null;
+let refreshAgain = false;
+function scheduleRefresh() {
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
+  refreshing = (async () => {
+    do {
+      refreshAgain = false;
+      await refresh();
+    } while (refreshAgain);
+  })()
+    .catch((error) => fail(error.code || "load_failed", explain(error)))
+    .finally(() => { refreshing = null; });
 }
 
 // -- start ------------------------------------------------------------------------------------
@@ -352,7 +371,11 @@ async function start() {
     return;
   }
   const studies = mode === "study" ? [data] : data.studies;
-  connectLive(data.live_url, studies.map((s) => s.study.study_id).filter((id, i) => !TERMINAL.has(studies[i].study.status) || mode === "study"));
+  // A study page follows its study whatever its status (a reprocess opens a new attempt); a subject
+  // page follows those of its studies still running, and needs no socket when none is.
+  const following = studies.map((s) => s.study.study_id).filter((id, i) => mode === "study" || !TERMINAL.has(studies[i].study.status));
+  if (following.length) connectLive(data.live_url, following);
+  else setLive("idle", "Live updates: none of these studies is running.");
   try {
     const first = mode === "study" ? data : showSubject(data);
     if (first) await show(first);
