@@ -10,7 +10,6 @@ import httpx
 
 from infra.cli.client import Client
 from infra.local.samples import mni152_t1_path
-from tests.fixtures.pdf_pages import hooked_numbers, ink_variance, pdf_pages, value_at, write_docs_image
 from tests.fixtures.serve import VOXELPIPE
 from voxelpipe.api.auth import Role, mint_dev_token
 
@@ -23,9 +22,7 @@ def test_create_upload_watch_results_and_download(multipart_server: str, tmp_pat
     client = _client(multipart_server)
     small = tmp_path / "t1w.nii.gz"
     small.write_bytes(mni152_t1_path().read_bytes())
-    created = client.create_study(
-        [small], analyses=["qc", "tissue-seg", "volumetrics"], subject_ref="sub-7", age=70, sex="M"
-    )
+    created = client.create_study([small], analyses=["qc"], subject_ref="sub-7", age=70, sex="M")
     (target,) = created["uploads"]
     assert target["method"] == "multipart"  # 1.6 MB over the test's 1 MiB threshold
     sent = []
@@ -38,35 +35,6 @@ def test_create_upload_watch_results_and_download(multipart_server: str, tmp_pat
     written = client.download(results, tmp_path / "out")
     assert (tmp_path / "out" / "qc" / "preview_axial.png").read_bytes().startswith(b"\x89PNG")
     assert len(written) == len(results["artifacts"])
-    _check_report(multipart_server, created["study_id"], results["results"], tmp_path)
-
-
-def _check_report(server: str, study_id: str, document: dict, tmp_path: Path) -> None:
-    """`voxelpipe report` fetches both files; the PDF's pages are not blank; the HTML's numbers are
-    results.json's."""
-    env = {**os.environ, "VOXELPIPE_API_URL": server, "VOXELPIPE_TOKEN": mint_dev_token("lab-a", Role.VIEWER)}
-    run = subprocess.run(
-        [str(VOXELPIPE), "report", study_id, "--out", str(tmp_path / "report")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    assert document["report"]["pdf"]["status"] == "available", document["report"]
-    pdf, html = tmp_path / "report" / "report.pdf", tmp_path / "report" / "report.html"
-    pages = pdf_pages(pdf, tmp_path / "pages")
-    # Measures and flags; the images (page break); provenance (page break).
-    assert len(pages) == 3
-    assert all(ink_variance(page) > 50 for page in pages)
-    write_docs_image(pdf, tmp_path)
-    numbers = hooked_numbers(html.read_text()).numbers
-    assert {"measure:volumetrics.gm_ml", "measure:qc.foreground.volume_ml", "doc:timings_ms.prepare"} <= set(
-        numbers
-    )
-    for hook, text in numbers.items():
-        assert float(text) == value_at(document, hook), hook
-    assert "sub-7" in html.read_text() and "t1w.nii.gz" not in html.read_text()
 
 
 def test_the_report_of_an_unknown_or_unfinished_study_is_a_clear_error(server: str, tmp_path: Path):

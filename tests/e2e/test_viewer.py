@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,8 @@ import pytest
 
 from infra.cli.client import Client
 from infra.local.samples import mni152_t1_path
-from tests.fixtures.serve import voxelpipe_serve
+from tests.fixtures.pdf_pages import hooked_numbers, ink_variance, pdf_pages, value_at, write_docs_image
+from tests.fixtures.serve import VOXELPIPE, voxelpipe_serve
 from voxelpipe.api.auth import DEV_SECRET_FILE_ENV, Role, mint_dev_token
 from voxelpipe.viewer.assets import NIIVUE_URL_PATH, niivue_missing
 
@@ -115,7 +117,8 @@ def watched(served: str, browser: Any, tmp_path_factory: pytest.TempPathFactory)
     client = Client(served, mint_dev_token("lab-a", Role.UPLOADER))
     scan = tmp_path_factory.mktemp("viewer") / "t1w.nii.gz"
     shutil.copyfile(mni152_t1_path(), scan)
-    created = client.create_study([scan], analyses=["volumetrics"], subject_ref=SUBJECT, age=70, sex="F")
+    analyses = ["qc", "volumetrics"]
+    created = client.create_study([scan], analyses=analyses, subject_ref=SUBJECT, age=70, sex="F")
     link = _link(served, f"/studies/{created['study_id']}/viewer-link")
     assert link.status_code == 200, link.text
     url = link.json()["url"]
@@ -216,6 +219,38 @@ def test_the_viewer_follows_the_run_live_then_draws_the_study_with_its_labels_an
     assert hidden["#28c850"] < counts["#28c850"] / 20, (counts, hidden)
     assert hidden["#2878ff"] > counts["#2878ff"] / 2  # the others stay
     assert watched.errors == []
+
+
+def test_voxelpipe_report_fetches_the_study_s_report_whose_numbers_are_results_json_s(
+    served: str, watched: Watched, tmp_path: Path
+):
+    """`voxelpipe report` fetches both files; the PDF's pages are not blank; the HTML's numbers are
+    results.json's (the module's study: its report has the segmentation's overlays)."""
+    study_id = watched.view["study_id"]
+    document = Client(served, mint_dev_token("lab-a", Role.VIEWER)).results(study_id)["results"]
+    env = {**os.environ, "VOXELPIPE_API_URL": served, "VOXELPIPE_TOKEN": mint_dev_token("lab-a", Role.VIEWER)}
+    run = subprocess.run(
+        [str(VOXELPIPE), "report", study_id, "--out", str(tmp_path / "report")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert document["report"]["pdf"]["status"] == "available", document["report"]
+    pdf, html = tmp_path / "report" / "report.pdf", tmp_path / "report" / "report.html"
+    pages = pdf_pages(pdf, tmp_path / "pages")
+    # Measures and flags; the images (page break); provenance (page break).
+    assert len(pages) == 3
+    assert all(ink_variance(page) > 50 for page in pages)
+    write_docs_image(pdf, tmp_path)
+    numbers = hooked_numbers(html.read_text()).numbers
+    assert {"measure:volumetrics.gm_ml", "measure:qc.foreground.volume_ml", "doc:timings_ms.prepare"} <= set(
+        numbers
+    )
+    for hook, text in numbers.items():
+        assert float(text) == value_at(document, hook), hook
+    assert SUBJECT in html.read_text() and "t1w.nii.gz" not in html.read_text()
 
 
 def test_a_subject_link_lists_the_subject_s_studies(served: str, watched: Watched, browser: Any):

@@ -237,8 +237,10 @@ def test_each_function_may_touch_only_its_prefixes(template: dict[str, Any]):
         "/models/*",
         "/references/*",
     }
-    # Finalize writes results.json, and removes it again for a study deleted while it ran.
+    # Finalize reads the volume (work/) and the label maps (derived/) its report draws, writes the
+    # report and results.json, and removes them again for a study deleted while it ran.
     assert _s3_resources(policies["finalize"]) == {
+        "s3:GetObject": {"/work/*", "/derived/*"},
         "s3:PutObject": {"/derived/*"},
         "s3:DeleteObject": {"/derived/*"},
         "s3:DeleteObjectVersion": {"/derived/*"},
