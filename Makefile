@@ -65,6 +65,7 @@ bench: setup
 	$(BIN)/python bench/registration_accuracy.py
 	$(BIN)/python bench/regional_accuracy.py
 	$(BIN)/python bench/pipeline_throughput.py
+	$(BIN)/python bench/report_pdf.py
 
 clean:
 	rm -rf build cdk.out .pytest_cache .mypy_cache .ruff_cache

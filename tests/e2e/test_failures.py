@@ -109,7 +109,7 @@ def test_a_pdf_that_cannot_be_printed_leaves_the_study_completed(
     report = _results(record)["report"]
     assert report["html"] == {"status": "available", "key": f"derived/{study_id}/report.html"}
     assert report["pdf"]["status"] == "unavailable"
-    assert "exited with 133 without a PDF: Trace/breakpoint trap" in report["pdf"]["error"]
+    assert "exited with 133 before printing: Trace/breakpoint trap" in report["pdf"]["error"]
     assert record.report["pdf"] == report["pdf"]
 
 

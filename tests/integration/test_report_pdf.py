@@ -38,5 +38,5 @@ def test_a_chromium_that_fails_is_a_clear_error(tmp_path: Path):
     broken = tmp_path / "chromium"
     broken.write_text("#!/bin/sh\necho 'crashed' >&2\nexit 3\n")
     broken.chmod(0o755)
-    with pytest.raises(PdfRenderError, match="exited with 3 without a PDF: crashed"):
+    with pytest.raises(PdfRenderError, match="exited with 3 before printing: crashed"):
         ChromiumPdfRenderer(binary=str(broken)).render_pdf("<p>x</p>")
