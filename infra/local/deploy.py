@@ -93,8 +93,6 @@ IGNORED_TYPES = frozenset(
         "AWS::EC2::FlowLog",
     }
 )
-# What a resource the local cloud does not deploy resolves to: this, then its logical id.
-NOT_DEPLOYED = "not-deployed:"
 # The local cloud's name for the GPU worker's environment, beside the functions' (spec names).
 GPU_WORKER = "gpu_worker"
 
@@ -158,7 +156,7 @@ class Deployment:
                 if attribute in self.attributes.get(logical_id, {}):
                     return self.attributes[logical_id][attribute]
                 # Any attribute of a resource not deployed here names it as its placeholder does.
-                if self.arns.get(logical_id, "").startswith(NOT_DEPLOYED):
+                if self.arns.get(logical_id, "").startswith("not-deployed:"):
                     return self.arns[logical_id]
                 raise NotImplementedError(f"Fn::GetAtt {attribute} of {logical_id}")
             if key == "Fn::Join":
@@ -231,7 +229,7 @@ class _Deployer:
         for logical_id in _dependency_order(self.resources):
             resource = self.resources[logical_id]
             if resource["Type"] in IGNORED_TYPES:
-                self.out.physical_ids[logical_id] = self.out.arns[logical_id] = f"{NOT_DEPLOYED}{logical_id}"
+                self.out.physical_ids[logical_id] = self.out.arns[logical_id] = f"not-deployed:{logical_id}"
                 continue
             handlers[resource["Type"]](logical_id, resource.get("Properties", {}))
         return self.out
@@ -334,11 +332,9 @@ class _Deployer:
             # deployed directly (see _bucket_notifications).
             return
         name = _physical_name(logical_id)[:64]
-        resolved = self.out.resolve(props.get("Environment", {}).get("Variables", {}))
-        # A variable naming a resource not deployed here (the live WebSocket API's URLs) is left
-        # unset, as for a function never told of it: nothing local answers there (`voxelpipe
-        # serve` sets its own live endpoints).
-        env = {k: str(v) for k, v in resolved.items() if NOT_DEPLOYED not in str(v)}
+        env = {
+            k: str(v) for k, v in self.out.resolve(props.get("Environment", {}).get("Variables", {})).items()
+        }
         package: dict[str, Any] = (
             {"PackageType": "Image", "Code": {"ImageUri": self.out.resolve(props["Code"]["ImageUri"])}}
             if props.get("PackageType") == "Image"
