@@ -182,8 +182,9 @@ def _pct(value: float, reference: float) -> float:
 def score(case: RegionalCase, folder: Path, methods: list[str]) -> dict[str, Any]:
     """Per region: truth volume, segmentation's share of the error; per method Dice, volume, errors."""
     from tests.fixtures.segmentation import dice
-    from voxelpipe.analyses.regional import REGION_NUMBERS, regional_measures
+    from voxelpipe.analyses.regional import regional_measures
     from voxelpipe.analyses.volumetrics import voxel_volume_ml
+    from voxelpipe.atlases import REGION_NUMBERS
     from voxelpipe.atlases.bundled import default_atlas
 
     probabilities = {t: _voxels(folder / f"prob_{t}.nii.gz").astype(np.float32) for t in ("csf", "gm", "wm")}

@@ -21,8 +21,9 @@ import pytest
 
 from tests.fixtures.regional import RegionalCase, chain_input, measured_regions, regional_case, run_chain
 from tests.fixtures.segmentation import dice, resample_to
-from voxelpipe.analyses.regional import REGION_NUMBERS, run_regional
+from voxelpipe.analyses.regional import run_regional
 from voxelpipe.analyses.registration import run_registration
+from voxelpipe.atlases import REGION_NUMBERS
 from voxelpipe.atlases.bundled import default_atlas
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
 from voxelpipe.volume import new_image, reoriented

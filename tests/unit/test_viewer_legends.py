@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from voxelpipe.analyses import tissue_seg
-from voxelpipe.analyses.regional import REGION_NUMBERS, region_palette
+from voxelpipe.analyses.regional import region_palette
+from voxelpipe.atlases import REGION_NUMBERS
 from voxelpipe.tissues import LABELS
-from voxelpipe.viewer.legends import region_numbers, regional_legend, tissue_legend
+from voxelpipe.viewer.legends import regional_legend, tissue_legend
 
 
 def test_tissue_legend_is_tissue_seg_s_labels_in_its_preview_colours():
@@ -21,7 +22,6 @@ def test_tissue_legend_is_tissue_seg_s_labels_in_its_preview_colours():
 
 
 def test_regional_legend_numbers_and_colours_are_regional_s():
-    assert region_numbers() == dict(REGION_NUMBERS)
     palette = region_palette().astype(np.uint8)
     legend = regional_legend()
     assert len(legend) == len(REGION_NUMBERS)

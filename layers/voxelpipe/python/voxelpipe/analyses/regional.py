@@ -43,7 +43,7 @@ from voxelpipe.analyses.catalogue import (
 from voxelpipe.analyses.registration import on_grid
 from voxelpipe.analyses.tissue_seg import overlay_previews
 from voxelpipe.analyses.volumetrics import tissue_volumes, voxel_volume_ml
-from voxelpipe.atlases import REGIONS, STRUCTURES, Atlas
+from voxelpipe.atlases import REGION_NUMBERS, REGIONS, RIGHT_SHADE, STRUCTURE_COLOURS, STRUCTURES, Atlas
 from voxelpipe.atlases.bundled import default_atlas
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
 from voxelpipe.registration import (
@@ -56,30 +56,14 @@ from voxelpipe.registration import (
 from voxelpipe.tissues import TISSUES
 from voxelpipe.volume import Image, new_image, voxel_data, voxel_sizes
 
-# Region numbers in regions.nii.gz: REGIONS' order, from 1.
-REGION_NUMBERS: Final[Mapping[str, int]] = {key: number for number, key in enumerate(REGIONS, start=1)}
-_HUES: Final[Mapping[str, tuple[int, int, int]]] = {
-    "hippocampus": (255, 210, 0),
-    "amygdala": (255, 120, 0),
-    "thalamus": (0, 170, 255),
-    "caudate": (120, 200, 255),
-    "putamen": (255, 60, 160),
-    "pallidum": (80, 80, 255),
-    "lateral_ventricle": (120, 0, 200),
-    "frontal_gm": (60, 200, 90),
-    "temporal_gm": (240, 70, 60),
-    "parietal_gm": (0, 200, 200),
-    "occipital_gm": (200, 200, 200),
-}
-
 
 def region_palette() -> npt.NDArray[np.float32]:
     """RGB per region number (0: none): a hue per structure, the right side a shade darker."""
     palette = np.zeros((len(REGIONS) + 1, 3), dtype=np.float32)
     for key, number in REGION_NUMBERS.items():
         region = REGIONS[key]
-        shade = 1.0 if region.side == "left" else 0.7
-        palette[number] = np.asarray(_HUES[region.structure], dtype=np.float32) * shade
+        shade = 1.0 if region.side == "left" else RIGHT_SHADE
+        palette[number] = np.asarray(STRUCTURE_COLOURS[region.structure], dtype=np.float32) * shade
     return palette
 
 

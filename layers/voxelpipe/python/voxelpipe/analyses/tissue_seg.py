@@ -44,6 +44,7 @@ from voxelpipe.analyses.catalogue import (
 )
 from voxelpipe.analyses.qc import DisplayConvention, preview_parameters, preview_slices, value_percentiles
 from voxelpipe.nifti import to_nifti_bytes
+from voxelpipe.tissues import COLOURS as TISSUE_COLOURS
 from voxelpipe.tissues import LABELS, TISSUES
 from voxelpipe.volume import Image, canonical, first_volume, new_image, orientation, voxel_data, voxel_sizes
 
@@ -61,8 +62,8 @@ OUTPUTS = TISSUE_SEG_OUTPUTS
 BRAIN_T1_FILE = TISSUE_SEG_BRAIN_T1_FILE
 DEFAULT_PARAMETERS = TISSUE_SEG_PARAMETERS
 
-# Overlay colours (RGB) and opacity: CSF blue, GM green, WM yellow.
-_COLOURS = np.array([[0, 0, 0], [40, 120, 255], [40, 200, 80], [255, 210, 40]], dtype=np.float32)
+# Overlay colours (RGB) by label value (0: background), tissues.COLOURS; and the opacity.
+_COLOURS = np.array([[0, 0, 0], *(TISSUE_COLOURS[t] for t in TISSUES)], dtype=np.float32)
 _ALPHA = 0.45
 
 

@@ -2,7 +2,10 @@
 
 from voxelpipe.atlases.atlas import (
     MAX_LABEL,
+    REGION_NUMBERS,
     REGIONS,
+    RIGHT_SHADE,
+    STRUCTURE_COLOURS,
     STRUCTURES,
     Atlas,
     AtlasError,
@@ -11,12 +14,16 @@ from voxelpipe.atlases.atlas import (
     atlas_from_files,
     label_table_csv,
     parse_label_table,
+    region_colour,
 )
 
 __all__ = [
     "MAX_LABEL",
     "REGIONS",
+    "REGION_NUMBERS",
+    "RIGHT_SHADE",
     "STRUCTURES",
+    "STRUCTURE_COLOURS",
     "Atlas",
     "AtlasError",
     "AtlasLabel",
@@ -24,4 +31,5 @@ __all__ = [
     "atlas_from_files",
     "label_table_csv",
     "parse_label_table",
+    "region_colour",
 ]

@@ -76,6 +76,31 @@ def _regions() -> dict[str, Region]:
 # The regions `regional` reports, by key: left and right of each structure.
 REGIONS: Final[Mapping[str, Region]] = _regions()
 STRUCTURES: Final = tuple(dict.fromkeys(region.structure for region in REGIONS.values()))
+# Region numbers in regional's regions.nii.gz: REGIONS' order, from 1.
+REGION_NUMBERS: Final[Mapping[str, int]] = {key: number for number, key in enumerate(REGIONS, start=1)}
+# How each structure is painted wherever regions are shown (the previews, the viewer's legend, the
+# report's overlays): a hue per structure (RGB), the right side a shade darker.
+STRUCTURE_COLOURS: Final[Mapping[str, tuple[int, int, int]]] = {
+    "hippocampus": (255, 210, 0),
+    "amygdala": (255, 120, 0),
+    "thalamus": (0, 170, 255),
+    "caudate": (120, 200, 255),
+    "putamen": (255, 60, 160),
+    "pallidum": (80, 80, 255),
+    "lateral_ventricle": (120, 0, 200),
+    "frontal_gm": (60, 200, 90),
+    "temporal_gm": (240, 70, 60),
+    "parietal_gm": (0, 200, 200),
+    "occipital_gm": (200, 200, 200),
+}
+RIGHT_SHADE: Final = 0.7
+
+
+def region_colour(region: Region) -> tuple[int, int, int]:
+    """The region's colour (RGB, 0-255), truncated as an image's 8-bit channels are."""
+    shade = RIGHT_SHADE if region.side == "right" else 1.0
+    red, green, blue = STRUCTURE_COLOURS[region.structure]
+    return (int(red * shade + 1e-6), int(green * shade + 1e-6), int(blue * shade + 1e-6))
 
 
 class AtlasError(ValueError):

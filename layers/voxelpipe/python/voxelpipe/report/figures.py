@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from voxelpipe.atlases.atlas import REGION_NUMBERS, REGIONS, region_colour
+from voxelpipe.tissues import COLOURS, LABELS, TISSUES
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -26,7 +29,9 @@ CENTILE_BANDS: tuple[tuple[float, float, str], ...] = (
     (-1.96, 1.96, "2.5th-97.5th"),
     (-1.0, 1.0, "16th-84th"),
 )
-TISSUE_COLOURS: dict[int, str] = {1: "#3b6fd8", 2: "#2ca02c", 3: "#f2d022"}  # csf blue, gm green, wm yellow
+UNKNOWN_REGION_COLOUR = (255, 0, 255)  # a value of the map no region has (never expected)
+# Each label in the colours the previews and the viewer paint it (one palette: tissues.COLOURS).
+TISSUE_COLOURS: dict[int, str] = {LABELS[t]: "#{:02x}{:02x}{:02x}".format(*COLOURS[t]) for t in TISSUES}
 
 
 @dataclass(frozen=True)
@@ -122,12 +127,14 @@ def overlay_figure(
 
 
 def region_colours(numbers: Sequence[int]) -> dict[int, str]:
-    """A distinct colour for each region number (matplotlib's tab20, then around again)."""
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
-
-    cmap = colormaps["tab20"]
-    return {number: to_hex(cmap(index % 20)) for index, number in enumerate(sorted(numbers))}
+    """Each region number's colour, as the previews and the viewer paint it (the atlases' palette)."""
+    region_of = {number: key for key, number in REGION_NUMBERS.items()}
+    colours = {}
+    for number in numbers:
+        key = region_of.get(number)
+        colour = region_colour(REGIONS[key]) if key is not None else UNKNOWN_REGION_COLOUR
+        colours[number] = "#{:02x}{:02x}{:02x}".format(*colour)
+    return colours
 
 
 @dataclass(frozen=True)
