@@ -19,6 +19,9 @@ class DependencyGroup(StrEnum):
     CORE = "core"  # every zip function: Powertools, boto3, PynamoDB
     WEB = "web"  # the API
     IMAGING = "imaging"  # reading NIfTI and DICOM
+    # RS256 for PyJWT: only the live authorizer checks Cognito's signatures itself (API Gateway does
+    # it for the REST API), and the API function has no room for it under Lambda's 250 MB limit.
+    TOKEN_SIGNATURES = "token-signatures"
 
 
 # Each group's packages: pyproject's `dependencies`, by name (the pins live there), with what they
@@ -38,6 +41,7 @@ DEPENDENCY_GROUPS: dict[DependencyGroup, tuple[str, ...]] = {
         "pillow",
         "isal",
     ),
+    DependencyGroup.TOKEN_SIGNATURES: ("cryptography",),
 }
 _LIGHT = (DependencyGroup.CORE,)
 _IMAGING = (DependencyGroup.CORE, DependencyGroup.IMAGING)
@@ -218,7 +222,8 @@ LIVE_AUTHORIZER = FunctionSpec(
     memory_mb=256,
     timeout_s=10,
     env=(EnvVar.WEBHOOK_SECRET_ARN, EnvVar.USER_POOL_ID, EnvVar.USER_POOL_CLIENT_ID),
-    dependencies=(DependencyGroup.CORE, DependencyGroup.WEB),  # PyJWT; the REST API's claim checks
+    # PyJWT with RS256 for Cognito's ID tokens; the REST API's claim checks.
+    dependencies=(DependencyGroup.CORE, DependencyGroup.WEB, DependencyGroup.TOKEN_SIGNATURES),
 )
 LIVE = FunctionSpec(
     name="live",
