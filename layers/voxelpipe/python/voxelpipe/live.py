@@ -7,6 +7,7 @@ step's progress), `subscribed`, `unsubscribed` and `error`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,6 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voxelpipe.records import ALL_STUDIES, ConnectionRecord
 from voxelpipe.status_events import StudyStatusChanged, StudyStepChanged
+from voxelpipe.wiring import EnvVar
+
+
+def live_url() -> str | None:
+    """Where clients connect for live progress (the API is told by its environment); None: nowhere."""
+    return os.environ.get(EnvVar.LIVE_URL) or None
 
 
 @dataclass(frozen=True)

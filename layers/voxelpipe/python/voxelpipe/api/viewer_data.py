@@ -8,7 +8,6 @@ minutes. See docs/viewer.md.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,13 +22,13 @@ from voxelpipe.api.problems import Problem
 from voxelpipe.api.schemas import StudyView
 from voxelpipe.api.views import study_view
 from voxelpipe.keys import derived_key, work_key
+from voxelpipe.live import live_url
 from voxelpipe.pipeline.prepare import CANONICAL_NAME, CONVERTED_VOLUME
 from voxelpipe.ports import StudyStore
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
 from voxelpipe.viewer.legends import LegendEntry, regional_legend, tissue_legend
 from voxelpipe.viewer_grants import InvalidGrant, ViewerGrant, grant_key, verify_grant
-from voxelpipe.wiring import EnvVar
 
 # Where the live progress WebSocket is (until the API's settings carry it): unset, no live updates.
 # The volumes' presigned links live this long: a viewer reloads the data for fresh ones.
@@ -102,10 +101,6 @@ def public_base_url(request: Request) -> str:
     if isinstance(context, dict) and context.get("domainName") and context.get("stage"):
         return f"https://{context['domainName']}/{context['stage']}"
     return str(request.base_url).rstrip("/")
-
-
-def live_url() -> str | None:
-    return os.environ.get(EnvVar.LIVE_URL) or None
 
 
 def _legend(entries: list[LegendEntry]) -> list[LegendLabel]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 from fastapi import APIRouter
 
 import voxelpipe
 from voxelpipe.api.dependencies import requires
-from voxelpipe.wiring import EnvVar
+from voxelpipe.live import live_url
 
 router = APIRouter(tags=["service"])
 
@@ -17,7 +15,7 @@ router = APIRouter(tags=["service"])
 def health() -> dict[str, str]:
     """Up, its version, and where live progress is (`live_url`, a WebSocket: docs/api.md)."""
     answer = {"status": "ok", "version": voxelpipe.__version__}
-    live_url = os.environ.get(EnvVar.LIVE_URL)
-    if live_url:
-        answer["live_url"] = live_url
+    where = live_url()
+    if where:
+        answer["live_url"] = where
     return answer

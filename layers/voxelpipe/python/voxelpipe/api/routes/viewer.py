@@ -26,12 +26,12 @@ from voxelpipe.api.problems import Problem, not_found, problem_responses
 from voxelpipe.api.viewer_data import (
     StudyViewerData,
     SubjectViewerData,
-    live_url,
     public_base_url,
     study_data,
     subject_studies,
     viewer_grant,
 )
+from voxelpipe.live import live_url
 from voxelpipe.viewer.assets import NIIVUE_DIR, NIIVUE_URL_PATH, NIIVUE_VERSION, STATIC_DIR, niivue_missing
 from voxelpipe.viewer_grants import ViewerGrant, grant_key, issue_grant
 
