@@ -37,10 +37,10 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
-    StrictFloat,
     StrictInt,
     StrictStr,
     field_validator,
@@ -67,7 +67,27 @@ MAX_DEPTH: Final = 8  # nesting of all/any/not
 _NAME: Final = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _MODEL_ANALYSIS: Final = re.compile(r"model:[a-z0-9][a-z0-9-]{0,62}")
 
-Scalar = StrictStr | StrictInt | StrictFloat
+
+def _scalar(value: Any) -> Any:
+    """A text or a number (never a boolean, a list or an object)."""
+    if value is None or isinstance(value, str) or _is_number(value):
+        return value
+    raise ValueError(f"must be a text or a number, not {type(value).__name__}")
+
+
+def _bound(value: Any) -> Any:
+    if value is None or _is_number(value):
+        return value
+    raise ValueError(f"must be a number, not {type(value).__name__}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# Checked by hand (not as a union), so that an error names the field, not the union's members.
+Scalar = Annotated[str | int | float | None, BeforeValidator(_scalar)]
+Bound = Annotated[int | float | None, BeforeValidator(_bound)]
 _OPERATORS: Final = ("equals", "in", "regex", "lt", "gt", "exists")
 _COMBINATORS: Final = ("not", "all", "any")
 
@@ -82,12 +102,12 @@ class Condition(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     field: StrictStr | None = None
-    equals: Scalar | None = None
+    equals: Scalar = None
     in_: Annotated[list[Scalar] | None, Field(alias="in", min_length=1, max_length=100)] = None
     regex: Annotated[StrictStr | None, Field(min_length=1, max_length=MAX_PATTERN_CHARS)] = None
-    ignore_case: StrictBool = False
-    lt: StrictInt | StrictFloat | None = None
-    gt: StrictInt | StrictFloat | None = None
+    ignore_case: StrictBool | None = None  # regex only
+    lt: Bound = None
+    gt: Bound = None
     exists: StrictBool | None = None
     not_: Annotated[Condition | None, Field(alias="not")] = None
     all: Annotated[list[Condition] | None, Field(max_length=50)] = None
@@ -123,8 +143,10 @@ class Condition(BaseModel):
             raise ValueError(f"{operator} needs a field: the attribute it tests")
         if operator in _COMBINATORS and self.field is not None:
             raise ValueError(f"{operator} combines conditions and takes no field")
-        if self.ignore_case and operator != "regex":
+        if self.ignore_case is not None and operator != "regex":
             raise ValueError("ignore_case applies to regex only")
+        if operator == "in" and any(v is None for v in self.in_ or []):
+            raise ValueError("in lists texts or numbers")
         if self.field == "SeriesClass" and operator in ("equals", "in"):
             values = [self.equals] if operator == "equals" else list(self.in_ or [])
             unknown = [v for v in values if v not in SeriesClass.__members__.values()]
@@ -307,6 +329,10 @@ class RuleSet(BaseModel):
     rules: Annotated[list[RoutingRule], Field(max_length=MAX_RULES)]
     quiet_period_seconds: Annotated[StrictInt, Field(ge=0, le=3600)] = 30
     description: Annotated[StrictStr, Field(max_length=1000)] = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """The rule set as its JSON form (operators by their names: `in`, `not`), as stored."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     @field_validator("rules")
     @classmethod

@@ -27,7 +27,6 @@ from typing import Any, Final, TypeAlias
 import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from voxelpipe.dicom.deidentify import action_for
@@ -185,14 +184,14 @@ def _convert(keyword: str, vr: str, value: Any) -> TagValue:
 def _shared_group_values(ds: Dataset) -> dict[str, TagValue]:
     found: dict[str, TagValue] = {}
     shared = ds.get("SharedFunctionalGroupsSequence")
-    if not shared or not shared.value:
+    if not shared:
         return found
-    groups = shared.value[0]
+    groups = shared[0]
     for sequence, inner, keyword in _SHARED_GROUPS:
         group = groups.get(sequence)
-        if not group or not group.value or inner not in group.value[0]:
+        if not group or inner not in group[0]:
             continue
-        element = group.value[0][inner]
+        element = group[0].data_element(inner)
         value = _convert(keyword, element.VR, element.value)
         if isinstance(value, list) and keyword != "DiffusionBValue":
             value = value[0] if value else None  # InversionTimes: the first (one for MPRAGE)
@@ -207,7 +206,7 @@ def read_routing_tags(data: bytes) -> dict[str, TagValue]:
     """
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_WANTED, force=False)
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError) as error:
+    except Exception as error:  # hostile bytes: pydicom raises many kinds (struct.error, KeyError...)
         raise Rejected(ReasonCode.NOT_DICOM, f"not a DICOM object routing could read ({error})") from error
     if "SOPClassUID" not in ds and "Modality" not in ds and "ImageType" not in ds:
         raise Rejected(ReasonCode.NOT_DICOM, "no DICOM header: no SOP class, modality or image type")
@@ -220,7 +219,7 @@ def read_routing_tags(data: bytes) -> dict[str, TagValue]:
         for keyword, value in _shared_group_values(ds).items():
             if tags.get(keyword) is None:
                 tags[keyword] = value
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as error:
+    except Exception as error:
         # A value pydicom cannot convert (a malformed DS, a bad sequence): the header is damaged.
         raise Rejected(ReasonCode.NOT_DICOM, f"a routing attribute does not parse ({error})") from error
     return tags
