@@ -115,9 +115,10 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
         spec.name: frozenset({Resource.OBJECTS_TABLE})
         for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED)
     },
-    # Only the API registers models and reference data; ingest and dispatch look up `model:NAME`
-    # analyses, dispatch the versions of the reference data a study names.
-    INGEST.name: frozenset({Resource.MODELS_TABLE}),
+    # Only the API registers models and reference data, and saves rule sets; ingest and dispatch
+    # look up `model:NAME` analyses, dispatch the versions of the reference data a study names,
+    # ingest the tenant's active routing rule set.
+    INGEST.name: frozenset({Resource.MODELS_TABLE, Resource.RULES_TABLE}),
     DISPATCH.name: frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE, Resource.REFERENCES_TABLE}),
     WEBHOOK.name: frozenset({Resource.STUDIES_TABLE}),  # it reads each study's webhook URL
     LIVE.name: frozenset({Resource.STUDIES_TABLE}),  # a subscription names a study of the tenant

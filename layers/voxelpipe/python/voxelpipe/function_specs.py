@@ -102,6 +102,7 @@ INGEST = FunctionSpec(
         EnvVar.NORMAL_PRIORITY_QUEUE_URL,
         EnvVar.MAX_UPLOAD_BYTES,
         EnvVar.MODELS_TABLE,
+        EnvVar.RULES_TABLE,  # the tenant's active routing rule set decides which series are studies
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES)},
     dependencies=_IMAGING,
@@ -172,6 +173,7 @@ API = FunctionSpec(
         EnvVar.WEBHOOK_SECRET_ARN,  # each webhook study's signing key; the list cursors' key
         EnvVar.MODELS_TABLE,
         EnvVar.REFERENCES_TABLE,  # registers reference data; checks what studies name
+        EnvVar.RULES_TABLE,  # the tenants' routing rule sets (/rules)
         EnvVar.GPU_ANALYSES,  # GET /analyses shows the runtime each analysis is deployed with
         EnvVar.LIVE_URL,  # GET /health tells clients where live progress is
         EnvVar.CORS_ALLOWED_ORIGINS,
