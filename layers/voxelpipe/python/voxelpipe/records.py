@@ -92,6 +92,9 @@ class StudyRecord(Model):
     previous_status = UnicodeAttribute(null=True)
     cost = JSONAttribute(null=True)  # measured resource use and estimated cost (voxelpipe.cost)
     report = JSONAttribute(null=True)  # report.html/report.pdf: {"html"|"pdf": {status, key|error}}
+    # A DICOM exam: {"study_instance_uid", "series": [{"series_instance_uid", "series_number",
+    # "modality", "instances", "tags" (safe routing tags), "decision", "study_id"}]} (routing).
+    dicom = JSONAttribute(null=True)
 
     tenant_created = TenantCreatedIndex()
     status_updated = StatusUpdatedIndex()

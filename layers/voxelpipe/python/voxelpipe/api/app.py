@@ -9,7 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 import voxelpipe
 from voxelpipe.api import problems
-from voxelpipe.api.routes import analyses, models, references, service, studies
+from voxelpipe.api.routes import analyses, models, references, rules, service, studies
 from voxelpipe.api.routes import viewer as viewer_routes
 from voxelpipe.wiring import EnvVar
 
@@ -47,7 +47,14 @@ def create_app() -> FastAPI:
             expose_headers=list(CORS_EXPOSED_HEADERS),
             max_age=CORS_MAX_AGE_S,
         )
-    for router in (service.router, analyses.router, models.router, references.router, studies.router):
+    for router in (
+        service.router,
+        analyses.router,
+        models.router,
+        references.router,
+        rules.router,
+        studies.router,
+    ):
         app.include_router(router)
     app.include_router(viewer_routes.router)  # viewer links, the viewer's data and pages
     return app

@@ -62,6 +62,8 @@ class Action(StrEnum):
     MANAGE_REFERENCES = "manage_references"
     # The same for deployment-wide reference data, norms tables among it (operators only).
     PUBLISH_REFERENCES = "publish_references"
+    # Save, list, delete and try the tenant's routing rule sets (docs/rules.md).
+    MANAGE_RULES = "manage_rules"
 
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {

@@ -10,11 +10,12 @@ from fastapi import Depends, Request
 from voxelpipe import queries
 from voxelpipe.adapters.executions import StepFunctionsExecutions
 from voxelpipe.adapters.queues import SqsWorkQueues
+from voxelpipe.adapters.rule_sets import DynamoRuleSets
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.api.auth import Action, Principal, principal
 from voxelpipe.api.problems import not_found, problem_responses
-from voxelpipe.ports import Executions, StudyStore, WorkQueues
+from voxelpipe.ports import Executions, RuleSets, StudyStore, WorkQueues
 from voxelpipe.records import StudyRecord
 
 
@@ -34,12 +35,17 @@ def executions() -> Executions:
     return StepFunctionsExecutions()
 
 
+def rule_sets() -> RuleSets:
+    return DynamoRuleSets()
+
+
 # What routes are given: FastAPI builds each per request (tests may override them).
 Caller = Annotated[Principal, Depends(principal)]
 Store = Annotated[StudyStore, Depends(study_store)]
 Bucket = Annotated[Storage, Depends(storage)]
 Queues = Annotated[WorkQueues, Depends(work_queues)]
 StateMachine = Annotated[Executions, Depends(executions)]
+Rules = Annotated[RuleSets, Depends(rule_sets)]
 
 # The OpenAPI extension naming the action a route's caller must be allowed ("public": no token).
 ACTION_EXTENSION = "x-voxelpipe-action"
