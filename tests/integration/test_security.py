@@ -41,6 +41,7 @@ from voxelpipe.api.dependencies import ACTION_EXTENSION, PUBLIC
 from voxelpipe.api.routes.viewer import VIEWER_GRANT
 from voxelpipe.function_specs import API
 from voxelpipe.inference import registry
+from voxelpipe.routing import DEFAULT_RULE_SET
 from voxelpipe.status import StudyStatus
 from voxelpipe.wiring import EnvVar
 
@@ -118,7 +119,9 @@ def foreign(api: TestClient, cloud: LocalCloud) -> dict[str, str]:
         boto3.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=data)
     completed = api.post(f"/references/atlas/{FOREIGN_MODEL}/complete", headers=auth(Role.ADMIN, FOREIGN))
     assert completed.status_code == 200, completed.text
-    return {"study_id": created.json()["study_id"], "name": FOREIGN_MODEL}
+    rules = api.post("/rules", json=DEFAULT_RULE_SET.as_json(), headers=auth(Role.ADMIN, FOREIGN))
+    assert rules.status_code == 201 and rules.json()["version"] == 1, rules.text
+    return {"study_id": created.json()["study_id"], "name": FOREIGN_MODEL, "version": "1"}
 
 
 def _operations() -> list[tuple[str, str, dict[str, Any]]]:
@@ -133,7 +136,7 @@ def _operations() -> list[tuple[str, str, dict[str, Any]]]:
 
 
 # What a path parameter is filled with, and the 404 code another tenant's resource answers.
-PATH_PARAMETERS = {"study_id": "study_not_found", "name": "model_not_found"}
+PATH_PARAMETERS = {"study_id": "study_not_found", "name": "model_not_found", "version": "rule_set_not_found"}
 # Path parameters that name no tenant's resource (a kind of reference data): what fills them.
 FIXED_PATH_PARAMETERS = {"kind": "atlas", "subject_ref": "sub-foreign"}
 
@@ -207,6 +210,8 @@ def test_every_route_answers_each_role_as_documented_and_never_reaches_another_t
     assert [(m["name"], m["status"]) for m in models] == [(FOREIGN_MODEL, "READY")]
     atlases = api.get("/references/atlas", headers=auth(Role.VIEWER, FOREIGN)).json()["items"]
     assert [(a["name"], a["version"], a["status"]) for a in atlases] == [(FOREIGN_MODEL, 1, "READY")]
+    rule_sets = api.get("/rules", headers=auth(Role.ADMIN, FOREIGN)).json()
+    assert rule_sets["active_version"] == 1 and not rule_sets["items"][0]["deleted"]
 
 
 def test_the_routes_api_gateway_lets_through_without_a_token_are_the_apps_public_ones():
