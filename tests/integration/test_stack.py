@@ -111,7 +111,7 @@ def test_dispatch_consumes_both_queues_reporting_partial_failures(template: dict
 def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
     schema = table_schema(StudyRecord)
     tables = _resources(template, "AWS::DynamoDB::Table")
-    assert len(tables) == 8
+    assert len(tables) == 9
     models = next(t["Properties"] for lid, t in tables.items() if lid.startswith("ModelsTable"))
     # Models belong to an owner (a tenant, or the deployment): one query lists an owner's models.
     assert models["KeySchema"] == [
@@ -123,6 +123,12 @@ def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
     assert references["KeySchema"] == [
         {"AttributeName": "owner", "KeyType": "HASH"},
         {"AttributeName": "kind_name_version", "KeyType": "RANGE"},
+    ]
+    # A tenant's routing rule sets, a version a row (docs/rules.md).
+    rules = next(t["Properties"] for lid, t in tables.items() if lid.startswith("RoutingRulesTable"))
+    assert rules["KeySchema"] == [
+        {"AttributeName": "tenant", "KeyType": "HASH"},
+        {"AttributeName": "version", "KeyType": "RANGE"},
     ]
     studies = next(t["Properties"] for lid, t in tables.items() if lid.startswith("StudiesTable"))
     assert studies["KeySchema"] == [{"AttributeName": "study_id", "KeyType": "HASH"}]
