@@ -121,6 +121,21 @@ class Client:
         params: dict[str, Any] = {"scope": scope} if version is None else {"version": version, "scope": scope}
         return dict(self._call("DELETE", f"/references/{kind}/{name}", params=params))
 
+    def list_rule_sets(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/rules"))
+
+    def rule_set(self, version: int | str = "current") -> dict[str, Any]:
+        return dict(self._call("GET", f"/rules/{version}"))
+
+    def save_rule_set(self, rule_set: Any) -> dict[str, Any]:
+        return dict(self._call("POST", "/rules", json=rule_set))
+
+    def delete_rule_set(self, version: int) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/rules/{version}"))
+
+    def test_rules(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/rules/test", json=body))
+
     def upload(self, target: dict[str, Any], path: Path, progress: Progress | None = None) -> None:
         """Send one file to its presigned target (form POST, or multipart parts then complete)."""
         if target["method"] == "post":

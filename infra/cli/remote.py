@@ -1,5 +1,5 @@
 """The CLI's commands for users of a deployment: serve, token, upload, status, results, report, list, model,
-atlas, norms, admin.
+atlas, norms, rules, admin.
 
 They talk to any deployment with `--api-url` and a token (`--token` or VOXELPIPE_TOKEN); with
 neither, to the local `voxelpipe serve`, with a development token minted on the spot.
@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from infra.cli.rules import add_rules_command, run_rules
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -141,6 +143,7 @@ def add_commands(commands: Any) -> None:
     retire.add_argument("--deployment", action="store_true", help="a deployment-wide model (operator)")
     connection(retire)
     _reference_commands(commands, connection)
+    add_rules_command(commands, connection)
 
 
 def _reference_commands(commands: Any, connection: Any) -> None:
@@ -272,6 +275,8 @@ def run(args: argparse.Namespace) -> int:
             return _model(args, client)
         if args.command in ("atlas", "norms"):
             return _reference(args, client)
+        if args.command == "rules":
+            return run_rules(args, client)
         if args.command == "status" and args.watch:
             return _watch(args, client)
         if args.command == "status":

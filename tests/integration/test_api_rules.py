@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from infra.cli.client import ApiError, Client
+from infra.cli.main import _parser
+from infra.cli.rules import run_rules
 from infra.local.cloud import LocalCloud
 from infra.local.serve import acting_as
 from voxelpipe import tracking
@@ -228,3 +233,41 @@ def test_invalid_rule_sets_are_422_naming_the_field_and_exams_are_tried_from_the
     tracking.create_study(STORE, plain, "lab-a", analyses=["qc"], priority="normal")
     none = api.post("/rules/test", json={"study_id": plain}, headers=auth())
     assert (none.status_code, none.json()["code"]) == (409, "no_exam_series")
+
+
+def test_the_rules_cli_applies_lists_shows_tests_and_deletes(
+    api: TestClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    # The CLI's own parser and client, its HTTP calls answered by the app (no server to start).
+    client = Client.__new__(Client)
+    client.token, client.http = None, api
+    api.headers.update(auth())
+
+    def cli(*argv: str) -> tuple[int, str, str]:
+        code = run_rules(_parser().parse_args(["rules", *argv]), client)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    rule_file, tags_file = tmp_path / "rules.json", tmp_path / "tags.json"
+    rule_file.write_text(json.dumps(HIGH_PRIORITY_T1))
+    tags_file.write_text(
+        json.dumps([{**T1_TAGS, "SeriesInstances": 176}, {**LOCALIZER_TAGS, "SeriesInstances": 3}])
+    )
+    assert cli("apply", str(rule_file)) == (0, "saved version 1: active\n", "")
+    code, out, _ = cli("list")
+    assert code == 0 and out.startswith("active: version 1\n") and "rules: t1-fast, rest" in out
+    code, out, _ = cli("show", "--json")
+    assert code == 0 and json.loads(out)["rule_set"]["rules"][0]["name"] == "t1-fast"
+    code, out, _ = cli("test", "--tags", str(tags_file))
+    assert code == 0 and out.splitlines()[:2] == [
+        "rule set: version 1",
+        "series #1: selected (process by t1-fast, analyses qc, tissue-seg)",
+    ]
+    assert "series #2: not selected (discard by rest)" in out and "    t1-fast: SeriesClass equals T1" in out
+    assert cli("delete", "1") == (0, "version 1 deleted\n", "")
+    code, out, _ = cli("list")
+    assert out.startswith("active: default rule set\n") and "deleted" in out
+    assert cli("test", "--tags", str(tmp_path / "none.json"))[0] == 2
+    with pytest.raises(ApiError, match="validation_failed"):  # `voxelpipe` reports it, exit status 1
+        rule_file.write_text(json.dumps({"rules": [{"name": "x"}]}))
+        cli("apply", str(rule_file))
