@@ -183,6 +183,11 @@ def _one_rule(condition: Any = None, action: Any = None, **rule: Any) -> dict[st
             "rules.0.action",
             "parameters for analyses the action does not run",
         ),
+        (
+            _one_rule(action={"kind": "process", "parameters": {"tissue-seg": {"colour": "red"}}}),
+            "rules.0.action",
+            "unknown tissue-seg parameters: colour",
+        ),
         (_one_rule({"field": "Modality", "like": "MR"}), "rules.0.condition.like", "Extra inputs"),
         (_one_rule({"field": "Modality"}), "rules.0.condition", "exactly one"),
         (_one_rule({"field": "Modality", "equals": "MR", "in": ["CT"]}), "rules.0.condition", "exactly one"),

@@ -48,6 +48,7 @@ from pydantic import (
 )
 
 from voxelpipe.analyses import CATALOGUE
+from voxelpipe.analyses.catalogue import merged_parameters
 from voxelpipe.routing.classify import SeriesClass
 from voxelpipe.routing.tags import MAX_TEXT_CHARS, RULE_FIELDS, SAFE_KEYWORDS, TagValue, as_list
 
@@ -305,8 +306,11 @@ class RoutingAction(BaseModel):
             extra = sorted(set(self.parameters) - set(self.analyses))
             if extra:
                 raise ValueError(f"parameters for analyses the action does not run: {', '.join(extra)}")
-        for name in self.parameters or {}:
-            if name not in CATALOGUE and not _MODEL_ANALYSIS.fullmatch(name):
+        for name, given in (self.parameters or {}).items():
+            if name in CATALOGUE:
+                # The catalogue's analyses name their parameters; a model's are checked when it runs.
+                merged_parameters(name, CATALOGUE[name].parameters, given)
+            elif not _MODEL_ANALYSIS.fullmatch(name):
                 raise ValueError(f"parameters for an unknown analysis {name!r}")
         return self
 
