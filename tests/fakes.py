@@ -9,15 +9,24 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pynamodb.models import Model
 
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
-from voxelpipe.ports import Changes, ObjectInfo, StudyChanged, StudyPage
+from voxelpipe.ports import (
+    ActiveRuleSet,
+    Changes,
+    ObjectInfo,
+    RuleSetNotFound,
+    RuleSetVersion,
+    StudyChanged,
+    StudyPage,
+)
 from voxelpipe.records import AuditRecord, ObjectRecord, StudyRecord, TaskRecord
+from voxelpipe.routing import DEFAULT_RULE_SET, RuleSet
 from voxelpipe.status import StudyStatus
 
 R = TypeVar("R", bound=Model)
@@ -309,3 +318,38 @@ class FakeExecutions:
     def end(self, study_id: str, attempt: int, status: str = "SUCCEEDED") -> None:
         run = self.runs[(study_id, attempt)]
         self.runs[(study_id, attempt)] = (run[0], status, run[2])
+
+
+class InMemoryRuleSets:
+    """RuleSets in a dict (tests/integration/test_rule_sets.py holds it to DynamoRuleSets' contract)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, dict[int, RuleSetVersion]] = {}
+
+    def current(self, tenant: str) -> ActiveRuleSet:
+        for version in self.versions(tenant):
+            if not version.deleted:
+                return ActiveRuleSet(version.version, version.rule_set)
+        return ActiveRuleSet(None, DEFAULT_RULE_SET)
+
+    def save(self, tenant: str, rule_set: RuleSet, actor: str | None) -> int:
+        versions = self.saved.setdefault(tenant, {})
+        number = max(versions, default=0) + 1
+        versions[number] = RuleSetVersion(number, rule_set, datetime.now(UTC), actor, False, None, None)
+        return number
+
+    def versions(self, tenant: str) -> list[RuleSetVersion]:
+        return [v for _, v in sorted(self.saved.get(tenant, {}).items(), reverse=True)]
+
+    def get(self, tenant: str, version: int) -> RuleSetVersion:
+        try:
+            return self.saved[tenant][version]
+        except KeyError:
+            raise RuleSetNotFound(f"no rule set version {version}") from None
+
+    def delete(self, tenant: str, version: int, actor: str | None) -> RuleSetVersion:
+        found = self.get(tenant, version)
+        if not found.deleted:
+            found = replace(found, deleted=True, deleted_at=datetime.now(UTC), deleted_by=actor)
+            self.saved[tenant][version] = found
+        return found

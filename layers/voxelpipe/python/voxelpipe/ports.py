@@ -239,22 +239,6 @@ class LiveConnections(Protocol):
         ...
 
 
-__all__ = [
-    "Changes",
-    "ConnectionStore",
-    "Executions",
-    "LiveConnections",
-    "ObjectInfo",
-    "ObjectStorage",
-    "PdfRenderError",
-    "PdfRenderer",
-    "StudyChanged",
-    "StudyPage",
-    "StudyStore",
-    "WorkQueues",
-]
-
-
 @dataclass(frozen=True)
 class ActiveRuleSet:
     """The rule set that routes a tenant's exams now: a saved version, or (version None) voxelpipe's
@@ -304,3 +288,23 @@ class RuleSets(Protocol):
     def delete(self, tenant: str, version: int, actor: str | None) -> RuleSetVersion:
         """Mark a version deleted (again is a no-op); RuleSetNotFound when there is no such version."""
         ...
+
+
+__all__ = [
+    "ActiveRuleSet",
+    "Changes",
+    "ConnectionStore",
+    "Executions",
+    "LiveConnections",
+    "ObjectInfo",
+    "ObjectStorage",
+    "PdfRenderError",
+    "PdfRenderer",
+    "RuleSetNotFound",
+    "RuleSetVersion",
+    "RuleSets",
+    "StudyChanged",
+    "StudyPage",
+    "StudyStore",
+    "WorkQueues",
+]

@@ -42,7 +42,10 @@ class DynamoRuleSets:
 
     def save(self, tenant: str, rule_set: RuleSet, actor: str | None) -> int:
         for _ in range(_SAVE_ATTEMPTS):
-            latest = next(iter(RuleSetRecord.query(tenant, scan_index_forward=False, limit=1)), None)
+            latest = next(
+                iter(RuleSetRecord.query(tenant, scan_index_forward=False, limit=1, consistent_read=True)),
+                None,
+            )
             version = 1 if latest is None else int(latest.version) + 1
             record = RuleSetRecord(
                 tenant,
