@@ -3,12 +3,15 @@ DICOM headers (synthetic series, pydicom's test files) without their pixels."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from tests.fixtures.dicom import make_enhanced, make_series, to_bytes
@@ -256,9 +259,20 @@ def test_routing_tags_of_a_synthetic_series_without_reading_pixels():
     assert tags["SeriesDescription"] == "T1 MPRAGE Doe"  # read (rules may test it), never stored: see decide
     assert "PatientName" not in tags and "PixelData" not in tags
     assert classify_series({**tags, "SeriesInstances": 2}) is SeriesClass.T1  # by description, last resort
-    header = pydicom.dcmread(__import__("io").BytesIO(series.instances[0]), stop_before_pixels=True)
+    header = pydicom.dcmread(io.BytesIO(series.instances[0]), stop_before_pixels=True)
     del header.PatientName
     assert read_routing_tags(to_bytes(header))["Rows"] == 8  # a header alone is enough
+
+
+def test_routing_tags_of_a_bare_dataset_without_file_meta():
+    ds = pydicom.dcmread(io.BytesIO(make_series(n_slices=1, rows=8, cols=8).instances[0]))
+    del ds.file_meta
+    buffer = io.BytesIO()
+    target = DicomFileLike(buffer)
+    target.is_little_endian, target.is_implicit_VR = True, True
+    write_dataset(target, ds)  # as some receivers store what a C-STORE carried
+    tags = read_routing_tags(buffer.getvalue())
+    assert tags["Modality"] == "MR" and tags["EchoTime"] == 2.98
 
 
 def test_routing_tags_of_pydicom_test_files():
@@ -290,7 +304,15 @@ def test_enhanced_mr_times_come_from_the_shared_functional_groups():
     assert classify_series(tags) is SeriesClass.T1
 
 
-@pytest.mark.parametrize("data", [b"", b"not dicom at all" * 20, b"\x00" * 128 + b"DICM" + b"\xff" * 10])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not dicom at all" * 20,
+        b"\x00" * 128 + b"DICM" + b"\xff" * 10,
+        b"\x08\x00\x60\x00" + b"\xff" * 64,
+    ],
+)
 def test_what_is_not_dicom_is_rejected_not_dicom(data):
     with pytest.raises(Rejected) as caught:
         read_routing_tags(data)

@@ -5,9 +5,16 @@ docs/rules.md describes the rule language, the classification table and the defa
 from __future__ import annotations
 
 from voxelpipe.routing.classify import SeriesClass, classify, classify_series
-from voxelpipe.routing.decide import SeriesDecision, route_exam
+from voxelpipe.routing.decide import SeriesDecision, route_exam, route_series
 from voxelpipe.routing.rules import DEFAULT_RULE_SET, Condition, RoutingAction, RoutingRule, RuleSet
-from voxelpipe.routing.tags import ROUTING_KEYWORDS, RULE_FIELDS, SAFE_KEYWORDS, TagValue, read_routing_tags
+from voxelpipe.routing.tags import (
+    ROUTING_KEYWORDS,
+    RULE_FIELDS,
+    SAFE_KEYWORDS,
+    TagValue,
+    read_routing_tags,
+    safe_tags,
+)
 
 __all__ = [
     "DEFAULT_RULE_SET",
@@ -25,4 +32,6 @@ __all__ = [
     "classify_series",
     "read_routing_tags",
     "route_exam",
+    "route_series",
+    "safe_tags",
 ]

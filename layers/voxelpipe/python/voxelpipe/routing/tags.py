@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, TypeAlias
 
 import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from voxelpipe.dicom.deidentify import action_for
@@ -199,13 +201,29 @@ def _shared_group_values(ds: Dataset) -> dict[str, TagValue]:
     return found
 
 
+def _read_header(data: bytes) -> Dataset:
+    """The header's routing elements: a Part 10 file, or a bare dataset (as some senders store
+    what a C-STORE carried); nothing past the pixels is read."""
+    # pydicom warns of what it finds damaged (a missing delimiter...): the verdict is ours to give.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_WANTED)
+        except InvalidDicomError:
+            # No preamble and no file meta: a bare dataset is accepted if it parses into a plausible
+            # header (checked by the caller); anything else fails to parse or comes out empty.
+            return pydicom.dcmread(
+                io.BytesIO(data), stop_before_pixels=True, specific_tags=_WANTED, force=True
+            )
+
+
 def read_routing_tags(data: bytes) -> dict[str, TagValue]:
     """The routing keywords present in one DICOM object's header (pixels are never read).
 
     Raises Rejected(NOT_DICOM) when the bytes are not a DICOM object pydicom can parse.
     """
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_WANTED, force=False)
+        ds = _read_header(data)
     except Exception as error:  # hostile bytes: pydicom raises many kinds (struct.error, KeyError...)
         raise Rejected(ReasonCode.NOT_DICOM, f"not a DICOM object routing could read ({error})") from error
     if "SOPClassUID" not in ds and "Modality" not in ds and "ImageType" not in ds:
