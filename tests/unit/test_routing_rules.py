@@ -220,6 +220,35 @@ def test_invalid_rule_sets_are_refused_naming_the_field(rule_set, field, message
     assert any(e["loc"] == field and message in e["msg"] for e in errors), errors
 
 
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        ("(a+)+$", "a repetition inside a repetition"),
+        ("(?:x|(a*))*b", "alternatives inside a repetition"),
+        ("(t1|mprage)+", "alternatives inside a repetition"),
+        ("(a|a)*b", "alternatives inside a repetition"),
+        (".*.*.*.*x", "more than 3 unbounded repetitions"),
+        (".{0,100}.{0,100}.{0,100}.{0,100}x", "more than 3 unbounded repetitions"),
+    ],
+)
+def test_patterns_that_backtrack_for_ever_are_refused(pattern, why):
+    (error,) = _refused(_one_rule({"field": "SeriesDescription", "regex": pattern}))
+    assert error["loc"] == "rules.0.condition.regex" and why in error["msg"]
+
+
+@pytest.mark.parametrize(
+    "pattern", ["t1.*mprage", "(?i)^(t1|mprage)$", "(a|b)*x", "[a-z]+_[0-9]{2,4}", "^.*t1.*$"]
+)
+def test_ordinary_patterns_are_accepted(pattern):
+    RuleSet.model_validate(_one_rule({"field": "SeriesDescription", "regex": pattern}))
+
+
+@pytest.mark.parametrize("operator", ["equals", "lt", "gt"])
+def test_numbers_that_are_not_finite_are_refused(operator):
+    (error,) = _refused(_one_rule({"field": "EchoTime", operator: float("inf")}))
+    assert error["loc"] == f"rules.0.condition.{operator}"
+
+
 def test_unknown_field_message_names_the_allowed_keywords():
     (error,) = _refused(_one_rule({"field": "PatientName", "equals": "x"}))
     assert "ImageType" in error["msg"] and "SeriesClass" in error["msg"] and "ExamSeriesCount" in error["msg"]

@@ -20,7 +20,10 @@ Semantics, the same everywhere:
   and in.
 - regex uses Python's `re.search` (anchor with `^...$` to match a whole value), compiled when the
   rule set is saved; `ignore_case` makes it case-insensitive. Patterns are at most
-  MAX_PATTERN_CHARS long and values are cut at tags.MAX_TEXT_CHARS.
+  MAX_PATTERN_CHARS long, may not nest repetitions ((a+)+) or repeat alternatives ((a|ab)*),
+  nor hold more than
+  MAX_UNBOUNDED_REPEATS unbounded ones (Python's re backtracks), and values are cut at
+  MAX_MATCH_CHARS when matched.
 - A missing attribute (absent, or present but empty) makes every operator false except `exists`
   (`exists: true` is false, `exists: false` is true) — and so `not` of a test on it is true.
 
@@ -30,6 +33,8 @@ nothing is decided for the series (route_exam's action "none": not processed).
 
 from __future__ import annotations
 
+import importlib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,7 +55,7 @@ from pydantic import (
 from voxelpipe.analyses import CATALOGUE
 from voxelpipe.analyses.catalogue import merged_parameters
 from voxelpipe.routing.classify import SeriesClass
-from voxelpipe.routing.tags import MAX_TEXT_CHARS, RULE_FIELDS, SAFE_KEYWORDS, TagValue, as_list
+from voxelpipe.routing.tags import RULE_FIELDS, SAFE_KEYWORDS, TagValue, as_list
 
 __all__ = [
     "DEFAULT_RULE_SET",
@@ -83,7 +88,8 @@ def _bound(value: Any) -> Any:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite int or float (not a boolean: JSON's true is no number)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # Checked by hand (not as a union), so that an error names the field, not the union's members.
@@ -129,6 +135,9 @@ class Condition(BaseModel):
                 re.compile(pattern)
             except re.error as error:
                 raise ValueError(f"not a regular expression: {error}") from error
+            slow = _slow_pattern(pattern)
+            if slow:
+                raise ValueError(f"a pattern that can take very long to match: {slow}")
         return pattern
 
     @model_validator(mode="after")
@@ -207,7 +216,7 @@ class Condition(BaseModel):
         if operator == "regex":
             assert self.regex is not None
             pattern = re.compile(self.regex, re.IGNORECASE if self.ignore_case else 0)
-            return any(pattern.search(str(value)[:MAX_TEXT_CHARS]) for value in values)
+            return any(pattern.search(str(value)[:MAX_MATCH_CHARS]) for value in values)
         bound = self.lt if operator == "lt" else self.gt
         assert bound is not None
         numbers = [n for n in map(_as_number, values) if n is not None]
@@ -226,6 +235,59 @@ class Condition(BaseModel):
         if operator == "gt":
             return f"> {self.gt}"
         return f"equals {self.equals}"
+
+
+# Python's re backtracks: a repetition inside a repetition ((a+)+), or alternatives inside one
+# ((a|ab)*), can take exponential time, and
+# many unbounded ones in a row (.*.*.*.*) a high power of the value's length. Ingest evaluates the
+# tenant's patterns, so those are refused when the rule set is saved, and values are cut at
+# MAX_MATCH_CHARS when matched (DICOM's LO, the longest text routed on, is 64 characters).
+MAX_UNBOUNDED_REPEATS: Final = 3
+MAX_MATCH_CHARS: Final = 128
+_REPEATS: Final = frozenset({"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"})
+_LONG_REPEAT: Final = 16
+_sre_parser: Any = importlib.import_module("re._parser")  # the parser re.compile uses (no stubs)
+
+
+def _slow_pattern(pattern: str) -> str | None:
+    """Why a (compilable) pattern is refused as too slow, or None."""
+    unbounded = 0
+
+    def walk(items: Any, repeated: bool) -> str | None:
+        nonlocal unbounded
+        for op, value in items:
+            name = str(op)
+            if name in _REPEATS:
+                _, most, sub = value
+                repeats = most is _sre_parser.MAXREPEAT or most > 1
+                # {0,1000} backtracks as * does on values of MAX_MATCH_CHARS
+                unbounded += most is _sre_parser.MAXREPEAT or most > _LONG_REPEAT
+                if repeats and repeated:
+                    return "a repetition inside a repetition, as in (a+)+"
+                found = walk(sub, repeated or repeats)
+            elif name == "SUBPATTERN":
+                found = walk(value[3], repeated)
+            elif name == "BRANCH" and repeated:
+                # Overlapping alternatives under a repetition ((a|a)*b) are exponential too.
+                return "alternatives inside a repetition, as in (a|ab)*: use a character class"
+            elif name == "BRANCH":
+                found = next((f for branch in value[1] if (f := walk(branch, repeated))), None)
+            elif name in ("ASSERT", "ASSERT_NOT"):
+                found = walk(value[1], repeated)
+            elif name == "ATOMIC_GROUP":
+                found = walk(value, repeated)
+            elif name == "GROUPREF_EXISTS":
+                found = walk(value[1], repeated) or (walk(value[2], repeated) if value[2] else None)
+            else:
+                found = None
+            if found:
+                return found
+        return None
+
+    found = walk(_sre_parser.parse(pattern), False)
+    if found is None and unbounded > MAX_UNBOUNDED_REPEATS:
+        found = f"more than {MAX_UNBOUNDED_REPEATS} unbounded repetitions (*, +, {{n,}}, {{n,m}} past m=16)"
+    return found
 
 
 def _attr(name: str) -> str:
