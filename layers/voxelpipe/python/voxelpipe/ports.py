@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
 from voxelpipe.records import AuditRecord, ConnectionRecord, ObjectRecord, StudyRecord, TaskRecord
-from voxelpipe.routing import RuleSet
 from voxelpipe.status import StudyStatus
+
+if TYPE_CHECKING:  # keeps the rule language (pydantic models, the catalogue) off every import path
+    from voxelpipe.routing import RuleSet
 
 # A change to a record's fields: name -> new value; None removes the field.
 Changes = Mapping[str, Any]

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from voxelpipe.routing.tags import TagValue, as_list, texts
+from voxelpipe.routing.keywords import TagValue, as_list, texts
 
 __all__ = ["Classification", "SeriesClass", "classify", "classify_series"]
 

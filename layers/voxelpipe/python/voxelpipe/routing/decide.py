@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from voxelpipe.routing.classify import classify
+from voxelpipe.routing.keywords import TagValue, safe_tags
 from voxelpipe.routing.rules import RuleSet
-from voxelpipe.routing.tags import TagValue, safe_tags
 
 __all__ = ["SeriesDecision", "route_exam", "route_series"]
 

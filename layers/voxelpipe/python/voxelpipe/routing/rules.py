@@ -55,7 +55,7 @@ from pydantic import (
 from voxelpipe.analyses import CATALOGUE
 from voxelpipe.analyses.catalogue import merged_parameters
 from voxelpipe.routing.classify import SeriesClass
-from voxelpipe.routing.tags import RULE_FIELDS, SAFE_KEYWORDS, TagValue, as_list
+from voxelpipe.routing.keywords import RULE_FIELDS, TagValue, as_list, safe_keywords
 
 __all__ = [
     "DEFAULT_RULE_SET",
@@ -199,7 +199,7 @@ class Condition(BaseModel):
         holds = self._test(values)
         shown = _shown(self.field, values)
         # A removed attribute's operand is withheld too: "equals X -> true" would quote its value.
-        safe = self.field in SAFE_KEYWORDS or self.operator == "exists"
+        safe = self.field in safe_keywords() or self.operator == "exists"
         test = self._describe() if safe else f"{self.operator} <withheld>"
         return Outcome(holds, f"{self.field} {test} -> {_yes(holds)}{shown}")
 
@@ -303,7 +303,7 @@ def _shown(field: str, values: list[Any]) -> str:
     one is withheld, or that it is missing."""
     if not values:
         return " (missing)"
-    if field not in SAFE_KEYWORDS:
+    if field not in safe_keywords():
         return ""  # the Basic Profile removes it: its value never appears
     return " (is " + "\\".join(str(v) for v in values) + ")"
 
