@@ -132,6 +132,7 @@ def test_admins_save_list_read_delete_and_try_rule_sets(api: TestClient, cloud: 
     )
     assert api.get("/rules", headers=auth()).json()["active_version"] == 1
     assert api.delete("/rules/1", headers=auth()).status_code == 200
+    assert api.delete("/rules/1", headers=auth()).json()["deleted"]  # again: no change, no audit row
     assert api.get("/rules/current", headers=auth()).json()["version"] is None
     assert api.post("/rules/test", json={"series": series}, headers=auth()).json()["rule_set"] == "default"
     missing = api.delete("/rules/9", headers=auth())

@@ -38,7 +38,11 @@ def delete_rule_set(
     rule_sets: RuleSets, store: StudyStore, tenant: str, version: int, *, actor: str, source: str
 ) -> RuleSetVersion:
     """Mark a version deleted (the newest one left becomes active; none: the default). Raises
-    RuleSetNotFound for a version the tenant does not have."""
+    RuleSetNotFound for a version the tenant does not have. Deleting it again changes nothing and
+    writes no audit row."""
+    before = rule_sets.get(tenant, version)
+    if before.deleted:
+        return before
     deleted = rule_sets.delete(tenant, version, actor)
     detail = {"tenant": tenant, "version": version, "active": rule_sets.current(tenant).version}
     tracking.audit(store, rules_audit_key(tenant), RULES_DELETED, actor=actor, source=source, detail=detail)

@@ -345,7 +345,9 @@ class RoutingAction(BaseModel):
     analyses: Annotated[list[StrictStr] | None, Field(min_length=1, max_length=20)] = None
     parameters: dict[str, dict[str, Any]] | None = None  # per analysis: {name: {parameter: value}}
     priority: Literal["high", "normal"] | None = None
-    destinations: Annotated[list[StrictStr], Field(max_length=20)] = []
+    destinations: Annotated[
+        list[Annotated[StrictStr, Field(min_length=1, max_length=64)]], Field(max_length=20)
+    ] = []
 
     @field_validator("analyses")
     @classmethod
