@@ -233,6 +233,28 @@ CASES: list[tuple[str, dict[str, Any], SeriesClass]] = [
         },
         SeriesClass.T2,
     ),
+    (
+        "ge-dwi-described",
+        {
+            **MR,
+            "ScanningSequence": ["EP"],
+            "RepetitionTime": 8000.0,
+            "EchoTime": 80.0,
+            "SeriesDescription": "Ax DWI",
+        },
+        SeriesClass.DWI,
+    ),
+    (
+        "bold-described",
+        {
+            **MR,
+            "ScanningSequence": ["EP"],
+            "RepetitionTime": 2000.0,
+            "EchoTime": 30.0,
+            "SeriesDescription": "rs_fMRI",
+        },
+        SeriesClass.OTHER,
+    ),
     ("nothing", {}, SeriesClass.OTHER),
 ]
 

@@ -21,7 +21,7 @@ inconclusive (never to overrule them). The decision table, first row that applie
 | 10 | InversionTime ≥ 1500, RepetitionTime ≥ 4000, EchoTime ≥ 60                   | FLAIR     |
 | 11 | InversionTime 400-1300, EchoTime ≤ 30 (MPRAGE, BRAVO, T1-FLAIR)              | T1        |
 | 12 | any other InversionTime > 0 (STIR, MP2RAGE's second inversion, ...)          | OTHER     |
-| 13 | ScanningSequence has EP (echo-planar without a diffusion cue: BOLD, perfusion)| OTHER    |
+| 13 | ScanningSequence has EP (no diffusion cue: BOLD, perfusion, GE's DWI)       | (text)    |
 | 14 | RepetitionTime < 800, EchoTime < 30 (gradient echo: EchoTime ≤ 15)           | T1        |
 | 15 | RepetitionTime ≥ 2000, EchoTime ≥ 60, ScanningSequence not GR                | T2        |
 | 16 | RepetitionTime ≥ 1500, EchoTime ≤ 30, ScanningSequence has SE and not GR     | PD        |
@@ -164,7 +164,8 @@ def _mr(tags: Mapping[str, TagValue]) -> Classification | str:
             return Classification(SeriesClass.T1, f"inversion-prepared, short TE ({timing})")
         return Classification(SeriesClass.OTHER, f"inversion recovery of another kind ({timing})")
     if "EP" in sequence:
-        return Classification(SeriesClass.OTHER, "echo-planar without diffusion weighting")
+        # BOLD, perfusion, or a diffusion series whose b-values are in private tags (GE): unsure.
+        return "echo-planar without a diffusion cue"
     if tr < 800 and te < 30 and (te <= 15 or not gradient_echo):
         return Classification(SeriesClass.T1, f"short TR, short TE ({timing})")
     if tr >= 2000 and te >= 60 and not gradient_echo:
