@@ -57,6 +57,11 @@ class EnvVar(StrEnum):
     USER_POOL_CLIENT_ID = "VOXELPIPE_USER_POOL_CLIENT_ID"
     # REST API CORS: the origins (comma-separated) a browser front end may call the API from.
     CORS_ALLOWED_ORIGINS = "VOXELPIPE_CORS_ALLOWED_ORIGINS"
+    # The DICOM C-STORE receiver (docs/dicom-receiver.md): our AE titles and their tenants (JSON),
+    # the port it listens on, and its timeouts and limits (JSON, optional).
+    DICOM_AE_TITLES = "VOXELPIPE_DICOM_AE_TITLES"
+    DICOM_PORT = "VOXELPIPE_DICOM_PORT"
+    DICOM_SETTINGS = "VOXELPIPE_DICOM_SETTINGS"
 
 
 class Runtime(StrEnum):
