@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
 from voxelpipe.records import (
@@ -23,6 +23,9 @@ from voxelpipe.records import (
     TransferRecord,
 )
 from voxelpipe.status import StudyStatus
+
+if TYPE_CHECKING:  # pydantic, which the rule sets need, is not every function's to import
+    from voxelpipe.routing import ActiveRuleSet
 
 # A change to a record's fields: name -> new value; None removes the field.
 Changes = Mapping[str, Any]
@@ -77,6 +80,10 @@ class StudyStore(Protocol):
 
     def set_study_fields(self, study_id: str, changes: Changes) -> None:
         """Change fields of an existing study (never creates one); StudyChanged when it is missing."""
+        ...
+
+    def count_received(self, study_id: str) -> int:
+        """Add one to the study's `received` (a network sender wrote a new object); the new count."""
         ...
 
     def count_arrival(self, study_id: str) -> int:
@@ -145,13 +152,20 @@ class StudyStore(Protocol):
         ...
 
 
+class RuleSets(Protocol):
+    """The tenants' routing rule sets (voxelpipe.routing): which series of an exam become studies."""
+
+    def current(self, tenant: str) -> ActiveRuleSet:
+        """The tenant's latest rule set, or the default one when it has none."""
+        ...
+
+
 class TransferStore(Protocol):
     """DICOM exams with instances pending (docs/dicom.md): what arrived over the network, when, and
     whether the transfer that carried it has ended."""
 
-    def note_received(self, study_id: str, tenant: str, source: str, *, new: bool, at: datetime) -> None:
-        """An object of the study was written: count it when `new`, and note the time (a record is
-        created for the study when it has none)."""
+    def note_received(self, study_id: str, tenant: str, source: str, *, at: datetime) -> None:
+        """An object of the study was written at `at` (a record is created when it has none)."""
         ...
 
     def note_ended(self, study_id: str, at: datetime) -> None:
@@ -165,8 +179,8 @@ class TransferStore(Protocol):
         ...
 
     def settle(self, transfer: TransferRecord) -> bool:
-        """Delete the record if nothing arrived since it was read (same count and last time);
-        False when something did (the study's instances are not all handed over yet)."""
+        """Delete the record if nothing arrived since it was read (the same last time); False when
+        something did."""
         ...
 
 

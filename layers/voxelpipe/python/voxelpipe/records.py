@@ -84,6 +84,9 @@ class StudyRecord(Model):
     # "nifti" (one file) or "dicom" (a series: many files, or one .zip).
     input_format = UnicodeAttribute(default="nifti")
     arrived = NumberAttribute(default=0)  # how many declared files have arrived and passed
+    # Network exams and routed studies: how many distinct objects their senders wrote (ingest
+    # counts them again in `arrived`; the exam completes once it has checked them all).
+    received = NumberAttribute(default=0)
     parameters = JSONAttribute(null=True)  # per analysis: {name: {parameter: value}}
     uid_key = UnicodeAttribute(null=True)  # DICOM: the study's key for replacement UIDs (hex)
     # The status before the last change (tracking.transition copies it in the same update), for
@@ -159,9 +162,8 @@ class TransferRecord(Model):
     """A DICOM exam whose instances arrive over the network (STOW-RS, C-STORE), or were routed to a
     study of their own: kept while instances are pending, deleted once they are handed to the study.
 
-    `received` counts distinct objects written to the study's uploads (ingest counts them again in
-    the study's `arrived`: completion waits until every one was checked); `ended_at` is the end of
-    the last transfer (request or association) that carried one.
+    `last_received_at` is when the last object was written; `ended_at` the end of the last transfer
+    (request or association) that carried one. (The counts live on the study: `received`, `arrived`.)
     """
 
     class Meta:
@@ -170,7 +172,6 @@ class TransferRecord(Model):
     study_id = UnicodeAttribute(hash_key=True)
     tenant = UnicodeAttribute()
     source = UnicodeAttribute()  # "stow" | "c-store" | "routed"
-    received = NumberAttribute(default=0)
     first_received_at = UTCDateTimeAttribute()
     last_received_at = UTCDateTimeAttribute()
     ended_at = UTCDateTimeAttribute(null=True)

@@ -53,6 +53,7 @@ class EnvVar(StrEnum):
     CONNECTIONS_TABLE = "VOXELPIPE_CONNECTIONS_TABLE"
     # DICOM exams whose instances are arriving over the network (or arrived after their study ended).
     TRANSFERS_TABLE = "VOXELPIPE_TRANSFERS_TABLE"
+    RULES_TABLE = "VOXELPIPE_RULES_TABLE"  # the tenants' routing rule sets, versioned
     LIVE_URL = "VOXELPIPE_LIVE_URL"
     LIVE_CALLBACK_URL = "VOXELPIPE_LIVE_CALLBACK_URL"
     USER_POOL_ID = "VOXELPIPE_USER_POOL_ID"
@@ -109,6 +110,7 @@ class Resource(StrEnum):
     REFERENCES_TABLE = "ReferenceDataTable"
     CONNECTIONS_TABLE = "LiveConnectionsTable"
     TRANSFERS_TABLE = "TransfersTable"
+    RULES_TABLE = "RuleSetsTable"
     LIVE_QUEUE = "LiveQueue"  # status and step events on their way to the push function
 
 
@@ -134,6 +136,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.REFERENCES_TABLE: Resource.REFERENCES_TABLE,
     EnvVar.CONNECTIONS_TABLE: Resource.CONNECTIONS_TABLE,
     EnvVar.TRANSFERS_TABLE: Resource.TRANSFERS_TABLE,
+    EnvVar.RULES_TABLE: Resource.RULES_TABLE,
 }
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})
