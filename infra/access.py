@@ -120,9 +120,9 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
         spec.name: frozenset({Resource.OBJECTS_TABLE})
         for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED)
     },
-    # Only the API registers models and reference data; ingest and dispatch look up `model:NAME`
-    # analyses, dispatch the versions of the reference data a study names.
-    # The rule sets: only the API (an admin) writes them; completing an exam reads them.
+    # Only the API registers models and reference data, and saves rule sets; ingest and dispatch
+    # look up `model:NAME` analyses, dispatch the versions of the reference data a study names;
+    # completing an exam (ingest, the completion sweep) reads the tenant's active rule set.
     INGEST.name: frozenset({Resource.MODELS_TABLE, Resource.RULES_TABLE}),
     COMPLETE_TRANSFERS.name: frozenset({Resource.MODELS_TABLE, Resource.RULES_TABLE}),
     DISPATCH.name: frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE, Resource.REFERENCES_TABLE}),

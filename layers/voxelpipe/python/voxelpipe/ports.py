@@ -25,7 +25,7 @@ from voxelpipe.records import (
 from voxelpipe.status import StudyStatus
 
 if TYPE_CHECKING:  # pydantic, which the rule sets need, is not every function's to import
-    from voxelpipe.routing import ActiveRuleSet
+    from voxelpipe.routing import RuleSet
 
 # A change to a record's fields: name -> new value; None removes the field.
 Changes = Mapping[str, Any]
@@ -149,14 +149,6 @@ class StudyStore(Protocol):
 
     def forget_objects(self, study_id: str) -> int:
         """Delete every object row of a (deleted) study; the count."""
-        ...
-
-
-class RuleSets(Protocol):
-    """The tenants' routing rule sets (voxelpipe.routing): which series of an exam become studies."""
-
-    def current(self, tenant: str) -> ActiveRuleSet:
-        """The tenant's latest rule set, or the default one when it has none."""
         ...
 
 
@@ -302,3 +294,54 @@ __all__ = [
     "StudyStore",
     "WorkQueues",
 ]
+
+
+@dataclass(frozen=True)
+class ActiveRuleSet:
+    """The rule set that routes a tenant's exams now: a saved version, or (version None) voxelpipe's
+    default rule set (routing.DEFAULT_RULE_SET) when the tenant has none."""
+
+    version: int | None
+    rule_set: RuleSet
+
+
+@dataclass(frozen=True)
+class RuleSetVersion:
+    """One saved version of a tenant's rule set, deleted or not."""
+
+    version: int
+    rule_set: RuleSet
+    created_at: datetime
+    created_by: str | None
+    deleted: bool
+    deleted_at: datetime | None
+    deleted_by: str | None
+
+
+class RuleSetNotFound(LookupError):
+    """No such version of the tenant's rule set."""
+
+
+class RuleSets(Protocol):
+    """Each tenant's routing rule sets, versioned: saving adds a version, deleting marks one deleted
+    (its record stays), and the active one is the newest version not deleted."""
+
+    def current(self, tenant: str) -> ActiveRuleSet:
+        """The tenant's active rule set; the default one (version None) when none is saved."""
+        ...
+
+    def save(self, tenant: str, rule_set: RuleSet, actor: str | None) -> int:
+        """Store `rule_set` as the tenant's next version (one conditional write); the version."""
+        ...
+
+    def versions(self, tenant: str) -> list[RuleSetVersion]:
+        """Every version the tenant saved, deleted ones included, newest first."""
+        ...
+
+    def get(self, tenant: str, version: int) -> RuleSetVersion:
+        """One version (deleted or not); RuleSetNotFound when the tenant has no such version."""
+        ...
+
+    def delete(self, tenant: str, version: int, actor: str | None) -> RuleSetVersion:
+        """Mark a version deleted (again is a no-op); RuleSetNotFound when there is no such version."""
+        ...

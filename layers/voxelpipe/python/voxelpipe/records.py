@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from pynamodb.attributes import (
+    BooleanAttribute,
     JSONAttribute,
     ListAttribute,
     NumberAttribute,
@@ -245,6 +246,28 @@ class ReferenceRecord(Model):
         return f"{kind}#{name}#{version:010d}"
 
 
+class RuleSetRecord(Model):
+    """One version of a tenant's routing rule set (voxelpipe.routing, docs/rules.md).
+
+    Hash key `tenant`, sort key `version` (1, 2, ...: a new version for every change, never an
+    update of one). `rule_set` is the RuleSet's JSON. A deleted version keeps its record
+    (`deleted`, with who and when) so decisions that name it can still be explained; the active rule
+    set is the newest version not deleted (the default rule set when there is none).
+    """
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.RULES_TABLE)
+
+    tenant = UnicodeAttribute(hash_key=True)
+    version = NumberAttribute(range_key=True)
+    rule_set = JSONAttribute()
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute(null=True)
+    deleted = BooleanAttribute(default=False)
+    deleted_at = UTCDateTimeAttribute(null=True)
+    deleted_by = UnicodeAttribute(null=True)
+
+
 class TenantConnectionsIndex(GlobalSecondaryIndex["ConnectionRecord"]):  # type: ignore[no-untyped-call]
     class Meta:
         index_name = "tenant-connections"
@@ -299,10 +322,12 @@ STATUS_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.TRANSFERS_TABLE: TransferRecord,
 }
 
-# The registries' tables (built by the stack like the status tables): models, and reference data.
+# The registries' tables (built by the stack like the status tables): models, reference data, and
+# the tenants' routing rule sets.
 REGISTRY_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.MODELS_TABLE: ModelRecord,
     EnvVar.REFERENCES_TABLE: ReferenceRecord,
+    EnvVar.RULES_TABLE: RuleSetRecord,
 }
 
 # The live-progress connections (built by the stack like the others, with DynamoDB's TTL).
