@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from pynamodb.attributes import (
+    BooleanAttribute,
     JSONAttribute,
     ListAttribute,
     NumberAttribute,
@@ -84,6 +85,9 @@ class StudyRecord(Model):
     # "nifti" (one file) or "dicom" (a series: many files, or one .zip).
     input_format = UnicodeAttribute(default="nifti")
     arrived = NumberAttribute(default=0)  # how many declared files have arrived and passed
+    # Network exams and routed studies: how many distinct objects their senders wrote (ingest
+    # counts them again in `arrived`; the exam completes once it has checked them all).
+    received = NumberAttribute(default=0)
     parameters = JSONAttribute(null=True)  # per analysis: {name: {parameter: value}}
     uid_key = UnicodeAttribute(null=True)  # DICOM: the study's key for replacement UIDs (hex)
     # The status before the last change (tracking.transition copies it in the same update), for
@@ -91,6 +95,13 @@ class StudyRecord(Model):
     previous_status = UnicodeAttribute(null=True)
     cost = JSONAttribute(null=True)  # measured resource use and estimated cost (voxelpipe.cost)
     report = JSONAttribute(null=True)  # report.html/report.pdf: {"html"|"pdf": {status, key|error}}
+    # DICOM exams (docs/dicom.md). How the study arrived: "upload" (POST /studies), "stow", "c-store",
+    # or "routed" (a further series of an exam, given a study of its own).
+    source = UnicodeAttribute(null=True)
+    exam_id = UnicodeAttribute(null=True)  # a routed study: the exam study it came from
+    series_uid = UnicodeAttribute(null=True)  # the (pseudonymous) series this study processes
+    # The exam study: {"study_instance_uid", "rule_set": {version}, "series": [ExamSeries.as_json()]}
+    dicom = JSONAttribute(null=True)
 
     tenant_created = TenantCreatedIndex()
     status_updated = StatusUpdatedIndex()
@@ -146,6 +157,25 @@ class ObjectRecord(Model):
     object_key = UnicodeAttribute(range_key=True)
     source = UnicodeAttribute()  # the S3 key it came from
     summary = JSONAttribute(null=True)
+
+
+class TransferRecord(Model):
+    """A DICOM exam whose instances arrive over the network (STOW-RS, C-STORE), or were routed to a
+    study of their own: kept while instances are pending, deleted once they are handed to the study.
+
+    `last_received_at` is when the last object was written; `ended_at` the end of the last transfer
+    (request or association) that carried one. (The counts live on the study: `received`, `arrived`.)
+    """
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.TRANSFERS_TABLE)
+
+    study_id = UnicodeAttribute(hash_key=True)
+    tenant = UnicodeAttribute()
+    source = UnicodeAttribute()  # "stow" | "c-store" | "routed"
+    first_received_at = UTCDateTimeAttribute()
+    last_received_at = UTCDateTimeAttribute()
+    ended_at = UTCDateTimeAttribute(null=True)
 
 
 class ModelRecord(Model):
@@ -216,6 +246,28 @@ class ReferenceRecord(Model):
         return f"{kind}#{name}#{version:010d}"
 
 
+class RuleSetRecord(Model):
+    """One version of a tenant's routing rule set (voxelpipe.routing, docs/rules.md).
+
+    Hash key `tenant`, sort key `version` (1, 2, ...: a new version for every change, never an
+    update of one). `rule_set` is the RuleSet's JSON. A deleted version keeps its record
+    (`deleted`, with who and when) so decisions that name it can still be explained; the active rule
+    set is the newest version not deleted (the default rule set when there is none).
+    """
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.RULES_TABLE)
+
+    tenant = UnicodeAttribute(hash_key=True)
+    version = NumberAttribute(range_key=True)
+    rule_set = JSONAttribute()
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute(null=True)
+    deleted = BooleanAttribute(default=False)
+    deleted_at = UTCDateTimeAttribute(null=True)
+    deleted_by = UnicodeAttribute(null=True)
+
+
 class TenantConnectionsIndex(GlobalSecondaryIndex["ConnectionRecord"]):  # type: ignore[no-untyped-call]
     class Meta:
         index_name = "tenant-connections"
@@ -267,12 +319,15 @@ STATUS_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.TASKS_TABLE: TaskRecord,
     EnvVar.AUDIT_TABLE: AuditRecord,
     EnvVar.OBJECTS_TABLE: ObjectRecord,
+    EnvVar.TRANSFERS_TABLE: TransferRecord,
 }
 
-# The registries' tables (built by the stack like the status tables): models, and reference data.
+# The registries' tables (built by the stack like the status tables): models, reference data, and
+# the tenants' routing rule sets.
 REGISTRY_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.MODELS_TABLE: ModelRecord,
     EnvVar.REFERENCES_TABLE: ReferenceRecord,
+    EnvVar.RULES_TABLE: RuleSetRecord,
 }
 
 # The live-progress connections (built by the stack like the others, with DynamoDB's TTL).
