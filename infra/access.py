@@ -112,6 +112,13 @@ GPU_WORKER_BUCKET_ACCESS = BucketAccess(
 )
 GPU_WORKER_READ_ONLY_TABLES = frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE})
 
+# The DICOM C-STORE receiver (a Fargate service, infra/dicom_receiver.py): the receive use case writes
+# each instance under uploads/ (nothing else: it never reads, lists or deletes objects), and reads
+# and writes the studies, objects and transfers tables (every table it is told of), and puts the
+# new exam's status event on the bus.
+DICOM_RECEIVER_BUCKET_ACCESS = BucketAccess(write=[UPLOADS])
+DICOM_RECEIVER_READ_ONLY_TABLES: frozenset[Resource] = frozenset()
+
 # Status tables a function reads but never writes (everything else it is told of: read-write).
 READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     # Only DICOM ingest and the API's /complete write the objects table; deleting a study (the API)

@@ -17,6 +17,7 @@ from constructs import Construct
 from infra import nag
 from infra.access import BUCKET_ACCESS, PURGE_ONLY_TABLES, READ_ONLY_TABLES, grant_executions
 from infra.api import StudyApi
+from infra.dicom_receiver import DicomReceiver, DicomReceiverSettings
 from infra.gpu import GpuWorkers
 from infra.layers import VOXELPIPE_LAYER
 from infra.live import LiveProgress
@@ -38,6 +39,7 @@ from voxelpipe.function_specs import (
     API,
     COMPLETE_TRANSFERS,
     DEPENDENCY_GROUPS,
+    DICOM_RECEIVER,
     DISPATCH,
     FUNCTIONS,
     GPU_WORKER_ENV,
@@ -238,6 +240,22 @@ class VoxelpipeStack(Stack):
             image_excludes=_IMAGE_CONTEXT_EXCLUDES,
         )
         gpu.wire_scaler(functions[SCALER.name])
+        # The DICOM C-STORE receiver (docs/dicom-receiver.md), in the stack's VPC (the GPU half's).
+        self.dicom_receiver = DicomReceiver(
+            self,
+            "DicomReceiver",
+            spec=DICOM_RECEIVER,
+            settings=DicomReceiverSettings.from_context(self.node),
+            vpc=gpu.vpc,
+            security=self.security,
+            bucket=bucket,
+            tables=tables,
+            table_indexes=table_indexes,
+            event_bus=notifications.bus,
+            base_env=POWERTOOLS_ENV,
+            image_context=ROOT,
+            image_excludes=_IMAGE_CONTEXT_EXCLUDES,
+        )
         gpu.wire_routing(functions[spec.name] for spec in FUNCTIONS if EnvVar.GPU_ANALYSES in spec.env)
         workflow = StudyWorkflow(
             self,

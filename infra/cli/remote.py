@@ -36,6 +36,20 @@ def add_commands(commands: Any) -> None:
         help="a browser origin the API allows (CORS; repeatable; default: cdk.json's "
         "voxelpipe:corsAllowedOrigins)",
     )
+    serve.add_argument(
+        "--dicom-port",
+        type=int,
+        metavar="PORT",
+        help="also run the DICOM C-STORE receiver on PORT (docs/dicom-receiver.md; off by default)",
+    )
+    serve.add_argument(
+        "--dicom-ae-title",
+        action="append",
+        dest="dicom_ae_titles",
+        metavar="AE=TENANT",
+        help="an AE title the receiver answers to and the tenant it files for (repeatable; "
+        "default VOXELPIPE=demo)",
+    )
 
     token = commands.add_parser("token", help="mint a development token that `voxelpipe serve` accepts")
     token.add_argument("--tenant", required=True, help="lower-case letters, digits and '-', up to 63")
@@ -243,6 +257,25 @@ def _describe(view: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+DEFAULT_DICOM_AE_TITLE = "VOXELPIPE=demo"
+
+
+def _dicom_ae_titles(values: list[str] | None) -> Any:
+    """`AE=TENANT` options as the receiver's AE title map, or the error's sentence."""
+    from voxelpipe.dimse.settings import InvalidReceiverSettings, parse_ae_titles
+
+    pairs: dict[str, str] = {}
+    for value in values or [DEFAULT_DICOM_AE_TITLE]:
+        title, sep, tenant = value.partition("=")
+        if not sep:
+            return f"--dicom-ae-title {value!r}: give AE=TENANT"
+        pairs[title] = tenant
+    try:
+        return parse_ae_titles(pairs, where="--dicom-ae-title")
+    except InvalidReceiverSettings as error:
+        return str(error)
+
+
 def run(args: argparse.Namespace) -> int:
     from infra.cli.client import ApiError
 
@@ -251,7 +284,19 @@ def run(args: argparse.Namespace) -> int:
         from infra.settings import parse_origins
 
         origins = parse_origins(args.cors_origins) if args.cors_origins else None
-        serve(args.host, args.port, args.s3_port, args.live_port, origins)
+        dicom = _dicom_ae_titles(args.dicom_ae_titles) if args.dicom_port is not None else None
+        if dicom is not None and isinstance(dicom, str):
+            print(f"voxelpipe serve: {dicom}", file=sys.stderr)
+            return 2
+        serve(
+            args.host,
+            args.port,
+            args.s3_port,
+            args.live_port,
+            origins,
+            dicom_port=args.dicom_port,
+            dicom=dicom,
+        )
         return 0
     if args.command == "token":
         from voxelpipe.api.auth import InvalidClaims, Role, mint_dev_token

@@ -272,6 +272,48 @@ GPU_WORKER_ENV: tuple[EnvVar, ...] = (
     EnvVar.GPU_QUEUE_URL,
 )
 
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A long-running container service (ECS Fargate, not a Lambda): its code folder (with its
+    Dockerfile), size, the resources it is told of and its own settings. The stack's construct and
+    the local runner (`voxelpipe serve --dicom-port`) both read it."""
+
+    name: str
+    description: str
+    cpu: int  # Fargate CPU units (1024 = 1 vCPU)
+    memory_mb: int
+    env: tuple[EnvVar, ...]
+    settings: dict[EnvVar, str] = field(default_factory=dict)
+
+    @property
+    def code_dir(self) -> str:
+        return f"functions/{self.name}"
+
+
+# The DICOM C-STORE receiver (voxelpipe.dimse, docs/dicom-receiver.md): the receive use case writes
+# each instance to uploads/, records it (studies, objects) and its transfer, and creating an exam's
+# study announces it on the bus. Its memory holds, at worst, each open association's instance
+# (up to max_instance_bytes) about three times while it is received and handed over.
+DICOM_RECEIVER = ServiceSpec(
+    name="dicom_receiver",
+    description="The DICOM C-STORE receiver (DIMSE SCP): AE titles mapped to tenants, instances to ingest",
+    cpu=2048,
+    memory_mb=8192,
+    env=(
+        EnvVar.BUCKET,
+        EnvVar.STUDIES_TABLE,
+        EnvVar.OBJECTS_TABLE,
+        EnvVar.TRANSFERS_TABLE,
+        EnvVar.EVENT_BUS_NAME,
+    ),
+    settings={
+        EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES),
+        # 6 associations of at most 256 MiB instances: within the task's 8 GiB at worst.
+        EnvVar.DICOM_SETTINGS: '{"max_associations": 6, "max_instance_bytes": 268435456}',
+    },
+)
+
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     INGEST,
     DISPATCH,
