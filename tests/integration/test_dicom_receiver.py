@@ -251,3 +251,16 @@ def test_peer_that_stops_sending_is_aborted_and_the_transfer_ends(
     (transfer,) = receiver.transfers[before:]
     assert transfer.ended == 1
     assert _echo_works(scp[1])
+
+
+# `voxelpipe serve --dicom-port` (tests/e2e/test_dicom_network.py runs the receiver it starts).
+def test_serve_takes_ae_titles_as_ae_equals_tenant() -> None:
+    from infra.cli.main import _parser
+    from infra.cli.remote import _dicom_ae_titles
+
+    args = _parser().parse_args(["serve", "--dicom-port", "11112", "--dicom-ae-title", "RESEARCH=lab-2"])
+    assert args.dicom_port == 11112
+    assert _dicom_ae_titles(args.dicom_ae_titles) == {"RESEARCH": AeTitle("lab-2")}
+    assert _dicom_ae_titles(None) == {"VOXELPIPE": AeTitle("demo")}  # the default
+    assert "AE=TENANT" in _dicom_ae_titles(["VOXELPIPE"])
+    assert "--dicom-ae-title" in _dicom_ae_titles(["VOXELPIPE=Not A Tenant"])
