@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Duration, Stack, Tags
+from aws_cdk import CfnOutput, Duration, Stack, Tags
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
@@ -223,6 +223,13 @@ class DicomReceiver(Construct):
             deregistration_delay=Duration.seconds(60),
         )
 
+        # Where PACS send to: the load balancer's DNS name and the port (docs/dicom-receiver.md).
+        CfnOutput(
+            self,
+            "DicomEndpoint",
+            value=f"{self.load_balancer.load_balancer_dns_name}:{settings.port}",
+            description="The DICOM C-STORE receiver: host:port for the PACS",
+        )
         nag.acknowledge(task, nag.RECEIVER_ENVIRONMENT)
         nag.acknowledge(self, nag.RECEIVER_ROLES)
         if task.execution_role is not None:
