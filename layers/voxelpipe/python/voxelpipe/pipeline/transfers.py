@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from voxelpipe import tracking
 from voxelpipe.observability import logger
+from voxelpipe.pipeline.exams import complete_dicom_study
 from voxelpipe.pipeline.lifecycle import ExamAdapters, IngestOutcome
 from voxelpipe.pipeline.receive import TransferSource
 from voxelpipe.records import TransferRecord
@@ -37,8 +38,6 @@ def transfer_is_over(transfer: TransferRecord, now: datetime, quiet_period_s: fl
 
 def complete_if_over(study_id: str, exam: ExamAdapters, *, source: str) -> IngestOutcome | None:
     """Complete the study's pending transfer if it is over: None when there is none, or not yet."""
-    from voxelpipe.pipeline.ingest_dicom import complete_dicom_study
-
     transfer = exam.transfers.get_transfer(study_id)
     if transfer is None:
         return None
