@@ -75,7 +75,10 @@ class DynamoRuleSets:
     def delete(self, tenant: str, version: int, actor: str | None) -> RuleSetVersion:
         record = self._record(tenant, version)
         if not record.deleted:
-            actions: list[Action] = [RuleSetRecord.deleted.set(True), RuleSetRecord.deleted_at.set(datetime.now(UTC))]
+            actions: list[Action] = [
+                RuleSetRecord.deleted.set(True),
+                RuleSetRecord.deleted_at.set(datetime.now(UTC)),
+            ]
             if actor is not None:
                 actions.append(RuleSetRecord.deleted_by.set(actor))
             # Never an update that creates: the record is there (versions are never removed).

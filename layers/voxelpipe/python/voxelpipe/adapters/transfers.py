@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pynamodb.exceptions import DeleteError, DoesNotExist, UpdateError
+from pynamodb.expressions.update import Action
 
 from voxelpipe.adapters.dynamodb import refused_by_condition
 from voxelpipe.records import TransferRecord
@@ -13,7 +14,7 @@ from voxelpipe.records import TransferRecord
 class DynamoTransferStore:
     def note_received(self, study_id: str, tenant: str, source: str, *, at: datetime) -> None:
         record = TransferRecord(study_id)
-        actions = [
+        actions: list[Action] = [
             TransferRecord.tenant.set(tenant),
             TransferRecord.source.set(source),
             TransferRecord.last_received_at.set(at),

@@ -16,15 +16,28 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from voxelpipe import tracking
+from voxelpipe.dicom import InstanceSummary, check_series, read_instance_header, read_series_zip
 from voxelpipe.keys import UploadKey, parse_upload_key, upload_prefix
 from voxelpipe.limits import Limits
-from voxelpipe.pipeline.lifecycle import INGEST_ACTOR, uid_map
+from voxelpipe.pipeline.lifecycle import (
+    INGEST_ACTOR,
+    ExamAdapters,
+    IngestOutcome,
+    check_analyses,
+    quarantine_uploads,
+    queue_study,
+    reject_study,
+    uid_map,
+)
 from voxelpipe.pipeline.receive import RECEIVED_PREFIX, TransferSource
 from voxelpipe.ports import ObjectStorage, RuleSets, StudyStore, TransferStore
 from voxelpipe.records import ObjectRecord, StudyRecord
 from voxelpipe.rejections import ReasonCode, Rejected
+from voxelpipe.routing import read_routing_tags, route_exam
+from voxelpipe.status import StudyStatus
 
 INSTANCE_PREFIX = "instance#"
+_TUPLE_FIELDS = ("image_position", "image_orientation", "pixel_spacing")
 
 
 def routed_study_id(exam_id: str, series_uid: str) -> str:
@@ -48,8 +61,6 @@ def _routing_tags(
 ) -> dict[str, Any]:
     """The routing tags of a series, from its first instance's original object (descriptions
     included: they are read here, at the boundary, and never stored)."""
-    from voxelpipe.dicom import read_instance_header, read_series_zip
-    from voxelpipe.routing import read_routing_tags
 
     if first.source not in present:
         return {}  # gone (quarantined by an earlier attempt): the series is routed on what is known
@@ -100,8 +111,6 @@ def route_exam_study(
     """Route the exam's series and record the decisions; the series the exam's own study
     processes. Further selected series get (or feed) their routed studies. Rejected
     `no_series_selected` when the rules select none, `mixed_series` for several DICOM studies."""
-    from voxelpipe.routing import route_exam
-
     groups = instances_by_series(records)
     studies = {row.summary["study_instance_uid"] for rows in groups.values() for row in rows}
     if len(studies) > 1:
@@ -244,3 +253,70 @@ def _route_series(
     for key, destination in copies:
         storage.copy(key, destination)
     return study_id
+
+
+def _summary(fields: dict[str, Any]) -> InstanceSummary:
+    """A stored summary back as the dataclass (JSON turned its tuples into lists)."""
+    values: dict[str, Any] = {
+        name: tuple(value) if name in _TUPLE_FIELDS and value is not None else value
+        for name, value in fields.items()
+    }
+    return InstanceSummary(**values)
+
+
+def complete_dicom_study(study_id: str, exam: ExamAdapters, *, source: str) -> IngestOutcome:
+    """Route the exam's series, check the one this study processes, then queue it, or reject it."""
+    store, storage = exam.store, exam.storage
+    study = store.get_study(study_id)
+    assert study is not None
+    attempt = int(study.attempt)
+    try:
+        tracking.transition(store, study_id, attempt, StudyStatus.VALIDATING)
+    except tracking.TransitionRefused:
+        return IngestOutcome(source, study_id, str(study.status), detail="already completed")
+    task = tracking.start_task(store, study_id, attempt, "validate")
+    records = store.objects_of(study_id, INSTANCE_PREFIX)
+    try:
+        if not records:
+            files = int(study.arrived)
+            raise Rejected(ReasonCode.NO_PIXEL_DATA, f"None of the {files} files holds image pixels.")
+        if study.exam_id is not None:  # routed: the exam chose its series
+            series_uid = study.series_uid
+        else:
+            series_uid = route_exam_study(
+                study, records, store, storage, exam.transfers, exam.rule_sets, exam.limits
+            )
+            check_analyses(store.get_study(study_id) or study)  # what the rules asked for exists
+        summaries = [
+            _summary(record.summary)
+            for record in records
+            if record.summary and record.summary["series_instance_uid"] == series_uid
+        ]
+        if not summaries:
+            raise Rejected(ReasonCode.NO_PIXEL_DATA, "No image of the routed series arrived.")
+        check_series(summaries, limits=exam.limits)
+    except Rejected as rejected:
+        quarantine_uploads(storage, study)
+        return reject_study(store, study_id, attempt, rejected, task, source=source)
+    first = summaries[0]
+    described = {
+        "format": "dicom",
+        "files": int(study.arrived),
+        "instances": len(summaries),
+        "series_instance_uid": series_uid,
+        "modality": first.modality,
+        "rows": first.rows,
+        "columns": first.columns,
+        "frames": sum(s.frames for s in summaries),
+        "transfer_syntaxes": sorted({s.transfer_syntax for s in summaries}),
+    }
+    return queue_study(
+        store,
+        exam.queues,
+        study_id,
+        attempt,
+        upload_prefix(study.tenant, study_id),
+        described,
+        task,
+        source=source,
+    )

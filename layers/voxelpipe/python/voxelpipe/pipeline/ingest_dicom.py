@@ -18,14 +18,13 @@ from voxelpipe.dicom import (
     InstanceSummary,
     NeedMoreData,
     UidMap,
-    check_series,
     read_instance_header,
     read_series_zip,
 )
-from voxelpipe.keys import parse_upload_key, quarantine_key, upload_prefix
+from voxelpipe.keys import parse_upload_key, quarantine_key
 from voxelpipe.limits import HEADER_RANGE_BYTES, Limits
 from voxelpipe.messages import UploadedObject
-from voxelpipe.pipeline.exams import INSTANCE_PREFIX, route_exam_study
+from voxelpipe.pipeline.exams import INSTANCE_PREFIX, complete_dicom_study
 from voxelpipe.pipeline.lifecycle import (
     INGEST_ACTOR,
     ExamAdapters,
@@ -33,7 +32,6 @@ from voxelpipe.pipeline.lifecycle import (
     check_analyses,
     check_manifest,
     quarantine_uploads,
-    queue_study,
     reject_study,
     uid_map,
 )
@@ -46,7 +44,6 @@ from voxelpipe.upload_files import check_upload_name
 
 FILE_PREFIX = "file#"
 _UID_FIELDS = ("sop_instance_uid", "series_instance_uid", "study_instance_uid", "frame_of_reference_uid")
-_TUPLE_FIELDS = ("image_position", "image_orientation", "pixel_spacing")
 
 
 def _pseudonymous(summary: InstanceSummary, uids: UidMap) -> dict[str, Any]:
@@ -56,15 +53,6 @@ def _pseudonymous(summary: InstanceSummary, uids: UidMap) -> dict[str, Any]:
         if fields[name]:
             fields[name] = uids(fields[name])
     return fields
-
-
-def _summary(fields: dict[str, Any]) -> InstanceSummary:
-    """A stored summary back as the dataclass (JSON turned its tuples into lists)."""
-    values: dict[str, Any] = {
-        name: tuple(value) if name in _TUPLE_FIELDS and value is not None else value
-        for name, value in fields.items()
-    }
-    return InstanceSummary(**values)
 
 
 def _header(data: bytes, object_size: int | None = None) -> InstanceSummary | None:
@@ -175,62 +163,4 @@ def ingest_dicom_object(
         return complete_dicom_study(study_id, exam, source=upload.key)
     return IngestOutcome(
         upload.key, study_id, StudyStatus.AWAITING_UPLOAD.value, detail=f"{arrived} of {expected} files"
-    )
-
-
-def complete_dicom_study(study_id: str, exam: ExamAdapters, *, source: str) -> IngestOutcome:
-    """Route the exam's series, check the one this study processes, then queue it, or reject it."""
-    store, storage = exam.store, exam.storage
-    study = store.get_study(study_id)
-    assert study is not None
-    attempt = int(study.attempt)
-    try:
-        tracking.transition(store, study_id, attempt, StudyStatus.VALIDATING)
-    except tracking.TransitionRefused:
-        return IngestOutcome(source, study_id, str(study.status), detail="already completed")
-    task = tracking.start_task(store, study_id, attempt, "validate")
-    records = store.objects_of(study_id, INSTANCE_PREFIX)
-    try:
-        if not records:
-            files = int(study.arrived)
-            raise Rejected(ReasonCode.NO_PIXEL_DATA, f"None of the {files} files holds image pixels.")
-        if study.exam_id is not None:  # routed: the exam chose its series
-            series_uid = study.series_uid
-        else:
-            series_uid = route_exam_study(
-                study, records, store, storage, exam.transfers, exam.rule_sets, exam.limits
-            )
-            check_analyses(store.get_study(study_id) or study)  # what the rules asked for exists
-        summaries = [
-            _summary(record.summary)
-            for record in records
-            if record.summary and record.summary["series_instance_uid"] == series_uid
-        ]
-        if not summaries:
-            raise Rejected(ReasonCode.NO_PIXEL_DATA, "No image of the routed series arrived.")
-        check_series(summaries, limits=exam.limits)
-    except Rejected as rejected:
-        quarantine_uploads(storage, study)
-        return reject_study(store, study_id, attempt, rejected, task, source=source)
-    first = summaries[0]
-    described = {
-        "format": "dicom",
-        "files": int(study.arrived),
-        "instances": len(summaries),
-        "series_instance_uid": series_uid,
-        "modality": first.modality,
-        "rows": first.rows,
-        "columns": first.columns,
-        "frames": sum(s.frames for s in summaries),
-        "transfer_syntaxes": sorted({s.transfer_syntax for s in summaries}),
-    }
-    return queue_study(
-        store,
-        exam.queues,
-        study_id,
-        attempt,
-        upload_prefix(study.tenant, study_id),
-        described,
-        task,
-        source=source,
     )

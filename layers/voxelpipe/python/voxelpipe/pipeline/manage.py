@@ -49,7 +49,7 @@ def complete_upload(study: StudyRecord, exam: ExamAdapters, *, actor: str, sourc
     if study.input_format == "dicom" and study.arrived:
         # The series checks load pydicom, nibabel and numpy (~0.5 s): only a DICOM upload's
         # completion pays for them, not every cold start of the API.
-        from voxelpipe.pipeline.ingest_dicom import complete_dicom_study
+        from voxelpipe.pipeline.exams import complete_dicom_study
 
         complete_dicom_study(study.study_id, exam, source=source)
         return store.get_study(study.study_id) or study
