@@ -284,7 +284,9 @@ class InMemoryTransferStore:
         self.transfers: dict[str, TransferRecord] = {}
         self._lock = threading.Lock()
 
-    def note_received(self, study_id: str, tenant: str, source: str, *, at: datetime) -> None:
+    def note_received(
+        self, study_id: str, tenant: str, source: str, *, at: datetime, opened: bool = False
+    ) -> None:
         with self._lock:
             record = self.transfers.get(study_id)
             if record is None:
@@ -293,11 +295,14 @@ class InMemoryTransferStore:
                 )
                 self.transfers[study_id] = record
             record.tenant, record.source, record.last_received_at = tenant, source, at
+            record.open_transfers = int(record.open_transfers or 0) + (1 if opened else 0)
 
     def note_ended(self, study_id: str, at: datetime) -> None:
         with self._lock:
             if study_id in self.transfers:
-                self.transfers[study_id].ended_at = at
+                record = self.transfers[study_id]
+                record.ended_at = at
+                record.open_transfers = int(record.open_transfers or 0) - 1
 
     def get_transfer(self, study_id: str) -> TransferRecord | None:
         with self._lock:

@@ -211,11 +211,12 @@ def test_a_transfer_is_noted_ended_and_settled_only_when_nothing_arrived_since(t
     start = datetime(2026, 12, 4, 12, tzinfo=UTC)
     transfers.note_ended("t" * 32, start)  # no record: nothing is created
     assert transfers.get_transfer("t" * 32) is None
-    transfers.note_received("t" * 32, "lab", "c-store", at=start)
+    transfers.note_received("t" * 32, "lab", "c-store", at=start, opened=True)
+    transfers.note_received("t" * 32, "lab", "c-store", at=start + timedelta(seconds=2), opened=True)
     transfers.note_received("t" * 32, "lab", "c-store", at=start + timedelta(seconds=5))
     transfers.note_ended("t" * 32, start + timedelta(seconds=6))
     seen = transfers.get_transfer("t" * 32)
-    assert seen is not None
+    assert seen is not None and seen.open_transfers == 1  # two opened, one ended
     assert (seen.tenant, seen.source, seen.first_received_at, seen.last_received_at, seen.ended_at) == (
         "lab",
         "c-store",

@@ -320,3 +320,25 @@ def test_the_receiver_refuses_what_is_not_an_image_object(
         transfer.receive(b"not dicom at all" * 20)
     assert refused.value.reason == "not_dicom"
     assert storage.objects == {} and store.studies == {}
+
+
+def test_an_open_association_holds_the_exam_however_long_it_is_idle(
+    store: InMemoryStudyStore, storage: NotifyingStorage, monkeypatch: pytest.MonkeyPatch
+):
+    exam = _adapters(store, storage, _quiet(5))
+    receiver = InstanceReceiver(store, storage, exam.transfers, exam.limits)
+    made = make_exam()
+    idle = receiver.open_transfer(TENANT, TransferSource.C_STORE)
+    idle.receive(made.flair.instances[0])  # then it sends nothing more, but stays open
+    with receiver.open_transfer(TENANT, TransferSource.C_STORE) as busy:
+        for data in made.t1.instances:
+            busy.receive(data)
+    _later(monkeypatch, 120)
+    assert transfer_completion.complete_transfers(exam) == []
+    for data in made.flair.instances[1:]:
+        idle.receive(data)
+    idle.end()
+    _later(monkeypatch, 130)
+    (outcome,) = transfer_completion.complete_transfers(exam)
+    assert outcome.status == StudyStatus.QUEUED
+    assert _by_class(store, outcome.study_id)["FLAIR"]["instances"] == len(made.flair.instances)

@@ -156,12 +156,16 @@ class TransferStore(Protocol):
     """DICOM exams with instances pending (docs/dicom.md): what arrived over the network, when, and
     whether the transfer that carried it has ended."""
 
-    def note_received(self, study_id: str, tenant: str, source: str, *, at: datetime) -> None:
-        """An object of the study was written at `at` (a record is created when it has none)."""
+    def note_received(
+        self, study_id: str, tenant: str, source: str, *, at: datetime, opened: bool = False
+    ) -> None:
+        """An object of the study was written at `at` (a record is created when it has none);
+        `opened`: the first of a transfer, which is open from now until `note_ended`."""
         ...
 
     def note_ended(self, study_id: str, at: datetime) -> None:
-        """A transfer that carried objects of the study ended (nothing when no record exists)."""
+        """A transfer that carried objects of the study ended: one open transfer fewer (nothing
+        when no record exists)."""
         ...
 
     def get_transfer(self, study_id: str) -> TransferRecord | None: ...

@@ -164,7 +164,8 @@ class TransferRecord(Model):
     study of their own: kept while instances are pending, deleted once they are handed to the study.
 
     `last_received_at` is when the last object was written; `ended_at` the end of the last transfer
-    (request or association) that carried one. (The counts live on the study: `received`, `arrived`.)
+    (request or association) that carried one; `open_transfers` how many are still open. (The
+    object counts live on the study: `received`, `arrived`.)
     """
 
     class Meta:
@@ -173,6 +174,9 @@ class TransferRecord(Model):
     study_id = UnicodeAttribute(hash_key=True)
     tenant = UnicodeAttribute()
     source = UnicodeAttribute()  # "stow" | "c-store" | "routed"
+    # Transfers that carried an instance and have not ended: an exam is never complete while one
+    # is open, however long it has been quiet (unless it went stale: a receiver that died).
+    open_transfers = NumberAttribute(default=0)
     first_received_at = UTCDateTimeAttribute()
     last_received_at = UTCDateTimeAttribute()
     ended_at = UTCDateTimeAttribute(null=True)

@@ -12,20 +12,24 @@ from voxelpipe.records import TransferRecord
 
 
 class DynamoTransferStore:
-    def note_received(self, study_id: str, tenant: str, source: str, *, at: datetime) -> None:
+    def note_received(
+        self, study_id: str, tenant: str, source: str, *, at: datetime, opened: bool = False
+    ) -> None:
         record = TransferRecord(study_id)
         actions: list[Action] = [
             TransferRecord.tenant.set(tenant),
             TransferRecord.source.set(source),
             TransferRecord.last_received_at.set(at),
             TransferRecord.first_received_at.set(TransferRecord.first_received_at | at),
+            TransferRecord.open_transfers.add(1 if opened else 0),
         ]
         record.update(actions=actions)
 
     def note_ended(self, study_id: str, at: datetime) -> None:
         try:
             TransferRecord(study_id).update(
-                actions=[TransferRecord.ended_at.set(at)], condition=TransferRecord.study_id.exists()
+                actions=[TransferRecord.ended_at.set(at), TransferRecord.open_transfers.add(-1)],
+                condition=TransferRecord.study_id.exists(),
             )
         except UpdateError as error:
             if not refused_by_condition(error):

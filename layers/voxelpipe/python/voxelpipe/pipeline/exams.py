@@ -248,7 +248,7 @@ def _route_series(
     for _ in copies:
         store.count_received(study_id)
     if copies:
-        transfers.note_received(study_id, exam.tenant, TransferSource.ROUTED.value, at=at)
+        transfers.note_received(study_id, exam.tenant, TransferSource.ROUTED.value, at=at, opened=True)
         transfers.note_ended(study_id, at)
     for key, destination in copies:
         storage.copy(key, destination)

@@ -139,9 +139,12 @@ class Transfer:
         # Counted after the write: a count without its object would hold the exam back for ever.
         if new:
             receiver.store.count_received(study.study_id)
-        receiver.transfers.note_received(study.study_id, self.tenant, self.source.value, at=tracking.now())
         with self._lock:
+            opened = study.study_id not in self._studies
             self._studies.add(study.study_id)
+        receiver.transfers.note_received(
+            study.study_id, self.tenant, self.source.value, at=tracking.now(), opened=opened
+        )
         return ReceivedInstance(
             study_id=study.study_id,
             study_instance_uid=uids(summary.study_instance_uid),

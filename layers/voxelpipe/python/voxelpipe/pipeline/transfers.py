@@ -2,9 +2,10 @@
 
 An exam whose instances arrived by STOW-RS or C-STORE (or a series routed to a study of its own)
 is complete when (1) every transfer that carried its instances has ended (the request, or the
-association: released, aborted or closed), (2) no new instance arrived for the tenant's quiet
-period (its rule set's `quiet_period_seconds`; none for routed copies), and (3) ingest has checked
-every object written (`arrived` has caught up with `received`). A transfer that never says it ended
+association: released, aborted or closed; the transfers table counts those still open), (2) no
+new instance arrived for the tenant's quiet period (its rule set's `quiet_period_seconds`; none
+for routed copies), and (3) ingest has checked every object written (`arrived` has caught up with
+`received`). A transfer that never says it ended
 (a receiver that died) counts as ended once nothing arrived for `STALE_TRANSFER_S`.
 
 Instances that arrive after the exam ended open a new attempt of it, which waits for them like the
@@ -31,7 +32,7 @@ STALE_TRANSFER_S = 600
 def transfer_is_over(transfer: TransferRecord, now: datetime, quiet_period_s: float) -> bool:
     """Every transfer of the exam ended (or went stale) and the quiet period has passed."""
     idle = now - transfer.last_received_at
-    ended = transfer.ended_at is not None and transfer.ended_at >= transfer.last_received_at
+    ended = transfer.ended_at is not None and int(transfer.open_transfers) <= 0
     wait = quiet_period_s if ended else max(quiet_period_s, STALE_TRANSFER_S)
     return idle >= timedelta(seconds=wait)
 
