@@ -17,7 +17,7 @@ from pynamodb.models import Model
 
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
 from voxelpipe.ports import Changes, ObjectInfo, StudyChanged, StudyPage
-from voxelpipe.records import AuditRecord, ObjectRecord, StudyRecord, TaskRecord
+from voxelpipe.records import AuditRecord, ObjectRecord, StudyRecord, TaskRecord, TransferRecord
 from voxelpipe.status import StudyStatus
 
 R = TypeVar("R", bound=Model)
@@ -250,6 +250,9 @@ class InMemoryStorage:
     def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.objects[key] = (bytes(data), content_type)
 
+    def copy(self, key: str, destination: str) -> None:
+        self.objects[destination] = self.objects[key]
+
     def move(self, key: str, destination: str) -> None:
         self.objects[destination] = self.objects.pop(key)
 
@@ -261,6 +264,50 @@ class InMemoryStorage:
 
     def list_keys(self, prefix: str) -> list[str]:
         return sorted(key for key in self.objects if key.startswith(prefix))
+
+
+class InMemoryTransferStore:
+    """`ports.TransferStore` in a dictionary."""
+
+    def __init__(self) -> None:
+        self.transfers: dict[str, TransferRecord] = {}
+        self._lock = threading.Lock()
+
+    def note_received(self, study_id: str, tenant: str, source: str, *, new: bool, at: datetime) -> None:
+        with self._lock:
+            record = self.transfers.get(study_id)
+            if record is None:
+                record = TransferRecord(
+                    study_id, tenant=tenant, source=source, received=0, first_received_at=at, last_received_at=at
+                )
+                self.transfers[study_id] = record
+            record.tenant, record.source, record.last_received_at = tenant, source, at
+            record.received = int(record.received) + (1 if new else 0)
+
+    def note_ended(self, study_id: str, at: datetime) -> None:
+        with self._lock:
+            if study_id in self.transfers:
+                self.transfers[study_id].ended_at = at
+
+    def get_transfer(self, study_id: str) -> TransferRecord | None:
+        with self._lock:
+            record = self.transfers.get(study_id)
+            return None if record is None else _copy(record)
+
+    def pending_transfers(self) -> list[TransferRecord]:
+        with self._lock:
+            return [_copy(record) for record in self.transfers.values()]
+
+    def settle(self, transfer: TransferRecord) -> bool:
+        with self._lock:
+            current = self.transfers.get(transfer.study_id)
+            if current is None or (current.received, current.last_received_at) != (
+                transfer.received,
+                transfer.last_received_at,
+            ):
+                return False
+            del self.transfers[transfer.study_id]
+            return True
 
 
 @dataclass

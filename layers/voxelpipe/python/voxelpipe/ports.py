@@ -14,7 +14,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
-from voxelpipe.records import AuditRecord, ConnectionRecord, ObjectRecord, StudyRecord, TaskRecord
+from voxelpipe.records import (
+    AuditRecord,
+    ConnectionRecord,
+    ObjectRecord,
+    StudyRecord,
+    TaskRecord,
+    TransferRecord,
+)
 from voxelpipe.status import StudyStatus
 
 # A change to a record's fields: name -> new value; None removes the field.
@@ -138,6 +145,31 @@ class StudyStore(Protocol):
         ...
 
 
+class TransferStore(Protocol):
+    """DICOM exams with instances pending (docs/dicom.md): what arrived over the network, when, and
+    whether the transfer that carried it has ended."""
+
+    def note_received(self, study_id: str, tenant: str, source: str, *, new: bool, at: datetime) -> None:
+        """An object of the study was written: count it when `new`, and note the time (a record is
+        created for the study when it has none)."""
+        ...
+
+    def note_ended(self, study_id: str, at: datetime) -> None:
+        """A transfer that carried objects of the study ended (nothing when no record exists)."""
+        ...
+
+    def get_transfer(self, study_id: str) -> TransferRecord | None: ...
+
+    def pending_transfers(self) -> list[TransferRecord]:
+        """Every record: the exams the completion sweep looks at."""
+        ...
+
+    def settle(self, transfer: TransferRecord) -> bool:
+        """Delete the record if nothing arrived since it was read (same count and last time);
+        False when something did (the study's instances are not all handed over yet)."""
+        ...
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     size: int
@@ -160,6 +192,10 @@ class ObjectStorage(Protocol):
         ...
 
     def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    def copy(self, key: str, destination: str) -> None:
+        """A server-side copy (the object's bytes never pass through the caller)."""
+        ...
 
     def move(self, key: str, destination: str) -> None: ...
 

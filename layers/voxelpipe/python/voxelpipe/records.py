@@ -91,6 +91,13 @@ class StudyRecord(Model):
     previous_status = UnicodeAttribute(null=True)
     cost = JSONAttribute(null=True)  # measured resource use and estimated cost (voxelpipe.cost)
     report = JSONAttribute(null=True)  # report.html/report.pdf: {"html"|"pdf": {status, key|error}}
+    # DICOM exams (docs/dicom.md). How the study arrived: "upload" (POST /studies), "stow", "c-store",
+    # or "routed" (a further series of an exam, given a study of its own).
+    source = UnicodeAttribute(null=True)
+    exam_id = UnicodeAttribute(null=True)  # a routed study: the exam study it came from
+    series_uid = UnicodeAttribute(null=True)  # the (pseudonymous) series this study processes
+    # The exam study: {"study_instance_uid", "rule_set": {version}, "series": [ExamSeries.as_json()]}
+    dicom = JSONAttribute(null=True)
 
     tenant_created = TenantCreatedIndex()
     status_updated = StatusUpdatedIndex()
@@ -146,6 +153,27 @@ class ObjectRecord(Model):
     object_key = UnicodeAttribute(range_key=True)
     source = UnicodeAttribute()  # the S3 key it came from
     summary = JSONAttribute(null=True)
+
+
+class TransferRecord(Model):
+    """A DICOM exam whose instances arrive over the network (STOW-RS, C-STORE), or were routed to a
+    study of their own: kept while instances are pending, deleted once they are handed to the study.
+
+    `received` counts distinct objects written to the study's uploads (ingest counts them again in
+    the study's `arrived`: completion waits until every one was checked); `ended_at` is the end of
+    the last transfer (request or association) that carried one.
+    """
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.TRANSFERS_TABLE)
+
+    study_id = UnicodeAttribute(hash_key=True)
+    tenant = UnicodeAttribute()
+    source = UnicodeAttribute()  # "stow" | "c-store" | "routed"
+    received = NumberAttribute(default=0)
+    first_received_at = UTCDateTimeAttribute()
+    last_received_at = UTCDateTimeAttribute()
+    ended_at = UTCDateTimeAttribute(null=True)
 
 
 class ModelRecord(Model):
@@ -267,6 +295,7 @@ STATUS_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.TASKS_TABLE: TaskRecord,
     EnvVar.AUDIT_TABLE: AuditRecord,
     EnvVar.OBJECTS_TABLE: ObjectRecord,
+    EnvVar.TRANSFERS_TABLE: TransferRecord,
 }
 
 # The registries' tables (built by the stack like the status tables): models, and reference data.

@@ -51,6 +51,8 @@ class EnvVar(StrEnum):
     # callback URL the push function posts to (API Gateway Management API), and the user pool the
     # $connect authorizer verifies ID tokens against.
     CONNECTIONS_TABLE = "VOXELPIPE_CONNECTIONS_TABLE"
+    # DICOM exams whose instances are arriving over the network (or arrived after their study ended).
+    TRANSFERS_TABLE = "VOXELPIPE_TRANSFERS_TABLE"
     LIVE_URL = "VOXELPIPE_LIVE_URL"
     LIVE_CALLBACK_URL = "VOXELPIPE_LIVE_CALLBACK_URL"
     USER_POOL_ID = "VOXELPIPE_USER_POOL_ID"
@@ -106,6 +108,7 @@ class Resource(StrEnum):
     MODELS_TABLE = "ModelsTable"
     REFERENCES_TABLE = "ReferenceDataTable"
     CONNECTIONS_TABLE = "LiveConnectionsTable"
+    TRANSFERS_TABLE = "TransfersTable"
     LIVE_QUEUE = "LiveQueue"  # status and step events on their way to the push function
 
 
@@ -130,6 +133,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.MODELS_TABLE: Resource.MODELS_TABLE,
     EnvVar.REFERENCES_TABLE: Resource.REFERENCES_TABLE,
     EnvVar.CONNECTIONS_TABLE: Resource.CONNECTIONS_TABLE,
+    EnvVar.TRANSFERS_TABLE: Resource.TRANSFERS_TABLE,
 }
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})

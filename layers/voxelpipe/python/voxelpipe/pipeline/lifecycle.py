@@ -72,12 +72,13 @@ def check_analyses(study: StudyRecord) -> None:
 
 
 def uid_map(study: StudyRecord) -> UidMap:
-    """The DICOM study's replacement UIDs: keyed hashes under the study's own key."""
+    """The DICOM study's replacement UIDs: keyed hashes under the study's own key. The studies
+    routed from an exam share the exam's, so one original UID has one replacement across them."""
     assert study.uid_key is not None, "a DICOM study is registered with its UID key"
     # Here, not at the top: the reaper and the API use this module and ship no pydicom.
     from voxelpipe.dicom import UidMap
 
-    return UidMap.for_study(bytes.fromhex(study.uid_key), study.study_id)
+    return UidMap.for_study(bytes.fromhex(study.uid_key), study.exam_id or study.study_id)
 
 
 def reject_study(
