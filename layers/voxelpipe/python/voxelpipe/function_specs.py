@@ -175,6 +175,7 @@ API = FunctionSpec(
         EnvVar.GPU_ANALYSES,  # GET /analyses shows the runtime each analysis is deployed with
         EnvVar.LIVE_URL,  # GET /health tells clients where live progress is
         EnvVar.CORS_ALLOWED_ORIGINS,
+        EnvVar.TRANSFERS_TABLE,  # STOW-RS notes what each request carried (pipeline.receive)
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
     # Completing a DICOM upload runs the series checks (imported then, not at a cold start).

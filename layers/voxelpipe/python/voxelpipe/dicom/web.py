@@ -105,8 +105,8 @@ def parse_multipart_related(content_type: str, body: bytes) -> list[BodyPart]:
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body
     )
-    payload = message.get_payload()
-    if not isinstance(payload, list) or not payload:
+    payload = list(message.iter_parts()) if message.is_multipart() else []
+    if not payload:
         raise InvalidMultipart("the body holds no part: is the boundary the one the Content-Type names?")
     parts = []
     for part in payload:
