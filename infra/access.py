@@ -18,6 +18,7 @@ from infra import nag
 from infra.security import BucketAccess, logical_id
 from voxelpipe.function_specs import (
     API,
+    COMPLETE_TRANSFERS,
     DISPATCH,
     FINALIZE,
     INGEST,
@@ -43,17 +44,21 @@ ALL_PREFIXES = (UPLOADS, QUARANTINE, DERIVED, WORK)
 # Every step that writes a study's objects removes what it wrote (every version) when it finds the
 # study deleted as it ends (voxelpipe.study_data.writing_for): it may delete and list the versions
 # of what it may write, and no more.
+_EXAM_COMPLETION = BucketAccess(
+    read=[UPLOADS],
+    write=[UPLOADS, QUARANTINE],
+    delete=[UPLOADS, QUARANTINE],
+    list=[UPLOADS],
+    list_versions=[UPLOADS, QUARANTINE],
+)
 BUCKET_ACCESS: dict[str, BucketAccess] = {
     # Reads each upload (HEAD and range reads are s3:GetObject), lists a DICOM study's uploads,
     # and moves rejected ones to quarantine/ (copy = read + write, then delete); an upload that
-    # arrives for a deleted study is deleted, every version.
-    INGEST.name: BucketAccess(
-        read=[UPLOADS],
-        write=[QUARANTINE],
-        delete=[UPLOADS, QUARANTINE],
-        list=[UPLOADS],
-        list_versions=[UPLOADS, QUARANTINE],
-    ),
+    # arrives for a deleted study is deleted, every version. Completing a DICOM exam copies each
+    # further selected series to the uploads of the study it is routed to.
+    INGEST.name: _EXAM_COMPLETION,
+    # The scheduled completion of network exams: what ingest does when it completes one.
+    COMPLETE_TRANSFERS.name: _EXAM_COMPLETION,
     # Reads the upload (a reprocessed DICOM study: its de-identified copies under derived/), writes
     # the canonical volume (work/) and converted volume (derived/), keeps DICOM originals under
     # work/ if so configured, then removes every version of the upload. A series that does not
@@ -115,9 +120,11 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
         spec.name: frozenset({Resource.OBJECTS_TABLE})
         for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED)
     },
-    # Only the API registers models and reference data; ingest and dispatch look up `model:NAME`
-    # analyses, dispatch the versions of the reference data a study names.
-    INGEST.name: frozenset({Resource.MODELS_TABLE}),
+    # Only the API registers models and reference data, and saves rule sets; ingest and dispatch
+    # look up `model:NAME` analyses, dispatch the versions of the reference data a study names;
+    # completing an exam (ingest, the completion sweep) reads the tenant's active rule set.
+    INGEST.name: frozenset({Resource.MODELS_TABLE, Resource.RULES_TABLE}),
+    COMPLETE_TRANSFERS.name: frozenset({Resource.MODELS_TABLE, Resource.RULES_TABLE}),
     DISPATCH.name: frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE, Resource.REFERENCES_TABLE}),
     WEBHOOK.name: frozenset({Resource.STUDIES_TABLE}),  # it reads each study's webhook URL
     LIVE.name: frozenset({Resource.STUDIES_TABLE}),  # a subscription names a study of the tenant

@@ -36,6 +36,7 @@ from infra.tables import idempotency_table, table_for_model
 from infra.workflow import StudyWorkflow
 from voxelpipe.function_specs import (
     API,
+    COMPLETE_TRANSFERS,
     DEPENDENCY_GROUPS,
     DISPATCH,
     FUNCTIONS,
@@ -309,6 +310,7 @@ class VoxelpipeStack(Stack):
         )
         notifications.deliver_with(functions[WEBHOOK.name])
         StudyNotifications.schedule_reaper(self, functions[REAPER.name])
+        StudyNotifications.schedule_transfer_completion(self, functions[COMPLETE_TRANSFERS.name])
         # The reaper reads queue depths (it re-drives through the queues it is told of).
         for queue in queues.values():
             queue.grant(functions[REAPER.name], "sqs:GetQueueAttributes")

@@ -98,6 +98,14 @@ class InMemoryStudyStore:
             study.arrived = int(study.arrived) + 1
             return int(study.arrived)
 
+    def count_received(self, study_id: str) -> int:
+        with self._lock:
+            study = self.studies.get(study_id)
+            if study is None:
+                raise StudyChanged(study_id, None)
+            study.received = int(study.received) + 1
+            return int(study.received)
+
     def tenant_studies(
         self,
         tenant: str,
@@ -273,16 +281,15 @@ class InMemoryTransferStore:
         self.transfers: dict[str, TransferRecord] = {}
         self._lock = threading.Lock()
 
-    def note_received(self, study_id: str, tenant: str, source: str, *, new: bool, at: datetime) -> None:
+    def note_received(self, study_id: str, tenant: str, source: str, *, at: datetime) -> None:
         with self._lock:
             record = self.transfers.get(study_id)
             if record is None:
                 record = TransferRecord(
-                    study_id, tenant=tenant, source=source, received=0, first_received_at=at, last_received_at=at
+                    study_id, tenant=tenant, source=source, first_received_at=at, last_received_at=at
                 )
                 self.transfers[study_id] = record
             record.tenant, record.source, record.last_received_at = tenant, source, at
-            record.received = int(record.received) + (1 if new else 0)
 
     def note_ended(self, study_id: str, at: datetime) -> None:
         with self._lock:
@@ -301,10 +308,7 @@ class InMemoryTransferStore:
     def settle(self, transfer: TransferRecord) -> bool:
         with self._lock:
             current = self.transfers.get(transfer.study_id)
-            if current is None or (current.received, current.last_received_at) != (
-                transfer.received,
-                transfer.last_received_at,
-            ):
+            if current is None or current.last_received_at != transfer.last_received_at:
                 return False
             del self.transfers[transfer.study_id]
             return True

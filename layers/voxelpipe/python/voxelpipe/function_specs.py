@@ -89,6 +89,10 @@ _STATUS_TABLES = (
     EnvVar.EVENT_BUS_NAME,
 )
 
+# Completing a DICOM exam (ingest, the API, the completion sweep): its pending transfers, and the
+# tenant's routing rules.
+_EXAM_TABLES = (EnvVar.TRANSFERS_TABLE, EnvVar.RULES_TABLE)
+
 INGEST = FunctionSpec(
     name="ingest",
     description="Validates each upload from its header, then its data; rejects or queues the study",
@@ -102,6 +106,7 @@ INGEST = FunctionSpec(
         EnvVar.NORMAL_PRIORITY_QUEUE_URL,
         EnvVar.MAX_UPLOAD_BYTES,
         EnvVar.MODELS_TABLE,
+        *_EXAM_TABLES,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES)},
     dependencies=_IMAGING,
@@ -175,7 +180,7 @@ API = FunctionSpec(
         EnvVar.GPU_ANALYSES,  # GET /analyses shows the runtime each analysis is deployed with
         EnvVar.LIVE_URL,  # GET /health tells clients where live progress is
         EnvVar.CORS_ALLOWED_ORIGINS,
-        EnvVar.TRANSFERS_TABLE,  # STOW-RS notes what each request carried (pipeline.receive)
+        *_EXAM_TABLES,  # completes DICOM uploads, takes STOW-RS transfers, keeps the rule sets (/rules)
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
     # Completing a DICOM upload runs the series checks (imported then, not at a cold start).
@@ -194,6 +199,23 @@ REAPER = FunctionSpec(
         EnvVar.NORMAL_PRIORITY_QUEUE_URL,
         EnvVar.STATE_MACHINE_ARN,
     ),
+)
+COMPLETE_TRANSFERS = FunctionSpec(
+    name="complete_transfers",
+    description="Every minute: routes and queues the network DICOM exams whose transfers are over",
+    memory_mb=1024,
+    timeout_s=300,
+    env=(
+        EnvVar.BUCKET,
+        *_STATUS_TABLES,
+        *_EXAM_TABLES,
+        EnvVar.HIGH_PRIORITY_QUEUE_URL,
+        EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+        EnvVar.MAX_UPLOAD_BYTES,
+        EnvVar.MODELS_TABLE,
+    ),
+    settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES)},
+    dependencies=_IMAGING,  # routing reads the first instance of each series
 )
 WEBHOOK = FunctionSpec(
     name="webhook",
@@ -259,6 +281,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     MARK_FAILED,
     API,
     REAPER,
+    COMPLETE_TRANSFERS,
     WEBHOOK,
     SCALER,
     LIVE_AUTHORIZER,

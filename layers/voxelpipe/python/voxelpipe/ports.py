@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
 from voxelpipe.records import (
@@ -23,6 +23,9 @@ from voxelpipe.records import (
     TransferRecord,
 )
 from voxelpipe.status import StudyStatus
+
+if TYPE_CHECKING:  # pydantic, which the rule sets need, is not every function's to import
+    from voxelpipe.routing import RuleSet
 
 # A change to a record's fields: name -> new value; None removes the field.
 Changes = Mapping[str, Any]
@@ -77,6 +80,10 @@ class StudyStore(Protocol):
 
     def set_study_fields(self, study_id: str, changes: Changes) -> None:
         """Change fields of an existing study (never creates one); StudyChanged when it is missing."""
+        ...
+
+    def count_received(self, study_id: str) -> int:
+        """Add one to the study's `received` (a network sender wrote a new object); the new count."""
         ...
 
     def count_arrival(self, study_id: str) -> int:
@@ -149,9 +156,8 @@ class TransferStore(Protocol):
     """DICOM exams with instances pending (docs/dicom.md): what arrived over the network, when, and
     whether the transfer that carried it has ended."""
 
-    def note_received(self, study_id: str, tenant: str, source: str, *, new: bool, at: datetime) -> None:
-        """An object of the study was written: count it when `new`, and note the time (a record is
-        created for the study when it has none)."""
+    def note_received(self, study_id: str, tenant: str, source: str, *, at: datetime) -> None:
+        """An object of the study was written at `at` (a record is created when it has none)."""
         ...
 
     def note_ended(self, study_id: str, at: datetime) -> None:
@@ -165,8 +171,8 @@ class TransferStore(Protocol):
         ...
 
     def settle(self, transfer: TransferRecord) -> bool:
-        """Delete the record if nothing arrived since it was read (same count and last time);
-        False when something did (the study's instances are not all handed over yet)."""
+        """Delete the record if nothing arrived since it was read (the same last time); False when
+        something did."""
         ...
 
 
@@ -288,3 +294,54 @@ __all__ = [
     "StudyStore",
     "WorkQueues",
 ]
+
+
+@dataclass(frozen=True)
+class ActiveRuleSet:
+    """The rule set that routes a tenant's exams now: a saved version, or (version None) voxelpipe's
+    default rule set (routing.DEFAULT_RULE_SET) when the tenant has none."""
+
+    version: int | None
+    rule_set: RuleSet
+
+
+@dataclass(frozen=True)
+class RuleSetVersion:
+    """One saved version of a tenant's rule set, deleted or not."""
+
+    version: int
+    rule_set: RuleSet
+    created_at: datetime
+    created_by: str | None
+    deleted: bool
+    deleted_at: datetime | None
+    deleted_by: str | None
+
+
+class RuleSetNotFound(LookupError):
+    """No such version of the tenant's rule set."""
+
+
+class RuleSets(Protocol):
+    """Each tenant's routing rule sets, versioned: saving adds a version, deleting marks one deleted
+    (its record stays), and the active one is the newest version not deleted."""
+
+    def current(self, tenant: str) -> ActiveRuleSet:
+        """The tenant's active rule set; the default one (version None) when none is saved."""
+        ...
+
+    def save(self, tenant: str, rule_set: RuleSet, actor: str | None) -> int:
+        """Store `rule_set` as the tenant's next version (one conditional write); the version."""
+        ...
+
+    def versions(self, tenant: str) -> list[RuleSetVersion]:
+        """Every version the tenant saved, deleted ones included, newest first."""
+        ...
+
+    def get(self, tenant: str, version: int) -> RuleSetVersion:
+        """One version (deleted or not); RuleSetNotFound when the tenant has no such version."""
+        ...
+
+    def delete(self, tenant: str, version: int, actor: str | None) -> RuleSetVersion:
+        """Mark a version deleted (again is a no-op); RuleSetNotFound when there is no such version."""
+        ...

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from pynamodb.attributes import (
+    BooleanAttribute,
     JSONAttribute,
     ListAttribute,
     NumberAttribute,
@@ -84,6 +85,9 @@ class StudyRecord(Model):
     # "nifti" (one file) or "dicom" (a series: many files, or one .zip).
     input_format = UnicodeAttribute(default="nifti")
     arrived = NumberAttribute(default=0)  # how many declared files have arrived and passed
+    # Network exams and routed studies: how many distinct objects their senders wrote (ingest
+    # counts them again in `arrived`; the exam completes once it has checked them all).
+    received = NumberAttribute(default=0)
     parameters = JSONAttribute(null=True)  # per analysis: {name: {parameter: value}}
     uid_key = UnicodeAttribute(null=True)  # DICOM: the study's key for replacement UIDs (hex)
     # The status before the last change (tracking.transition copies it in the same update), for
@@ -159,9 +163,8 @@ class TransferRecord(Model):
     """A DICOM exam whose instances arrive over the network (STOW-RS, C-STORE), or were routed to a
     study of their own: kept while instances are pending, deleted once they are handed to the study.
 
-    `received` counts distinct objects written to the study's uploads (ingest counts them again in
-    the study's `arrived`: completion waits until every one was checked); `ended_at` is the end of
-    the last transfer (request or association) that carried one.
+    `last_received_at` is when the last object was written; `ended_at` the end of the last transfer
+    (request or association) that carried one. (The counts live on the study: `received`, `arrived`.)
     """
 
     class Meta:
@@ -170,7 +173,6 @@ class TransferRecord(Model):
     study_id = UnicodeAttribute(hash_key=True)
     tenant = UnicodeAttribute()
     source = UnicodeAttribute()  # "stow" | "c-store" | "routed"
-    received = NumberAttribute(default=0)
     first_received_at = UTCDateTimeAttribute()
     last_received_at = UTCDateTimeAttribute()
     ended_at = UTCDateTimeAttribute(null=True)
@@ -244,6 +246,28 @@ class ReferenceRecord(Model):
         return f"{kind}#{name}#{version:010d}"
 
 
+class RuleSetRecord(Model):
+    """One version of a tenant's routing rule set (voxelpipe.routing, docs/rules.md).
+
+    Hash key `tenant`, sort key `version` (1, 2, ...: a new version for every change, never an
+    update of one). `rule_set` is the RuleSet's JSON. A deleted version keeps its record
+    (`deleted`, with who and when) so decisions that name it can still be explained; the active rule
+    set is the newest version not deleted (the default rule set when there is none).
+    """
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.RULES_TABLE)
+
+    tenant = UnicodeAttribute(hash_key=True)
+    version = NumberAttribute(range_key=True)
+    rule_set = JSONAttribute()
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute(null=True)
+    deleted = BooleanAttribute(default=False)
+    deleted_at = UTCDateTimeAttribute(null=True)
+    deleted_by = UnicodeAttribute(null=True)
+
+
 class TenantConnectionsIndex(GlobalSecondaryIndex["ConnectionRecord"]):  # type: ignore[no-untyped-call]
     class Meta:
         index_name = "tenant-connections"
@@ -298,10 +322,12 @@ STATUS_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.TRANSFERS_TABLE: TransferRecord,
 }
 
-# The registries' tables (built by the stack like the status tables): models, and reference data.
+# The registries' tables (built by the stack like the status tables): models, reference data, and
+# the tenants' routing rule sets.
 REGISTRY_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.MODELS_TABLE: ModelRecord,
     EnvVar.REFERENCES_TABLE: ReferenceRecord,
+    EnvVar.RULES_TABLE: RuleSetRecord,
 }
 
 # The live-progress connections (built by the stack like the others, with DynamoDB's TTL).

@@ -158,7 +158,9 @@ def open_attempt(
             attempt=previous,
             sources=REOPENABLE_FOR_INSTANCES if awaiting_instances else REPROCESSABLE,
             target=target,
-            changes=dict.fromkeys(_ATTEMPT_OUTCOME + (("reason", "reason_detail") if awaiting_instances else ())),
+            changes=dict.fromkeys(
+                _ATTEMPT_OUTCOME + (("reason", "reason_detail") if awaiting_instances else ())
+            ),
             next_attempt=True,
         )
     except StudyChanged as changed:

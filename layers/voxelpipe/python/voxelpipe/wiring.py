@@ -46,6 +46,7 @@ class EnvVar(StrEnum):
     GPU_ANALYSES = "VOXELPIPE_GPU_ANALYSES"
     MODELS_TABLE = "VOXELPIPE_MODELS_TABLE"  # the model registry (bring-your-own models)
     REFERENCES_TABLE = "VOXELPIPE_REFERENCES_TABLE"  # registered reference data: atlases, norms tables
+    RULES_TABLE = "VOXELPIPE_RULES_TABLE"  # each tenant's routing rule sets, versioned (docs/rules.md)
     # Live progress (docs/api.md, "Live progress"): the WebSocket connections and their subscriptions,
     # the URL clients connect to (wss://… in AWS, ws://… under `voxelpipe serve`), the stage's
     # callback URL the push function posts to (API Gateway Management API), and the user pool the
@@ -107,6 +108,7 @@ class Resource(StrEnum):
     GPU_JOB_DEFINITION = "GpuJobDefinition"
     MODELS_TABLE = "ModelsTable"
     REFERENCES_TABLE = "ReferenceDataTable"
+    RULES_TABLE = "RoutingRulesTable"
     CONNECTIONS_TABLE = "LiveConnectionsTable"
     TRANSFERS_TABLE = "TransfersTable"
     LIVE_QUEUE = "LiveQueue"  # status and step events on their way to the push function
@@ -132,6 +134,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.GPU_JOB_DEFINITION: Resource.GPU_JOB_DEFINITION,
     EnvVar.MODELS_TABLE: Resource.MODELS_TABLE,
     EnvVar.REFERENCES_TABLE: Resource.REFERENCES_TABLE,
+    EnvVar.RULES_TABLE: Resource.RULES_TABLE,
     EnvVar.CONNECTIONS_TABLE: Resource.CONNECTIONS_TABLE,
     EnvVar.TRANSFERS_TABLE: Resource.TRANSFERS_TABLE,
 }

@@ -5,20 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 
 from pynamodb.exceptions import DeleteError, DoesNotExist, UpdateError
+from pynamodb.expressions.update import Action
 
 from voxelpipe.adapters.dynamodb import refused_by_condition
 from voxelpipe.records import TransferRecord
 
 
 class DynamoTransferStore:
-    def note_received(self, study_id: str, tenant: str, source: str, *, new: bool, at: datetime) -> None:
+    def note_received(self, study_id: str, tenant: str, source: str, *, at: datetime) -> None:
         record = TransferRecord(study_id)
-        actions = [
+        actions: list[Action] = [
             TransferRecord.tenant.set(tenant),
             TransferRecord.source.set(source),
             TransferRecord.last_received_at.set(at),
             TransferRecord.first_received_at.set(TransferRecord.first_received_at | at),
-            TransferRecord.received.add(1 if new else 0),
         ]
         record.update(actions=actions)
 
@@ -42,10 +42,7 @@ class DynamoTransferStore:
 
     def settle(self, transfer: TransferRecord) -> bool:
         try:
-            transfer.delete(
-                condition=(TransferRecord.received == transfer.received)
-                & (TransferRecord.last_received_at == transfer.last_received_at)
-            )
+            transfer.delete(condition=TransferRecord.last_received_at == transfer.last_received_at)
         except DeleteError as error:
             if refused_by_condition(error):
                 return False

@@ -12,8 +12,9 @@ from voxelpipe import tracking
 from voxelpipe.analyses import CATALOGUE
 from voxelpipe.inference.registry import model_analyses
 from voxelpipe.keys import quarantine_key, upload_prefix
+from voxelpipe.limits import Limits
 from voxelpipe.messages import Priority, WorkItem
-from voxelpipe.ports import ObjectStorage, StudyStore, WorkQueues
+from voxelpipe.ports import ObjectStorage, RuleSets, StudyStore, TransferStore, WorkQueues
 from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.rejections import ReasonCode, Rejected
 from voxelpipe.status import StudyStatus
@@ -31,6 +32,18 @@ class IngestOutcome:
     status: str
     reason: str | None = None
     detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ExamAdapters:
+    """What ingest needs to check an upload and complete an exam (route it, queue it)."""
+
+    store: StudyStore
+    storage: ObjectStorage
+    queues: WorkQueues
+    transfers: TransferStore
+    rule_sets: RuleSets
+    limits: Limits
 
 
 def check_manifest(object_name: str, size: int, manifest: list[dict[str, Any]] | None) -> None:

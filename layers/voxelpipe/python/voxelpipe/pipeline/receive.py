@@ -137,9 +137,9 @@ class Transfer:
         new = receiver.store.record_object(ObjectRecord(study.study_id, RECEIVED_PREFIX + sop, source=key))
         receiver.storage.write(key, data, "application/dicom")
         # Counted after the write: a count without its object would hold the exam back for ever.
-        receiver.transfers.note_received(
-            study.study_id, self.tenant, self.source.value, new=new, at=tracking.now()
-        )
+        if new:
+            receiver.store.count_received(study.study_id)
+        receiver.transfers.note_received(study.study_id, self.tenant, self.source.value, at=tracking.now())
         with self._lock:
             self._studies.add(study.study_id)
         return ReceivedInstance(
