@@ -111,8 +111,9 @@ def describe(study_id: str, view: dict[str, Any], decisions: list[dict[str, Any]
             lines.append(f"{head}: selected by rule {d['rule']} -> study {d['study_id']} ({analyses})")
         else:
             lines.append(f"{head}: not selected (rule {d['rule']})")
-        if d["explanation"]:
-            lines.append(f"    {d['explanation']}")
+        explanation = d["explanation"] or []
+        for line in [explanation] if isinstance(explanation, str) else explanation:
+            lines.append(f"    {line}")
     return "\n".join(lines)
 
 

@@ -178,7 +178,11 @@ def _series(uid: str, number: int, modality: str, cls: str, study_id: str | None
         "modality": modality,
         "instances": 2,
         "tags": {"SeriesClass": cls, "SeriesDescription": f"{cls} series", "RepetitionTime": 2300.0},
-        "decision": {"selected": study_id is not None, "rule": "default-t1", "explanation": f"a {cls}"},
+        "decision": {
+            "selected": study_id is not None,
+            "rule": "default-t1",
+            "explanation": [f"a {cls}", "second line"],
+        },
         "study_id": study_id,
     }
 

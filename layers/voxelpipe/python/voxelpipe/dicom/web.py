@@ -326,6 +326,13 @@ def _include(ds: Dataset, tags: Mapping[str, Any], include: Sequence[BaseTag] | 
         _set(ds, Tag(tag), value)
 
 
+def _text(value: Any) -> str | None:
+    """An explanation as one text: its lines (a list) one after the other."""
+    if isinstance(value, list):
+        return "\n".join(str(line) for line in value) or None
+    return None if value is None else str(value)
+
+
 def study_result(exam: Exam, retrieve_url: str) -> dict[str, Any]:
     """A QIDO-RS study result (PS3.18 Table 10.6.3-3's attributes voxelpipe holds)."""
     ds = Dataset()
@@ -363,8 +370,8 @@ def series_result(
             "study_id": s.get("study_id"),
             "selected": None if selected is None else ("YES" if selected else "NO"),
             "rule": decision.get("rule"),
-            "series_class": tags.get("SeriesClass"),
-            "explanation": decision.get("explanation"),
+            "series_class": s.get("series_class") or tags.get("SeriesClass"),
+            "explanation": _text(decision.get("explanation")),
         },
     )
     return ds.to_json_dict()
