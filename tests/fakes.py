@@ -15,9 +15,12 @@ from typing import Any, TypeVar
 
 from pynamodb.models import Model
 
+from voxelpipe.limits import Limits
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
-from voxelpipe.ports import Changes, ObjectInfo, StudyChanged, StudyPage
+from voxelpipe.pipeline.lifecycle import ExamAdapters
+from voxelpipe.ports import ActiveRuleSet, Changes, ObjectInfo, StudyChanged, StudyPage
 from voxelpipe.records import AuditRecord, ObjectRecord, StudyRecord, TaskRecord, TransferRecord
+from voxelpipe.routing import DEFAULT_RULE_SET, RuleSet
 from voxelpipe.status import StudyStatus
 
 R = TypeVar("R", bound=Model)
@@ -312,6 +315,38 @@ class InMemoryTransferStore:
                 return False
             del self.transfers[transfer.study_id]
             return True
+
+
+class InMemoryRuleSets:
+    """`ports.RuleSets`' read side: the tenants' active rule sets (the default where none is set)."""
+
+    def __init__(self, rule_sets: dict[str, RuleSet] | None = None) -> None:
+        self.rule_sets = dict(rule_sets or {})
+
+    def current(self, tenant: str) -> ActiveRuleSet:
+        if tenant in self.rule_sets:
+            return ActiveRuleSet(1, self.rule_sets[tenant])
+        return ActiveRuleSet(None, DEFAULT_RULE_SET)
+
+
+def exam_adapters(
+    store: InMemoryStudyStore,
+    storage: InMemoryStorage,
+    queues: RecordingQueues | None = None,
+    *,
+    transfers: InMemoryTransferStore | None = None,
+    rule_sets: InMemoryRuleSets | None = None,
+    limits: Limits | None = None,
+) -> ExamAdapters:
+    """The ingest and exam use cases' adapters, in memory."""
+    return ExamAdapters(
+        store=store,
+        storage=storage,
+        queues=queues if queues is not None else RecordingQueues(),
+        transfers=transfers if transfers is not None else InMemoryTransferStore(),
+        rule_sets=rule_sets if rule_sets is not None else InMemoryRuleSets(),
+        limits=limits or Limits(),
+    )
 
 
 @dataclass

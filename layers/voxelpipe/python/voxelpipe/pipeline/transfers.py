@@ -69,9 +69,12 @@ def complete_if_over(study_id: str, exam: ExamAdapters, *, source: str) -> Inges
         )
     elif status != StudyStatus.AWAITING_UPLOAD:
         return None  # an attempt is under way: the new instances wait for it to end
-    if not exam.transfers.settle(transfer):
-        return None  # an instance arrived meanwhile: its transfer decides
-    return complete_dicom_study(study_id, exam, source=source)
+    outcome = complete_dicom_study(study_id, exam, source=source)
+    # Settled after: should completing fail, the record stays for the next sweep (after the reaper
+    # has failed a study stuck in validation, it opens a new attempt). An instance that arrived
+    # meanwhile keeps it too: the attempt that just started did not see it, the next one will.
+    exam.transfers.settle(transfer)
+    return outcome
 
 
 def complete_transfers(exam: ExamAdapters) -> list[IngestOutcome]:
