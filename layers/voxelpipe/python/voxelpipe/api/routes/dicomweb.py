@@ -194,9 +194,8 @@ def _store(
             if part.content_type not in ("", DICOM):
                 failed.append(FailedInstance(sop_class, FailureReason.CANNOT_UNDERSTAND))
                 continue
-            if study_uid is not None and (
-                header is None or str(header.get("StudyInstanceUID", "")) != study_uid
-            ):
+            # (An unreadable part is the receiver's to refuse, with its reason.)
+            if study_uid is not None and header is not None and header.get("StudyInstanceUID") != study_uid:
                 # POST /dicomweb/studies/{study}: every instance must be of that study.
                 failed.append(FailedInstance(sop_class, FailureReason.DATA_SET_DOES_NOT_MATCH))
                 continue
