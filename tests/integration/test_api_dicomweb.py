@@ -4,6 +4,7 @@ de-identified objects; content negotiation, limits, bad bodies and tenant isolat
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from infra.local.cloud import LocalCloud
 from infra.local.serve import acting_as
 from tests.fixtures.cloud import checked_cloud
 from tests.fixtures.dicom import make_series
+from tests.fixtures.events import load_event
 from voxelpipe import tracking
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.api.app import create_app
@@ -319,3 +321,41 @@ def test_wado_answers_413_naming_the_instance_route_past_the_response_limit(
         headers=auth(Role.VIEWER),
     )
     assert one.status_code == 200
+
+
+def _event(
+    method: str, path: str, role: str, headers: dict[str, str], body: bytes | None = None
+) -> dict[str, Any]:
+    """An API Gateway REST proxy event for the API function (Cognito claims in the context)."""
+    event = load_event("api_get_study.json", TENANT=TENANT, ROLE=role, STUDY_ID="unused")
+    event.update(path=path, httpMethod=method, pathParameters={"proxy": path.lstrip("/")})
+    event["headers"] = {**event["headers"], **headers}
+    event["requestContext"] = {**event["requestContext"], "httpMethod": method, "path": "/v1" + path}
+    if body is not None:  # a binary media type: API Gateway hands it over base64-encoded
+        event.update(body=base64.b64encode(body).decode(), isBase64Encoded=True)
+    return event
+
+
+def _headers(response: dict[str, Any]) -> dict[str, str]:
+    multi = {name: values[0] for name, values in (response.get("multiValueHeaders") or {}).items()}
+    return {name.lower(): value for name, value in {**(response.get("headers") or {}), **multi}.items()}
+
+
+def test_through_the_lambda_handler_dicom_bodies_travel_base64_and_dicom_json_as_text(
+    cloud: LocalCloud, seeded: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv(EnvVar.AUTH_MODE, "cognito")  # as deployed: API Gateway's claims in the event
+    body, content_type = multipart_related([(make_series(1, 8, 8, seed=21).instances[0], STOW_TYPE)])
+    stored, error = cloud.invoke(
+        "api", _event("POST", "/dicomweb/studies", "uploader", {"Content-Type": content_type}, body)
+    )
+    assert error is None and stored["statusCode"] == 200, stored
+    assert not stored["isBase64Encoded"] and _headers(stored)["content-type"] == "application/dicom+json"
+    assert len(sequence(json.loads(stored["body"]), REFERENCED)) == 1
+    accept = {"Accept": 'multipart/related; type="application/dicom"'}
+    series, error = cloud.invoke(
+        "api", _event("GET", f"/dicomweb/studies/{EXAM_UID}/series/{T1_UID}", "viewer", accept)
+    )
+    assert error is None and series["statusCode"] == 200 and series["isBase64Encoded"]
+    parts = parse_multipart_related(_headers(series)["content-type"], base64.b64decode(series["body"]))
+    assert sorted(p.data for p in parts) == sorted(seeded["copies"])
