@@ -152,6 +152,8 @@ def test_stow_refuses_other_media_types_large_bodies_and_broken_multipart(api: T
     problem = too_large.json()
     assert too_large.status_code == 413 and problem["code"] == "payload_too_large"
     assert "POST /studies" in problem["detail"] and "input_format 'dicom'" in problem["detail"]
+    many = stow(api, [b""] * (dicomweb.MAX_PARTS + 1))
+    assert many.status_code == 413 and many.json()["code"] == "too_many_instances"
     no_parts = api.post(
         "/dicomweb/studies",
         content=b"no boundary in here",

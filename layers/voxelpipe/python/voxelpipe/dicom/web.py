@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import io
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -151,6 +152,8 @@ def read_header(data: bytes) -> Dataset | None:
         return dcmread(io.BytesIO(data), stop_before_pixels=True, force=False)
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError, OSError):
         return None
+    except (struct.error, NotImplementedError, OverflowError, IndexError, RecursionError):
+        return None  # what pydicom raises on some malformed headers (hostile senders)
 
 
 # --- STOW-RS response -----------------------------------------------------------------------------

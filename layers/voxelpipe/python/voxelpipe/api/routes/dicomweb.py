@@ -44,6 +44,9 @@ BINARY_MEDIA_TYPES: Final = ("multipart/related", "application/dicom")
 MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 # Where derived DICOM outputs (SEG, SR, PDF) are written, under derived/{study_id}/.
 DERIVED_DICOM_PREFIX: Final = "dicom/"
+# Instances in one STOW-RS request: each is a write and a few table updates, and the request must
+# end within API Gateway's 29 s.
+MAX_PARTS: Final = 200
 # QIDO-RS reads the tenant's studies newest first, up to this many, to find its exams.
 MAX_SCANNED_STUDIES: Final = 5000
 
@@ -184,6 +187,15 @@ def _store(
         raise Problem(
             400, "invalid_multipart", "The body is not a multipart/related body", str(error)
         ) from error
+    if len(parts) > MAX_PARTS:
+        raise Problem(
+            413,
+            "too_many_instances",
+            "Too many instances for one STOW-RS request",
+            f"{len(parts)} parts; at most {MAX_PARTS} a request: split the exam over several requests, or "
+            + PRESIGNED_ALTERNATIVE,
+            max_parts=MAX_PARTS,
+        )
     stored: list[StoredInstance] = []
     failed: list[FailedInstance] = []
     study_uids: set[str] = set()
