@@ -66,8 +66,14 @@ def add_commands(commands: Any) -> None:
         parser.add_argument("--token", default=os.environ.get("VOXELPIPE_TOKEN"))
         parser.add_argument("--json", action="store_true", help="print the API's JSON")
 
-    upload = commands.add_parser("upload", help="register a study and upload its file")
-    upload.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    upload = commands.add_parser(
+        "upload",
+        help="register a study and upload its file, or a DICOM exam (a folder, a .zip, .dcm files)",
+        description="A NIfTI file becomes one study. DICOM (a folder, searched recursively, files that "
+        "are not DICOM skipped; a .zip; or .dcm files) is one exam: every series is classified and the "
+        "tenant's rules decide which become studies; the command prints each series' decision.",
+    )
+    upload.add_argument("files", nargs="+", type=Path, metavar="PATH")
     upload.add_argument("--analyses", help="comma-separated (default: qc)")
     upload.add_argument("--priority", choices=["high", "normal"], default="normal")
     upload.add_argument("--subject-ref")
@@ -384,7 +390,9 @@ def _report(args: argparse.Namespace, client: Any) -> int:
 def _upload(args: argparse.Namespace, client: Any) -> int:
     from tqdm import tqdm
 
-    missing = [str(f) for f in args.files if not f.is_file()]
+    from infra.cli.dicom_upload import is_dicom_input, upload_dicom
+
+    missing = [str(f) for f in args.files if not (f.is_file() or f.is_dir())]
     if missing:
         print(f"voxelpipe upload: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
@@ -394,6 +402,8 @@ def _upload(args: argparse.Namespace, client: Any) -> int:
     for name in ("subject_ref", "age", "sex"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
+    if is_dicom_input(args.files):
+        return upload_dicom(args, client, fields)
     created = client.create_study(args.files, **fields)
     by_name = {target["file"]: target for target in created["uploads"]}
     for path in args.files:
