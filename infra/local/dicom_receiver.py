@@ -47,9 +47,9 @@ class ActingReceiver:
         self._receiver = receiver
         self._acting = acting
 
-    def open_transfer(self, tenant: str, source: TransferSource) -> Transfer:
+    def open_transfer(self, tenant: str, source: TransferSource, actor: str | None = None) -> Transfer:
         with self._acting():
-            return _ActingTransfer(self._receiver.open_transfer(tenant, source), self._acting)
+            return _ActingTransfer(self._receiver.open_transfer(tenant, source, actor), self._acting)
 
 
 @contextmanager

@@ -64,7 +64,9 @@ class RecordingTransfer:
 class RecordingReceiver:
     transfers: list[RecordingTransfer] = field(default_factory=list)
 
-    def open_transfer(self, tenant: str, source: TransferSource) -> RecordingTransfer:
+    def open_transfer(
+        self, tenant: str, source: TransferSource, actor: str | None = None
+    ) -> RecordingTransfer:
         transfer = RecordingTransfer(tenant, source)
         self.transfers.append(transfer)
         return transfer

@@ -218,7 +218,7 @@ def test_a_network_exam_completes_only_after_its_transfer_ended_and_the_quiet_pe
     made = make_exam()
     study_id = exam_study_id(TENANT, made.study_uid)
 
-    first = receiver.open_transfer(TENANT, TransferSource.C_STORE)
+    first = receiver.open_transfer(TENANT, TransferSource.C_STORE, actor="AE MRI1")
     for data in made.t1.instances:
         assert first.receive(data).study_id == study_id
     first.end()
@@ -239,6 +239,8 @@ def test_a_network_exam_completes_only_after_its_transfer_ended_and_the_quiet_pe
     assert study is not None and study.source == "c-store"
     assert set(_by_class(store, study_id)) == {"T1", "FLAIR"}  # both associations' series
     assert exam.transfers.pending_transfers() == []
+    received = [(r.actor, r.detail) for r in store.audit_trail(study_id) if r.action == "instances_received"]
+    assert received == [("AE MRI1", {"instances": len(made.t1.instances)}), ("c-store", {"instances": 4})]
     # Every object's name is a pseudonymous UID: no original identifier in a key.
     assert not any(made.study_uid in key or PHI_MARKER in key for key in storage.objects)
 

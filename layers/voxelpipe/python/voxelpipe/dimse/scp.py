@@ -82,7 +82,7 @@ class Transfer(Protocol):
 class InstanceReceiverPort(Protocol):
     """What the SCP hands instances to: voxelpipe.pipeline.receive.InstanceReceiver, or a fake."""
 
-    def open_transfer(self, tenant: str, source: TransferSource) -> Transfer: ...
+    def open_transfer(self, tenant: str, source: TransferSource, actor: str | None = None) -> Transfer: ...
 
 
 @dataclass
@@ -309,7 +309,9 @@ class StoreScp:
                 if state.ended:
                     return _status(STATUS_PROCESSING_FAILURE, "the association has ended")
                 if state.transfer is None:
-                    state.transfer = self.receiver.open_transfer(state.tenant, TransferSource.C_STORE)
+                    state.transfer = self.receiver.open_transfer(
+                        state.tenant, TransferSource.C_STORE, actor=f"AE {state.calling}"
+                    )
                 transfer = state.transfer
             received = transfer.receive(data)
         except Rejected as rejection:

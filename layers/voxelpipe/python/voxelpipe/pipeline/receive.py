@@ -73,8 +73,10 @@ class InstanceReceiver:
         self.transfers = transfers
         self.limits = limits
 
-    def open_transfer(self, tenant: str, source: TransferSource) -> Transfer:
-        return Transfer(self, tenant, source)
+    def open_transfer(self, tenant: str, source: TransferSource, actor: str | None = None) -> Transfer:
+        """One request or association; `actor` names the sender in the audit trail (the caller, the
+        calling AE title)."""
+        return Transfer(self, tenant, source, actor)
 
     def exam_for(self, tenant: str, study_instance_uid: str, source: TransferSource) -> StudyRecord:
         """The exam's study, created with its first instance (a deleted one is never reused)."""
@@ -110,11 +112,14 @@ class Transfer:
     call `end()` (idempotent) when the request or association ends, however it ends.
     """
 
-    def __init__(self, receiver: InstanceReceiver, tenant: str, source: TransferSource) -> None:
+    def __init__(
+        self, receiver: InstanceReceiver, tenant: str, source: TransferSource, actor: str | None = None
+    ) -> None:
         self._receiver = receiver
         self.tenant = tenant
         self.source = source
-        self._studies: set[str] = set()
+        self.actor = actor or source.value
+        self._studies: dict[str, int] = {}  # study id -> instances this transfer wrote to it
         self._lock = threading.Lock()
         self._ended = False
 
@@ -141,7 +146,7 @@ class Transfer:
             receiver.store.count_received(study.study_id)
         with self._lock:
             opened = study.study_id not in self._studies
-            self._studies.add(study.study_id)
+            self._studies[study.study_id] = self._studies.get(study.study_id, 0) + 1
         receiver.transfers.note_received(
             study.study_id, self.tenant, self.source.value, at=tracking.now(), opened=opened
         )
@@ -165,12 +170,21 @@ class Transfer:
             if self._ended:
                 return
             self._ended = True
-            studies = sorted(self._studies)
+            studies = dict(self._studies)
         at = tracking.now()
-        for study_id in studies:
+        for study_id, instances in sorted(studies.items()):
             self._receiver.transfers.note_ended(study_id, at)
+            tracking.audit(
+                self._receiver.store,
+                study_id,
+                "instances_received",
+                actor=self.actor,
+                source=self.source.value,
+                detail={"instances": instances},
+            )
         logger.info(
-            "transfer ended", extra={"source": self.source.value, "tenant": self.tenant, "studies": studies}
+            "transfer ended",
+            extra={"source": self.source.value, "tenant": self.tenant, "studies": sorted(studies)},
         )
 
     def __enter__(self) -> Transfer:

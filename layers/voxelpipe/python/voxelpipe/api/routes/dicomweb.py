@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from voxelpipe import queries
-from voxelpipe.api.auth import Action
+from voxelpipe.api.auth import Action, Principal
 from voxelpipe.api.dependencies import Bucket, Caller, Store, requires
 from voxelpipe.api.problems import Problem
 from voxelpipe.api.viewer_data import public_base_url
@@ -160,7 +160,7 @@ def _check_content_type(request: Request) -> str:
 
 def _store(
     request_base: str,
-    tenant: str,
+    caller: Principal,
     receiver: InstanceReceiver,
     content_type: str,
     body: bytes,
@@ -199,7 +199,7 @@ def _store(
     stored: list[StoredInstance] = []
     failed: list[FailedInstance] = []
     study_uids: set[str] = set()
-    with receiver.open_transfer(tenant, TransferSource.STOW) as transfer:
+    with receiver.open_transfer(caller.tenant, TransferSource.STOW, actor=caller.subject) as transfer:
         for part in parts:
             header = read_header(part.data)
             sop_class = str(header.get("SOPClassUID", "")) if header is not None else None
@@ -253,7 +253,7 @@ async def store_instances(request: Request, caller: Caller, receiver: Receiver) 
     content_type = _check_content_type(request)
     body = await _body(request)
     status, response = await run_in_threadpool(
-        _store, public_base_url(request), caller.tenant, receiver, content_type, body, None
+        _store, public_base_url(request), caller, receiver, content_type, body, None
     )
     return _dicom_json(response, status)
 
@@ -267,7 +267,7 @@ async def store_study_instances(
     content_type = _check_content_type(request)
     body = await _body(request)
     status, response = await run_in_threadpool(
-        _store, public_base_url(request), caller.tenant, receiver, content_type, body, study_uid
+        _store, public_base_url(request), caller, receiver, content_type, body, study_uid
     )
     return _dicom_json(response, status)
 
