@@ -18,6 +18,7 @@ from infra import nag
 from infra.security import BucketAccess, logical_id
 from voxelpipe.function_specs import (
     API,
+    COMPLETE_TRANSFERS,
     DISPATCH,
     FINALIZE,
     INGEST,
@@ -43,17 +44,21 @@ ALL_PREFIXES = (UPLOADS, QUARANTINE, DERIVED, WORK)
 # Every step that writes a study's objects removes what it wrote (every version) when it finds the
 # study deleted as it ends (voxelpipe.study_data.writing_for): it may delete and list the versions
 # of what it may write, and no more.
+_EXAM_COMPLETION = BucketAccess(
+    read=[UPLOADS],
+    write=[UPLOADS, QUARANTINE],
+    delete=[UPLOADS, QUARANTINE],
+    list=[UPLOADS],
+    list_versions=[UPLOADS, QUARANTINE],
+)
 BUCKET_ACCESS: dict[str, BucketAccess] = {
     # Reads each upload (HEAD and range reads are s3:GetObject), lists a DICOM study's uploads,
     # and moves rejected ones to quarantine/ (copy = read + write, then delete); an upload that
-    # arrives for a deleted study is deleted, every version.
-    INGEST.name: BucketAccess(
-        read=[UPLOADS],
-        write=[QUARANTINE],
-        delete=[UPLOADS, QUARANTINE],
-        list=[UPLOADS],
-        list_versions=[UPLOADS, QUARANTINE],
-    ),
+    # arrives for a deleted study is deleted, every version. Completing a DICOM exam copies each
+    # further selected series to the uploads of the study it is routed to.
+    INGEST.name: _EXAM_COMPLETION,
+    # The scheduled completion of network exams: what ingest does when it completes one.
+    COMPLETE_TRANSFERS.name: _EXAM_COMPLETION,
     # Reads the upload (a reprocessed DICOM study: its de-identified copies under derived/), writes
     # the canonical volume (work/) and converted volume (derived/), keeps DICOM originals under
     # work/ if so configured, then removes every version of the upload. A series that does not
@@ -107,6 +112,13 @@ GPU_WORKER_BUCKET_ACCESS = BucketAccess(
 )
 GPU_WORKER_READ_ONLY_TABLES = frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE})
 
+# The DICOM C-STORE receiver (a Fargate service, infra/dicom_receiver.py): the receive use case writes
+# each instance under uploads/ (nothing else: it never reads, lists or deletes objects), and reads
+# and writes the studies, objects and transfers tables (every table it is told of), and puts the
+# new exam's status event on the bus.
+DICOM_RECEIVER_BUCKET_ACCESS = BucketAccess(write=[UPLOADS])
+DICOM_RECEIVER_READ_ONLY_TABLES: frozenset[Resource] = frozenset()
+
 # Status tables a function reads but never writes (everything else it is told of: read-write).
 READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     # Only DICOM ingest and the API's /complete write the objects table; deleting a study (the API)
@@ -116,9 +128,10 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
         for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED)
     },
     # Only the API registers models and reference data, and saves rule sets; ingest and dispatch
-    # look up `model:NAME` analyses, dispatch the versions of the reference data a study names,
-    # ingest the tenant's active routing rule set.
+    # look up `model:NAME` analyses, dispatch the versions of the reference data a study names;
+    # completing an exam (ingest, the completion sweep) reads the tenant's active rule set.
     INGEST.name: frozenset({Resource.MODELS_TABLE, Resource.RULES_TABLE}),
+    COMPLETE_TRANSFERS.name: frozenset({Resource.MODELS_TABLE, Resource.RULES_TABLE}),
     DISPATCH.name: frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE, Resource.REFERENCES_TABLE}),
     WEBHOOK.name: frozenset({Resource.STUDIES_TABLE}),  # it reads each study's webhook URL
     LIVE.name: frozenset({Resource.STUDIES_TABLE}),  # a subscription names a study of the tenant

@@ -6,6 +6,8 @@ execution logs in KMS-encrypted log groups, X-Ray tracing, throttling, and a req
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import ArnFormat, Aws, CfnOutput, Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
@@ -17,6 +19,7 @@ from infra import nag
 from infra.security import StackSecurity
 from voxelpipe.api.app import CORS_HEADERS, CORS_MAX_AGE_S, CORS_METHODS
 from voxelpipe.api.auth import Role
+from voxelpipe.api.routes.dicomweb import BINARY_MEDIA_TYPES
 
 # Routes anyone may call: health checks and the API's own documentation.
 PUBLIC_PATHS = ("health", "docs", "openapi.json")
@@ -26,6 +29,8 @@ STAGE_NAME = "v1"
 # WAF: requests per 5 minutes from one address before it is blocked for a while.
 WAF_RATE_LIMIT = 2000
 # AWS managed rule groups the web ACL runs (https://docs.aws.amazon.com/waf/latest/developerguide/aws-managed-rule-groups-list.html).
+# The groups whose rules read request bodies: STOW-RS requests skip them (ApiGateway._not_stow).
+WAF_BODY_RULE_GROUPS = ("AWSManagedRulesCommonRuleSet",)
 WAF_MANAGED_RULE_GROUPS = (
     "AWSManagedRulesCommonRuleSet",
     "AWSManagedRulesKnownBadInputsRuleSet",
@@ -90,6 +95,8 @@ class StudyApi(Construct):
             "Rest",
             handler=handler,
             proxy=False,
+            # DICOMweb's bodies (STOW-RS requests, WADO-RS answers) pass base64-encoded, unchanged.
+            binary_media_types=list(BINARY_MEDIA_TYPES),
             # A browser's preflight (OPTIONS) is answered by API Gateway itself, without the Cognito
             # authorizer, for the allowed origins only; the API function adds the same headers to
             # real answers (CORSMiddleware, from VOXELPIPE_CORS_ALLOWED_ORIGINS).
@@ -199,6 +206,35 @@ class StudyApi(Construct):
             if isinstance(construct, apigw.Method) and construct.http_method == "OPTIONS":
                 nag.acknowledge(construct, *nag.CORS_PREFLIGHT)
 
+    @staticmethod
+    def _not_stow() -> wafv2.CfnWebACL.StatementProperty:
+        """Every request but a STOW-RS one (POST .../dicomweb/studies...): its body is binary DICOM,
+        up to 4 MiB, which the common rule set's body rules (8 KB at most, text patterns) refuse."""
+
+        def match(field: wafv2.CfnWebACL.FieldToMatchProperty, text: str, where: str) -> Any:
+            return wafv2.CfnWebACL.StatementProperty(
+                byte_match_statement=wafv2.CfnWebACL.ByteMatchStatementProperty(
+                    field_to_match=field,
+                    positional_constraint=where,
+                    search_string=text,
+                    text_transformations=[
+                        wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")
+                    ],
+                )
+            )
+
+        stow = wafv2.CfnWebACL.StatementProperty(
+            and_statement=wafv2.CfnWebACL.AndStatementProperty(
+                statements=[
+                    match(wafv2.CfnWebACL.FieldToMatchProperty(method={}), "POST", "EXACTLY"),
+                    match(wafv2.CfnWebACL.FieldToMatchProperty(uri_path={}), "/dicomweb/studies", "CONTAINS"),
+                ]
+            )
+        )
+        return wafv2.CfnWebACL.StatementProperty(
+            not_statement=wafv2.CfnWebACL.NotStatementProperty(statement=stow)
+        )
+
     def _web_acl(self) -> wafv2.CfnWebACL:
         def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
             return wafv2.CfnWebACL.VisibilityConfigProperty(
@@ -212,7 +248,9 @@ class StudyApi(Construct):
                 override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
                 statement=wafv2.CfnWebACL.StatementProperty(
                     managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
-                        vendor_name="AWS", name=group
+                        vendor_name="AWS",
+                        name=group,
+                        scope_down_statement=self._not_stow() if group in WAF_BODY_RULE_GROUPS else None,
                     )
                 ),
                 visibility_config=visibility(group),

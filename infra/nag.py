@@ -337,3 +337,42 @@ PIPELINE_PROJECTS = Ack(
     "The projects take their source from CodePipeline artifacts, fetched through the CodeConnections "
     "connection: no repository URL, and so no credentials in one, is configured on any project.",
 )
+# The DICOM C-STORE receiver (infra/dicom_receiver.py).
+RECEIVER_ENVIRONMENT = Ack(
+    "AwsSolutions-ECS2",
+    "The receiver's environment holds resource names, its AE title map and its limits: no secret. "
+    "The names come from the stack as every function's do (voxelpipe.wiring).",
+)
+RECEIVER_ROLES = Ack(
+    "HIPAA.Security-IAMNoInlinePolicy",
+    "The receiver's task and execution roles each get one policy generated from their grants "
+    "(infra/access.py), attached to that role only and created and deleted with it.",
+)
+RECEIVER_EXECUTION_ROLE = Ack(
+    "AwsSolutions-IAM5",
+    "ECS pulls the receiver's image with ecr:GetAuthorizationToken, which supports no resource-level "
+    "permissions.",
+)
+RECEIVER_DELETION_PROTECTION = Ack(
+    "HIPAA.Security-ELBDeletionProtectionEnabled",
+    "The load balancer holds no data and is rebuilt by the stack in minutes; deletion protection "
+    "would only block removing the stack. Instances it carried are in the bucket and tables.",
+)
+RECEIVER_INGRESS = tuple(
+    Ack(
+        rule,
+        "The receiver's only inbound rule is the DICOM port from the VPC's own range (where the NLB "
+        "connects from); the range is a token at synthesis, which the rule cannot read.",
+    )
+    for rule in (
+        "AwsSolutions-EC23",
+        "HIPAA.Security-EC2RestrictedCommonPorts",
+        "HIPAA.Security-EC2RestrictedSSH",
+    )
+)
+RECEIVER_PLAIN_DICOM = Ack(
+    "HIPAA.Security-ELBv2ACMCertificateRequired",
+    "Without voxelpipe:dicomTls the listener speaks plain DICOM, which many modalities and PACS only "
+    "speak; the load balancer is then internal (an internet-facing one requires TLS at synthesis), "
+    "reached from the VPC, a peered network or a VPN. Set voxelpipe:dicomTls for DICOM TLS.",
+)

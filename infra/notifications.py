@@ -20,6 +20,7 @@ from infra.security import StackSecurity
 from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, EnvVar, Resource
 from voxelpipe.workflow_settings import (
     REAPER_INTERVAL_MIN,
+    TRANSFER_SWEEP_INTERVAL_MIN,
     WEBHOOK_BATCH_SIZE,
     WEBHOOK_MAX_RECEIVE_COUNT,
     WEBHOOK_VISIBILITY_TIMEOUT_S,
@@ -89,4 +90,13 @@ class StudyNotifications:
             "ReaperSchedule",
             schedule=events.Schedule.rate(Duration.minutes(REAPER_INTERVAL_MIN)),
             targets=[targets.LambdaFunction(reaper, retry_attempts=0)],
+        )
+
+    @staticmethod
+    def schedule_transfer_completion(scope: Construct, sweep: lambda_.Function) -> events.Rule:
+        return events.Rule(
+            scope,
+            "TransferCompletionSchedule",
+            schedule=events.Schedule.rate(Duration.minutes(TRANSFER_SWEEP_INTERVAL_MIN)),
+            targets=[targets.LambdaFunction(sweep, retry_attempts=0)],
         )

@@ -17,6 +17,7 @@ from constructs import Construct
 from infra import nag
 from infra.access import BUCKET_ACCESS, PURGE_ONLY_TABLES, READ_ONLY_TABLES, grant_executions
 from infra.api import StudyApi
+from infra.dicom_receiver import DicomReceiver, DicomReceiverSettings
 from infra.gpu import GpuWorkers
 from infra.layers import VOXELPIPE_LAYER
 from infra.live import LiveProgress
@@ -36,7 +37,9 @@ from infra.tables import idempotency_table, table_for_model
 from infra.workflow import StudyWorkflow
 from voxelpipe.function_specs import (
     API,
+    COMPLETE_TRANSFERS,
     DEPENDENCY_GROUPS,
+    DICOM_RECEIVER,
     DISPATCH,
     FUNCTIONS,
     GPU_WORKER_ENV,
@@ -237,6 +240,22 @@ class VoxelpipeStack(Stack):
             image_excludes=_IMAGE_CONTEXT_EXCLUDES,
         )
         gpu.wire_scaler(functions[SCALER.name])
+        # The DICOM C-STORE receiver (docs/dicom-receiver.md), in the stack's VPC (the GPU half's).
+        self.dicom_receiver = DicomReceiver(
+            self,
+            "DicomReceiver",
+            spec=DICOM_RECEIVER,
+            settings=DicomReceiverSettings.from_context(self.node),
+            vpc=gpu.vpc,
+            security=self.security,
+            bucket=bucket,
+            tables=tables,
+            table_indexes=table_indexes,
+            event_bus=notifications.bus,
+            base_env=POWERTOOLS_ENV,
+            image_context=ROOT,
+            image_excludes=_IMAGE_CONTEXT_EXCLUDES,
+        )
         gpu.wire_routing(functions[spec.name] for spec in FUNCTIONS if EnvVar.GPU_ANALYSES in spec.env)
         workflow = StudyWorkflow(
             self,
@@ -309,6 +328,7 @@ class VoxelpipeStack(Stack):
         )
         notifications.deliver_with(functions[WEBHOOK.name])
         StudyNotifications.schedule_reaper(self, functions[REAPER.name])
+        StudyNotifications.schedule_transfer_completion(self, functions[COMPLETE_TRANSFERS.name])
         # The reaper reads queue depths (it re-drives through the queues it is told of).
         for queue in queues.values():
             queue.grant(functions[REAPER.name], "sqs:GetQueueAttributes")

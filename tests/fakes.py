@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 
 from pynamodb.models import Model
 
+from voxelpipe.limits import Limits
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
+from voxelpipe.pipeline.lifecycle import ExamAdapters
 from voxelpipe.ports import (
     ActiveRuleSet,
     Changes,
@@ -25,7 +27,7 @@ from voxelpipe.ports import (
     StudyChanged,
     StudyPage,
 )
-from voxelpipe.records import AuditRecord, ObjectRecord, StudyRecord, TaskRecord
+from voxelpipe.records import AuditRecord, ObjectRecord, StudyRecord, TaskRecord, TransferRecord
 from voxelpipe.routing import DEFAULT_RULE_SET, RuleSet
 from voxelpipe.status import StudyStatus
 
@@ -106,6 +108,14 @@ class InMemoryStudyStore:
                 raise StudyChanged(study_id, None)
             study.arrived = int(study.arrived) + 1
             return int(study.arrived)
+
+    def count_received(self, study_id: str) -> int:
+        with self._lock:
+            study = self.studies.get(study_id)
+            if study is None:
+                raise StudyChanged(study_id, None)
+            study.received = int(study.received) + 1
+            return int(study.received)
 
     def tenant_studies(
         self,
@@ -259,6 +269,9 @@ class InMemoryStorage:
     def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.objects[key] = (bytes(data), content_type)
 
+    def copy(self, key: str, destination: str) -> None:
+        self.objects[destination] = self.objects[key]
+
     def move(self, key: str, destination: str) -> None:
         self.objects[destination] = self.objects.pop(key)
 
@@ -270,6 +283,109 @@ class InMemoryStorage:
 
     def list_keys(self, prefix: str) -> list[str]:
         return sorted(key for key in self.objects if key.startswith(prefix))
+
+
+class InMemoryTransferStore:
+    """`ports.TransferStore` in a dictionary."""
+
+    def __init__(self) -> None:
+        self.transfers: dict[str, TransferRecord] = {}
+        self._lock = threading.Lock()
+
+    def note_received(
+        self, study_id: str, tenant: str, source: str, *, at: datetime, opened: bool = False
+    ) -> None:
+        with self._lock:
+            record = self.transfers.get(study_id)
+            if record is None:
+                record = TransferRecord(
+                    study_id, tenant=tenant, source=source, first_received_at=at, last_received_at=at
+                )
+                self.transfers[study_id] = record
+            record.tenant, record.source, record.last_received_at = tenant, source, at
+            record.open_transfers = int(record.open_transfers or 0) + (1 if opened else 0)
+
+    def note_ended(self, study_id: str, at: datetime) -> None:
+        with self._lock:
+            if study_id in self.transfers:
+                record = self.transfers[study_id]
+                record.ended_at = at
+                record.open_transfers = int(record.open_transfers or 0) - 1
+
+    def get_transfer(self, study_id: str) -> TransferRecord | None:
+        with self._lock:
+            record = self.transfers.get(study_id)
+            return None if record is None else _copy(record)
+
+    def pending_transfers(self) -> list[TransferRecord]:
+        with self._lock:
+            return [_copy(record) for record in self.transfers.values()]
+
+    def settle(self, transfer: TransferRecord) -> bool:
+        with self._lock:
+            current = self.transfers.get(transfer.study_id)
+            if current is None or current.last_received_at != transfer.last_received_at:
+                return False
+            del self.transfers[transfer.study_id]
+            return True
+
+
+class InMemoryRuleSets:
+    """RuleSets in a dict (tests/integration/test_rule_sets.py holds it to DynamoRuleSets' contract);
+    `rule_sets` are the tenants' active ones to begin with (each saved as version 1)."""
+
+    def __init__(self, rule_sets: dict[str, RuleSet] | None = None) -> None:
+        self.saved: dict[str, dict[int, RuleSetVersion]] = {}
+        for tenant, rule_set in (rule_sets or {}).items():
+            self.save(tenant, rule_set, None)
+
+    def current(self, tenant: str) -> ActiveRuleSet:
+        for version in self.versions(tenant):
+            if not version.deleted:
+                return ActiveRuleSet(version.version, version.rule_set)
+        return ActiveRuleSet(None, DEFAULT_RULE_SET)
+
+    def save(self, tenant: str, rule_set: RuleSet, actor: str | None) -> int:
+        versions = self.saved.setdefault(tenant, {})
+        number = max(versions, default=0) + 1
+        versions[number] = RuleSetVersion(number, rule_set, datetime.now(UTC), actor, False, None, None)
+        return number
+
+    def versions(self, tenant: str) -> list[RuleSetVersion]:
+        return [v for _, v in sorted(self.saved.get(tenant, {}).items(), reverse=True)]
+
+    def get(self, tenant: str, version: int) -> RuleSetVersion:
+        try:
+            return self.saved[tenant][version]
+        except KeyError:
+            raise RuleSetNotFound(f"no rule set version {version}") from None
+
+    def delete(self, tenant: str, version: int, actor: str | None) -> RuleSetVersion:
+        found = self.get(tenant, version)
+        if not found.deleted:
+            found = replace(found, deleted=True, deleted_at=datetime.now(UTC), deleted_by=actor)
+            self.saved[tenant][version] = found
+        return found
+
+
+def exam_adapters(
+    store: InMemoryStudyStore,
+    storage: InMemoryStorage,
+    queues: RecordingQueues | None = None,
+    *,
+    transfers: InMemoryTransferStore | None = None,
+    rule_sets: InMemoryRuleSets | None = None,
+    limits: Limits | None = None,
+) -> ExamAdapters:
+    """The ingest and exam use cases' adapters, in memory."""
+    return ExamAdapters(
+        store=store,
+        storage=storage,
+        queues=queues if queues is not None else RecordingQueues(),
+        transfers=transfers if transfers is not None else InMemoryTransferStore(),
+        rule_sets=rule_sets if rule_sets is not None else InMemoryRuleSets(),
+        limits=limits or Limits(),
+    )
 
 
 @dataclass
@@ -318,38 +434,3 @@ class FakeExecutions:
     def end(self, study_id: str, attempt: int, status: str = "SUCCEEDED") -> None:
         run = self.runs[(study_id, attempt)]
         self.runs[(study_id, attempt)] = (run[0], status, run[2])
-
-
-class InMemoryRuleSets:
-    """RuleSets in a dict (tests/integration/test_rule_sets.py holds it to DynamoRuleSets' contract)."""
-
-    def __init__(self) -> None:
-        self.saved: dict[str, dict[int, RuleSetVersion]] = {}
-
-    def current(self, tenant: str) -> ActiveRuleSet:
-        for version in self.versions(tenant):
-            if not version.deleted:
-                return ActiveRuleSet(version.version, version.rule_set)
-        return ActiveRuleSet(None, DEFAULT_RULE_SET)
-
-    def save(self, tenant: str, rule_set: RuleSet, actor: str | None) -> int:
-        versions = self.saved.setdefault(tenant, {})
-        number = max(versions, default=0) + 1
-        versions[number] = RuleSetVersion(number, rule_set, datetime.now(UTC), actor, False, None, None)
-        return number
-
-    def versions(self, tenant: str) -> list[RuleSetVersion]:
-        return [v for _, v in sorted(self.saved.get(tenant, {}).items(), reverse=True)]
-
-    def get(self, tenant: str, version: int) -> RuleSetVersion:
-        try:
-            return self.saved[tenant][version]
-        except KeyError:
-            raise RuleSetNotFound(f"no rule set version {version}") from None
-
-    def delete(self, tenant: str, version: int, actor: str | None) -> RuleSetVersion:
-        found = self.get(tenant, version)
-        if not found.deleted:
-            found = replace(found, deleted=True, deleted_at=datetime.now(UTC), deleted_by=actor)
-            self.saved[tenant][version] = found
-        return found

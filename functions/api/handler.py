@@ -10,11 +10,13 @@ from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
 
 from voxelpipe.api.app import create_app
 from voxelpipe.api.problems import PROBLEM_JSON
+from voxelpipe.api.routes.dicomweb import DICOM_JSON
 from voxelpipe.observability import logger, metrics, tracer
 
 app = create_app()
-# Problem details are text: without this Mangum would base64-encode them.
-asgi = Mangum(app, lifespan="off", text_mime_types=[*DEFAULT_TEXT_MIME_TYPES, PROBLEM_JSON])
+# Problem details and DICOM JSON are text: without this Mangum would base64-encode them. DICOMweb's
+# multipart/related bodies are binary: base64 both ways (API Gateway's binary media types, infra/api.py).
+asgi = Mangum(app, lifespan="off", text_mime_types=[*DEFAULT_TEXT_MIME_TYPES, PROBLEM_JSON, DICOM_JSON])
 
 
 @logger.inject_lambda_context

@@ -15,12 +15,9 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from voxelpipe.adapters.queues import SqsWorkQueues
-from voxelpipe.adapters.storage import Storage
-from voxelpipe.adapters.study_table import DynamoStudyStore
-from voxelpipe.limits import Limits
 from voxelpipe.messages import ObjectCreatedNotification, UploadedObject
 from voxelpipe.observability import logger, metrics, tracer
+from voxelpipe.pipeline.environment import exam_adapters
 from voxelpipe.pipeline.ingest import ingest_upload
 from voxelpipe.wiring import EnvVar
 
@@ -33,9 +30,7 @@ idempotency = IdempotencyConfig(event_key_jmespath="[bucket, key, version]", rai
     data_keyword_argument="upload", config=idempotency, persistence_store=persistence
 )
 def process(upload: UploadedObject) -> dict[str, Any]:
-    outcome = ingest_upload(
-        upload, DynamoStudyStore(), Storage.from_environment(), SqsWorkQueues(), Limits.from_environment()
-    )
+    outcome = ingest_upload(upload, exam_adapters())
     return asdict(outcome)
 
 

@@ -70,9 +70,22 @@ class Client:
             raise ApiError(response.status_code, problem)
         return response.json()
 
-    def create_study(self, files: list[Path], **fields: Any) -> dict[str, Any]:
-        body = {**fields, "files": [{"name": f.name, "size": f.stat().st_size} for f in files]}
+    def create_study(
+        self, files: list[Path], names: list[str] | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Register a study of `files`, declared under `names` (default: the files' own names)."""
+        declared = names or [f.name for f in files]
+        body = {
+            **fields,
+            "files": [
+                {"name": name, "size": f.stat().st_size} for name, f in zip(declared, files, strict=True)
+            ],
+        }
         return dict(self._call("POST", "/studies", json=body))
+
+    def complete(self, study_id: str) -> dict[str, Any]:
+        """Declare the study's upload whole (POST /studies/{id}/complete)."""
+        return dict(self._call("POST", f"/studies/{study_id}/complete"))
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health")  # type: ignore[no-any-return]
@@ -136,15 +149,18 @@ class Client:
     def test_rules(self, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self._call("POST", "/rules/test", json=body))
 
-    def upload(self, target: dict[str, Any], path: Path, progress: Progress | None = None) -> None:
-        """Send one file to its presigned target (form POST, or multipart parts then complete)."""
+    def upload(
+        self, target: dict[str, Any], path: Path, progress: Progress | None = None, name: str | None = None
+    ) -> None:
+        """Send one file to its presigned target (form POST, or multipart parts then complete),
+        naming it `name` in the form (default: the file's own name)."""
         if target["method"] == "post":
             reader = _CountingReader(path, progress)
             try:
                 response = httpx.post(
                     target["url"],
                     data=target["fields"],
-                    files={"file": (path.name, cast(IO[bytes], reader))},
+                    files={"file": (name or path.name, cast(IO[bytes], reader))},
                     timeout=None,
                 )
             finally:

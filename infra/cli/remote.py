@@ -38,6 +38,20 @@ def add_commands(commands: Any) -> None:
         help="a browser origin the API allows (CORS; repeatable; default: cdk.json's "
         "voxelpipe:corsAllowedOrigins)",
     )
+    serve.add_argument(
+        "--dicom-port",
+        type=int,
+        metavar="PORT",
+        help="also run the DICOM C-STORE receiver on PORT (docs/dicom-receiver.md; off by default)",
+    )
+    serve.add_argument(
+        "--dicom-ae-title",
+        action="append",
+        dest="dicom_ae_titles",
+        metavar="AE=TENANT",
+        help="an AE title the receiver answers to and the tenant it files for (repeatable; "
+        "default VOXELPIPE=demo)",
+    )
 
     token = commands.add_parser("token", help="mint a development token that `voxelpipe serve` accepts")
     token.add_argument("--tenant", required=True, help="lower-case letters, digits and '-', up to 63")
@@ -54,8 +68,14 @@ def add_commands(commands: Any) -> None:
         parser.add_argument("--token", default=os.environ.get("VOXELPIPE_TOKEN"))
         parser.add_argument("--json", action="store_true", help="print the API's JSON")
 
-    upload = commands.add_parser("upload", help="register a study and upload its file")
-    upload.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    upload = commands.add_parser(
+        "upload",
+        help="register a study and upload its file, or a DICOM exam (a folder, a .zip, .dcm files)",
+        description="A NIfTI file becomes one study. DICOM (a folder, searched recursively, files that "
+        "are not DICOM skipped; a .zip; or .dcm files) is one exam: every series is classified and the "
+        "tenant's rules decide which become studies; the command prints each series' decision.",
+    )
+    upload.add_argument("files", nargs="+", type=Path, metavar="PATH")
     upload.add_argument("--analyses", help="comma-separated (default: qc)")
     upload.add_argument("--priority", choices=["high", "normal"], default="normal")
     upload.add_argument("--subject-ref")
@@ -246,6 +266,25 @@ def _describe(view: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+DEFAULT_DICOM_AE_TITLE = "VOXELPIPE=demo"
+
+
+def _dicom_ae_titles(values: list[str] | None) -> Any:
+    """`AE=TENANT` options as the receiver's AE title map, or the error's sentence."""
+    from voxelpipe.dimse.settings import InvalidReceiverSettings, parse_ae_titles
+
+    pairs: dict[str, str] = {}
+    for value in values or [DEFAULT_DICOM_AE_TITLE]:
+        title, sep, tenant = value.partition("=")
+        if not sep:
+            return f"--dicom-ae-title {value!r}: give AE=TENANT"
+        pairs[title] = tenant
+    try:
+        return parse_ae_titles(pairs, where="--dicom-ae-title")
+    except InvalidReceiverSettings as error:
+        return str(error)
+
+
 def run(args: argparse.Namespace) -> int:
     from infra.cli.client import ApiError
 
@@ -254,7 +293,19 @@ def run(args: argparse.Namespace) -> int:
         from infra.settings import parse_origins
 
         origins = parse_origins(args.cors_origins) if args.cors_origins else None
-        serve(args.host, args.port, args.s3_port, args.live_port, origins)
+        dicom = _dicom_ae_titles(args.dicom_ae_titles) if args.dicom_port is not None else None
+        if dicom is not None and isinstance(dicom, str):
+            print(f"voxelpipe serve: {dicom}", file=sys.stderr)
+            return 2
+        serve(
+            args.host,
+            args.port,
+            args.s3_port,
+            args.live_port,
+            origins,
+            dicom_port=args.dicom_port,
+            dicom=dicom,
+        )
         return 0
     if args.command == "token":
         from voxelpipe.api.auth import InvalidClaims, Role, mint_dev_token
@@ -344,7 +395,9 @@ def _report(args: argparse.Namespace, client: Any) -> int:
 def _upload(args: argparse.Namespace, client: Any) -> int:
     from tqdm import tqdm
 
-    missing = [str(f) for f in args.files if not f.is_file()]
+    from infra.cli.dicom_upload import is_dicom_input, upload_dicom
+
+    missing = [str(f) for f in args.files if not (f.is_file() or f.is_dir())]
     if missing:
         print(f"voxelpipe upload: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
@@ -354,6 +407,8 @@ def _upload(args: argparse.Namespace, client: Any) -> int:
     for name in ("subject_ref", "age", "sex"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
+    if is_dicom_input(args.files):
+        return upload_dicom(args, client, fields)
     created = client.create_study(args.files, **fields)
     by_name = {target["file"]: target for target in created["uploads"]}
     for path in args.files:

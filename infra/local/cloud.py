@@ -34,6 +34,7 @@ from infra.local.deploy import GPU_WORKER, REGION, Deployment, deploy_template
 from infra.local.iam import LocalIam
 from infra.local.lambda_runtime import Handler, LambdaContext, call_handler
 from infra.local.processes import POOLED_FUNCTIONS, ProcessSettings, WorkerCall, WorkerPool
+from infra.local.schedules import TransferSweep
 from infra.local.template import cached_template
 from infra.local.workers import LocalGpuWorkers
 from voxelpipe.function_specs import function_spec
@@ -161,6 +162,10 @@ class LocalCloud:
             self.gpu_workers = LocalGpuWorkers.from_deployment(self.deployment)
             self.gpu_workers.start()
             self._stack.callback(self.gpu_workers.stop)  # on exit, before moto goes
+        # Network DICOM exams complete on a schedule (infra/local/schedules.py).
+        self.transfer_sweep = TransferSweep(self.env(EnvVar.TRANSFERS_TABLE), self.invoke)
+        self.transfer_sweep.start()
+        self._stack.callback(self.transfer_sweep.stop)
         return self
 
     def __exit__(

@@ -91,6 +91,14 @@ IGNORED_TYPES = frozenset(
         "AWS::EC2::VPCEndpoint",
         "AWS::EC2::SecurityGroup",
         "AWS::EC2::FlowLog",
+        # The DICOM C-STORE receiver's ECS service and its load balancer: `voxelpipe serve
+        # --dicom-port` runs the same receiver in process, acting as the task's role; the task
+        # definition itself is read for that role and the receiver's environment (_task_definition).
+        "AWS::ECS::Cluster",
+        "AWS::ECS::Service",
+        "AWS::ElasticLoadBalancingV2::LoadBalancer",
+        "AWS::ElasticLoadBalancingV2::Listener",
+        "AWS::ElasticLoadBalancingV2::TargetGroup",
     }
 )
 # The local cloud's name for the GPU worker's environment, beside the functions' (spec names).
@@ -222,6 +230,7 @@ class _Deployer:
             "AWS::CloudWatch::Alarm": self._alarm,
             "AWS::CloudWatch::Dashboard": self._dashboard,
             "AWS::Batch::JobDefinition": self._job_definition,
+            "AWS::ECS::TaskDefinition": self._task_definition,
         }
         unknown = sorted({r["Type"] for r in self.resources.values()} - set(handlers) - IGNORED_TYPES)
         if unknown:
@@ -388,6 +397,19 @@ class _Deployer:
             item["Name"]: str(self.out.resolve(item["Value"])) for item in variables
         }
         self.out.principal_roles[GPU_WORKER] = props["ContainerProperties"]["JobRoleArn"]["Fn::GetAtt"][0]
+        self.out.physical_ids[logical_id] = self.out.arns[logical_id] = f"local:{logical_id}"
+
+    def _task_definition(self, logical_id: str, props: dict[str, Any]) -> None:
+        """Nothing to run (no ECS here): a service's environment and task role are kept under its
+        spec's name (the FUNCTION_TAG), for whoever runs it locally as that role."""
+        spec_name = _tags(props).get(FUNCTION_TAG)
+        if spec_name is None:
+            raise NotImplementedError(f"{logical_id}: a task definition without the {FUNCTION_TAG} tag")
+        (container,) = props["ContainerDefinitions"]
+        self.out.function_env[spec_name] = {
+            item["Name"]: str(self.out.resolve(item["Value"])) for item in container.get("Environment", [])
+        }
+        self.out.principal_roles[spec_name] = props["TaskRoleArn"]["Fn::GetAtt"][0]
         self.out.physical_ids[logical_id] = self.out.arns[logical_id] = f"local:{logical_id}"
 
     def _bucket_notifications(self, logical_id: str, props: dict[str, Any]) -> None:

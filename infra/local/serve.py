@@ -14,8 +14,8 @@ import secrets
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 
 import boto3
 import uvicorn
@@ -24,15 +24,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infra.local.cloud import LocalCloud
 from infra.local.deploy import REGION
+from infra.local.dicom_receiver import receiving_dicom
 from infra.local.live import LiveConnections, ManagementEndpoint, live_route
 from infra.local.s3_gateway import S3Gateway
 from infra.settings import cdk_json_cors_origins
 from voxelpipe.adapters.storage import PUBLIC_ENDPOINT_ENV
 from voxelpipe.api.app import create_app
+from voxelpipe.dimse.settings import AeTitle
 from voxelpipe.function_specs import API, LIVE
 from voxelpipe.wiring import LIVE_STAGE, EnvVar
 
 DEFAULT_PORT = 8000
+# The receiver's AE title under `serve --dicom-port` when none is given: the demo tenant's.
+DEFAULT_DICOM_AE_TITLES = {"VOXELPIPE": AeTitle("demo")}
 LIVE_PATH = "/live"
 
 
@@ -42,6 +46,7 @@ class Endpoints:
     s3: str
     live: str  # the WebSocket clients connect to (GET /health says it too)
     live_management: str  # the local Management API the push function posts to
+    dicom: str | None = None  # host:port of the DICOM C-STORE receiver, when it runs
 
 
 def acting_as(cloud: LocalCloud, function: str, app: ASGIApp) -> ASGIApp:
@@ -89,9 +94,13 @@ def serving(
     *,
     live_port: int | None = None,
     cors_origins: tuple[str, ...] | None = None,
+    dicom_port: int | None = None,
+    dicom: dict[str, AeTitle] | None = None,
 ) -> Iterator[Endpoints]:
     """Run the API (with its live-progress WebSocket), S3 and local Management API endpoints until
-    the block ends. `cors_origins`: the REST API's allowed origins (default: cdk.json's)."""
+    the block ends. `cors_origins`: the REST API's allowed origins (default: cdk.json's).
+    `dicom_port`: also the DICOM C-STORE receiver there (0: any free port), for the AE titles of
+    `dicom` (default VOXELPIPE for the demo tenant)."""
     s3_port = s3_port or port + 1
     live_port = live_port or port + 2
     endpoints = Endpoints(
@@ -143,7 +152,13 @@ def serving(
             _running(s3, "voxelpipe-s3"),
             _running(management, "voxelpipe-live"),
             _running(api, "voxelpipe-api"),
+            ExitStack() as receivers,
         ):
+            if dicom_port is not None:
+                bound = receivers.enter_context(
+                    receiving_dicom(cloud, dicom or DEFAULT_DICOM_AE_TITLES, host=host, port=dicom_port)
+                )
+                endpoints = replace(endpoints, dicom=f"{host}:{bound}")
             yield endpoints
 
 
@@ -161,13 +176,29 @@ def serve(
     s3_port: int | None,
     live_port: int | None = None,
     cors_origins: tuple[str, ...] | None = None,
+    *,
+    dicom_port: int | None = None,
+    dicom: dict[str, AeTitle] | None = None,
 ) -> None:
-    with serving(host, port, s3_port, live_port=live_port, cors_origins=cors_origins) as endpoints:
+    with serving(
+        host,
+        port,
+        s3_port,
+        live_port=live_port,
+        cors_origins=cors_origins,
+        dicom_port=dicom_port,
+        dicom=dicom,
+    ) as endpoints:
         print(
             f"voxelpipe API on {endpoints.api} (docs: {endpoints.api}/docs), S3 on {endpoints.s3}, "
             f"live progress on {endpoints.live}",
             flush=True,
         )
+        if endpoints.dicom is not None:
+            titles = ", ".join(
+                f"{title} -> {ae.tenant}" for title, ae in (dicom or DEFAULT_DICOM_AE_TITLES).items()
+            )
+            print(f"DICOM C-STORE receiver on {endpoints.dicom} (AE titles: {titles})", flush=True)
         print("mint a token: voxelpipe token --tenant demo --role uploader; stop with Ctrl-C", flush=True)
         try:
             threading.Event().wait()

@@ -97,9 +97,11 @@ def test_a_bad_series_is_rejected_with_its_reason(cloud: LocalCloud, case_id: st
     case = CASES[case_id]
     study_id = submit_files(cloud, _files(case.instances), input_format="dicom")
     record = wait_for_terminal([study_id], timeout_s=120)[study_id]
-    assert (record.status, record.reason) == (StudyStatus.REJECTED, case.reason.value), record.reason_detail
+    assert (record.status, record.reason) == (StudyStatus.REJECTED, case.upload_reason.value), (
+        record.reason_detail
+    )
     assert _keys(cloud, f"uploads/demo/{study_id}/") == []  # quarantined, or deleted once decoded
-    assert report(cloud, study_id, case.id).as_json()["reason"] == case.reason.value
+    assert report(cloud, study_id, case.id).as_json()["reason"] == case.upload_reason.value
     assert not [i for i in cloud.invocations if i.error and i.function != "prepare"]
 
 

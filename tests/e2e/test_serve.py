@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ import httpx
 
 from infra.cli.client import Client
 from infra.local.samples import mni152_t1_path
+from tests.fixtures.exams import make_exam
 from tests.fixtures.serve import VOXELPIPE
 from voxelpipe.api.auth import Role, mint_dev_token
 
@@ -93,3 +95,43 @@ def test_the_cli_uploads_waits_and_downloads(server: str, tmp_path: Path):
         [str(VOXELPIPE), "upload", str(bad)], env=viewer, capture_output=True, text=True, timeout=60
     )
     assert refused.returncode == 1 and "403 forbidden" in refused.stderr
+
+
+def test_the_cli_uploads_a_dicom_folder_and_reports_each_series_decision(server: str, tmp_path: Path):
+    exam = make_exam()
+    folder = tmp_path / "DOE_JANE_MRN0012345"  # names the CLI never sends
+    for name, series in (("t1", exam.t1), ("scout", exam.localizer), ("flair", exam.flair)):
+        (folder / name).mkdir(parents=True)
+        for index, data in enumerate(series.instances):
+            (folder / name / f"IM{index:04d}").write_bytes(data)
+    (folder / "notes.txt").write_text("not an image")
+    env = {
+        **os.environ,
+        "VOXELPIPE_API_URL": server,
+        "VOXELPIPE_TOKEN": mint_dev_token("lab-a", Role.UPLOADER),
+    }
+    run = subprocess.run(
+        [str(VOXELPIPE), "upload", str(folder), "--analyses", "qc", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["uploaded"]["files"] == len(exam.instances) and report["skipped"] == 1
+    assert "uploading" in run.stderr and f"{len(exam.instances)}/{len(exam.instances)} files" in run.stderr
+    decisions = {d["class"]: d for d in report["series"]}
+    assert set(decisions) == {"T1", "LOCALIZER", "FLAIR"}, report
+    t1, localizer, flair = decisions["T1"], decisions["LOCALIZER"], decisions["FLAIR"]
+    assert t1["selected"] and t1["rule"] == "3d-t1" and t1["study_id"] and t1["explanation"]
+    assert (localizer["selected"], localizer["rule"], localizer["study_id"]) == (
+        False,
+        "localizers-and-derived",
+        None,
+    )
+    assert not flair["selected"] and flair["rule"] is None  # no rule of the default set matched it
+    # What the study declares are the CLI's own names: nothing of the folder's reached the API.
+    view = Client(server, env["VOXELPIPE_TOKEN"]).study(report["study_id"])
+    assert "DOE" not in json.dumps(view) and "IM0000" not in json.dumps(view)
+    assert {f["name"] for f in view["files"]} == {f"{i:05d}.dcm" for i in range(len(exam.instances))}

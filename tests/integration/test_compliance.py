@@ -19,6 +19,7 @@ from aws_cdk import aws_sqs as sqs
 from cfnlint.api import ManualArgs, lint
 
 from infra import nag
+from infra.dicom_receiver import AE_TITLES_CONTEXT, INTERNET_FACING_CONTEXT, TLS_CONTEXT
 from infra.layers import stand_in_layers
 from infra.pipeline import PIPELINE_CONTEXT, PIPELINE_STACK_NAME, STACK_NAME, PipelineConfig, PipelineStack
 from infra.security import StackSecurity, retention
@@ -32,6 +33,7 @@ TRANSITION_DAYS = 45
 CORS_ORIGINS = ["https://viewer.example.org", "https://lab.example.org"]
 
 MAX_WORKERS = f"{GPU_CONTEXT_PREFIX}max_workers"
+DICOM_CERTIFICATE = "arn:aws:acm:eu-west-1:222222222222:certificate/11111111-2222-3333-4444-555555555555"
 
 
 # A pipeline to two accounts, so that the pipeline stack and both stages are checked too.
@@ -41,7 +43,17 @@ PIPELINE = {
     "branch": "main",
     "stages": {
         "dev": {"account": "111111111111", "region": "eu-west-1", "context": {MAX_WORKERS: 2}},
-        "prod": {"account": "222222222222", "region": "eu-west-1", "context": {MAX_WORKERS: 16}},
+        "prod": {
+            "account": "222222222222",
+            "region": "eu-west-1",
+            # The DICOM receiver on the internet, with DICOM TLS: the TLS listener is checked too.
+            "context": {
+                MAX_WORKERS: 16,
+                AE_TITLES_CONTEXT: {"VOXELPIPE": "hospital-a"},
+                TLS_CONTEXT: DICOM_CERTIFICATE,
+                INTERNET_FACING_CONTEXT: True,
+            },
+        },
     },
 }
 
@@ -130,6 +142,29 @@ def test_context_sets_when_derived_data_moves_to_a_colder_class(synthesized: Syn
     assert [rule["Transitions"] for rule in rules] == [
         [{"StorageClass": "GLACIER_IR", "TransitionInDays": TRANSITION_DAYS}]
     ]
+
+
+def test_the_dicom_receiver_listens_with_tls_where_context_names_a_certificate(synthesized: Synthesized):
+    def of_type(template: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+        return [r["Properties"] for r in template["Resources"].values() if r["Type"] == kind]
+
+    (prod,) = [t for name, t in synthesized.templates.items() if "-Prod/" in name]
+    (listener,) = of_type(prod, "AWS::ElasticLoadBalancingV2::Listener")
+    assert (listener["Protocol"], listener["Port"]) == ("TLS", 11112)
+    assert listener["Certificates"] == [{"CertificateArn": DICOM_CERTIFICATE}]
+    assert listener["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+    (balancer,) = of_type(prod, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    assert balancer["Scheme"] == "internet-facing"
+    (service,) = of_type(prod, "AWS::ECS::Service")
+    assert service["DesiredCount"] == 1
+    # The stack without that context: plain DICOM on an internal balancer, and no task without AE titles.
+    standalone = synthesized.templates[f"{STACK_NAME}.template.json"]
+    (listener,) = of_type(standalone, "AWS::ElasticLoadBalancingV2::Listener")
+    assert listener["Protocol"] == "TCP"
+    (balancer,) = of_type(standalone, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    assert balancer["Scheme"] == "internal"
+    (service,) = of_type(standalone, "AWS::ECS::Service")
+    assert service["DesiredCount"] == 0
 
 
 def test_an_unacknowledged_finding_fails_the_synthesis(tmp_path: Path):

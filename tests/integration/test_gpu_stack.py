@@ -161,8 +161,8 @@ def test_the_job_role_answers_task_tokens_of_the_state_machine_only(template: di
 def test_the_scaler_runs_every_minute_and_may_submit_worker_jobs(template: dict[str, Any]):
     (rule,) = [
         r
-        for r in _resources(template, "AWS::Events::Rule").values()
-        if r["Properties"].get("ScheduleExpression") == "rate(1 minute)"
+        for lid, r in _resources(template, "AWS::Events::Rule").items()
+        if r["Properties"].get("ScheduleExpression") == "rate(1 minute)" and "Scaler" in lid
     ]
     target = rule["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0]
     scaler = template["Resources"][target]["Properties"]

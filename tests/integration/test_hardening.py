@@ -300,6 +300,22 @@ def test_the_api_stage_is_logged_traced_throttled_validated_and_behind_waf(
         if "ManagedRuleGroupStatement" in r["Statement"]
     }
     assert "AWSManagedRulesCommonRuleSet" in groups
+    # STOW-RS bodies (binary DICOM, up to 4 MiB) skip the common rule set's body rules, and only they.
+    (common,) = [
+        r["Statement"]["ManagedRuleGroupStatement"]
+        for r in acl["Properties"]["Rules"]
+        if r["Statement"].get("ManagedRuleGroupStatement", {}).get("Name") == "AWSManagedRulesCommonRuleSet"
+    ]
+    stow = common["ScopeDownStatement"]["NotStatement"]["Statement"]["AndStatement"]["Statements"]
+    assert {
+        (m["ByteMatchStatement"]["SearchString"], m["ByteMatchStatement"]["PositionalConstraint"])
+        for m in stow
+    } == {
+        ("POST", "EXACTLY"),
+        ("/dicomweb/studies", "CONTAINS"),
+    }
+    (rest,) = _resources(template, "AWS::ApiGateway::RestApi").values()
+    assert set(rest["Properties"]["BinaryMediaTypes"]) == {"multipart/related", "application/dicom"}
     assert any("RateBasedStatement" in r["Statement"] for r in acl["Properties"]["Rules"])
     (logging,) = _resources(template, "AWS::WAFv2::LoggingConfiguration").values()
     assert logging["Properties"]["RedactedFields"] == [{"SingleHeader": {"Name": "authorization"}}]

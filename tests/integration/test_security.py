@@ -138,7 +138,14 @@ def _operations() -> list[tuple[str, str, dict[str, Any]]]:
 # What a path parameter is filled with, and the 404 code another tenant's resource answers.
 PATH_PARAMETERS = {"study_id": "study_not_found", "name": "model_not_found", "version": "rule_set_not_found"}
 # Path parameters that name no tenant's resource (a kind of reference data): what fills them.
-FIXED_PATH_PARAMETERS = {"kind": "atlas", "subject_ref": "sub-foreign"}
+# DICOMweb's UIDs: no tenant holds these (test_api_dicomweb.py holds another tenant's to a 404).
+FIXED_PATH_PARAMETERS = {
+    "kind": "atlas",
+    "subject_ref": "sub-foreign",
+    "study_uid": "2.25.1",
+    "series_uid": "2.25.2",
+    "sop_uid": "2.25.3",
+}
 
 
 def _not_found_code(path: str, parameter: str) -> str:

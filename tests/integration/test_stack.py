@@ -111,7 +111,7 @@ def test_dispatch_consumes_both_queues_reporting_partial_failures(template: dict
 def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
     schema = table_schema(StudyRecord)
     tables = _resources(template, "AWS::DynamoDB::Table")
-    assert len(tables) == 9
+    assert len(tables) == 10
     models = next(t["Properties"] for lid, t in tables.items() if lid.startswith("ModelsTable"))
     # Models belong to an owner (a tenant, or the deployment): one query lists an owner's models.
     assert models["KeySchema"] == [
@@ -363,3 +363,17 @@ def test_no_cors_by_default(template: dict[str, Any]):
         if lid == _function_id(template, "api")
     )
     assert api["Properties"]["Environment"]["Variables"][EnvVar.CORS_ALLOWED_ORIGINS] == ""
+
+
+def test_network_exams_are_completed_every_minute(template: dict[str, Any]):
+    (rule,) = [
+        r
+        for lid, r in _resources(template, "AWS::Events::Rule").items()
+        if lid.startswith("TransferCompletionSchedule")
+    ]
+    assert rule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    target = rule["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0]
+    sweep = template["Resources"][target]["Properties"]
+    assert {"Key": "voxelpipe:function", "Value": "complete_transfers"} in sweep["Tags"]
+    for var in (EnvVar.TRANSFERS_TABLE, EnvVar.RULES_TABLE, EnvVar.NORMAL_PRIORITY_QUEUE_URL):
+        assert var in sweep["Environment"]["Variables"]

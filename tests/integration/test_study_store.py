@@ -13,12 +13,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from infra.local.cloud import LocalCloud
-from tests.fakes import InMemoryStudyStore
+from tests.fakes import InMemoryStudyStore, InMemoryTransferStore
 from voxelpipe import tracking
 from voxelpipe.adapters.study_table import DynamoStudyStore
+from voxelpipe.adapters.transfers import DynamoTransferStore
 from voxelpipe.messages import FailureInput, StepError
 from voxelpipe.pipeline.failure import mark_failed
-from voxelpipe.ports import StudyChanged, StudyStore
+from voxelpipe.ports import StudyChanged, StudyStore, TransferStore
 from voxelpipe.records import ObjectRecord
 from voxelpipe.status import StudyStatus, TaskStatus
 
@@ -194,3 +195,47 @@ def test_studies_in_a_status_by_when_they_were_updated(store: StudyStore):
     assert store.studies_in_status(
         StudyStatus.QUEUED, updated_before=now, updated_after=now - timedelta(minutes=1)
     )
+
+
+@pytest.fixture(params=["dynamodb", "in-memory"])
+def transfers(request: pytest.FixtureRequest) -> Iterator[TransferStore]:
+    if request.param == "in-memory":
+        yield InMemoryTransferStore()
+    else:
+        cloud: LocalCloud = request.getfixturevalue("cloud")
+        assert cloud.bucket
+        yield DynamoTransferStore()
+
+
+def test_a_transfer_is_noted_ended_and_settled_only_when_nothing_arrived_since(transfers: TransferStore):
+    start = datetime(2026, 12, 4, 12, tzinfo=UTC)
+    transfers.note_ended("t" * 32, start)  # no record: nothing is created
+    assert transfers.get_transfer("t" * 32) is None
+    transfers.note_received("t" * 32, "lab", "c-store", at=start, opened=True)
+    transfers.note_received("t" * 32, "lab", "c-store", at=start + timedelta(seconds=2), opened=True)
+    transfers.note_received("t" * 32, "lab", "c-store", at=start + timedelta(seconds=5))
+    transfers.note_ended("t" * 32, start + timedelta(seconds=6))
+    seen = transfers.get_transfer("t" * 32)
+    assert seen is not None and seen.open_transfers == 1  # two opened, one ended
+    assert (seen.tenant, seen.source, seen.first_received_at, seen.last_received_at, seen.ended_at) == (
+        "lab",
+        "c-store",
+        start,
+        start + timedelta(seconds=5),
+        start + timedelta(seconds=6),
+    )
+    assert [t.study_id for t in transfers.pending_transfers()] == ["t" * 32]
+    transfers.note_received("t" * 32, "lab", "c-store", at=start + timedelta(seconds=9))
+    assert not transfers.settle(seen)  # an instance arrived after it was read
+    assert transfers.settle(transfers.get_transfer("t" * 32))  # type: ignore[arg-type]
+    assert transfers.get_transfer("t" * 32) is None and transfers.pending_transfers() == []
+
+
+def test_received_counts_objects_written_beside_arrived(store: StudyStore):
+    _study(store)
+    assert [store.count_received(STUDY) for _ in range(2)] == [1, 2]
+    assert store.count_arrival(STUDY) == 1
+    record = store.get_study(STUDY)
+    assert record is not None and (record.received, record.arrived) == (2, 1)
+    with pytest.raises(StudyChanged):
+        store.count_received("e" * 32)

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.fakes import FakeExecutions, InMemoryStorage, InMemoryStudyStore, RecordingQueues
+from tests.fakes import FakeExecutions, InMemoryStorage, InMemoryStudyStore, RecordingQueues, exam_adapters
 from tests.fixtures.bad_nifti import make_good_nifti
 from voxelpipe import tracking
 from voxelpipe.keys import UploadKey, derived_key, quarantine_key, work_key
@@ -94,7 +94,7 @@ def test_a_valid_upload_is_queued_under_the_servers_name(store: InMemoryStudySto
     _, content = make_good_nifti()
     study, upload = _upload(store, storage, content)
     queues = RecordingQueues()
-    outcome = ingest_upload(upload, store, storage, queues, Limits())
+    outcome = ingest_upload(upload, exam_adapters(store, storage, queues))
     assert outcome.status == StudyStatus.QUEUED
     (item,) = queues.sent
     assert (item.study_id, item.attempt, item.input_key) == (study.study_id, 1, upload.key)
@@ -108,7 +108,7 @@ def test_a_bad_upload_is_rejected_and_quarantined_under_the_servers_name(
     store: InMemoryStudyStore, storage: InMemoryStorage
 ):
     study, upload = _upload(store, storage, b"not a scan at all")
-    outcome = ingest_upload(upload, store, storage, RecordingQueues(), Limits())
+    outcome = ingest_upload(upload, exam_adapters(store, storage))
     assert (outcome.status, outcome.reason) == (StudyStatus.REJECTED, "not_an_image")
     assert storage.list_keys("") == [quarantine_key(upload.key)]
     (task,) = store.tasks_of(study.study_id)
@@ -121,7 +121,7 @@ def test_an_upload_to_a_deleted_study_is_not_kept(store: InMemoryStudyStore, sto
     study, upload = _upload(store, storage, content)
     manage.delete(study, store, storage, FakeExecutions(), actor="t", source="t")
     storage.write(upload.key, content)  # arrives late
-    outcome = ingest_upload(upload, store, storage, RecordingQueues(), Limits())
+    outcome = ingest_upload(upload, exam_adapters(store, storage))
     assert outcome.status == StudyStatus.DELETED and storage.objects == {}
 
 

@@ -318,8 +318,8 @@ def test_default_rule_set_decisions():
     assert t1.explanation[-1] == (
         "3d-t1: SeriesClass equals T1 -> true (is T1); MRAcquisitionType equals 3D -> true (is 3D) => match"
     )
-    assert "MRAcquisitionType equals 3D -> false (is 2D)" in t2.explanation[2]
-    assert [len(d.explanation) for d in (t1, localizer, t2, mpr)] == [3, 2, 5, 2]
+    assert "MRAcquisitionType equals 3D -> false (is 2D)" in t2.explanation[3]
+    assert [len(d.explanation) for d in (t1, localizer, t2, mpr)] == [4, 3, 5, 3]
 
 
 def test_default_rule_set_processes_a_one_series_upload_whatever_it_is():

@@ -58,13 +58,15 @@ def test_reason_codes_are_the_documented_strings() -> None:
         "unsupported_transfer_syntax",
         "incomplete_series",
         "burned_in_phi",
+        "no_series_selected",
     }
     assert ReasonCode.TRUNCATED == "truncated" and str(ReasonCode.TOO_LARGE) == "too_large"
 
 
 def test_every_reason_has_a_fixture() -> None:
     # unknown_analysis is about the request, not the file: tested end to end.  The DICOM codes
-    # have their fixtures in tests/fixtures/dicom.py (tests/unit/test_dicom_series.py checks them).
+    # have their fixtures in tests/fixtures/dicom.py (tests/unit/test_dicom_series.py checks them);
+    # no_series_selected is the routing rules' (tests/unit/test_exams.py).
     dicom_reasons = {
         ReasonCode.NOT_DICOM,
         ReasonCode.NO_PIXEL_DATA,
@@ -74,7 +76,9 @@ def test_every_reason_has_a_fixture() -> None:
         ReasonCode.INCOMPLETE_SERIES,
         ReasonCode.BURNED_IN_PHI,
     }
-    file_reasons = set(ReasonCode) - {ReasonCode.UNKNOWN_ANALYSIS} - dicom_reasons
+    file_reasons = (
+        set(ReasonCode) - {ReasonCode.UNKNOWN_ANALYSIS, ReasonCode.NO_SERIES_SELECTED} - dicom_reasons
+    )
     assert {case.reason for case in CASES} == file_reasons
     for code in file_reasons:
         assert make_bad_nifti(code.value).reason == code

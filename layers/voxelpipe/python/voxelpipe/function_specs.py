@@ -89,6 +89,10 @@ _STATUS_TABLES = (
     EnvVar.EVENT_BUS_NAME,
 )
 
+# Completing a DICOM exam (ingest, the API, the completion sweep): its pending transfers, and the
+# tenant's routing rules.
+_EXAM_TABLES = (EnvVar.TRANSFERS_TABLE, EnvVar.RULES_TABLE)
+
 INGEST = FunctionSpec(
     name="ingest",
     description="Validates each upload from its header, then its data; rejects or queues the study",
@@ -102,7 +106,7 @@ INGEST = FunctionSpec(
         EnvVar.NORMAL_PRIORITY_QUEUE_URL,
         EnvVar.MAX_UPLOAD_BYTES,
         EnvVar.MODELS_TABLE,
-        EnvVar.RULES_TABLE,  # the tenant's active routing rule set decides which series are studies
+        *_EXAM_TABLES,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES)},
     dependencies=_IMAGING,
@@ -173,10 +177,10 @@ API = FunctionSpec(
         EnvVar.WEBHOOK_SECRET_ARN,  # each webhook study's signing key; the list cursors' key
         EnvVar.MODELS_TABLE,
         EnvVar.REFERENCES_TABLE,  # registers reference data; checks what studies name
-        EnvVar.RULES_TABLE,  # the tenants' routing rule sets (/rules)
         EnvVar.GPU_ANALYSES,  # GET /analyses shows the runtime each analysis is deployed with
         EnvVar.LIVE_URL,  # GET /health tells clients where live progress is
         EnvVar.CORS_ALLOWED_ORIGINS,
+        *_EXAM_TABLES,  # completes DICOM uploads, takes STOW-RS transfers, keeps the rule sets (/rules)
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
     # Completing a DICOM upload runs the series checks (imported then, not at a cold start).
@@ -195,6 +199,23 @@ REAPER = FunctionSpec(
         EnvVar.NORMAL_PRIORITY_QUEUE_URL,
         EnvVar.STATE_MACHINE_ARN,
     ),
+)
+COMPLETE_TRANSFERS = FunctionSpec(
+    name="complete_transfers",
+    description="Every minute: routes and queues the network DICOM exams whose transfers are over",
+    memory_mb=1024,
+    timeout_s=300,
+    env=(
+        EnvVar.BUCKET,
+        *_STATUS_TABLES,
+        *_EXAM_TABLES,
+        EnvVar.HIGH_PRIORITY_QUEUE_URL,
+        EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+        EnvVar.MAX_UPLOAD_BYTES,
+        EnvVar.MODELS_TABLE,
+    ),
+    settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES)},
+    dependencies=_IMAGING,  # routing reads the first instance of each series
 )
 WEBHOOK = FunctionSpec(
     name="webhook",
@@ -251,6 +272,48 @@ GPU_WORKER_ENV: tuple[EnvVar, ...] = (
     EnvVar.GPU_QUEUE_URL,
 )
 
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A long-running container service (ECS Fargate, not a Lambda): its code folder (with its
+    Dockerfile), size, the resources it is told of and its own settings. The stack's construct and
+    the local runner (`voxelpipe serve --dicom-port`) both read it."""
+
+    name: str
+    description: str
+    cpu: int  # Fargate CPU units (1024 = 1 vCPU)
+    memory_mb: int
+    env: tuple[EnvVar, ...]
+    settings: dict[EnvVar, str] = field(default_factory=dict)
+
+    @property
+    def code_dir(self) -> str:
+        return f"functions/{self.name}"
+
+
+# The DICOM C-STORE receiver (voxelpipe.dimse, docs/dicom-receiver.md): the receive use case writes
+# each instance to uploads/, records it (studies, objects) and its transfer, and creating an exam's
+# study announces it on the bus. Its memory holds, at worst, each open association's instance
+# (up to max_instance_bytes) about three times while it is received and handed over.
+DICOM_RECEIVER = ServiceSpec(
+    name="dicom_receiver",
+    description="The DICOM C-STORE receiver (DIMSE SCP): AE titles mapped to tenants, instances to ingest",
+    cpu=2048,
+    memory_mb=8192,
+    env=(
+        EnvVar.BUCKET,
+        EnvVar.STUDIES_TABLE,
+        EnvVar.OBJECTS_TABLE,
+        EnvVar.TRANSFERS_TABLE,
+        EnvVar.EVENT_BUS_NAME,
+    ),
+    settings={
+        EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES),
+        # 6 associations of at most 256 MiB instances: within the task's 8 GiB at worst.
+        EnvVar.DICOM_SETTINGS: '{"max_associations": 6, "max_instance_bytes": 268435456}',
+    },
+)
+
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     INGEST,
     DISPATCH,
@@ -260,6 +323,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     MARK_FAILED,
     API,
     REAPER,
+    COMPLETE_TRANSFERS,
     WEBHOOK,
     SCALER,
     LIVE_AUTHORIZER,

@@ -14,10 +14,17 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
-from voxelpipe.records import AuditRecord, ConnectionRecord, ObjectRecord, StudyRecord, TaskRecord
+from voxelpipe.records import (
+    AuditRecord,
+    ConnectionRecord,
+    ObjectRecord,
+    StudyRecord,
+    TaskRecord,
+    TransferRecord,
+)
 from voxelpipe.status import StudyStatus
 
-if TYPE_CHECKING:  # keeps the rule language (pydantic models, the catalogue) off every import path
+if TYPE_CHECKING:  # pydantic, which the rule sets need, is not every function's to import
     from voxelpipe.routing import RuleSet
 
 # A change to a record's fields: name -> new value; None removes the field.
@@ -73,6 +80,10 @@ class StudyStore(Protocol):
 
     def set_study_fields(self, study_id: str, changes: Changes) -> None:
         """Change fields of an existing study (never creates one); StudyChanged when it is missing."""
+        ...
+
+    def count_received(self, study_id: str) -> int:
+        """Add one to the study's `received` (a network sender wrote a new object); the new count."""
         ...
 
     def count_arrival(self, study_id: str) -> int:
@@ -141,6 +152,34 @@ class StudyStore(Protocol):
         ...
 
 
+class TransferStore(Protocol):
+    """DICOM exams with instances pending (docs/dicom.md): what arrived over the network, when, and
+    whether the transfer that carried it has ended."""
+
+    def note_received(
+        self, study_id: str, tenant: str, source: str, *, at: datetime, opened: bool = False
+    ) -> None:
+        """An object of the study was written at `at` (a record is created when it has none);
+        `opened`: the first of a transfer, which is open from now until `note_ended`."""
+        ...
+
+    def note_ended(self, study_id: str, at: datetime) -> None:
+        """A transfer that carried objects of the study ended: one open transfer fewer (nothing
+        when no record exists)."""
+        ...
+
+    def get_transfer(self, study_id: str) -> TransferRecord | None: ...
+
+    def pending_transfers(self) -> list[TransferRecord]:
+        """Every record: the exams the completion sweep looks at."""
+        ...
+
+    def settle(self, transfer: TransferRecord) -> bool:
+        """Delete the record if nothing arrived since it was read (the same last time); False when
+        something did."""
+        ...
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     size: int
@@ -163,6 +202,10 @@ class ObjectStorage(Protocol):
         ...
 
     def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    def copy(self, key: str, destination: str) -> None:
+        """A server-side copy (the object's bytes never pass through the caller)."""
+        ...
 
     def move(self, key: str, destination: str) -> None: ...
 

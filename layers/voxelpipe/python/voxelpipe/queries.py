@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -130,3 +131,26 @@ def list_studies(
         start_key=start,
     )
     return page.items, encode_cursor(page.next_key, cursor_signing_key)
+
+
+def tenant_records(
+    store: StudyStore, tenant: str, *, max_records: int, page_size: int = 200
+) -> Iterator[StudyRecord]:
+    """The tenant's studies (not deleted ones), newest first, up to `max_records`: read a page at
+    a time through the tenant's index, never across tenants."""
+    start: dict[str, Any] | None = None
+    read = 0
+    while read < max_records:
+        page = store.tenant_studies(
+            tenant,
+            status=None,
+            since=None,
+            until=None,
+            limit=min(page_size, max_records - read),
+            start_key=start,
+        )
+        yield from page.items
+        read += len(page.items)
+        if page.next_key is None or not page.items:
+            return
+        start = page.next_key

@@ -85,6 +85,9 @@ class StudyRecord(Model):
     # "nifti" (one file) or "dicom" (a series: many files, or one .zip).
     input_format = UnicodeAttribute(default="nifti")
     arrived = NumberAttribute(default=0)  # how many declared files have arrived and passed
+    # Network exams and routed studies: how many distinct objects their senders wrote (ingest
+    # counts them again in `arrived`; the exam completes once it has checked them all).
+    received = NumberAttribute(default=0)
     parameters = JSONAttribute(null=True)  # per analysis: {name: {parameter: value}}
     uid_key = UnicodeAttribute(null=True)  # DICOM: the study's key for replacement UIDs (hex)
     # The status before the last change (tracking.transition copies it in the same update), for
@@ -92,8 +95,12 @@ class StudyRecord(Model):
     previous_status = UnicodeAttribute(null=True)
     cost = JSONAttribute(null=True)  # measured resource use and estimated cost (voxelpipe.cost)
     report = JSONAttribute(null=True)  # report.html/report.pdf: {"html"|"pdf": {status, key|error}}
-    # A DICOM exam: {"study_instance_uid", "series": [{"series_instance_uid", "series_number",
-    # "modality", "instances", "tags" (safe routing tags), "decision", "study_id"}]} (routing).
+    # DICOM exams (docs/dicom.md). How the study arrived: "upload" (POST /studies), "stow", "c-store",
+    # or "routed" (a further series of an exam, given a study of its own).
+    source = UnicodeAttribute(null=True)
+    exam_id = UnicodeAttribute(null=True)  # a routed study: the exam study it came from
+    series_uid = UnicodeAttribute(null=True)  # the (pseudonymous) series this study processes
+    # The exam study: {"study_instance_uid", "rule_set": {version}, "series": [ExamSeries.as_json()]}
     dicom = JSONAttribute(null=True)
 
     tenant_created = TenantCreatedIndex()
@@ -150,6 +157,29 @@ class ObjectRecord(Model):
     object_key = UnicodeAttribute(range_key=True)
     source = UnicodeAttribute()  # the S3 key it came from
     summary = JSONAttribute(null=True)
+
+
+class TransferRecord(Model):
+    """A DICOM exam whose instances arrive over the network (STOW-RS, C-STORE), or were routed to a
+    study of their own: kept while instances are pending, deleted once they are handed to the study.
+
+    `last_received_at` is when the last object was written; `ended_at` the end of the last transfer
+    (request or association) that carried one; `open_transfers` how many are still open. (The
+    object counts live on the study: `received`, `arrived`.)
+    """
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.TRANSFERS_TABLE)
+
+    study_id = UnicodeAttribute(hash_key=True)
+    tenant = UnicodeAttribute()
+    source = UnicodeAttribute()  # "stow" | "c-store" | "routed"
+    # Transfers that carried an instance and have not ended: an exam is never complete while one
+    # is open, however long it has been quiet (unless it went stale: a receiver that died).
+    open_transfers = NumberAttribute(default=0)
+    first_received_at = UTCDateTimeAttribute()
+    last_received_at = UTCDateTimeAttribute()
+    ended_at = UTCDateTimeAttribute(null=True)
 
 
 class ModelRecord(Model):
@@ -293,6 +323,7 @@ STATUS_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.TASKS_TABLE: TaskRecord,
     EnvVar.AUDIT_TABLE: AuditRecord,
     EnvVar.OBJECTS_TABLE: ObjectRecord,
+    EnvVar.TRANSFERS_TABLE: TransferRecord,
 }
 
 # The registries' tables (built by the stack like the status tables): models, reference data, and

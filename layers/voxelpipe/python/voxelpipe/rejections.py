@@ -28,7 +28,8 @@ class ReasonCode(StrEnum):
     # DICOM uploads (voxelpipe.dicom): one object at ingest, or the series at Prepare.
     NOT_DICOM = "not_dicom"  # no DICOM preamble or plausible header (or an archive without DICOM)
     NO_PIXEL_DATA = "no_pixel_data"  # a DICOM object without image pixels (SR, RT plan, DICOMDIR...)
-    MIXED_SERIES = "mixed_series"  # objects of more than one series (or study) in one upload
+    MIXED_SERIES = "mixed_series"  # objects of more than one study in one upload (or one series' checks)
+    NO_SERIES_SELECTED = "no_series_selected"  # the tenant's routing rules selected no series of the exam
     INCONSISTENT_GEOMETRY = "inconsistent_geometry"  # missing/mixed orientation, size, spacing
     UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"  # pixels in an encoding we can't decode
     INCOMPLETE_SERIES = "incomplete_series"  # slices missing from the series (a gap in the stack)

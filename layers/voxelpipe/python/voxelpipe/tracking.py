@@ -78,6 +78,9 @@ def create_study(
     input_format: str = "nifti",
     uid_key: str | None = None,
     parameters: dict[str, dict[str, Any]] | None = None,
+    source: str | None = None,
+    exam_id: str | None = None,
+    series_uid: str | None = None,
 ) -> StudyRecord | None:
     """Create the study's row at attempt 1; None when it already exists."""
     created = now()
@@ -96,6 +99,9 @@ def create_study(
         input_format=input_format,
         uid_key=uid_key,
         parameters=parameters,
+        source=source,
+        exam_id=exam_id,
+        series_uid=series_uid,
     )
     if not store.create_study(record):
         return None
@@ -129,26 +135,36 @@ def transition(
 
 # A new attempt may follow an attempt that ended; a rejected upload needs a new upload instead.
 REPROCESSABLE = frozenset({StudyStatus.COMPLETED, StudyStatus.FAILED})
+# A DICOM exam that receives instances after it ended opens an attempt that waits for them (a
+# rejected exam too: the new instances may be the series its rules were waiting for).
+REOPENABLE_FOR_INSTANCES = REPROCESSABLE | {StudyStatus.REJECTED}
 # What a new attempt starts without: the outcome of the one before.
 _ATTEMPT_OUTCOME = ("error", "results_key", "summary", "cost", "report")
 
 
-def open_attempt(store: StudyStore, study_id: str, previous: int) -> StudyRecord:
-    """Start attempt `previous + 1` of a study whose attempt `previous` ended; it is QUEUED.
+def open_attempt(
+    store: StudyStore, study_id: str, previous: int, *, awaiting_instances: bool = False
+) -> StudyRecord:
+    """Start attempt `previous + 1` of a study whose attempt `previous` ended; it is QUEUED, or
+    AWAITING_UPLOAD when `awaiting_instances` (a DICOM exam that received instances after it ended:
+    they are checked and routed before it is queued again).
 
     The write is conditional on the attempt, so of concurrent reprocess calls exactly one opens it.
     """
+    target = StudyStatus.AWAITING_UPLOAD if awaiting_instances else StudyStatus.QUEUED
     try:
         record = store.move_study(
             study_id,
             attempt=previous,
-            sources=REPROCESSABLE,
-            target=StudyStatus.QUEUED,
-            changes=dict.fromkeys(_ATTEMPT_OUTCOME),
+            sources=REOPENABLE_FOR_INSTANCES if awaiting_instances else REPROCESSABLE,
+            target=target,
+            changes=dict.fromkeys(
+                _ATTEMPT_OUTCOME + (("reason", "reason_detail") if awaiting_instances else ())
+            ),
             next_attempt=True,
         )
     except StudyChanged as changed:
-        raise TransitionRefused(study_id, StudyStatus.QUEUED, previous + 1, changed.current) from changed
+        raise TransitionRefused(study_id, target, previous + 1, changed.current) from changed
     _announce(record, record.previous_status)
     return record
 

@@ -52,12 +52,19 @@ class EnvVar(StrEnum):
     # callback URL the push function posts to (API Gateway Management API), and the user pool the
     # $connect authorizer verifies ID tokens against.
     CONNECTIONS_TABLE = "VOXELPIPE_CONNECTIONS_TABLE"
+    # DICOM exams whose instances are arriving over the network (or arrived after their study ended).
+    TRANSFERS_TABLE = "VOXELPIPE_TRANSFERS_TABLE"
     LIVE_URL = "VOXELPIPE_LIVE_URL"
     LIVE_CALLBACK_URL = "VOXELPIPE_LIVE_CALLBACK_URL"
     USER_POOL_ID = "VOXELPIPE_USER_POOL_ID"
     USER_POOL_CLIENT_ID = "VOXELPIPE_USER_POOL_CLIENT_ID"
     # REST API CORS: the origins (comma-separated) a browser front end may call the API from.
     CORS_ALLOWED_ORIGINS = "VOXELPIPE_CORS_ALLOWED_ORIGINS"
+    # The DICOM C-STORE receiver (docs/dicom-receiver.md): our AE titles and their tenants (JSON),
+    # the port it listens on, and its timeouts and limits (JSON, optional).
+    DICOM_AE_TITLES = "VOXELPIPE_DICOM_AE_TITLES"
+    DICOM_PORT = "VOXELPIPE_DICOM_PORT"
+    DICOM_SETTINGS = "VOXELPIPE_DICOM_SETTINGS"
 
 
 class Runtime(StrEnum):
@@ -108,6 +115,7 @@ class Resource(StrEnum):
     REFERENCES_TABLE = "ReferenceDataTable"
     RULES_TABLE = "RoutingRulesTable"
     CONNECTIONS_TABLE = "LiveConnectionsTable"
+    TRANSFERS_TABLE = "TransfersTable"
     LIVE_QUEUE = "LiveQueue"  # status and step events on their way to the push function
 
 
@@ -133,6 +141,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.REFERENCES_TABLE: Resource.REFERENCES_TABLE,
     EnvVar.RULES_TABLE: Resource.RULES_TABLE,
     EnvVar.CONNECTIONS_TABLE: Resource.CONNECTIONS_TABLE,
+    EnvVar.TRANSFERS_TABLE: Resource.TRANSFERS_TABLE,
 }
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})

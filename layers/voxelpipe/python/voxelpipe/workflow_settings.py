@@ -23,6 +23,9 @@ ANALYSIS_CONCURRENCY = 4
 
 # How often the reaper runs, and how many studies of each status it looks at per run.
 REAPER_INTERVAL_MIN = 5
+# How often network DICOM exams are checked for completion (pipeline/transfers.py): a tenant's
+# quiet period is honoured to within this. (The local cloud checks every second.)
+TRANSFER_SWEEP_INTERVAL_MIN = 1
 REAPER_BATCH = 50
 # The webhook queue: >= 5 receives before its DLQ, visibility >= 6x the webhook function's timeout.
 WEBHOOK_MAX_RECEIVE_COUNT = 8

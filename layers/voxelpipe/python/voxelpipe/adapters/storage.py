@@ -105,10 +105,13 @@ class Storage:
     def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         _client().put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
-    def move(self, key: str, destination: str) -> None:
+    def copy(self, key: str, destination: str) -> None:
         _client().copy_object(
             Bucket=self.bucket, Key=destination, CopySource={"Bucket": self.bucket, "Key": key}
         )
+
+    def move(self, key: str, destination: str) -> None:
+        self.copy(key, destination)
         _client().delete_object(Bucket=self.bucket, Key=key)
 
     def delete_all_versions(self, prefix: str) -> int:

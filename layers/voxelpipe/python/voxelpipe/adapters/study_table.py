@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from pynamodb.attributes import Attribute
+from pynamodb.attributes import Attribute, NumberAttribute
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
@@ -88,14 +88,20 @@ class DynamoStudyStore:
             raise
 
     def count_arrival(self, study_id: str) -> int:
+        return self._count(study_id, StudyRecord.arrived)
+
+    def count_received(self, study_id: str) -> int:
+        return self._count(study_id, StudyRecord.received)
+
+    def _count(self, study_id: str, attribute: NumberAttribute) -> int:
         record = StudyRecord(study_id)
         try:
-            record.update(actions=[StudyRecord.arrived.add(1)], condition=StudyRecord.study_id.exists())
+            record.update(actions=[attribute.add(1)], condition=StudyRecord.study_id.exists())
         except UpdateError as error:
             if refused_by_condition(error):
                 raise StudyChanged(study_id, None) from error
             raise
-        return int(record.arrived)
+        return int(getattr(record, attribute.attr_name))
 
     def tenant_studies(
         self,

@@ -9,7 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 import voxelpipe
 from voxelpipe.api import problems
-from voxelpipe.api.routes import analyses, models, references, rules, service, studies
+from voxelpipe.api.routes import analyses, dicomweb, models, references, rules, service, studies
 from voxelpipe.api.routes import viewer as viewer_routes
 from voxelpipe.wiring import EnvVar
 
@@ -57,4 +57,5 @@ def create_app() -> FastAPI:
     ):
         app.include_router(router)
     app.include_router(viewer_routes.router)  # viewer links, the viewer's data and pages
+    app.include_router(dicomweb.router)  # STOW-RS, QIDO-RS, WADO-RS (docs/dicomweb.md)
     return app

@@ -13,8 +13,11 @@ from voxelpipe.adapters.queues import SqsWorkQueues
 from voxelpipe.adapters.rule_sets import DynamoRuleSets
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
+from voxelpipe.adapters.transfers import DynamoTransferStore
 from voxelpipe.api.auth import Action, Principal, principal
 from voxelpipe.api.problems import not_found, problem_responses
+from voxelpipe.limits import Limits
+from voxelpipe.pipeline.lifecycle import ExamAdapters
 from voxelpipe.ports import Executions, RuleSets, StudyStore, WorkQueues
 from voxelpipe.records import StudyRecord
 
@@ -46,6 +49,21 @@ Bucket = Annotated[Storage, Depends(storage)]
 Queues = Annotated[WorkQueues, Depends(work_queues)]
 StateMachine = Annotated[Executions, Depends(executions)]
 Rules = Annotated[RuleSets, Depends(rule_sets)]
+
+
+def exam_adapters(store: Store, bucket: Bucket, queues: Queues) -> ExamAdapters:
+    """What completing a DICOM exam needs (POST /studies/{id}/complete, STOW-RS)."""
+    return ExamAdapters(
+        store=store,
+        storage=bucket,
+        queues=queues,
+        transfers=DynamoTransferStore(),
+        rule_sets=DynamoRuleSets(),
+        limits=Limits.from_environment(),
+    )
+
+
+Exam = Annotated[ExamAdapters, Depends(exam_adapters)]
 
 # The OpenAPI extension naming the action a route's caller must be allowed ("public": no token).
 ACTION_EXTENSION = "x-voxelpipe-action"

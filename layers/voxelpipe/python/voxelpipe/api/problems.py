@@ -34,6 +34,9 @@ PROBLEM_STATUSES: dict[int, str] = {
     403: "forbidden: the role may not do this, or the token names no tenant or role",
     404: "Not found for this tenant (another tenant's is the same answer)",
     409: "Conflict with the resource's state",
+    406: "not_acceptable: no media type the request accepts is one this resource answers in",
+    413: "Too large for one request or response (the detail names the alternative)",
+    415: "unsupported_media_type: the body is not of a media type this route takes",
 }
 
 

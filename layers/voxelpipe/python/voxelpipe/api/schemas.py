@@ -137,6 +137,31 @@ class DeclaredFile(BaseModel):
     size: int
 
 
+class SeriesDecisionView(BaseModel):
+    """What the tenant's routing rules decided for a series (docs/rules.md)."""
+
+    selected: bool
+    action: str = Field(description="process, discard, or none (no rule matched)")
+    rule: str | None = Field(default=None, description="the rule that decided; none when no rule matched")
+    analyses: list[str] | None = None
+    priority: str | None = None
+    destinations: list[str] = Field(default_factory=list)
+    explanation: list[str] = Field(default_factory=list, description="each rule evaluated, and why")
+
+
+class ExamSeriesView(BaseModel):
+    """One series of a DICOM exam, with the decision its routing made."""
+
+    series_instance_uid: str = Field(description="pseudonymous, as the de-identified objects carry it")
+    series_number: int | float | None = None
+    modality: str
+    series_class: str | None = Field(default=None, description="T1, T2, FLAIR, DWI, LOCALIZER, ...")
+    instances: int
+    tags: dict[str, Any] = Field(default_factory=dict, description="the routing attributes kept (no PHI)")
+    decision: SeriesDecisionView
+    study_id: str | None = Field(default=None, description="the study that processes it, when selected")
+
+
 class StudyView(BaseModel):
     study_id: str
     format: str
@@ -158,6 +183,17 @@ class StudyView(BaseModel):
     )
     report: StudyReport | None = Field(
         default=None, description="once COMPLETED: the study report, HTML and PDF (docs/report.md)"
+    )
+    source: str | None = Field(
+        default=None, description="how it arrived: upload, stow, c-store, or routed (from an exam)"
+    )
+    exam_id: str | None = Field(default=None, description="a routed study: the exam study it came from")
+    series: list[ExamSeriesView] = Field(
+        default_factory=list,
+        description="a DICOM exam: each series, with what the routing rules decided (docs/dicom.md)",
+    )
+    rule_set_version: int | None = Field(
+        default=None, description="the tenant's rule set version that routed the exam (none: the default)"
     )
 
 

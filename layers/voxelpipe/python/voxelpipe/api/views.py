@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 from voxelpipe.api.schemas import (
     DeclaredFile,
+    ExamSeriesView,
     ModelView,
     ReferenceFileView,
     ReferenceView,
@@ -84,6 +85,10 @@ def study_view(
             if bucket is not None and study.report and study.status == "COMPLETED"
             else None
         ),
+        source=study.source,
+        exam_id=study.exam_id,
+        series=[ExamSeriesView.model_validate(entry) for entry in (study.dicom or {}).get("series", [])],
+        rule_set_version=((study.dicom or {}).get("rule_set") or {}).get("version"),
     )
 
 

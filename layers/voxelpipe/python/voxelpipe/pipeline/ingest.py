@@ -19,6 +19,7 @@ from voxelpipe.observability import logger, metrics
 from voxelpipe.pipeline.ingest_dicom import ingest_dicom_object
 from voxelpipe.pipeline.lifecycle import (
     INGEST_ACTOR,
+    ExamAdapters,
     IngestOutcome,
     check_analyses,
     check_manifest,
@@ -74,11 +75,9 @@ def _validate(
     }
 
 
-def ingest_upload(
-    upload: UploadedObject, store: StudyStore, storage: ObjectStorage, queues: WorkQueues, limits: Limits
-) -> IngestOutcome:
+def ingest_upload(upload: UploadedObject, exam: ExamAdapters) -> IngestOutcome:
     """Validate one uploaded object and move its study to REJECTED or QUEUED; counted and logged."""
-    outcome = _ingest(upload, store, storage, queues, limits)
+    outcome = _ingest(upload, exam)
     metrics.add_metric(name=f"Uploads{outcome.status.title()}", unit=MetricUnit.Count, value=1)
     if outcome.study_id is None:
         logger.warning("upload quarantined: no study can be told", extra=asdict(outcome))
@@ -87,9 +86,8 @@ def ingest_upload(
     return outcome
 
 
-def _ingest(
-    upload: UploadedObject, store: StudyStore, storage: ObjectStorage, queues: WorkQueues, limits: Limits
-) -> IngestOutcome:
+def _ingest(upload: UploadedObject, exam: ExamAdapters) -> IngestOutcome:
+    store, storage = exam.store, exam.storage
     prefix = parse_study_prefix(upload.key)
     if prefix is None:
         # No study can be named, so nobody can be told: keep it out of uploads/ and say so in the logs.
@@ -115,8 +113,9 @@ def _ingest(
         return IngestOutcome(upload.key, study_id, study.status, detail="the study was deleted")
     # A study deleted while its upload was checked keeps nothing of it (a quarantined copy included).
     with writing_for(store, storage, study_id, writes=(Prefix.QUARANTINE,)):
-        ingest = ingest_dicom_object if study.input_format == "dicom" else _ingest_nifti
-        return ingest(upload, study, info, store, storage, queues, limits)
+        if study.input_format == "dicom":
+            return ingest_dicom_object(upload, study, info, exam)
+        return _ingest_nifti(upload, study, info, store, storage, exam.queues, exam.limits)
 
 
 def _ingest_nifti(

@@ -1,9 +1,11 @@
-"""Ingest for DICOM studies: each object is checked as it lands; the series when all have arrived.
+"""Ingest for DICOM studies: each object is checked as it lands; the exam when all have arrived.
 
-A DICOM study declares its files (many, or one .zip). Each object's header is read (a range read
-first) and its instances recorded once per SOP Instance UID; when every declared file has arrived,
-or on `POST /studies/{id}/complete`, the series checks run while the study can still be REJECTED,
-and the study is queued. No timeout decides that a series is complete.
+An uploaded DICOM study declares its files (many, or one .zip); a network exam's arrive by STOW-RS
+or C-STORE (pipeline/receive.py). Each object's header is read (a range read first) and its
+instances recorded once per SOP Instance UID. The exam completes when every declared file has
+arrived or on `POST /studies/{id}/complete` — or, for a network exam, when its transfers are over
+(pipeline/transfers.py). Then its series are routed (pipeline/exams.py), the selected series'
+checks run while the study can still be REJECTED, and it is queued. No timeout guesses.
 """
 
 from __future__ import annotations
@@ -16,33 +18,32 @@ from voxelpipe.dicom import (
     InstanceSummary,
     NeedMoreData,
     UidMap,
-    check_series,
     read_instance_header,
     read_series_zip,
 )
-from voxelpipe.keys import parse_upload_key, quarantine_key, upload_prefix
+from voxelpipe.keys import parse_upload_key, quarantine_key
 from voxelpipe.limits import HEADER_RANGE_BYTES, Limits
 from voxelpipe.messages import UploadedObject
+from voxelpipe.pipeline.exams import INSTANCE_PREFIX, complete_dicom_study
 from voxelpipe.pipeline.lifecycle import (
     INGEST_ACTOR,
+    ExamAdapters,
     IngestOutcome,
     check_analyses,
     check_manifest,
     quarantine_uploads,
-    queue_study,
     reject_study,
     uid_map,
 )
-from voxelpipe.ports import ObjectInfo, ObjectStorage, StudyStore, WorkQueues
+from voxelpipe.pipeline.transfers import complete_if_over
+from voxelpipe.ports import ObjectInfo, ObjectStorage
 from voxelpipe.records import ObjectRecord, StudyRecord
 from voxelpipe.rejections import ReasonCode, Rejected
 from voxelpipe.status import StudyStatus
 from voxelpipe.upload_files import check_upload_name
 
 FILE_PREFIX = "file#"
-INSTANCE_PREFIX = "instance#"
 _UID_FIELDS = ("sop_instance_uid", "series_instance_uid", "study_instance_uid", "frame_of_reference_uid")
-_TUPLE_FIELDS = ("image_position", "image_orientation", "pixel_spacing")
 
 
 def _pseudonymous(summary: InstanceSummary, uids: UidMap) -> dict[str, Any]:
@@ -52,15 +53,6 @@ def _pseudonymous(summary: InstanceSummary, uids: UidMap) -> dict[str, Any]:
         if fields[name]:
             fields[name] = uids(fields[name])
     return fields
-
-
-def _summary(fields: dict[str, Any]) -> InstanceSummary:
-    """A stored summary back as the dataclass (JSON turned its tuples into lists)."""
-    values: dict[str, Any] = {
-        name: tuple(value) if name in _TUPLE_FIELDS and value is not None else value
-        for name, value in fields.items()
-    }
-    return InstanceSummary(**values)
 
 
 def _header(data: bytes, object_size: int | None = None) -> InstanceSummary | None:
@@ -88,16 +80,14 @@ def _read_instances(
 
 
 def ingest_dicom_object(
-    upload: UploadedObject,
-    study: StudyRecord,
-    info: ObjectInfo,
-    store: StudyStore,
-    storage: ObjectStorage,
-    queues: WorkQueues,
-    limits: Limits,
+    upload: UploadedObject, study: StudyRecord, info: ObjectInfo, exam: ExamAdapters
 ) -> IngestOutcome:
+    store, storage, limits = exam.store, exam.storage, exam.limits
     study_id, attempt = study.study_id, int(study.attempt)
-    if study.status != StudyStatus.AWAITING_UPLOAD:
+    # A network exam (no manifest) takes instances whatever its status: those that arrive after
+    # it ended open its next attempt (pipeline/transfers.py). An upload's study is done with them.
+    declared = study.manifest is not None
+    if declared and study.status != StudyStatus.AWAITING_UPLOAD:
         # Late for its study (rejected, or complete): out of uploads/, with a note.
         storage.move(upload.key, quarantine_key(upload.key))
         tracking.audit(
@@ -120,6 +110,22 @@ def ingest_dicom_object(
             )
         instances = _read_instances(upload.key, object_name, info, storage, limits)
     except Rejected as rejected:
+        if not declared:
+            # One bad object of a network exam (its sender was told at once, if it could be):
+            # out of the way, and the exam goes on without it.
+            storage.move(upload.key, quarantine_key(upload.key))
+            store.count_arrival(study_id)
+            tracking.audit(
+                store,
+                study_id,
+                "instance_refused",
+                actor=INGEST_ACTOR,
+                source=upload.key,
+                detail={"reason": rejected.reason.value, "detail": rejected.detail},
+            )
+            complete_if_over(study_id, exam, source=upload.key)
+            status = str(study.status)
+            return IngestOutcome(upload.key, study_id, status, rejected.reason.value, rejected.detail)
         quarantine_uploads(storage, study)
         return reject_study(store, study_id, attempt, rejected, None, source=upload.key)
 
@@ -145,64 +151,16 @@ def ingest_dicom_object(
             detail={"count": duplicates},
         )
     if not store.record_object(ObjectRecord(study_id, FILE_PREFIX + object_name, source=upload.key)):
-        return IngestOutcome(
-            upload.key, study_id, StudyStatus.AWAITING_UPLOAD.value, detail="file seen before"
-        )
+        return IngestOutcome(upload.key, study_id, str(study.status), detail="file seen before")
     arrived = store.count_arrival(study_id)
-    declared = len(study.manifest or [])
-    if arrived >= declared:
-        return complete_dicom_study(study_id, store, storage, queues, limits, source=upload.key)
+    if not declared:
+        completed = complete_if_over(study_id, exam, source=upload.key)
+        return completed or IngestOutcome(
+            upload.key, study_id, str(study.status), detail=f"{arrived} objects; the transfer goes on"
+        )
+    expected = len(study.manifest or [])
+    if arrived >= expected:
+        return complete_dicom_study(study_id, exam, source=upload.key)
     return IngestOutcome(
-        upload.key, study_id, StudyStatus.AWAITING_UPLOAD.value, detail=f"{arrived} of {declared} files"
-    )
-
-
-def complete_dicom_study(
-    study_id: str,
-    store: StudyStore,
-    storage: ObjectStorage,
-    queues: WorkQueues,
-    limits: Limits,
-    *,
-    source: str,
-) -> IngestOutcome:
-    """Check the series from the recorded headers, then queue it, or reject it."""
-    study = store.get_study(study_id)
-    assert study is not None
-    attempt = int(study.attempt)
-    try:
-        tracking.transition(store, study_id, attempt, StudyStatus.VALIDATING)
-    except tracking.TransitionRefused:
-        return IngestOutcome(source, study_id, str(study.status), detail="already completed")
-    task = tracking.start_task(store, study_id, attempt, "validate")
-    records = store.objects_of(study_id, INSTANCE_PREFIX)
-    summaries = [_summary(record.summary) for record in records if record.summary]
-    try:
-        if not summaries:
-            files = int(study.arrived)
-            raise Rejected(ReasonCode.NO_PIXEL_DATA, f"None of the {files} files holds image pixels.")
-        check_series(summaries, limits=limits)
-    except Rejected as rejected:
-        quarantine_uploads(storage, study)
-        return reject_study(store, study_id, attempt, rejected, task, source=source)
-    first = summaries[0]
-    described = {
-        "format": "dicom",
-        "files": int(study.arrived),
-        "instances": len(summaries),
-        "modality": first.modality,
-        "rows": first.rows,
-        "columns": first.columns,
-        "frames": sum(s.frames for s in summaries),
-        "transfer_syntaxes": sorted({s.transfer_syntax for s in summaries}),
-    }
-    return queue_study(
-        store,
-        queues,
-        study_id,
-        attempt,
-        upload_prefix(study.tenant, study_id),
-        described,
-        task,
-        source=source,
+        upload.key, study_id, StudyStatus.AWAITING_UPLOAD.value, detail=f"{arrived} of {expected} files"
     )

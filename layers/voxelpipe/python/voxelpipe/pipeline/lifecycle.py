@@ -12,8 +12,9 @@ from voxelpipe import tracking
 from voxelpipe.analyses import CATALOGUE
 from voxelpipe.inference.registry import model_analyses
 from voxelpipe.keys import quarantine_key, upload_prefix
+from voxelpipe.limits import Limits
 from voxelpipe.messages import Priority, WorkItem
-from voxelpipe.ports import ObjectStorage, StudyStore, WorkQueues
+from voxelpipe.ports import ObjectStorage, RuleSets, StudyStore, TransferStore, WorkQueues
 from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.rejections import ReasonCode, Rejected
 from voxelpipe.status import StudyStatus
@@ -31,6 +32,18 @@ class IngestOutcome:
     status: str
     reason: str | None = None
     detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ExamAdapters:
+    """What ingest needs to check an upload and complete an exam (route it, queue it)."""
+
+    store: StudyStore
+    storage: ObjectStorage
+    queues: WorkQueues
+    transfers: TransferStore
+    rule_sets: RuleSets
+    limits: Limits
 
 
 def check_manifest(object_name: str, size: int, manifest: list[dict[str, Any]] | None) -> None:
@@ -72,12 +85,13 @@ def check_analyses(study: StudyRecord) -> None:
 
 
 def uid_map(study: StudyRecord) -> UidMap:
-    """The DICOM study's replacement UIDs: keyed hashes under the study's own key."""
+    """The DICOM study's replacement UIDs: keyed hashes under the study's own key. The studies
+    routed from an exam share the exam's, so one original UID has one replacement across them."""
     assert study.uid_key is not None, "a DICOM study is registered with its UID key"
     # Here, not at the top: the reaper and the API use this module and ship no pydicom.
     from voxelpipe.dicom import UidMap
 
-    return UidMap.for_study(bytes.fromhex(study.uid_key), study.study_id)
+    return UidMap.for_study(bytes.fromhex(study.uid_key), study.exam_id or study.study_id)
 
 
 def reject_study(

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from voxelpipe import tracking
 from voxelpipe.keys import UploadKey, upload_prefix
-from voxelpipe.limits import Limits
-from voxelpipe.pipeline.lifecycle import enqueue_study
+from voxelpipe.pipeline.lifecycle import ExamAdapters, enqueue_study
 from voxelpipe.ports import Executions, ObjectStorage, StudyStore, WorkQueues
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
@@ -39,28 +38,20 @@ class UploadIncomplete(Exception):
         self.missing = missing
 
 
-def complete_upload(
-    study: StudyRecord,
-    store: StudyStore,
-    storage: ObjectStorage,
-    queues: WorkQueues,
-    limits: Limits,
-    *,
-    actor: str,
-    source: str,
-) -> StudyRecord:
+def complete_upload(study: StudyRecord, exam: ExamAdapters, *, actor: str, source: str) -> StudyRecord:
     """The uploader says the upload is whole: a DICOM series that has files is checked and queued
     (or rejected) with what arrived; a study still missing files raises UploadIncomplete. A study
     past its upload (a NIfTI completes with its one file) is returned as it is."""
+    store, storage = exam.store, exam.storage
     tracking.audit(store, study.study_id, "complete_requested", actor=actor, source=source)
     if study.status != StudyStatus.AWAITING_UPLOAD:
         return study
     if study.input_format == "dicom" and study.arrived:
         # The series checks load pydicom, nibabel and numpy (~0.5 s): only a DICOM upload's
         # completion pays for them, not every cold start of the API.
-        from voxelpipe.pipeline.ingest_dicom import complete_dicom_study
+        from voxelpipe.pipeline.exams import complete_dicom_study
 
-        complete_dicom_study(study.study_id, store, storage, queues, limits, source=source)
+        complete_dicom_study(study.study_id, exam, source=source)
         return store.get_study(study.study_id) or study
     present = set(storage.list_keys(upload_prefix(study.tenant, study.study_id)))
     raise UploadIncomplete(

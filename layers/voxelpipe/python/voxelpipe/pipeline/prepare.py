@@ -1,9 +1,11 @@
 """Prepare: decode the upload once into the canonical volume every analysis reads.
 
-A NIfTI upload is reoriented to RAS+ in a fresh header. A DICOM series is assembled into one
-volume (already RAS+, fresh header); its de-identified objects and the converted volume become
-artifacts, and the original objects leave uploads/ (deleted, or kept briefly under work/). A
-series that does not decode is REJECTED and its objects quarantined, as ingest does.
+A NIfTI upload is reoriented to RAS+ in a fresh header. A DICOM study's series (the one its exam's
+rules chose: `series_uid`) is assembled into one volume (already RAS+, fresh header) from the
+originals in uploads/ and the de-identified copies an earlier attempt kept; its de-identified
+objects and the converted volume become artifacts, and the original objects leave uploads/
+(deleted, or kept briefly under work/). A series that does not decode is REJECTED and its objects
+quarantined, as ingest does.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import os
 import time
 
 from voxelpipe import tracking
-from voxelpipe.dicom import assemble_series, deidentify_bytes, read_series_zip
-from voxelpipe.keys import derived_key, work_key
+from voxelpipe.dicom import assemble_series, deidentify_bytes, read_instance_header, read_series_zip
+from voxelpipe.keys import derived_key, upload_prefix, work_key
 from voxelpipe.limits import Limits
 from voxelpipe.messages import ExecutionInput, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
@@ -46,58 +48,70 @@ def canonical_volume(img: Image) -> Image:
     return with_fresh_header(canonical(with_fresh_header(first_volume(img))))
 
 
-def _series(input_prefix: str, storage: ObjectStorage) -> list[bytes]:
-    """The objects of the study's series, a .zip opened."""
-    objects: list[bytes] = []
-    for key in storage.list_keys(input_prefix):
+def _series_objects(
+    study: StudyRecord, storage: ObjectStorage
+) -> tuple[list[bytes], dict[str, bytes], list[str]]:
+    """The objects of the series the study processes: the de-identified copies an earlier attempt
+    kept, and the originals in uploads/ (a .zip opened; an original replaces the copy of the same
+    instance); and the upload keys read (the originals to dispose of once converted)."""
+    uids = uid_map(study)
+    copies: dict[str, bytes] = {}
+    for key in storage.list_keys(derived_key(study.study_id, DEIDENTIFIED_PREFIX)):
         data = storage.read(key)
-        if key.lower().endswith(".zip"):
-            objects.extend(member for _, member in read_series_zip(data))
-        else:
-            objects.append(data)
-    return objects
+        copies[read_instance_header(data).sop_instance_uid] = data  # its UIDs are the pseudonymous ones
+    originals: dict[str, bytes] = {}
+    upload_keys = storage.list_keys(upload_prefix(study.tenant, study.study_id))
+    for key in upload_keys:
+        data = storage.read(key)
+        for member in [m for _, m in read_series_zip(data)] if key.lower().endswith(".zip") else [data]:
+            try:
+                summary = read_instance_header(member)
+            except Rejected:
+                continue  # no pixels (a report sent with the images): ingest passed it over too
+            if study.series_uid is not None and uids(summary.series_instance_uid) != study.series_uid:
+                continue  # another series of the exam: routed elsewhere, or not selected
+            sop = uids(summary.sop_instance_uid)
+            copies.pop(sop, None)
+            originals[sop] = member
+    return list(copies.values()), originals, upload_keys
 
 
 def _prepare_dicom(
     execution: ExecutionInput, study: StudyRecord, store: StudyStore, storage: ObjectStorage, task: TaskRecord
 ) -> Image:
-    objects = _series(execution.input_key, storage)
+    copies, originals, upload_keys = _series_objects(study, storage)
     try:
-        volume = assemble_series(objects, limits=Limits())
+        volume = assemble_series([*copies, *originals.values()], limits=Limits())
     except Rejected as rejected:
-        if execution.input_key.startswith(Prefix.UPLOADS):
-            quarantine_uploads(storage, study)  # as ingest does: out of uploads/, kept for a look
+        quarantine_uploads(storage, study)  # as ingest does: out of uploads/, kept for a look
         reject_study(
             store, study.study_id, execution.attempt, rejected, task, source=execution.input_key, actor=STEP
         )
         raise StudyRejected(f"{rejected.reason}: {rejected.detail}") from rejected
     tracking.set_progress(store, task, 40)
     storage.write(derived_key(study.study_id, CONVERTED_VOLUME), bytes(volume.nifti_bytes(compress=True)))
-    if not execution.input_key.startswith(Prefix.DERIVED):
-        # First conversion: keep only de-identified objects, and send the originals away.
-        uids = uid_map(study)
-        pseudonym = (study.subject or {}).get("subject_ref")
-        for number, data in enumerate(objects):
-            copy = deidentify_bytes(data, uids, patient_pseudonym=pseudonym)
-            storage.write(
-                derived_key(study.study_id, f"{DEIDENTIFIED_PREFIX}{number:05d}.dcm"),
-                copy,
-                "application/dicom",
-            )
-        _dispose_originals(study, execution.input_key, storage)
-        # A reprocess reads the de-identified copies: the originals are gone.
-        store.set_study_fields(
-            study.study_id, {"input_key": derived_key(study.study_id, DEIDENTIFIED_PREFIX)}
+    # Keep only de-identified objects, named by their pseudonymous SOP Instance UID, and send the
+    # originals away (those of other series too: routed studies have their own copies).
+    uids = uid_map(study)
+    pseudonym = (study.subject or {}).get("subject_ref")
+    for sop, data in originals.items():
+        copy = deidentify_bytes(data, uids, patient_pseudonym=pseudonym)
+        storage.write(
+            derived_key(study.study_id, f"{DEIDENTIFIED_PREFIX}{sop}.dcm"), copy, "application/dicom"
         )
+    _dispose_originals(study, upload_keys, storage)
+    # A reprocess reads the de-identified copies: the originals are gone.
+    store.set_study_fields(study.study_id, {"input_key": derived_key(study.study_id, DEIDENTIFIED_PREFIX)})
     return volume.image
 
 
-def _dispose_originals(study: StudyRecord, input_prefix: str, storage: ObjectStorage) -> None:
+def _dispose_originals(study: StudyRecord, keys: list[str], storage: ObjectStorage) -> None:
+    """Only the keys this attempt read: an instance that arrived since waits for the next one."""
     policy = DicomOriginals(os.environ.get(EnvVar.DICOM_ORIGINALS, DicomOriginals.DELETE))
-    if policy is DicomOriginals.RETAIN:
-        for key in storage.list_keys(input_prefix):
+    for key in keys:
+        if policy is DicomOriginals.RETAIN:
             storage.move(key, work_key(study.study_id, 0, "originals/" + key.rsplit("/", 1)[-1]))
-    storage.delete_all_versions(input_prefix)
+        storage.delete_all_versions(key)
 
 
 def prepare(execution: ExecutionInput, store: StudyStore, storage: ObjectStorage) -> PreparedVolume:

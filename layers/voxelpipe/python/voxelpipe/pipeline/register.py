@@ -13,6 +13,7 @@ from voxelpipe.inference.registry import model_analyses
 from voxelpipe.keys import new_study_id
 from voxelpipe.limits import Limits
 from voxelpipe.messages import Priority
+from voxelpipe.pipeline.receive import TransferSource
 from voxelpipe.ports import StudyStore
 from voxelpipe.records import StudyRecord
 from voxelpipe.references import ReferenceRefused, check_references
@@ -98,6 +99,7 @@ def register_study(
         input_format=input_format,
         # DICOM UIDs are replaced by keyed hashes; the key is the study's own, never shown.
         uid_key=secrets.token_hex(32) if input_format == "dicom" else None,
+        source=TransferSource.UPLOAD.value,
         parameters=parameters or None,
     )
     assert study is not None, "a fresh study id exists already"

@@ -419,8 +419,16 @@ def _condition(data: dict[str, Any]) -> Condition:
 
 DEFAULT_RULE_SET: Final = RuleSet(
     description="voxelpipe's default: a 3D T1 gets the default analyses; localizers and derived "
-    "series are set aside; a one-series upload is processed as it always was",
+    "series are set aside; an exam of one series is processed as it always was",
     rules=[
+        # First: an exam of one series was chosen by whoever sent it (a one-series upload, as
+        # before exams): it is processed, and its own checks say whether it can be.
+        RoutingRule(
+            name="only-series",
+            description="An exam of one series is processed, whatever it is",
+            condition=_condition({"field": "ExamSeriesCount", "equals": 1}),
+            action=RoutingAction(kind="process"),
+        ),
         RoutingRule(
             name="localizers-and-derived",
             description="Localizers and derived (reformatted, computed) series are not processed",
@@ -438,12 +446,6 @@ DEFAULT_RULE_SET: Final = RuleSet(
                     ]
                 }
             ),
-            action=RoutingAction(kind="process"),
-        ),
-        RoutingRule(
-            name="only-series",
-            description="An upload of one series is processed, whatever it is",
-            condition=_condition({"field": "ExamSeriesCount", "equals": 1}),
             action=RoutingAction(kind="process"),
         ),
     ],

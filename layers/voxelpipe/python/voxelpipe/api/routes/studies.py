@@ -14,6 +14,7 @@ from voxelpipe.api.auth import Action
 from voxelpipe.api.dependencies import (
     Bucket,
     Caller,
+    Exam,
     Queues,
     StateMachine,
     Store,
@@ -85,20 +86,10 @@ def create_study(
 @router.post(
     "/{study_id}/complete", status_code=202, response_model=StudyView, **requires(Action.UPLOAD, 404, 409)
 )
-def complete(
-    study_id: str, caller: Caller, request: Request, store: Store, bucket: Bucket, queues: Queues
-) -> StudyView:
+def complete(study_id: str, caller: Caller, request: Request, store: Store, exam: Exam) -> StudyView:
     study = owned_study(store, caller, study_id)
     try:
-        study = manage.complete_upload(
-            study,
-            store,
-            bucket,
-            queues,
-            Limits.from_environment(),
-            actor=caller.subject,
-            source=request_source(request),
-        )
+        study = manage.complete_upload(study, exam, actor=caller.subject, source=request_source(request))
     except manage.UploadIncomplete as incomplete:
         raise Problem(
             409,
