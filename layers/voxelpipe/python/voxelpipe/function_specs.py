@@ -305,6 +305,7 @@ DICOM_RECEIVER = ServiceSpec(
         EnvVar.STUDIES_TABLE,
         EnvVar.OBJECTS_TABLE,
         EnvVar.TRANSFERS_TABLE,
+        EnvVar.AUDIT_TABLE,  # each association's instances_received row
         EnvVar.EVENT_BUS_NAME,
     ),
     settings={
