@@ -84,19 +84,20 @@ class StudyNotifications:
         )
 
     @staticmethod
-    def schedule_reaper(scope: Construct, reaper: lambda_.Function) -> events.Rule:
+    def _every(scope: Construct, construct_id: str, function: lambda_.Function, minutes: int) -> events.Rule:
         return events.Rule(
             scope,
-            "ReaperSchedule",
-            schedule=events.Schedule.rate(Duration.minutes(REAPER_INTERVAL_MIN)),
-            targets=[targets.LambdaFunction(reaper, retry_attempts=0)],
+            construct_id,
+            schedule=events.Schedule.rate(Duration.minutes(minutes)),
+            targets=[targets.LambdaFunction(function, retry_attempts=0)],
         )
 
     @staticmethod
+    def schedule_reaper(scope: Construct, reaper: lambda_.Function) -> events.Rule:
+        return StudyNotifications._every(scope, "ReaperSchedule", reaper, REAPER_INTERVAL_MIN)
+
+    @staticmethod
     def schedule_transfer_completion(scope: Construct, sweep: lambda_.Function) -> events.Rule:
-        return events.Rule(
-            scope,
-            "TransferCompletionSchedule",
-            schedule=events.Schedule.rate(Duration.minutes(TRANSFER_SWEEP_INTERVAL_MIN)),
-            targets=[targets.LambdaFunction(sweep, retry_attempts=0)],
+        return StudyNotifications._every(
+            scope, "TransferCompletionSchedule", sweep, TRANSFER_SWEEP_INTERVAL_MIN
         )

@@ -61,7 +61,6 @@ def _routing_tags(
 ) -> dict[str, Any]:
     """The routing tags of a series, from its first instance's original object (descriptions
     included: they are read here, at the boundary, and never stored)."""
-
     if first.source not in present:
         return {}  # gone (quarantined by an earlier attempt): the series is routed on what is known
     data = storage.read(first.source)
