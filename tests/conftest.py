@@ -12,6 +12,11 @@ import pytest
 # CPU makes torch several times slower (voxelpipe.thread_budget). Set before anything loads torch.
 os.environ.setdefault("VOXELPIPE_ANALYSIS_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One worker process a local cloud (infra/local/processes.py, VOXELPIPE_LOCAL_PROCESSES), not one
+# a CPU: the suite runs two test files at once on two cores already, and each worker process of
+# each new cloud imports the handlers again (~1.4 CPU-seconds). A test that needs another number
+# says so (ProcessSettings).
+os.environ.setdefault("VOXELPIPE_LOCAL_PROCESSES", "1")
 
 from voxelpipe.api.auth import DEV_SECRET_FILE_ENV
 

@@ -31,6 +31,10 @@ def test_demo_json_prints_one_line_per_input_and_writes_artifacts(tmp_path: Path
             str(tmp_path / "notes.nii"),
             "--output-dir",
             str(out),
+            # qc alone: this is the JSON lines and artifacts contract; the default chain is the
+            # bundled scan's test below.
+            "--analyses",
+            "qc",
         ],
         capture_output=True,
         text=True,
@@ -42,8 +46,7 @@ def test_demo_json_prints_one_line_per_input_and_writes_artifacts(tmp_path: Path
     completed, rejected = lines
     assert set(completed) >= CONTRACT and "reason" not in completed
     assert completed["status"] == "COMPLETED" and completed["input"] == good_name
-    # the demo defaults, and what regional requires
-    assert set(completed["results"]) == {"qc", "tissue-seg", "volumetrics", "registration", "regional"}
+    assert set(completed["results"]) == {"qc"}
     assert completed["timings"]["total"] > 0 and "prepare" in completed["timings"]
     assert rejected["status"] == "REJECTED" and rejected["reason"] == "not_an_image" and rejected["detail"]
     assert rejected["results"] is None
@@ -61,6 +64,8 @@ def test_demo_without_input_runs_the_bundled_scan(capsys):
     report = json.loads(line)
     assert report["status"] == "COMPLETED"
     assert report["input"] == "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    # the demo defaults, and what regional requires
+    assert set(report["results"]) == {"qc", "tissue-seg", "volumetrics", "registration", "regional"}
     assert report["results"]["qc"]["header"]["dimensions"] == [197, 233, 189]
     # The demo's default chain ends with tissue volumes (mL) from the segmentation.
     volumes = report["results"]["volumetrics"]

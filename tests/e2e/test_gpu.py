@@ -16,7 +16,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from infra.local.cloud import LocalCloud
-from infra.local.samples import mni152_t1_path
 from infra.local.studies import DEMO_TENANT, submit, wait_for_terminal
 from infra.local.template import cached_template
 from infra.local.workers import RunnerFactory
@@ -24,6 +23,7 @@ from tests.fixtures.bad_nifti import make_good_nifti
 from tests.fixtures.cloud import checked_cloud
 from tests.fixtures.gpu import GPU_CONTEXT, GPU_RETRY_ATTEMPTS
 from tests.fixtures.models import make_threshold_model
+from tests.fixtures.scans import mni152_at_2mm
 from voxelpipe import analyses
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
@@ -82,14 +82,6 @@ def _history(cloud: LocalCloud, wait_s: float = 60.0) -> list[dict[str, Any]]:
     return client.get_execution_history(executionArn=arn, maxResults=1000)["events"]
 
 
-def _mni_at_2mm() -> bytes:
-    """The bundled brain at 2 mm (every other voxel): a real scan, an eighth of the compute."""
-    image = nib.load(mni152_t1_path())
-    data = np.asarray(image.dataobj)[::2, ::2, ::2]
-    affine = image.affine @ np.diag([2.0, 2.0, 2.0, 1.0])
-    return gzip.compress(nib.Nifti1Image(data, affine).to_bytes(), compresslevel=1)
-
-
 def test_tissue_seg_configured_on_gpu_completes_through_the_task_token_path(
     gpu_cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
 ):
@@ -100,7 +92,7 @@ def test_tissue_seg_configured_on_gpu_completes_through_the_task_token_path(
         listed = {a["name"]: a["runtime"] for a in api.get("/analyses", headers=token).json()["items"]}
     assert (listed["tissue-seg"], listed["qc"]) == ("gpu", "lambda")
 
-    study_id = submit(gpu_cloud, _mni_at_2mm(), "mni152_2mm.nii.gz", analyses=["tissue-seg"])
+    study_id = submit(gpu_cloud, mni152_at_2mm(), "mni152_2mm.nii.gz", analyses=["tissue-seg"])
     record = wait_for_terminal([study_id], timeout_s=300)[study_id]
     assert record is not None and record.status == StudyStatus.COMPLETED, record and record.error
     # It ran on a worker (the GPU queue's path), not in the RunAnalysis Lambda.

@@ -16,7 +16,7 @@ import pytest
 from websockets.sync.client import connect
 
 from infra.cli.client import Client
-from infra.local.samples import mni152_t1_path
+from tests.fixtures.scans import mni152_at_2mm
 from tests.fixtures.serve import VOXELPIPE, voxelpipe_serve
 from voxelpipe.api.auth import DEV_SECRET_FILE_ENV, Role, mint_dev_token
 
@@ -41,14 +41,24 @@ def tokens(secret_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(DEV_SECRET_FILE_ENV, str(secret_file))  # the server's secret
 
 
-def _run_study(client: Client) -> str:
-    created = client.create_study([mni152_t1_path()], analyses=["qc"])
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled brain at 2 mm: these tests follow a study's progress, not its measures."""
+    path = tmp_path_factory.mktemp("live") / "t1w.nii.gz"
+    path.write_bytes(mni152_at_2mm())
+    return path
+
+
+def _run_study(client: Client, scan: Path) -> str:
+    created = client.create_study([scan], analyses=["qc"])
     (target,) = created["uploads"]
-    client.upload(target, mni152_t1_path())
+    client.upload(target, scan)
     return str(created["study_id"])
 
 
-def test_a_client_gets_every_change_of_its_tenants_studies_in_order_and_nothing_else(live_server: str):
+def test_a_client_gets_every_change_of_its_tenants_studies_in_order_and_nothing_else(
+    live_server: str, scan: Path
+):
     token = mint_dev_token("lab-a", Role.VIEWER)
     url = Client(live_server, token).health()["live_url"]
     assert url.startswith("ws://")
@@ -63,11 +73,11 @@ def test_a_client_gets_every_change_of_its_tenants_studies_in_order_and_nothing_
         other: list[str] = []
         other_tenant = threading.Thread(
             target=lambda: other.append(
-                _run_study(Client(live_server, mint_dev_token("lab-b", Role.UPLOADER)))
+                _run_study(Client(live_server, mint_dev_token("lab-b", Role.UPLOADER)), scan)
             )
         )
         other_tenant.start()
-        ours = _run_study(Client(live_server, mint_dev_token("lab-a", Role.UPLOADER)))
+        ours = _run_study(Client(live_server, mint_dev_token("lab-a", Role.UPLOADER)), scan)
         received: list[dict[str, Any]] = []
         while not any(m["type"] == "status" and m["status"] == "COMPLETED" for m in received):
             received.append(json.loads(socket.recv(timeout=120)))
@@ -97,9 +107,9 @@ def test_a_connection_without_a_valid_token_is_refused_at_the_handshake(live_ser
         assert getattr(getattr(refused.value, "response", None), "status_code", None) == status
 
 
-def test_status_watch_prints_each_change_and_exits_when_the_study_completes(live_server: str):
+def test_status_watch_prints_each_change_and_exits_when_the_study_completes(live_server: str, scan: Path):
     uploader = Client(live_server, mint_dev_token("lab-w", Role.UPLOADER))
-    created = uploader.create_study([mni152_t1_path()], analyses=["qc"])
+    created = uploader.create_study([scan], analyses=["qc"])
     env = {
         **os.environ,
         "VOXELPIPE_API_URL": live_server,
@@ -116,7 +126,7 @@ def test_status_watch_prints_each_change_and_exits_when_the_study_completes(live
     first = watcher.stdout.readline()  # the status it read once subscribed
     assert "status AWAITING_UPLOAD" in first, first
     (target,) = created["uploads"]
-    uploader.upload(target, mni152_t1_path())
+    uploader.upload(target, scan)
     out, err = watcher.communicate(timeout=180)
     assert watcher.returncode == 0, err
     lines = [first, *out.splitlines()]

@@ -8,12 +8,21 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from infra.cli.client import Client
 from infra.local.samples import mni152_t1_path
 from tests.fixtures.exams import make_exam
 from tests.fixtures.serve import VOXELPIPE
 from voxelpipe.api.auth import Role, mint_dev_token
+
+
+@pytest.fixture(scope="module")
+def server(multipart_server: str) -> str:
+    """One server for the module (starting one is the slow part): the one that sends files over
+    1 MiB through a multipart upload; every other file here is far smaller, and goes as it would
+    to any server."""
+    return multipart_server
 
 
 def _client(url: str, tenant: str = "lab-a", role: Role = Role.UPLOADER) -> Client:

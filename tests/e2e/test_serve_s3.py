@@ -24,7 +24,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 from infra.cli.client import Client
-from infra.local.samples import mni152_t1_path
+from tests.fixtures.scans import mni152_at_2mm
 from voxelpipe.api.auth import DEV_SECRET_FILE_ENV, Role, mint_dev_token
 
 REGION = "us-east-1"
@@ -67,7 +67,7 @@ def world(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wor
 
 def _world(server: str, scan: Path) -> World:
     lab_a, lab_b = _client(server, "lab-a"), _client(server, "lab-b")
-    scan.write_bytes(mni152_t1_path().read_bytes())
+    scan.write_bytes(mni152_at_2mm())  # a real scan, small: the study is only there to be read
     created = lab_a.create_study([scan], analyses=["qc"])
     lab_a.upload(created["uploads"][0], scan)  # an honest form POST
     assert lab_a.wait(created["study_id"], timeout_s=120)["status"] == "COMPLETED"

@@ -9,9 +9,9 @@ import boto3
 import requests
 
 from infra.local.cloud import LocalCloud
-from infra.local.samples import mni152_t1_path
 from infra.local.studies import wait_for_terminal
 from tests.fixtures.events import load_event
+from tests.fixtures.scans import mni152_at_2mm
 from voxelpipe.status import StudyStatus
 
 
@@ -22,7 +22,7 @@ def _call(cloud: LocalCloud, event: dict) -> tuple[int, dict]:
 
 
 def test_create_upload_follow_and_fetch_results_through_api_gateway_events(cloud: LocalCloud):
-    data = mni152_t1_path().read_bytes()
+    data = mni152_at_2mm()  # a real scan, small: this is about the events, not the measures
     status, created = _call(
         cloud, load_event("api_create_study.json", TENANT="lab-a", ROLE="uploader", SIZE=str(len(data)))
     )
