@@ -9,6 +9,7 @@ default rules pick `qc`, the default analyses, for a 3D T1: a light run).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -177,7 +178,26 @@ def test_orthanc_sends_an_exam_and_the_t1_is_processed_the_others_set_aside(
     assert [s.study_id for s in view.series if s.decision.selected] == [exam_id]
     # PHI never left the boundary: the decisions carry the pseudonymous UIDs.
     assert all(s.series_instance_uid != study_uid for s in view.series)
+
+    # The processed series arrives again (a resend): a new attempt takes it, with nothing lost.
+    orthanc.store(MODALITY, [ids[0]])
+    again = _wait_for_attempt(exam_id, 2)
+    assert again.status == StudyStatus.COMPLETED, again.reason_detail
+    assert again.input is not None and again.input["instances"] == 20
+    actions = [row.action for row in STORE.audit_trail(exam_id)]
+    assert actions.count("instances_received") == 2 and "instances_after_end" in actions
     assert not cloud.iam.denials
+
+
+def _wait_for_attempt(study_id: str, attempt: int, timeout_s: float = 180) -> Any:
+    """The study once its attempt `attempt` has ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = STORE.get_study(study_id)
+        if record is not None and int(record.attempt) >= attempt and StudyStatus(record.status).is_terminal:
+            return record
+        time.sleep(0.2)
+    raise AssertionError(f"attempt {attempt} of {study_id} did not end within {timeout_s} s")
 
 
 def test_an_exam_over_two_associations_is_routed_once_both_are_in(
