@@ -58,7 +58,12 @@ def _series_objects(
     copies: dict[str, bytes] = {}
     for key in storage.list_keys(derived_key(study.study_id, DEIDENTIFIED_PREFIX)):
         data = storage.read(key)
-        copies[read_instance_header(data).sop_instance_uid] = data  # its UIDs are the pseudonymous ones
+        try:
+            copy = read_instance_header(data)  # its UIDs are the pseudonymous ones
+        except Rejected:
+            continue  # no pixels: an output written beside the copies (a report, a structured report)
+        if study.series_uid is None or copy.series_instance_uid == study.series_uid:
+            copies[copy.sop_instance_uid] = data  # not an output's series (a segmentation)
     originals: dict[str, bytes] = {}
     upload_keys = storage.list_keys(upload_prefix(study.tenant, study.study_id))
     for key in upload_keys:
