@@ -17,6 +17,7 @@ from voxelpipe.identities import PATIENT_KEYWORDS, STUDY_KEYWORDS, IdentityMap
 
 UIDS = UidMap.for_study(b"s" * 32, "study-1")
 PSEUDONYM = "subject-7"
+MARKERS = ("PatientIdentityRemoved", "DeidentificationMethod", "DeidentificationMethodCodeSequence")
 
 
 def _read(data: bytes) -> Dataset:
@@ -76,7 +77,11 @@ def test_a_de_identified_copy_re_identified_has_the_originals_identifiers_and_ui
             restored.ReferencedImageSequence[0].ReferencedSOPInstanceUID
             == original.ReferencedImageSequence[0].ReferencedSOPInstanceUID
         )
-        for marker in ("PatientIdentityRemoved", "DeidentificationMethod", "DeidentificationMethodCodeSequence"):
+        for marker in (
+            "PatientIdentityRemoved",
+            "DeidentificationMethod",
+            "DeidentificationMethodCodeSequence",
+        ):
             assert marker not in restored
         assert restored.SOPClassUID == original.SOPClassUID  # never replaced, never touched
 
@@ -113,9 +118,14 @@ def test_an_output_referencing_the_pseudonymous_series_gets_the_originals_and_ke
     assert restored.ReferencedSeriesSequence[0].SeriesInstanceUID == original.SeriesInstanceUID
     referenced = restored.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
     assert referenced.ReferencedSOPInstanceUID == original.SOPInstanceUID
-    source_image = restored.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+    source_image = (
+        restored.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+    )
     assert source_image.ReferencedSOPInstanceUID == original.SOPInstanceUID
-    assert (restored.SOPInstanceUID, restored.SeriesInstanceUID) == (seg.SOPInstanceUID, seg.SeriesInstanceUID)
+    assert (restored.SOPInstanceUID, restored.SeriesInstanceUID) == (
+        seg.SOPInstanceUID,
+        seg.SeriesInstanceUID,
+    )
     assert restored.ReferencedPerformedProcedureStepSequence[0].ReferencedSOPInstanceUID == unknown
     assert (restored.PatientName, restored.PatientID) == (original.PatientName, original.PatientID)
     assert "PatientIdentityRemoved" not in restored
