@@ -321,7 +321,7 @@ class IdentityMapRecord(Model):
         table_name = TableNameFromEnv(EnvVar.IDENTITY_MAP_TABLE)
 
     study_id = UnicodeAttribute(hash_key=True)
-    uids = MapAttribute[str, str](default=dict)  # type: ignore[var-annotated]
+    uids: MapAttribute[str, str] = MapAttribute(default=dict)  # type: ignore[no-untyped-call]
     patient = JSONAttribute(null=True)
     study = JSONAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)

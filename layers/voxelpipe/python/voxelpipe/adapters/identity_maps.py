@@ -31,7 +31,7 @@ class DynamoIdentityMaps:
     def save(self, study_id: str, identities: IdentityMap) -> None:
         record = IdentityMapRecord
         first: list[Action] = [
-            record.uids.set(record.uids | {}),  # type: ignore[arg-type]
+            record.uids.set(record.uids | {}),
             record.updated_at.set(datetime.now(UTC)),
         ]
         if identities.patient:
@@ -42,14 +42,16 @@ class DynamoIdentityMaps:
         entries = sorted(identities.uids.items())
         for start in range(0, len(entries), _ENTRIES_PER_UPDATE):
             batch = entries[start : start + _ENTRIES_PER_UPDATE]
-            _update(study_id, [record.uids[pseudonym].set(original) for pseudonym, original in batch])
+            # A raw map's entry by name: a document path (`uids.#name`), whatever the UID's dots.
+            entries_of = record.uids.__getitem__  # typed as the value (str); on the class it is a Path
+            _update(study_id, [entries_of(pseudonym).set(original) for pseudonym, original in batch])  # type: ignore[attr-defined]
 
     def get(self, study_id: str) -> IdentityMap | None:
         try:
             item = IdentityMapRecord.get(study_id, consistent_read=True)
         except DoesNotExist:
             return None
-        uids: dict[str, Any] = item.uids.as_dict() if item.uids is not None else {}
+        uids: dict[str, Any] = item.uids.as_dict() if item.uids is not None else {}  # type: ignore[no-untyped-call]
         return IdentityMap(
             uids={str(k): str(v) for k, v in uids.items()},
             patient=dict(item.patient or {}),

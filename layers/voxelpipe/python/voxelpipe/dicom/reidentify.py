@@ -111,7 +111,7 @@ def _restore_uids(ds: Dataset, uids: dict[str, str]) -> None:
 
 
 def _restore_module(ds: Dataset, module: dict[str, object], keywords: tuple[str, ...]) -> None:
-    original = Dataset.from_json(module)  # type: ignore[arg-type]
+    original = Dataset.from_json(module)
     for keyword in keywords:
         if keyword in original:
             ds[keyword] = original[keyword]
