@@ -139,7 +139,7 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     # and purging a deleted one again (the reaper) remove its rows.
     **{
         spec.name: frozenset({Resource.OBJECTS_TABLE})
-        for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED)
+        for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED, EGRESS)
     },
     # Only the API registers models and reference data, and saves rule sets; ingest and dispatch
     # look up `model:NAME` analyses, dispatch the versions of the reference data a study names;

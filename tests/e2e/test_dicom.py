@@ -102,7 +102,9 @@ def test_a_series_converts_is_deidentified_and_completes(cloud: LocalCloud):
     assert (restored.StudyInstanceUID, restored.SeriesInstanceUID) == (series.study_uid, series.series_uid)
     assert (restored.PatientID, restored.AccessionNumber) == (original.PatientID, original.AccessionNumber)
     phi = [original.PatientID, str(original.PatientName), original.AccessionNumber, series.study_uid]
-    assert not _holding(cloud, [*phi, series.series_uid], but=cloud.env(EnvVar.IDENTITY_MAP_TABLE))
+    identity_table = cloud.env(EnvVar.IDENTITY_MAP_TABLE)
+    assert not _holding(cloud, [*phi, series.series_uid], but=identity_table)
+    assert {hit.split(": ")[0] for hit in _holding(cloud, phi, but="")} == {identity_table}  # seen there
 
     # Reprocess reads the de-identified copies, since the originals are gone (and Prepare's role
     # may read them: the local cloud holds each function to its role's policies).
