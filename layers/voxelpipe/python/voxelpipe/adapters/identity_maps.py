@@ -42,9 +42,10 @@ class DynamoIdentityMaps:
         entries = sorted(identities.uids.items())
         for start in range(0, len(entries), _ENTRIES_PER_UPDATE):
             batch = entries[start : start + _ENTRIES_PER_UPDATE]
-            # A raw map's entry by name: a document path (`uids.#name`), whatever the UID's dots.
-            entries_of = record.uids.__getitem__  # typed as the value (str); on the class it is a Path
-            _update(study_id, [entries_of(pseudonym).set(original) for pseudonym, original in batch])  # type: ignore[attr-defined]
+            # A raw map's entry by name is a document path (`uids.#name`, whatever the UID's dots);
+            # the stubs type it as the entry's value.
+            actions = [record.uids[pseudonym].set(original) for pseudonym, original in batch]  # type: ignore[attr-defined]
+            _update(study_id, actions)
 
     def get(self, study_id: str) -> IdentityMap | None:
         try:
