@@ -15,11 +15,12 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_stepfunctions as sfn
 
 from infra import nag
-from infra.security import BucketAccess, logical_id
+from infra.security import BucketAccess, IdentityMapUse, logical_id
 from voxelpipe.function_specs import (
     API,
     COMPLETE_TRANSFERS,
     DISPATCH,
+    EGRESS,
     FINALIZE,
     INGEST,
     LIVE,
@@ -99,6 +100,19 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
         list=[UPLOADS, DERIVED],
         list_versions=[*ALL_PREFIXES, MODELS, REFERENCES],
     ),
+    # Reads the study's outputs under derived/ to send them (helper D's egress owns the rest).
+    EGRESS.name: BucketAccess(read=[DERIVED]),
+}
+
+# The honest broker's identity maps (docs/dicom.md, "Honest broker"): Prepare adds to a study's
+# map without reading it, only egress reads one (to re-identify for an internal destination), and
+# deleting a study (the API) or purging it again (the reaper) deletes its map. A function told of
+# the table and not listed here fails synthesis; no other function may be told of it.
+IDENTITY_MAP_ACCESS: dict[str, IdentityMapUse] = {
+    PREPARE.name: IdentityMapUse.WRITE,
+    EGRESS.name: IdentityMapUse.READ,
+    API.name: IdentityMapUse.DELETE,
+    REAPER.name: IdentityMapUse.DELETE,
 }
 
 # The GPU worker (a Batch job): reads the prepared volume and earlier outputs, the registered
@@ -125,7 +139,7 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     # and purging a deleted one again (the reaper) remove its rows.
     **{
         spec.name: frozenset({Resource.OBJECTS_TABLE})
-        for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED)
+        for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED, EGRESS)
     },
     # Only the API registers models and reference data, and saves rule sets; ingest and dispatch
     # look up `model:NAME` analyses, dispatch the versions of the reference data a study names;

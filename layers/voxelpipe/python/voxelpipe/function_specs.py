@@ -129,7 +129,8 @@ PREPARE = FunctionSpec(
     description="Decodes the upload once into a canonical RAS volume for the analyses",
     memory_mb=4096,
     timeout_s=600,
-    env=(EnvVar.BUCKET, *_STATUS_TABLES, EnvVar.DICOM_ORIGINALS),
+    # The identity maps: adds what de-identifying the originals replaced (never reads them).
+    env=(EnvVar.BUCKET, *_STATUS_TABLES, EnvVar.DICOM_ORIGINALS, EnvVar.IDENTITY_MAP_TABLE),
     settings={EnvVar.DICOM_ORIGINALS: DicomOriginals.DELETE.value},
     dependencies=_IMAGING,
 )
@@ -181,6 +182,7 @@ API = FunctionSpec(
         EnvVar.LIVE_URL,  # GET /health tells clients where live progress is
         EnvVar.CORS_ALLOWED_ORIGINS,
         *_EXAM_TABLES,  # completes DICOM uploads, takes STOW-RS transfers, keeps the rule sets (/rules)
+        EnvVar.IDENTITY_MAP_TABLE,  # deleting a study deletes its identity map (never reads one)
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
     # Completing a DICOM upload runs the series checks (imported then, not at a cold start).
@@ -198,6 +200,7 @@ REAPER = FunctionSpec(
         EnvVar.HIGH_PRIORITY_QUEUE_URL,
         EnvVar.NORMAL_PRIORITY_QUEUE_URL,
         EnvVar.STATE_MACHINE_ARN,
+        EnvVar.IDENTITY_MAP_TABLE,  # purging a deleted study again deletes its identity map
     ),
 )
 COMPLETE_TRANSFERS = FunctionSpec(
@@ -236,6 +239,17 @@ SCALER = FunctionSpec(
         EnvVar.GPU_MAX_WORKERS,
         EnvVar.GPU_MICRO_BATCH_SIZE,
     ),
+)
+
+# The egress boundary (issue 17): sends a study's DICOM outputs to its destinations, re-identified
+# (voxelpipe.dicom.reidentify) for an internal one. The only function that reads the identity maps.
+EGRESS = FunctionSpec(
+    name="egress",
+    description="Sends a study's DICOM outputs to its destinations, re-identified for internal ones",
+    memory_mb=1024,
+    timeout_s=300,
+    env=(EnvVar.BUCKET, *_STATUS_TABLES, EnvVar.IDENTITY_MAP_TABLE),
+    dependencies=_IMAGING,
 )
 
 # Live progress over WebSocket (voxelpipe.live, docs/api.md).
@@ -330,6 +344,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     LIVE_AUTHORIZER,
     LIVE,
     LIVE_PUSH,
+    EGRESS,
 )
 
 

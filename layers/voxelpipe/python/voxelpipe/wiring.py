@@ -54,6 +54,9 @@ class EnvVar(StrEnum):
     CONNECTIONS_TABLE = "VOXELPIPE_CONNECTIONS_TABLE"
     # DICOM exams whose instances are arriving over the network (or arrived after their study ended).
     TRANSFERS_TABLE = "VOXELPIPE_TRANSFERS_TABLE"
+    # The honest broker's identity maps (docs/dicom.md, "Honest broker"): written by Prepare, read
+    # only by egress, under a KMS key of their own.
+    IDENTITY_MAP_TABLE = "VOXELPIPE_IDENTITY_MAP_TABLE"
     LIVE_URL = "VOXELPIPE_LIVE_URL"
     LIVE_CALLBACK_URL = "VOXELPIPE_LIVE_CALLBACK_URL"
     USER_POOL_ID = "VOXELPIPE_USER_POOL_ID"
@@ -116,6 +119,8 @@ class Resource(StrEnum):
     RULES_TABLE = "RoutingRulesTable"
     CONNECTIONS_TABLE = "LiveConnectionsTable"
     TRANSFERS_TABLE = "TransfersTable"
+    IDENTITY_MAP_TABLE = "IdentityMapTable"
+    IDENTITY_MAP_KEY = "IdentityMapKey"  # the identity maps' own KMS key
     LIVE_QUEUE = "LiveQueue"  # status and step events on their way to the push function
 
 
@@ -142,6 +147,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.RULES_TABLE: Resource.RULES_TABLE,
     EnvVar.CONNECTIONS_TABLE: Resource.CONNECTIONS_TABLE,
     EnvVar.TRANSFERS_TABLE: Resource.TRANSFERS_TABLE,
+    EnvVar.IDENTITY_MAP_TABLE: Resource.IDENTITY_MAP_TABLE,
 }
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from voxelpipe import queries
 from voxelpipe.adapters.executions import StepFunctionsExecutions
+from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.adapters.queues import SqsWorkQueues
 from voxelpipe.adapters.rule_sets import DynamoRuleSets
 from voxelpipe.adapters.storage import Storage
@@ -18,7 +19,7 @@ from voxelpipe.api.auth import Action, Principal, principal
 from voxelpipe.api.problems import not_found, problem_responses
 from voxelpipe.limits import Limits
 from voxelpipe.pipeline.lifecycle import ExamAdapters
-from voxelpipe.ports import Executions, RuleSets, StudyStore, WorkQueues
+from voxelpipe.ports import Executions, IdentityMaps, RuleSets, StudyStore, WorkQueues
 from voxelpipe.records import StudyRecord
 
 
@@ -42,6 +43,10 @@ def rule_sets() -> RuleSets:
     return DynamoRuleSets()
 
 
+def identity_maps() -> IdentityMaps:
+    return DynamoIdentityMaps()
+
+
 # What routes are given: FastAPI builds each per request (tests may override them).
 Caller = Annotated[Principal, Depends(principal)]
 Store = Annotated[StudyStore, Depends(study_store)]
@@ -49,6 +54,7 @@ Bucket = Annotated[Storage, Depends(storage)]
 Queues = Annotated[WorkQueues, Depends(work_queues)]
 StateMachine = Annotated[Executions, Depends(executions)]
 Rules = Annotated[RuleSets, Depends(rule_sets)]
+Identities = Annotated[IdentityMaps, Depends(identity_maps)]  # deleting a study deletes its map
 
 
 def exam_adapters(store: Store, bucket: Bucket, queues: Queues) -> ExamAdapters:

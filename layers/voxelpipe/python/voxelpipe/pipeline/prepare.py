@@ -3,9 +3,10 @@
 A NIfTI upload is reoriented to RAS+ in a fresh header. A DICOM study's series (the one its exam's
 rules chose: `series_uid`) is assembled into one volume (already RAS+, fresh header) from the
 originals in uploads/ and the de-identified copies an earlier attempt kept; its de-identified
-objects and the converted volume become artifacts, and the original objects leave uploads/
-(deleted, or kept briefly under work/). A series that does not decode is REJECTED and its objects
-quarantined, as ingest does.
+objects and the converted volume become artifacts, what de-identification replaced is added to the
+study's identity map (the honest broker's, read only at egress: docs/dicom.md), and the original
+objects leave uploads/ (deleted, or kept briefly under work/). A series that does not decode is
+REJECTED and its objects quarantined, as ingest does.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import time
 
 from voxelpipe import tracking
 from voxelpipe.dicom import assemble_series, deidentify_bytes, read_instance_header, read_series_zip
+from voxelpipe.dicom.reidentify import capture_identities
+from voxelpipe.identities import IdentityMap
 from voxelpipe.keys import derived_key, upload_prefix, work_key
 from voxelpipe.limits import Limits
 from voxelpipe.messages import ExecutionInput, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
 from voxelpipe.pipeline.lifecycle import quarantine_uploads, reject_study, uid_map
-from voxelpipe.ports import ObjectStorage, StudyStore
+from voxelpipe.ports import IdentityMaps, ObjectStorage, StudyStore
 from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.rejections import Rejected
 from voxelpipe.status import StudyStatus
@@ -82,7 +85,12 @@ def _series_objects(
 
 
 def _prepare_dicom(
-    execution: ExecutionInput, study: StudyRecord, store: StudyStore, storage: ObjectStorage, task: TaskRecord
+    execution: ExecutionInput,
+    study: StudyRecord,
+    store: StudyStore,
+    storage: ObjectStorage,
+    identity_maps: IdentityMaps,
+    task: TaskRecord,
 ) -> Image:
     copies, originals, upload_keys = _series_objects(study, storage)
     try:
@@ -99,11 +107,16 @@ def _prepare_dicom(
     # originals away (those of other series too: routed studies have their own copies).
     uids = uid_map(study)
     pseudonym = (study.subject or {}).get("subject_ref")
+    identities = IdentityMap()
     for sop, data in originals.items():
         copy = deidentify_bytes(data, uids, patient_pseudonym=pseudonym)
         storage.write(
             derived_key(study.study_id, f"{DEIDENTIFIED_PREFIX}{sop}.dcm"), copy, "application/dicom"
         )
+        identities = identities.merged(capture_identities(data, uids))
+    # Saved before the originals go: a failure here leaves them for the retry to capture again.
+    if originals:
+        identity_maps.save(study.study_id, identities)
     _dispose_originals(study, upload_keys, storage)
     # A reprocess reads the de-identified copies: the originals are gone.
     store.set_study_fields(study.study_id, {"input_key": derived_key(study.study_id, DEIDENTIFIED_PREFIX)})
@@ -119,13 +132,15 @@ def _dispose_originals(study: StudyRecord, keys: list[str], storage: ObjectStora
         storage.delete_all_versions(key)
 
 
-def prepare(execution: ExecutionInput, store: StudyStore, storage: ObjectStorage) -> PreparedVolume:
+def prepare(
+    execution: ExecutionInput, store: StudyStore, storage: ObjectStorage, identity_maps: IdentityMaps
+) -> PreparedVolume:
     started = time.perf_counter()
     study = tracking.transition(store, execution.study_id, execution.attempt, StudyStatus.RUNNING)
     with writing_for(store, storage, study.study_id, writes=(Prefix.DERIVED, Prefix.WORK, Prefix.QUARANTINE)):
         task = tracking.start_task(store, execution.study_id, execution.attempt, STEP)
         if study.input_format == "dicom":
-            original = _prepare_dicom(execution, study, store, storage, task)
+            original = _prepare_dicom(execution, study, store, storage, identity_maps, task)
         else:
             original = load_nifti(storage.read(execution.input_key))
         tracking.set_progress(store, task, 60)
