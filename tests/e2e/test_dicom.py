@@ -21,6 +21,7 @@ from infra.local.studies import report, submit_files, upload_name, wait_for_term
 from tests.fixtures.cloud import checked_cloud
 from tests.fixtures.dicom import dicom_cases, make_series
 from tests.fixtures.dicom_corpus import corpus
+from tests.fixtures.phi_scan import sightings
 from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.adapters.queues import SqsWorkQueues
 from voxelpipe.adapters.study_table import DynamoStudyStore
@@ -49,17 +50,8 @@ def _keys(cloud: LocalCloud, prefix: str) -> list[str]:
 def _holding(cloud: LocalCloud, values: list[str], *, but: str) -> list[str]:
     """Where in the local cloud any of `values` is: every object version, every item of every table
     except `but`."""
-    s3, dynamodb = boto3.client("s3"), boto3.client("dynamodb")
-    found = []
-    for version in s3.list_object_versions(Bucket=cloud.bucket).get("Versions", []):
-        data = s3.get_object(Bucket=cloud.bucket, Key=version["Key"], VersionId=version["VersionId"])["Body"]
-        body = data.read()
-        found += [f"{version['Key']}: {v}" for v in values if v.encode() in body or v in version["Key"]]
-    for table in dynamodb.list_tables()["TableNames"]:
-        if table != but:
-            items = json.dumps(dynamodb.scan(TableName=table)["Items"])  # a few dozen rows: one page
-            found += [f"{table}: {v}" for v in values if v in items]
-    return found
+    found = sightings(values, buckets=[cloud.bucket], except_tables=[but] if but else [])
+    return [f"{hit.where.removeprefix('dynamodb:')}: {hit.marker}" for hit in found]
 
 
 def test_a_series_converts_is_deidentified_and_completes(cloud: LocalCloud):
