@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import time
 
+from pydicom.uid import SegmentationStorage
+
 from voxelpipe import tracking
 from voxelpipe.dicom import assemble_series, deidentify_bytes, read_instance_header, read_series_zip
 from voxelpipe.keys import derived_key, upload_prefix, work_key
@@ -62,6 +64,8 @@ def _series_objects(
             copy = read_instance_header(data)  # its UIDs are the pseudonymous ones
         except Rejected:
             continue  # no pixels: an output written beside the copies (a report, a structured report)
+        if copy.sop_class_uid == SegmentationStorage:
+            continue  # Finalize's SEG (docs/dicom-outputs.md): a study without a series_uid has no other tell
         if study.series_uid is None or copy.series_instance_uid == study.series_uid:
             copies[copy.sop_instance_uid] = data  # not an output's series (a segmentation)
     originals: dict[str, bytes] = {}
