@@ -406,3 +406,14 @@ def test_an_output_that_cannot_be_made_is_recorded_unavailable(stored_study):
 
 def replace_series(study: StudyRecord, series_uid: str) -> StudyRecord:
     return StudyRecord(study.study_id, tenant=study.tenant, input_format="dicom", series_uid=series_uid)
+
+
+def test_the_seg_type_setting_chooses_labelmap_and_refuses_what_it_does_not_know(stored_study, monkeypatch):
+    storage, study, labels_key, _ = stored_study
+    state = _state({"tissue-seg": [labels_key]})
+    monkeypatch.setenv("VOXELPIPE_DICOM_SEG_TYPE", "labelmap")
+    (seg, _) = write_dicom_outputs(state, study, {"analyses": {}, "report": {}}, storage)
+    assert pydicom.dcmread(io.BytesIO(storage.read(seg["key"]))).SegmentationType == "LABELMAP"
+    monkeypatch.setenv("VOXELPIPE_DICOM_SEG_TYPE", "FRACTIONAL")
+    (seg, _) = write_dicom_outputs(state, study, {"analyses": {}, "report": {}}, storage)
+    assert seg["status"] == "unavailable" and "FRACTIONAL" in seg["error"]

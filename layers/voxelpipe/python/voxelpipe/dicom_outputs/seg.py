@@ -33,6 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
+from pydicom.uid import SegmentationStorage
 
 from voxelpipe.atlases import REGION_NUMBERS, REGIONS
 from voxelpipe.atlases.atlas import region_colour
@@ -148,7 +149,9 @@ def source_images(datasets: Sequence[Dataset], series_uid: str | None) -> list[D
     images = [
         ds
         for ds in datasets
-        if "PixelData" in ds and (series_uid is None or ds.get("SeriesInstanceUID") == series_uid)
+        if "Rows" in ds  # an image (read with or without its pixels)
+        and ds.get("SOPClassUID") != SegmentationStorage
+        and (series_uid is None or ds.get("SeriesInstanceUID") == series_uid)
     ]
     if not images:
         raise ValueError("no image of the source series was found")

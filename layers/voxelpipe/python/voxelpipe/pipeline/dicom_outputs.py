@@ -81,7 +81,8 @@ def _read_objects(study_id: str, storage: ObjectStorage) -> list[Dataset]:
     """The objects under dicom/; an earlier attempt's outputs are deleted, not returned."""
     objects: list[Dataset] = []
     for key in storage.list_keys(derived_key(study_id, DEIDENTIFIED_PREFIX)):
-        dataset = pydicom.dcmread(io.BytesIO(storage.read(key)), force=True)
+        # Headers only: the SEG and SR need the source images' geometry and identifiers, not pixels.
+        dataset = pydicom.dcmread(io.BytesIO(storage.read(key)), force=True, stop_before_pixels=True)
         if dataset.get("SOPClassUID") in OUTPUT_CLASSES:
             storage.delete_all_versions(key)
             continue
