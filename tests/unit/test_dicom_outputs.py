@@ -8,6 +8,7 @@ back with highdicom must equal that function of the source frame's own stored pi
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 
 import highdicom as hd
 import numpy as np
@@ -381,6 +382,10 @@ def test_finalize_writes_seg_sr_and_pdf_beside_the_source_and_replaces_them_on_a
             str(datasets[0].PatientName),
         )
         assert written.Manufacturer == "voxelpipe"
+        # Dated as the de-identified source is: the real date would give a date shift away.
+        today = datetime.now(UTC).strftime("%Y%m%d")
+        stamped = {str(e.value) for e in written.iterall() if e.VR in ("DA", "DT") and e.value}
+        assert stamped and not [value for value in stamped if today in value], stamped
     seg = hd.seg.segread(io.BytesIO(storage.read(records[0]["key"])))
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == study.series_uid
     # A rerun replaces the outputs: the source copies stay, the earlier outputs go.

@@ -7,14 +7,12 @@ the Encapsulated Document module is pydicom attributes (pydicom pads the value t
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
 from pydicom.valuerep import DA, TM
 
-from voxelpipe.dicom_outputs.common import MANUFACTURER, MODEL, software_versions
+from voxelpipe.dicom_outputs.common import MANUFACTURER, MODEL, on_source_timeline, software_versions
 
 DOCUMENT_TITLE = "voxelpipe study report"
 
@@ -23,7 +21,6 @@ def build_encapsulated_pdf(pdf: bytes, source: Dataset, *, series_number: int) -
     """`pdf` filed in `source`'s (de-identified) study, a new series of its own."""
     if not pdf.startswith(b"%PDF"):
         raise ValueError("the report is not a PDF document")
-    now = datetime.now(UTC)
     document = hd.base.SOPClass(
         study_instance_uid=source.StudyInstanceUID,
         series_instance_uid=hd.UID(),
@@ -41,13 +38,14 @@ def build_encapsulated_pdf(pdf: bytes, source: Dataset, *, series_number: int) -
     document.copy_patient_and_study_information(source)
     document.ConversionType = "WSD"  # workstation: made by software, not scanned
     document.InstanceNumber = 1
-    document.ContentDate = DA(now.strftime("%Y%m%d"))
-    document.ContentTime = TM(now.strftime("%H%M%S"))
-    document.AcquisitionDateTime = now.strftime("%Y%m%d%H%M%S")
+    document.ContentDate = DA("19000101")  # replaced below: dated as the source is
+    document.ContentTime = TM("000000")
+    document.AcquisitionDateTime = "19000101000000"
     document.BurnedInAnnotation = "NO"  # the report carries pseudonymous identifiers only
     document.DocumentTitle = DOCUMENT_TITLE
     document.ConceptNameCodeSequence = []
     document.MIMETypeOfEncapsulatedDocument = "application/pdf"
     document.EncapsulatedDocument = pdf
     document.EncapsulatedDocumentLength = len(pdf)
+    on_source_timeline(document, source)
     return document

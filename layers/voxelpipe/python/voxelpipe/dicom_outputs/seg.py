@@ -37,7 +37,14 @@ from pydicom.uid import SegmentationStorage
 
 from voxelpipe.atlases import REGION_NUMBERS, REGIONS
 from voxelpipe.atlases.atlas import region_colour
-from voxelpipe.dicom_outputs.common import DEVICE_SERIAL, MANUFACTURER, MODEL, Analysis, software_versions
+from voxelpipe.dicom_outputs.common import (
+    DEVICE_SERIAL,
+    MANUFACTURER,
+    MODEL,
+    Analysis,
+    on_source_timeline,
+    software_versions,
+)
 from voxelpipe.dicom_outputs.geometry import frame_geometry, labels_on_frames
 from voxelpipe.tissues import COLOURS, LABELS, NAMES, TISSUES
 
@@ -182,7 +189,7 @@ def build_segmentation(
         lookup[segment.label] = segment.number
     numbered = lookup[frames]
     dtype = np.uint8 if len(segments) < 256 else np.uint16
-    return hd.seg.Segmentation(
+    segmentation = hd.seg.Segmentation(
         source_images=list(sources),
         pixel_array=numbered.astype(dtype),
         segmentation_type=hd.seg.SegmentationTypeValues(segmentation_type.value),
@@ -198,3 +205,5 @@ def build_segmentation(
         content_description=description[:64],
         content_label=analysis.name.upper().replace("-", "_")[:16],
     )
+    on_source_timeline(segmentation, sources[0])
+    return segmentation

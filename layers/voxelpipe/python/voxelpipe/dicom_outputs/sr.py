@@ -30,7 +30,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from voxelpipe.atlases import REGIONS
-from voxelpipe.dicom_outputs.common import MANUFACTURER, MODEL, Analysis
+from voxelpipe.dicom_outputs.common import MANUFACTURER, MODEL, Analysis, on_source_timeline
 from voxelpipe.dicom_outputs.seg import Segment, region_segments, structure_code, tissue_segments
 
 MILLILITRE: Final = hd.sr.CodedConcept("ml", "UCUM", "milliliter")
@@ -240,7 +240,7 @@ def build_measurement_report(
         procedure_reported=codes.LN.HeadCT if modality == "CT" else codes.LN.BrainMRI,
         imaging_measurements=[_group(key, groups, references) for key in groups.measurements],
     )
-    return hd.sr.Comprehensive3DSR(
+    sr = hd.sr.Comprehensive3DSR(
         evidence=list(evidence),
         content=report,
         series_instance_uid=hd.UID(),
@@ -252,3 +252,5 @@ def build_measurement_report(
         is_final=False,
         is_verified=False,
     )
+    on_source_timeline(sr, evidence[0])
+    return sr
