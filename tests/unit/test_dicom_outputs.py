@@ -18,8 +18,9 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import Comprehensive3DSRStorage, EncapsulatedPDFStorage, SegmentationStorage
 
 from tests.fakes import InMemoryStorage
-from tests.fixtures.dicom import make_series, oblique
-from voxelpipe.dicom import UidMap, assemble_series, deidentify_bytes
+from tests.fixtures.dicom import oblique
+from tests.fixtures.dicom_outputs import PDF, STUDY_ID, dataset_bytes, deidentified_series
+from voxelpipe.dicom import assemble_series
 from voxelpipe.dicom_outputs import (
     Analysis,
     SegmentationType,
@@ -40,23 +41,6 @@ from voxelpipe.volume import new_image
 
 # highdicom warns that a pseudonym is a one-component person name: that is what it is.
 pytestmark = pytest.mark.filterwarnings("ignore:The string .* person name:UserWarning")
-PSEUDONYM = "sub-0042"
-STUDY_ID = "a" * 32
-PDF = b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"
-
-
-def _deidentified(orientation, *, seed: int = 0):
-    """A small synthetic series as Prepare keeps it: de-identified copies (bytes), datasets."""
-    series = make_series(5, 12, 10, orientation=orientation, seed=seed)
-    uids = UidMap.for_study(b"k" * 32, STUDY_ID)
-    copies = [deidentify_bytes(data, uids, patient_pseudonym=PSEUDONYM) for data in series.instances]
-    return copies, [pydicom.dcmread(io.BytesIO(c)) for c in copies], uids(series.series_uid)
-
-
-def _roundtrip(dataset) -> bytes:
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 CASES = {
@@ -70,7 +54,7 @@ CASES = {
 @pytest.fixture(scope="module", params=list(CASES))
 def series_case(request):
     orientation, canonical = CASES[request.param]
-    copies, datasets, series_uid = _deidentified(orientation)
+    copies, datasets, series_uid = deidentified_series(orientation)
     volume = assemble_series(copies, canonical=canonical)
     return datasets, series_uid, volume.image
 
@@ -95,7 +79,7 @@ def test_seg_frames_hold_the_label_map_voxel_for_voxel(series_case, kind, segmen
         description="test",
         segmentation_type=kind,
     )
-    back = hd.seg.segread(io.BytesIO(_roundtrip(seg)))
+    back = hd.seg.segread(io.BytesIO(dataset_bytes(seg)))
     assert back.SegmentationType == kind.value
     uids = [ds.SOPInstanceUID for ds in sources]
     frames = back.get_pixels_by_source_instance(uids, combine_segments=True)
@@ -186,9 +170,9 @@ def _values(group) -> dict[tuple[str, str | None], tuple[float, str, str]]:
 
 
 def test_sr_holds_every_volume_z_score_and_centile_referencing_the_segments():
-    _, datasets, series_uid = _deidentified("axial")
+    _, datasets, series_uid = deidentified_series("axial")
     sources = source_images(datasets, series_uid)
-    image = assemble_series([_roundtrip(d) for d in sources]).image
+    image = assemble_series([dataset_bytes(d) for d in sources]).image
     labels = np.zeros(image.shape, dtype=np.uint8)
     tissue = build_segmentation(
         sources,
@@ -210,7 +194,7 @@ def test_sr_holds_every_volume_z_score_and_centile_referencing_the_segments():
     )
     refs = [SegmentReferences.of(tissue, tissue_segments()), SegmentReferences.of(regions, region_segments())]
     sr = build_measurement_report(DOCUMENT, [tissue, regions, *sources], refs, series_number=903)
-    back = hd.sr.srread(io.BytesIO(_roundtrip(sr)))
+    back = hd.sr.srread(io.BytesIO(dataset_bytes(sr)))
     assert back.SOPClassUID == Comprehensive3DSRStorage
     assert back.ConceptNameCodeSequence[0].CodeValue == codes.DCM.ImagingMeasurementReport.value
     volume, z, centile = (
@@ -287,9 +271,9 @@ def _walk(sequence):
 
 
 def test_encapsulated_pdf_round_trips_in_the_deidentified_study():
-    _, datasets, _ = _deidentified("axial")
+    _, datasets, _ = deidentified_series("axial")
     document = build_encapsulated_pdf(PDF, datasets[0], series_number=904)
-    back = pydicom.dcmread(io.BytesIO(_roundtrip(document)))
+    back = pydicom.dcmread(io.BytesIO(dataset_bytes(document)))
     assert back.SOPClassUID == EncapsulatedPDFStorage
     assert back.EncapsulatedDocument[: len(PDF)] == PDF and back.EncapsulatedDocumentLength == len(PDF)
     assert back.MIMETypeOfEncapsulatedDocument == "application/pdf"
@@ -335,8 +319,8 @@ def _state(artifacts: dict[str, list[str]]) -> FinalizeInput:
 
 @pytest.fixture(scope="module")
 def stored_study():
-    copies, datasets, series_uid = _deidentified("sagittal")
-    other, _, _ = _deidentified("axial", seed=3)  # another series of the exam: not a source
+    copies, datasets, series_uid = deidentified_series("sagittal")
+    other, _, _ = deidentified_series("axial", seed=3)  # another series of the exam: not a source
     storage = InMemoryStorage()
     for data in [*copies, *other]:
         sop = pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID

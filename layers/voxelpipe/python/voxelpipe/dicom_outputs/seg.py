@@ -33,7 +33,6 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import SegmentationStorage
 
 from voxelpipe.atlases import REGION_NUMBERS, REGIONS
 from voxelpipe.atlases.atlas import region_colour
@@ -157,7 +156,7 @@ def source_images(datasets: Sequence[Dataset], series_uid: str | None) -> list[D
         ds
         for ds in datasets
         if "Rows" in ds  # an image (read with or without its pixels)
-        and ds.get("SOPClassUID") != SegmentationStorage
+        and ds.get("SOPClassUID") not in hd.seg.SOP_CLASS_UIDS
         and (series_uid is None or ds.get("SeriesInstanceUID") == series_uid)
     ]
     if not images:

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import Comprehensive3DSRStorage, EncapsulatedPDFStorage, SegmentationStorage
+from pydicom.uid import Comprehensive3DSRStorage, EncapsulatedPDFStorage
 
 from voxelpipe.dicom_outputs import (
     Analysis,
@@ -39,14 +39,14 @@ from voxelpipe.keys import derived_key, report_pdf_key
 from voxelpipe.messages import FinalizeInput
 from voxelpipe.nifti import load_nifti
 from voxelpipe.observability import logger
-from voxelpipe.pipeline.prepare import DEIDENTIFIED_PREFIX
+from voxelpipe.pipeline.prepare import DEIDENTIFIED_PREFIX, SEGMENTATION_CLASSES
 from voxelpipe.pipeline.report import REGION_LABELS, TISSUE_LABELS
 from voxelpipe.ports import ObjectStorage
 from voxelpipe.records import StudyRecord
 from voxelpipe.wiring import EnvVar
 
 # What Finalize writes there (so a rerun knows its own earlier outputs from the source copies).
-OUTPUT_CLASSES: Final = frozenset({SegmentationStorage, Comprehensive3DSRStorage, EncapsulatedPDFStorage})
+OUTPUT_CLASSES: Final = SEGMENTATION_CLASSES | {Comprehensive3DSRStorage, EncapsulatedPDFStorage}
 # Series numbers of the outputs: high, so viewers list them after the acquired series.
 SERIES_NUMBERS: Final = {"tissue": 901, "regions": 902, "measurements": 903, "report": 904}
 
