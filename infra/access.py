@@ -81,9 +81,11 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
         list_versions=[WORK, DERIVED],
     ),
     # Reads the prepared volume and the label maps the report draws over it; writes the report
-    # (report.html, report.pdf) and results.json.
+    # (report.html, report.pdf) and results.json. A DICOM study: lists and reads the de-identified
+    # source copies under derived/{id}/dicom/ and files its SEG, SR and PDF beside them, replacing
+    # an earlier attempt's (docs/dicom-outputs.md).
     FINALIZE.name: BucketAccess(
-        read=[WORK, DERIVED], write=[DERIVED], delete=[DERIVED], list_versions=[DERIVED]
+        read=[WORK, DERIVED], write=[DERIVED], delete=[DERIVED], list=[DERIVED], list_versions=[DERIVED]
     ),
     # Purges recently deleted studies again: every version of every object a study has.
     REAPER.name: BucketAccess(delete=[*ALL_PREFIXES], list_versions=[*ALL_PREFIXES]),

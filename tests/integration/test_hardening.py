@@ -240,12 +240,14 @@ def test_each_function_may_touch_only_its_prefixes(template: dict[str, Any]):
         "/references/*",
     }
     # Finalize reads the volume (work/) and the label maps (derived/) its report draws, writes the
-    # report and results.json, and removes them again for a study deleted while it ran.
+    # report and results.json, and removes them again for a study deleted while it ran; it lists a
+    # DICOM study's source copies under derived/ to file its DICOM outputs beside them.
     assert _s3_resources(policies["finalize"]) == {
         "s3:GetObject": {"/work/*", "/derived/*"},
         "s3:PutObject": {"/derived/*"},
         "s3:DeleteObject": {"/derived/*"},
         "s3:DeleteObjectVersion": {"/derived/*"},
+        "s3:ListBucket": {"bucket:derived/*"},
         "s3:ListBucketVersions": {"bucket:derived/*"},
     }
 

@@ -150,8 +150,9 @@ FINALIZE = FunctionSpec(
     # Chromium wants ~1 GB and a second vCPU shortens it.
     memory_mb=2048,
     timeout_s=180,
-    env=(EnvVar.BUCKET, *_STATUS_TABLES),
-    image=True,  # Chromium (a Debian package) and matplotlib
+    env=(EnvVar.BUCKET, *_STATUS_TABLES, EnvVar.DICOM_SEG_TYPE),
+    settings={EnvVar.DICOM_SEG_TYPE: "BINARY"},  # DICOM outputs' SEG type (docs/dicom-outputs.md)
+    image=True,  # Chromium (a Debian package), matplotlib and highdicom
     dependencies=(),  # the image installs the package with its dependencies
 )
 MARK_FAILED = FunctionSpec(

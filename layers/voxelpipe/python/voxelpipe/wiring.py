@@ -26,6 +26,8 @@ class EnvVar(StrEnum):
     STATE_MACHINE_ARN = "VOXELPIPE_STATE_MACHINE_ARN"
     MAX_UPLOAD_BYTES = "VOXELPIPE_MAX_UPLOAD_BYTES"
     DICOM_ORIGINALS = "VOXELPIPE_DICOM_ORIGINALS"  # "delete" or "retain" (7 days under work/)
+    # Finalize's DICOM SEG outputs: "BINARY" (read everywhere) or "LABELMAP" (docs/dicom-outputs.md).
+    DICOM_SEG_TYPE = "VOXELPIPE_DICOM_SEG_TYPE"
     AUTH_MODE = "VOXELPIPE_AUTH_MODE"  # "cognito" behind API Gateway; "dev" for local signed tokens
     EVENT_BUS_NAME = "VOXELPIPE_EVENT_BUS_NAME"  # every status change is put on this bus
     WEBHOOK_SECRET_ARN = "VOXELPIPE_WEBHOOK_SECRET_ARN"  # the key webhook signing keys derive from

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import time
 
+from pydicom.uid import SegmentationStorage
+
 from voxelpipe import tracking
 from voxelpipe.dicom import assemble_series, deidentify_bytes, read_instance_header, read_series_zip
 from voxelpipe.dicom.reidentify import capture_identities
@@ -35,6 +37,9 @@ STEP = "prepare"
 CANONICAL_NAME = "canonical.nii"
 CONVERTED_VOLUME = "input/volume.nii.gz"  # the DICOM series as NIfTI, under derived/{study_id}/
 DEIDENTIFIED_PREFIX = "dicom/"  # the de-identified DICOM objects, under derived/{study_id}/
+# Finalize's SEG outputs lie beside the copies (docs/dicom-outputs.md): Segmentation and Label Map
+# Segmentation (DICOM 2024c; pydicom 3.0 has no name for it yet).
+SEGMENTATION_CLASSES = frozenset({SegmentationStorage, "1.2.840.10008.5.1.4.1.1.66.7"})
 
 
 class StudyRejected(RuntimeError):
@@ -65,6 +70,8 @@ def _series_objects(
             copy = read_instance_header(data)  # its UIDs are the pseudonymous ones
         except Rejected:
             continue  # no pixels: an output written beside the copies (a report, a structured report)
+        if copy.sop_class_uid in SEGMENTATION_CLASSES:
+            continue  # Finalize's SEG (docs/dicom-outputs.md): a study without a series_uid has no other tell
         if study.series_uid is None or copy.series_instance_uid == study.series_uid:
             copies[copy.sop_instance_uid] = data  # not an output's series (a segmentation)
     originals: dict[str, bytes] = {}
