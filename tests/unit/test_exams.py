@@ -11,6 +11,7 @@ import pydicom
 import pytest
 
 from tests.fakes import (
+    InMemoryIdentityMaps,
     InMemoryRuleSets,
     InMemoryStorage,
     InMemoryStudyStore,
@@ -362,7 +363,8 @@ def test_prepare_converts_the_studys_series_only_and_reads_back_only_its_copies(
     study_id = _upload_exam(exam, storage, made.instances)
     study = store.get_study(study_id)
     assert study is not None and study.input_key is not None
-    first = prepare(_execution(study_id, 1, study.input_key), store, storage)
+    identity_maps = InMemoryIdentityMaps()
+    first = prepare(_execution(study_id, 1, study.input_key), store, storage, identity_maps)
     assert first.original_shape[-1] == 6  # the T1's 6 slices: not the localizer's, not the FLAIR's
     assert storage.list_keys(UploadKey(TENANT, study_id, "").key) == []  # every original disposed of
     copies = storage.list_keys(f"derived/{study_id}/dicom/")
@@ -377,5 +379,5 @@ def test_prepare_converts_the_studys_series_only_and_reads_back_only_its_copies(
     tracking.transition(store, study_id, 1, StudyStatus.COMPLETED)
     reopened = tracking.open_attempt(store, study_id, 1)
     assert reopened.input_key is not None
-    second = prepare(_execution(study_id, 2, reopened.input_key), store, storage)
+    second = prepare(_execution(study_id, 2, reopened.input_key), store, storage, identity_maps)
     assert second.original_shape == first.original_shape
