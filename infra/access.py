@@ -20,6 +20,7 @@ from voxelpipe.function_specs import (
     API,
     COMPLETE_TRANSFERS,
     DISPATCH,
+    EGRESS,
     FINALIZE,
     INGEST,
     LIVE,
@@ -86,6 +87,8 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     ),
     # Purges recently deleted studies again: every version of every object a study has.
     REAPER.name: BucketAccess(delete=[*ALL_PREFIXES], list_versions=[*ALL_PREFIXES]),
+    # Reads results.json and the DICOM outputs it lists (derived/{id}/dicom/); writes nothing.
+    EGRESS.name: BucketAccess(read=[DERIVED]),
     # Presigns uploads (POST and multipart, signed by this role: s3:PutObject) and artifact
     # downloads; completing a rejected DICOM study quarantines it; deleting a study removes every
     # version of every object it has. Registering a model presigns its upload under models/,
@@ -135,7 +138,23 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     DISPATCH.name: frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE, Resource.REFERENCES_TABLE}),
     WEBHOOK.name: frozenset({Resource.STUDIES_TABLE}),  # it reads each study's webhook URL
     LIVE.name: frozenset({Resource.STUDIES_TABLE}),  # a subscription names a study of the tenant
+    # Egress reads studies and destinations; it writes only deliveries (their acknowledgements).
+    EGRESS.name: frozenset({Resource.STUDIES_TABLE, Resource.DESTINATIONS_TABLE}),
 }
+
+# Destinations' secrets (Secrets Manager, one per destination, named under the deployment's prefix):
+# the API creates, replaces and deletes them; egress reads them. No other function may.
+DESTINATION_SECRET_ACTIONS: dict[str, tuple[str, ...]] = {
+    API.name: (
+        "secretsmanager:CreateSecret",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:DeleteSecret",
+        "secretsmanager:TagResource",
+    ),
+    EGRESS.name: ("secretsmanager:GetSecretValue",),
+}
+# The roles S3 destinations name (in the tenants' accounts) egress may assume: this name prefix only.
+EGRESS_ASSUMES_DELIVERY_ROLES = EGRESS.name
 
 
 # Status tables a function reads and deletes items of, but never puts or updates: the reaper purges

@@ -181,6 +181,11 @@ API = FunctionSpec(
         EnvVar.LIVE_URL,  # GET /health tells clients where live progress is
         EnvVar.CORS_ALLOWED_ORIGINS,
         *_EXAM_TABLES,  # completes DICOM uploads, takes STOW-RS transfers, keeps the rule sets (/rules)
+        # /destinations (their secrets under the prefix), a study's deliveries and their redrive.
+        EnvVar.DESTINATIONS_TABLE,
+        EnvVar.DELIVERIES_TABLE,
+        EnvVar.DELIVERY_QUEUE_URL,
+        EnvVar.DESTINATION_SECRET_PREFIX,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
     # Completing a DICOM upload runs the series checks (imported then, not at a cold start).
@@ -223,6 +228,24 @@ WEBHOOK = FunctionSpec(
     memory_mb=256,
     timeout_s=30,
     env=(EnvVar.STUDIES_TABLE, EnvVar.WEBHOOK_SECRET_ARN, EnvVar.WEBHOOK_QUEUE_URL),
+)
+EGRESS = FunctionSpec(
+    name="egress",
+    description="Delivers completed studies' DICOM outputs to their destinations (STOW-RS, C-STORE, S3)",
+    memory_mb=1024,
+    timeout_s=300,
+    env=(
+        EnvVar.BUCKET,  # reads derived/: results.json and the DICOM outputs
+        EnvVar.STUDIES_TABLE,
+        EnvVar.EVENT_BUS_NAME,  # Study Delivered / Delivery Failed
+        EnvVar.DESTINATIONS_TABLE,
+        EnvVar.DELIVERIES_TABLE,
+        EnvVar.DELIVERY_QUEUE_URL,
+    ),
+    # pynetdicom (C-STORE) shares pydicom with the imaging layer group: an image
+    # (functions/egress/Dockerfile says why).
+    image=True,
+    dependencies=(),
 )
 SCALER = FunctionSpec(
     name="scaler",
@@ -326,6 +349,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     REAPER,
     COMPLETE_TRANSFERS,
     WEBHOOK,
+    EGRESS,
     SCALER,
     LIVE_AUTHORIZER,
     LIVE,

@@ -8,6 +8,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from voxelpipe import queries
+from voxelpipe.adapters.deliveries import DynamoDeliveries, SqsDeliveryQueue
+from voxelpipe.adapters.destination_secrets import SecretsManagerDestinationSecrets
+from voxelpipe.adapters.destinations import DynamoDestinations
 from voxelpipe.adapters.executions import StepFunctionsExecutions
 from voxelpipe.adapters.queues import SqsWorkQueues
 from voxelpipe.adapters.rule_sets import DynamoRuleSets
@@ -18,7 +21,16 @@ from voxelpipe.api.auth import Action, Principal, principal
 from voxelpipe.api.problems import not_found, problem_responses
 from voxelpipe.limits import Limits
 from voxelpipe.pipeline.lifecycle import ExamAdapters
-from voxelpipe.ports import Executions, RuleSets, StudyStore, WorkQueues
+from voxelpipe.ports import (
+    Deliveries,
+    DeliveryQueue,
+    Destinations,
+    DestinationSecrets,
+    Executions,
+    RuleSets,
+    StudyStore,
+    WorkQueues,
+)
 from voxelpipe.records import StudyRecord
 
 
@@ -42,6 +54,22 @@ def rule_sets() -> RuleSets:
     return DynamoRuleSets()
 
 
+def destinations() -> Destinations:
+    return DynamoDestinations()
+
+
+def destination_secrets() -> DestinationSecrets:
+    return SecretsManagerDestinationSecrets()
+
+
+def deliveries() -> Deliveries:
+    return DynamoDeliveries()
+
+
+def delivery_queue() -> DeliveryQueue:
+    return SqsDeliveryQueue()
+
+
 # What routes are given: FastAPI builds each per request (tests may override them).
 Caller = Annotated[Principal, Depends(principal)]
 Store = Annotated[StudyStore, Depends(study_store)]
@@ -49,6 +77,10 @@ Bucket = Annotated[Storage, Depends(storage)]
 Queues = Annotated[WorkQueues, Depends(work_queues)]
 StateMachine = Annotated[Executions, Depends(executions)]
 Rules = Annotated[RuleSets, Depends(rule_sets)]
+DestinationTable = Annotated[Destinations, Depends(destinations)]
+Secrets = Annotated[DestinationSecrets, Depends(destination_secrets)]
+DeliveryTable = Annotated[Deliveries, Depends(deliveries)]
+DeliveryQueueDep = Annotated[DeliveryQueue, Depends(delivery_queue)]
 
 
 def exam_adapters(store: Store, bucket: Bucket, queues: Queues) -> ExamAdapters:
