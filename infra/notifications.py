@@ -16,7 +16,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra import nag
-from infra.security import StackSecurity
+from infra.security import StackSecurity, grant_queue_send
 from voxelpipe.wiring import (
     DELIVERY_FAILED,
     EVENT_SOURCE,
@@ -112,7 +112,7 @@ class StudyNotifications:
             self.webhook_queue.grant(function, "sqs:ChangeMessageVisibility")
         elif resource is Resource.DELIVERY_QUEUE:
             function.add_environment(var, self.delivery_queue.queue_url)
-            self.delivery_queue.grant_send_messages(function)
+            grant_queue_send(self.delivery_queue, function)
             self.delivery_queue.grant(function, "sqs:ChangeMessageVisibility")
         else:
             raise ValueError(f"{resource} is not a notification resource")

@@ -418,7 +418,7 @@ class VoxelpipeStack(Stack):
                 applies_to=[
                     nag.wildcard_resource(
                         f"arn:<AWS::Partition>:secretsmanager:{nag.region_of(self)}:{nag.account_of(self)}:"
-                        f"secret:<AWS::StackName>/destinations/*"
+                        f"secret:{self.stack_name}/destinations/*"
                     )
                 ],
             )
