@@ -32,7 +32,9 @@ from voxelpipe.pipeline.deliveries import DeliveryAdapters, handle_delivery_mess
 from voxelpipe.wiring import EnvVar
 from voxelpipe.workflow_settings import DELIVERY_MAX_RECEIVE_COUNT
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# A failed delivery is reported as a batch item failure (its message comes back), not as an error
+# of the invocation, also when it is the batch's only record.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def adapters() -> DeliveryAdapters:

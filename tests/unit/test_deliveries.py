@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from voxelpipe.deliveries import (
     DeliveryMessage,
@@ -48,7 +48,12 @@ SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage
 
 def test_destinations_are_validated_by_kind():
     web = DESTINATION.validate_python(
-        {"kind": "dicomweb", "name": "pacs", "url": "https://pacs.example/dicom-web/studies", "auth": "bearer"}
+        {
+            "kind": "dicomweb",
+            "name": "pacs",
+            "url": "https://pacs.example/dicom-web/studies",
+            "auth": "bearer",
+        }
     )
     assert isinstance(web, DicomWebDestination) and web.needs_secret()
     dimse = DESTINATION.validate_python(
@@ -100,7 +105,9 @@ def test_a_study_goes_to_its_decisions_then_its_requested_destinations_each_once
 
 
 def _item(n: int) -> OutputObject:
-    return OutputObject(key=f"derived/s1/dicom/{n}.dcm", sop_class_uid=SOP_CLASS, sop_instance_uid=f"2.25.{n}")
+    return OutputObject(
+        key=f"derived/s1/dicom/{n}.dcm", sop_class_uid=SOP_CLASS, sop_instance_uid=f"2.25.{n}"
+    )
 
 
 def test_only_unacknowledged_objects_are_sent_again():
@@ -280,11 +287,15 @@ def test_a_retry_sends_only_what_was_not_acknowledged_and_a_delivered_one_is_nev
     assert record is not None and record.acknowledged == ["2.25.1"] and record.status == "PENDING"
     assert record.attempts == 1 and record.error
     memory.fail_after = None
-    assert deliver(message, _adapters(memory), receive_count=2, max_receive_count=5) is DeliveryStatus.DELIVERED
+    assert (
+        deliver(message, _adapters(memory), receive_count=2, max_receive_count=5) is DeliveryStatus.DELIVERED
+    )
     assert [uid for uid, _ in memory.sent] == ["2.25.1", "2.25.2", "2.25.3"]  # each once
     assert memory.events[-1].detail_type == "Study Delivered" and memory.events[-1].acknowledged == 3
     # A repeated message sends nothing.
-    assert deliver(message, _adapters(memory), receive_count=1, max_receive_count=5) is DeliveryStatus.DELIVERED
+    assert (
+        deliver(message, _adapters(memory), receive_count=1, max_receive_count=5) is DeliveryStatus.DELIVERED
+    )
     assert len(memory.sent) == 3
 
 
@@ -305,14 +316,19 @@ def test_the_last_receive_fails_the_delivery_and_a_redrive_resends_it():
     )
     assert outcome == "FAILED"
     record = Records(memory).get("s1", 1, "pacs")
-    assert record is not None and record.status == "FAILED" and "gave up after 5 tries" in (record.error or "")
+    assert (
+        record is not None and record.status == "FAILED" and "gave up after 5 tries" in (record.error or "")
+    )
     assert memory.events[-1].detail_type == "Delivery Failed" and memory.events[-1].sends == 5
     memory.failing = False
     redriven = redrive(memory.studies["s1"], "pacs", Records(memory), _adapters(memory).queue)  # type: ignore[arg-type]
     assert redriven.status == "PENDING" and memory.queued == [message]
-    assert handle_delivery_message(
-        body, _adapters(memory), receive_count=1, max_receive_count=5, retry_later=delays.append
-    ) == "DELIVERED"
+    assert (
+        handle_delivery_message(
+            body, _adapters(memory), receive_count=1, max_receive_count=5, retry_later=delays.append
+        )
+        == "DELIVERED"
+    )
     assert len(memory.sent) == 3
 
 
