@@ -124,7 +124,7 @@ def _completed_study(cloud: LocalCloud, destinations: list[str]) -> tuple[str, s
     study_id, study_uid, series_uid = new_study_id(), generate_uid(), generate_uid()
     s3 = boto3.client("s3")
     outputs, sops = [], []
-    for number in range(2):
+    for _ in range(2):
         sop, data = _pdf_instance(study_uid, series_uid)
         key = f"derived/{study_id}/dicom/{sop}.dcm"
         s3.put_object(Bucket=cloud.bucket, Key=key, Body=data)
