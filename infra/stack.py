@@ -64,6 +64,7 @@ from voxelpipe.function_specs import (
     WEBHOOK,
     DependencyGroup,
     FunctionSpec,
+    function_spec,
 )
 from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.records import LIVE_MODELS, REGISTRY_MODELS, STATUS_MODELS, table_schema
@@ -410,7 +411,8 @@ class VoxelpipeStack(Stack):
         )
         for name, actions in DESTINATION_SECRET_ACTIONS.items():
             function = functions[name]
-            function.add_environment(EnvVar.DESTINATION_SECRET_PREFIX, prefix)
+            if EnvVar.DESTINATION_SECRET_PREFIX in function_spec(name).env:
+                function.add_environment(EnvVar.DESTINATION_SECRET_PREFIX, prefix)
             function.add_to_role_policy(iam.PolicyStatement(actions=list(actions), resources=[secrets]))
             nag.acknowledge(
                 function.role or function,

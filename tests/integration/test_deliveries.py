@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -17,6 +18,9 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import EncapsulatedPDFStorage  # type: ignore[attr-defined]
 
+from infra.cli.client import Client
+from infra.cli.destinations import run_destinations
+from infra.cli.main import _parser
 from infra.local.cloud import LocalCloud
 from infra.local.serve import acting_as
 from tests.fixtures.orthanc import OrthancClient, free_port, orthanc_server
@@ -288,3 +292,31 @@ def test_a_completed_study_is_delivered_by_stow_rs_and_c_store_and_a_down_one_af
     finally:
         scp.stop()
     assert api.post(f"/studies/{study_id}/deliveries/nowhere/redrive", headers=auth()).status_code == 404
+
+
+def test_the_destinations_cli_adds_lists_shows_and_deletes_with_the_secret_from_the_environment(
+    api: TestClient, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    client = Client.__new__(Client)
+    client.token, client.http = None, api
+    api.headers.update(auth())
+
+    def cli(*argv: str) -> tuple[int, str, str]:
+        code = run_destinations(_parser().parse_args(list(argv)), client)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    spec = tmp_path / "pacs.json"
+    spec.write_text(
+        json.dumps({"kind": "dicomweb", "name": "pacs", "url": "https://pacs.example/", "auth": "bearer"})
+    )
+    monkeypatch.setenv("PACS_TOKEN", "t0ken")
+    assert cli("destinations", "add", str(spec), "--secret-env", "PACS_TOKEN")[0] == 0
+    code, out, _ = cli("destinations", "list")
+    assert code == 0 and "pacs" in out and "secret kept" in out and "t0ken" not in out
+    spec.write_text(json.dumps({"kind": "dicomweb", "name": "x", "url": "https://x.example/", "secret": "s"}))
+    code, _, err = cli("destinations", "add", str(spec))
+    assert code == 2 and "--secret-env" in err
+    assert json.loads(cli("destinations", "show", "pacs", "--json")[1])["kind"] == "dicomweb"
+    assert cli("destinations", "delete", "pacs")[0] == 0
+    assert "no destinations" in cli("destinations", "list")[1]

@@ -22,9 +22,6 @@ from voxelpipe import telemetry
 from voxelpipe.observability import logger
 from voxelpipe.ports import StudyStore
 from voxelpipe.status_events import STATUS_CHANGED, DeliveryOutcome, StudyStatusChanged
-
-# What webhooks tell of: every status change, and every delivery's outcome (docs/deliveries.md).
-WebhookEvent = StudyStatusChanged | DeliveryOutcome
 from voxelpipe.telemetry import Dimension, Metric
 from voxelpipe.webhook_urls import (
     InvalidWebhookUrl,
@@ -34,6 +31,9 @@ from voxelpipe.webhook_urls import (
     resolve_addresses,
     webhook_target,
 )
+
+# What webhooks tell of: every status change, and every delivery's outcome (docs/deliveries.md).
+WebhookEvent = StudyStatusChanged | DeliveryOutcome
 
 SIGNATURE_HEADER = "Voxelpipe-Signature"
 EVENT_ID_HEADER = "Voxelpipe-Event-Id"
