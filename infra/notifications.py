@@ -112,8 +112,7 @@ class StudyNotifications:
             self.webhook_queue.grant(function, "sqs:ChangeMessageVisibility")
         elif resource is Resource.DELIVERY_QUEUE:
             function.add_environment(var, self.delivery_queue.queue_url)
-            grant_queue_send(self.delivery_queue, function)
-            self.delivery_queue.grant(function, "sqs:ChangeMessageVisibility")
+            grant_queue_send(self.delivery_queue, function)  # plans deliveries, redrives
         else:
             raise ValueError(f"{resource} is not a notification resource")
 
@@ -125,6 +124,8 @@ class StudyNotifications:
         )
 
     def deliver_outputs_with(self, egress: lambda_.Function) -> None:
+        # The consumer backs a failed delivery off by hiding its message longer.
+        self.delivery_queue.grant(egress, "sqs:ChangeMessageVisibility")
         egress.add_event_source(
             event_sources.SqsEventSource(
                 self.delivery_queue, batch_size=DELIVERY_BATCH_SIZE, report_batch_item_failures=True
