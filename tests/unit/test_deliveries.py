@@ -358,3 +358,18 @@ def test_a_study_without_dicom_outputs_fails_its_deliveries_with_the_reason():
     planned = plan_deliveries(study, _adapters(memory))
     assert planned[0].status == "FAILED" and "no DICOM outputs" in (planned[0].error or "")
     assert memory.queued == []
+
+
+def test_an_unexpected_error_is_retried_and_its_last_receive_fails_the_delivery():
+    memory = Memory(destinations={"pacs": _pacs(False)})
+    plan_deliveries(_completed(memory), _adapters(memory))
+    body = memory.queued[0].model_dump()
+    memory.objects.pop("derived/s1/dicom/2.dcm")  # an output gone from the bucket
+    for count in (1, 5):
+        with pytest.raises(KeyError):
+            handle_delivery_message(
+                body, _adapters(memory), receive_count=count, max_receive_count=5, retry_later=lambda s: None
+            )
+    record = Records(memory).get("s1", 1, "pacs")
+    assert record is not None and record.status == "FAILED" and "KeyError" in (record.error or "")
+    assert memory.sent[0][0] == "2.25.1" and len(memory.sent) == 1  # the first, once

@@ -277,4 +277,12 @@ def handle_delivery_message(
     except RetryDelivery:
         retry_later(retry_delay_s(receive_count))
         raise
+    except Exception as error:
+        # Anything else (an output missing from the bucket, a table error) is retried as a crash;
+        # its last receive still leaves the delivery FAILED with the reason, not PENDING for ever.
+        if receive_count >= max_receive_count:
+            record = adapters.deliveries.get(message.study_id, message.attempt, message.destination)
+            if record is not None and record.status == DeliveryStatus.PENDING:
+                _fail(adapters, record, f"{type(error).__name__}: {error}", tried=True)
+        raise
     return status.value
