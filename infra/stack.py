@@ -380,8 +380,8 @@ class VoxelpipeStack(Stack):
         # A GPU task may wait for a worker to start, up to its task timeout (then its token is lost).
         oldest_s = {
             id(notifications.webhook_queue): 3600,
-            # Deliveries back off up to an hour a try, about 4 hours in all before the DLQ.
-            id(notifications.delivery_queue): 5 * 3600,
+            # Deliveries back off up to an hour a try, about 2 hours in all before the DLQ.
+            id(notifications.delivery_queue): 3 * 3600,
             id(self.gpu.queue): self.gpu.settings.task_timeout_s,
         }
         for queue in queues:

@@ -86,7 +86,7 @@ def test_every_work_queue_alarms_on_the_age_of_its_oldest_message(template: dict
     assert len(work) == 2 and all(ages[lid] == WORK_QUEUE_OLDEST_S for lid in work)
     # Deliveries back off for hours before their DLQ: their oldest message may be that old.
     (deliveries,) = [lid for lid in sources if lid.startswith(Resource.DELIVERY_QUEUE)]
-    assert ages[deliveries] == 5 * 3600
+    assert ages[deliveries] == 3 * 3600
     # Live progress older than that is news no more: it alarms like a work queue.
     (live,) = [lid for lid in sources if lid.startswith(Resource.LIVE_QUEUE)]
     assert ages[live] == WORK_QUEUE_OLDEST_S

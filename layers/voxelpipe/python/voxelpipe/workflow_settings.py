@@ -32,7 +32,7 @@ WEBHOOK_MAX_RECEIVE_COUNT = 8
 WEBHOOK_VISIBILITY_TIMEOUT_S = 6 * WEBHOOK.timeout_s
 WEBHOOK_BATCH_SIZE = 10
 # The delivery queue (docs/deliveries.md): a failed send backs off (deliveries.retry_delay_s, 1 min
-# doubling to 1 h) for DELIVERY_MAX_RECEIVE_COUNT receives (about 4 h in all), then its delivery is
+# doubling to 1 h) for DELIVERY_MAX_RECEIVE_COUNT receives (about 2 h in all), then its delivery is
 # FAILED and the message goes to the DLQ. One delivery per invocation: each is long.
 DELIVERY_MAX_RECEIVE_COUNT = 8
 DELIVERY_VISIBILITY_TIMEOUT_S = 6 * EGRESS.timeout_s
