@@ -70,6 +70,7 @@ from infra.local.template import cached_template
 from tests.fixtures.gpu import GPU_CONTEXT
 from voxelpipe import analyses, tracking
 from voxelpipe.adapters.executions import StepFunctionsExecutions
+from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.adapters.queues import SqsWorkQueues
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
@@ -438,7 +439,9 @@ class Soak:
             study = self.store.get_study(study_id)
             assert study is not None
             storage, executions = Storage(self.cloud.bucket), StepFunctionsExecutions()
-            manage.delete(study, self.store, storage, executions, actor=ACTOR, source=ACTOR)
+            manage.delete(
+                study, self.store, storage, executions, DynamoIdentityMaps(), actor=ACTOR, source=ACTOR
+            )
 
     # -- waiting and counting ---------------------------------------------------------------
     def wait_terminal(self, study_ids: Sequence[str], timeout_s: float) -> None:
@@ -529,7 +532,13 @@ def run_soak(
             cloud.wait_for_executions(timeout_s=600)
             report.phases_s["executions ended"] = time.monotonic() - started
         with cloud.acting_as(REAPER.name):
-            reaper = Reaper(soak.store, Storage(cloud.bucket), StepFunctionsExecutions(), SqsWorkQueues())
+            reaper = Reaper(
+                soak.store,
+                Storage(cloud.bucket),
+                StepFunctionsExecutions(),
+                SqsWorkQueues(),
+                DynamoIdentityMaps(),
+            )
             report.reaped = len(reaper.reap())
         report.phases_s["reaper"] = time.monotonic() - started
         records: dict[str, StudyRecord | None] = {sid: soak.store.get_study(sid) for sid in uploaded}

@@ -15,7 +15,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_stepfunctions as sfn
 
 from infra import nag
-from infra.security import BucketAccess, logical_id
+from infra.security import BucketAccess, IdentityMapUse, logical_id
 from voxelpipe.function_specs import (
     API,
     COMPLETE_TRANSFERS,
@@ -81,9 +81,11 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
         list_versions=[WORK, DERIVED],
     ),
     # Reads the prepared volume and the label maps the report draws over it; writes the report
-    # (report.html, report.pdf) and results.json.
+    # (report.html, report.pdf) and results.json. A DICOM study: lists and reads the de-identified
+    # source copies under derived/{id}/dicom/ and files its SEG, SR and PDF beside them, replacing
+    # an earlier attempt's (docs/dicom-outputs.md).
     FINALIZE.name: BucketAccess(
-        read=[WORK, DERIVED], write=[DERIVED], delete=[DERIVED], list_versions=[DERIVED]
+        read=[WORK, DERIVED], write=[DERIVED], delete=[DERIVED], list=[DERIVED], list_versions=[DERIVED]
     ),
     # Purges recently deleted studies again: every version of every object a study has.
     REAPER.name: BucketAccess(delete=[*ALL_PREFIXES], list_versions=[*ALL_PREFIXES]),
@@ -102,6 +104,17 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
         list=[UPLOADS, DERIVED],
         list_versions=[*ALL_PREFIXES, MODELS, REFERENCES],
     ),
+}
+
+# The honest broker's identity maps (docs/dicom.md, "Honest broker"): Prepare adds to a study's
+# map without reading it, only egress reads one (to re-identify for an internal destination), and
+# deleting a study (the API) or purging it again (the reaper) deletes its map. A function told of
+# the table and not listed here fails synthesis; no other function may be told of it.
+IDENTITY_MAP_ACCESS: dict[str, IdentityMapUse] = {
+    PREPARE.name: IdentityMapUse.WRITE,
+    EGRESS.name: IdentityMapUse.READ,
+    API.name: IdentityMapUse.DELETE,
+    REAPER.name: IdentityMapUse.DELETE,
 }
 
 # The GPU worker (a Batch job): reads the prepared volume and earlier outputs, the registered

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 import jsii
 from aws_cdk import Aws, Duration, RemovalPolicy, Stack
@@ -96,6 +97,15 @@ class StackSecurity(Construct):
             self,
             "DataKey",
             description="voxelpipe: data at rest (S3 objects, SQS messages, DynamoDB items, backups)",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        # The honest broker's identity maps (docs/dicom.md): a key of their own, so that no grant on
+        # the data key reaches them, and the key's use (CloudTrail) is theirs alone.
+        self.identity_map_key = kms.Key(
+            self,
+            "IdentityMapKey",
+            description="voxelpipe: the identity maps (original DICOM identifiers), read only by egress",
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.RETAIN,
         )
@@ -331,6 +341,43 @@ def grant_table(
     grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=resources))
     if table.encryption_key is not None:
         table.encryption_key.grant(grantee, *(DYNAMODB_KMS_WRITE if write or delete else DYNAMODB_KMS_READ))
+
+
+class IdentityMapUse(Enum):
+    """What a function may do with the identity map table (infra/access.py says who may do what)."""
+
+    WRITE = "write"  # add to a study's map: UpdateItem (map updates), never a read
+    READ = "read"  # egress: GetItem
+    DELETE = "delete"  # deleting a study (the API) and purging it again (the reaper)
+
+
+IDENTITY_MAP_ACTIONS: dict[IdentityMapUse, tuple[str, ...]] = {
+    IdentityMapUse.WRITE: ("dynamodb:PutItem", "dynamodb:UpdateItem"),
+    IdentityMapUse.READ: ("dynamodb:GetItem",),
+    IdentityMapUse.DELETE: ("dynamodb:DeleteItem",),
+}
+
+
+def grant_identity_map(table: dynamodb.Table, grantee: iam.IGrantable, use: IdentityMapUse) -> None:
+    """Exactly `use`'s item actions on the identity map table, and its key only through DynamoDB.
+
+    DynamoDB decrypts the table key on the caller's behalf for every request, reads and writes
+    alike (the caller needs kms:Decrypt on it), so each user gets the key's actions on the
+    condition kms:ViaService = DynamoDB: none can decrypt anything with it directly, and what it
+    can see of the items is what its item actions allow (only READ reads).
+    """
+    grantee.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(actions=list(IDENTITY_MAP_ACTIONS[use]), resources=[table.table_arn])
+    )
+    key = table.encryption_key
+    assert key is not None, "the identity map table has a key of its own"
+    grantee.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=list(DYNAMODB_KMS_WRITE if use is IdentityMapUse.WRITE else DYNAMODB_KMS_READ),
+            resources=[key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": f"dynamodb.{Aws.REGION}.amazonaws.com"}},
+        )
+    )
 
 
 def grant_queue_send(queue: sqs.IQueue, grantee: iam.IGrantable) -> None:

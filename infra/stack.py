@@ -21,6 +21,7 @@ from infra.access import (
     BUCKET_ACCESS,
     DESTINATION_SECRET_ACTIONS,
     EGRESS_ASSUMES_DELIVERY_ROLES,
+    IDENTITY_MAP_ACCESS,
     PURGE_ONLY_TABLES,
     READ_ONLY_TABLES,
     grant_executions,
@@ -37,6 +38,7 @@ from infra.security import (
     StackSecurity,
     encrypted_bucket,
     grant_bucket,
+    grant_identity_map,
     grant_queue_send,
     grant_table,
     logical_id,
@@ -67,7 +69,7 @@ from voxelpipe.function_specs import (
     function_spec,
 )
 from voxelpipe.gpu_settings import GpuSettings
-from voxelpipe.records import LIVE_MODELS, REGISTRY_MODELS, STATUS_MODELS, table_schema
+from voxelpipe.records import IDENTITY_MODELS, LIVE_MODELS, REGISTRY_MODELS, STATUS_MODELS, table_schema
 from voxelpipe.wiring import ENV_RESOURCES, FUNCTION_TAG, GPU_RESOURCES, EnvVar, Prefix, Resource
 from voxelpipe.workflow_settings import (
     DISPATCH_BATCH_SIZE,
@@ -163,6 +165,15 @@ class VoxelpipeStack(Stack):
             for var, model in {**STATUS_MODELS, **REGISTRY_MODELS, **LIVE_MODELS}.items()
         }
         tables[Resource.IDEMPOTENCY_TABLE] = idempotency_table(self, Resource.IDEMPOTENCY_TABLE, key=key)
+        # The identity maps: under their own key, granted only as IDENTITY_MAP_ACCESS says.
+        tables.update(
+            {
+                ENV_RESOURCES[var]: table_for_model(
+                    self, ENV_RESOURCES[var], model, key=self.security.identity_map_key
+                )
+                for var, model in IDENTITY_MODELS.items()
+            }
+        )
         table_indexes = {
             ENV_RESOURCES[var]: [
                 index["index_name"] for index in table_schema(model)["global_secondary_indexes"]
@@ -243,6 +254,13 @@ class VoxelpipeStack(Stack):
                     grant_queue_send(queues[resource], function)
                 elif resource in notifications.resources:
                     notifications.bind(function, var, resource)
+                elif resource is Resource.IDENTITY_MAP_TABLE:
+                    function.add_environment(var, tables[resource].table_name)
+                    if spec.name not in IDENTITY_MAP_ACCESS:
+                        raise KeyError(
+                            f"{spec.name} is told of the identity maps: declare its use in infra/access.py"
+                        )
+                    grant_identity_map(tables[resource], function, IDENTITY_MAP_ACCESS[spec.name])
                 else:
                     function.add_environment(var, tables[resource].table_name)
                     grant_table(

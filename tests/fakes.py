@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from pynamodb.models import Model
 
+from voxelpipe.identities import IdentityMap
 from voxelpipe.limits import Limits
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
 from voxelpipe.pipeline.lifecycle import ExamAdapters
@@ -434,3 +435,20 @@ class FakeExecutions:
     def end(self, study_id: str, attempt: int, status: str = "SUCCEEDED") -> None:
         run = self.runs[(study_id, attempt)]
         self.runs[(study_id, attempt)] = (run[0], status, run[2])
+
+
+class InMemoryIdentityMaps:
+    """IdentityMaps in memory (the contract test holds it to the DynamoDB adapter's behaviour)."""
+
+    def __init__(self) -> None:
+        self.maps: dict[str, IdentityMap] = {}
+
+    def save(self, study_id: str, identities: IdentityMap) -> None:
+        self.maps[study_id] = self.maps.get(study_id, IdentityMap()).merged(copy.deepcopy(identities))
+
+    def get(self, study_id: str) -> IdentityMap | None:
+        found = self.maps.get(study_id)
+        return copy.deepcopy(found) if found is not None else None
+
+    def forget(self, study_id: str) -> None:
+        self.maps.pop(study_id, None)

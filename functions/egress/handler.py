@@ -23,6 +23,7 @@ from voxelpipe.adapters import event_bus, queues
 from voxelpipe.adapters.deliveries import DynamoDeliveries, SqsDeliveryQueue
 from voxelpipe.adapters.destination_secrets import SecretsManagerDestinationSecrets
 from voxelpipe.adapters.destinations import DynamoDestinations
+from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.adapters.reidentification import BrokerReidentifier
 from voxelpipe.adapters.senders import sender_for
 from voxelpipe.adapters.storage import Storage
@@ -46,7 +47,7 @@ def adapters() -> DeliveryAdapters:
         deliveries=DynamoDeliveries(),
         queue=SqsDeliveryQueue(),
         make_sender=sender_for,
-        reidentify=BrokerReidentifier(),
+        reidentify=BrokerReidentifier(DynamoIdentityMaps()),
         publish=event_bus.publish,
     )
 

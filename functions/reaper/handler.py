@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from voxelpipe.adapters.executions import StepFunctionsExecutions
+from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.adapters.queues import SqsWorkQueues
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
@@ -22,6 +23,10 @@ from voxelpipe.pipeline.reconcile import Reaper
 @event_parser(model=EventBridgeModel)
 def lambda_handler(event: EventBridgeModel, context: LambdaContext) -> dict[str, Any]:
     reaper = Reaper(
-        DynamoStudyStore(), Storage.from_environment(), StepFunctionsExecutions(), SqsWorkQueues()
+        DynamoStudyStore(),
+        Storage.from_environment(),
+        StepFunctionsExecutions(),
+        SqsWorkQueues(),
+        DynamoIdentityMaps(),
     )
     return {"reaped": [outcome.as_json() for outcome in reaper.reap()]}

@@ -16,6 +16,7 @@ from infra.local.serve import acting_as
 from infra.local.studies import wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
 from voxelpipe.adapters.executions import StepFunctionsExecutions
+from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.adapters.queues import SqsWorkQueues
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
@@ -81,7 +82,9 @@ def test_a_study_deleted_while_a_step_runs_keeps_nothing_once_its_execution_ends
     assert record is not None and record.status == StudyStatus.DELETED and record.manifest is None
     assert api.get(f"/studies/{study_id}", headers=_auth(Role.VIEWER)).status_code == 404
     # A reaper pass finds nothing more to remove.
-    reaper = Reaper(STORE, Storage(cloud.bucket), StepFunctionsExecutions(), SqsWorkQueues())
+    reaper = Reaper(
+        STORE, Storage(cloud.bucket), StepFunctionsExecutions(), SqsWorkQueues(), DynamoIdentityMaps()
+    )
     reaper.reap()
     assert _every_version_of(cloud, study_id) == []
     assert wait_for_terminal([study_id], timeout_s=1)[study_id].status == StudyStatus.DELETED

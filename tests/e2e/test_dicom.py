@@ -21,14 +21,19 @@ from infra.local.studies import report, submit_files, upload_name, wait_for_term
 from tests.fixtures.cloud import checked_cloud
 from tests.fixtures.dicom import dicom_cases, make_series
 from tests.fixtures.dicom_corpus import corpus
+from tests.fixtures.phi_scan import sightings
+from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.adapters.queues import SqsWorkQueues
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.dicom import BASIC_PROFILE, assemble_series, read_instance_header
+from voxelpipe.dicom.reidentify import reidentify
+from voxelpipe.function_specs import EGRESS
 from voxelpipe.keys import derived_key
 from voxelpipe.pipeline import manage
 from voxelpipe.records import StudyRecord
 from voxelpipe.rejections import Rejected
 from voxelpipe.status import StudyStatus
+from voxelpipe.wiring import EnvVar
 
 STORE = DynamoStudyStore()
 
@@ -40,6 +45,13 @@ def _files(instances: list[bytes]) -> list[tuple[str, bytes]]:
 def _keys(cloud: LocalCloud, prefix: str) -> list[str]:
     listing = boto3.client("s3").list_objects_v2(Bucket=cloud.bucket, Prefix=prefix)
     return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def _holding(cloud: LocalCloud, values: list[str], *, but: str) -> list[str]:
+    """Where in the local cloud any of `values` is: every object version, every item of every table
+    except `but`."""
+    found = sightings(values, buckets=[cloud.bucket], except_tables=[but] if but else [])
+    return [f"{hit.where.removeprefix('dynamodb:')}: {hit.marker}" for hit in found]
 
 
 def test_a_series_converts_is_deidentified_and_completes(cloud: LocalCloud):
@@ -60,16 +72,35 @@ def test_a_series_converts_is_deidentified_and_completes(cloud: LocalCloud):
 
     # Only de-identified objects remain: originals are gone, every copy is de-identified.
     assert _keys(cloud, f"uploads/demo/{study_id}/") == []
-    copies = _keys(cloud, derived_key(study_id, "dicom/"))
+    # (Finalize files its DICOM outputs beside the copies: docs/dicom-outputs.md.)
+    objects = {
+        key: pydicom.dcmread(io.BytesIO(s3.get_object(Bucket=cloud.bucket, Key=key)["Body"].read()))
+        for key in _keys(cloud, derived_key(study_id, "dicom/"))
+    }
+    copies = {key: ds for key, ds in objects.items() if ds.Manufacturer != "voxelpipe"}
     assert len(copies) == 8
-    for key in copies:
-        ds = pydicom.dcmread(io.BytesIO(s3.get_object(Bucket=cloud.bucket, Key=key)["Body"].read()))
+    for key, ds in copies.items():
         assert ds.PatientIdentityRemoved == "YES"
         assert ds.SeriesInstanceUID != series.series_uid and ds.StudyInstanceUID != series.study_uid
         for tag, action in BASIC_PROFILE.items():
             if action == "X" and tag in ds:
                 pytest.fail(f"{pydicom.tag.Tag(tag)} survives de-identification in {key}")
         assert not [element for element in ds if element.tag.is_private]
+
+    # The honest broker: Prepare kept the originals' identifiers in the identity map (which only
+    # egress may read), and they are nowhere else: no object version, no other table's item.
+    with cloud.acting_as(EGRESS.name):
+        identities = DynamoIdentityMaps().get(study_id)
+    assert identities is not None
+    original = pydicom.dcmread(io.BytesIO(series.instances[0]))
+    copy = pydicom.dcmread(io.BytesIO(s3.get_object(Bucket=cloud.bucket, Key=copies[0])["Body"].read()))
+    restored = reidentify(copy, identities)
+    assert (restored.StudyInstanceUID, restored.SeriesInstanceUID) == (series.study_uid, series.series_uid)
+    assert (restored.PatientID, restored.AccessionNumber) == (original.PatientID, original.AccessionNumber)
+    phi = [original.PatientID, str(original.PatientName), original.AccessionNumber, series.study_uid]
+    identity_table = cloud.env(EnvVar.IDENTITY_MAP_TABLE)
+    assert not _holding(cloud, [*phi, series.series_uid], but=identity_table)
+    assert {hit.split(": ")[0] for hit in _holding(cloud, phi, but="")} == {identity_table}  # seen there
 
     # Reprocess reads the de-identified copies, since the originals are gone (and Prepare's role
     # may read them: the local cloud holds each function to its role's policies).

@@ -18,6 +18,7 @@ from tests.fixtures.bad_nifti import make_good_nifti
 from tests.fixtures.receiver import webhook_receiver
 from voxelpipe import tracking, webhooks
 from voxelpipe.adapters.executions import StepFunctionsExecutions
+from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.adapters.queues import SqsWorkQueues
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
@@ -32,7 +33,9 @@ STORE = DynamoStudyStore()
 
 
 def _reaper() -> reconcile.Reaper:
-    return reconcile.Reaper(STORE, Storage.from_environment(), StepFunctionsExecutions(), SqsWorkQueues())
+    return reconcile.Reaper(
+        STORE, Storage.from_environment(), StepFunctionsExecutions(), SqsWorkQueues(), DynamoIdentityMaps()
+    )
 
 
 def test_a_study_frozen_in_a_step_is_failed_by_the_reaper_with_an_audit_row(cloud: LocalCloud):

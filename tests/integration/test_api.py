@@ -13,9 +13,11 @@ from infra.local.cloud import LocalCloud
 from infra.local.serve import acting_as
 from infra.local.studies import wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
+from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
-from voxelpipe.function_specs import API
+from voxelpipe.function_specs import API, EGRESS, PREPARE
+from voxelpipe.identities import IdentityMap
 from voxelpipe.status import StudyStatus
 from voxelpipe.wiring import EnvVar
 
@@ -187,8 +189,13 @@ def test_a_rejected_study_cannot_be_reprocessed(api: TestClient, cloud: LocalClo
 
 def test_delete_removes_every_object_and_keeps_the_audit_trail(api: TestClient, cloud: LocalCloud):
     study_id = _completed(api, cloud)
+    identity_maps = DynamoIdentityMaps()
+    with cloud.acting_as(PREPARE.name):  # as Prepare keeps a DICOM study's originals' identifiers
+        identity_maps.save(study_id, IdentityMap(uids={"2.25.1": "1.2.3"}))
     response = api.delete(f"/studies/{study_id}", headers=auth(role=Role.ADMIN))
     assert response.status_code == 200 and response.json()["objects_removed"] > 0
+    with cloud.acting_as(EGRESS.name):
+        assert identity_maps.get(study_id) is None  # the honest broker's map went with the study
     versions = boto3.client("s3").list_object_versions(Bucket=cloud.bucket)
     keys = [v["Key"] for v in versions.get("Versions", []) + versions.get("DeleteMarkers", [])]
     assert not [k for k in keys if study_id in k], "no version of any object of the study survives"

@@ -13,7 +13,7 @@ from infra.security import DYNAMODB_READ
 from infra.settings import DEFAULTS, DERIVED_TRANSITION_DAYS, LOG_RETENTION_DAYS
 from infra.stack import INCOMPLETE_UPLOAD_DAYS, QUARANTINE_DAYS, WORK_DAYS
 from voxelpipe.function_specs import FUNCTIONS
-from voxelpipe.wiring import FUNCTION_TAG, Prefix
+from voxelpipe.wiring import FUNCTION_TAG, Prefix, Resource
 
 # Actions AWS only grants on Resource "*" (no resource-level permissions).
 STAR_ONLY_ACTIONS = {
@@ -62,7 +62,7 @@ def _as_list(value: Any) -> list[Any]:
 
 def test_customer_managed_keys_rotate_and_logs_may_use_the_logs_key(template: dict[str, Any]):
     keys = _resources(template, "AWS::KMS::Key")
-    assert len(keys) == 2
+    assert len(keys) == 3  # data, logs, and the identity maps' own (docs/dicom.md, "Honest broker")
     assert all(key["Properties"]["EnableKeyRotation"] is True for key in keys.values())
     logs_key = keys[_key(template, "voxelpipe: CloudWatch Logs")]
     (service_statement,) = [
@@ -74,11 +74,13 @@ def test_customer_managed_keys_rotate_and_logs_may_use_the_logs_key(template: di
 
 def test_data_at_rest_uses_the_data_key(template: dict[str, Any]):
     data_key = _getatt(_key(template, "voxelpipe: data at rest"))
+    identity_key = _getatt(_key(template, "voxelpipe: the identity maps"))
     for lid, queue in _resources(template, "AWS::SQS::Queue").items():
         assert queue["Properties"]["KmsMasterKeyId"] == data_key, lid
     for lid, table in _resources(template, "AWS::DynamoDB::Table").items():
         assert table["Properties"]["SSESpecification"] == {
-            "KMSMasterKeyId": data_key,
+            # The identity maps have a key of their own (tests/integration/test_identity_maps.py).
+            "KMSMasterKeyId": identity_key if lid.startswith(Resource.IDENTITY_MAP_TABLE) else data_key,
             "SSEEnabled": True,
             "SSEType": "KMS",
         }, lid
@@ -238,12 +240,14 @@ def test_each_function_may_touch_only_its_prefixes(template: dict[str, Any]):
         "/references/*",
     }
     # Finalize reads the volume (work/) and the label maps (derived/) its report draws, writes the
-    # report and results.json, and removes them again for a study deleted while it ran.
+    # report and results.json, and removes them again for a study deleted while it ran; it lists a
+    # DICOM study's source copies under derived/ to file its DICOM outputs beside them.
     assert _s3_resources(policies["finalize"]) == {
         "s3:GetObject": {"/work/*", "/derived/*"},
         "s3:PutObject": {"/derived/*"},
         "s3:DeleteObject": {"/derived/*"},
         "s3:DeleteObjectVersion": {"/derived/*"},
+        "s3:ListBucket": {"bucket:derived/*"},
         "s3:ListBucketVersions": {"bucket:derived/*"},
     }
 

@@ -122,7 +122,7 @@ def test_dispatch_consumes_both_queues_reporting_partial_failures(template: dict
 def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
     schema = table_schema(StudyRecord)
     tables = _resources(template, "AWS::DynamoDB::Table")
-    assert len(tables) == 12
+    assert len(tables) == 13
     models = next(t["Properties"] for lid, t in tables.items() if lid.startswith("ModelsTable"))
     # Models belong to an owner (a tenant, or the deployment): one query lists an owner's models.
     assert models["KeySchema"] == [
@@ -150,6 +150,9 @@ def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
         assert table["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     idempotency = next(t["Properties"] for lid, t in tables.items() if lid.startswith("IdempotencyTable"))
     assert idempotency["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    # The honest broker's identity maps: a study a row (docs/dicom.md).
+    identities = next(t["Properties"] for lid, t in tables.items() if lid.startswith("IdentityMapTable"))
+    assert identities["KeySchema"] == [{"AttributeName": "study_id", "KeyType": "HASH"}]
 
 
 def test_every_function_gets_exactly_its_declared_environment(template: dict[str, Any]):

@@ -22,15 +22,16 @@ from tests.fixtures.dicom import PHI_MARKER
 from tests.fixtures.exams import make_exam
 from voxelpipe import tracking
 from voxelpipe.keys import UploadKey
-from voxelpipe.messages import UploadedObject
+from voxelpipe.messages import AnalysisRequest, ExecutionInput, UploadedObject
 from voxelpipe.pipeline import transfers as transfer_completion
 from voxelpipe.pipeline.ingest import ingest_upload
 from voxelpipe.pipeline.lifecycle import ExamAdapters
+from voxelpipe.pipeline.prepare import prepare
 from voxelpipe.pipeline.receive import InstanceReceiver, TransferSource, exam_study_id
 from voxelpipe.pipeline.register import register_study
 from voxelpipe.routing import DEFAULT_RULE_SET, RuleSet
 from voxelpipe.status import StudyStatus
-from voxelpipe.wiring import Prefix
+from voxelpipe.wiring import Prefix, Runtime
 
 TENANT = "clinic"
 
@@ -344,3 +345,37 @@ def test_an_open_association_holds_the_exam_however_long_it_is_idle(
     (outcome,) = transfer_completion.complete_transfers(exam)
     assert outcome.status == StudyStatus.QUEUED
     assert _by_class(store, outcome.study_id)["FLAIR"]["instances"] == len(made.flair.instances)
+
+
+def _execution(study_id: str, attempt: int, input_key: str) -> ExecutionInput:
+    qc = AnalysisRequest(name="qc", version="1", runtime=Runtime.LAMBDA)
+    return ExecutionInput(
+        study_id=study_id, attempt=attempt, tenant=TENANT, input_key=input_key, analyses=[qc], stages=[[qc]]
+    )
+
+
+def test_prepare_converts_the_studys_series_only_and_reads_back_only_its_copies(
+    store: InMemoryStudyStore, storage: NotifyingStorage
+):
+    exam = _adapters(store, storage)
+    made = make_exam(t1_slices=6)
+    study_id = _upload_exam(exam, storage, made.instances)
+    study = store.get_study(study_id)
+    assert study is not None and study.input_key is not None
+    first = prepare(_execution(study_id, 1, study.input_key), store, storage)
+    assert first.original_shape[-1] == 6  # the T1's 6 slices: not the localizer's, not the FLAIR's
+    assert storage.list_keys(UploadKey(TENANT, study_id, "").key) == []  # every original disposed of
+    copies = storage.list_keys(f"derived/{study_id}/dicom/")
+    assert len(copies) == 6 and all(PHI_MARKER.encode() not in storage.read(key) for key in copies)
+    # Outputs written beside the copies (another series with pixels, an object without) are not
+    # read back as the series' instances by the next attempt.
+    storage.objects[f"derived/{study_id}/dicom/output-seg.dcm"] = (
+        made.flair.instances[0],
+        "application/dicom",
+    )
+    storage.objects[f"derived/{study_id}/dicom/output-sr.dcm"] = (b"\0" * 128 + b"DICM" + b"\0" * 64, "")
+    tracking.transition(store, study_id, 1, StudyStatus.COMPLETED)
+    reopened = tracking.open_attempt(store, study_id, 1)
+    assert reopened.input_key is not None
+    second = prepare(_execution(study_id, 2, reopened.input_key), store, storage)
+    assert second.original_shape == first.original_shape

@@ -9,9 +9,17 @@ from datetime import timedelta
 
 import pytest
 
-from tests.fakes import FakeExecutions, InMemoryStorage, InMemoryStudyStore, RecordingQueues, exam_adapters
+from tests.fakes import (
+    FakeExecutions,
+    InMemoryIdentityMaps,
+    InMemoryStorage,
+    InMemoryStudyStore,
+    RecordingQueues,
+    exam_adapters,
+)
 from tests.fixtures.bad_nifti import make_good_nifti
 from voxelpipe import tracking
+from voxelpipe.identities import IdentityMap
 from voxelpipe.keys import UploadKey, derived_key, quarantine_key, work_key
 from voxelpipe.limits import Limits
 from voxelpipe.messages import FailureInput, StepError, UploadedObject, WorkItem
@@ -119,7 +127,7 @@ def test_a_bad_upload_is_rejected_and_quarantined_under_the_servers_name(
 def test_an_upload_to_a_deleted_study_is_not_kept(store: InMemoryStudyStore, storage: InMemoryStorage):
     _, content = make_good_nifti()
     study, upload = _upload(store, storage, content)
-    manage.delete(study, store, storage, FakeExecutions(), actor="t", source="t")
+    manage.delete(study, store, storage, FakeExecutions(), InMemoryIdentityMaps(), actor="t", source="t")
     storage.write(upload.key, content)  # arrives late
     outcome = ingest_upload(upload, exam_adapters(store, storage))
     assert outcome.status == StudyStatus.DELETED and storage.objects == {}
@@ -178,15 +186,17 @@ def test_a_step_still_running_when_its_study_is_deleted_removes_what_it_wrote(
     study, _ = _upload(store, storage, content)
     for status in (StudyStatus.VALIDATING, StudyStatus.VALIDATED, StudyStatus.QUEUED, StudyStatus.RUNNING):
         tracking.transition(store, study.study_id, 1, status)
-    executions = FakeExecutions()
+    executions, identity_maps = FakeExecutions(), InMemoryIdentityMaps()
+    identity_maps.save(study.study_id, IdentityMap(uids={"2.25.1": "1.2.3"}, patient={"00100020": {}}))
     with writing_for(store, storage, study.study_id, writes=(Prefix.DERIVED, Prefix.WORK)):
         task = tracking.start_task(store, study.study_id, 1, "analysis:qc")
-        manage.delete(study, store, storage, executions, actor="t", source="t")  # meanwhile, in the API
+        manage.delete(study, store, storage, executions, identity_maps, actor="t", source="t")  # the API
         # The step goes on (stopping an execution does not stop a running Lambda) and writes.
         storage.write(derived_key(study.study_id, "qc", "preview_axial.png"), b"png")
         storage.write(work_key(study.study_id, 1, "outputs/qc/result.json"), b"{}")
         tracking.finish_task(store, task)
     assert storage.objects == {} and store.tasks_of(study.study_id) == []
+    assert identity_maps.get(study.study_id) is None  # the honest broker's map went with it
     record = store.get_study(study.study_id)
     assert record is not None and record.status == StudyStatus.DELETED
     # The record keeps who it belonged to and what became of it, not what was uploaded.
@@ -198,13 +208,15 @@ def test_the_reaper_purges_what_a_writer_left_after_a_delete_until_the_window_en
 ):
     _, content = make_good_nifti()
     study, _ = _upload(store, storage, content)
-    manage.delete(study, store, storage, FakeExecutions(), actor="t", source="t")
+    identity_maps = InMemoryIdentityMaps()
+    manage.delete(study, store, storage, FakeExecutions(), identity_maps, actor="t", source="t")
     late = derived_key(study.study_id, "qc", "late.png")
     storage.write(late, b"png")  # a writer that died before it could clean up
-    reaper = Reaper(store, storage, FakeExecutions(), RecordingQueues())
+    identity_maps.save(study.study_id, IdentityMap(uids={"2.25.1": "1.2.3"}))  # Prepare, late too
+    reaper = Reaper(store, storage, FakeExecutions(), RecordingQueues(), identity_maps)
     deleted_at = store.studies[study.study_id].updated_at
     reaper.reap(now=deleted_at + timedelta(minutes=10))
-    assert storage.objects == {}
+    assert storage.objects == {} and identity_maps.get(study.study_id) is None
     storage.write(late, b"png")
     reaper.reap(now=deleted_at + PURGE_WINDOW + timedelta(minutes=1))  # long after: not looked at
     assert list(storage.objects) == [late]

@@ -129,7 +129,8 @@ PREPARE = FunctionSpec(
     description="Decodes the upload once into a canonical RAS volume for the analyses",
     memory_mb=4096,
     timeout_s=600,
-    env=(EnvVar.BUCKET, *_STATUS_TABLES, EnvVar.DICOM_ORIGINALS),
+    # The identity maps: adds what de-identifying the originals replaced (never reads them).
+    env=(EnvVar.BUCKET, *_STATUS_TABLES, EnvVar.DICOM_ORIGINALS, EnvVar.IDENTITY_MAP_TABLE),
     settings={EnvVar.DICOM_ORIGINALS: DicomOriginals.DELETE.value},
     dependencies=_IMAGING,
 )
@@ -149,8 +150,9 @@ FINALIZE = FunctionSpec(
     # Chromium wants ~1 GB and a second vCPU shortens it.
     memory_mb=2048,
     timeout_s=180,
-    env=(EnvVar.BUCKET, *_STATUS_TABLES),
-    image=True,  # Chromium (a Debian package) and matplotlib
+    env=(EnvVar.BUCKET, *_STATUS_TABLES, EnvVar.DICOM_SEG_TYPE),
+    settings={EnvVar.DICOM_SEG_TYPE: "BINARY"},  # DICOM outputs' SEG type (docs/dicom-outputs.md)
+    image=True,  # Chromium (a Debian package), matplotlib and highdicom
     dependencies=(),  # the image installs the package with its dependencies
 )
 MARK_FAILED = FunctionSpec(
@@ -186,6 +188,7 @@ API = FunctionSpec(
         EnvVar.DELIVERIES_TABLE,
         EnvVar.DELIVERY_QUEUE_URL,
         EnvVar.DESTINATION_SECRET_PREFIX,
+        EnvVar.IDENTITY_MAP_TABLE,  # deleting a study deletes its identity map (never reads one)
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
     # Completing a DICOM upload runs the series checks (imported then, not at a cold start).
@@ -203,6 +206,7 @@ REAPER = FunctionSpec(
         EnvVar.HIGH_PRIORITY_QUEUE_URL,
         EnvVar.NORMAL_PRIORITY_QUEUE_URL,
         EnvVar.STATE_MACHINE_ARN,
+        EnvVar.IDENTITY_MAP_TABLE,  # purging a deleted study again deletes its identity map
     ),
 )
 COMPLETE_TRANSFERS = FunctionSpec(
@@ -229,9 +233,12 @@ WEBHOOK = FunctionSpec(
     timeout_s=30,
     env=(EnvVar.STUDIES_TABLE, EnvVar.WEBHOOK_SECRET_ARN, EnvVar.WEBHOOK_QUEUE_URL),
 )
+# The egress boundary (issue 17, docs/deliveries.md): sends completed studies' DICOM outputs to
+# their destinations, re-identified (voxelpipe.dicom.reidentify) for an internal one. The only
+# function that reads the identity maps.
 EGRESS = FunctionSpec(
     name="egress",
-    description="Delivers completed studies' DICOM outputs to their destinations (STOW-RS, C-STORE, S3)",
+    description="Delivers completed studies' DICOM outputs to destinations, re-identified for internal ones",
     memory_mb=1024,
     timeout_s=300,
     env=(
@@ -241,6 +248,7 @@ EGRESS = FunctionSpec(
         EnvVar.DESTINATIONS_TABLE,
         EnvVar.DELIVERIES_TABLE,
         EnvVar.DELIVERY_QUEUE_URL,
+        EnvVar.IDENTITY_MAP_TABLE,  # re-identifies for internal destinations
     ),
     # pynetdicom (C-STORE) shares pydicom with the imaging layer group: an image
     # (functions/egress/Dockerfile says why).

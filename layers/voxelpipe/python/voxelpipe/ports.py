@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from voxelpipe.identities import IdentityMap
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
 from voxelpipe.records import (
     AuditRecord,
@@ -465,3 +466,21 @@ __all__ = [
     "StudyStore",
     "WorkQueues",
 ]
+
+
+class IdentityMaps(Protocol):
+    """The honest broker's identity maps (docs/dicom.md, "Honest broker"): one per study, written
+    at ingest (Prepare: `save`), read only at egress (`get`), deleted with the study (`forget`)."""
+
+    def save(self, study_id: str, identities: IdentityMap) -> None:
+        """Add `identities` to the study's map (created when it has none) without reading it:
+        entries of an earlier attempt stay, the modules are replaced by these where given."""
+        ...
+
+    def get(self, study_id: str) -> IdentityMap | None:
+        """The study's map; None when it has none."""
+        ...
+
+    def forget(self, study_id: str) -> None:
+        """Delete the study's map (nothing when it has none)."""
+        ...

@@ -9,6 +9,7 @@ from pynamodb.attributes import (
     BooleanAttribute,
     JSONAttribute,
     ListAttribute,
+    MapAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -345,6 +346,26 @@ class ConnectionRecord(Model):
     tenant_connections = TenantConnectionsIndex()
 
 
+class IdentityMapRecord(Model):
+    """The honest broker's map of one study (voxelpipe.identities.IdentityMap; docs/dicom.md,
+    "Honest broker"): `uids` maps each pseudonymous UID to the original it replaced, `patient` and
+    `study` hold the original patient and study modules as DICOM JSON.
+
+    In a table of its own under a KMS key of its own: Prepare adds to it without reading it (map
+    updates keyed by UID), only egress reads it, deleting the study deletes it. One item per study
+    (DynamoDB's 400 KB: some 3,000 UIDs, an exam of single-frame series of that many instances).
+    """
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.IDENTITY_MAP_TABLE)
+
+    study_id = UnicodeAttribute(hash_key=True)
+    uids: MapAttribute[str, str] = MapAttribute(default=dict)  # type: ignore[no-untyped-call]
+    patient = JSONAttribute(null=True)
+    study = JSONAttribute(null=True)
+    updated_at = UTCDateTimeAttribute(null=True)
+
+
 # Every study's subscription, in `ConnectionRecord.studies`.
 ALL_STUDIES = "*"
 
@@ -377,6 +398,9 @@ REGISTRY_MODELS: dict[EnvVar, type[Model]] = {
 
 # The live-progress connections (built by the stack like the others, with DynamoDB's TTL).
 LIVE_MODELS: dict[EnvVar, type[Model]] = {EnvVar.CONNECTIONS_TABLE: ConnectionRecord}
+
+# The identity maps: a table of their own, under their own key (infra/stack.py builds it apart).
+IDENTITY_MODELS: dict[EnvVar, type[Model]] = {EnvVar.IDENTITY_MAP_TABLE: IdentityMapRecord}
 
 # The Powertools idempotency table's schema (its defaults: key "id", TTL "expiration").
 IDEMPOTENCY_KEY_ATTRIBUTE = "id"

@@ -1,6 +1,7 @@
 """A study's data in the bucket as a whole: where it lies, and removing all of it.
 
-Deleting a study removes every object of it (all versions) and its task and object rows; a step that
+Deleting a study removes every object of it (all versions), its task and object rows and its identity
+map (the honest broker's: docs/dicom.md); a step that
 was still running when the study was deleted removes what it wrote when it ends (`writing_for`), and
 the reaper purges deleted studies again once every step they had can have ended.
 """
@@ -11,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from voxelpipe.keys import derived_key, quarantine_key, upload_prefix, work_prefix
-from voxelpipe.ports import ObjectStorage, StudyStore
+from voxelpipe.ports import IdentityMaps, ObjectStorage, StudyStore
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
 from voxelpipe.wiring import Prefix
@@ -32,11 +33,15 @@ def study_prefix(study: StudyRecord, prefix: Prefix) -> str:
 STUDY_PREFIXES = (Prefix.UPLOADS, Prefix.QUARANTINE, Prefix.DERIVED, Prefix.WORK)
 
 
-def purge_study(store: StudyStore, storage: ObjectStorage, study: StudyRecord) -> int:
-    """Remove every object (all versions) and every task and object row of a deleted study; the
-    count. Idempotent: run again after a late writer (a step still running when the study was
-    deleted), it removes what that writer left."""
+def purge_study(
+    store: StudyStore, storage: ObjectStorage, identity_maps: IdentityMaps, study: StudyRecord
+) -> int:
+    """Remove every object (all versions), every task and object row and the identity map of a
+    deleted study; the count (of objects and rows). Idempotent: run again after a late writer (a
+    step still running when the study was deleted, Prepare writing its map), it removes what that
+    writer left."""
     removed = sum(storage.delete_all_versions(study_prefix(study, prefix)) for prefix in STUDY_PREFIXES)
+    identity_maps.forget(study.study_id)
     return removed + store.forget_tasks(study.study_id) + store.forget_objects(study.study_id)
 
 

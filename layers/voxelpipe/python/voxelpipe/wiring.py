@@ -26,6 +26,8 @@ class EnvVar(StrEnum):
     STATE_MACHINE_ARN = "VOXELPIPE_STATE_MACHINE_ARN"
     MAX_UPLOAD_BYTES = "VOXELPIPE_MAX_UPLOAD_BYTES"
     DICOM_ORIGINALS = "VOXELPIPE_DICOM_ORIGINALS"  # "delete" or "retain" (7 days under work/)
+    # Finalize's DICOM SEG outputs: "BINARY" (read everywhere) or "LABELMAP" (docs/dicom-outputs.md).
+    DICOM_SEG_TYPE = "VOXELPIPE_DICOM_SEG_TYPE"
     AUTH_MODE = "VOXELPIPE_AUTH_MODE"  # "cognito" behind API Gateway; "dev" for local signed tokens
     EVENT_BUS_NAME = "VOXELPIPE_EVENT_BUS_NAME"  # every status change is put on this bus
     WEBHOOK_SECRET_ARN = "VOXELPIPE_WEBHOOK_SECRET_ARN"  # the key webhook signing keys derive from
@@ -54,6 +56,9 @@ class EnvVar(StrEnum):
     CONNECTIONS_TABLE = "VOXELPIPE_CONNECTIONS_TABLE"
     # DICOM exams whose instances are arriving over the network (or arrived after their study ended).
     TRANSFERS_TABLE = "VOXELPIPE_TRANSFERS_TABLE"
+    # The honest broker's identity maps (docs/dicom.md, "Honest broker"): written by Prepare, read
+    # only by egress, under a KMS key of their own.
+    IDENTITY_MAP_TABLE = "VOXELPIPE_IDENTITY_MAP_TABLE"
     LIVE_URL = "VOXELPIPE_LIVE_URL"
     LIVE_CALLBACK_URL = "VOXELPIPE_LIVE_CALLBACK_URL"
     USER_POOL_ID = "VOXELPIPE_USER_POOL_ID"
@@ -125,6 +130,8 @@ class Resource(StrEnum):
     DESTINATIONS_TABLE = "DeliveryDestinationsTable"
     DELIVERIES_TABLE = "DeliveriesTable"
     DELIVERY_QUEUE = "DeliveryQueue"
+    IDENTITY_MAP_TABLE = "IdentityMapTable"
+    IDENTITY_MAP_KEY = "IdentityMapKey"  # the identity maps' own KMS key
     LIVE_QUEUE = "LiveQueue"  # status and step events on their way to the push function
 
 
@@ -154,6 +161,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.DESTINATIONS_TABLE: Resource.DESTINATIONS_TABLE,
     EnvVar.DELIVERIES_TABLE: Resource.DELIVERIES_TABLE,
     EnvVar.DELIVERY_QUEUE_URL: Resource.DELIVERY_QUEUE,
+    EnvVar.IDENTITY_MAP_TABLE: Resource.IDENTITY_MAP_TABLE,
 }
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})

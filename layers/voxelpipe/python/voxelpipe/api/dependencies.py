@@ -12,6 +12,7 @@ from voxelpipe.adapters.deliveries import DynamoDeliveries, SqsDeliveryQueue
 from voxelpipe.adapters.destination_secrets import SecretsManagerDestinationSecrets
 from voxelpipe.adapters.destinations import DynamoDestinations
 from voxelpipe.adapters.executions import StepFunctionsExecutions
+from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.adapters.queues import SqsWorkQueues
 from voxelpipe.adapters.rule_sets import DynamoRuleSets
 from voxelpipe.adapters.storage import Storage
@@ -27,6 +28,7 @@ from voxelpipe.ports import (
     Destinations,
     DestinationSecrets,
     Executions,
+    IdentityMaps,
     RuleSets,
     StudyStore,
     WorkQueues,
@@ -70,6 +72,10 @@ def delivery_queue() -> DeliveryQueue:
     return SqsDeliveryQueue()
 
 
+def identity_maps() -> IdentityMaps:
+    return DynamoIdentityMaps()
+
+
 # What routes are given: FastAPI builds each per request (tests may override them).
 Caller = Annotated[Principal, Depends(principal)]
 Store = Annotated[StudyStore, Depends(study_store)]
@@ -81,6 +87,7 @@ DestinationTable = Annotated[Destinations, Depends(destinations)]
 Secrets = Annotated[DestinationSecrets, Depends(destination_secrets)]
 DeliveryTable = Annotated[Deliveries, Depends(deliveries)]
 DeliveryQueueDep = Annotated[DeliveryQueue, Depends(delivery_queue)]
+Identities = Annotated[IdentityMaps, Depends(identity_maps)]  # deleting a study deletes its map
 
 
 def exam_adapters(store: Store, bucket: Bucket, queues: Queues) -> ExamAdapters:

@@ -9,6 +9,7 @@ from voxelpipe import tracking
 from voxelpipe.cost import PriceTable, StepUse, study_cost
 from voxelpipe.keys import results_key
 from voxelpipe.messages import FinalizeInput
+from voxelpipe.pipeline.dicom_outputs import write_dicom_outputs
 from voxelpipe.pipeline.report import report_reads, write_report
 from voxelpipe.ports import ObjectStorage, PdfRenderer, StudyStore
 from voxelpipe.records import StudyRecord, TaskRecord
@@ -41,6 +42,10 @@ def finalize(
         subject = study.subject if study is not None else None
         report = write_report(state, document, subject, storage, renderer)
         document["report"] = report
+        # DICOM-origin studies: SEG, SR and the report as DICOM (never failing the study either).
+        dicom_outputs = write_dicom_outputs(state, study, document, storage)
+        if dicom_outputs is not None:
+            document["dicom_outputs"] = dicom_outputs
         key = results_key(state.study_id)
         storage.write(key, json.dumps(document, indent=2).encode(), content_type="application/json")
         summary = {name: result["measures"] for name, result in document["analyses"].items()}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from voxelpipe import tracking
 from voxelpipe.keys import UploadKey, upload_prefix
 from voxelpipe.pipeline.lifecycle import ExamAdapters, enqueue_study
-from voxelpipe.ports import Executions, ObjectStorage, StudyStore, WorkQueues
+from voxelpipe.ports import Executions, IdentityMaps, ObjectStorage, StudyStore, WorkQueues
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
 from voxelpipe.study_data import purge_study
@@ -84,11 +84,13 @@ def delete(
     store: StudyStore,
     storage: ObjectStorage,
     executions: Executions,
+    identity_maps: IdentityMaps,
     *,
     actor: str,
     source: str,
 ) -> int:
-    """Mark the study DELETED, stop its execution, and remove every object and row of it; the count.
+    """Mark the study DELETED, stop its execution, and remove every object and row of it (its
+    identity map too); the count.
 
     DELETED first: from then on no step can move the study, and a step still running when its
     execution is stopped removes what it wrote when it ends (`lifecycle.writing_for`); the reaper
@@ -100,7 +102,7 @@ def delete(
         store, study.study_id, attempt, StudyStatus.DELETED, changes=dict.fromkeys(_FORGOTTEN_ON_DELETE)
     )
     executions.stop(study.study_id, attempt, error="StudyDeleted", cause="the study was deleted")
-    removed = purge_study(store, storage, study)
+    removed = purge_study(store, storage, identity_maps, study)
     tracking.audit(
         store, study.study_id, "deleted", actor=actor, source=source, detail={"objects_removed": removed}
     )

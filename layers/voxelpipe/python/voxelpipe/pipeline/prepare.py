@@ -3,9 +3,10 @@
 A NIfTI upload is reoriented to RAS+ in a fresh header. A DICOM study's series (the one its exam's
 rules chose: `series_uid`) is assembled into one volume (already RAS+, fresh header) from the
 originals in uploads/ and the de-identified copies an earlier attempt kept; its de-identified
-objects and the converted volume become artifacts, and the original objects leave uploads/
-(deleted, or kept briefly under work/). A series that does not decode is REJECTED and its objects
-quarantined, as ingest does.
+objects and the converted volume become artifacts, what de-identification replaced is added to the
+study's identity map (the honest broker's, read only at egress: docs/dicom.md), and the original
+objects leave uploads/ (deleted, or kept briefly under work/). A series that does not decode is
+REJECTED and its objects quarantined, as ingest does.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ from __future__ import annotations
 import os
 import time
 
+from pydicom.uid import SegmentationStorage
+
 from voxelpipe import tracking
 from voxelpipe.dicom import assemble_series, deidentify_bytes, read_instance_header, read_series_zip
+from voxelpipe.dicom.reidentify import capture_identities
+from voxelpipe.identities import IdentityMap
 from voxelpipe.keys import derived_key, upload_prefix, work_key
 from voxelpipe.limits import Limits
 from voxelpipe.messages import ExecutionInput, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
 from voxelpipe.pipeline.lifecycle import quarantine_uploads, reject_study, uid_map
-from voxelpipe.ports import ObjectStorage, StudyStore
+from voxelpipe.ports import IdentityMaps, ObjectStorage, StudyStore
 from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.rejections import Rejected
 from voxelpipe.status import StudyStatus
@@ -32,6 +37,9 @@ STEP = "prepare"
 CANONICAL_NAME = "canonical.nii"
 CONVERTED_VOLUME = "input/volume.nii.gz"  # the DICOM series as NIfTI, under derived/{study_id}/
 DEIDENTIFIED_PREFIX = "dicom/"  # the de-identified DICOM objects, under derived/{study_id}/
+# Finalize's SEG outputs lie beside the copies (docs/dicom-outputs.md): Segmentation and Label Map
+# Segmentation (DICOM 2024c; pydicom 3.0 has no name for it yet).
+SEGMENTATION_CLASSES = frozenset({SegmentationStorage, "1.2.840.10008.5.1.4.1.1.66.7"})
 
 
 class StudyRejected(RuntimeError):
@@ -58,7 +66,14 @@ def _series_objects(
     copies: dict[str, bytes] = {}
     for key in storage.list_keys(derived_key(study.study_id, DEIDENTIFIED_PREFIX)):
         data = storage.read(key)
-        copies[read_instance_header(data).sop_instance_uid] = data  # its UIDs are the pseudonymous ones
+        try:
+            copy = read_instance_header(data)  # its UIDs are the pseudonymous ones
+        except Rejected:
+            continue  # no pixels: an output written beside the copies (a report, a structured report)
+        if copy.sop_class_uid in SEGMENTATION_CLASSES:
+            continue  # Finalize's SEG (docs/dicom-outputs.md): a study without a series_uid has no other tell
+        if study.series_uid is None or copy.series_instance_uid == study.series_uid:
+            copies[copy.sop_instance_uid] = data  # not an output's series (a segmentation)
     originals: dict[str, bytes] = {}
     upload_keys = storage.list_keys(upload_prefix(study.tenant, study.study_id))
     for key in upload_keys:
@@ -77,7 +92,12 @@ def _series_objects(
 
 
 def _prepare_dicom(
-    execution: ExecutionInput, study: StudyRecord, store: StudyStore, storage: ObjectStorage, task: TaskRecord
+    execution: ExecutionInput,
+    study: StudyRecord,
+    store: StudyStore,
+    storage: ObjectStorage,
+    identity_maps: IdentityMaps,
+    task: TaskRecord,
 ) -> Image:
     copies, originals, upload_keys = _series_objects(study, storage)
     try:
@@ -94,11 +114,16 @@ def _prepare_dicom(
     # originals away (those of other series too: routed studies have their own copies).
     uids = uid_map(study)
     pseudonym = (study.subject or {}).get("subject_ref")
+    identities = IdentityMap()
     for sop, data in originals.items():
         copy = deidentify_bytes(data, uids, patient_pseudonym=pseudonym)
         storage.write(
             derived_key(study.study_id, f"{DEIDENTIFIED_PREFIX}{sop}.dcm"), copy, "application/dicom"
         )
+        identities = identities.merged(capture_identities(data, uids))
+    # Saved before the originals go: a failure here leaves them for the retry to capture again.
+    if originals:
+        identity_maps.save(study.study_id, identities)
     _dispose_originals(study, upload_keys, storage)
     # A reprocess reads the de-identified copies: the originals are gone.
     store.set_study_fields(study.study_id, {"input_key": derived_key(study.study_id, DEIDENTIFIED_PREFIX)})
@@ -114,13 +139,15 @@ def _dispose_originals(study: StudyRecord, keys: list[str], storage: ObjectStora
         storage.delete_all_versions(key)
 
 
-def prepare(execution: ExecutionInput, store: StudyStore, storage: ObjectStorage) -> PreparedVolume:
+def prepare(
+    execution: ExecutionInput, store: StudyStore, storage: ObjectStorage, identity_maps: IdentityMaps
+) -> PreparedVolume:
     started = time.perf_counter()
     study = tracking.transition(store, execution.study_id, execution.attempt, StudyStatus.RUNNING)
     with writing_for(store, storage, study.study_id, writes=(Prefix.DERIVED, Prefix.WORK, Prefix.QUARANTINE)):
         task = tracking.start_task(store, execution.study_id, execution.attempt, STEP)
         if study.input_format == "dicom":
-            original = _prepare_dicom(execution, study, store, storage, task)
+            original = _prepare_dicom(execution, study, store, storage, identity_maps, task)
         else:
             original = load_nifti(storage.read(execution.input_key))
         tracking.set_progress(store, task, 60)

@@ -30,7 +30,7 @@ from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.messages import Priority
 from voxelpipe.observability import logger
 from voxelpipe.pipeline.lifecycle import enqueue_study
-from voxelpipe.ports import Executions, ObjectStorage, StudyStore, WorkQueues
+from voxelpipe.ports import Executions, IdentityMaps, ObjectStorage, StudyStore, WorkQueues
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus, TaskStatus
 from voxelpipe.study_data import purge_study
@@ -209,6 +209,7 @@ class Reaper:
     storage: ObjectStorage
     executions: Executions
     queues: WorkQueues
+    identity_maps: IdentityMaps  # a deleted study's identity map goes with its data
 
     def _redrives(self, study_id: str, attempt: int) -> int:
         return sum(
@@ -298,7 +299,7 @@ class Reaper:
     def purge_deleted(self, now: datetime) -> int:
         """Purge every study deleted within the purge window again; the objects and rows removed."""
         return sum(
-            purge_study(self.store, self.storage, study)
+            purge_study(self.store, self.storage, self.identity_maps, study)
             for study in self.store.studies_in_status(
                 StudyStatus.DELETED, updated_before=now, updated_after=now - PURGE_WINDOW
             )

@@ -15,6 +15,7 @@ from voxelpipe.api.dependencies import (
     Bucket,
     Caller,
     Exam,
+    Identities,
     Queues,
     StateMachine,
     Store,
@@ -179,12 +180,18 @@ def reprocess(study_id: str, caller: Caller, request: Request, store: Store, que
 
 @router.delete("/{study_id}", **requires(Action.DELETE, 404))
 def delete_study(
-    study_id: str, caller: Caller, request: Request, store: Store, bucket: Bucket, machine: StateMachine
+    study_id: str,
+    caller: Caller,
+    request: Request,
+    store: Store,
+    bucket: Bucket,
+    machine: StateMachine,
+    identities: Identities,
 ) -> dict[str, Any]:
     study = owned_study(store, caller, study_id)
     try:
         removed = manage.delete(
-            study, store, bucket, machine, actor=caller.subject, source=request_source(request)
+            study, store, bucket, machine, identities, actor=caller.subject, source=request_source(request)
         )
     except tracking.TransitionRefused as error:  # deleted meanwhile by another call
         raise not_found() from error
