@@ -24,9 +24,11 @@ from infra.cli.main import _parser
 from infra.local.cloud import LocalCloud
 from infra.local.serve import acting_as
 from tests.fixtures.orthanc import OrthancClient, free_port, orthanc_server
+from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.function_specs import API, EGRESS
+from voxelpipe.identities import IdentityMap
 from voxelpipe.keys import destinations_audit_key, new_study_id
 from voxelpipe.records import AuditRecord, StudyRecord
 from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, EnvVar
@@ -125,7 +127,7 @@ def _pdf_instance(study_uid: str, series_uid: str) -> tuple[str, bytes]:
 
 
 def _completed_study(cloud: LocalCloud, destinations: list[str]) -> tuple[str, str, list[str]]:
-    study_id, study_uid, series_uid = new_study_id(), generate_uid(), generate_uid()
+    study_id, study_uid, series_uid = new_study_id(), str(generate_uid()), str(generate_uid())
     s3 = boto3.client("s3")
     outputs, sops = [], []
     for _ in range(2):
@@ -220,9 +222,20 @@ def test_a_completed_study_is_delivered_by_stow_rs_and_c_store_and_a_down_one_af
             "called_ae": "ORTHANC",
         },
         {"kind": "dimse", "name": "late", "host": "127.0.0.1", "port": late_port, "called_ae": "LATE"},
+        # The tenant's own PACS (the same Orthanc): outputs go there re-identified.
+        {"kind": "dicomweb", "name": "home", "internal": True, "url": f"{orthanc.url}/dicom-web/studies"},
     ):
         assert api.post("/destinations", json=destination, headers=auth()).status_code == 201
-    study_id, study_uid, sops = _completed_study(cloud, ["web", "dimse", "late", "unknown"])
+    study_id, study_uid, sops = _completed_study(cloud, ["web", "dimse", "late", "unknown", "home"])
+    original_uid = str(generate_uid())
+    DynamoIdentityMaps().save(
+        study_id,
+        IdentityMap(
+            uids={study_uid: original_uid},
+            patient={"00100020": {"vr": "LO", "Value": ["MRN-0042"]}},
+            study={"0020000D": {"vr": "UI", "Value": [original_uid]}},
+        ),
+    )
     # The COMPLETED event, as tracking puts it: the rule takes it to the delivery queue, and the
     # local cloud's event source mapping hands it (and the deliveries it plans) to egress.
     boto3.client("events").put_events(
@@ -259,6 +272,10 @@ def test_a_completed_study_is_delivered_by_stow_rs_and_c_store_and_a_down_one_af
     assert late["status"] == "PENDING" and late["attempts"] == 1 and "association" in late["error"]
     found = orthanc.qido_studies(StudyInstanceUID=study_uid)
     assert len(found) == 1 and found[0]["00201208"]["Value"] == [2]  # both instances, once
+    assert found[0]["00100020"]["Value"] == ["PSEUDO-1"]  # external: de-identified
+    assert deliveries["home"]["status"] == "DELIVERED" and deliveries["home"]["internal"] is True
+    (home,) = orthanc.qido_studies(PatientID="MRN-0042")  # internal: under the original exam
+    assert home["0020000D"]["Value"] == [original_uid] and home["00201208"]["Value"] == [2]
     assert api.get(f"/studies/{study_id}/deliveries", headers=auth(tenant="lab-b")).status_code == 404
 
     # The down destination's message comes back until its last receive: then FAILED (to the DLQ).
