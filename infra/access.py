@@ -89,6 +89,8 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     ),
     # Purges recently deleted studies again: every version of every object a study has.
     REAPER.name: BucketAccess(delete=[*ALL_PREFIXES], list_versions=[*ALL_PREFIXES]),
+    # Reads results.json and the DICOM outputs it lists (derived/{id}/dicom/); writes nothing.
+    EGRESS.name: BucketAccess(read=[DERIVED]),
     # Presigns uploads (POST and multipart, signed by this role: s3:PutObject) and artifact
     # downloads; completing a rejected DICOM study quarantines it; deleting a study removes every
     # version of every object it has. Registering a model presigns its upload under models/,
@@ -102,8 +104,6 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
         list=[UPLOADS, DERIVED],
         list_versions=[*ALL_PREFIXES, MODELS, REFERENCES],
     ),
-    # Reads the study's outputs under derived/ to send them (helper D's egress owns the rest).
-    EGRESS.name: BucketAccess(read=[DERIVED]),
 }
 
 # The honest broker's identity maps (docs/dicom.md, "Honest broker"): Prepare adds to a study's
@@ -141,7 +141,7 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     # and purging a deleted one again (the reaper) remove its rows.
     **{
         spec.name: frozenset({Resource.OBJECTS_TABLE})
-        for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED, EGRESS)
+        for spec in (PREPARE, RUN_ANALYSIS, FINALIZE, MARK_FAILED)
     },
     # Only the API registers models and reference data, and saves rule sets; ingest and dispatch
     # look up `model:NAME` analyses, dispatch the versions of the reference data a study names;
@@ -151,7 +151,23 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     DISPATCH.name: frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE, Resource.REFERENCES_TABLE}),
     WEBHOOK.name: frozenset({Resource.STUDIES_TABLE}),  # it reads each study's webhook URL
     LIVE.name: frozenset({Resource.STUDIES_TABLE}),  # a subscription names a study of the tenant
+    # Egress reads studies and destinations; it writes only deliveries (their acknowledgements).
+    EGRESS.name: frozenset({Resource.STUDIES_TABLE, Resource.DESTINATIONS_TABLE}),
 }
+
+# Destinations' secrets (Secrets Manager, one per destination, named under the deployment's prefix):
+# the API creates, replaces and deletes them; egress reads them. No other function may.
+DESTINATION_SECRET_ACTIONS: dict[str, tuple[str, ...]] = {
+    API.name: (
+        "secretsmanager:CreateSecret",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:DeleteSecret",
+        "secretsmanager:TagResource",
+    ),
+    EGRESS.name: ("secretsmanager:GetSecretValue",),
+}
+# The roles S3 destinations name (in the tenants' accounts) egress may assume: this name prefix only.
+EGRESS_ASSUMES_DELIVERY_ROLES = EGRESS.name
 
 
 # Status tables a function reads and deletes items of, but never puts or updates: the reaper purges

@@ -376,3 +376,23 @@ RECEIVER_PLAIN_DICOM = Ack(
     "speak; the load balancer is then internal (an internet-facing one requires TLS at synthesis), "
     "reached from the VPC, a peered network or a VPN. Set voxelpipe:dicomTls for DICOM TLS.",
 )
+
+# Deliveries (infra/notifications.py, stack.py): egress reads the destinations' secrets and assumes
+# the tenants' delivery roles; the API creates and deletes the destinations' secrets.
+DESTINATION_SECRETS = Ack(
+    "AwsSolutions-IAM5",
+    "Each destination gets its own secret, created at run time by the API when an admin adds the "
+    "destination: the grant is on the deployment's destination-secret name prefix only.",
+)
+DELIVERY_ROLES = Ack(
+    "AwsSolutions-IAM5",
+    "S3 destinations are buckets in the tenants' accounts, written through a role each tenant creates: "
+    "egress may assume only roles named voxelpipe-delivery-* (the destination's role_arn is checked "
+    "for that name when saved); the tenant's trust policy decides the rest.",
+)
+EGRESS_VPC = Ack(
+    "AwsSolutions-IAM4",
+    "Egress runs in the VPC (C-STORE to PACS reached from it): Lambda needs the AWS-managed "
+    "AWSLambdaVPCAccessExecutionRole to create and remove its network interfaces.",
+    (managed_policy("service-role/AWSLambdaVPCAccessExecutionRole"),),
+)

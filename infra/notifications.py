@@ -16,9 +16,19 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra import nag
-from infra.security import StackSecurity
-from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, EnvVar, Resource
+from infra.security import StackSecurity, grant_queue_send
+from voxelpipe.wiring import (
+    DELIVERY_FAILED,
+    EVENT_SOURCE,
+    STATUS_CHANGED,
+    STUDY_DELIVERED,
+    EnvVar,
+    Resource,
+)
 from voxelpipe.workflow_settings import (
+    DELIVERY_BATCH_SIZE,
+    DELIVERY_MAX_RECEIVE_COUNT,
+    DELIVERY_VISIBILITY_TIMEOUT_S,
     REAPER_INTERVAL_MIN,
     TRANSFER_SWEEP_INTERVAL_MIN,
     WEBHOOK_BATCH_SIZE,
@@ -57,10 +67,37 @@ class StudyNotifications:
             scope,
             "StatusChangesToWebhooks",
             event_bus=self.bus,
-            event_pattern=events.EventPattern(source=[EVENT_SOURCE], detail_type=[STATUS_CHANGED]),
+            event_pattern=events.EventPattern(
+                source=[EVENT_SOURCE], detail_type=[STATUS_CHANGED, STUDY_DELIVERED, DELIVERY_FAILED]
+            ),
             targets=[targets.SqsQueue(self.webhook_queue)],
         )
-        self.resources = {Resource.EVENT_BUS, Resource.WEBHOOK_QUEUE, Resource.WEBHOOK_SECRET}
+        # Deliveries (docs/deliveries.md): a COMPLETED study's event plans its deliveries, on the
+        # same queue its delivery messages then go through (retried with backoff, then the DLQ).
+        # A rule, not a call from Finalize: the event is put once the COMPLETED write is made, and
+        # EventBridge's own retries and the queue's make the planning as reliable as the webhooks.
+        self.delivery_queue = security.queue_with_dead_letters(
+            scope,
+            Resource.DELIVERY_QUEUE,
+            max_receive_count=DELIVERY_MAX_RECEIVE_COUNT,
+            visibility_timeout=Duration.seconds(DELIVERY_VISIBILITY_TIMEOUT_S),
+            retention_period=Duration.days(4),
+        )
+        self.completed_studies = events.Rule(
+            scope,
+            "CompletedStudiesToDeliveries",
+            event_bus=self.bus,
+            event_pattern=events.EventPattern(
+                source=[EVENT_SOURCE], detail_type=[STATUS_CHANGED], detail={"status": ["COMPLETED"]}
+            ),
+            targets=[targets.SqsQueue(self.delivery_queue)],
+        )
+        self.resources = {
+            Resource.EVENT_BUS,
+            Resource.WEBHOOK_QUEUE,
+            Resource.WEBHOOK_SECRET,
+            Resource.DELIVERY_QUEUE,
+        }
 
     def bind(self, function: lambda_.Function, var: EnvVar, resource: Resource) -> None:
         """Give a function the resource an environment variable names, and the right to use it."""
@@ -73,6 +110,9 @@ class StudyNotifications:
         elif resource is Resource.WEBHOOK_QUEUE:
             function.add_environment(var, self.webhook_queue.queue_url)
             self.webhook_queue.grant(function, "sqs:ChangeMessageVisibility")
+        elif resource is Resource.DELIVERY_QUEUE:
+            function.add_environment(var, self.delivery_queue.queue_url)
+            grant_queue_send(self.delivery_queue, function)  # plans deliveries, redrives
         else:
             raise ValueError(f"{resource} is not a notification resource")
 
@@ -80,6 +120,15 @@ class StudyNotifications:
         webhook.add_event_source(
             event_sources.SqsEventSource(
                 self.webhook_queue, batch_size=WEBHOOK_BATCH_SIZE, report_batch_item_failures=True
+            )
+        )
+
+    def deliver_outputs_with(self, egress: lambda_.Function) -> None:
+        # The consumer backs a failed delivery off by hiding its message longer.
+        self.delivery_queue.grant(egress, "sqs:ChangeMessageVisibility")
+        egress.add_event_source(
+            event_sources.SqsEventSource(
+                self.delivery_queue, batch_size=DELIVERY_BATCH_SIZE, report_batch_item_failures=True
             )
         )
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Duration, Stack, Tags
+from aws_cdk import ArnFormat, Aws, Duration, Stack, Tags
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
@@ -17,6 +19,8 @@ from constructs import Construct
 from infra import nag
 from infra.access import (
     BUCKET_ACCESS,
+    DESTINATION_SECRET_ACTIONS,
+    EGRESS_ASSUMES_DELIVERY_ROLES,
     IDENTITY_MAP_ACCESS,
     PURGE_ONLY_TABLES,
     READ_ONLY_TABLES,
@@ -42,12 +46,14 @@ from infra.security import (
 from infra.settings import StackSettings
 from infra.tables import idempotency_table, table_for_model
 from infra.workflow import StudyWorkflow
+from voxelpipe.destinations import DELIVERY_ROLE_NAME_PREFIX
 from voxelpipe.function_specs import (
     API,
     COMPLETE_TRANSFERS,
     DEPENDENCY_GROUPS,
     DICOM_RECEIVER,
     DISPATCH,
+    EGRESS,
     FUNCTIONS,
     GPU_WORKER_ENV,
     INGEST,
@@ -60,6 +66,7 @@ from voxelpipe.function_specs import (
     WEBHOOK,
     DependencyGroup,
     FunctionSpec,
+    function_spec,
 )
 from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.records import IDENTITY_MODELS, LIVE_MODELS, REGISTRY_MODELS, STATUS_MODELS, table_schema
@@ -193,9 +200,28 @@ class VoxelpipeStack(Stack):
             for group in DependencyGroup
         }
 
+        notifications = StudyNotifications(self, self.security)
+        # The GPU half (docs/gpu.md); its settings come from wiring, overridable by CDK context.
+        gpu = GpuWorkers(
+            self,
+            "GpuWorkers",
+            settings=GpuSettings.from_context(self.node.try_get_context),
+            security=self.security,
+            bucket=bucket,
+            tables=tables,
+            event_bus=notifications.bus,
+            table_indexes=table_indexes,
+            worker_env_vars=GPU_WORKER_ENV,
+            base_env=POWERTOOLS_ENV,
+            image_context=ROOT,
+            image_excludes=_IMAGE_CONTEXT_EXCLUDES,
+        )
         functions = {
             spec.name: self._function(
-                spec, [voxelpipe_layer, *(dependency_layers[group] for group in spec.dependencies)]
+                spec,
+                [voxelpipe_layer, *(dependency_layers[group] for group in spec.dependencies)],
+                # Egress sends C-STORE to PACS the VPC reaches (peered, VPN): it runs in the VPC.
+                vpc=gpu.vpc if spec is EGRESS else None,
             )
             for spec in FUNCTIONS
         }
@@ -209,7 +235,6 @@ class VoxelpipeStack(Stack):
             max_event_age=Duration.hours(6),
         )
 
-        notifications = StudyNotifications(self, self.security)
         # Grants follow the environment: a function may use exactly the resources it is told of.
         for spec in FUNCTIONS:
             function = functions[spec.name]
@@ -247,21 +272,6 @@ class VoxelpipeStack(Stack):
                         indexes=table_indexes.get(resource, []),
                     )
 
-        # The GPU half (docs/gpu.md); its settings come from wiring, overridable by CDK context.
-        gpu = GpuWorkers(
-            self,
-            "GpuWorkers",
-            settings=GpuSettings.from_context(self.node.try_get_context),
-            security=self.security,
-            bucket=bucket,
-            tables=tables,
-            event_bus=notifications.bus,
-            table_indexes=table_indexes,
-            worker_env_vars=GPU_WORKER_ENV,
-            base_env=POWERTOOLS_ENV,
-            image_context=ROOT,
-            image_excludes=_IMAGE_CONTEXT_EXCLUDES,
-        )
         gpu.wire_scaler(functions[SCALER.name])
         # The DICOM C-STORE receiver (docs/dicom-receiver.md), in the stack's VPC (the GPU half's).
         self.dicom_receiver = DicomReceiver(
@@ -350,6 +360,8 @@ class VoxelpipeStack(Stack):
             EnvVar.USER_POOL_CLIENT_ID, self.api.client.user_pool_client_id
         )
         notifications.deliver_with(functions[WEBHOOK.name])
+        notifications.deliver_outputs_with(functions[EGRESS.name])
+        self._wire_destinations(functions)
         StudyNotifications.schedule_reaper(self, functions[REAPER.name])
         StudyNotifications.schedule_transfer_completion(self, functions[COMPLETE_TRANSFERS.name])
         # The reaper reads queue depths (it re-drives through the queues it is told of).
@@ -386,6 +398,8 @@ class VoxelpipeStack(Stack):
         # A GPU task may wait for a worker to start, up to its task timeout (then its token is lost).
         oldest_s = {
             id(notifications.webhook_queue): 3600,
+            # Deliveries back off up to an hour a try, about 2 hours in all before the DLQ.
+            id(notifications.delivery_queue): 3 * 3600,
             id(self.gpu.queue): self.gpu.settings.task_timeout_s,
         }
         for queue in queues:
@@ -403,6 +417,43 @@ class VoxelpipeStack(Stack):
             monitoring.monitor_state_machine(name, machine)
         return monitoring
 
+    def _wire_destinations(self, functions: dict[str, lambda_.Function]) -> None:
+        """Destinations' secrets, one per destination under this deployment's name prefix (the API
+        writes them, egress reads them), and the delivery roles egress may assume."""
+        prefix = f"{self.stack_name}/destinations/"
+        secrets = self.format_arn(
+            service="secretsmanager",
+            resource="secret",
+            resource_name=f"{prefix}*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        for name, actions in DESTINATION_SECRET_ACTIONS.items():
+            function = functions[name]
+            if EnvVar.DESTINATION_SECRET_PREFIX in function_spec(name).env:
+                function.add_environment(EnvVar.DESTINATION_SECRET_PREFIX, prefix)
+            function.add_to_role_policy(iam.PolicyStatement(actions=list(actions), resources=[secrets]))
+            nag.acknowledge(
+                function.role or function,
+                nag.DESTINATION_SECRETS,
+                applies_to=[
+                    nag.wildcard_resource(
+                        f"arn:<AWS::Partition>:secretsmanager:{nag.region_of(self)}:{nag.account_of(self)}:"
+                        f"secret:{self.stack_name}/destinations/*"
+                    )
+                ],
+            )
+        egress = functions[EGRESS_ASSUMES_DELIVERY_ROLES]
+        roles = f"arn:{Aws.PARTITION}:iam::*:role/{DELIVERY_ROLE_NAME_PREFIX}*"
+        egress.add_to_role_policy(iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[roles]))
+        nag.acknowledge(
+            egress.role or egress,
+            nag.DELIVERY_ROLES,
+            applies_to=[
+                nag.wildcard_resource(f"arn:<AWS::Partition>:iam::*:role/{DELIVERY_ROLE_NAME_PREFIX}*")
+            ],
+        )
+        nag.acknowledge(egress.role or egress, nag.EGRESS_VPC)
+
     def _work_queue(self, resource: Resource) -> sqs.Queue:
         return self.security.queue_with_dead_letters(
             self,
@@ -411,7 +462,9 @@ class VoxelpipeStack(Stack):
             visibility_timeout=Duration.seconds(QUEUE_VISIBILITY_TIMEOUT_S),
         )
 
-    def _function(self, spec: FunctionSpec, layers: list[lambda_.LayerVersion]) -> lambda_.Function:
+    def _function(
+        self, spec: FunctionSpec, layers: list[lambda_.LayerVersion], vpc: ec2.IVpc | None = None
+    ) -> lambda_.Function:
         """A function with its own KMS-encrypted log group and a role with no managed policy."""
         log_group = self.security.log_group(self, f"{spec.construct_id}Logs")
         role = self.security.function_role(self, f"{spec.construct_id}Role", log_group)
@@ -425,6 +478,9 @@ class VoxelpipeStack(Stack):
             "tracing": lambda_.Tracing.ACTIVE,
             "environment": {**POWERTOOLS_ENV, **{str(var): value for var, value in spec.settings.items()}},
         }
+        if vpc is not None:
+            common["vpc"] = vpc
+            common["vpc_subnets"] = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
         function: lambda_.Function
         if spec.image:
             # Synthesis only stages the build context; the image is built at deploy time.

@@ -1,4 +1,5 @@
-"""Webhook Lambda: status-change events (EventBridge -> SQS) -> signed POSTs; failures retried later."""
+"""Webhook Lambda: status-change and delivery events (EventBridge -> SQS) -> signed POSTs; failures
+retried later."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from voxelpipe.adapters import http, queues, secrets
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.observability import logger, metrics, tracer
-from voxelpipe.status_events import StudyStatusChanged
+from voxelpipe.status_events import DeliveryOutcome, StudyStatusChanged
 from voxelpipe.webhooks import deliver, deliver_with_backoff
 from voxelpipe.wiring import EnvVar
 
@@ -33,7 +34,9 @@ class StatusChangeEvent(BaseModel):
     id: str
     source: str
     detail_type: str = Field(alias="detail-type")
-    detail: StudyStatusChanged
+    # A status change, or a delivery's outcome (Study Delivered, Delivery Failed): each model
+    # forbids the other's fields, so the detail is the one it validates as.
+    detail: StudyStatusChanged | DeliveryOutcome
 
 
 class StatusChangeRecord(SqsRecordModel):

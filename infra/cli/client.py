@@ -149,6 +149,24 @@ class Client:
     def test_rules(self, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self._call("POST", "/rules/test", json=body))
 
+    def list_destinations(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/destinations"))
+
+    def destination(self, name: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/destinations/{name}"))
+
+    def add_destination(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/destinations", json=body))
+
+    def delete_destination(self, name: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/destinations/{name}"))
+
+    def deliveries(self, study_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/studies/{study_id}/deliveries"))
+
+    def redrive_delivery(self, study_id: str, destination: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/studies/{study_id}/deliveries/{destination}/redrive"))
+
     def upload(
         self, target: dict[str, Any], path: Path, progress: Progress | None = None, name: str | None = None
     ) -> None:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from infra.cli.destinations import add_destination_commands, run_destinations
 from infra.cli.rules import add_rules_command, run_rules
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -164,6 +165,7 @@ def add_commands(commands: Any) -> None:
     connection(retire)
     _reference_commands(commands, connection)
     add_rules_command(commands, connection)
+    add_destination_commands(commands, connection)
 
 
 def _reference_commands(commands: Any, connection: Any) -> None:
@@ -328,6 +330,8 @@ def run(args: argparse.Namespace) -> int:
             return _reference(args, client)
         if args.command == "rules":
             return run_rules(args, client)
+        if args.command in ("destinations", "deliveries"):
+            return run_destinations(args, client)
         if args.command == "status" and args.watch:
             return _watch(args, client)
         if args.command == "status":

@@ -218,6 +218,8 @@ class _Deployer:
             "AWS::SQS::Queue": self._queue,
             "AWS::IAM::Role": self._role,
             "AWS::IAM::Policy": self._policy,
+            # CDK moves a role's statements past IAM's inline size limit into managed policies.
+            "AWS::IAM::ManagedPolicy": self._policy,
             "AWS::Lambda::Function": self._function,
             "AWS::StepFunctions::StateMachine": self._state_machine,
             "AWS::Lambda::EventSourceMapping": self._event_source_mapping,

@@ -167,7 +167,8 @@ def _events(operation: str, params: Mapping[str, Any]) -> list[Request]:
 
 
 def _secretsmanager(operation: str, params: Mapping[str, Any]) -> list[Request]:
-    secret = params.get("SecretId", "*")
+    # CreateSecret names its secret with Name; IAM authorizes it against the new secret's ARN.
+    secret = params.get("SecretId") or params.get("Name") or "*"
     if not secret.startswith("arn:"):  # a name: IAM sees the ARN, whose suffix it cannot know
         secret = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:{secret}-??????"
     return [Request(f"secretsmanager:{operation}", secret)]

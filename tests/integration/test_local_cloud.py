@@ -54,11 +54,13 @@ def test_event_sources_and_notifications_are_wired_as_in_the_template(cloud: Loc
     for m in mappings:
         function = cloud.deployment.function_specs[m["FunctionArn"].rsplit(":", 1)[-1]]
         consumers.setdefault(function, set()).add(m["EventSourceArn"])
-    # dispatch drains the two work queues; webhook the queue the status-change rule feeds.
+    # dispatch drains the two work queues; webhook the queue the status-change rule feeds; egress
+    # the delivery queue (docs/deliveries.md).
     assert {function: len(arns) for function, arns in consumers.items()} == {
         "dispatch": 2,
         "webhook": 1,
         "live_push": 1,
+        "egress": 1,
     }
     notification = boto3.client("s3").get_bucket_notification_configuration(Bucket=cloud.bucket)
     (config,) = notification["LambdaFunctionConfigurations"]

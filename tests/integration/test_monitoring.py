@@ -14,7 +14,14 @@ from infra.monitoring import ALARM_EMAIL_CONTEXT, WORK_QUEUE_OLDEST_S, Monitorin
 from voxelpipe.function_specs import WEBHOOK
 from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.telemetry import Metric
-from voxelpipe.wiring import EVENT_SOURCE, FUNCTION_TAG, STATUS_CHANGED, Resource
+from voxelpipe.wiring import (
+    DELIVERY_FAILED,
+    EVENT_SOURCE,
+    FUNCTION_TAG,
+    STATUS_CHANGED,
+    STUDY_DELIVERED,
+    Resource,
+)
 from voxelpipe.workflow_settings import WEBHOOK_MAX_RECEIVE_COUNT
 
 
@@ -72,9 +79,14 @@ def test_every_work_queue_alarms_on_the_age_of_its_oldest_message(template: dict
     work = [
         lid
         for lid in sources
-        if not lid.startswith((Resource.WEBHOOK_QUEUE, Resource.GPU_QUEUE, Resource.LIVE_QUEUE))
+        if not lid.startswith(
+            (Resource.WEBHOOK_QUEUE, Resource.GPU_QUEUE, Resource.LIVE_QUEUE, Resource.DELIVERY_QUEUE)
+        )
     ]
     assert len(work) == 2 and all(ages[lid] == WORK_QUEUE_OLDEST_S for lid in work)
+    # Deliveries back off for hours before their DLQ: their oldest message may be that old.
+    (deliveries,) = [lid for lid in sources if lid.startswith(Resource.DELIVERY_QUEUE)]
+    assert ages[deliveries] == 3 * 3600
     # Live progress older than that is news no more: it alarms like a work queue.
     (live,) = [lid for lid in sources if lid.startswith(Resource.LIVE_QUEUE)]
     assert ages[live] == WORK_QUEUE_OLDEST_S
@@ -166,7 +178,10 @@ def test_status_changes_go_from_the_bus_to_the_webhook_queue_and_the_reaper_runs
         and r["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0].startswith(Resource.WEBHOOK_QUEUE)
     ]
     assert to_webhooks["EventBusName"] == {"Ref": bus}
-    assert to_webhooks["EventPattern"] == {"source": [EVENT_SOURCE], "detail-type": [STATUS_CHANGED]}
+    assert to_webhooks["EventPattern"] == {
+        "source": [EVENT_SOURCE],
+        "detail-type": [STATUS_CHANGED, STUDY_DELIVERED, DELIVERY_FAILED],
+    }
     (target,) = to_webhooks["Targets"]
     assert target["Arn"]["Fn::GetAtt"][0].startswith(Resource.WEBHOOK_QUEUE)
     (schedule,) = [

@@ -116,12 +116,17 @@ FIXED_PATH_PARAMETERS = {
     "study_uid": "2.25.1",
     "series_uid": "2.25.2",
     "sop_uid": "2.25.3",
+    "destination": "foreign-pacs",  # a delivery's destination: its (foreign) study answers first
 }
 
 
 def _not_found_code(path: str, parameter: str) -> str:
     """The 404 code of another tenant's resource named by `parameter` of `path`."""
-    return "reference_not_found" if path.startswith("/references/") else PATH_PARAMETERS[parameter]
+    if path.startswith("/references/"):
+        return "reference_not_found"
+    if path.startswith("/destinations/"):
+        return "destination_not_found"  # destinations are each tenant's own, by name
+    return PATH_PARAMETERS[parameter]
 
 
 def _call(api: TestClient, method: str, path: str, operation: dict[str, Any], ids: dict[str, str], headers):

@@ -10,7 +10,16 @@ from aws_cdk.assertions import Match, Template
 
 from voxelpipe.function_specs import DISPATCH, FUNCTIONS, LIVE, LIVE_AUTHORIZER, LIVE_PUSH, function_spec
 from voxelpipe.records import StudyRecord, table_schema
-from voxelpipe.wiring import EVENT_SOURCE, FUNCTION_TAG, STATUS_CHANGED, STEP_CHANGED, EnvVar, Resource
+from voxelpipe.wiring import (
+    DELIVERY_FAILED,
+    EVENT_SOURCE,
+    FUNCTION_TAG,
+    STATUS_CHANGED,
+    STEP_CHANGED,
+    STUDY_DELIVERED,
+    EnvVar,
+    Resource,
+)
 from voxelpipe.workflow_settings import (
     INGEST_ASYNC_RETRIES,
     QUEUE_MAX_RECEIVE_COUNT,
@@ -86,11 +95,13 @@ def test_work_queues_have_dead_letter_queues_and_long_visibility(template: dict[
         lid: q
         for lid, q in queues.items()
         if "RedrivePolicy" in q["Properties"]
-        and not lid.startswith((Resource.WEBHOOK_QUEUE, Resource.GPU_QUEUE, Resource.LIVE_QUEUE))
+        and not lid.startswith(
+            (Resource.WEBHOOK_QUEUE, Resource.GPU_QUEUE, Resource.LIVE_QUEUE, Resource.DELIVERY_QUEUE)
+        )
     }
-    # + their two dead-letter queues, ingest failures, the webhook, GPU and live queues, each with
-    # its dead letters
-    assert len(work) == 2 and len(queues) == 11
+    # + their two dead-letter queues, ingest failures, the webhook, GPU, live and delivery queues,
+    # each with its dead letters
+    assert len(work) == 2 and len(queues) == 13
     for queue in work.values():
         props = queue["Properties"]
         assert props["RedrivePolicy"]["maxReceiveCount"] >= 5 == QUEUE_MAX_RECEIVE_COUNT
@@ -111,7 +122,7 @@ def test_dispatch_consumes_both_queues_reporting_partial_failures(template: dict
 def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
     schema = table_schema(StudyRecord)
     tables = _resources(template, "AWS::DynamoDB::Table")
-    assert len(tables) == 11
+    assert len(tables) == 13
     models = next(t["Properties"] for lid, t in tables.items() if lid.startswith("ModelsTable"))
     # Models belong to an owner (a tenant, or the deployment): one query lists an owner's models.
     assert models["KeySchema"] == [
@@ -321,7 +332,8 @@ def test_status_and_step_changes_reach_the_push_through_a_queue_with_dead_letter
         "detail-type": [STATUS_CHANGED, STEP_CHANGED],
     }
     webhooks = next(r for lid, r in rules.items() if lid.startswith("StatusChangesToWebhooks"))
-    assert webhooks["EventPattern"]["detail-type"] == [STATUS_CHANGED]  # never step changes
+    # Never step changes; delivery outcomes too (docs/deliveries.md).
+    assert webhooks["EventPattern"]["detail-type"] == [STATUS_CHANGED, STUDY_DELIVERED, DELIVERY_FAILED]
     push = _function_id(template, LIVE_PUSH.name)
     stack.has_resource_properties(
         "AWS::Lambda::EventSourceMapping",

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from voxelpipe.status_events import StudyStatusChanged, StudyStepChanged
-from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, STEP_CHANGED
+from voxelpipe.status_events import DeliveryOutcome, StudyStatusChanged, StudyStepChanged
+from voxelpipe.wiring import DELIVERY_FAILED, EVENT_SOURCE, STATUS_CHANGED, STEP_CHANGED, STUDY_DELIVERED
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -47,3 +47,30 @@ def test_the_example_step_event_parses_and_is_not_a_status_change():
     # The push function tells the two apart by shape: a step's detail is no status change.
     with pytest.raises(ValidationError):
         StudyStatusChanged.model_validate(example["detail"])
+
+
+def test_the_published_delivery_schema_is_the_models():
+    published = json.loads((EVENTS / "delivery_outcome.schema.json").read_text())
+    published.pop("$id")
+    published.pop("description")
+    generated = DeliveryOutcome.model_json_schema()
+    generated.pop("description", None)
+    assert published == generated
+
+
+@pytest.mark.parametrize(
+    ("example", "detail_type", "status"),
+    [
+        ("study_delivered.json", STUDY_DELIVERED, "DELIVERED"),
+        ("delivery_failed.json", DELIVERY_FAILED, "FAILED"),
+    ],
+)
+def test_the_example_delivery_events_parse_and_are_no_status_change(
+    example: str, detail_type: str, status: str
+):
+    event = json.loads((EVENTS / example).read_text())
+    assert (event["source"], event["detail-type"]) == (EVENT_SOURCE, detail_type)
+    detail = DeliveryOutcome.model_validate(event["detail"])
+    assert detail.status == status and detail.detail_type == detail_type
+    with pytest.raises(ValidationError):
+        StudyStatusChanged.model_validate(event["detail"])

@@ -202,3 +202,24 @@ def test_the_receivers_snippet_in_the_docs_verifies_our_signatures():
     assert namespace["verify"](key, body, header)
     assert not namespace["verify"](key, body + b" ", header)
     assert not namespace["verify"](key, body, signature(key, body, int(time.time()) - 3600))
+
+
+def test_a_delivery_event_is_posted_with_its_own_type():
+    from voxelpipe.status_events import DeliveryOutcome
+
+    event = DeliveryOutcome(
+        study_id="s1",
+        tenant="lab-a",
+        attempt=1,
+        destination="pacs",
+        status="FAILED",
+        objects=3,
+        acknowledged=1,
+        sends=8,
+        error="C-STORE: status 0xA700",
+        at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    document = json.loads(body_of("e2", event))
+    assert document["type"] == "Delivery Failed" and document["detail"]["destination"] == "pacs"
+    delivered = event.model_copy(update={"status": "DELIVERED", "error": None})
+    assert json.loads(body_of("e3", delivered))["type"] == "Study Delivered"

@@ -183,6 +183,11 @@ API = FunctionSpec(
         EnvVar.LIVE_URL,  # GET /health tells clients where live progress is
         EnvVar.CORS_ALLOWED_ORIGINS,
         *_EXAM_TABLES,  # completes DICOM uploads, takes STOW-RS transfers, keeps the rule sets (/rules)
+        # /destinations (their secrets under the prefix), a study's deliveries and their redrive.
+        EnvVar.DESTINATIONS_TABLE,
+        EnvVar.DELIVERIES_TABLE,
+        EnvVar.DELIVERY_QUEUE_URL,
+        EnvVar.DESTINATION_SECRET_PREFIX,
         EnvVar.IDENTITY_MAP_TABLE,  # deleting a study deletes its identity map (never reads one)
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
@@ -228,6 +233,28 @@ WEBHOOK = FunctionSpec(
     timeout_s=30,
     env=(EnvVar.STUDIES_TABLE, EnvVar.WEBHOOK_SECRET_ARN, EnvVar.WEBHOOK_QUEUE_URL),
 )
+# The egress boundary (issue 17, docs/deliveries.md): sends completed studies' DICOM outputs to
+# their destinations, re-identified (voxelpipe.dicom.reidentify) for an internal one. The only
+# function that reads the identity maps.
+EGRESS = FunctionSpec(
+    name="egress",
+    description="Delivers completed studies' DICOM outputs to destinations, re-identified for internal ones",
+    memory_mb=1024,
+    timeout_s=300,
+    env=(
+        EnvVar.BUCKET,  # reads derived/: results.json and the DICOM outputs
+        EnvVar.STUDIES_TABLE,
+        EnvVar.EVENT_BUS_NAME,  # Study Delivered / Delivery Failed
+        EnvVar.DESTINATIONS_TABLE,
+        EnvVar.DELIVERIES_TABLE,
+        EnvVar.DELIVERY_QUEUE_URL,
+        EnvVar.IDENTITY_MAP_TABLE,  # re-identifies for internal destinations
+    ),
+    # pynetdicom (C-STORE) shares pydicom with the imaging layer group: an image
+    # (functions/egress/Dockerfile says why).
+    image=True,
+    dependencies=(),
+)
 SCALER = FunctionSpec(
     name="scaler",
     description="Every minute: submits GPU worker jobs to follow the GPU queue's depth",
@@ -240,17 +267,6 @@ SCALER = FunctionSpec(
         EnvVar.GPU_MAX_WORKERS,
         EnvVar.GPU_MICRO_BATCH_SIZE,
     ),
-)
-
-# The egress boundary (issue 17): sends a study's DICOM outputs to its destinations, re-identified
-# (voxelpipe.dicom.reidentify) for an internal one. The only function that reads the identity maps.
-EGRESS = FunctionSpec(
-    name="egress",
-    description="Sends a study's DICOM outputs to its destinations, re-identified for internal ones",
-    memory_mb=1024,
-    timeout_s=300,
-    env=(EnvVar.BUCKET, *_STATUS_TABLES, EnvVar.IDENTITY_MAP_TABLE),
-    dependencies=_IMAGING,
 )
 
 # Live progress over WebSocket (voxelpipe.live, docs/api.md).
@@ -341,11 +357,11 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     REAPER,
     COMPLETE_TRANSFERS,
     WEBHOOK,
+    EGRESS,
     SCALER,
     LIVE_AUTHORIZER,
     LIVE,
     LIVE_PUSH,
-    EGRESS,
 )
 
 

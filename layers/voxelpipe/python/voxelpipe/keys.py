@@ -27,6 +27,11 @@ def is_study_id(study_id: str) -> bool:
     return _STUDY_ID.fullmatch(study_id) is not None
 
 
+def destinations_audit_key(tenant: str) -> str:
+    """Where a tenant's destination changes are audited ('#' is in no study id)."""
+    return f"destinations#{tenant}"
+
+
 def rules_audit_key(tenant: str) -> str:
     """Where a tenant's rule set changes are audited: the audit table's key for them ('#' is never
     in a study id, so it is no study's trail)."""

@@ -18,6 +18,7 @@ from voxelpipe.messages import ExecutionInput, Priority, WorkItem
 from voxelpipe.records import (
     AuditRecord,
     ConnectionRecord,
+    DeliveryRecord,
     ObjectRecord,
     StudyRecord,
     TaskRecord,
@@ -26,7 +27,13 @@ from voxelpipe.records import (
 from voxelpipe.status import StudyStatus
 
 if TYPE_CHECKING:  # pydantic, which the rule sets need, is not every function's to import
+    from pydicom.dataset import Dataset
+
+    from voxelpipe.deliveries import DeliveryMessage, DeliveryStatus, OutputObject
+    from voxelpipe.destinations import Credentials, DicomWebDestination, DimseDestination, S3Destination
     from voxelpipe.routing import RuleSet
+
+    AnyDestination = DicomWebDestination | DimseDestination | S3Destination
 
 # A change to a record's fields: name -> new value; None removes the field.
 Changes = Mapping[str, Any]
@@ -336,19 +343,124 @@ class RuleSets(Protocol):
         ...
 
 
+class DestinationNotFound(LookupError):
+    """The tenant has no destination of that name."""
+
+
+class DestinationExists(ValueError):
+    """The tenant has a destination of that name already (names are unique per tenant)."""
+
+
+class Destinations(Protocol):
+    """Each tenant's delivery destinations (voxelpipe.destinations)."""
+
+    def create(self, tenant: str, destination: AnyDestination, actor: str | None) -> None:
+        """Store a new destination (one conditional write); DestinationExists if the name is taken."""
+        ...
+
+    def list(self, tenant: str) -> list[AnyDestination]: ...
+
+    def get(self, tenant: str, name: str) -> AnyDestination:
+        """DestinationNotFound when the tenant has none of that name."""
+        ...
+
+    def delete(self, tenant: str, name: str) -> AnyDestination:
+        """Remove it; the destination it was. DestinationNotFound when there is none."""
+        ...
+
+
+class DestinationSecrets(Protocol):
+    """Destinations' passwords and tokens (Secrets Manager): one secret per destination."""
+
+    def put(self, tenant: str, destination: str, credentials: Credentials) -> str:
+        """Store (create or replace) the destination's secret; its id, which the destination keeps."""
+        ...
+
+    def get(self, secret_id: str) -> Credentials: ...
+
+    def delete(self, secret_id: str) -> None:
+        """Remove the secret (one already gone is no error)."""
+        ...
+
+
+class Deliveries(Protocol):
+    """Each study's deliveries (DeliveryRecord), their acknowledgements and outcome."""
+
+    def create(self, record: DeliveryRecord) -> bool:
+        """Store a new delivery; False (nothing written) when that attempt has one to that destination."""
+        ...
+
+    def get(self, study_id: str, attempt: int, destination: str) -> DeliveryRecord | None: ...
+
+    def for_study(self, study_id: str) -> list[DeliveryRecord]: ...
+
+    def acknowledge(self, record: DeliveryRecord, sop_instance_uid: str) -> None:
+        """Record that the destination accepted one object: it is never sent there again."""
+        ...
+
+    def tried(self, record: DeliveryRecord, status: DeliveryStatus, error: str | None) -> None:
+        """Count one more send and set its outcome (error None: none)."""
+        ...
+
+    def set_status(self, record: DeliveryRecord, status: DeliveryStatus, error: str | None) -> None: ...
+
+
+class DeliveryQueue(Protocol):
+    """The delivery queue the egress function takes deliveries from."""
+
+    def send(self, message: DeliveryMessage) -> None: ...
+
+
+class ReidentificationFailed(RuntimeError):
+    """The honest broker could not restore an object's identities (no identity map for the study)."""
+
+
+class Reidentifier(Protocol):
+    """The honest broker's re-identification of one output (voxelpipe.dicom.reidentify with the
+    study's identity map): the dataset with the study's original identifiers."""
+
+    def __call__(self, study_id: str, dataset: Dataset) -> Dataset:
+        """ReidentificationFailed when the study has no identity map."""
+        ...
+
+
+class SendFailed(RuntimeError):
+    """A destination did not take an object (refused it, or could not be reached): retried later."""
+
+
+class Sender(Protocol):
+    """Sends DICOM objects to one destination; each `send` returns once the destination accepted it."""
+
+    def send(self, data: bytes, item: OutputObject) -> None:
+        """Send one object (its Part 10 bytes); SendFailed when the destination did not take it."""
+        ...
+
+    def close(self) -> None: ...
+
+
 __all__ = [
     "ActiveRuleSet",
     "Changes",
     "ConnectionStore",
+    "Deliveries",
+    "DeliveryQueue",
+    "DestinationExists",
+    "DestinationNotFound",
+    "DestinationSecrets",
+    "Destinations",
     "Executions",
     "LiveConnections",
     "ObjectInfo",
     "ObjectStorage",
     "PdfRenderError",
     "PdfRenderer",
+    "ReidentificationFailed",
+    "Reidentifier",
     "RuleSetNotFound",
     "RuleSetVersion",
     "RuleSets",
+    "SendFailed",
+    "Sender",
     "StudyChanged",
     "StudyPage",
     "StudyStore",

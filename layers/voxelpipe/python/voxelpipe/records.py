@@ -79,6 +79,8 @@ class StudyRecord(Model):
     input = JSONAttribute(null=True)  # what validation learnt of the upload (size, sha256, header)
     results_key = UnicodeAttribute(null=True)
     summary = JSONAttribute(null=True)  # headline measures, copied from results.json
+    # Destinations the study's creator asked its outputs be delivered to (docs/deliveries.md).
+    destinations = ListAttribute[str](of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
     # What the uploader declared: pseudonymous subject, and the files to expect with their sizes.
     subject = JSONAttribute(null=True)  # {"subject_ref", "age", "sex"}
     manifest = JSONAttribute(null=True)  # [{"name", "size"}]
@@ -273,6 +275,43 @@ class RuleSetRecord(Model):
     deleted_by = UnicodeAttribute(null=True)
 
 
+class DestinationRecord(Model):
+    """One delivery destination of a tenant (voxelpipe.destinations, docs/deliveries.md): hash key
+    `tenant`, sort key `name`; `destination` is its JSON, naming its secret, never holding it."""
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.DESTINATIONS_TABLE)
+
+    tenant = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(range_key=True)
+    destination = JSONAttribute()
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute(null=True)
+
+
+class DeliveryRecord(Model):
+    """One study attempt's outputs to one destination (voxelpipe.deliveries): hash key `study_id`,
+    sort key `{attempt:06d}#{destination}`. `objects` are the keys to send, `acknowledged` the SOP
+    Instance UIDs the destination accepted (never sent again), `attempts` the sends tried."""
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.DELIVERIES_TABLE)
+
+    study_id = UnicodeAttribute(hash_key=True)
+    delivery = UnicodeAttribute(range_key=True)
+    tenant = UnicodeAttribute()
+    destination = UnicodeAttribute()
+    attempt = NumberAttribute()
+    internal = BooleanAttribute(default=False)
+    objects = ListAttribute[str](of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    acknowledged = ListAttribute[str](of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    attempts = NumberAttribute(default=0)
+    status = UnicodeAttribute()
+    error = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+
+
 class TenantConnectionsIndex(GlobalSecondaryIndex["ConnectionRecord"]):  # type: ignore[no-untyped-call]
     class Meta:
         index_name = "tenant-connections"
@@ -353,6 +392,8 @@ REGISTRY_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.MODELS_TABLE: ModelRecord,
     EnvVar.REFERENCES_TABLE: ReferenceRecord,
     EnvVar.RULES_TABLE: RuleSetRecord,
+    EnvVar.DESTINATIONS_TABLE: DestinationRecord,
+    EnvVar.DELIVERIES_TABLE: DeliveryRecord,
 }
 
 # The live-progress connections (built by the stack like the others, with DynamoDB's TTL).

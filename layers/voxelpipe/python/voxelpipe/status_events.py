@@ -14,12 +14,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from voxelpipe.records import StudyRecord, TaskRecord
-from voxelpipe.wiring import EVENT_SOURCE, STATUS_CHANGED, STEP_CHANGED
+from voxelpipe.wiring import DELIVERY_FAILED, EVENT_SOURCE, STATUS_CHANGED, STEP_CHANGED, STUDY_DELIVERED
 
 __all__ = [
+    "DELIVERY_FAILED",
     "EVENT_SOURCE",
     "STATUS_CHANGED",
     "STEP_CHANGED",
+    "STUDY_DELIVERED",
+    "DeliveryOutcome",
     "StudyStatusChanged",
     "StudyStepChanged",
     "status_changed",
@@ -82,3 +85,26 @@ def step_changed(task: TaskRecord, tenant: str, at: datetime) -> StudyStepChange
         progress=int(task.progress),
         at=at,
     )
+
+
+class DeliveryOutcome(BaseModel):
+    """A delivery ended: every object acknowledged (detail-type "Study Delivered",
+    events/study_delivered.schema.json) or given up after its retries or at once for an error no
+    retry mends (detail-type "Delivery Failed", events/delivery_failed.schema.json)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    study_id: str
+    tenant: str
+    attempt: int = Field(ge=1)
+    destination: str = Field(description="the destination's name")
+    status: str = Field(description="DELIVERED or FAILED")
+    objects: int = Field(ge=0, description="DICOM objects the delivery carries")
+    acknowledged: int = Field(ge=0, description="objects the destination accepted")
+    sends: int = Field(ge=0, description="times the delivery was tried")
+    error: str | None = Field(default=None, description="why it failed; FAILED only")
+    at: datetime
+
+    @property
+    def detail_type(self) -> str:
+        return STUDY_DELIVERED if self.status == "DELIVERED" else DELIVERY_FAILED

@@ -81,6 +81,7 @@ def create_study(
     source: str | None = None,
     exam_id: str | None = None,
     series_uid: str | None = None,
+    destinations: Sequence[str] | None = None,
 ) -> StudyRecord | None:
     """Create the study's row at attempt 1; None when it already exists."""
     created = now()
@@ -102,6 +103,7 @@ def create_study(
         source=source,
         exam_id=exam_id,
         series_uid=series_uid,
+        destinations=list(destinations) if destinations else None,
     )
     if not store.create_study(record):
         return None

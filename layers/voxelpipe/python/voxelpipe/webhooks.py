@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from voxelpipe import telemetry
 from voxelpipe.observability import logger
 from voxelpipe.ports import StudyStore
-from voxelpipe.status_events import STATUS_CHANGED, StudyStatusChanged
+from voxelpipe.status_events import STATUS_CHANGED, DeliveryOutcome, StudyStatusChanged
 from voxelpipe.telemetry import Dimension, Metric
 from voxelpipe.webhook_urls import (
     InvalidWebhookUrl,
@@ -31,6 +31,9 @@ from voxelpipe.webhook_urls import (
     resolve_addresses,
     webhook_target,
 )
+
+# What webhooks tell of: every status change, and every delivery's outcome (docs/deliveries.md).
+WebhookEvent = StudyStatusChanged | DeliveryOutcome
 
 SIGNATURE_HEADER = "Voxelpipe-Signature"
 EVENT_ID_HEADER = "Voxelpipe-Event-Id"
@@ -66,9 +69,10 @@ def verify(key: str, body: bytes, header: str, now: float, tolerance_s: int = TO
     return hmac.compare_digest(expected, fields.get(SIGNATURE_VERSION, ""))
 
 
-def body_of(event_id: str, event: StudyStatusChanged) -> bytes:
+def body_of(event_id: str, event: WebhookEvent) -> bytes:
     """The POST body: the event's id and type, and its detail as on the bus."""
-    document = {"id": event_id, "type": STATUS_CHANGED, "detail": event.model_dump(mode="json")}
+    kind = event.detail_type if isinstance(event, DeliveryOutcome) else STATUS_CHANGED
+    document = {"id": event_id, "type": kind, "detail": event.model_dump(mode="json")}
     return json.dumps(document, separators=(",", ":")).encode()
 
 
@@ -87,7 +91,7 @@ Post = Callable[[WebhookTarget, bytes, dict[str, str]], int]
 
 def deliver(
     event_id: str,
-    event: StudyStatusChanged,
+    event: WebhookEvent,
     store: StudyStore,
     *,
     deployment_secret: bytes,
@@ -134,7 +138,7 @@ def retry_delay_s(receive_count: int, base_s: int = 30, cap_s: int = 900) -> int
 
 def deliver_with_backoff(
     send: Callable[[], Delivery],
-    event: StudyStatusChanged,
+    event: WebhookEvent,
     *,
     receive_count: int,
     retry_later: Callable[[int], None],

@@ -70,6 +70,12 @@ class EnvVar(StrEnum):
     DICOM_AE_TITLES = "VOXELPIPE_DICOM_AE_TITLES"
     DICOM_PORT = "VOXELPIPE_DICOM_PORT"
     DICOM_SETTINGS = "VOXELPIPE_DICOM_SETTINGS"
+    # Deliveries (docs/deliveries.md): each tenant's destinations, each study's deliveries, the queue
+    # the egress function takes them from, and the name prefix of the destinations' secrets.
+    DESTINATIONS_TABLE = "VOXELPIPE_DESTINATIONS_TABLE"
+    DELIVERIES_TABLE = "VOXELPIPE_DELIVERIES_TABLE"
+    DELIVERY_QUEUE_URL = "VOXELPIPE_DELIVERY_QUEUE_URL"
+    DESTINATION_SECRET_PREFIX = "VOXELPIPE_DESTINATION_SECRET_PREFIX"
 
 
 class Runtime(StrEnum):
@@ -121,6 +127,9 @@ class Resource(StrEnum):
     RULES_TABLE = "RoutingRulesTable"
     CONNECTIONS_TABLE = "LiveConnectionsTable"
     TRANSFERS_TABLE = "TransfersTable"
+    DESTINATIONS_TABLE = "DeliveryDestinationsTable"
+    DELIVERIES_TABLE = "DeliveriesTable"
+    DELIVERY_QUEUE = "DeliveryQueue"
     IDENTITY_MAP_TABLE = "IdentityMapTable"
     IDENTITY_MAP_KEY = "IdentityMapKey"  # the identity maps' own KMS key
     LIVE_QUEUE = "LiveQueue"  # status and step events on their way to the push function
@@ -149,6 +158,9 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.RULES_TABLE: Resource.RULES_TABLE,
     EnvVar.CONNECTIONS_TABLE: Resource.CONNECTIONS_TABLE,
     EnvVar.TRANSFERS_TABLE: Resource.TRANSFERS_TABLE,
+    EnvVar.DESTINATIONS_TABLE: Resource.DESTINATIONS_TABLE,
+    EnvVar.DELIVERIES_TABLE: Resource.DELIVERIES_TABLE,
+    EnvVar.DELIVERY_QUEUE_URL: Resource.DELIVERY_QUEUE,
     EnvVar.IDENTITY_MAP_TABLE: Resource.IDENTITY_MAP_TABLE,
 }
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
@@ -172,5 +184,15 @@ EVENT_SOURCE = "voxelpipe"
 STATUS_CHANGED = "Study Status Changed"
 # A step of a study's attempt started, reported progress, or ended (tracking.py; live progress only).
 STEP_CHANGED = "Study Step Changed"
+# A delivery reached its destination (every object acknowledged), or gave up (docs/deliveries.md).
+STUDY_DELIVERED = "Study Delivered"
+DELIVERY_FAILED = "Delivery Failed"
+
+
+def destination_secret_name(prefix: str, tenant: str, destination: str) -> str:
+    """The Secrets Manager secret of a destination's password or token: one per destination."""
+    return f"{prefix}{tenant}/{destination}"
+
+
 # The live-progress WebSocket API's stage: clients connect to {api}/v1, the push posts to its callback URL.
 LIVE_STAGE = "v1"

@@ -3,7 +3,7 @@ deadlines derive from them, the local cloud runs the template they shaped."""
 
 from __future__ import annotations
 
-from voxelpipe.function_specs import DISPATCH, LIVE_PUSH, WEBHOOK
+from voxelpipe.function_specs import DISPATCH, EGRESS, LIVE_PUSH, WEBHOOK
 
 # SQS settings (DESIGN: visibility >= 6x the consumer's timeout, >= 5 receives before the DLQ).
 QUEUE_VISIBILITY_TIMEOUT_S = 6 * DISPATCH.timeout_s
@@ -31,6 +31,12 @@ REAPER_BATCH = 50
 WEBHOOK_MAX_RECEIVE_COUNT = 8
 WEBHOOK_VISIBILITY_TIMEOUT_S = 6 * WEBHOOK.timeout_s
 WEBHOOK_BATCH_SIZE = 10
+# The delivery queue (docs/deliveries.md): a failed send backs off (deliveries.retry_delay_s, 1 min
+# doubling to 1 h) for DELIVERY_MAX_RECEIVE_COUNT receives (about 2 h in all), then its delivery is
+# FAILED and the message goes to the DLQ. One delivery per invocation: each is long.
+DELIVERY_MAX_RECEIVE_COUNT = 8
+DELIVERY_VISIBILITY_TIMEOUT_S = 6 * EGRESS.timeout_s
+DELIVERY_BATCH_SIZE = 1
 # The live queue (status and step changes to the push function): >= 5 receives before its DLQ.
 LIVE_MAX_RECEIVE_COUNT = 5
 LIVE_VISIBILITY_TIMEOUT_S = 6 * LIVE_PUSH.timeout_s

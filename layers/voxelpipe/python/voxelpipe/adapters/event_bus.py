@@ -12,6 +12,7 @@ from voxelpipe.status_events import (
     EVENT_SOURCE,
     STATUS_CHANGED,
     STEP_CHANGED,
+    DeliveryOutcome,
     StudyStatusChanged,
     StudyStepChanged,
 )
@@ -31,7 +32,13 @@ def bus_name() -> str | None:
     return os.environ.get(EnvVar.EVENT_BUS_NAME) or None
 
 
-def publish(event: StudyStatusChanged | StudyStepChanged) -> bool:
+def _detail_type(event: StudyStatusChanged | StudyStepChanged | DeliveryOutcome) -> str:
+    if isinstance(event, DeliveryOutcome):
+        return event.detail_type
+    return STATUS_CHANGED if isinstance(event, StudyStatusChanged) else STEP_CHANGED
+
+
+def publish(event: StudyStatusChanged | StudyStepChanged | DeliveryOutcome) -> bool:
     """Put one event on the bus (its detail-type follows its model); False when EventBridge refused it."""
     bus = bus_name()
     if bus is None:
@@ -41,7 +48,7 @@ def publish(event: StudyStatusChanged | StudyStepChanged) -> bool:
             {
                 "EventBusName": bus,
                 "Source": EVENT_SOURCE,
-                "DetailType": STATUS_CHANGED if isinstance(event, StudyStatusChanged) else STEP_CHANGED,
+                "DetailType": _detail_type(event),
                 "Detail": event.model_dump_json(),
                 "Resources": [],
                 "Time": event.at,

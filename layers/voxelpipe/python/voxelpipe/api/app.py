@@ -9,7 +9,17 @@ from fastapi.middleware.cors import CORSMiddleware
 
 import voxelpipe
 from voxelpipe.api import problems
-from voxelpipe.api.routes import analyses, dicomweb, models, references, rules, service, studies
+from voxelpipe.api.routes import (
+    analyses,
+    deliveries,
+    destinations,
+    dicomweb,
+    models,
+    references,
+    rules,
+    service,
+    studies,
+)
 from voxelpipe.api.routes import viewer as viewer_routes
 from voxelpipe.wiring import EnvVar
 
@@ -53,7 +63,9 @@ def create_app() -> FastAPI:
         models.router,
         references.router,
         rules.router,
+        destinations.router,
         studies.router,
+        deliveries.router,
     ):
         app.include_router(router)
     app.include_router(viewer_routes.router)  # viewer links, the viewer's data and pages

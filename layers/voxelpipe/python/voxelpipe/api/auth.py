@@ -64,6 +64,8 @@ class Action(StrEnum):
     PUBLISH_REFERENCES = "publish_references"
     # Save, list, delete and try the tenant's routing rule sets (docs/rules.md).
     MANAGE_RULES = "manage_rules"
+    # Add, list, read and delete the tenant's delivery destinations (docs/deliveries.md).
+    MANAGE_DESTINATIONS = "manage_destinations"
 
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {

@@ -8,6 +8,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from voxelpipe import queries
+from voxelpipe.adapters.deliveries import DynamoDeliveries, SqsDeliveryQueue
+from voxelpipe.adapters.destination_secrets import SecretsManagerDestinationSecrets
+from voxelpipe.adapters.destinations import DynamoDestinations
 from voxelpipe.adapters.executions import StepFunctionsExecutions
 from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.adapters.queues import SqsWorkQueues
@@ -19,7 +22,17 @@ from voxelpipe.api.auth import Action, Principal, principal
 from voxelpipe.api.problems import not_found, problem_responses
 from voxelpipe.limits import Limits
 from voxelpipe.pipeline.lifecycle import ExamAdapters
-from voxelpipe.ports import Executions, IdentityMaps, RuleSets, StudyStore, WorkQueues
+from voxelpipe.ports import (
+    Deliveries,
+    DeliveryQueue,
+    Destinations,
+    DestinationSecrets,
+    Executions,
+    IdentityMaps,
+    RuleSets,
+    StudyStore,
+    WorkQueues,
+)
 from voxelpipe.records import StudyRecord
 
 
@@ -43,6 +56,22 @@ def rule_sets() -> RuleSets:
     return DynamoRuleSets()
 
 
+def destinations() -> Destinations:
+    return DynamoDestinations()
+
+
+def destination_secrets() -> DestinationSecrets:
+    return SecretsManagerDestinationSecrets()
+
+
+def deliveries() -> Deliveries:
+    return DynamoDeliveries()
+
+
+def delivery_queue() -> DeliveryQueue:
+    return SqsDeliveryQueue()
+
+
 def identity_maps() -> IdentityMaps:
     return DynamoIdentityMaps()
 
@@ -54,6 +83,10 @@ Bucket = Annotated[Storage, Depends(storage)]
 Queues = Annotated[WorkQueues, Depends(work_queues)]
 StateMachine = Annotated[Executions, Depends(executions)]
 Rules = Annotated[RuleSets, Depends(rule_sets)]
+DestinationTable = Annotated[Destinations, Depends(destinations)]
+Secrets = Annotated[DestinationSecrets, Depends(destination_secrets)]
+DeliveryTable = Annotated[Deliveries, Depends(deliveries)]
+DeliveryQueueDep = Annotated[DeliveryQueue, Depends(delivery_queue)]
 Identities = Annotated[IdentityMaps, Depends(identity_maps)]  # deleting a study deletes its map
 
 

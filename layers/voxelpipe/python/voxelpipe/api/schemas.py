@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from voxelpipe.destinations import NAME_PATTERN as DESTINATION_NAME_PATTERN
 from voxelpipe.inference.registry import MAX_MODEL_BYTES, MODEL_NAME_PATTERN, SHA256_PATTERN, ModelScope
 from voxelpipe.inference.spec import ModelSpec, lambda_size_problem
 from voxelpipe.messages import Priority
@@ -67,6 +68,12 @@ class CreateStudy(BaseModel):
         description="https URL told of every status change, in signed POSTs (docs/operations.md): "
         "its host a name (not an IP address) that resolves to public addresses only, no user:password@; "
         "http://localhost is accepted only with development tokens",
+    )
+    destinations: list[Annotated[str, Field(pattern=DESTINATION_NAME_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="names of the tenant's destinations its DICOM outputs are delivered to once "
+        "COMPLETED, beside those its routing rules name (docs/deliveries.md)",
     )
     format: Literal["nifti", "dicom"] = Field(
         default="nifti",

@@ -234,6 +234,7 @@ def _route_series(
         source=TransferSource.ROUTED.value,
         exam_id=exam.study_id,
         series_uid=series_uid,
+        destinations=exam.destinations,  # the exam's own request; its decision's are read at delivery
     )
     keys = sorted({row.source for row in rows} & present)
     copies = []

@@ -44,6 +44,7 @@ def register_study(
     input_format: str = "nifti",
     parameters: dict[str, dict[str, Any]] | None = None,
     limits: Limits | None = None,
+    destinations: Sequence[str] | None = None,
 ) -> StudyRecord:
     """A new study AWAITING_UPLOAD; RegistrationRefused before anything is stored when it declares a
     file name with path tricks or over the upload limit, asks for an unknown analysis, for parameters
@@ -101,6 +102,7 @@ def register_study(
         uid_key=secrets.token_hex(32) if input_format == "dicom" else None,
         source=TransferSource.UPLOAD.value,
         parameters=parameters or None,
+        destinations=destinations,
     )
     assert study is not None, "a fresh study id exists already"
     tracking.audit(store, study_id, "registered", actor=actor, source=source, detail={"analyses": names})

@@ -59,6 +59,7 @@ def create_study(
             input_format=body.format,
             parameters=body.parameters,
             limits=Limits.from_environment(),
+            destinations=body.destinations,
         )
     except RegistrationRefused as refused:
         raise invalid_request(refused.field, str(refused)) from refused
