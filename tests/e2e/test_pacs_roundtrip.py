@@ -7,6 +7,7 @@ in the local cloud: only the identity map may hold them (docs/dicom.md, docs/del
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,8 +18,10 @@ from fastapi.testclient import TestClient
 
 from infra.local.cloud import LocalCloud
 from infra.local.dicom_receiver import receiving_dicom
+from infra.local.processes import ProcessSettings
 from infra.local.serve import acting_as
 from infra.local.studies import wait_for_terminal
+from tests.fixtures.cloud import checked_cloud
 from tests.fixtures.exams import make_exam
 from tests.fixtures.orthanc import OrthancClient, orthanc_server
 from tests.fixtures.phi_scan import sightings
@@ -27,6 +30,7 @@ from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.dimse.settings import AeTitle
 from voxelpipe.function_specs import API
+from voxelpipe.observability import logger as function_logger
 from voxelpipe.pipeline.receive import exam_study_id
 from voxelpipe.routing import DEFAULT_RULE_SET, RuleSet
 from voxelpipe.status import StudyStatus
@@ -38,6 +42,30 @@ AE_TITLE = "VOXELPIPE"
 
 def _admin() -> dict[str, str]:
     return {"authorization": f"Bearer {mint_dev_token(TENANT, Role.ADMIN)}"}
+
+
+@pytest.fixture
+def cloud(template: dict[str, Any]) -> Iterator[LocalCloud]:
+    """Every function in this process (no worker processes), so that `function_logs` sees every
+    line any of them logs."""
+    with checked_cloud(template, processes=ProcessSettings(processes=0)) as local:
+        yield local
+
+
+@pytest.fixture
+def function_logs() -> Iterator[io.StringIO]:
+    """What the functions log, every level, formatted as in Lambda (the message and its extras)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(function_logger.registered_formatter)
+    level = function_logger.log_level
+    function_logger.addHandler(handler)
+    function_logger.setLevel(logging.DEBUG)
+    try:
+        yield stream
+    finally:
+        function_logger.removeHandler(handler)
+        function_logger.setLevel(level)
 
 
 @pytest.fixture
@@ -104,7 +132,7 @@ def test_an_exam_from_the_pacs_comes_back_as_seg_sr_and_pdf_re_identified_only_f
     api: TestClient,
     hospital: OrthancClient,
     archive: OrthancClient,
-    capfd: pytest.CaptureFixture[str],
+    function_logs: io.StringIO,
 ):
     DynamoRuleSets().save(TENANT, _rules(), actor="test")
     pacs = {"kind": "dicomweb", "name": "pacs", "internal": True, "url": f"{hospital.url}/dicom-web/studies"}
@@ -157,7 +185,7 @@ def test_an_exam_from_the_pacs_comes_back_as_seg_sr_and_pdf_re_identified_only_f
     }
 
     # Nowhere in the local cloud but the identity map: no object, no other table's item, no log.
-    logs = "".join(capfd.readouterr())
+    logs = function_logs.getvalue()
     found = sightings(
         planted, buckets=[cloud.bucket], logs=logs, except_tables=[cloud.env(EnvVar.IDENTITY_MAP_TABLE)]
     )
