@@ -1,8 +1,9 @@
 """The hospital path, both ways: a PACS (Orthanc) sends an exam by C-STORE; voxelpipe routes it,
 segments the T1, writes SEG, SR and the PDF report as DICOM, and files them back — re-identified
-into the original exam of the hospital's own PACS (internal, by STOW-RS), de-identified to a
-research archive (external, by C-STORE). Then the planted identifiers are searched for everywhere
-in the local cloud: only the identity map may hold them (docs/dicom.md, docs/deliveries.md)."""
+into the original exam of the hospital's own PACS (internal), de-identified to a research archive
+(external); one by STOW-RS and the other by C-STORE, then the other way round. Then the planted
+identifiers are searched for everywhere in the local cloud: only the identity map may hold them
+(docs/dicom.md, docs/deliveries.md)."""
 
 from __future__ import annotations
 
@@ -127,7 +128,16 @@ def _value(item: dict[str, Any], tag: str) -> Any:
     return values[0]
 
 
+def _destination(kind: str, orthanc: OrthancClient) -> dict[str, Any]:
+    if kind == "dicomweb":
+        return {"kind": "dicomweb", "url": f"{orthanc.url}/dicom-web/studies"}
+    return {"kind": "dimse", "host": "127.0.0.1", "port": orthanc.dicom_port, "called_ae": "ORTHANC"}
+
+
+@pytest.mark.parametrize(("internal_by", "external_by"), [("dicomweb", "dimse"), ("dimse", "dicomweb")])
 def test_an_exam_from_the_pacs_comes_back_as_seg_sr_and_pdf_re_identified_only_for_the_pacs(
+    internal_by: str,
+    external_by: str,
     cloud: LocalCloud,
     api: TestClient,
     hospital: OrthancClient,
@@ -135,14 +145,8 @@ def test_an_exam_from_the_pacs_comes_back_as_seg_sr_and_pdf_re_identified_only_f
     function_logs: io.StringIO,
 ):
     DynamoRuleSets().save(TENANT, _rules(), actor="test")
-    pacs = {"kind": "dicomweb", "name": "pacs", "internal": True, "url": f"{hospital.url}/dicom-web/studies"}
-    research = {
-        "kind": "dimse",
-        "name": "archive",
-        "host": "127.0.0.1",
-        "port": archive.dicom_port,
-        "called_ae": "ORTHANC",
-    }
+    pacs = {**_destination(internal_by, hospital), "name": "pacs", "internal": True}
+    research = {**_destination(external_by, archive), "name": "archive"}
     for destination in (pacs, research):
         created = api.post("/destinations", json=destination, headers=_admin())
         assert created.status_code == 201, created.text
