@@ -66,6 +66,7 @@ bench: setup
 	$(BIN)/python bench/regional_accuracy.py
 	$(BIN)/python bench/pipeline_throughput.py
 	$(BIN)/python bench/report_pdf.py
+	$(BIN)/python bench/dicom_receive.py
 
 clean:
 	rm -rf build cdk.out .pytest_cache .mypy_cache .ruff_cache
