@@ -134,14 +134,10 @@ def route_exam_study(
     decisions = route_exam(active.rule_set, tag_sets)
     entries: list[dict[str, Any]] = []
     for uid, decision in zip(order, decisions, strict=True):
-        entry = _series_entry(uid, groups[uid], decision.as_json(), decision.tags)
-        if uid in known:  # decided before: the decision (and its study) stand
-            entry.update(
-                decision=known[uid]["decision"], tags=known[uid]["tags"], study_id=known[uid].get("study_id")
-            )
-            entry["series_class"] = known[uid].get("series_class")
-            entry["series_number"] = known[uid].get("series_number")
-        entries.append(entry)
+        if uid in known:  # decided before: the decision (and its study) stand; only the count moves
+            entries.append({**known[uid], "instances": len(groups[uid])})
+        else:
+            entries.append(_series_entry(uid, groups[uid], decision.as_json(), decision.tags))
     entries.sort(key=_order)
     selected = [entry for entry in entries if entry["decision"]["selected"]]
     if not selected:

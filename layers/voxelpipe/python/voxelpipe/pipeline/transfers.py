@@ -42,6 +42,11 @@ def complete_if_over(study_id: str, exam: ExamAdapters, *, source: str) -> Inges
     transfer = exam.transfers.get_transfer(study_id)
     if transfer is None:
         return None
+    now = tracking.now()
+    if not transfer_is_over(transfer, now, 0):
+        # Not over even without a quiet period: ingest calls this for every instance of an open
+        # transfer, which need not read the study or the rule set to know it.
+        return None
     study = exam.store.get_study(study_id)
     if study is None or study.status == StudyStatus.DELETED:
         exam.transfers.settle(transfer)  # nothing to hand them to: the deletion removed them
@@ -51,7 +56,7 @@ def complete_if_over(study_id: str, exam: ExamAdapters, *, source: str) -> Inges
         if transfer.source == TransferSource.ROUTED
         else exam.rule_sets.current(study.tenant).rule_set.quiet_period_seconds
     )
-    if not transfer_is_over(transfer, tracking.now(), quiet) or int(study.arrived) < int(study.received):
+    if not transfer_is_over(transfer, now, quiet) or int(study.arrived) < int(study.received):
         return None
     status = StudyStatus(study.status)
     if status in tracking.REOPENABLE_FOR_INSTANCES:
