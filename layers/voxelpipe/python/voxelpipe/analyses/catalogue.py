@@ -55,6 +55,28 @@ class AnalysisInput:
     subject: Mapping[str, Any] = field(default_factory=dict)
     requirements: Mapping[str, AnalysisOutput] = field(default_factory=dict)
     references: Mapping[str, Any] = field(default_factory=dict)
+    # longitudinal: the subject's earlier study it is compared with (pinned at dispatch).
+    prior: PriorStudy | None = None
+
+
+@dataclass(frozen=True)
+class PriorStudy:
+    """The subject's earlier study that a `longitudinal` analysis compares this one with.
+
+    Dispatch pins it (the subject's newest earlier COMPLETED study that ran tissue-seg); RunAnalysis
+    loads it. `image` is its input volume in canonical RAS orientation (as its own analyses saw
+    it), `brain_mask` its tissue-seg brain mask and `regions` its regional label map (None when it
+    did not run regional), both in that image's grid; `region_names` maps each label to its name.
+    `interval_years` is the time between the two scans from their (shifted) scan dates, None when
+    either study has no date.
+    """
+
+    study_id: str
+    image: nib.Nifti1Image | nib.Nifti2Image
+    brain_mask: npt.NDArray[np.bool_]
+    regions: npt.NDArray[np.integer[Any]] | None = None
+    region_names: Mapping[int, str] = field(default_factory=dict)
+    interval_years: float | None = None
 
 
 @dataclass(frozen=True)
@@ -303,5 +325,22 @@ NORMATIVE = Analysis(
     requires=("volumetrics",),
     uses=("regional",),
     references=(NORMS_REFERENCE,),
+    outputs=(),
+)
+
+# longitudinal (voxelpipe.analyses.longitudinal): the change since the subject's earlier study.
+LONGITUDINAL = Analysis(
+    name="longitudinal",
+    version="1.0.0",
+    runtime=Runtime.LAMBDA,
+    description=(
+        "Change since the subject's earlier study: the two scans registered to each other in a "
+        "halfway space, whole-brain and regional change by Jacobian integration (percent and "
+        "annualized), with the difference of cross-sectional volumes beside it"
+    ),
+    run=Implementation("voxelpipe.analyses.longitudinal", "run_longitudinal"),
+    parameters={},
+    requires=("tissue-seg",),
+    uses=("regional",),
     outputs=(),
 )
