@@ -6,6 +6,7 @@ import io
 import os
 import re
 from collections import Counter
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from tests.fixtures.dicom import PHI_MARKER, make_series, phi_dataset
 from voxelpipe.dicom import (
@@ -225,3 +227,94 @@ def test_corpus_files_keep_no_listed_attribute() -> None:
         assert not any(elem.tag.is_private for elem in all_elements(out)), name
         checked += 1
     assert checked > 50
+
+
+# -- PS3.15 "Retain Longitudinal Temporal Information with Modified Dates" ---------------------------
+
+OFFSET = -1000  # days
+
+
+def _shift(text: str) -> str:
+    return (datetime.strptime(text[:8], "%Y%m%d") + timedelta(days=OFFSET)).strftime("%Y%m%d")
+
+
+def test_modified_dates_shift_every_date_and_keep_no_original() -> None:
+    ds, _ = phi_dataset()
+    # Planted beside the table's own: a multi-valued DA, dates nested two sequences deep, a DT
+    # with fraction and UTC offset, an unlisted date the Basic Profile would keep.
+    ds.add_new(0x00181200, "DA", ["20230102", "20230203"])  # Date of Last Calibration (listed X)
+    inner = Dataset()
+    inner.ContentDate = "20230304"
+    inner.FrameAcquisitionDateTime = "20230304101112.123456+0100"
+    outer = Dataset()
+    outer.FrameContentSequence = Sequence([inner])
+    ds.SharedFunctionalGroupsSequence = Sequence([outer])
+    ds.add_new(0x00143076, "DA", "20230405")  # Date of Gain Calibration: the Basic Profile keeps it
+    ds.add_new(0x00211001, "DA", "20230506")  # private: removed with its kind
+    originals = {str(e.value) for e in all_elements(ds) if e.VR in ("DA", "DT") and e.value not in EMPTY} | {
+        "20230102",
+        "20230203",
+    }
+    out = deidentify(ds, UidMap(KEY), date_offset_days=OFFSET)
+    dates = [e for e in all_elements(out) if e.VR in ("DA", "DT") and e.value not in EMPTY]
+    assert dates, "the dates were removed, not shifted"
+    for elem in dates:
+        values = [elem.value] if isinstance(elem.value, str) else list(elem.value)
+        for value in values:
+            assert re.fullmatch(r"\d{8}", value), (elem.keyword, value)  # a DT keeps only its date
+            assert value not in originals and value[:8] not in {o[:8] for o in originals}, elem.keyword
+    nested = out.SharedFunctionalGroupsSequence[0].FrameContentSequence[0]
+    assert nested.ContentDate == _shift("20230304")
+    assert nested.FrameAcquisitionDateTime == _shift("20230304")
+    assert out[0x00143076].value == _shift("20230405")
+    assert list(out[0x00181200].value) == [_shift("20230102"), _shift("20230203")]
+    assert out.StudyDate == _shift(str(ds.StudyDate))
+    assert out.PatientBirthDate in EMPTY  # still removed: an age, never a birth date
+    # Times: left to the Basic Profile (Study Time Z, Acquisition Time X/Z).
+    assert out.get("StudyTime") in EMPTY
+    assert out.get("AcquisitionTime") in EMPTY
+
+
+def test_modified_dates_are_said_in_the_method_and_its_codes() -> None:
+    out = deidentify(phi_dataset()[0], UidMap(KEY), date_offset_days=OFFSET)
+    assert out.LongitudinalTemporalInformationModified == "MODIFIED"
+    codes = [(c.CodeValue, c.CodingSchemeDesignator) for c in out.DeidentificationMethodCodeSequence]
+    assert codes == [("113100", "DCM"), ("113107", "DCM")]
+    assert "modified dates" in out.DeidentificationMethod and len(out.DeidentificationMethod) <= 64
+    assert out.PatientIdentityRemoved == "YES"
+    # Without an offset, nothing changes: dates removed, the Basic Profile's code alone.
+    plain = deidentify(phi_dataset()[0], UidMap(KEY))
+    assert plain.LongitudinalTemporalInformationModified == "REMOVED"
+    assert [c.CodeValue for c in plain.DeidentificationMethodCodeSequence] == ["113100"]
+    assert plain.DeidentificationMethod == DEIDENTIFICATION_METHOD
+    assert plain.StudyDate in EMPTY
+
+
+@pytest.mark.parametrize(
+    ("vr", "value"),
+    [
+        ("DA", "2023-01-02"),
+        ("DA", "20231345"),
+        ("DA", "2023"),
+        ("DT", "2023"),
+        ("DT", "202301"),
+        ("DA", "00010101"),  # shifted out of the calendar
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")
+def test_a_date_that_does_not_parse_is_treated_as_the_basic_profile_says(vr: str, value: str) -> None:
+    ds, _ = phi_dataset()
+    ds.StudyDate = value if vr == "DA" else "20230102"  # Z: emptied
+    ds.AcquisitionDateTime = value if vr == "DT" else "20230102"  # X/D: a dummy
+    ds.add_new(0x0008041F, "DT", value)  # Study Update DateTime: unlisted (kept), emptied when bad
+    out = deidentify(ds, UidMap(KEY), date_offset_days=OFFSET)
+    if vr == "DA":
+        assert out.StudyDate in EMPTY
+    else:
+        assert out.AcquisitionDateTime == "19000101000000"
+        assert out[0x0008041F].value in EMPTY
+
+
+def test_an_offset_of_zero_is_refused() -> None:
+    with pytest.raises(ValueError):
+        deidentify(phi_dataset()[0], UidMap(KEY), date_offset_days=0)

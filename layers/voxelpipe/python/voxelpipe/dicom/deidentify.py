@@ -21,6 +21,27 @@ attribute with its Basic Profile action as the standard prints it, loaded into `
   Sequence (0012,0064: DCM 113100 "Basic Application Confidentiality Profile") are set, and
   Longitudinal Temporal Information Modified (0028,0303) = REMOVED (dates are removed or zeroed).
 
+With ``date_offset_days`` (the subject's offset, ``voxelpipe.pseudonyms``), the "Retain
+Longitudinal Temporal Information with Modified Dates" option of PS3.15 (E.3.6) applies on top:
+
+* every date is shifted by the offset instead of removed or blanked: each DA value, and the date
+  part of each DT value, anywhere in the object (sequence items included). That is every date the
+  Basic Profile would remove, blank or replace, and the dates it would keep too: a subject's dates
+  all move together, so no real date is left beside shifted ones. Patient's Birth Date stays
+  removed (Z): an age is kept where the sender gave one, a birth date never;
+* a DT keeps only its shifted date (YYYYMMDD, a precision DT allows): its time of day and UTC
+  offset are dropped, as the Basic Profile drops times;
+* times (TM) are left to the Basic Profile (removed, emptied or zeroed where it lists them). A
+  whole-day shift keeps intervals between scans exact to the day, which longitudinal measures need;
+  the time of day is not needed for that, and a real time of day beside a shifted date would help
+  match a scan to a scanner's or scheduler's log;
+* a date that does not parse (not YYYYMMDD; a DT with less than a day's precision; a shift out of
+  the calendar) is never kept: it gets the Basic Profile's action, and where the profile lists no
+  action it is emptied;
+* Longitudinal Temporal Information Modified = MODIFIED, DCM 113107 ("Retain Longitudinal Temporal
+  Information Modified Dates Option") is added to the method code sequence, and the method text
+  says so.
+
 UIDs are replaced by ``UidMap``: a keyed hash (HMAC-SHA256) of the original UID, written as a
 ``2.25.<128-bit integer>`` UID (PS3.5 B.2).  The same key maps a UID to the same replacement in
 every object and every process, so references between the objects of a study stay consistent
@@ -43,7 +64,9 @@ import csv
 import hashlib
 import hmac
 import io
+import re
 from collections.abc import Mapping
+from datetime import date, datetime, timedelta
 from importlib import resources
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
@@ -59,6 +82,8 @@ from voxelpipe.rejections import ReasonCode, Rejected
 __all__ = [
     "BASIC_PROFILE",
     "DEIDENTIFICATION_METHOD",
+    "DEIDENTIFICATION_METHOD_MODIFIED_DATES",
+    "MODIFIED_DATES_CODE",
     "PROFILE_EDITION",
     "TABLE_FILE",
     "UidMap",
@@ -70,6 +95,15 @@ __all__ = [
 PROFILE_EDITION: Final = "2024b"
 # (0012,0063) is LO: at most 64 characters.
 DEIDENTIFICATION_METHOD: Final = f"DICOM PS3.15 E.1 Basic Profile ({PROFILE_EDITION}); voxelpipe"
+# With the modified-dates option (E.3.6); also within 64 characters.
+DEIDENTIFICATION_METHOD_MODIFIED_DATES: Final = (
+    f"PS3.15 E.1 Basic Profile ({PROFILE_EDITION}), modified dates; voxelpipe"
+)
+# DICOM PS3.16 CID 7050 "De-identification Method": (code value, code meaning).
+BASIC_PROFILE_CODE: Final = ("113100", "Basic Application Confidentiality Profile")
+MODIFIED_DATES_CODE: Final = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
+_PATIENT_BIRTH_DATE: Final = 0x00100030
+_DT_PATTERN: Final = re.compile(r"(\d{8})(\d{0,6}(\.\d{1,6})?)?([+-]\d{4})?")
 
 # The table, as data: DICOM PS3.15 (edition PROFILE_EDITION), Annex E, Table E.1-1, one row an
 # attribute (group, element, attribute name, Basic Profile action). It ships in the package.
@@ -180,15 +214,54 @@ def _mapped(value: Any, uid_map: UidMap) -> Any:
     return [uid_map(v) for v in value]  # multi-valued (e.g. Failed SOP Instance UID List)
 
 
-def _apply(ds: Dataset, uid_map: UidMap) -> None:
+def _shifted(value: str, vr: str, offset: timedelta) -> str | None:
+    """One DA or DT value moved by `offset` (a DT reduced to its date); None when it does not parse."""
+    text = value.strip(" \0")
+    try:
+        if vr == "DA":
+            if len(text) != 8 or not text.isdigit():
+                return None
+            day = datetime.strptime(text, "%Y%m%d").date()
+        else:
+            match = _DT_PATTERN.fullmatch(text)
+            if match is None:
+                return None
+            day = datetime.strptime(match.group(1), "%Y%m%d").date()
+        moved: date = day + offset
+    except (ValueError, OverflowError):  # not a calendar date, or shifted out of the calendar
+        return None
+    return f"{moved.year:04d}{moved.month:02d}{moved.day:02d}"
+
+
+def _shift_dates(elem: DataElement, offset: timedelta) -> bool:
+    """Shift a DA/DT element's every value in place; False (nothing changed) when one does not parse."""
+    value = elem.value
+    if value is None or value == "":
+        return True  # nothing to shift, nothing to hide
+    # A multi-valued element is a MultiValue (a sequence of strings); a single value, a string.
+    values = [str(value)] if isinstance(value, (str, bytes)) else [str(v) for v in value]
+    moved = [_shifted(v, elem.VR, offset) for v in values]
+    if any(m is None for m in moved):
+        return False
+    elem.value = moved[0] if len(moved) == 1 else moved
+    return True
+
+
+def _apply(ds: Dataset, uid_map: UidMap, offset: timedelta | None = None) -> None:
     for tag in list(ds.keys()):
         elem = ds[tag]
         action = action_for(int(tag))
         is_seq = elem.VR == "SQ"
+        if offset is not None and elem.VR in ("DA", "DT") and int(tag) != _PATIENT_BIRTH_DATE:
+            if _shift_dates(elem, offset):
+                continue
+            if action is None:  # a date that does not parse is never kept
+                elem.value = None
+                continue
         if action is None:
             if is_seq:
                 for item in elem.value:
-                    _apply(item, uid_map)
+                    _apply(item, uid_map, offset)
             continue
         if action == "X" or (is_seq and action == "X/D"):
             del ds[tag]
@@ -202,7 +275,7 @@ def _apply(ds: Dataset, uid_map: UidMap) -> None:
         elif action == "X/Z/U*":
             if is_seq:
                 for item in elem.value:
-                    _apply(item, uid_map)  # keeps the references, with their UIDs replaced (U)
+                    _apply(item, uid_map, offset)  # keeps the references, with their UIDs replaced (U)
             else:
                 elem.value = None
         else:  # pragma: no cover - the table holds only the codes above
@@ -224,12 +297,18 @@ def deidentify(
     *,
     burned_in: BurnedInPolicy = "reject",
     patient_pseudonym: str | None = None,
+    date_offset_days: int | None = None,
 ) -> _DS:
     """A de-identified copy of `ds` (the Basic Profile; see the module's doc). `ds` is untouched.
 
     `patient_pseudonym`, if given (e.g. the study's subject_ref), becomes Patient ID and Patient's
-    Name: a dummy value (D) that is not derived from the patient's identity.
+    Name: a dummy value (D) that is not derived from the patient's identity. `date_offset_days`, if
+    given (the subject's offset, never 0), applies the modified-dates option: dates shifted, not
+    removed.
     """
+    if date_offset_days == 0:
+        raise ValueError("a date offset of 0 days would keep the real dates")
+    offset = None if date_offset_days is None else timedelta(days=date_offset_days)
     if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES" and burned_in == "reject":
         raise Rejected(
             ReasonCode.BURNED_IN_PHI,
@@ -238,7 +317,7 @@ def deidentify(
         )
     out = copy.deepcopy(ds)
     out.remove_private_tags()  # recursive (Dataset.walk)
-    _apply(out, uid_map)
+    _apply(out, uid_map, offset)
     meta = getattr(out, "file_meta", None)
     if isinstance(meta, FileMetaDataset):
         _apply(meta, uid_map)  # (0002,0003) U
@@ -251,14 +330,21 @@ def deidentify(
         out.PatientID = patient_pseudonym
         out.PatientName = patient_pseudonym
     out.PatientIdentityRemoved = "YES"
-    out.DeidentificationMethod = DEIDENTIFICATION_METHOD
-    code = Dataset()
-    code.CodeValue = "113100"
-    code.CodingSchemeDesignator = "DCM"
-    code.CodeMeaning = "Basic Application Confidentiality Profile"
-    out.DeidentificationMethodCodeSequence = Sequence([code])
-    out.LongitudinalTemporalInformationModified = "REMOVED"
+    codes = [BASIC_PROFILE_CODE] if offset is None else [BASIC_PROFILE_CODE, MODIFIED_DATES_CODE]
+    out.DeidentificationMethod = (
+        DEIDENTIFICATION_METHOD if offset is None else DEIDENTIFICATION_METHOD_MODIFIED_DATES
+    )
+    out.DeidentificationMethodCodeSequence = Sequence([_code(value, meaning) for value, meaning in codes])
+    out.LongitudinalTemporalInformationModified = "REMOVED" if offset is None else "MODIFIED"
     return out
+
+
+def _code(value: str, meaning: str) -> Dataset:
+    code = Dataset()
+    code.CodeValue = value
+    code.CodingSchemeDesignator = "DCM"
+    code.CodeMeaning = meaning
+    return code
 
 
 def deidentify_bytes(
@@ -267,10 +353,17 @@ def deidentify_bytes(
     *,
     burned_in: BurnedInPolicy = "reject",
     patient_pseudonym: str | None = None,
+    date_offset_days: int | None = None,
 ) -> bytes:
     """One DICOM object's bytes -> the de-identified object's bytes (same transfer syntax)."""
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    out = deidentify(ds, uid_map, burned_in=burned_in, patient_pseudonym=patient_pseudonym)
+    out = deidentify(
+        ds,
+        uid_map,
+        burned_in=burned_in,
+        patient_pseudonym=patient_pseudonym,
+        date_offset_days=date_offset_days,
+    )
     buffer = io.BytesIO()
     meta = getattr(out, "file_meta", None)
     complete = isinstance(meta, FileMetaDataset) and "TransferSyntaxUID" in meta and "SOPClassUID" in out
