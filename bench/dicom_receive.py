@@ -38,6 +38,7 @@ from voxelpipe.dimse.scp import StoreScp
 from voxelpipe.dimse.settings import AeTitle, ReceiverSettings
 from voxelpipe.limits import Limits
 from voxelpipe.pipeline.receive import InstanceReceiver
+from voxelpipe.pseudonyms import Pseudonyms
 
 
 def send(port: int, called: str, datasets: Sequence[pydicom.Dataset]) -> float:
@@ -67,7 +68,9 @@ def main() -> None:
     )
 
     store, storage = InMemoryStudyStore(), InMemoryStorage()
-    receiver = InstanceReceiver(store, storage, InMemoryTransferStore(), Limits())
+    receiver = InstanceReceiver(
+        store, storage, InMemoryTransferStore(), Limits(), pseudonyms=Pseudonyms(b"bench-secret-0123456789")
+    )
     scp = StoreScp(
         receiver, ReceiverSettings(ae_titles={"VOXELPIPE": AeTitle("bench")}, port=0), host="127.0.0.1"
     )

@@ -19,6 +19,7 @@ from infra.security import BucketAccess, IdentityMapUse, logical_id
 from voxelpipe.function_specs import (
     API,
     COMPLETE_TRANSFERS,
+    DICOM_RECEIVER,
     DISPATCH,
     EGRESS,
     FINALIZE,
@@ -134,6 +135,12 @@ GPU_WORKER_READ_ONLY_TABLES = frozenset({Resource.OBJECTS_TABLE, Resource.MODELS
 # new exam's status event on the bus.
 DICOM_RECEIVER_BUCKET_ACCESS = BucketAccess(write=[UPLOADS])
 DICOM_RECEIVER_READ_ONLY_TABLES: frozenset[Resource] = frozenset()
+
+# The pseudonym secret (voxelpipe.pseudonyms, docs/subjects.md): read by those that derive
+# pseudonyms: the API (a registered scan date is shifted; STOW-RS exams' study ids), Prepare (a
+# DICOM subject's subject_ref and date offset) and the C-STORE receiver (exam study ids). A function
+# told of the secret and not listed here fails synthesis.
+PSEUDONYM_SECRET_READERS: frozenset[str] = frozenset({API.name, PREPARE.name, DICOM_RECEIVER.name})
 
 # Status tables a function reads but never writes (everything else it is told of: read-write).
 READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {

@@ -26,6 +26,7 @@ from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct, Node
 
 from infra import nag
@@ -99,6 +100,7 @@ class DicomReceiver(Construct):
         tables: Mapping[Resource, dynamodb.Table],
         table_indexes: Mapping[Resource, Sequence[str]],
         event_bus: events.IEventBus,
+        pseudonym_secret: secretsmanager.ISecret,
         base_env: Mapping[str, str],
         image_context: Path,
         image_excludes: Sequence[str],
@@ -121,6 +123,9 @@ class DicomReceiver(Construct):
             if resource is Resource.BUCKET:
                 environment[var] = bucket.bucket_name
                 grant_bucket(bucket, self.task_role, DICOM_RECEIVER_BUCKET_ACCESS)
+            elif resource is Resource.PSEUDONYM_SECRET:  # exam study ids (PSEUDONYM_SECRET_READERS)
+                environment[var] = pseudonym_secret.secret_arn
+                pseudonym_secret.grant_read(self.task_role)
             elif resource is Resource.EVENT_BUS:
                 environment[var] = event_bus.event_bus_name
                 event_bus.grant_put_events_to(self.task_role)

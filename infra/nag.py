@@ -268,6 +268,17 @@ WEBHOOK_SECRET = tuple(
     )
     for rule in ("AwsSolutions-SMG4", "HIPAA.Security-SecretsManagerRotationEnabled")
 )
+# The pseudonym secret (voxelpipe.pseudonyms): every subject's date offset and derived subject_ref
+# come from it, so rotating it would move every subject's dates and split every subject in two.
+PSEUDONYM_SECRET = tuple(
+    Ack(
+        rule,
+        "Root of the subjects' pseudonyms and date offsets: rotating it would shift each subject's later "
+        "dates by another offset and give its later exams another subject_ref, breaking every timeline "
+        "(docs/subjects.md), so it is never rotated",
+    )
+    for rule in ("AwsSolutions-SMG4", "HIPAA.Security-SecretsManagerRotationEnabled")
+)
 # The GPU workers (infra/gpu.py).
 GPU_TASK_TOKENS = Ack(
     "AwsSolutions-IAM5",

@@ -12,6 +12,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -22,6 +23,7 @@ from infra.access import (
     DESTINATION_SECRET_ACTIONS,
     EGRESS_ASSUMES_DELIVERY_ROLES,
     IDENTITY_MAP_ACCESS,
+    PSEUDONYM_SECRET_READERS,
     PURGE_ONLY_TABLES,
     READ_ONLY_TABLES,
     grant_executions,
@@ -201,6 +203,18 @@ class VoxelpipeStack(Stack):
         }
 
         notifications = StudyNotifications(self, self.security)
+        # The key subjects' pseudonyms and date offsets derive from (voxelpipe.pseudonyms); never
+        # rotated (nag.PSEUDONYM_SECRET says why).
+        self.pseudonym_secret = secretsmanager.Secret(
+            self,
+            Resource.PSEUDONYM_SECRET,
+            description="voxelpipe: the key subjects' pseudonyms, date offsets and exam study ids derive from",
+            encryption_key=self.security.data_key,
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                exclude_punctuation=True, password_length=64
+            ),
+        )
+        nag.acknowledge(self.pseudonym_secret, *nag.PSEUDONYM_SECRET)
         # The GPU half (docs/gpu.md); its settings come from wiring, overridable by CDK context.
         gpu = GpuWorkers(
             self,
@@ -254,6 +268,13 @@ class VoxelpipeStack(Stack):
                     grant_queue_send(queues[resource], function)
                 elif resource in notifications.resources:
                     notifications.bind(function, var, resource)
+                elif resource is Resource.PSEUDONYM_SECRET:
+                    if spec.name not in PSEUDONYM_SECRET_READERS:
+                        raise KeyError(
+                            f"{spec.name} is told of the pseudonym secret: declare it in infra/access.py"
+                        )
+                    function.add_environment(var, self.pseudonym_secret.secret_arn)
+                    self.pseudonym_secret.grant_read(function)
                 elif resource is Resource.IDENTITY_MAP_TABLE:
                     function.add_environment(var, tables[resource].table_name)
                     if spec.name not in IDENTITY_MAP_ACCESS:
@@ -285,6 +306,7 @@ class VoxelpipeStack(Stack):
             tables=tables,
             table_indexes=table_indexes,
             event_bus=notifications.bus,
+            pseudonym_secret=self.pseudonym_secret,
             base_env=POWERTOOLS_ENV,
             image_context=ROOT,
             image_excludes=_IMAGE_CONTEXT_EXCLUDES,

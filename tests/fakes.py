@@ -27,8 +27,18 @@ from voxelpipe.ports import (
     RuleSetVersion,
     StudyChanged,
     StudyPage,
+    SubjectPage,
+    study_order,
 )
-from voxelpipe.records import AuditRecord, ObjectRecord, StudyRecord, TaskRecord, TransferRecord
+from voxelpipe.records import (
+    AuditRecord,
+    ObjectRecord,
+    StudyRecord,
+    SubjectRecord,
+    TaskRecord,
+    TransferRecord,
+    subject_key,
+)
 from voxelpipe.routing import DEFAULT_RULE_SET, RuleSet
 from voxelpipe.status import StudyStatus
 
@@ -53,6 +63,7 @@ class InMemoryStudyStore:
         self.tasks: dict[tuple[str, str], TaskRecord] = {}
         self.audit: dict[tuple[str, str], AuditRecord] = {}
         self.objects: dict[tuple[str, str], ObjectRecord] = {}
+        self.subjects: dict[tuple[str, str], SubjectRecord] = {}
         self._lock = threading.Lock()
 
     def get_study(self, study_id: str) -> StudyRecord | None:
@@ -246,6 +257,41 @@ class InMemoryStudyStore:
             for key in keys:
                 del self.objects[key]
             return len(keys)
+
+    def studies_of_subject(self, tenant: str, subject_ref: str) -> list[StudyRecord]:
+        key = subject_key(tenant, subject_ref)
+        with self._lock:
+            studies = [
+                _copy(s)
+                for s in self.studies.values()
+                if s.subject_key == key and s.tenant == tenant and s.status != StudyStatus.DELETED
+            ]
+        return sorted(studies, key=study_order)
+
+    def get_subject(self, tenant: str, subject_ref: str) -> SubjectRecord | None:
+        with self._lock:
+            subject = self.subjects.get((tenant, subject_ref))
+            return None if subject is None else _copy(subject)
+
+    def save_subject(self, subject: SubjectRecord) -> None:
+        with self._lock:
+            self.subjects[(subject.tenant, subject.subject_ref)] = _copy(subject)
+
+    def forget_subject(self, tenant: str, subject_ref: str) -> None:
+        with self._lock:
+            self.subjects.pop((tenant, subject_ref), None)
+
+    def tenant_subjects(self, tenant: str, *, limit: int, start_key: dict[str, Any] | None) -> SubjectPage:
+        with self._lock:
+            ordered = sorted(
+                (s for (t, _), s in self.subjects.items() if t == tenant), key=lambda s: s.subject_ref
+            )
+        if start_key is not None:
+            ordered = [s for s in ordered if s.subject_ref > start_key["subject_ref"]["S"]]
+        page = [_copy(s) for s in ordered[:limit]]
+        more = len(ordered) > limit
+        next_key = {"tenant": {"S": tenant}, "subject_ref": {"S": page[-1].subject_ref}} if more else None
+        return SubjectPage(items=page, next_key=next_key)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import sys
 import threading
 from types import FrameType
 
+from voxelpipe.adapters import secrets
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.adapters.transfers import DynamoTransferStore
@@ -30,7 +31,11 @@ def main() -> int:
         logger.error("dicom receiver: invalid settings", extra={"error": str(error)})
         return 2
     receiver = InstanceReceiver(
-        DynamoStudyStore(), Storage.from_environment(), DynamoTransferStore(), Limits.from_environment()
+        DynamoStudyStore(),
+        Storage.from_environment(),
+        DynamoTransferStore(),
+        Limits.from_environment(),
+        pseudonyms=secrets.pseudonyms(),
     )
     scp = StoreScp(receiver, settings)
 

@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from voxelpipe.adapters import secrets
 from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
@@ -20,4 +21,6 @@ from voxelpipe.pipeline.prepare import prepare
 @metrics.log_metrics
 @event_parser(model=ExecutionInput)
 def lambda_handler(event: ExecutionInput, context: LambdaContext) -> dict[str, Any]:
-    return prepare(event, DynamoStudyStore(), Storage.from_environment(), DynamoIdentityMaps()).model_dump()
+    return prepare(
+        event, DynamoStudyStore(), Storage.from_environment(), DynamoIdentityMaps(), secrets.pseudonyms()
+    ).model_dump()

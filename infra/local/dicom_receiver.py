@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
 
+from voxelpipe.adapters import secrets
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.adapters.transfers import DynamoTransferStore
@@ -66,7 +67,11 @@ def receiving_dicom(
     base = settings or ReceiverSettings(ae_titles=ae_titles)
     settings = ReceiverSettings(**{**base.__dict__, "ae_titles": ae_titles, "port": port})
     receiver = InstanceReceiver(
-        DynamoStudyStore(), Storage.from_environment(), DynamoTransferStore(), Limits.from_environment()
+        DynamoStudyStore(),
+        Storage.from_environment(),
+        DynamoTransferStore(),
+        Limits.from_environment(),
+        pseudonyms=secrets.pseudonyms(),
     )
     scp = StoreScp(
         ActingReceiver(receiver, lambda: cloud.acting_as(DICOM_RECEIVER.name)), settings, host=host

@@ -21,6 +21,7 @@ from infra.local.dicom_receiver import receiving_dicom
 from infra.local.studies import wait_for_terminal
 from tests.fixtures.dicom import make_series
 from tests.fixtures.orthanc import OrthancClient, orthanc_server
+from voxelpipe.adapters import secrets
 from voxelpipe.adapters.rule_sets import DynamoRuleSets
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.analyses import DEFAULT_ANALYSES
@@ -157,7 +158,7 @@ def test_orthanc_sends_an_exam_and_the_t1_is_processed_the_others_set_aside(
     ids = [_load(orthanc, instances) for instances in series.values()]
     orthanc.store(MODALITY, ids)  # one association, the whole exam
 
-    exam_id = exam_study_id(TENANT, study_uid)
+    exam_id = exam_study_id(secrets.pseudonyms(), TENANT, study_uid)
     record = wait_for_terminal([exam_id], timeout_s=180)[exam_id]
     assert record is not None and record.status == StudyStatus.COMPLETED, record and record.reason_detail
     view = study_view(record, STORE, None)
@@ -208,7 +209,7 @@ def test_an_exam_over_two_associations_is_routed_once_both_are_in(
     study_uid = "1.2.826.0.1.3680043.8.498.7002"
     series = exam(study_uid)
     t1, flair = _load(orthanc, series["t1"]), _load(orthanc, series["flair"])
-    exam_id = exam_study_id(TENANT, study_uid)
+    exam_id = exam_study_id(secrets.pseudonyms(), TENANT, study_uid)
 
     orthanc.store(MODALITY, [t1])  # the first association, ended
     between = STORE.get_study(exam_id)

@@ -26,6 +26,7 @@ from tests.fixtures.cloud import checked_cloud
 from tests.fixtures.exams import make_exam
 from tests.fixtures.orthanc import OrthancClient, orthanc_server
 from tests.fixtures.phi_scan import sightings
+from voxelpipe.adapters import secrets
 from voxelpipe.adapters.rule_sets import DynamoRuleSets
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
@@ -158,7 +159,7 @@ def test_an_exam_from_the_pacs_comes_back_as_seg_sr_and_pdf_re_identified_only_f
         hospital.add_modality("voxelpipe", AE_TITLE, "127.0.0.1", port)
         ids = {hospital.upload(data)["ParentStudy"] for data in exam.instances}
         hospital.store("voxelpipe", sorted(ids))
-        study_id = exam_study_id(TENANT, exam.study_uid)
+        study_id = exam_study_id(secrets.pseudonyms(), TENANT, exam.study_uid)
         record = wait_for_terminal([study_id], timeout_s=180)[study_id]
     assert record is not None and record.status == StudyStatus.COMPLETED, (record.reason_detail, record.error)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pydicom
 import pytest
@@ -29,12 +29,14 @@ from voxelpipe.pipeline.ingest import ingest_upload
 from voxelpipe.pipeline.lifecycle import ExamAdapters
 from voxelpipe.pipeline.prepare import prepare
 from voxelpipe.pipeline.receive import InstanceReceiver, TransferSource, exam_study_id
-from voxelpipe.pipeline.register import register_study
+from voxelpipe.pipeline.register import RegistrationRefused, register_study
+from voxelpipe.pseudonyms import Pseudonyms
 from voxelpipe.routing import DEFAULT_RULE_SET, RuleSet
 from voxelpipe.status import StudyStatus
 from voxelpipe.wiring import Prefix, Runtime
 
 TENANT = "clinic"
+PSEUDONYMS = Pseudonyms(b"unit-test-pseudonym-secret")
 
 
 class NotifyingStorage(InMemoryStorage):
@@ -216,9 +218,9 @@ def test_a_network_exam_completes_only_after_its_transfer_ended_and_the_quiet_pe
     store: InMemoryStudyStore, storage: NotifyingStorage, monkeypatch: pytest.MonkeyPatch
 ):
     exam = _adapters(store, storage, _quiet(30))
-    receiver = InstanceReceiver(store, storage, exam.transfers, exam.limits)
+    receiver = InstanceReceiver(store, storage, exam.transfers, exam.limits, pseudonyms=PSEUDONYMS)
     made = make_exam()
-    study_id = exam_study_id(TENANT, made.study_uid)
+    study_id = exam_study_id(PSEUDONYMS, TENANT, made.study_uid)
 
     first = receiver.open_transfer(TENANT, TransferSource.C_STORE, actor="AE MRI1")
     for data in made.t1.instances:
@@ -251,7 +253,7 @@ def test_an_instance_after_the_exam_ended_opens_a_new_attempt(
     store: InMemoryStudyStore, storage: NotifyingStorage, monkeypatch: pytest.MonkeyPatch
 ):
     exam = _adapters(store, storage, _quiet(0))
-    receiver = InstanceReceiver(store, storage, exam.transfers, exam.limits)
+    receiver = InstanceReceiver(store, storage, exam.transfers, exam.limits, pseudonyms=PSEUDONYMS)
     made = make_exam()
     *early, late = _in_order(made.t1.instances)
     with receiver.open_transfer(TENANT, TransferSource.STOW) as transfer:
@@ -279,7 +281,7 @@ def test_instances_that_arrive_while_an_attempt_runs_wait_for_it(
     store: InMemoryStudyStore, storage: NotifyingStorage, monkeypatch: pytest.MonkeyPatch
 ):
     exam = _adapters(store, storage, _quiet(0))
-    receiver = InstanceReceiver(store, storage, exam.transfers, exam.limits)
+    receiver = InstanceReceiver(store, storage, exam.transfers, exam.limits, pseudonyms=PSEUDONYMS)
     made = make_exam()
     *early, late = _in_order(made.t1.instances)
     with receiver.open_transfer(TENANT, TransferSource.C_STORE) as transfer:
@@ -303,7 +305,7 @@ def test_a_deleted_exam_is_never_reused_by_a_later_transfer(
     store: InMemoryStudyStore, storage: NotifyingStorage
 ):
     exam = _adapters(store, storage, _quiet(0))
-    receiver = InstanceReceiver(store, storage, exam.transfers, exam.limits)
+    receiver = InstanceReceiver(store, storage, exam.transfers, exam.limits, pseudonyms=PSEUDONYMS)
     made = make_exam()
     with receiver.open_transfer(TENANT, TransferSource.C_STORE) as transfer:
         first = transfer.receive(made.t1.instances[0]).study_id
@@ -319,7 +321,7 @@ def test_the_receiver_refuses_what_is_not_an_image_object(
     from voxelpipe.rejections import Rejected
 
     exam = _adapters(store, storage)
-    receiver = InstanceReceiver(store, storage, exam.transfers, exam.limits)
+    receiver = InstanceReceiver(store, storage, exam.transfers, exam.limits, pseudonyms=PSEUDONYMS)
     with receiver.open_transfer(TENANT, TransferSource.STOW) as transfer, pytest.raises(Rejected) as refused:
         transfer.receive(b"not dicom at all" * 20)
     assert refused.value.reason == "not_dicom"
@@ -330,7 +332,7 @@ def test_an_open_association_holds_the_exam_however_long_it_is_idle(
     store: InMemoryStudyStore, storage: NotifyingStorage, monkeypatch: pytest.MonkeyPatch
 ):
     exam = _adapters(store, storage, _quiet(5))
-    receiver = InstanceReceiver(store, storage, exam.transfers, exam.limits)
+    receiver = InstanceReceiver(store, storage, exam.transfers, exam.limits, pseudonyms=PSEUDONYMS)
     made = make_exam()
     idle = receiver.open_transfer(TENANT, TransferSource.C_STORE)
     idle.receive(made.flair.instances[0])  # then it sends nothing more, but stays open
@@ -364,7 +366,7 @@ def test_prepare_converts_the_studys_series_only_and_reads_back_only_its_copies(
     study = store.get_study(study_id)
     assert study is not None and study.input_key is not None
     identity_maps = InMemoryIdentityMaps()
-    first = prepare(_execution(study_id, 1, study.input_key), store, storage, identity_maps)
+    first = prepare(_execution(study_id, 1, study.input_key), store, storage, identity_maps, PSEUDONYMS)
     assert first.original_shape[-1] == 6  # the T1's 6 slices: not the localizer's, not the FLAIR's
     assert storage.list_keys(UploadKey(TENANT, study_id, "").key) == []  # every original disposed of
     copies = storage.list_keys(f"derived/{study_id}/dicom/")
@@ -379,5 +381,84 @@ def test_prepare_converts_the_studys_series_only_and_reads_back_only_its_copies(
     tracking.transition(store, study_id, 1, StudyStatus.COMPLETED)
     reopened = tracking.open_attempt(store, study_id, 1)
     assert reopened.input_key is not None
-    second = prepare(_execution(study_id, 2, reopened.input_key), store, storage, identity_maps)
+    second = prepare(_execution(study_id, 2, reopened.input_key), store, storage, identity_maps, PSEUDONYMS)
     assert second.original_shape == first.original_shape
+
+
+def test_prepare_files_an_undeclared_exam_under_the_patients_subject_with_its_dates_shifted(
+    store: InMemoryStudyStore, storage: NotifyingStorage
+):
+    exam = _adapters(store, storage)
+    made = make_exam(t1_slices=4)
+    original = pydicom.dcmread(io.BytesIO(made.t1.instances[0]))
+    study_id = _upload_exam(exam, storage, made.instances)
+    study = store.get_study(study_id)
+    assert study is not None and study.input_key is not None and study.subject is None
+    prepare(_execution(study_id, 1, study.input_key), store, storage, InMemoryIdentityMaps(), PSEUDONYMS)
+
+    ref = PSEUDONYMS.subject_ref_for_patient(TENANT, original.PatientID, original.get("IssuerOfPatientID"))
+    real = date.fromisoformat(f"{original.StudyDate[:4]}-{original.StudyDate[4:6]}-{original.StudyDate[6:]}")
+    shifted = PSEUDONYMS.shift_date(real, TENANT, ref)
+    study = store.get_study(study_id)
+    assert study is not None
+    # Age and sex from the originals (nothing declared), never the birth date.
+    assert study.subject == {"subject_ref": ref, "age": 55.0, "sex": "F"}
+    assert study.subject_key == f"{TENANT}#{ref}" and study.scan_date == shifted.isoformat()
+    for key in storage.list_keys(f"derived/{study_id}/dicom/"):
+        data = storage.read(key)
+        copy = pydicom.dcmread(io.BytesIO(data))
+        assert copy.PatientID == ref and str(copy.PatientName) == ref
+        assert copy.StudyDate == shifted.strftime("%Y%m%d")
+        assert copy.LongitudinalTemporalInformationModified == "MODIFIED"
+        assert original.StudyDate.encode() not in data and original.PatientBirthDate.encode() not in data
+    subject = store.get_subject(TENANT, ref)
+    assert subject is not None and int(subject.studies) == 1
+    assert subject.first_scan_date == subject.last_scan_date == shifted.isoformat()
+    assert [s.study_id for s in store.studies_of_subject(TENANT, ref)] == [study_id]
+
+
+def test_a_declared_subject_and_age_win_over_the_originals(
+    store: InMemoryStudyStore, storage: NotifyingStorage
+):
+    exam = _adapters(store, storage)
+    made = make_exam(t1_slices=4)
+    study_id = _upload_exam(exam, storage, made.instances)
+    store.set_study_fields(study_id, {"subject": {"subject_ref": "P-7", "age": 60.5, "sex": None}})
+    study = store.get_study(study_id)
+    assert study is not None and study.input_key is not None
+    prepare(_execution(study_id, 1, study.input_key), store, storage, InMemoryIdentityMaps(), PSEUDONYMS)
+    study = store.get_study(study_id)
+    assert study is not None and study.subject == {"subject_ref": "P-7", "age": 60.5, "sex": "F"}
+    (key, *_) = storage.list_keys(f"derived/{study_id}/dicom/")
+    assert pydicom.dcmread(io.BytesIO(storage.read(key))).PatientID == "P-7"
+
+
+def test_a_registered_scan_date_is_shifted_and_needs_a_subject(store: InMemoryStudyStore):
+    with pytest.raises(RegistrationRefused) as refused:
+        register_study(
+            store, TENANT, actor="t", source="t", scan_date=date(2024, 1, 5), pseudonyms=PSEUDONYMS
+        )
+    assert refused.value.field == "scan_date"
+    studies = [
+        register_study(
+            store,
+            TENANT,
+            actor="t",
+            source="t",
+            subject={"subject_ref": "S-1", "age": 70, "sex": "M"},
+            scan_date=real,
+            pseudonyms=PSEUDONYMS,
+        )
+        for real in (date(2024, 1, 5), date(2022, 7, 1))
+    ]
+    shifted = [date.fromisoformat(s.scan_date or "") for s in studies]
+    assert shifted[0] - shifted[1] == date(2024, 1, 5) - date(2022, 7, 1)
+    assert "2024-01-05" not in {s.scan_date for s in studies}
+    # Oldest first by the (shifted) scan date, whatever the order of registration.
+    assert [s.study_id for s in store.studies_of_subject(TENANT, "S-1")] == [
+        studies[1].study_id,
+        studies[0].study_id,
+    ]
+    subject = store.get_subject(TENANT, "S-1")
+    assert subject is not None and int(subject.studies) == 2
+    assert (subject.first_scan_date, subject.last_scan_date) == (studies[1].scan_date, studies[0].scan_date)

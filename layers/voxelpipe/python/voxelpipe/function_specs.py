@@ -130,7 +130,16 @@ PREPARE = FunctionSpec(
     memory_mb=4096,
     timeout_s=600,
     # The identity maps: adds what de-identifying the originals replaced (never reads them).
-    env=(EnvVar.BUCKET, *_STATUS_TABLES, EnvVar.DICOM_ORIGINALS, EnvVar.IDENTITY_MAP_TABLE),
+    env=(
+        EnvVar.BUCKET,
+        *_STATUS_TABLES,
+        EnvVar.DICOM_ORIGINALS,
+        EnvVar.IDENTITY_MAP_TABLE,
+        # A DICOM study's subject (derived from the Patient ID when none was declared), its date
+        # offset, and the subject's record (docs/subjects.md).
+        EnvVar.PSEUDONYM_SECRET_ARN,
+        EnvVar.SUBJECTS_TABLE,
+    ),
     settings={EnvVar.DICOM_ORIGINALS: DicomOriginals.DELETE.value},
     dependencies=_IMAGING,
 )
@@ -189,6 +198,9 @@ API = FunctionSpec(
         EnvVar.DELIVERY_QUEUE_URL,
         EnvVar.DESTINATION_SECRET_PREFIX,
         EnvVar.IDENTITY_MAP_TABLE,  # deleting a study deletes its identity map (never reads one)
+        # Registered scan dates are shifted, STOW-RS exams' study ids keyed; /subjects (docs/subjects.md).
+        EnvVar.PSEUDONYM_SECRET_ARN,
+        EnvVar.SUBJECTS_TABLE,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
     # Completing a DICOM upload runs the series checks (imported then, not at a cold start).
@@ -338,6 +350,7 @@ DICOM_RECEIVER = ServiceSpec(
         EnvVar.TRANSFERS_TABLE,
         EnvVar.AUDIT_TABLE,  # each association's instances_received row
         EnvVar.EVENT_BUS_NAME,
+        EnvVar.PSEUDONYM_SECRET_ARN,  # exam study ids are keyed (voxelpipe.pseudonyms)
     ),
     settings={
         EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES),

@@ -21,6 +21,7 @@ from voxelpipe.records import (
     DeliveryRecord,
     ObjectRecord,
     StudyRecord,
+    SubjectRecord,
     TaskRecord,
     TransferRecord,
 )
@@ -53,6 +54,18 @@ class StudyPage:
     items: list[StudyRecord]
     # Where the next page starts (the index key of the last item); None on the last page.
     next_key: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class SubjectPage:
+    items: list[SubjectRecord]
+    next_key: dict[str, Any] | None  # the table key of the last item; None on the last page
+
+
+def study_order(study: StudyRecord) -> tuple[str, datetime]:
+    """A subject's studies in time order: by scan date (shifted; the creation date where none is
+    known), then creation time."""
+    return (study.scan_date or study.created_at.date().isoformat(), study.created_at)
 
 
 class StudyStore(Protocol):
@@ -157,6 +170,27 @@ class StudyStore(Protocol):
 
     def forget_objects(self, study_id: str) -> int:
         """Delete every object row of a (deleted) study; the count."""
+        ...
+
+    # Subjects (docs/subjects.md): a study's subject is indexed by `subject_key`; the subject's own
+    # record summarises its studies.
+    def studies_of_subject(self, tenant: str, subject_ref: str) -> list[StudyRecord]:
+        """The subject's studies (not DELETED), oldest first (`study_order`); read from an index, so
+        a study given its subject a moment ago may be missing."""
+        ...
+
+    def get_subject(self, tenant: str, subject_ref: str) -> SubjectRecord | None: ...
+
+    def save_subject(self, subject: SubjectRecord) -> None:
+        """Write the subject's record (replacing the one before)."""
+        ...
+
+    def forget_subject(self, tenant: str, subject_ref: str) -> None:
+        """Delete the subject's record (its last study was deleted); nothing when it has none."""
+        ...
+
+    def tenant_subjects(self, tenant: str, *, limit: int, start_key: dict[str, Any] | None) -> SubjectPage:
+        """A tenant's subjects, by subject_ref."""
         ...
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from voxelpipe.keys import is_study_id
 from voxelpipe.ports import StudyStore
-from voxelpipe.records import StudyRecord
+from voxelpipe.records import StudyRecord, SubjectRecord
 from voxelpipe.status import StudyStatus
 
 MAX_CURSOR_CHARS = 1024  # a cursor we issue is about 250 characters
@@ -76,8 +76,41 @@ def encode_cursor(key: dict[str, Any] | None, signing_key: bytes) -> str | None:
     return f"{_b64(payload)}.{_b64(_mac(signing_key, payload))}"
 
 
+class _SubjectPageKey(BaseModel):
+    """The subjects table's key of a subject: exactly these two strings."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    tenant: _String
+    subject_ref: _String
+
+
 def decode_cursor(cursor: str, tenant: str, signing_key: bytes) -> dict[str, Any]:
     """The index key a cursor carries; InvalidCursor for any cursor this API did not issue to `tenant`."""
+    payload = _verified(cursor, signing_key)
+    # Signed by us, so well formed; checked anyway, so that a cursor of an older key shape is a 400.
+    try:
+        key = _PageKey.model_validate_json(payload)
+    except ValidationError as error:
+        raise InvalidCursor("the cursor is not a page key of this API") from error
+    if key.tenant.value != tenant or not is_study_id(key.study_id.value):
+        raise InvalidCursor("the cursor is not one this API issued to this tenant")
+    return key.model_dump(by_alias=True)
+
+
+def decode_subject_cursor(cursor: str, tenant: str, signing_key: bytes) -> dict[str, Any]:
+    """The subjects table key a GET /subjects cursor carries; InvalidCursor as `decode_cursor`."""
+    try:
+        key = _SubjectPageKey.model_validate_json(_verified(cursor, signing_key))
+    except ValidationError as error:
+        raise InvalidCursor("the cursor is not a page key of GET /subjects") from error
+    if key.tenant.value != tenant:
+        raise InvalidCursor("the cursor is not one this API issued to this tenant")
+    return key.model_dump(by_alias=True)
+
+
+def _verified(cursor: str, signing_key: bytes) -> bytes:
+    """The payload of a cursor whose signature is ours; InvalidCursor otherwise."""
     if len(cursor) > MAX_CURSOR_CHARS:
         raise InvalidCursor(f"the cursor is over {MAX_CURSOR_CHARS} characters: not one this API issued")
     encoded_payload, _, encoded_mac = cursor.partition(".")
@@ -87,14 +120,7 @@ def decode_cursor(cursor: str, tenant: str, signing_key: bytes) -> dict[str, Any
         raise InvalidCursor("the cursor is not one this API issued (not base64url)") from error
     if not hmac.compare_digest(mac, _mac(signing_key, payload)):
         raise InvalidCursor("the cursor is not one this API issued (its signature does not match)")
-    # Signed by us, so well formed; checked anyway, so that a cursor of an older key shape is a 400.
-    try:
-        key = _PageKey.model_validate_json(payload)
-    except ValidationError as error:
-        raise InvalidCursor("the cursor is not a page key of this API") from error
-    if key.tenant.value != tenant or not is_study_id(key.study_id.value):
-        raise InvalidCursor("the cursor is not one this API issued to this tenant")
-    return key.model_dump(by_alias=True)
+    return payload
 
 
 def study_for_tenant(store: StudyStore, tenant: str, study_id: str) -> StudyRecord | None:
@@ -130,6 +156,15 @@ def list_studies(
         limit=limit,
         start_key=start,
     )
+    return page.items, encode_cursor(page.next_key, cursor_signing_key)
+
+
+def list_subjects(
+    store: StudyStore, tenant: str, *, cursor_signing_key: bytes, limit: int = 50, cursor: str | None = None
+) -> tuple[list[SubjectRecord], str | None]:
+    """A tenant's subjects by subject_ref; a page and the cursor of the next one (None at the end)."""
+    start = decode_subject_cursor(cursor, tenant, cursor_signing_key) if cursor else None
+    page = store.tenant_subjects(tenant, limit=limit, start_key=start)
     return page.items, encode_cursor(page.next_key, cursor_signing_key)
 
 

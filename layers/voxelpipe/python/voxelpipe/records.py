@@ -58,6 +58,22 @@ class StatusUpdatedIndex(GlobalSecondaryIndex["StudyRecord"]):  # type: ignore[n
     updated_at = UTCDateTimeAttribute(range_key=True)
 
 
+class SubjectCreatedIndex(GlobalSecondaryIndex["StudyRecord"]):  # type: ignore[no-untyped-call]
+    """A subject's studies (docs/subjects.md): `subject_key` is f"{tenant}#{subject_ref}"."""
+
+    class Meta:
+        index_name = "subject-created"
+        projection = AllProjection()
+
+    subject_key = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+def subject_key(tenant: str, subject_ref: str) -> str:
+    """The subject index's key of a tenant's subject."""
+    return f"{tenant}#{subject_ref}"
+
+
 class StudyRecord(Model):
     """One study: its current status and attempt, what was uploaded and what was asked of it."""
 
@@ -105,9 +121,34 @@ class StudyRecord(Model):
     series_uid = UnicodeAttribute(null=True)  # the (pseudonymous) series this study processes
     # The exam study: {"study_instance_uid", "rule_set": {version}, "series": [ExamSeries.as_json()]}
     dicom = JSONAttribute(null=True)
+    # Subjects over time (docs/subjects.md): the subject index's key (f"{tenant}#{subject_ref}", set
+    # with the subject) and the scan's date, already shifted by the subject's offset (ISO YYYY-MM-DD;
+    # never the real date).
+    subject_key = UnicodeAttribute(null=True)
+    scan_date = UnicodeAttribute(null=True)
 
     tenant_created = TenantCreatedIndex()
     status_updated = StatusUpdatedIndex()
+    subject_created = SubjectCreatedIndex()
+
+
+class SubjectRecord(Model):
+    """A tenant's pseudonymous subject (docs/subjects.md), summarised from its studies whenever one
+    of them gets or loses the subject: sex, the latest age, the first and last (shifted) scan dates
+    and how many studies it has. Its studies themselves are read through the subject index."""
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.SUBJECTS_TABLE)
+
+    tenant = UnicodeAttribute(hash_key=True)
+    subject_ref = UnicodeAttribute(range_key=True)
+    sex = UnicodeAttribute(null=True)
+    age = NumberAttribute(null=True)  # years, at the latest study that says
+    first_scan_date = UnicodeAttribute(null=True)
+    last_scan_date = UnicodeAttribute(null=True)
+    studies = NumberAttribute(default=0)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
 
 
 class TaskRecord(Model):
@@ -384,6 +425,7 @@ STATUS_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.AUDIT_TABLE: AuditRecord,
     EnvVar.OBJECTS_TABLE: ObjectRecord,
     EnvVar.TRANSFERS_TABLE: TransferRecord,
+    EnvVar.SUBJECTS_TABLE: SubjectRecord,
 }
 
 # The registries' tables (built by the stack like the status tables): models, reference data, and

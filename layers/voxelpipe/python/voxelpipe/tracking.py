@@ -18,7 +18,7 @@ from voxelpipe import telemetry
 from voxelpipe.adapters import event_bus
 from voxelpipe.observability import logger
 from voxelpipe.ports import Changes, StudyChanged, StudyStore
-from voxelpipe.records import AuditRecord, StudyRecord, TaskRecord
+from voxelpipe.records import AuditRecord, StudyRecord, TaskRecord, subject_key
 from voxelpipe.status import StudyStatus, TaskStatus, allowed_sources
 from voxelpipe.status_events import status_changed, step_changed
 from voxelpipe.telemetry import Dimension, Metric
@@ -82,8 +82,10 @@ def create_study(
     exam_id: str | None = None,
     series_uid: str | None = None,
     destinations: Sequence[str] | None = None,
+    scan_date: str | None = None,
 ) -> StudyRecord | None:
-    """Create the study's row at attempt 1; None when it already exists."""
+    """Create the study's row at attempt 1; None when it already exists. A subject with a
+    subject_ref puts the study in the subject index; `scan_date` is the (already shifted) date."""
     created = now()
     record = StudyRecord(
         study_id,
@@ -104,6 +106,8 @@ def create_study(
         exam_id=exam_id,
         series_uid=series_uid,
         destinations=list(destinations) if destinations else None,
+        subject_key=subject_key(tenant, ref) if (ref := (subject or {}).get("subject_ref")) else None,
+        scan_date=scan_date,
     )
     if not store.create_study(record):
         return None

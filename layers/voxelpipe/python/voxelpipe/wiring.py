@@ -31,6 +31,9 @@ class EnvVar(StrEnum):
     AUTH_MODE = "VOXELPIPE_AUTH_MODE"  # "cognito" behind API Gateway; "dev" for local signed tokens
     EVENT_BUS_NAME = "VOXELPIPE_EVENT_BUS_NAME"  # every status change is put on this bus
     WEBHOOK_SECRET_ARN = "VOXELPIPE_WEBHOOK_SECRET_ARN"  # the key webhook signing keys derive from
+    # The key subjects' pseudonyms, date offsets and exam study ids derive from (voxelpipe.pseudonyms).
+    PSEUDONYM_SECRET_ARN = "VOXELPIPE_PSEUDONYM_SECRET_ARN"
+    SUBJECTS_TABLE = "VOXELPIPE_SUBJECTS_TABLE"  # each tenant's subjects (docs/subjects.md)
     WEBHOOK_QUEUE_URL = "VOXELPIPE_WEBHOOK_QUEUE_URL"  # the webhook function backs its retries off here
     PRICES = "VOXELPIPE_PRICES"  # JSON overriding fields of voxelpipe.cost.PriceTable (optional)
     # The GPU half (docs/gpu.md): the queue the state machine sends task tokens to, the Batch job
@@ -119,6 +122,8 @@ class Resource(StrEnum):
     EVENT_BUS = "StudyEventBus"
     WEBHOOK_QUEUE = "WebhookQueue"
     WEBHOOK_SECRET = "WebhookSigningSecret"
+    PSEUDONYM_SECRET = "PseudonymSecret"
+    SUBJECTS_TABLE = "SubjectsTable"
     GPU_QUEUE = "GpuQueue"
     GPU_JOB_QUEUE = "GpuJobQueue"
     GPU_JOB_DEFINITION = "GpuJobDefinition"
@@ -149,6 +154,8 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.STATE_MACHINE_ARN: Resource.STATE_MACHINE,
     EnvVar.EVENT_BUS_NAME: Resource.EVENT_BUS,
     EnvVar.WEBHOOK_SECRET_ARN: Resource.WEBHOOK_SECRET,
+    EnvVar.PSEUDONYM_SECRET_ARN: Resource.PSEUDONYM_SECRET,
+    EnvVar.SUBJECTS_TABLE: Resource.SUBJECTS_TABLE,
     EnvVar.WEBHOOK_QUEUE_URL: Resource.WEBHOOK_QUEUE,
     EnvVar.GPU_QUEUE_URL: Resource.GPU_QUEUE,
     EnvVar.GPU_JOB_QUEUE: Resource.GPU_JOB_QUEUE,

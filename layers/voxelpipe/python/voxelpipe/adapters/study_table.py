@@ -16,8 +16,8 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
 from voxelpipe.adapters.dynamodb import refused_by_condition
-from voxelpipe.ports import Changes, StudyChanged, StudyPage
-from voxelpipe.records import AuditRecord, ObjectRecord, StudyRecord, TaskRecord
+from voxelpipe.ports import Changes, StudyChanged, StudyPage, SubjectPage, study_order
+from voxelpipe.records import AuditRecord, ObjectRecord, StudyRecord, SubjectRecord, TaskRecord, subject_key
 from voxelpipe.status import StudyStatus
 
 
@@ -198,6 +198,30 @@ class DynamoStudyStore:
 
     def forget_objects(self, study_id: str) -> int:
         return _delete_all(ObjectRecord.query(study_id, consistent_read=True))
+
+    def studies_of_subject(self, tenant: str, subject_ref: str) -> list[StudyRecord]:
+        studies = StudyRecord.subject_created.query(
+            subject_key(tenant, subject_ref), filter_condition=StudyRecord.status != StudyStatus.DELETED.value
+        )
+        # The key names the tenant, but a study is its tenant's only if its record says so too.
+        return sorted((s for s in studies if s.tenant == tenant), key=study_order)
+
+    def get_subject(self, tenant: str, subject_ref: str) -> SubjectRecord | None:
+        try:
+            return SubjectRecord.get(tenant, subject_ref, consistent_read=True)
+        except DoesNotExist:
+            return None
+
+    def save_subject(self, subject: SubjectRecord) -> None:
+        subject.save()
+
+    def forget_subject(self, tenant: str, subject_ref: str) -> None:
+        SubjectRecord(tenant, subject_ref).delete()
+
+    def tenant_subjects(self, tenant: str, *, limit: int, start_key: dict[str, Any] | None) -> SubjectPage:
+        results = SubjectRecord.query(tenant, limit=limit, last_evaluated_key=start_key)
+        items = list(results)
+        return SubjectPage(items=items, next_key=results.last_evaluated_key)
 
 
 def _delete_all(rows: Iterable[Model]) -> int:

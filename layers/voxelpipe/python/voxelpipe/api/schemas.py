@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -31,6 +31,10 @@ class Sex(StrEnum):
     OTHER = "O"
 
 
+# A pseudonymous subject reference, as CreateStudy takes it and /subjects/{ref} names it.
+SUBJECT_REF_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+
+
 class FileDeclaration(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,11 +55,16 @@ class CreateStudy(BaseModel):
 
     subject_ref: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        pattern=SUBJECT_REF_PATTERN,
         description="a pseudonymous subject reference (never a name or MRN)",
     )
     age: float | None = Field(default=None, ge=0, le=130, description="age in years at the scan")
     sex: Sex | None = None
+    scan_date: date | None = Field(
+        default=None,
+        description="the scan's date (YYYY-MM-DD); needs subject_ref. Stored only shifted by the "
+        "subject's secret offset, which keeps intervals between its scans exact (docs/subjects.md)",
+    )
     analyses: list[str] = Field(default_factory=lambda: ["qc"], min_length=1, examples=[["qc"]])
     priority: Priority = Priority.NORMAL
     parameters: dict[str, dict[str, Any]] = Field(
@@ -202,6 +211,9 @@ class StudyView(BaseModel):
     rule_set_version: int | None = Field(
         default=None, description="the tenant's rule set version that routed the exam (none: the default)"
     )
+    scan_date: date | None = Field(
+        default=None, description="the scan's date, shifted by its subject's offset (docs/subjects.md)"
+    )
 
 
 class ReportFile(BaseModel):
@@ -234,6 +246,39 @@ class StudyCost(BaseModel):
 class StudyPage(BaseModel):
     items: list[StudyView]
     next_cursor: str | None = None
+
+
+class SubjectView(BaseModel):
+    """A tenant's pseudonymous subject, summarised from its studies (docs/subjects.md)."""
+
+    subject_ref: str
+    sex: str | None = None
+    age: float | None = Field(default=None, description="years, at its latest study that says")
+    study_count: int = Field(description="how many studies it has (deleted ones not counted)")
+    first_scan_date: date | None = Field(default=None, description="shifted, as every stored date")
+    last_scan_date: date | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubjectPage(BaseModel):
+    items: list[SubjectView]
+    next_cursor: str | None = None
+
+
+class SubjectStudy(BaseModel):
+    """One study of a subject, as the subject's page lists it."""
+
+    study_id: str
+    status: str
+    scan_date: date | None = Field(default=None, description="shifted by the subject's offset")
+    age: float | None = None
+    analyses: list[str]
+    created_at: datetime
+
+
+class SubjectDetail(SubjectView):
+    studies: list[SubjectStudy] = Field(description="its studies, oldest first (scan date, then creation)")
 
 
 class Artifact(BaseModel):

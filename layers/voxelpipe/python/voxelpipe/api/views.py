@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Protocol
 
 from voxelpipe.api.schemas import (
@@ -15,12 +16,15 @@ from voxelpipe.api.schemas import (
     StudyCost,
     StudyReport,
     StudyView,
+    SubjectDetail,
+    SubjectStudy,
+    SubjectView,
 )
 from voxelpipe.api.uploads import URL_EXPIRY, expiry
 from voxelpipe.inference.registry import scope_of
 from voxelpipe.inference.spec import ModelSpec, analysis_name
 from voxelpipe.ports import StudyStore
-from voxelpipe.records import ModelRecord, ReferenceRecord, StudyRecord
+from voxelpipe.records import ModelRecord, ReferenceRecord, StudyRecord, SubjectRecord
 from voxelpipe.reference_kinds import ReferenceKind, ReferenceMetadata
 from voxelpipe.references import record_files
 from voxelpipe.references import scope_of as reference_scope
@@ -89,6 +93,42 @@ def study_view(
         exam_id=study.exam_id,
         series=[ExamSeriesView.model_validate(entry) for entry in (study.dicom or {}).get("series", [])],
         rule_set_version=((study.dicom or {}).get("rule_set") or {}).get("version"),
+        scan_date=_date(study.scan_date),
+    )
+
+
+def _date(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
+
+
+def subject_view(subject: SubjectRecord) -> SubjectView:
+    return SubjectView(
+        subject_ref=subject.subject_ref,
+        sex=subject.sex,
+        age=subject.age,
+        study_count=int(subject.studies),
+        first_scan_date=_date(subject.first_scan_date),
+        last_scan_date=_date(subject.last_scan_date),
+        created_at=subject.created_at,
+        updated_at=subject.updated_at,
+    )
+
+
+def subject_detail(subject: SubjectRecord, studies: list[StudyRecord]) -> SubjectDetail:
+    """The subject and its studies (as `StudyStore.studies_of_subject` orders them: oldest first)."""
+    return SubjectDetail(
+        **subject_view(subject).model_dump(),
+        studies=[
+            SubjectStudy(
+                study_id=study.study_id,
+                status=study.status,
+                scan_date=_date(study.scan_date),
+                age=(study.subject or {}).get("age"),
+                analyses=list(study.analyses),
+                created_at=study.created_at,
+            )
+            for study in studies
+        ],
     )
 
 

@@ -6,16 +6,20 @@ from __future__ import annotations
 from voxelpipe import tracking
 from voxelpipe.keys import UploadKey, upload_prefix
 from voxelpipe.pipeline.lifecycle import ExamAdapters, enqueue_study
+from voxelpipe.pipeline.subjects import refresh_subject
 from voxelpipe.ports import Executions, IdentityMaps, ObjectStorage, StudyStore, WorkQueues
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
 from voxelpipe.study_data import purge_study
 
 # What a deleted study's record keeps: who it belonged to and what became of it. The rest (the
-# uploader's file names, the subject, what validation learnt, results) goes with its data.
+# uploader's file names, the subject, what validation learnt, results) goes with its data; so does
+# its place in the subject index and its (shifted) scan date.
 _FORGOTTEN_ON_DELETE = (
     "manifest",
     "subject",
+    "subject_key",
+    "scan_date",
     "input",
     "input_key",
     "summary",
@@ -103,6 +107,9 @@ def delete(
     )
     executions.stop(study.study_id, attempt, error="StudyDeleted", cause="the study was deleted")
     removed = purge_study(store, storage, identity_maps, study)
+    subject_ref = (study.subject or {}).get("subject_ref")
+    if subject_ref:  # the subject's record no longer counts the study (gone with its last study)
+        refresh_subject(store, study.tenant, subject_ref, excluding=study.study_id)
     tracking.audit(
         store, study.study_id, "deleted", actor=actor, source=source, detail={"objects_removed": removed}
     )

@@ -5,7 +5,10 @@ rules chose: `series_uid`) is assembled into one volume (already RAS+, fresh hea
 originals in uploads/ and the de-identified copies an earlier attempt kept; its de-identified
 objects and the converted volume become artifacts, what de-identification replaced is added to the
 study's identity map (the honest broker's, read only at egress: docs/dicom.md), and the original
-objects leave uploads/ (deleted, or kept briefly under work/). A series that does not decode is
+objects leave uploads/ (deleted, or kept briefly under work/). The study's subject is settled here
+(docs/subjects.md): the declared subject_ref, else one derived from the Patient ID; the age and sex
+the uploader did not declare, from the originals; and the scan date, shifted by the subject's
+offset like every date of the de-identified copies (PS3.15's modified-dates option). A series that does not decode is
 REJECTED and its objects quarantined, as ingest does.
 """
 
@@ -18,6 +21,7 @@ from pydicom.uid import SegmentationStorage
 
 from voxelpipe import tracking
 from voxelpipe.dicom import assemble_series, deidentify_bytes, read_instance_header, read_series_zip
+from voxelpipe.dicom.patient import PatientFacts, patient_facts
 from voxelpipe.dicom.reidentify import capture_identities
 from voxelpipe.identities import IdentityMap
 from voxelpipe.keys import derived_key, upload_prefix, work_key
@@ -25,7 +29,9 @@ from voxelpipe.limits import Limits
 from voxelpipe.messages import ExecutionInput, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
 from voxelpipe.pipeline.lifecycle import quarantine_uploads, reject_study, uid_map
+from voxelpipe.pipeline.subjects import give_subject, shifted_scan_date
 from voxelpipe.ports import IdentityMaps, ObjectStorage, StudyStore
+from voxelpipe.pseudonyms import Pseudonyms
 from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.rejections import Rejected
 from voxelpipe.status import StudyStatus
@@ -91,6 +97,29 @@ def _series_objects(
     return list(copies.values()), originals, upload_keys
 
 
+def _settle_subject(
+    study: StudyRecord, store: StudyStore, pseudonyms: Pseudonyms, facts: PatientFacts
+) -> StudyRecord:
+    """The study's subject from what was declared and what the originals say (docs/subjects.md)."""
+    declared = study.subject or {}
+    ref = declared.get("subject_ref")
+    if not ref and facts.patient_id:
+        ref = pseudonyms.subject_ref_for_patient(study.tenant, facts.patient_id, facts.issuer_of_patient_id)
+    if not ref:
+        return study  # no declared subject, no Patient ID: dates are removed (the Basic Profile)
+    subject = {
+        "subject_ref": ref,
+        "age": declared.get("age") if declared.get("age") is not None else facts.age_years,
+        "sex": declared.get("sex") or facts.sex,
+    }
+    scan_date = (
+        shifted_scan_date(pseudonyms, study.tenant, ref, facts.scan_date)
+        if facts.scan_date is not None
+        else study.scan_date
+    )
+    return give_subject(store, study, subject, scan_date)
+
+
 def _prepare_dicom(
     execution: ExecutionInput,
     study: StudyRecord,
@@ -98,6 +127,7 @@ def _prepare_dicom(
     storage: ObjectStorage,
     identity_maps: IdentityMaps,
     task: TaskRecord,
+    pseudonyms: Pseudonyms,
 ) -> Image:
     copies, originals, upload_keys = _series_objects(study, storage)
     try:
@@ -113,10 +143,14 @@ def _prepare_dicom(
     # Keep only de-identified objects, named by their pseudonymous SOP Instance UID, and send the
     # originals away (those of other series too: routed studies have their own copies).
     uids = uid_map(study)
+    if originals:  # a reprocess of copies only: the subject was settled by the attempt that read them
+        study = _settle_subject(study, store, pseudonyms, patient_facts(next(iter(originals.values()))))
     pseudonym = (study.subject or {}).get("subject_ref")
+    # The subject's offset (derived again, never stored): every date of the copies moves by it.
+    offset = pseudonyms.date_offset_days(study.tenant, pseudonym) if pseudonym else None
     identities = IdentityMap()
     for sop, data in originals.items():
-        copy = deidentify_bytes(data, uids, patient_pseudonym=pseudonym)
+        copy = deidentify_bytes(data, uids, patient_pseudonym=pseudonym, date_offset_days=offset)
         storage.write(
             derived_key(study.study_id, f"{DEIDENTIFIED_PREFIX}{sop}.dcm"), copy, "application/dicom"
         )
@@ -140,14 +174,18 @@ def _dispose_originals(study: StudyRecord, keys: list[str], storage: ObjectStora
 
 
 def prepare(
-    execution: ExecutionInput, store: StudyStore, storage: ObjectStorage, identity_maps: IdentityMaps
+    execution: ExecutionInput,
+    store: StudyStore,
+    storage: ObjectStorage,
+    identity_maps: IdentityMaps,
+    pseudonyms: Pseudonyms,
 ) -> PreparedVolume:
     started = time.perf_counter()
     study = tracking.transition(store, execution.study_id, execution.attempt, StudyStatus.RUNNING)
     with writing_for(store, storage, study.study_id, writes=(Prefix.DERIVED, Prefix.WORK, Prefix.QUARANTINE)):
         task = tracking.start_task(store, execution.study_id, execution.attempt, STEP)
         if study.input_format == "dicom":
-            original = _prepare_dicom(execution, study, store, storage, identity_maps, task)
+            original = _prepare_dicom(execution, study, store, storage, identity_maps, task, pseudonyms)
         else:
             original = load_nifti(storage.read(execution.input_key))
         tracking.set_progress(store, task, 60)

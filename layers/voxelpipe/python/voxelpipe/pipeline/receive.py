@@ -12,7 +12,6 @@ no new instance (`pipeline.transfers`, docs/dicom.md).
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import threading
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from voxelpipe.messages import Priority
 from voxelpipe.observability import logger
 from voxelpipe.pipeline.lifecycle import uid_map
 from voxelpipe.ports import ObjectStorage, StudyStore, TransferStore
+from voxelpipe.pseudonyms import Pseudonyms
 from voxelpipe.records import ObjectRecord, StudyRecord
 from voxelpipe.rejections import ReasonCode, Rejected
 from voxelpipe.status import StudyStatus
@@ -55,23 +55,30 @@ class ReceivedInstance:
     new: bool  # False: this SOP instance was received before (written again: the sender resent it)
 
 
-def exam_study_id(tenant: str, study_instance_uid: str, generation: int = 0) -> str:
+def exam_study_id(pseudonyms: Pseudonyms, tenant: str, study_instance_uid: str, generation: int = 0) -> str:
     """The study a network exam lands in: the same for every transfer of that exam, so instances
-    sent over several associations meet. A new generation after the study was deleted."""
-    text = f"{tenant}\0{study_instance_uid}\0{generation}"
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    sent over several associations meet. A new generation after the study was deleted. An HMAC
+    under the deployment's pseudonym secret: a study id cannot confirm a guessed Study Instance UID."""
+    return pseudonyms.exam_study_id(tenant, study_instance_uid, generation)
 
 
 class InstanceReceiver:
     """Takes objects from network senders into the ingest path (the adapters are the pipeline's)."""
 
     def __init__(
-        self, store: StudyStore, storage: ObjectStorage, transfers: TransferStore, limits: Limits
+        self,
+        store: StudyStore,
+        storage: ObjectStorage,
+        transfers: TransferStore,
+        limits: Limits,
+        *,
+        pseudonyms: Pseudonyms,
     ) -> None:
         self.store = store
         self.storage = storage
         self.transfers = transfers
         self.limits = limits
+        self.pseudonyms = pseudonyms
 
     def open_transfer(self, tenant: str, source: TransferSource, actor: str | None = None) -> Transfer:
         """One request or association; `actor` names the sender in the audit trail (the caller, the
@@ -82,7 +89,7 @@ class InstanceReceiver:
         """The exam's study, created with its first instance (a deleted one is never reused)."""
         generation = 0
         while True:
-            study_id = exam_study_id(tenant, study_instance_uid, generation)
+            study_id = exam_study_id(self.pseudonyms, tenant, study_instance_uid, generation)
             study = self.store.get_study(study_id)
             if study is None:
                 tracking.create_study(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from voxelpipe import tracking
@@ -14,7 +15,9 @@ from voxelpipe.keys import new_study_id
 from voxelpipe.limits import Limits
 from voxelpipe.messages import Priority
 from voxelpipe.pipeline.receive import TransferSource
+from voxelpipe.pipeline.subjects import refresh_subject, shifted_scan_date
 from voxelpipe.ports import StudyStore
+from voxelpipe.pseudonyms import Pseudonyms
 from voxelpipe.records import StudyRecord
 from voxelpipe.references import ReferenceRefused, check_references
 from voxelpipe.rejections import Rejected
@@ -45,6 +48,8 @@ def register_study(
     parameters: dict[str, dict[str, Any]] | None = None,
     limits: Limits | None = None,
     destinations: Sequence[str] | None = None,
+    scan_date: date | None = None,
+    pseudonyms: Pseudonyms | None = None,
 ) -> StudyRecord:
     """A new study AWAITING_UPLOAD; RegistrationRefused before anything is stored when it declares a
     file name with path tricks or over the upload limit, asks for an unknown analysis, for parameters
@@ -53,8 +58,21 @@ def register_study(
 
     `model:NAME` is known when the tenant's own model NAME, or a deployment-wide one, has a READY
     version (its version is chosen at dispatch); so is reference data a parameter names.
+
+    `scan_date` (the real date of the scan) needs a subject: it is shifted by the subject's offset
+    (`pseudonyms`) here, and only the shifted date is stored (docs/subjects.md).
     """
     limits = limits or Limits()
+    subject_ref = (subject or {}).get("subject_ref")
+    stored_scan_date: str | None = None
+    if scan_date is not None:
+        if not subject_ref:
+            raise RegistrationRefused(
+                "scan_date", "a scan_date needs a subject_ref: dates are kept per subject"
+            )
+        if pseudonyms is None:
+            raise ValueError("shifting a scan date needs the deployment's pseudonyms")
+        stored_scan_date = shifted_scan_date(pseudonyms, tenant, subject_ref, scan_date)
     for index, (name, size) in enumerate(files or []):
         try:
             check_upload_name(name)
@@ -103,7 +121,10 @@ def register_study(
         source=TransferSource.UPLOAD.value,
         parameters=parameters or None,
         destinations=destinations,
+        scan_date=stored_scan_date,
     )
     assert study is not None, "a fresh study id exists already"
+    if subject_ref:
+        refresh_subject(store, tenant, subject_ref, including=study)
     tracking.audit(store, study_id, "registered", actor=actor, source=source, detail={"analyses": names})
     return study

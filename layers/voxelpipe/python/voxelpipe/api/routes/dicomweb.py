@@ -59,11 +59,14 @@ PRESIGNED_ALTERNATIVE: Final = (
 
 def instance_receiver(store: Store, bucket: Bucket) -> Any:
     """The receive use case with this deployment's adapters (imported here: pydicom is heavy)."""
+    from voxelpipe.adapters import secrets
     from voxelpipe.adapters.transfers import DynamoTransferStore
     from voxelpipe.limits import Limits
     from voxelpipe.pipeline.receive import InstanceReceiver
 
-    return InstanceReceiver(store, bucket, DynamoTransferStore(), Limits.from_environment())
+    return InstanceReceiver(
+        store, bucket, DynamoTransferStore(), Limits.from_environment(), pseudonyms=secrets.pseudonyms()
+    )
 
 
 # The use case, built per request (tests may override it).

@@ -60,6 +60,9 @@ def create_study(
             parameters=body.parameters,
             limits=Limits.from_environment(),
             destinations=body.destinations,
+            scan_date=body.scan_date,
+            # Only a scan date needs the secret: a registration without one never reads it.
+            pseudonyms=secrets.pseudonyms() if body.scan_date is not None else None,
         )
     except RegistrationRefused as refused:
         raise invalid_request(refused.field, str(refused)) from refused
