@@ -208,7 +208,7 @@ class VoxelpipeStack(Stack):
         self.pseudonym_secret = secretsmanager.Secret(
             self,
             Resource.PSEUDONYM_SECRET,
-            description="voxelpipe: the key subjects' pseudonyms, date offsets and exam study ids derive from",
+            description="voxelpipe: the root of subjects' pseudonyms, date offsets and exam study ids",
             encryption_key=self.security.data_key,
             generate_secret_string=secretsmanager.SecretStringGenerator(
                 exclude_punctuation=True, password_length=64

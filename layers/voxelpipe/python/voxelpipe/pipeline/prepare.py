@@ -8,8 +8,8 @@ study's identity map (the honest broker's, read only at egress: docs/dicom.md), 
 objects leave uploads/ (deleted, or kept briefly under work/). The study's subject is settled here
 (docs/subjects.md): the declared subject_ref, else one derived from the Patient ID; the age and sex
 the uploader did not declare, from the originals; and the scan date, shifted by the subject's
-offset like every date of the de-identified copies (PS3.15's modified-dates option). A series that does not decode is
-REJECTED and its objects quarantined, as ingest does.
+offset like every date of the de-identified copies (PS3.15's modified-dates option). A series that
+does not decode is REJECTED and its objects quarantined, as ingest does.
 """
 
 from __future__ import annotations
