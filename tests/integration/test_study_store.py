@@ -7,6 +7,7 @@ Status rules on top of it (`tracking`): transitions forward only, within the cur
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -239,3 +240,37 @@ def test_received_counts_objects_written_beside_arrived(store: StudyStore):
     assert record is not None and (record.received, record.arrived) == (2, 1)
     with pytest.raises(StudyChanged):
         store.count_received("e" * 32)
+
+
+def test_a_subjects_studies_come_oldest_first_without_deleted_ones_and_its_record_follows(
+    store: StudyStore,
+):
+    from voxelpipe.pipeline.subjects import refresh_subject
+
+    tenant, ref = f"subjects-{uuid.uuid4().hex[:8]}", "S-1"
+    subject = {"subject_ref": ref, "age": 70, "sex": "F"}
+    ids = [uuid.uuid4().hex for _ in range(4)]
+    # Registered in this order; scan dates say otherwise (one unknown: its creation date counts).
+    for study_id, scan_date in zip(ids, ["2031-05-01", "2029-01-01", None, "2030-02-02"], strict=True):
+        tracking.create_study(
+            store, study_id, tenant, analyses=["qc"], priority="normal", subject=subject, scan_date=scan_date
+        )
+    tracking.create_study(
+        store, uuid.uuid4().hex, "other-tenant", analyses=["qc"], priority="normal", subject=subject
+    )
+    tracking.transition(store, ids[3], 1, StudyStatus.DELETED)
+    ordered = [s.study_id for s in store.studies_of_subject(tenant, ref)]
+    assert ordered == [ids[2], ids[1], ids[0]]  # the creation date (no scan date), 2029, 2031
+    assert store.studies_of_subject(tenant, "nobody") == []
+
+    record = refresh_subject(store, tenant, ref)
+    assert record is not None and int(record.studies) == 3
+    assert (record.first_scan_date, record.last_scan_date) == ("2029-01-01", "2031-05-01")
+    stored = store.get_subject(tenant, ref)
+    assert stored is not None and stored.sex == "F" and stored.age == 70
+    page = store.tenant_subjects(tenant, limit=10, start_key=None)
+    assert [s.subject_ref for s in page.items] == [ref] and page.next_key is None
+    fewer = refresh_subject(store, tenant, ref, excluding=ids[0])
+    assert fewer is not None and int(fewer.studies) == 2 and fewer.last_scan_date == "2029-01-01"
+    store.forget_subject(tenant, ref)
+    assert store.get_subject(tenant, ref) is None
