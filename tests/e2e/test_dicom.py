@@ -83,7 +83,8 @@ def test_a_series_converts_is_deidentified_and_completes(cloud: LocalCloud):
         assert ds.PatientIdentityRemoved == "YES"
         assert ds.SeriesInstanceUID != series.series_uid and ds.StudyInstanceUID != series.study_uid
         for tag, action in BASIC_PROFILE.items():
-            if action == "X" and tag in ds:
+            # (Dates a subject's offset shifts stay, shifted: PS3.15's modified-dates option.)
+            if action == "X" and tag in ds and ds[tag].VR not in ("DA", "DT"):
                 pytest.fail(f"{pydicom.tag.Tag(tag)} survives de-identification in {key}")
         assert not [element for element in ds if element.tag.is_private]
 
