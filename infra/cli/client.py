@@ -96,6 +96,12 @@ class Client:
     def results(self, study_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/studies/{study_id}/results"))
 
+    def subject(self, subject_ref: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/subjects/{subject_ref}"))
+
+    def list_subjects(self, **params: Any) -> dict[str, Any]:
+        return dict(self._call("GET", "/subjects", params={k: v for k, v in params.items() if v is not None}))
+
     def list_studies(self, **params: Any) -> dict[str, Any]:
         return dict(self._call("GET", "/studies", params={k: v for k, v in params.items() if v is not None}))
 

@@ -82,6 +82,11 @@ def add_commands(commands: Any) -> None:
     upload.add_argument("--subject-ref")
     upload.add_argument("--age", type=float)
     upload.add_argument("--sex", choices=["F", "M", "O"])
+    upload.add_argument(
+        "--scan-date",
+        metavar="YYYY-MM-DD",
+        help="the scan's date (needs --subject-ref); stored only shifted by the subject's secret offset",
+    )
     upload.add_argument("--wait", action="store_true", help="follow the study to a terminal status")
     connection(upload)
 
@@ -124,6 +129,15 @@ def add_commands(commands: Any) -> None:
         "reap",
         help="run the reaper once, now (VOXELPIPE_REAPER_FUNCTION, or the function tagged as the reaper)",
     )
+
+    subjects = commands.add_parser(
+        "subjects",
+        help="the tenant's subjects; with REF, that subject and its studies, oldest first",
+    )
+    subjects.add_argument("subject_ref", nargs="?", metavar="REF")
+    subjects.add_argument("--limit", type=int, default=50)
+    subjects.add_argument("--cursor")
+    connection(subjects)
 
     listing = commands.add_parser("list", help="the tenant's studies, newest first")
     listing.add_argument("--status")
@@ -345,6 +359,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{len(written)} artifacts written under {args.download}/", file=sys.stderr)
         elif args.command == "report":
             return _report(args, client)
+        elif args.command == "subjects":
+            _subjects(args, client)
         elif args.command == "list":
             page = client.list_studies(status=args.status, limit=args.limit, cursor=args.cursor)
             human = "\n".join(f"{s['study_id']}  {s['status']:<16} {s['created_at']}" for s in page["items"])
@@ -355,6 +371,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"voxelpipe {args.command}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _subjects(args: argparse.Namespace, client: Any) -> None:
+    """`voxelpipe subjects [REF]`: the tenant's subjects, or one subject's studies (docs/subjects.md)."""
+    if args.subject_ref:
+        subject = client.subject(args.subject_ref)
+        lines = [
+            f"{subject['subject_ref']}  sex {subject['sex'] or '-'}  age {subject['age'] or '-'}  "
+            f"{subject['study_count']} studies (dates shifted)"
+        ]
+        lines += [
+            f"  {s['scan_date'] or '-':<10}  {s['study_id']}  {s['status']:<16} age {s['age'] or '-'}"
+            for s in subject["studies"]
+        ]
+        _print(args, subject, "\n".join(lines))
+        return
+    page = client.list_subjects(limit=args.limit, cursor=args.cursor)
+    human = "\n".join(
+        f"{s['subject_ref']}  {s['study_count']} studies  {s['first_scan_date'] or '-'} .. "
+        f"{s['last_scan_date'] or '-'}"
+        for s in page["items"]
+    )
+    if page.get("next_cursor"):
+        human += f"\nmore: --cursor {page['next_cursor']}"
+    _print(args, page, human or "no subjects")
 
 
 def _report(args: argparse.Namespace, client: Any) -> int:
@@ -408,7 +449,7 @@ def _upload(args: argparse.Namespace, client: Any) -> int:
     fields: dict[str, Any] = {"priority": args.priority}
     if args.analyses:
         fields["analyses"] = [a.strip() for a in args.analyses.split(",") if a.strip()]
-    for name in ("subject_ref", "age", "sex"):
+    for name in ("subject_ref", "age", "sex", "scan_date"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
     if is_dicom_input(args.files):

@@ -144,3 +144,34 @@ def test_the_cli_uploads_a_dicom_folder_and_reports_each_series_decision(server:
     view = Client(server, env["VOXELPIPE_TOKEN"]).study(report["study_id"])
     assert "DOE" not in json.dumps(view) and "IM0000" not in json.dumps(view)
     assert {f["name"] for f in view["files"]} == {f"{i:05d}.dcm" for i in range(len(exam.instances))}
+
+
+def test_the_cli_uploads_with_a_scan_date_and_lists_subjects(server: str, tmp_path: Path):
+    tenant = "lab-cli-subjects"
+    env = {
+        **os.environ,
+        "VOXELPIPE_API_URL": server,
+        "VOXELPIPE_TOKEN": mint_dev_token(tenant, Role.UPLOADER),
+    }
+    scan = tmp_path / "t1w.nii"
+    scan.write_text("not a scan: its registration is what counts here")
+    upload = [str(VOXELPIPE), "upload", str(scan), "--subject-ref", "S-cli", "--age", "70"]
+    refused = subprocess.run(
+        [*upload[:3], "--scan-date", "2024-01-05"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 1 and "scan_date" in refused.stderr  # no subject: refused
+    run = subprocess.run(
+        [*upload, "--scan-date", "2024-01-05"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    shown = subprocess.run(
+        [str(VOXELPIPE), "subjects", "S-cli", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    subject = json.loads(shown.stdout)
+    assert subject["study_count"] == 1 and subject["studies"][0]["age"] == 70
+    assert subject["studies"][0]["scan_date"] not in (None, "2024-01-05")
+    listing = subprocess.run(
+        [str(VOXELPIPE), "subjects"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert listing.returncode == 0 and listing.stdout.startswith("S-cli  1 studies")
