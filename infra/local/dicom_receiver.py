@@ -66,12 +66,14 @@ def receiving_dicom(
     free port). `settings` (their AE titles and port replaced by these) for other timeouts."""
     base = settings or ReceiverSettings(ae_titles=ae_titles)
     settings = ReceiverSettings(**{**base.__dict__, "ae_titles": ae_titles, "port": port})
+    with cloud.acting_as(DICOM_RECEIVER.name):  # the secret is read as the service's task role
+        pseudonyms = secrets.pseudonyms()
     receiver = InstanceReceiver(
         DynamoStudyStore(),
         Storage.from_environment(),
         DynamoTransferStore(),
         Limits.from_environment(),
-        pseudonyms=secrets.pseudonyms(),
+        pseudonyms=pseudonyms,
     )
     scp = StoreScp(
         ActingReceiver(receiver, lambda: cloud.acting_as(DICOM_RECEIVER.name)), settings, host=host

@@ -122,7 +122,7 @@ def test_dispatch_consumes_both_queues_reporting_partial_failures(template: dict
 def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
     schema = table_schema(StudyRecord)
     tables = _resources(template, "AWS::DynamoDB::Table")
-    assert len(tables) == 13
+    assert len(tables) == 14
     models = next(t["Properties"] for lid, t in tables.items() if lid.startswith("ModelsTable"))
     # Models belong to an owner (a tenant, or the deployment): one query lists an owner's models.
     assert models["KeySchema"] == [
@@ -141,11 +141,18 @@ def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
         {"AttributeName": "tenant", "KeyType": "HASH"},
         {"AttributeName": "version", "KeyType": "RANGE"},
     ]
+    # Each tenant's subjects (docs/subjects.md); a subject's studies through the studies' index.
+    subjects = next(t["Properties"] for lid, t in tables.items() if lid.startswith("SubjectsTable"))
+    assert subjects["KeySchema"] == [
+        {"AttributeName": "tenant", "KeyType": "HASH"},
+        {"AttributeName": "subject_ref", "KeyType": "RANGE"},
+    ]
     studies = next(t["Properties"] for lid, t in tables.items() if lid.startswith("StudiesTable"))
     assert studies["KeySchema"] == [{"AttributeName": "study_id", "KeyType": "HASH"}]
     assert {i["IndexName"] for i in studies["GlobalSecondaryIndexes"]} == {
         i["index_name"] for i in schema["global_secondary_indexes"]
     }
+    assert "subject-created" in {i["IndexName"] for i in studies["GlobalSecondaryIndexes"]}
     for table in tables.values():
         assert table["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     idempotency = next(t["Properties"] for lid, t in tables.items() if lid.startswith("IdempotencyTable"))

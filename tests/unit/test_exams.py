@@ -462,3 +462,14 @@ def test_a_registered_scan_date_is_shifted_and_needs_a_subject(store: InMemorySt
     subject = store.get_subject(TENANT, "S-1")
     assert subject is not None and int(subject.studies) == 2
     assert (subject.first_scan_date, subject.last_scan_date) == (studies[1].scan_date, studies[0].scan_date)
+
+
+def test_a_study_deleted_while_prepare_runs_gives_its_subject_nothing(store: InMemoryStudyStore):
+    from voxelpipe.pipeline.subjects import give_subject
+
+    study = register_study(store, TENANT, actor="t", source="t")
+    tracking.transition(store, study.study_id, 1, StudyStatus.DELETED)
+    give_subject(store, study, {"subject_ref": "S-9", "age": None, "sex": None}, "2020-01-01")
+    stored = store.get_study(study.study_id)
+    assert stored is not None and (stored.subject, stored.subject_key, stored.scan_date) == (None, None, None)
+    assert store.get_subject(TENANT, "S-9") is None

@@ -33,9 +33,8 @@ from voxelpipe.viewer_grants import InvalidGrant, ViewerGrant, grant_key, verify
 # Where the live progress WebSocket is (until the API's settings carry it): unset, no live updates.
 # The volumes' presigned links live this long: a viewer reloads the data for fresh ones.
 VOLUME_URL_EXPIRY = timedelta(minutes=15)
-# A subject's studies, newest first, at most this many (and the tenant's studies read to find them).
+# A subject's studies the viewer shows, newest first: at most this many.
 MAX_SUBJECT_STUDIES = 50
-MAX_TENANT_STUDIES_SCANNED = 5000
 # Statuses in which Prepare has written the attempt's canonical volume (work/, kept WORK_DAYS).
 PREPARED = frozenset({StudyStatus.RUNNING, StudyStatus.COMPLETED, StudyStatus.FAILED})
 _EXPIRED = "the viewer link has expired"
@@ -165,19 +164,6 @@ def study_data(study: StudyRecord, store: StudyStore, bucket: Storage, grant: Vi
 
 
 def subject_studies(store: StudyStore, tenant: str, subject_ref: str) -> Iterator[StudyRecord]:
-    """The tenant's studies of `subject_ref`, newest first (the table has no subject index: the
-    tenant's studies are read, newest first, up to MAX_TENANT_STUDIES_SCANNED)."""
-    start: dict[str, Any] | None = None
-    scanned = found = 0
-    while scanned < MAX_TENANT_STUDIES_SCANNED and found < MAX_SUBJECT_STUDIES:
-        page = store.tenant_studies(tenant, status=None, since=None, until=None, limit=200, start_key=start)
-        for study in page.items:
-            scanned += 1
-            if (study.subject or {}).get("subject_ref") == subject_ref:
-                found += 1
-                yield study
-                if found >= MAX_SUBJECT_STUDIES:
-                    return
-        if page.next_key is None:
-            return
-        start = page.next_key
+    """The tenant's studies of `subject_ref`, newest first (by scan date, then creation), at most
+    MAX_SUBJECT_STUDIES: read through the subject index (docs/subjects.md)."""
+    yield from list(reversed(store.studies_of_subject(tenant, subject_ref)))[:MAX_SUBJECT_STUDIES]

@@ -16,6 +16,7 @@ from voxelpipe import tracking
 from voxelpipe.ports import StudyStore, study_order
 from voxelpipe.pseudonyms import Pseudonyms
 from voxelpipe.records import StudyRecord, SubjectRecord, subject_key
+from voxelpipe.status import StudyStatus
 
 
 def shifted_scan_date(pseudonyms: Pseudonyms, tenant: str, subject_ref: str, real: date) -> str:
@@ -31,10 +32,14 @@ def give_subject(
     ref = subject["subject_ref"]
     changes = {"subject": subject, "subject_key": subject_key(study.tenant, ref), "scan_date": scan_date}
     store.set_study_fields(study.study_id, changes)
-    for name, value in changes.items():
-        setattr(study, name, value)
-    refresh_subject(store, study.tenant, ref, including=study)
-    return study
+    stored = store.get_study(study.study_id)
+    if stored is None or stored.status == StudyStatus.DELETED:
+        # Deleted meanwhile (its step still running): it keeps no subject, and the subject no study.
+        store.set_study_fields(study.study_id, dict.fromkeys(changes))
+        refresh_subject(store, study.tenant, ref, excluding=study.study_id)
+        return study
+    refresh_subject(store, study.tenant, ref, including=stored)
+    return stored
 
 
 def refresh_subject(
