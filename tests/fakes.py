@@ -161,6 +161,17 @@ class InMemoryStudyStore:
         )
         return StudyPage(items=wanted, next_key=next_key)
 
+    def studies_of_subject(self, tenant: str, subject_ref: str) -> list[StudyRecord]:
+        with self._lock:
+            found = [
+                _copy(s)
+                for s in self.studies.values()
+                if s.tenant == tenant
+                and s.status != StudyStatus.DELETED
+                and (s.subject or {}).get("subject_ref") == subject_ref
+            ]
+        return sorted(found, key=lambda s: (s.scan_date or s.created_at.date().isoformat(), s.created_at))
+
     def studies_in_status(
         self,
         status: StudyStatus,

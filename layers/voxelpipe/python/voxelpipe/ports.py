@@ -123,6 +123,11 @@ class StudyStore(Protocol):
         first, up to `limit` (None: all); read from an index, so it may lag the table."""
         ...
 
+    def studies_of_subject(self, tenant: str, subject_ref: str) -> list[StudyRecord]:
+        """The tenant's studies of `subject_ref` (not DELETED), oldest first by (scan_date, else
+        created_at's date; created_at)."""
+        ...
+
     def save_task(self, task: TaskRecord) -> None:
         """Write a step's row (a retried step overwrites its own row)."""
         ...

@@ -83,6 +83,8 @@ class StudyRecord(Model):
     destinations = ListAttribute[str](of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
     # What the uploader declared: pseudonymous subject, and the files to expect with their sizes.
     subject = JSONAttribute(null=True)  # {"subject_ref", "age", "sex"}
+    # stand-in (issue 18, S owns it): the scan's date, ISO "YYYY-MM-DD", already shifted; None unknown.
+    scan_date = UnicodeAttribute(null=True)
     manifest = JSONAttribute(null=True)  # [{"name", "size"}]
     webhook_url = UnicodeAttribute(null=True)
     # "nifti" (one file) or "dicom" (a series: many files, or one .zip).

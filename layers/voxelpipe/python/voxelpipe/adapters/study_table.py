@@ -135,6 +135,17 @@ class DynamoStudyStore:
         items = list(results)
         return StudyPage(items=items, next_key=results.last_evaluated_key)
 
+    def studies_of_subject(self, tenant: str, subject_ref: str) -> list[StudyRecord]:
+        # stand-in (issue 18, S owns it): reads the tenant's studies; S's "subject-created" GSI replaces it.
+        found = [
+            study
+            for study in StudyRecord.tenant_created.query(
+                tenant, filter_condition=StudyRecord.status != StudyStatus.DELETED.value
+            )
+            if (study.subject or {}).get("subject_ref") == subject_ref
+        ]
+        return sorted(found, key=lambda s: (s.scan_date or s.created_at.date().isoformat(), s.created_at))
+
     def studies_in_status(
         self,
         status: StudyStatus,
