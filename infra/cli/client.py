@@ -96,6 +96,10 @@ class Client:
     def results(self, study_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/studies/{study_id}/results"))
 
+    def timeline(self, subject_ref: str, **params: Any) -> dict[str, Any]:
+        query = {k: v for k, v in params.items() if v is not None}
+        return dict(self._call("GET", f"/subjects/{subject_ref}/timeline", params=query))
+
     def list_studies(self, **params: Any) -> dict[str, Any]:
         return dict(self._call("GET", "/studies", params={k: v for k, v in params.items() if v is not None}))
 

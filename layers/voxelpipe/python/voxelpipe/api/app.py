@@ -19,6 +19,7 @@ from voxelpipe.api.routes import (
     rules,
     service,
     studies,
+    subjects,
 )
 from voxelpipe.api.routes import viewer as viewer_routes
 from voxelpipe.wiring import EnvVar
@@ -65,6 +66,7 @@ def create_app() -> FastAPI:
         rules.router,
         destinations.router,
         studies.router,
+        subjects.router,  # a subject's timeline (docs/subjects.md)
         deliveries.router,
     ):
         app.include_router(router)

@@ -1,0 +1,54 @@
+"""A subject's timeline from the studies table (voxelpipe.timeline builds the document): for
+`GET /subjects/{ref}/timeline`, `voxelpipe timeline` and Finalize's report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from voxelpipe.ageing_rates import RatesTable
+from voxelpipe.messages import ReferencePin
+from voxelpipe.ports import ObjectStorage, StudyStore
+from voxelpipe.records import StudyRecord
+from voxelpipe.reference_kinds import ReferenceKind
+from voxelpipe.references import ReferenceNotFound, load_reference, ready_reference
+from voxelpipe.timeline import TimelineStudy, build_timeline
+
+
+def timeline_study(study: StudyRecord, summary: dict[str, Any] | None = None) -> TimelineStudy:
+    """The timeline's view of a study; `summary` replaces the record's (Finalize's study, whose
+    measures are not on its record yet)."""
+    subject = study.subject or {}
+    age = subject.get("age")
+    return TimelineStudy(
+        study_id=study.study_id,
+        status=str(study.status),
+        created_at=study.created_at,
+        scan_date=study.scan_date,
+        age=float(age) if isinstance(age, int | float) and not isinstance(age, bool) else None,
+        summary=summary if summary is not None else dict(study.summary or {}),
+    )
+
+
+def load_rates(tenant: str, name: str, version: int | None, storage: ObjectStorage) -> RatesTable:
+    """The READY rates table `name` (its newest version, or `version`) the tenant sees;
+    ReferenceNotFound when there is none, ReferenceUnavailable when its files are gone."""
+    record = ready_reference(ReferenceKind.RATES, tenant, name, version)
+    if record is None:
+        which = name if version is None else f"{name} version {version}"
+        raise ReferenceNotFound(f"no rates table {which} is registered and READY")
+    pin = ReferencePin(
+        kind=ReferenceKind.RATES.value, name=name, owner=record.owner, version=int(record.version)
+    )
+    table = load_reference(pin, storage)
+    assert isinstance(table, RatesTable)
+    return table
+
+
+def subject_timeline(
+    store: StudyStore, tenant: str, subject_ref: str, rates: RatesTable | None = None
+) -> dict[str, Any] | None:
+    """The subject's timeline (its studies of `tenant`, oldest first); None when it has none."""
+    studies = store.studies_of_subject(tenant, subject_ref)
+    if not studies:
+        return None
+    return build_timeline(subject_ref, [timeline_study(s) for s in studies], rates)
