@@ -97,6 +97,8 @@ def test_first_to_last_chains_the_consecutive_paired_ratios():
     assert brain["paired_rate_pct_per_year"] == pytest.approx(expected / 3)
     assert brain["subtraction_change_pct"] == pytest.approx(100 * (0.98 * 0.96 - 1))
     assert brain["baseline_ml"] == 1000.0
+    path = [(step["study_id"], step["regions"]["brain"]["paired_change_pct"]) for step in span["path"]]
+    assert path == [("s1", 0.0), ("s2", pytest.approx(-1.0)), ("s3", pytest.approx(expected))]
 
 
 def test_rates_are_scored_at_the_middle_of_their_interval_against_the_narrowest_band():

@@ -135,24 +135,28 @@ def _chained(links: Sequence[Mapping[str, Any]], field: str) -> float | None:
 def first_to_last(studies: Sequence[TimelineStudy], rates: RatesTable | None) -> dict[str, Any] | None:
     """The change from the first to the last study along the longitudinal links (the last study
     compared with a prior, that prior with its own, ...): each region's chained paired and
-    subtraction change, the summed interval and the annual rate; None without a link."""
+    subtraction change, the summed interval and the annual rate, and `path`: the cumulative change
+    at each study of the chain; None without a link."""
     by_id = {study.study_id: study for study in studies}
     compared = [s for s in studies if (_longitudinal(s) or {}).get("prior_study_id") in by_id]
     if not compared:
         return None
     last = compared[-1]
     chain: list[Mapping[str, Any]] = []  # the links, last first
-    current, seen = last, {last.study_id}
+    ids = [last.study_id]  # the studies along it, last first
+    current = last
     while True:
         measures = _longitudinal(current)
         prior_id = (measures or {}).get("prior_study_id")
-        if measures is None or prior_id not in by_id or prior_id in seen:
+        if measures is None or prior_id not in by_id or prior_id in ids:
             break
         chain.append(measures)
         current = by_id[prior_id]
-        seen.add(prior_id)
+        ids.append(prior_id)
     first = current
-    intervals = [_number(link.get("interval_years")) for link in chain]
+    ordered = list(reversed(chain))  # first link first
+    ids.reverse()
+    intervals = [_number(link.get("interval_years")) for link in ordered]
     interval = sum(i for i in intervals if i is not None) if all(i is not None for i in intervals) else None
     names = [
         name
@@ -160,8 +164,27 @@ def first_to_last(studies: Sequence[TimelineStudy], rates: RatesTable | None) ->
         if all(name in (link.get("regions") or {}) for link in chain)
     ]
     regions: dict[str, dict[str, Any]] = {}
+    path: list[dict[str, Any]] = [
+        {
+            "study_id": ids[0],
+            "regions": {n: {"paired_change_pct": 0.0, "subtraction_change_pct": 0.0} for n in names},
+        }
+    ]
+    for step in range(1, len(ordered) + 1):
+        path.append(
+            {
+                "study_id": ids[step],
+                "regions": {
+                    name: {
+                        field: _chained([link["regions"][name] for link in ordered[:step]], field)
+                        for field in ("paired_change_pct", "subtraction_change_pct")
+                    }
+                    for name in names
+                },
+            }
+        )
     for name in names:
-        links = [link["regions"][name] for link in reversed(chain)]
+        links = [link["regions"][name] for link in ordered]
         paired = _chained(links, "paired_change_pct")
         subtraction = _chained(links, "subtraction_change_pct")
         regions[name] = {
@@ -181,6 +204,8 @@ def first_to_last(studies: Sequence[TimelineStudy], rates: RatesTable | None) ->
         "interval_years": interval,
         "method": "chained consecutive paired ratios",
         "regions": _scored(regions, rates, _rate_age(last.age, interval)),
+        # The cumulative change since the first study at each study of the chain (the charts').
+        "path": path,
     }
 
 
