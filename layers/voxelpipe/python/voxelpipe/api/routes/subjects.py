@@ -51,7 +51,7 @@ class Timeline(BaseModel):
     )
 
 
-@router.get("/{subject_ref}/timeline", response_model=Timeline, **requires(Action.READ, 404, 409, 422))
+@router.get("/{subject_ref}/timeline", response_model=Timeline, **requires(Action.READ, 404, 409))
 def timeline(
     subject_ref: SubjectRef,
     caller: Caller,
