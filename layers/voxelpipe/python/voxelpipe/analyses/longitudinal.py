@@ -1,7 +1,9 @@
-"""stand-in (issue 18: M owns the real method): the `longitudinal` analysis's measures from the
-difference of the two studies' mask and region volumes, in the agreed shape, so that the wiring
-(dispatch's prior pin, RunAnalysis's loading, the timeline) can be built and tested before M's
-halfway-space Jacobian integration lands. The lead replaces this module with M's.
+"""stand-in (issue 18: M owns the real method): the `longitudinal` analysis's measures in the
+agreed shape, so that the wiring (dispatch's prior pin, RunAnalysis's loading, the timeline) can be
+built and tested before M's halfway-space Jacobian integration lands. The lead replaces this module
+with M's. Whole brain "paired": the ratio of the two scans' partial-volume brain volumes (intensity
+over the brain's median, clipped to 0..1, in the mask grown by two voxels: sub-voxel boundary
+shifts count, as a binary mask's do not); "subtraction" and regions: binary mask and label volumes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from voxelpipe.analyses.catalogue import (
     AnalysisOutput,
 )
 from voxelpipe.nifti import load_nifti
+from voxelpipe.volume import canonical
 
 METHOD = "jacobian-integration"
 
@@ -25,17 +28,37 @@ def _voxel_ml(affine: Any) -> float:
     return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
 
 
-def _change(baseline: float, followup: float, interval: float | None) -> dict[str, float | None]:
-    pct = 100.0 * (followup - baseline) / baseline if baseline > 0 else None
-    rate = pct / interval if pct is not None and interval else None
+def _pct(baseline: float, followup: float) -> float | None:
+    return 100.0 * (followup - baseline) / baseline if baseline > 0 else None
+
+
+def _change(
+    baseline: float, followup: float, interval: float | None, paired: float | None = None
+) -> dict[str, float | None]:
+    subtraction = _pct(baseline, followup)
+    paired = subtraction if paired is None else paired
     return {
         "baseline_ml": round(baseline, 4),
         "followup_ml": round(followup, 4),
-        "paired_change_pct": pct,
-        "paired_rate_pct_per_year": rate,
-        "subtraction_change_pct": pct,
-        "subtraction_rate_pct_per_year": rate,
+        "paired_change_pct": paired,
+        "paired_rate_pct_per_year": paired / interval if paired is not None and interval else None,
+        "subtraction_change_pct": subtraction,
+        "subtraction_rate_pct_per_year": subtraction / interval
+        if subtraction is not None and interval
+        else None,
     }
+
+
+def _partial_volume_ml(image: Any, mask: Any) -> float:
+    from scipy import ndimage
+
+    data = np.asarray(image.dataobj, dtype=np.float64)
+    inside = mask & (data > 0)
+    level = float(np.median(data[inside])) if inside.any() else 0.0
+    if level <= 0:
+        return 0.0
+    grown = ndimage.binary_dilation(mask, iterations=2)
+    return float(np.clip(data[grown] / level, 0.0, 1.0).sum()) * _voxel_ml(image.affine)
 
 
 def run_longitudinal(inp: AnalysisInput) -> AnalysisOutput:
@@ -53,11 +76,18 @@ def run_longitudinal(inp: AnalysisInput) -> AnalysisOutput:
         )
     seg = inp.requirements["tissue-seg"]
     mask = load_nifti(seg.artifacts[TISSUE_SEG_MASK_FILE])
+    current_mask = np.asarray(canonical(mask).dataobj) > 0
+    if current_mask.shape != inp.image.shape[:3]:
+        raise ValueError("tissue-seg's brain mask is not on the volume's grid")
+    paired = _pct(
+        _partial_volume_ml(prior.image, prior.brain_mask), _partial_volume_ml(inp.image, current_mask)
+    )
     regions: dict[str, Any] = {
         "brain": _change(
             float(np.count_nonzero(prior.brain_mask)) * _voxel_ml(prior.image.affine),
-            float(np.count_nonzero(np.asarray(mask.dataobj))) * _voxel_ml(mask.affine),
+            float(np.count_nonzero(current_mask)) * _voxel_ml(mask.affine),
             prior.interval_years,
+            paired,
         )
     }
     regional = inp.requirements.get("regional")
