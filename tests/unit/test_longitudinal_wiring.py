@@ -190,3 +190,56 @@ def test_a_prior_that_is_no_longer_what_was_pinned_is_refused(store: InMemoryStu
         tenant = "lab-b"
     with pytest.raises(PriorUnavailable, match=study_id):
         load_prior(PriorPin(study_id=study_id, attempt=1), tenant, store, storage)
+
+
+def test_run_analysis_and_the_gpu_workers_runner_hand_the_pinned_prior_to_the_analysis(
+    store: InMemoryStudyStore, monkeypatch: pytest.MonkeyPatch
+):
+    from voxelpipe import analyses
+    from voxelpipe.analyses import Analysis, AnalysisInput, AnalysisOutput
+    from voxelpipe.gpu.runners import catalogue_runner
+    from voxelpipe.messages import AnalysisRequest, AnalysisTask, PreparedVolume
+    from voxelpipe.pipeline.analysis import run_analysis
+    from voxelpipe.wiring import Runtime
+
+    seen: list[Any] = []
+
+    def record(inp: AnalysisInput) -> AnalysisOutput:
+        seen.append(inp.prior)
+        return AnalysisOutput(measures={"prior_study_id": inp.prior.study_id if inp.prior else None})
+
+    # The wiring only: the method (M's) is stood in by one that records what it was given.
+    fake = Analysis("longitudinal", "9.9.9", Runtime.LAMBDA, "records its prior", record)
+    monkeypatch.setattr(analyses, "CATALOGUE", {**analyses.CATALOGUE, "longitudinal": fake})
+    storage = InMemoryStorage()
+    prior_id = _stored_prior(store, storage)
+    later = _study(store, "q1", status=StudyStatus.RUNNING, day=5)
+    volume_key = f"work/{later}/1/canonical.nii"
+    storage.write(volume_key, _nifti(np.zeros((4, 4, 4), np.float32), np.eye(4)))
+    volume = PreparedVolume(
+        volume_key=volume_key,
+        original_orientation=("R", "A", "S"),
+        original_shape=[4, 4, 4],
+        original_affine=np.eye(4).tolist(),
+        shape=[4, 4, 4],
+        voxel_size_mm=[1.0, 1.0, 1.0],
+        duration_ms=1.0,
+    )
+
+    def task(pin: PriorPin | None, runtime: Runtime = Runtime.LAMBDA) -> AnalysisTask:
+        request = AnalysisRequest(name="longitudinal", version="9.9.9", runtime=runtime, prior=pin)
+        return AnalysisTask(study_id=later, attempt=1, analysis=request, volume=volume)
+
+    pin = PriorPin(study_id=prior_id, attempt=1, interval_years=2.0)
+    assert run_analysis(task(pin), store, storage).measures == {"prior_study_id": prior_id}
+    assert run_analysis(task(None), store, storage).measures == {"prior_study_id": None}
+    outcomes = catalogue_runner(store, storage)([task(pin, Runtime.GPU)], lambda index, outcome: None)
+    assert not isinstance(outcomes[0], Exception), outcomes[0]
+    assert [p.study_id if p else None for p in seen] == [prior_id, None, prior_id]
+    assert seen[0].interval_years == 2.0 and seen[0].brain_mask.sum() == 6
+    # A prior reprocessed since dispatch fails the analysis, on either runtime, naming it.
+    store.set_study_fields(prior_id, {"attempt": 2})
+    with pytest.raises(PriorUnavailable, match=prior_id):
+        run_analysis(task(pin), store, storage)
+    (failed,) = catalogue_runner(store, storage)([task(pin, Runtime.GPU)], lambda index, outcome: None)
+    assert isinstance(failed, PriorUnavailable)
