@@ -22,14 +22,6 @@ from voxelpipe.ageing_rates import RatesTable
 
 DAYS_PER_YEAR: Final = 365.25
 VOLUMETRICS_HEADLINE: Final = ("gm_ml", "wm_ml", "csf_ml", "tiv_ml", "bpf")
-CHANGE_FIELDS: Final = (
-    "baseline_ml",
-    "followup_ml",
-    "paired_change_pct",
-    "paired_rate_pct_per_year",
-    "subtraction_change_pct",
-    "subtraction_rate_pct_per_year",
-)
 
 
 @dataclass(frozen=True)
@@ -91,7 +83,7 @@ def _scored(
 ) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, entry in regions.items():
-        row = {k: entry.get(k) for k in CHANGE_FIELDS if k in entry}
+        row = dict(entry)  # every field the longitudinal analysis reports of the region
         if rates is not None:
             row["rate_z"] = rates.score(name, _number(entry.get("paired_rate_pct_per_year")), age)
         out[name] = row
