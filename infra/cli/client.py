@@ -102,6 +102,10 @@ class Client:
     def list_subjects(self, **params: Any) -> dict[str, Any]:
         return dict(self._call("GET", "/subjects", params={k: v for k, v in params.items() if v is not None}))
 
+    def timeline(self, subject_ref: str, **params: Any) -> dict[str, Any]:
+        query = {k: v for k, v in params.items() if v is not None}
+        return dict(self._call("GET", f"/subjects/{subject_ref}/timeline", params=query))
+
     def list_studies(self, **params: Any) -> dict[str, Any]:
         return dict(self._call("GET", "/studies", params={k: v for k, v in params.items() if v is not None}))
 

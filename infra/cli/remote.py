@@ -112,6 +112,14 @@ def add_commands(commands: Any) -> None:
     report.add_argument("--open", action="store_true", help="open report.html in the web browser")
     connection(report)
 
+    timeline = commands.add_parser(
+        "timeline", help="a subject's studies over time: measures, changes, annual rates (docs/subjects.md)"
+    )
+    timeline.add_argument("subject_ref")
+    timeline.add_argument("--rates", help="z-scores of the rates against this registered rates table")
+    timeline.add_argument("--rates-version", type=int, help="its version (default: the newest READY)")
+    connection(timeline)
+
     admin = commands.add_parser("admin", help="operators' commands against a deployment (AWS credentials)")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)
     redrive = admin_commands.add_parser(
@@ -183,20 +191,24 @@ def add_commands(commands: Any) -> None:
 
 
 def _reference_commands(commands: Any, connection: Any) -> None:
-    """`voxelpipe atlas ...` and `voxelpipe norms ...`: registered reference data."""
+    """`voxelpipe atlas ...`, `voxelpipe norms ...` and `voxelpipe rates ...`: registered reference data."""
     atlas = commands.add_parser(
         "atlas", help="registered atlases: register, list and retire (docs/reference-data.md)"
     )
     norms = commands.add_parser(
         "norms", help="registered norms tables (deployment-wide, operator): register, list and retire"
     )
-    for kind, parser in (("atlas", atlas), ("norms", norms)):
+    rates = commands.add_parser(
+        "rates",
+        help="registered healthy-ageing rates tables (deployment-wide, operator): register, list and retire",
+    )
+    for kind, parser in (("atlas", atlas), ("norms", norms), ("rates", rates)):
         sub = parser.add_subparsers(dest="reference_command", required=True)
         register = sub.add_parser(
             "register",
             help="upload an atlas's label map and label table (admin: the tenant's own)"
             if kind == "atlas"
-            else "upload a norms table (operator; always deployment-wide)",
+            else f"upload a {kind} table (operator; always deployment-wide)",
         )
         register.add_argument("name", help="lower-case letters, digits and '-'")
         if kind == "atlas":
@@ -209,7 +221,7 @@ def _reference_commands(commands: Any, connection: Any) -> None:
                 "--deployment", action="store_true", help="publish it for every tenant (operator)"
             )
         else:
-            register.add_argument("table", type=Path, metavar="NORMS.csv")
+            register.add_argument("table", type=Path, metavar=f"{kind.upper()}.csv")
         register.add_argument("--licence", required=True, help="the licence it is used under")
         register.add_argument("--citation", required=True, help="what to cite for it")
         register.add_argument(
@@ -340,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
             return _upload(args, client)
         if args.command == "model":
             return _model(args, client)
-        if args.command in ("atlas", "norms"):
+        if args.command in ("atlas", "norms", "rates"):
             return _reference(args, client)
         if args.command == "rules":
             return run_rules(args, client)
@@ -361,6 +373,9 @@ def run(args: argparse.Namespace) -> int:
             return _report(args, client)
         elif args.command == "subjects":
             _subjects(args, client)
+        elif args.command == "timeline":
+            document = client.timeline(args.subject_ref, rates=args.rates, rates_version=args.rates_version)
+            _print(args, document, describe_timeline(document))
         elif args.command == "list":
             page = client.list_studies(status=args.status, limit=args.limit, cursor=args.cursor)
             human = "\n".join(f"{s['study_id']}  {s['status']:<16} {s['created_at']}" for s in page["items"])
@@ -396,6 +411,40 @@ def _subjects(args: argparse.Namespace, client: Any) -> None:
     if page.get("next_cursor"):
         human += f"\nmore: --cursor {page['next_cursor']}"
     _print(args, page, human or "no subjects")
+
+
+def _rate(entry: dict[str, Any]) -> str:
+    """One region's change in words: percent, annual rate, z against the rates table."""
+    text = f"{entry['paired_change_pct']:+.2f} %" if entry.get("paired_change_pct") is not None else "n/a"
+    if entry.get("paired_rate_pct_per_year") is not None:
+        text += f" ({entry['paired_rate_pct_per_year']:+.2f} %/y"
+        z = entry.get("rate_z") or {}
+        text += f", z {z['z']:+.2f})" if z.get("status") == "ok" else ")"
+    return text
+
+
+def describe_timeline(document: dict[str, Any]) -> str:
+    """`voxelpipe timeline`'s human output: one line a study, then first to last (whole brain)."""
+    lines = [f"subject {document['subject_ref']}: {len(document['studies'])} studies"]
+    for study in document["studies"]:
+        since = study.get("years_since_first")
+        when = f"{study.get('scan_date') or 'no date':<10}  " + (
+            f"+{since:.2f} y" if since is not None else ""
+        )
+        line = f"  {when:<22} {study['study_id'][:12]}  {study['status']:<10}"
+        change = study.get("change_from_prior") or {}
+        brain = (change.get("regions") or {}).get("brain")
+        if brain:
+            line += f"  brain {_rate(brain)} since {str(change.get('prior_study_id'))[:12]}"
+        lines.append(line)
+    span = document.get("first_to_last")
+    if span and "brain" in span["regions"]:
+        years = f", {span['interval_years']:.2f} y" if span.get("interval_years") is not None else ""
+        lines.append(f"first to last ({span['pairs']} pairs{years}): brain {_rate(span['regions']['brain'])}")
+    rates = document.get("rates_reference")
+    if rates:
+        lines.append(f"rates: {rates.get('name')} version {rates.get('version')} ({rates.get('citation')})")
+    return "\n".join(lines)
 
 
 def _report(args: argparse.Namespace, client: Any) -> int:
@@ -559,10 +608,10 @@ def _model(args: argparse.Namespace, client: Any) -> int:
 
 
 def _reference(args: argparse.Namespace, client: Any) -> int:
-    """`voxelpipe atlas|norms register|list|retire`."""
+    """`voxelpipe atlas|norms|rates register|list|retire`."""
     kind = args.command
-    # Norms tables are deployment-wide only; an atlas is the tenant's unless --deployment.
-    scope = "deployment" if kind == "norms" or getattr(args, "deployment", False) else "tenant"
+    # Norms and rates tables are deployment-wide only; an atlas is the tenant's unless --deployment.
+    scope = "deployment" if kind in ("norms", "rates") or getattr(args, "deployment", False) else "tenant"
 
     def line(r: dict[str, Any]) -> str:
         commercial = "commercial use" if r["commercial_use"] else "non-commercial"

@@ -95,6 +95,7 @@ def test_what_each_kind_must_declare():
         and KINDS[ReferenceKind.ATLAS].tenant_owned
     )
     assert set(KINDS[ReferenceKind.NORMS].files) == {"table"} and not KINDS[ReferenceKind.NORMS].tenant_owned
+    assert set(KINDS[ReferenceKind.RATES].files) == {"table"} and not KINDS[ReferenceKind.RATES].tenant_owned
     check_metadata(ReferenceKind.ATLAS, METADATA)
     with pytest.raises(ReferenceInvalid, match="must declare its space"):
         check_metadata(ReferenceKind.ATLAS, METADATA.model_copy(update={"space": None}))
@@ -102,8 +103,12 @@ def test_what_each_kind_must_declare():
         check_metadata(ReferenceKind.NORMS, METADATA)
     with pytest.raises(ValueError, match="licence"):
         ReferenceMetadata.model_validate({"citation": "c", "commercial_use": False})
-    # The catalogue's reference parameters are of kinds the registry knows.
-    assert {ATLAS_REFERENCE.kind, NORMS_REFERENCE.kind} == {kind.value for kind in ReferenceKind}
+    with pytest.raises(ReferenceInvalid, match="has no space"):
+        check_metadata(ReferenceKind.RATES, METADATA)
+    # The catalogue's reference parameters are of kinds the registry knows; rates tables are read
+    # by the timeline, not by an analysis.
+    analyses_kinds = {ATLAS_REFERENCE.kind, NORMS_REFERENCE.kind}
+    assert analyses_kinds | {ReferenceKind.RATES.value} == {kind.value for kind in ReferenceKind}
 
 
 def _regional() -> Analysis:

@@ -45,6 +45,17 @@ class ReferencePin(_Message):
     problem: str | None = None
 
 
+class PriorPin(_Message):
+    """The subject's earlier study a `longitudinal` analysis compares this one with, fixed at
+    dispatch (voxelpipe.pipeline.prior_pin): which study and which of its attempts (RunAnalysis
+    refuses it when that is no longer what the study holds), and the years between the two scans
+    from their shifted scan dates (365.25-day years; None when either has no date)."""
+
+    study_id: str
+    attempt: int = Field(ge=1)
+    interval_years: float | None = None
+
+
 class AnalysisRequest(_Message):
     name: str
     version: str
@@ -58,6 +69,8 @@ class AnalysisRequest(_Message):
     uses: list[str] = Field(default_factory=list)
     # The reference data its parameters name, by parameter ("atlas", "norms"), versions fixed.
     references: dict[str, ReferencePin] = Field(default_factory=dict)
+    # `longitudinal`: the subject's earlier study it compares with; None when there is none.
+    prior: PriorPin | None = None
 
 
 class ExecutionInput(_Message):

@@ -276,7 +276,7 @@ class ReferenceRecord(Model):
 
     owner = UnicodeAttribute(hash_key=True)
     kind_name_version = UnicodeAttribute(range_key=True)
-    kind = UnicodeAttribute()  # "atlas" | "norms"
+    kind = UnicodeAttribute()  # "atlas" | "norms" | "rates"
     name = UnicodeAttribute()
     version = NumberAttribute()
     status = UnicodeAttribute()  # "PENDING" | "READY" | "RETIRED"

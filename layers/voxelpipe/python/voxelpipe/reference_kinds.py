@@ -11,6 +11,9 @@ version becomes READY, and turns stored files into what an analysis gets
 * `norms`: a norms table (voxelpipe.analyses.norms.parse_norms_table). Loaded as a
   voxelpipe.analyses.norms.NormsTable.
   Deployment-wide only (operators): a tenant brings its own per study (normative's reference_table).
+* `rates`: a healthy-ageing rates table (voxelpipe.ageing_rates.parse_rates_table), for the
+  z-scores of a subject's annual change on its timeline. Loaded as a
+  voxelpipe.ageing_rates.RatesTable. Deployment-wide only (operators), as norms tables are.
 
 Every kind declares its licence, its citation and whether its licence allows commercial use;
 results name them with the version used.
@@ -25,6 +28,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voxelpipe.ageing_rates import RatesError, RatesTable, parse_rates_table
 from voxelpipe.analyses.norms import MAX_TABLE_BYTES, NormsError, NormsTable, parse_norms_table
 from voxelpipe.atlases.atlas import (
     MAX_LABEL,
@@ -55,6 +59,7 @@ _MAX_LISTED = 20  # values named in an error, at most
 class ReferenceKind(StrEnum):
     ATLAS = "atlas"
     NORMS = "norms"
+    RATES = "rates"
 
 
 class ReferenceInvalid(ValueError):
@@ -94,6 +99,12 @@ KINDS: Final[Mapping[ReferenceKind, KindSpec]] = {
     ReferenceKind.NORMS: KindSpec(
         ReferenceKind.NORMS,
         files={"table": FileSpec("norms.csv", MAX_TABLE_BYTES, "the norms table (voxelpipe.analyses.norms)")},
+        tenant_owned=False,
+        needs_space=False,
+    ),
+    ReferenceKind.RATES: KindSpec(
+        ReferenceKind.RATES,
+        files={"table": FileSpec("rates.csv", MAX_TABLE_BYTES, "the rates table (voxelpipe.ageing_rates)")},
         tenant_owned=False,
         needs_space=False,
     ),
@@ -198,6 +209,12 @@ def verify_files(kind: ReferenceKind, files: Mapping[str, bytes]) -> dict[str, A
         except AtlasError as error:
             raise ReferenceInvalid(f"labels: {error}") from None
         return check_label_map(files["label_map"], labels)
+    if kind == ReferenceKind.RATES:
+        try:
+            rates = parse_rates_table(_text(files["table"], "table"))
+        except RatesError as error:
+            raise ReferenceInvalid(f"table: {error}") from None
+        return {"rows": len(rates.rows), "measures": list(rates.measures), "sources": list(rates.sources)}
     try:
         table = parse_norms_table(_text(files["table"], "table"))
     except NormsError as error:
@@ -213,9 +230,9 @@ def materialise(
     version: int,
     metadata: ReferenceMetadata,
     provenance: Mapping[str, Any],
-) -> Atlas | NormsTable:
-    """What an analysis gets of a verified version: an Atlas, or a NormsTable carrying
-    `provenance` (name, version, scope, licence, citation, ...)."""
+) -> Atlas | NormsTable | RatesTable:
+    """What an analysis gets of a verified version: an Atlas, or a NormsTable (a RatesTable)
+    carrying `provenance` (name, version, scope, licence, citation, ...)."""
     if kind == ReferenceKind.ATLAS:
         assert metadata.space is not None, "an atlas declares its space (check_metadata)"
         return atlas_from_files(
@@ -228,5 +245,8 @@ def materialise(
             citation=metadata.citation,
             commercial_use=metadata.commercial_use,
         )
+    if kind == ReferenceKind.RATES:
+        rates = parse_rates_table(_text(files["table"], "table"))
+        return RatesTable(rows=rates.rows, provenance=dict(provenance))
     table = parse_norms_table(_text(files["table"], "table"))
     return NormsTable(rows=table.rows, provenance=dict(provenance))

@@ -66,7 +66,7 @@ def create_app() -> FastAPI:
         rules.router,
         destinations.router,
         studies.router,
-        subjects.router,
+        subjects.router,  # subjects, their studies and timelines (docs/subjects.md)
         deliveries.router,
     ):
         app.include_router(router)

@@ -69,6 +69,11 @@ class StudyViewerData(BaseModel):
 class SubjectViewerData(BaseModel):
     subject_ref: str
     studies: list[StudyViewerData] = Field(description="newest first")
+    timeline: dict[str, Any] | None = Field(
+        default=None,
+        description="the subject's timeline (GET /subjects/{ref}/timeline's document, without rate "
+        "z-scores): the page's chart",
+    )
     grant_expires_at: datetime
     live_url: str | None
 

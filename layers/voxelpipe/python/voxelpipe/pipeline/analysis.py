@@ -14,6 +14,7 @@ from voxelpipe.function_specs import analysis_step
 from voxelpipe.inference.spec import model_name
 from voxelpipe.messages import AnalysisResult, AnalysisTask
 from voxelpipe.nifti import load_nifti
+from voxelpipe.pipeline.prior_load import load_prior
 from voxelpipe.ports import ObjectStorage, StudyStore
 from voxelpipe.references import load_references
 from voxelpipe.study_data import writing_for
@@ -42,6 +43,13 @@ def run_analysis(task: AnalysisTask, store: StudyStore, storage: ObjectStorage) 
         # The reference data dispatch fixed, read before anything runs: a version retired since
         # (or never READY) fails the analysis with ReferenceUnavailable, saying which.
         references = load_references(request.references, storage)
+        # longitudinal: the subject's earlier study dispatch pinned (PriorUnavailable when it has
+        # been deleted or reprocessed since).
+        prior = None
+        if request.prior is not None:
+            study = store.get_study(task.study_id)
+            tenant = study.tenant if study is not None else ""
+            prior = load_prior(request.prior, tenant, store, storage)
         image = load_nifti(storage.read(task.volume.volume_key))
         # One analysis per Lambda invocation or GPU worker task at a time: it gets the process's CPUs.
         apply_thread_budget(thread_budget().threads)
@@ -58,6 +66,7 @@ def run_analysis(task: AnalysisTask, store: StudyStore, storage: ObjectStorage) 
                     name: stored_output(task, name, storage) for name in (*analysis.requires, *request.uses)
                 },
                 references=references,
+                prior=prior,
             )
         )
         result = store_output(task, analysis.name, analysis.version, parameters, output, storage, started)

@@ -13,6 +13,7 @@ from voxelpipe.gpu_settings import GpuSettings
 from voxelpipe.inference.registry import model_analyses
 from voxelpipe.messages import AnalysisRequest, ExecutionInput, WorkItem
 from voxelpipe.observability import logger
+from voxelpipe.pipeline.prior_pin import LONGITUDINAL, PRIOR_NEEDS, pin_prior, prior_study
 from voxelpipe.ports import Executions, StudyStore
 from voxelpipe.references import pin_references
 from voxelpipe.status import StudyStatus
@@ -35,7 +36,16 @@ def dispatch(item: WorkItem, store: StudyStore, executions: Executions) -> str:
         return f"skipped: study is {state}"
     # A model analysis runs the newest READY version, at the time of dispatch, of the study's
     # tenant's model (else the deployment-wide one); the worker loads exactly that owner's.
-    analyses = resolve(item.analyses, models=model_analyses(item.analyses, study.tenant))
+    names = list(item.analyses)
+    analyses = resolve(names, models=model_analyses(names, study.tenant))
+    # A study of a subject that runs tissue-seg is compared with the subject's newest earlier
+    # COMPLETED study that ran it: `longitudinal` is added, and that study pinned (docs/pipeline.md).
+    prior = prior_study(study, store) if any(a.name == PRIOR_NEEDS for a in analyses) else None
+    added = prior is not None and LONGITUDINAL not in {a.name for a in analyses}
+    if added:
+        names.append(LONGITUDINAL)
+        analyses = resolve(names, models=model_analyses(names, study.tenant))
+    prior_pin = pin_prior(prior, study) if prior is not None else None
     on_gpu = GpuSettings.from_env(os.environ).gpu_analyses
     present = {analysis.name for analysis in analyses}
     parameters = study.parameters or {}
@@ -50,6 +60,8 @@ def dispatch(item: WorkItem, store: StudyStore, executions: Executions) -> str:
             model_owner=analysis.owner,
             uses=[name for name in inputs_of(analysis, present) if name not in analysis.requires],
             references=pin_references(analysis, parameters.get(analysis.name, {}), study.tenant),
+            # Asked for without an earlier study: it runs without one, and says so.
+            prior=prior_pin if analysis.name == LONGITUDINAL else None,
         )
         for analysis in analyses
     }
@@ -76,6 +88,16 @@ def dispatch(item: WorkItem, store: StudyStore, executions: Executions) -> str:
         detail={"priority": item.priority.value},
         once_at=started,
     )
+    if first and added and prior_pin is not None:
+        tracking.audit(
+            store,
+            item.study_id,
+            "longitudinal_added",
+            actor=ACTOR,
+            source=execution_name(item.study_id, item.attempt),
+            detail=prior_pin.model_dump(),
+            once_at=started,
+        )
     return "started" if first else "duplicate: execution running"
 
 

@@ -9,8 +9,10 @@ from voxelpipe import tracking
 from voxelpipe.cost import PriceTable, StepUse, study_cost
 from voxelpipe.keys import results_key
 from voxelpipe.messages import FinalizeInput
+from voxelpipe.observability import logger
 from voxelpipe.pipeline.dicom_outputs import write_dicom_outputs
 from voxelpipe.pipeline.report import report_reads, write_report
+from voxelpipe.pipeline.subject_timeline import report_timeline
 from voxelpipe.ports import ObjectStorage, PdfRenderer, StudyStore
 from voxelpipe.records import StudyRecord, TaskRecord
 from voxelpipe.results import build_results
@@ -40,7 +42,9 @@ def finalize(
         # The report is drawn from the document as it stands (cost counted up to here), and what
         # became of it is added after: the report never fails the study (pipeline/report.py).
         subject = study.subject if study is not None else None
-        report = write_report(state, document, subject, storage, renderer)
+        summary = {name: result["measures"] for name, result in document["analyses"].items()}
+        timeline = _timeline(study, summary, store, state.study_id)
+        report = write_report(state, document, subject, storage, renderer, timeline)
         document["report"] = report
         # DICOM-origin studies: SEG, SR and the report as DICOM (never failing the study either).
         dicom_outputs = write_dicom_outputs(state, study, document, storage)
@@ -48,7 +52,6 @@ def finalize(
             document["dicom_outputs"] = dicom_outputs
         key = results_key(state.study_id)
         storage.write(key, json.dumps(document, indent=2).encode(), content_type="application/json")
-        summary = {name: result["measures"] for name, result in document["analyses"].items()}
         # The task ends before the study does: whoever sees COMPLETED (a poller, a webhook) sees
         # every task of the attempt ended.
         tracking.finish_task(store, task, detail={"results_key": key})
@@ -60,6 +63,20 @@ def finalize(
             changes={"results_key": key, "summary": summary, "cost": cost, "report": report},
         )
     return {"results_key": key}
+
+
+def _timeline(
+    study: StudyRecord | None, summary: dict[str, Any], store: StudyStore, study_id: str
+) -> dict[str, Any] | None:
+    """The subject's timeline for the report; a timeline that cannot be read leaves it out (the
+    report, like the study, never fails for it)."""
+    if study is None:
+        return None
+    try:
+        return report_timeline(study, summary, store)
+    except Exception as error:
+        logger.warning("report without timeline", extra={"study_id": study_id, "error": str(error)})
+        return None
 
 
 def attempt_cost(

@@ -55,6 +55,7 @@ def write_report(
     subject: Mapping[str, Any] | None,
     storage: ObjectStorage,
     renderer: PdfRenderer,
+    timeline: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the study's report.html and report.pdf; what became of each (`html`, `pdf`: status
     "available" with its `key`, or "unavailable" with the `error`) and how long it took."""
@@ -66,7 +67,7 @@ def write_report(
         except Exception as error:  # no images is still a report
             logger.warning("report without images", extra={"study_id": state.study_id, "error": str(error)})
             arrays = None
-        page = build_report(document, subject, arrays)
+        page = build_report(document, subject, arrays, timeline)
         storage.write(report_html_key(state.study_id), page.encode(), content_type="text/html; charset=utf-8")
         report["html"] = {"status": "available", "key": report_html_key(state.study_id)}
     except Exception as error:  # the study's measures stand without a report

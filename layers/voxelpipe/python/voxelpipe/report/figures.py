@@ -212,3 +212,37 @@ def z_figure(scores: Sequence[ScoredMeasure]) -> bytes:
     ax.set_xlim(-limit, limit)
     ax.tick_params(labelsize=7)
     return _png(figure)
+
+
+@dataclass(frozen=True)
+class TimelineSeries:
+    """One line of the timeline chart: the cumulative change since the first study (%) at each
+    study's years since the first; `dashed` for the difference of cross-sectional volumes."""
+
+    label: str
+    years: Sequence[float]
+    change_pct: Sequence[float]
+    colour: str
+    dashed: bool = False
+
+
+def timeline_figure(series: Sequence[TimelineSeries], x_label: str) -> bytes:
+    """The subject's change over time: each series' cumulative change since the first study."""
+    figure = _new_figure(8.0, 2.8)
+    ax = figure.subplots()
+    ax.axhline(0, color="#888888", linewidth=0.8)
+    for line in series:
+        ax.plot(
+            line.years,
+            line.change_pct,
+            color=line.colour,
+            linestyle="--" if line.dashed else "-",
+            marker="o",
+            markersize=3.5,
+            label=line.label,
+        )
+    ax.set_xlabel(x_label, fontsize=7)
+    ax.set_ylabel("change since the first study (%)", fontsize=7)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, frameon=False)
+    return _png(figure)

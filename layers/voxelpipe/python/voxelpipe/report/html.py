@@ -478,11 +478,135 @@ footer { margin-top: 6mm; font-size: 8pt; color: #666; }
 """
 
 
+def _tl(path: Sequence[str | int], value: Any, unit: str = "", digits: int = 2) -> str:
+    """A number of the subject's timeline (GET /subjects/{ref}/timeline's document), rounded for
+    reading, with the exact value and where it comes from in `data-timeline` / `data-value`."""
+    if not _is_number(value):
+        return '<span class="na">-</span>'
+    unit_html = f' <span class="unit">{_e(unit)}</span>' if unit else ""
+    hook = _e(".".join(str(p) for p in path))
+    exact = _e(_number_text(value))
+    return (
+        f'<span class="num" data-timeline="{hook}" data-value="{exact}">{value:.{digits}f}</span>{unit_html}'
+    )
+
+
+# The timeline chart's lines: (region, label, colour); the whole brain's subtraction beside it.
+TIMELINE_LINES: tuple[tuple[str, str, str], ...] = (
+    ("brain", "whole brain (paired)", "#1f4e9c"),
+    ("hippocampus_left", "left hippocampus (paired)", "#c0392b"),
+    ("hippocampus_right", "right hippocampus (paired)", "#e67e22"),
+)
+
+
+def _timeline_chart(timeline: Mapping[str, Any]) -> str:
+    span = timeline.get("first_to_last") or {}
+    path = span.get("path") or []
+    if len(path) < 2:
+        return ""
+    since = {s["study_id"]: s.get("years_since_first") for s in timeline.get("studies") or []}
+    dated = all(_is_number(since.get(step["study_id"])) for step in path)
+    years = [float(since[step["study_id"]]) if dated else float(i) for i, step in enumerate(path)]
+    series = []
+    for region, label, colour in TIMELINE_LINES:
+        values = [(step.get("regions") or {}).get(region, {}).get("paired_change_pct") for step in path]
+        if all(_is_number(v) for v in values):
+            series.append(figures.TimelineSeries(label, years, values, colour))
+    subtraction = [
+        (step.get("regions") or {}).get("brain", {}).get("subtraction_change_pct") for step in path
+    ]
+    if all(_is_number(v) for v in subtraction):
+        series.append(
+            figures.TimelineSeries(
+                "whole brain (volume subtraction)", years, subtraction, "#1f4e9c", dashed=True
+            )
+        )
+    if not series:
+        return ""
+    x_label = "years since the first study" if dated else "study (no scan dates: in order)"
+    return (
+        '<div class="figure">' + _image(figures.timeline_figure(series, x_label), "timeline chart") + "</div>"
+    )
+
+
+def _timeline(timeline: Mapping[str, Any] | None) -> str:
+    """The subject's studies over time, when it has more than this one: a chart of the change since
+    the first study and a table of each study's change since the one before."""
+    studies = list((timeline or {}).get("studies") or [])
+    if timeline is None or len(studies) < 2:
+        return ""
+    out = f"<h2>Over time (subject {_e(timeline.get('subject_ref', ''))})</h2>"
+    out += _timeline_chart(timeline)
+    rows = []
+    for index, study in enumerate(studies):
+        change = study.get("change_from_prior") or {}
+        brain = (change.get("regions") or {}).get("brain") or {}
+        base = ("studies", index, "change_from_prior", "regions", "brain")
+        z = (brain.get("rate_z") or {}).get("z")
+        rows.append(
+            [
+                f"<code>{_e(str(study.get('study_id', ''))[:12])}</code>",
+                _e(study.get("scan_date") or "not given"),
+                _tl(("studies", index, "years_since_first"), study.get("years_since_first")),
+                f"<code>{_e(str(change.get('prior_study_id'))[:12])}</code>"
+                if change.get("prior_study_id")
+                else "",
+                _tl((*base, "paired_change_pct"), brain.get("paired_change_pct"), "%"),
+                _tl((*base, "paired_rate_pct_per_year"), brain.get("paired_rate_pct_per_year"), "%/year"),
+                _tl((*base, "subtraction_change_pct"), brain.get("subtraction_change_pct"), "%"),
+                _tl((*base, "rate_z", "z"), z),
+            ]
+        )
+    out += _table(
+        (
+            "Study",
+            "Scan date (shifted)",
+            "Years since first",
+            "Compared with",
+            "Whole brain, paired",
+            "Annual rate",
+            "By volume subtraction",
+            "Rate z",
+        ),
+        rows,
+    )
+    span = timeline.get("first_to_last")
+    if isinstance(span, Mapping):
+        brain = (span.get("regions") or {}).get("brain") or {}
+        span_base: tuple[str, ...] = ("first_to_last", "regions", "brain")
+        out += (
+            f"<p>First to last ({_e(span.get('pairs'))} consecutive pairs"
+            + (
+                f", {_tl(('first_to_last', 'interval_years'), span.get('interval_years'), 'years')}"
+                if _is_number(span.get("interval_years"))
+                else ""
+            )
+            + "): whole brain "
+            + _tl((*span_base, "paired_change_pct"), brain.get("paired_change_pct"), "%")
+            + ", "
+            + _tl((*span_base, "paired_rate_pct_per_year"), brain.get("paired_rate_pct_per_year"), "%/year")
+            + ".</p>"
+        )
+    out += (
+        '<p class="caption">Paired change: the longitudinal analysis\'s registration-based measure between '
+        "each study and the one before; first to last chains those ratios (V<sub>n</sub>/V<sub>1</sub> = "
+        "Π V<sub>i</sub>/V<sub>i-1</sub>). The dashed line subtracts the two studies' cross-sectional "
+        "volumes, shown for comparison: its noise exceeds a year's atrophy. Dates are shifted by the "
+        "subject's secret offset, so intervals are exact but no date is real.</p>"
+    )
+    return out
+
+
 def build_report(
-    document: Mapping[str, Any], subject: Mapping[str, Any] | None, arrays: ReportArrays | None
+    document: Mapping[str, Any],
+    subject: Mapping[str, Any] | None,
+    arrays: ReportArrays | None,
+    timeline: Mapping[str, Any] | None = None,
 ) -> str:
     """The report of a completed study: its results document, the subject the study declared
-    (subject_ref, age, sex; nothing else is read of it) and its arrays (None: no images)."""
+    (subject_ref, age, sex; nothing else is read of it), its arrays (None: no images) and the
+    subject's timeline (voxelpipe.timeline's document, this study included; None or one study:
+    no timeline section)."""
     measures: dict[str, Mapping[str, Any]] = {
         name: entry["measures"]
         for name, entry in (document.get("analyses") or {}).items()
@@ -518,6 +642,7 @@ def build_report(
                 ],
             )
         )
+    sections.append(_timeline(timeline))
     sections.append(_flags(study_flags(document)))
     sections.append(_overlays(arrays, document))
     sections.append(_provenance(document))

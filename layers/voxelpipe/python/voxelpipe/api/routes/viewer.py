@@ -32,6 +32,7 @@ from voxelpipe.api.viewer_data import (
     viewer_grant,
 )
 from voxelpipe.live import live_url
+from voxelpipe.pipeline.subject_timeline import subject_timeline
 from voxelpipe.viewer.assets import NIIVUE_DIR, NIIVUE_URL_PATH, NIIVUE_VERSION, STATIC_DIR, niivue_missing
 from voxelpipe.viewer_grants import ViewerGrant, grant_key, issue_grant
 
@@ -129,6 +130,7 @@ def viewer_subject(subject_ref: SubjectRef, grant: Grant, store: Store, bucket: 
     return SubjectViewerData(
         subject_ref=subject_ref,
         studies=studies,
+        timeline=subject_timeline(store, grant.tenant, subject_ref),
         grant_expires_at=datetime.fromtimestamp(grant.expires_at, UTC),
         live_url=live_url(),
     )

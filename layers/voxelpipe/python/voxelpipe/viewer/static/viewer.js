@@ -258,12 +258,14 @@ async function refresh() {
   const data = await fetchData();
   if (mode === "study") return show(data);
   state.studies = data.studies;
+  showTimeline(data.timeline);
   const current = state.study && data.studies.find((s) => s.study.study_id === state.study.study.study_id);
   return show(current || data.studies[0]);
 }
 
 function showSubject(data) {
   state.studies = data.studies;
+  showTimeline(data.timeline);
   const nav = $("studies");
   nav.hidden = false;
   nav.replaceChildren(...data.studies.map((entry) => {
@@ -281,6 +283,110 @@ function showSubject(data) {
   }
   nav.querySelector(`[data-study="${first.study.study_id}"]`).setAttribute("aria-current", "true");
   return first;
+}
+
+// -- the subject's timeline (docs/viewer.md): plain SVG, no chart library ------------------------
+const SVG = "http://www.w3.org/2000/svg";
+// The lines drawn: the cumulative change since the first study, paired (solid) and, for the whole
+// brain, by volume subtraction (dashed), as the report draws them.
+const TIMELINE_LINES = [
+  { region: "brain", field: "paired_change_pct", label: "whole brain (paired)", colour: "#6b9bff" },
+  { region: "hippocampus_left", field: "paired_change_pct", label: "left hippocampus (paired)", colour: "#ff6b6b" },
+  { region: "hippocampus_right", field: "paired_change_pct", label: "right hippocampus (paired)", colour: "#ffb36b" },
+  { region: "brain", field: "subtraction_change_pct", label: "whole brain (volume subtraction)", colour: "#6b9bff", dashed: true },
+];
+
+function svg(tag, attributes = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  return node;
+}
+
+function timelineSeries(timeline) {
+  const path = (timeline.first_to_last && timeline.first_to_last.path) || [];
+  const since = new Map(timeline.studies.map((s) => [s.study_id, s.years_since_first]));
+  const dated = path.every((step) => typeof since.get(step.study_id) === "number");
+  const x = path.map((step, i) => (dated ? since.get(step.study_id) : i));
+  const series = [];
+  for (const line of TIMELINE_LINES) {
+    const values = path.map((step) => ((step.regions || {})[line.region] || {})[line.field]);
+    if (path.length >= 2 && values.every((v) => typeof v === "number")) {
+      series.push({ ...line, points: path.map((step, i) => ({ study: step.study_id, x: x[i], y: values[i] })) });
+    }
+  }
+  return { series, dated };
+}
+
+function renderTimelineChart(timeline) {
+  const { series, dated } = timelineSeries(timeline);
+  if (!series.length) return element("p", { class: "muted", text: "No change measured yet: the subject needs two studies compared by the longitudinal analysis." });
+  const width = 640, height = 220, left = 52, right = 12, top = 12, bottom = 34;
+  const xs = series.flatMap((s) => s.points.map((p) => p.x));
+  const ys = [0, ...series.flatMap((s) => s.points.map((p) => p.y))];
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs) || 1];
+  const pad = Math.max(0.5, (Math.max(...ys) - Math.min(...ys)) * 0.1);
+  const [y0, y1] = [Math.min(...ys) - pad, Math.max(...ys) + pad];
+  const px = (x) => left + ((x - x0) / (x1 - x0 || 1)) * (width - left - right);
+  const py = (y) => top + ((y1 - y) / (y1 - y0)) * (height - top - bottom);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "change since the first study (%)", "data-timeline-chart": "true" });
+  chart.append(svg("line", { class: "axis", x1: left, x2: width - right, y1: py(0), y2: py(0) }));
+  chart.append(svg("line", { class: "axis", x1: left, x2: left, y1: top, y2: height - bottom }));
+  for (const y of [y0, 0, y1]) {
+    const label = svg("text", { x: left - 6, y: py(y) + 4, "text-anchor": "end" });
+    label.textContent = `${y.toFixed(1)} %`;
+    chart.append(label);
+  }
+  const caption = svg("text", { x: (left + width - right) / 2, y: height - 6, "text-anchor": "middle" });
+  caption.textContent = dated ? "years since the first study" : "study (no scan dates: in order)";
+  chart.append(caption);
+  series.forEach((line, index) => {
+    const polyline = svg("polyline", {
+      points: line.points.map((p) => `${px(p.x).toFixed(1)},${py(p.y).toFixed(1)}`).join(" "),
+      fill: "none", stroke: line.colour, "stroke-width": 2, "data-region": line.region, "data-field": line.field,
+    });
+    if (line.dashed) polyline.setAttribute("stroke-dasharray", "6 4");
+    const title = svg("title");
+    title.textContent = line.label;
+    polyline.append(title);
+    chart.append(polyline);
+    for (const p of line.points) {
+      chart.append(svg("circle", { cx: px(p.x).toFixed(1), cy: py(p.y).toFixed(1), r: 3.5, fill: line.colour, "data-region": line.region, "data-field": line.field, "data-study": p.study, "data-years": p.x, "data-change": p.y }));
+    }
+    const key = svg("text", { x: left + 8, y: top + 14 + index * 14, fill: line.colour });
+    key.textContent = line.label;
+    chart.append(key);
+  });
+  return chart;
+}
+
+function renderTimelineTable(timeline) {
+  const cell = (value, unit = "") => element("td", { class: "value", text: typeof value === "number" ? `${formatNumber(value)}${unit}` : "–" });
+  const rows = timeline.studies.map((study) => {
+    const change = study.change_from_prior || {};
+    const brain = (change.regions || {}).brain || {};
+    const z = (brain.rate_z || {}).z;
+    return element(
+      "tr", { "data-study": study.study_id },
+      element("td", { text: study.scan_date || study.created_at.slice(0, 10) }),
+      cell(study.years_since_first),
+      cell(brain.paired_change_pct, " %"),
+      cell(brain.paired_rate_pct_per_year, " %/y"),
+      cell(z),
+    );
+  });
+  const head = element("tr", {}, ...["Scan date", "Years", "Brain change", "Annual rate", "Rate z"].map((t) => element("th", { text: t })));
+  return element("table", {}, element("thead", {}, head), element("tbody", {}, ...rows));
+}
+
+function showTimeline(timeline) {
+  const section = $("timeline");
+  if (!timeline || timeline.studies.length < 2) {
+    section.hidden = true;
+    return;
+  }
+  section.hidden = false;
+  $("timeline-chart").replaceChildren(renderTimelineChart(timeline));
+  $("timeline-table").replaceChildren(renderTimelineTable(timeline));
 }
 
 // -- live progress (docs/viewer.md: the WebSocket protocol) ------------------------------------
