@@ -14,6 +14,7 @@ from voxelpipe.api.routes import (
     deliveries,
     destinations,
     dicomweb,
+    measures,
     models,
     references,
     rules,
@@ -66,6 +67,7 @@ def create_app() -> FastAPI:
         destinations.router,
         studies.router,
         deliveries.router,
+        measures.router,  # cohort exports; API Gateway sends them to the export function
     ):
         app.include_router(router)
     app.include_router(viewer_routes.router)  # viewer links, the viewer's data and pages
