@@ -144,3 +144,36 @@ def test_the_cli_uploads_a_dicom_folder_and_reports_each_series_decision(server:
     view = Client(server, env["VOXELPIPE_TOKEN"]).study(report["study_id"])
     assert "DOE" not in json.dumps(view) and "IM0000" not in json.dumps(view)
     assert {f["name"] for f in view["files"]} == {f"{i:05d}.dcm" for i in range(len(exam.instances))}
+
+
+def test_voxelpipe_export_writes_the_tenants_measures(server: str, tmp_path: Path):
+    """GET /measures served as the export function (its role holds it), streamed, by the CLI."""
+    from tests.fixtures.bad_nifti import make_good_nifti
+
+    client = _client(server, tenant="lab-export")
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(make_good_nifti()[1])
+    created = client.create_study([scan], analyses=["qc"], subject_ref="sub-9", age=60, sex="F")
+    client.upload(created["uploads"][0], scan)
+    assert client.wait(created["study_id"], timeout_s=120)["status"] == "COMPLETED"
+    env = {
+        **os.environ,
+        "VOXELPIPE_API_URL": server,
+        "VOXELPIPE_TOKEN": mint_dev_token("lab-export", Role.VIEWER),
+    }
+    output = tmp_path / "cohort.parquet"
+    run = subprocess.run(
+        [str(VOXELPIPE), "export", "--format", "parquet", "--output", str(output), "--subject", "sub-9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(output).to_pylist()
+    assert run.stdout.startswith(f"{len(table)} rows (") and len(table) > 20
+    assert {(row["study_id"], row["subject_ref"], row["analysis"]) for row in table} == {
+        (created["study_id"], "sub-9", "qc")
+    }

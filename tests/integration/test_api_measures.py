@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import boto3
+import httpx
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from infra.cli.client import ApiError, Client
+from infra.cli.export import rows_in, run_export
+from infra.cli.main import _parser
 from infra.local.cloud import LocalCloud
 from infra.local.serve import acting_as
 from infra.local.studies import wait_for_terminal
@@ -188,3 +193,40 @@ def test_a_completed_study_exports_with_its_analysis_version(
     assert set(table["analysis_version"]) == {QC.version} and set(table["subject_ref"]) == {"sub-1"}
     assert table["completed_at"].notna().all() and len(table) > 20
     assert table.set_index("measure").loc["foreground.volume_ml", "unit"] == "mL"
+
+
+def test_voxelpipe_export_follows_the_303_without_its_token_and_counts_the_rows(
+    export: TestClient, cohort_cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys
+):
+    """The CLI against the route as the export function answers (here, everything through S3)."""
+    monkeypatch.setenv(EnvVar.EXPORT_INLINE_MAX_BYTES, "1000")
+    downloaded: list[str] = []
+
+    def s3(request: httpx.Request) -> httpx.Response:
+        # The presigned GET: fetched from moto's bucket, and never with the user's token.
+        assert "authorization" not in request.headers
+        downloaded.append(request.url.path)
+        key = request.url.path.lstrip("/").removeprefix(f"{cohort_cloud.bucket}/")
+        body = boto3.client("s3").get_object(Bucket=cohort_cloud.bucket, Key=key)["Body"].read()
+        return httpx.Response(200, content=body)
+
+    client = Client("http://testserver", mint_dev_token("lab-b", Role.VIEWER))
+    client.http = export
+    export.headers["authorization"] = f"Bearer {client.token}"
+    client.downloads = httpx.Client(transport=httpx.MockTransport(s3))
+    for table_format in ("csv", "parquet"):
+        output = tmp_path / f"cohort.{table_format}"
+        args = _parser().parse_args(
+            [
+                *("export", "--format", table_format, "--output", str(output)),
+                *("--analysis", "volumetrics", "--analysis", "normative", "--subject", "sub-0003"),
+            ]
+        )
+        assert run_export(args, client) == 0
+        rows = 2 * (ROWS["volumetrics"] + ROWS["normative"])
+        assert capsys.readouterr().out.startswith(f"{rows} rows (")
+        assert rows_in(output, table_format) == rows
+    assert len(downloaded) == 2 and all("/exports/lab-b/" in path for path in downloaded)
+    bad = _parser().parse_args(["export", "--output", str(tmp_path / "x.csv"), "--status", "DONE"])
+    with pytest.raises(ApiError, match="422 validation_failed"):
+        run_export(bad, client)
