@@ -11,37 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
-from voxelpipe.measure_rows import measure_rows
+from voxelpipe.measure_rows import COLUMNS, MeasureRow, measure_rows
 from voxelpipe.ports import StudyStore
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
 
+__all__ = ["COLUMNS", "PAGE_STUDIES", "MeasureFilter", "MeasureRow", "measure_pages", "study_rows"]
+
 # Studies read from the index per page (DynamoDB's Limit: before the status filter, so a page may
 # hold fewer); the rows of one page are one Parquet row group.
 PAGE_STUDIES = 100
-
-
-class MeasureRow(NamedTuple):
-    """One measure of one analysis of one study, with what a cohort is grouped by."""
-
-    study_id: str
-    subject_ref: str | None
-    scan_date: str | None  # ISO date, shifted (docs/subjects.md); None when unknown
-    age: float | None
-    sex: str | None
-    status: str
-    attempt: int
-    completed_at: str | None  # ISO 8601, UTC; None unless COMPLETED
-    analysis: str
-    analysis_version: str | None  # None for studies finalized before versions were kept
-    measure: str
-    value: float
-    unit: str
-
-
-COLUMNS: tuple[str, ...] = MeasureRow._fields
 
 
 @dataclass(frozen=True)
@@ -93,37 +74,36 @@ def study_rows(study: StudyRecord, analyses: frozenset[str] = frozenset()) -> It
     """The rows of one study: each analysis of its summary (those named, when any are), in order."""
     subject = _subject(study)
     versions = study.analysis_versions if isinstance(study.analysis_versions, dict) else {}
+    ref, sex = subject.get("subject_ref"), subject.get("sex")
+    # What every row of the study repeats: the columns before `analysis`.
     completed = (
         study.updated_at.isoformat()
         if study.status == StudyStatus.COMPLETED.value and study.updated_at
         else None
     )
-    ref = subject.get("subject_ref")
-    sex = subject.get("sex")
+    head: tuple[str, str | None, str | None, float | None, str | None, str, int, str | None] = (
+        study.study_id,
+        str(ref) if ref is not None else None,
+        _scan_date(study),
+        _number(subject.get("age")),
+        str(sex) if sex is not None else None,
+        study.status,
+        int(study.attempt),
+        completed,
+    )
     for analysis, measures in (study.summary or {}).items():
-        if analysis_filtered_out(analysis, analyses):
+        if analyses and analysis not in analyses:
             continue
         version = versions.get(analysis)
         for measure, value, unit in measure_rows(measures):
             yield MeasureRow(
-                study_id=study.study_id,
-                subject_ref=str(ref) if ref is not None else None,
-                scan_date=_scan_date(study),
-                age=_number(subject.get("age")),
-                sex=str(sex) if sex is not None else None,
-                status=study.status,
-                attempt=int(study.attempt),
-                completed_at=completed,
+                *head,
                 analysis=analysis,
                 analysis_version=str(version) if version is not None else None,
                 measure=measure,
                 value=value,
                 unit=unit,
             )
-
-
-def analysis_filtered_out(analysis: str, analyses: frozenset[str]) -> bool:
-    return bool(analyses) and analysis not in analyses
 
 
 def measure_pages(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 # Name suffixes and their units, longest first so `_pct_per_year` wins over `_year`-less `_pct`.
 UNIT_SUFFIXES: tuple[tuple[str, str], ...] = (
@@ -57,6 +57,27 @@ STATISTICS = frozenset({"value", "mean", "sd", "std", "min", "max", "median"})
 # table's line number, an atlas label's number.
 NOT_MEASURES = frozenset({"preview", "line", "number"})
 BOOLEAN_UNIT = "boolean"
+
+
+class MeasureRow(NamedTuple):
+    """One measure of one analysis of one study, with what a cohort is grouped by."""
+
+    study_id: str
+    subject_ref: str | None
+    scan_date: str | None  # ISO date, shifted (docs/subjects.md); None when unknown
+    age: float | None
+    sex: str | None
+    status: str
+    attempt: int
+    completed_at: str | None  # ISO 8601, UTC; None unless COMPLETED
+    analysis: str
+    analysis_version: str | None  # None for studies finalized before versions were kept
+    measure: str
+    value: float
+    unit: str
+
+
+COLUMNS: tuple[str, ...] = MeasureRow._fields
 
 
 def _own_unit(name: str) -> str | None:
@@ -113,5 +134,6 @@ def flatten_measures(measures: Any, path: tuple[str, ...] = ()) -> Iterator[tupl
 def measure_rows(measures: Any) -> Iterator[tuple[str, float, str]]:
     """(dotted measure name, value, unit) for every numeric leaf of one analysis's measures."""
     for path, leaf in flatten_measures(measures):
-        unit = BOOLEAN_UNIT if isinstance(leaf, bool) else unit_of(path)
-        yield ".".join(path), float(_number(leaf) or 0.0), unit
+        value = _number(leaf)
+        if value is not None:  # always, for what flatten_measures yields
+            yield ".".join(path), value, BOOLEAN_UNIT if isinstance(leaf, bool) else unit_of(path)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from voxelpipe.cohort import COLUMNS, MeasureRow
+from voxelpipe.measure_rows import COLUMNS, MeasureRow
 
 if TYPE_CHECKING:
     import pyarrow as pa
