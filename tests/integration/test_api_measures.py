@@ -4,6 +4,7 @@ S3 with a 303, and a study run through the pipeline exported with its analysis v
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from infra.local.studies import wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
 from tests.fixtures.cloud import checked_cloud
 from tests.fixtures.cohort import ROWS, VERSIONS, cohort_study, rows_of
+from tests.fixtures.events import load_event
 from voxelpipe.analyses.catalogue import QC
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
@@ -230,3 +232,27 @@ def test_voxelpipe_export_follows_the_303_without_its_token_and_counts_the_rows(
     bad = _parser().parse_args(["export", "--output", str(tmp_path / "x.csv"), "--status", "DONE"])
     with pytest.raises(ApiError, match="422 validation_failed"):
         run_export(bad, client)
+
+
+def test_the_export_function_answers_api_gateway_csv_as_text_and_parquet_as_base64(cohort_cloud: LocalCloud):
+    """The export Lambda as API Gateway calls it (a REST proxy event, Cognito's claims)."""
+    event = load_event("api_get_study.json", TENANT="lab-b", ROLE="viewer", STUDY_ID="x")
+    answers = {}
+    for table_format in ("csv", "parquet"):
+        query = {"format": table_format, "subject": "sub-0003", "analysis": "volumetrics"}
+        call = {
+            **event,
+            "resource": "/measures",
+            "path": "/measures",
+            "pathParameters": None,
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": {name: [value] for name, value in query.items()},
+        }
+        response, error = cohort_cloud.invoke(EXPORT.name, call)
+        assert error is None and response["statusCode"] == 200, response
+        answers[table_format] = response
+    assert answers["csv"]["isBase64Encoded"] is False
+    assert len(pd.read_csv(io.StringIO(answers["csv"]["body"]))) == 2 * ROWS["volumetrics"]
+    assert answers["parquet"]["isBase64Encoded"] is True
+    parquet = pd.read_parquet(io.BytesIO(base64.b64decode(answers["parquet"]["body"])))
+    assert len(parquet) == 2 * ROWS["volumetrics"] and set(parquet["subject_ref"]) == {"sub-0003"}
