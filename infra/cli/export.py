@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,8 @@ def add_export_command(commands: Any, connection: Callable[[argparse.ArgumentPar
         help="the tenant's measures across its studies (a cohort) into a CSV or Parquet file",
         description="One row per study and measure, with the study's subject, scan date, status, "
         "attempt, analysis and version, value and unit (docs/api.md, GET /measures). Large exports "
-        "are fetched from S3 (the API's 303 is followed). Prints the rows written.",
+        "are fetched from S3 (the API's 303 is followed). Prints the rows written (--json: "
+        '{"rows", "bytes", "output", "format"}).',
     )
     export.add_argument("--format", choices=FORMATS, default="csv")
     export.add_argument("--output", type=Path, required=True, metavar="FILE")
@@ -66,5 +68,8 @@ def run_export(args: argparse.Namespace, client: Any) -> int:
         return 2
     written = client.export_measures(params, args.output, MEDIA_TYPES[args.format])
     rows = rows_in(args.output, args.format)
-    print(f"{rows} rows ({written} bytes) written to {args.output}")
+    if args.json:
+        print(json.dumps({"rows": rows, "bytes": written, "output": str(args.output), "format": args.format}))
+    else:
+        print(f"{rows} rows ({written} bytes) written to {args.output}")
     return 0

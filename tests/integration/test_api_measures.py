@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -222,11 +223,21 @@ def test_voxelpipe_export_follows_the_303_without_its_token_and_counts_the_rows(
             [
                 *("export", "--format", table_format, "--output", str(output)),
                 *("--analysis", "volumetrics", "--analysis", "normative", "--subject", "sub-0003"),
+                *(("--json",) if table_format == "parquet" else ()),
             ]
         )
         assert run_export(args, client) == 0
         rows = 2 * (ROWS["volumetrics"] + ROWS["normative"])
-        assert capsys.readouterr().out.startswith(f"{rows} rows (")
+        printed = capsys.readouterr().out
+        if table_format == "parquet":
+            assert json.loads(printed) == {
+                "rows": rows,
+                "bytes": output.stat().st_size,
+                "output": str(output),
+                "format": "parquet",
+            }
+        else:
+            assert printed.startswith(f"{rows} rows ({output.stat().st_size} bytes) written to")
         assert rows_in(output, table_format) == rows
     assert len(downloaded) == 2 and all("/exports/lab-b/" in path for path in downloaded)
     bad = _parser().parse_args(["export", "--output", str(tmp_path / "x.csv"), "--status", "DONE"])
