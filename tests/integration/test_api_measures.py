@@ -28,10 +28,11 @@ from tests.fixtures.bad_nifti import make_good_nifti
 from tests.fixtures.cloud import checked_cloud
 from tests.fixtures.cohort import ROWS, VERSIONS, cohort_study, rows_of
 from tests.fixtures.events import load_event
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.analyses.catalogue import QC
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
-from voxelpipe.cohort import COLUMNS
+from voxelpipe.cohort import COLUMNS, ROW_ATTRIBUTES
 from voxelpipe.function_specs import API, EXPORT
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
@@ -267,3 +268,15 @@ def test_the_export_function_answers_api_gateway_csv_as_text_and_parquet_as_base
     assert answers["parquet"]["isBase64Encoded"] is True
     parquet = pd.read_parquet(io.BytesIO(base64.b64decode(answers["parquet"]["body"])))
     assert len(parquet) == 2 * ROWS["volumetrics"] and set(parquet["subject_ref"]) == {"sub-0003"}
+
+
+def test_an_export_reads_only_the_attributes_its_rows_need(cohort_cloud: LocalCloud):
+    first_two: dict[str, Any] = {"status": None, "since": None, "until": None, "limit": 2, "start_key": None}
+    page = DynamoStudyStore().tenant_studies("lab-b", **first_two, attributes=ROW_ATTRIBUTES)
+    study = page.items[0]
+    assert study.summary and study.subject and study.analysis_versions and study.updated_at
+    assert study.analyses == [] and study.priority == "normal"  # not read: the fields' defaults
+    full = DynamoStudyStore().tenant_studies(
+        "lab-b", status=None, since=None, until=None, limit=2, start_key=None
+    )
+    assert full.items[0].analyses == list(VERSIONS) and page.next_key == full.next_key

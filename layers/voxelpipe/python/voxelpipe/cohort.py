@@ -23,6 +23,19 @@ __all__ = ["COLUMNS", "PAGE_STUDIES", "MeasureFilter", "MeasureRow", "measure_pa
 # Studies read from the index per page (DynamoDB's Limit: before the status filter, so a page may
 # hold fewer); the rows of one page are one Parquet row group.
 PAGE_STUDIES = 100
+# What a study's rows are made of: records are read with these attributes alone (not the upload's
+# manifest, the exam's series, the cost, the report...). `scan_date` is the subjects' (issue 18).
+ROW_ATTRIBUTES = (
+    "study_id",
+    "tenant",
+    "status",
+    "attempt",
+    "updated_at",
+    "subject",
+    "scan_date",
+    "summary",
+    "analysis_versions",
+)
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,7 @@ def measure_pages(
             until=filters.until,
             limit=page_studies,
             start_key=start_key,
+            attributes=ROW_ATTRIBUTES,
         )
         rows = [
             row

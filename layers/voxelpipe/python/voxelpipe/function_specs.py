@@ -203,7 +203,8 @@ EXPORT_INLINE_MAX_BYTES = 4 * 1024 * 1024
 EXPORT = FunctionSpec(
     name="export",
     description="Cohort exports of measures (GET /measures): CSV or Parquet, large ones through S3",
-    memory_mb=1024,
+    # One whole vCPU (Lambda's share at 1769 MB): an export is CPU-bound, and must end within 29 s.
+    memory_mb=1769,
     timeout_s=29,  # API Gateway's integration timeout
     env=(
         EnvVar.BUCKET,  # exports/: what is too large for a response
