@@ -8,10 +8,12 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 
 from infra.cli.client import Client
 from infra.local.samples import mni152_t1_path
+from tests.fixtures.bad_nifti import make_good_nifti
 from tests.fixtures.exams import make_exam
 from tests.fixtures.serve import VOXELPIPE
 from voxelpipe.api.auth import Role, mint_dev_token
@@ -148,8 +150,6 @@ def test_the_cli_uploads_a_dicom_folder_and_reports_each_series_decision(server:
 
 def test_voxelpipe_export_writes_the_tenants_measures(server: str, tmp_path: Path):
     """GET /measures served as the export function (its role holds it), streamed, by the CLI."""
-    from tests.fixtures.bad_nifti import make_good_nifti
-
     client = _client(server, tenant="lab-export")
     scan = tmp_path / "scan.nii.gz"
     scan.write_bytes(make_good_nifti()[1])
@@ -170,8 +170,6 @@ def test_voxelpipe_export_writes_the_tenants_measures(server: str, tmp_path: Pat
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
-    import pyarrow.parquet as pq
-
     table = pq.read_table(output).to_pylist()
     assert run.stdout.startswith(f"{len(table)} rows (") and len(table) > 20
     assert {(row["study_id"], row["subject_ref"], row["analysis"]) for row in table} == {
