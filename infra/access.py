@@ -22,6 +22,7 @@ from voxelpipe.function_specs import (
     DICOM_RECEIVER,
     DISPATCH,
     EGRESS,
+    EXPORT,
     FINALIZE,
     INGEST,
     LIVE,
@@ -93,6 +94,8 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     REAPER.name: BucketAccess(delete=[*ALL_PREFIXES], list_versions=[*ALL_PREFIXES]),
     # Reads results.json and the DICOM outputs it lists (derived/{id}/dicom/); writes nothing.
     EGRESS.name: BucketAccess(read=[DERIVED]),
+    # Writes a cohort export too large for a response (a multipart upload) and presigns its GET.
+    EXPORT.name: BucketAccess(read=[Prefix.EXPORTS], write=[Prefix.EXPORTS]),
     # Presigns uploads (POST and multipart, signed by this role: s3:PutObject) and artifact
     # downloads; completing a rejected DICOM study quarantines it; deleting a study removes every
     # version of every object it has. Registering a model presigns its upload under models/,
@@ -161,6 +164,7 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     LIVE.name: frozenset({Resource.STUDIES_TABLE}),  # a subscription names a study of the tenant
     # Egress reads studies and destinations; it writes only deliveries (their acknowledgements).
     EGRESS.name: frozenset({Resource.STUDIES_TABLE, Resource.DESTINATIONS_TABLE}),
+    EXPORT.name: frozenset({Resource.STUDIES_TABLE}),  # reads the tenant-created index, page by page
 }
 
 # Destinations' secrets (Secrets Manager, one per destination, named under the deployment's prefix):

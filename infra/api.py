@@ -20,6 +20,8 @@ from infra.security import StackSecurity
 from voxelpipe.api.app import CORS_HEADERS, CORS_MAX_AGE_S, CORS_METHODS
 from voxelpipe.api.auth import Role
 from voxelpipe.api.routes.dicomweb import BINARY_MEDIA_TYPES
+from voxelpipe.function_specs import EXPORT_PATHS
+from voxelpipe.measure_tables import TableFormat
 
 # Routes anyone may call: health checks and the API's own documentation.
 PUBLIC_PATHS = ("health", "docs", "openapi.json")
@@ -45,6 +47,7 @@ class StudyApi(Construct):
         construct_id: str,
         *,
         handler: lambda_.IFunction,
+        export_handler: lambda_.IFunction,
         security: StackSecurity,
         cors_allowed_origins: tuple[str, ...] = (),
     ) -> None:
@@ -96,7 +99,8 @@ class StudyApi(Construct):
             handler=handler,
             proxy=False,
             # DICOMweb's bodies (STOW-RS requests, WADO-RS answers) pass base64-encoded, unchanged.
-            binary_media_types=list(BINARY_MEDIA_TYPES),
+            # So are Parquet exports (answered base64-encoded by the export function).
+            binary_media_types=[*BINARY_MEDIA_TYPES, TableFormat.PARQUET.media_type],
             # A browser's preflight (OPTIONS) is answered by API Gateway itself, without the Cognito
             # authorizer, for the allowed origins only; the API function adds the same headers to
             # real answers (CORSMiddleware, from VOXELPIPE_CORS_ALLOWED_ORIGINS).
@@ -152,6 +156,12 @@ class StudyApi(Construct):
         proxy.add_method(
             "ANY", request_validator=validator, request_parameters={"method.request.path.proxy": True}
         )
+        # Cohort exports go to the export function (pyarrow: function_specs.EXPORT), with the same
+        # authorizer and validator as every other path.
+        for path in EXPORT_PATHS:
+            self.rest_api.root.add_resource(path).add_method(
+                "GET", apigw.LambdaIntegration(export_handler), request_validator=validator
+            )
         for path in PUBLIC_PATHS:
             method = self.rest_api.root.add_resource(path).add_method(
                 "GET", authorization_type=apigw.AuthorizationType.NONE, request_validator=validator

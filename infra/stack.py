@@ -56,6 +56,7 @@ from voxelpipe.function_specs import (
     DICOM_RECEIVER,
     DISPATCH,
     EGRESS,
+    EXPORT,
     FUNCTIONS,
     GPU_WORKER_ENV,
     INGEST,
@@ -84,6 +85,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Retention of the short-lived prefixes.
 QUARANTINE_DAYS = 30
 WORK_DAYS = 7
+EXPORT_DAYS = 1
 # Presigned multipart uploads left unfinished are aborted (and their parts removed) after this.
 INCOMPLETE_UPLOAD_DAYS = 2
 # The viewer's pages (API Gateway's origin) read volumes through presigned GETs (docs/viewer.md):
@@ -134,6 +136,8 @@ class VoxelpipeStack(Stack):
             lifecycle_rules=[
                 s3.LifecycleRule(prefix=Prefix.QUARANTINE.value, expiration=Duration.days(QUARANTINE_DAYS)),
                 s3.LifecycleRule(prefix=Prefix.WORK.value, expiration=Duration.days(WORK_DAYS)),
+                # Cohort exports too large for a response: their presigned link lasts an hour.
+                s3.LifecycleRule(prefix=Prefix.EXPORTS.value, expiration=Duration.days(EXPORT_DAYS)),
                 s3.LifecycleRule(noncurrent_version_expiration=Duration.days(WORK_DAYS)),
                 s3.LifecycleRule(
                     abort_incomplete_multipart_upload_after=Duration.days(INCOMPLETE_UPLOAD_DAYS)
@@ -361,6 +365,7 @@ class VoxelpipeStack(Stack):
             self,
             "Api",
             handler=functions[API.name],
+            export_handler=functions[EXPORT.name],
             security=self.security,
             cors_allowed_origins=self.settings.cors_allowed_origins,
         )
@@ -374,9 +379,10 @@ class VoxelpipeStack(Stack):
             push=functions[LIVE_PUSH.name],
         )
         functions[API.name].add_environment(EnvVar.LIVE_URL, self.live.url)
-        functions[API.name].add_environment(
-            EnvVar.CORS_ALLOWED_ORIGINS, ",".join(self.settings.cors_allowed_origins)
-        )
+        for api_function in (API, EXPORT):
+            functions[api_function.name].add_environment(
+                EnvVar.CORS_ALLOWED_ORIGINS, ",".join(self.settings.cors_allowed_origins)
+            )
         functions[LIVE_AUTHORIZER.name].add_environment(EnvVar.USER_POOL_ID, self.api.user_pool.user_pool_id)
         functions[LIVE_AUTHORIZER.name].add_environment(
             EnvVar.USER_POOL_CLIENT_ID, self.api.client.user_pool_client_id

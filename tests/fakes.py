@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -138,6 +138,7 @@ class InMemoryStudyStore:
         until: datetime | None,
         limit: int,
         start_key: dict[str, Any] | None,
+        attributes: Sequence[str] | None = None,  # whole records here: a projection only saves bytes
     ) -> StudyPage:
         with self._lock:
             ordered = sorted(

@@ -54,11 +54,23 @@ class _CountingReader:
         self._file.close()
 
 
+def _save(response: httpx.Response, output: Path) -> int:
+    """The answer's body into `output`, chunk by chunk; the bytes written."""
+    written = 0
+    with output.open("wb") as file:
+        for chunk in response.iter_bytes():
+            file.write(chunk)
+            written += len(chunk)
+    return written
+
+
 class Client:
     def __init__(self, api_url: str, token: str | None, timeout_s: float = 60.0) -> None:
         self.token = token  # also the live WebSocket's (`status --watch`)
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout_s)
+        # Presigned links the API answers with: never sent the token (S3 refuses a second credential).
+        self.downloads = httpx.Client(timeout=None)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
@@ -176,6 +188,31 @@ class Client:
 
     def redrive_delivery(self, study_id: str, destination: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/studies/{study_id}/deliveries/{destination}/redrive"))
+
+    def export_measures(self, params: dict[str, Any], output: Path, media_type: str) -> int:
+        """GET /measures into `output`, streamed; a 303 (an export too large for one answer) is
+        followed to its presigned URL, without this client's token. The bytes written."""
+        query = {k: v for k, v in params.items() if v is not None}
+        headers = {"accept": media_type}  # API Gateway passes a binary answer only when it is asked for
+        with self.http.stream("GET", "/measures", params=query, headers=headers) as response:
+            if response.status_code == 303:
+                location = response.headers["location"]
+            elif response.status_code >= 400:
+                response.read()
+                try:
+                    problem = response.json()
+                except ValueError:
+                    problem = {"title": response.text[:200]}
+                raise ApiError(response.status_code, problem)
+            else:
+                return _save(response, output)
+        with self.downloads.stream("GET", location) as response:
+            if response.status_code >= 300:
+                response.read()
+                raise ApiError(
+                    response.status_code, {"title": "download refused", "detail": response.text[:500]}
+                )
+            return _save(response, output)
 
     def upload(
         self, target: dict[str, Any], path: Path, progress: Progress | None = None, name: str | None = None

@@ -1,5 +1,5 @@
 """The CLI's commands for users of a deployment: serve, token, upload, status, results, report, list, model,
-atlas, norms, rules, admin.
+atlas, norms, rules, destinations, export, admin.
 
 They talk to any deployment with `--api-url` and a token (`--token` or VOXELPIPE_TOKEN); with
 neither, to the local `voxelpipe serve`, with a development token minted on the spot.
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.cli.destinations import add_destination_commands, run_destinations
+from infra.cli.export import add_export_command, run_export
 from infra.cli.rules import add_rules_command, run_rules
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -188,6 +189,7 @@ def add_commands(commands: Any) -> None:
     _reference_commands(commands, connection)
     add_rules_command(commands, connection)
     add_destination_commands(commands, connection)
+    add_export_command(commands, connection)
 
 
 def _reference_commands(commands: Any, connection: Any) -> None:
@@ -358,6 +360,8 @@ def run(args: argparse.Namespace) -> int:
             return run_rules(args, client)
         if args.command in ("destinations", "deliveries"):
             return run_destinations(args, client)
+        if args.command == "export":
+            return run_export(args, client)
         if args.command == "status" and args.watch:
             return _watch(args, client)
         if args.command == "status":

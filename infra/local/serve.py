@@ -31,7 +31,7 @@ from infra.settings import cdk_json_cors_origins
 from voxelpipe.adapters.storage import PUBLIC_ENDPOINT_ENV
 from voxelpipe.api.app import create_app
 from voxelpipe.dimse.settings import AeTitle
-from voxelpipe.function_specs import API, LIVE
+from voxelpipe.function_specs import API, EXPORT, EXPORT_PATHS, LIVE
 from voxelpipe.wiring import LIVE_STAGE, EnvVar
 
 DEFAULT_PORT = 8000
@@ -57,6 +57,18 @@ def acting_as(cloud: LocalCloud, function: str, app: ASGIApp) -> ASGIApp:
 
     async def handled(scope: Scope, receive: Receive, send: Send) -> None:
         with cloud.acting_as(function):
+            await app(scope, receive, send)
+
+    return handled
+
+
+def acting_by_path(cloud: LocalCloud, app: ASGIApp) -> ASGIApp:
+    """The app, each request handled as the function API Gateway sends its path to: the export
+    function for EXPORT_PATHS (its role holds them), the API function for the rest."""
+
+    async def handled(scope: Scope, receive: Receive, send: Send) -> None:
+        first = str(scope.get("path", "")).strip("/").split("/", 1)[0]
+        with cloud.acting_as(EXPORT.name if first in EXPORT_PATHS else API.name):
             await app(scope, receive, send)
 
     return handled
@@ -117,6 +129,8 @@ def serving(
         EnvVar.LIVE_URL.value: endpoints.live,
         EnvVar.LIVE_CALLBACK_URL.value: endpoints.live_management,
         EnvVar.CORS_ALLOWED_ORIGINS.value: ",".join(origins),
+        # No response payload limit here: cohort exports stream (docs/api.md, GET /measures).
+        EnvVar.EXPORT_INLINE_MAX_BYTES.value: "",
     }
     credentials = session_credentials()
     with LocalCloud(env=overrides, credentials=credentials) as cloud:
@@ -135,7 +149,7 @@ def serving(
         fastapi_app.add_api_websocket_route(
             LIVE_PATH, live_route(sockets, lambda: cloud.acting_as(LIVE.name))
         )
-        app = acting_as(cloud, API.name, fastapi_app)
+        app = acting_by_path(cloud, fastapi_app)
         api = uvicorn.Config(app, host=host, port=port, log_level="warning")
         management = uvicorn.Config(
             ManagementEndpoint(sockets, {credentials.access_key: credentials}, REGION),

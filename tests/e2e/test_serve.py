@@ -8,10 +8,12 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 
 from infra.cli.client import Client
 from infra.local.samples import mni152_t1_path
+from tests.fixtures.bad_nifti import make_good_nifti
 from tests.fixtures.exams import make_exam
 from tests.fixtures.serve import VOXELPIPE
 from voxelpipe.api.auth import Role, mint_dev_token
@@ -175,3 +177,32 @@ def test_the_cli_uploads_with_a_scan_date_and_lists_subjects(server: str, tmp_pa
         [str(VOXELPIPE), "subjects"], env=env, capture_output=True, text=True, timeout=60
     )
     assert listing.returncode == 0 and listing.stdout.startswith("S-cli  1 studies")
+
+
+def test_voxelpipe_export_writes_the_tenants_measures(server: str, tmp_path: Path):
+    """GET /measures served as the export function (its role holds it), streamed, by the CLI."""
+    client = _client(server, tenant="lab-export")
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(make_good_nifti()[1])
+    created = client.create_study([scan], analyses=["qc"], subject_ref="sub-9", age=60, sex="F")
+    client.upload(created["uploads"][0], scan)
+    assert client.wait(created["study_id"], timeout_s=120)["status"] == "COMPLETED"
+    env = {
+        **os.environ,
+        "VOXELPIPE_API_URL": server,
+        "VOXELPIPE_TOKEN": mint_dev_token("lab-export", Role.VIEWER),
+    }
+    output = tmp_path / "cohort.parquet"
+    run = subprocess.run(
+        [str(VOXELPIPE), "export", "--format", "parquet", "--output", str(output), "--subject", "sub-9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    table = pq.read_table(output).to_pylist()
+    assert run.stdout.startswith(f"{len(table)} rows (") and len(table) > 20
+    assert {(row["study_id"], row["subject_ref"], row["analysis"]) for row in table} == {
+        (created["study_id"], "sub-9", "qc")
+    }

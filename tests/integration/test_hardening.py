@@ -320,7 +320,11 @@ def test_the_api_stage_is_logged_traced_throttled_validated_and_behind_waf(
         ("/dicomweb/studies", "CONTAINS"),
     }
     (rest,) = _resources(template, "AWS::ApiGateway::RestApi").values()
-    assert set(rest["Properties"]["BinaryMediaTypes"]) == {"multipart/related", "application/dicom"}
+    assert set(rest["Properties"]["BinaryMediaTypes"]) == {
+        "multipart/related",
+        "application/dicom",
+        "application/vnd.apache.parquet",  # cohort exports (docs/api.md, GET /measures)
+    }
     assert any("RateBasedStatement" in r["Statement"] for r in acl["Properties"]["Rules"])
     (logging,) = _resources(template, "AWS::WAFv2::LoggingConfiguration").values()
     assert logging["Properties"]["RedactedFields"] == [{"SingleHeader": {"Name": "authorization"}}]

@@ -58,6 +58,7 @@ def test_bucket_is_private_versioned_encrypted_and_expires_short_lived_prefixes(
                     [
                         Match.object_like({"Prefix": "quarantine/", "Status": "Enabled"}),
                         Match.object_like({"Prefix": "work/", "Status": "Enabled"}),
+                        Match.object_like({"Prefix": "exports/", "ExpirationInDays": 1, "Status": "Enabled"}),
                     ]
                 )
             },
@@ -271,6 +272,18 @@ def test_the_api_is_behind_cognito_except_health_and_docs(template: dict[str, An
     assert {method for method, path in open_methods if path == "/viewer/{proxy+}"} == {"GET"}
     (authorizer,) = _resources(template, "AWS::ApiGateway::Authorizer").values()
     assert authorizer["Properties"]["Type"] == "COGNITO_USER_POOLS"
+    # Cohort exports go to the export function (pyarrow), behind the same authorizer; the rest to the API's.
+    targets = {
+        (full_path(method["Properties"].get("ResourceId", {}).get("Ref", "")) or "/", lid): json.dumps(
+            method["Properties"].get("Integration", {}).get("Uri")
+        )
+        for lid, method in _resources(template, "AWS::ApiGateway::Method").items()
+        if method["Properties"]["HttpMethod"] != "OPTIONS"
+    }
+    export, api = _function_id(template, "export"), _function_id(template, "api")
+    (measures,) = [uri for (path, _), uri in targets.items() if path == "/measures"]
+    assert export in measures and api not in measures
+    assert all(api in uri and export not in uri for (path, _), uri in targets.items() if path != "/measures")
 
 
 def _logical_id(template: dict[str, Any], kind: str, prefix: str) -> str:

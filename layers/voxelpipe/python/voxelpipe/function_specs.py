@@ -207,6 +207,35 @@ API = FunctionSpec(
     dependencies=(DependencyGroup.CORE, DependencyGroup.WEB, DependencyGroup.IMAGING),
 )
 
+# Cohort exports (GET /measures, docs/api.md): the API's app, routed here by API Gateway for that
+# path alone, because Parquet needs pyarrow (about 130 MB), which the API function has no room for
+# under Lambda's 250 MB. An image, like egress. Its answer is at most Lambda's 6 MB response payload
+# (base64 for Parquet): a larger export goes to exports/ and the answer is a 303 to it.
+EXPORT_INLINE_MAX_BYTES = 4 * 1024 * 1024
+EXPORT = FunctionSpec(
+    name="export",
+    description="Cohort exports of measures (GET /measures): CSV or Parquet, large ones through S3",
+    # One whole vCPU (Lambda's share at 1769 MB): an export is CPU-bound, and must end within 29 s.
+    memory_mb=1769,
+    timeout_s=29,  # API Gateway's integration timeout
+    env=(
+        EnvVar.BUCKET,  # exports/: what is too large for a response
+        EnvVar.STUDIES_TABLE,  # read only: the tenant-created index, page by page
+        EnvVar.AUTH_MODE,
+        EnvVar.CORS_ALLOWED_ORIGINS,
+        EnvVar.EXPORT_INLINE_MAX_BYTES,
+    ),
+    settings={
+        EnvVar.AUTH_MODE: "cognito",
+        EnvVar.EXPORT_INLINE_MAX_BYTES: str(EXPORT_INLINE_MAX_BYTES),
+    },
+    image=True,  # pyarrow (the export extra)
+    dependencies=(),  # the image installs the package with its dependencies
+)
+# The API paths API Gateway sends to the export function instead of the API function (the local
+# `voxelpipe serve` acts as it for these too).
+EXPORT_PATHS = ("measures",)
+
 REAPER = FunctionSpec(
     name="reaper",
     description="Every few minutes: fails or re-drives stuck studies; purges deleted ones again",
@@ -371,6 +400,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     COMPLETE_TRANSFERS,
     WEBHOOK,
     EGRESS,
+    EXPORT,
     SCALER,
     LIVE_AUTHORIZER,
     LIVE,

@@ -135,3 +135,8 @@ def report_html_key(study_id: str) -> str:
 
 def report_pdf_key(study_id: str) -> str:
     return derived_key(study_id, "report.pdf")
+
+
+def export_key(tenant: str, export_id: str, extension: str) -> str:
+    """Where a cohort export too large for a response is written (it expires in a day)."""
+    return f"{Prefix.EXPORTS}{tenant}/{export_id}.{extension}"

@@ -8,7 +8,7 @@ AWS (DynamoDB through PynamoDB, S3, SQS, Step Functions), and the unit tests pas
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -120,8 +120,10 @@ class StudyStore(Protocol):
         until: datetime | None,
         limit: int,
         start_key: dict[str, Any] | None,
+        attributes: Sequence[str] | None = None,
     ) -> StudyPage:
-        """A tenant's studies, newest first; DELETED ones only when `status` asks for them."""
+        """A tenant's studies, newest first; DELETED ones only when `status` asks for them. With
+        `attributes`, the records hold only those (and their keys): a cohort export reads no more."""
         ...
 
     def studies_in_status(

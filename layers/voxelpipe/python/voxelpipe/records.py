@@ -95,6 +95,9 @@ class StudyRecord(Model):
     input = JSONAttribute(null=True)  # what validation learnt of the upload (size, sha256, header)
     results_key = UnicodeAttribute(null=True)
     summary = JSONAttribute(null=True)  # headline measures, copied from results.json
+    # The version of each analysis the summary's measures came from (results.json's provenance);
+    # null for studies finalized before it was kept.
+    analysis_versions = JSONAttribute(null=True)  # {analysis: version}
     # Destinations the study's creator asked its outputs be delivered to (docs/deliveries.md).
     destinations = ListAttribute[str](of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
     # What the uploader declared: pseudonymous subject, and the files to expect with their sizes.

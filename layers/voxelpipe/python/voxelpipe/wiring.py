@@ -79,6 +79,10 @@ class EnvVar(StrEnum):
     DELIVERIES_TABLE = "VOXELPIPE_DELIVERIES_TABLE"
     DELIVERY_QUEUE_URL = "VOXELPIPE_DELIVERY_QUEUE_URL"
     DESTINATION_SECRET_PREFIX = "VOXELPIPE_DESTINATION_SECRET_PREFIX"
+    # Cohort exports (GET /measures, docs/api.md): answers up to this many bytes are sent in the
+    # response; larger ones go to exports/ in the bucket and the answer is a 303 to a presigned GET.
+    # Set for the export Lambda (its response payload is limited to 6 MB); unset, the answer streams.
+    EXPORT_INLINE_MAX_BYTES = "VOXELPIPE_EXPORT_INLINE_MAX_BYTES"
 
 
 class Runtime(StrEnum):
@@ -105,6 +109,7 @@ class Prefix(StrEnum):
     MODELS = "models/"  # models/{owner}/{name}/{version}/model.{pt|onnx} and model.json: registered models
     # references/{kind}/{owner}/{name}/{version}/{file} and manifest.json: registered reference data
     REFERENCES = "references/"
+    EXPORTS = "exports/"  # exports/{tenant}/{export_id}.{csv|parquet}: cohort exports, expiring in a day
 
 
 class Resource(StrEnum):

@@ -17,6 +17,7 @@ from voxelpipe.wiring import EnvVar
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 
 # Where clients reach S3, when that differs from where this code does (the local `voxelpipe
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 PUBLIC_ENDPOINT_ENV = "VOXELPIPE_S3_PUBLIC_ENDPOINT"
 # What iter_chunks reads at a time by default: one read's worth of the body, not the object.
 STREAM_CHUNK_BYTES: Final = 1 << 20
+# A streamed upload's part size (write_parts): S3's minimum is 5 MiB for every part but the last.
+MULTIPART_PART_BYTES: Final = 8 << 20
 
 
 @cache
@@ -104,6 +107,46 @@ class Storage:
 
     def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         _client().put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def write_parts(
+        self,
+        key: str,
+        first: bytes,
+        rest: Iterator[bytes],
+        content_type: str = "application/octet-stream",
+        part_bytes: int = MULTIPART_PART_BYTES,
+    ) -> int:
+        """Write `first` then every chunk of `rest` to `key` as one multipart upload, holding at most
+        one part (`part_bytes`, at least S3's 5 MiB but the last) in memory; the bytes written. An
+        upload left unfinished is aborted by the bucket's lifecycle rule."""
+        client = _client()
+        upload_id = client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)[
+            "UploadId"
+        ]
+        parts: list[CompletedPartTypeDef] = []
+        buffer = bytearray(first)
+        written = 0
+
+        def send(data: bytes) -> None:
+            number = len(parts) + 1
+            answer = client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+            parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+        for chunk in rest:
+            buffer += chunk
+            while len(buffer) >= part_bytes:
+                send(bytes(buffer[:part_bytes]))
+                written += part_bytes
+                del buffer[:part_bytes]
+        if buffer or not parts:
+            send(bytes(buffer))
+            written += len(buffer)
+        client.complete_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+        return written
 
     def copy(self, key: str, destination: str) -> None:
         _client().copy_object(

@@ -5,7 +5,7 @@ A conditional write's refusal is recognised in one place for every writer (`adap
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,8 @@ from voxelpipe.adapters.dynamodb import refused_by_condition
 from voxelpipe.ports import Changes, StudyChanged, StudyPage, SubjectPage, study_order
 from voxelpipe.records import AuditRecord, ObjectRecord, StudyRecord, SubjectRecord, TaskRecord, subject_key
 from voxelpipe.status import StudyStatus
+
+_INDEX_KEYS = ("study_id", "tenant", "created_at")  # the tenant-created index's key attributes
 
 
 def _actions(model: type[Model], changes: Changes) -> list[Action]:
@@ -112,6 +114,7 @@ class DynamoStudyStore:
         until: datetime | None,
         limit: int,
         start_key: dict[str, Any] | None,
+        attributes: Sequence[str] | None = None,
     ) -> StudyPage:
         range_condition: Condition | None = None
         if since and until:
@@ -131,6 +134,8 @@ class DynamoStudyStore:
             scan_index_forward=False,
             limit=limit,
             last_evaluated_key=start_key,
+            # The index's keys too: the next page starts from the last item's.
+            attributes_to_get=None if attributes is None else sorted({*attributes, *_INDEX_KEYS}),
         )
         items = list(results)
         return StudyPage(items=items, next_key=results.last_evaluated_key)

@@ -14,6 +14,7 @@ from voxelpipe.api.routes import (
     deliveries,
     destinations,
     dicomweb,
+    measures,
     models,
     references,
     rules,
@@ -68,6 +69,7 @@ def create_app() -> FastAPI:
         studies.router,
         subjects.router,  # subjects, their studies and timelines (docs/subjects.md)
         deliveries.router,
+        measures.router,  # cohort exports; API Gateway sends them to the export function
     ):
         app.include_router(router)
     app.include_router(viewer_routes.router)  # viewer links, the viewer's data and pages

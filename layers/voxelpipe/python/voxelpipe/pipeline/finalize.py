@@ -60,7 +60,14 @@ def finalize(
             state.study_id,
             state.attempt,
             StudyStatus.COMPLETED,
-            changes={"results_key": key, "summary": summary, "cost": cost, "report": report},
+            changes={
+                "results_key": key,
+                "summary": summary,
+                # A cohort export's analysis_version column (GET /measures) reads them here.
+                "analysis_versions": dict(document["provenance"]["analyses"]),
+                "cost": cost,
+                "report": report,
+            },
         )
     return {"results_key": key}
 
