@@ -63,7 +63,8 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     # Reads the upload (a reprocessed DICOM study: its de-identified copies under derived/), writes
     # the canonical volume (work/) and converted volume (derived/), keeps DICOM originals under
     # work/ if so configured, then removes every version of the upload. A series that does not
-    # decode is moved to quarantine/, as ingest does.
+    # decode is moved to quarantine/, as ingest does. Before writing, it moves the attempt before's
+    # outputs under derived/{id}/attempts/{n}/ if nobody did yet (pipeline/attempts.py).
     PREPARE.name: BucketAccess(
         read=[UPLOADS, DERIVED],
         write=[DERIVED, WORK, QUARANTINE],
@@ -96,10 +97,11 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     # version of every object it has. Registering a model presigns its upload under models/,
     # completing it checks the file's digest and writes its manifest, and retiring it removes every
     # version of its files. Reference data (atlases, norms tables) likewise under references/.
-    # The viewer's links presign the canonical volume Prepare writes under work/.
+    # The viewer's links presign the canonical volume Prepare writes under work/. Reprocessing
+    # moves the ended attempt's outputs under derived/{id}/attempts/{n}/ (copy, then delete).
     API.name: BucketAccess(
         read=[UPLOADS, DERIVED, WORK, MODELS, REFERENCES],
-        write=[UPLOADS, QUARANTINE, MODELS, REFERENCES],
+        write=[UPLOADS, QUARANTINE, DERIVED, MODELS, REFERENCES],
         delete=[*ALL_PREFIXES, MODELS, REFERENCES],
         list=[UPLOADS, DERIVED],
         list_versions=[*ALL_PREFIXES, MODELS, REFERENCES],
