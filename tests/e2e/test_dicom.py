@@ -105,7 +105,9 @@ def test_a_series_converts_is_deidentified_and_completes(cloud: LocalCloud):
 
     # Reprocess reads the de-identified copies, since the originals are gone (and Prepare's role
     # may read them: the local cloud holds each function to its role's policies).
-    reopened = manage.reprocess(record, STORE, Storage(cloud.bucket), SqsWorkQueues(), actor="test", source="test")
+    reopened = manage.reprocess(
+        record, STORE, Storage(cloud.bucket), SqsWorkQueues(), actor="test", source="test"
+    )
     assert reopened.input_key == derived_key(study_id, "dicom/")
     again = wait_for_terminal([study_id], timeout_s=120)[study_id]
     assert (again.status, again.attempt) == (StudyStatus.COMPLETED, 2), again.error

@@ -22,7 +22,6 @@ from voxelpipe.identities import IdentityMap
 from voxelpipe.status import StudyStatus
 from voxelpipe.wiring import EnvVar
 
-
 STORE = DynamoStudyStore()
 
 
@@ -173,10 +172,16 @@ def test_reprocess_opens_a_new_attempt_that_completes(api: TestClient, cloud: Lo
     assert missing.status_code == 404 and missing.json()["code"] == "attempt_not_found"
     # Deleting the study removes every attempt's objects and rows.
     assert api.delete(f"/studies/{study_id}", headers=auth()).status_code == 200
-    assert not boto3.client("s3").list_objects_v2(Bucket=cloud.bucket, Prefix=f"derived/{study_id}/").get("Contents")
+    assert (
+        not boto3.client("s3")
+        .list_objects_v2(Bucket=cloud.bucket, Prefix=f"derived/{study_id}/")
+        .get("Contents")
+    )
 
 
-def test_reprocess_names_other_analyses_checked_as_registration_checks_them(api: TestClient, cloud: LocalCloud):
+def test_reprocess_names_other_analyses_checked_as_registration_checks_them(
+    api: TestClient, cloud: LocalCloud
+):
     study_id = _completed(api, cloud)
     uploader = auth(role=Role.UPLOADER)
     bad = [
@@ -193,7 +198,9 @@ def test_reprocess_names_other_analyses_checked_as_registration_checks_them(api:
         assert response.json()["errors"][0]["field"] == field, (body, response.json())
     assert api.get(f"/studies/{study_id}", headers=uploader).json()["attempt"] == 1  # nothing opened
     response = api.post(
-        f"/studies/{study_id}/reprocess", json={"analyses": ["volumetrics"], "priority": "high"}, headers=uploader
+        f"/studies/{study_id}/reprocess",
+        json={"analyses": ["volumetrics"], "priority": "high"},
+        headers=uploader,
     )
     assert response.status_code == 202, response.text
     assert response.json()["analyses"] == ["tissue-seg", "volumetrics"]

@@ -167,7 +167,9 @@ def open_attempt(
             sources=REOPENABLE_FOR_INSTANCES if awaiting_instances else REPROCESSABLE,
             target=target,
             changes={
-                **dict.fromkeys(_ATTEMPT_OUTCOME + (("reason", "reason_detail") if awaiting_instances else ())),
+                **dict.fromkeys(
+                    _ATTEMPT_OUTCOME + (("reason", "reason_detail") if awaiting_instances else ())
+                ),
                 **(changes or {}),
             },
             next_attempt=True,

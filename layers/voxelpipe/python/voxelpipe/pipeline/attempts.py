@@ -115,7 +115,8 @@ def archive_attempt(storage: ObjectStorage, study_id: str, attempt: int) -> int:
     objects moved.
 
     Safe to repeat and to resume after a crash: each object is moved once (what is already moved is
-    no longer at the top), and results.json last — rewritten where it is, then moved —, so a second run reads it from wherever it is and finishes the move. A
+    no longer at the top), and results.json last — rewritten where it is, then moved —, so a
+    second run reads it from wherever it is and finishes the move. A
     results.json at the top that belongs to another attempt (a later one) is left alone, and so is
     everything else then.
     """

@@ -87,7 +87,9 @@ def _outputs(storage: ObjectStorage, study: StudyRecord) -> list[OutputObject]:
     return dicom_outputs(json.loads(storage.read(study.results_key)))
 
 
-def _attempt_outputs(storage: ObjectStorage, study: StudyRecord, attempt: int, keys: list[str]) -> list[OutputObject]:
+def _attempt_outputs(
+    storage: ObjectStorage, study: StudyRecord, attempt: int, keys: list[str]
+) -> list[OutputObject]:
     """The DICOM outputs of the study's attempt `attempt` that a delivery planned (`keys`, where they
     lay when it was planned): the latest attempt's at the top of derived/{id}/, an earlier one's
     where it was kept when the next attempt opened (pipeline/attempts.py), so a delivery still

@@ -90,7 +90,9 @@ def _attempt_changes(study: StudyRecord, request: ReprocessRequest) -> tuple[dic
         if request.parameters is not None:
             parameters = request.parameters
         else:
-            parameters = {name: given for name, given in (study.parameters or {}).items() if name in requested}
+            parameters = {
+                name: given for name, given in (study.parameters or {}).items() if name in requested
+            }
         names = check_analyses_requested(study.tenant, requested, parameters)
         if names != list(study.analyses):
             changes["analyses"] = names

@@ -177,7 +177,11 @@ def results(
     if attempt is None or attempt == int(study.attempt):
         if study.status != StudyStatus.COMPLETED or study.results_key is None:
             raise Problem(
-                409, "not_completed", "The study has no results", f"it is {study.status}", status_now=study.status
+                409,
+                "not_completed",
+                "The study has no results",
+                f"it is {study.status}",
+                status_now=study.status,
             )
         results_key, number = study.results_key, int(study.attempt)
         prefix = derived_key(study_id) + "/"
