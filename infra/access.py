@@ -27,6 +27,7 @@ from voxelpipe.function_specs import (
     MARK_FAILED,
     PREPARE,
     REAPER,
+    REPROCESS_BATCHES,
     RUN_ANALYSIS,
     WEBHOOK,
 )
@@ -88,6 +89,9 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     FINALIZE.name: BucketAccess(
         read=[WORK, DERIVED], write=[DERIVED], delete=[DERIVED], list=[DERIVED], list_versions=[DERIVED]
     ),
+    # Reprocessing a study of a batch moves its ended attempt's outputs under
+    # derived/{id}/attempts/{n}/ (list, copy = read + write, then delete), as the API's reprocess does.
+    REPROCESS_BATCHES.name: BucketAccess(read=[DERIVED], write=[DERIVED], delete=[DERIVED], list=[DERIVED]),
     # Purges recently deleted studies again: every version of every object a study has.
     REAPER.name: BucketAccess(delete=[*ALL_PREFIXES], list_versions=[*ALL_PREFIXES]),
     # Reads results.json and the DICOM outputs it lists (derived/{id}/dicom/); writes nothing.
@@ -151,6 +155,8 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     INGEST.name: frozenset({Resource.MODELS_TABLE, Resource.RULES_TABLE}),
     COMPLETE_TRANSFERS.name: frozenset({Resource.MODELS_TABLE, Resource.RULES_TABLE}),
     DISPATCH.name: frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE, Resource.REFERENCES_TABLE}),
+    # The batch sweep checks a batch's analyses (models, reference data) as registration does.
+    REPROCESS_BATCHES.name: frozenset({Resource.MODELS_TABLE, Resource.REFERENCES_TABLE}),
     WEBHOOK.name: frozenset({Resource.STUDIES_TABLE}),  # it reads each study's webhook URL
     LIVE.name: frozenset({Resource.STUDIES_TABLE}),  # a subscription names a study of the tenant
     # Egress reads studies and destinations; it writes only deliveries (their acknowledgements).

@@ -384,3 +384,34 @@ def test_normative_scores_with_the_uploaders_reference_table(api: TestClient, cl
         headers=auth(),
     )
     assert misplaced.status_code == 422 and misplaced.json()["errors"][0]["field"] == "parameters"
+
+
+def test_bulk_reprocess_is_for_admins_and_refuses_bad_queries(api: TestClient, cloud: LocalCloud):
+    body = {"where": {"status": "COMPLETED", "without_analysis": "regional"}, "analyses": ["qc"]}
+    for role in (Role.UPLOADER, Role.VIEWER):
+        for method, path in (("POST", "/reprocess-batches"), ("GET", "/reprocess-batches")):
+            response = api.request(method, path, json=body, headers=auth(role=role))
+            assert response.status_code == 403 and response.json()["code"] == "forbidden", (role, path)
+    bad = [
+        ({"where": {"status": "RUNNING"}}, "where.status"),
+        ({"where": {"colour": "red"}}, "where.colour"),
+        ({"where": {"created_from": "yesterday"}}, "where.created_from"),
+        ({"analyses": ["nope"]}, "analyses"),
+        ({"analyses": []}, "analyses"),
+        ({"parameters": {"qc": {}}}, "parameters"),
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"max_in_flight": 10_000}, "max_in_flight"),
+    ]
+    for query, field in bad:
+        response = api.post("/reprocess-batches", json=query, headers=auth())
+        assert response.status_code == 422, (query, response.text)
+        assert response.json()["errors"][0]["field"] == field, (query, response.json())
+    # Nothing matches: the batch is made, selects none and is done at once.
+    response = api.post("/reprocess-batches", json=body, headers=auth())
+    assert response.status_code == 202, response.text
+    batch = response.json()
+    assert batch["progress"] == {**batch["progress"], "selected": 0, "done": True} and batch["finished_at"]
+    assert api.get(f"/reprocess-batches/{batch['batch_id']}", headers=auth()).json()["studies"] == []
+    other = api.get(f"/reprocess-batches/{batch['batch_id']}", headers=auth("lab-b"))
+    assert other.status_code == 404 and other.json()["code"] == "batch_not_found"
+    assert api.get("/reprocess-batches", headers=auth("lab-b")).json()["items"] == []

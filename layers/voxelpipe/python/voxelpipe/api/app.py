@@ -11,6 +11,7 @@ import voxelpipe
 from voxelpipe.api import problems
 from voxelpipe.api.routes import (
     analyses,
+    batches,
     deliveries,
     destinations,
     dicomweb,
@@ -66,6 +67,7 @@ def create_app() -> FastAPI:
         destinations.router,
         studies.router,
         deliveries.router,
+        batches.router,
     ):
         app.include_router(router)
     app.include_router(viewer_routes.router)  # viewer links, the viewer's data and pages
