@@ -14,6 +14,7 @@ from voxelpipe import tracking
 from voxelpipe.batches import (
     BATCH_ROW,
     ELIGIBLE,
+    ENDED,
     MAX_BATCH_STUDIES,
     OPEN,
     STUDY_ROW_PREFIX,
@@ -167,13 +168,14 @@ def _settle(adapters: BatchAdapters, item: ReprocessBatchRecord) -> None:
     adapters.batches.set_item(item, changes)
 
 
-def _open(adapters: BatchAdapters, batch: ReprocessBatchRecord, item: ReprocessBatchRecord) -> None:
-    """Open the next attempt of one selected study, at low priority, with the batch's analyses."""
+def _open(adapters: BatchAdapters, batch: ReprocessBatchRecord, item: ReprocessBatchRecord) -> bool:
+    """Open the next attempt of one selected study, at low priority, with the batch's analyses;
+    False when it ended instead (skipped, rejected), taking no place in flight."""
     assert item.study_id is not None
     study = adapters.store.get_study(item.study_id)
     if study is None or study.status == StudyStatus.DELETED:
         adapters.batches.set_item(item, {"state": ItemState.SKIPPED.value, "reason": "deleted meanwhile"})
-        return
+        return False
     if StudyStatus(study.status) not in ELIGIBLE:
         adapters.batches.set_item(
             item,
@@ -182,7 +184,7 @@ def _open(adapters: BatchAdapters, batch: ReprocessBatchRecord, item: ReprocessB
                 "reason": f"{study.status} at attempt {study.attempt}: an attempt is under way",
             },
         )
-        return
+        return False
     # OPENING with the attempt it opens, before opening it: a sweep that dies in between leaves a
     # row the next one settles by the study's attempt (never opens twice, never loses the study).
     adapters.batches.set_item(item, {"state": ItemState.OPENING.value, "attempt": int(study.attempt) + 1})
@@ -204,7 +206,7 @@ def _open(adapters: BatchAdapters, batch: ReprocessBatchRecord, item: ReprocessB
             item,
             {"state": ItemState.REJECTED.value, "reason": f"{refused.field}: {refused}", "attempt": None},
         )
-        return
+        return False
     except tracking.TransitionRefused as refused:
         current = refused.current
         reason = "deleted meanwhile" if refused.deleted else f"{current.status if current else 'missing'}: "
@@ -216,8 +218,9 @@ def _open(adapters: BatchAdapters, batch: ReprocessBatchRecord, item: ReprocessB
                 "attempt": None,
             },
         )
-        return
+        return False
     adapters.batches.set_item(item, {"state": ItemState.OPENED.value, "attempt": int(reopened.attempt)})
+    return True
 
 
 def advance_batch(
@@ -232,14 +235,16 @@ def advance_batch(
     items = adapters.batches.items_of(batch.batch_id)
     still = sum(1 for item in items if item.state in (ItemState.OPENING, ItemState.OPENED))
     waiting = [item for item in items if item.state == ItemState.SELECTED]
-    opening = how_many_to_open(still, len(waiting), int(batch.max_in_flight or 1), clinical_backlog)
-    for item in waiting[:opening]:
-        _open(adapters, batch, item)
-    if not waiting[opening:] and not still:
-        items = adapters.batches.items_of(batch.batch_id)
-        if all(item.state not in (ItemState.SELECTED, ItemState.OPENING, ItemState.OPENED) for item in items):
-            adapters.batches.close_batch(batch)
-    return {"settled": len(in_flight), "opened": opening}
+    slots = how_many_to_open(still, len(waiting), int(batch.max_in_flight or 1), clinical_backlog)
+    opened = 0
+    for item in waiting:  # a study that ends instead of opening (skipped, rejected) takes no slot
+        if opened >= slots:
+            break
+        opened += _open(adapters, batch, item)
+    items = adapters.batches.items_of(batch.batch_id)
+    if all(item.state in ENDED for item in items):
+        adapters.batches.close_batch(batch)
+    return {"settled": len(in_flight), "opened": opened}
 
 
 def advance_batches(adapters: BatchAdapters) -> list[dict[str, Any]]:
