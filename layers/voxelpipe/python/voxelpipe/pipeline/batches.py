@@ -136,6 +136,8 @@ def _attempt_status(adapters: BatchAdapters, study_id: str, attempt: int) -> str
         return study.status
     if int(study.attempt) < attempt:
         return None
+    # Every opener keeps the ended attempt's record first (manage.reprocess, a late DICOM instance);
+    # none means the attempt ended before attempts were kept, and a next one could open: it ended.
     kept = {int(record["attempt"]): record for record in ended_attempts(adapters.store, study_id)}
     return str(kept[attempt]["status"]) if attempt in kept else StudyStatus.COMPLETED.value
 
