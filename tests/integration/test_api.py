@@ -14,11 +14,13 @@ from infra.local.serve import acting_as
 from infra.local.studies import wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
 from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
+from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.function_specs import API, EGRESS, PREPARE
 from voxelpipe.identities import IdentityMap
+from voxelpipe.pipeline.attempts import archive_attempt
 from voxelpipe.status import StudyStatus
 from voxelpipe.wiring import EnvVar
 
@@ -170,6 +172,10 @@ def test_reprocess_opens_a_new_attempt_that_completes(api: TestClient, cloud: Lo
     assert first["results"]["report"]["html"]["key"] == f"derived/{study_id}/attempts/1/report.html"
     missing = api.get(f"/studies/{study_id}/results", params={"attempt": 7}, headers=viewer)
     assert missing.status_code == 404 and missing.json()["code"] == "attempt_not_found"
+    # Moving attempt 1 again (a duplicate call, Prepare's own check) moves nothing.
+    assert archive_attempt(Storage(cloud.bucket), study_id, 1) == 0
+    again = api.get(f"/studies/{study_id}/results", params={"attempt": 1}, headers=viewer).json()
+    assert again["results"] == first["results"] and {a["path"] for a in again["artifacts"]} == paths
     # Deleting the study removes every attempt's objects and rows.
     assert api.delete(f"/studies/{study_id}", headers=auth()).status_code == 200
     assert (
