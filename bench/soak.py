@@ -428,7 +428,9 @@ class Soak:
         with self.cloud.acting_as(API.name):
             study = self.store.get_study(study_id)
             assert study is not None
-            reopened = manage.reprocess(study, self.store, SqsWorkQueues(), actor=ACTOR, source=ACTOR)
+            reopened = manage.reprocess(
+                study, self.store, Storage(self.cloud.bucket), SqsWorkQueues(), actor=ACTOR, source=ACTOR
+            )
         # The new attempt's work item delivered twice.
         with self.lock:
             delay_s = self.chance.uniform(0.0, 1.0)

@@ -29,6 +29,7 @@ from voxelpipe.function_specs import (
     MARK_FAILED,
     PREPARE,
     REAPER,
+    REPROCESS_BATCHES,
     RUN_ANALYSIS,
     WEBHOOK,
 )
@@ -65,7 +66,8 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     # Reads the upload (a reprocessed DICOM study: its de-identified copies under derived/), writes
     # the canonical volume (work/) and converted volume (derived/), keeps DICOM originals under
     # work/ if so configured, then removes every version of the upload. A series that does not
-    # decode is moved to quarantine/, as ingest does.
+    # decode is moved to quarantine/, as ingest does. Before writing, it moves the attempt before's
+    # outputs under derived/{id}/attempts/{n}/ if nobody did yet (pipeline/attempts.py).
     PREPARE.name: BucketAccess(
         read=[UPLOADS, DERIVED],
         write=[DERIVED, WORK, QUARANTINE],
@@ -90,6 +92,9 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     FINALIZE.name: BucketAccess(
         read=[WORK, DERIVED], write=[DERIVED], delete=[DERIVED], list=[DERIVED], list_versions=[DERIVED]
     ),
+    # Reprocessing a study of a batch moves its ended attempt's outputs under
+    # derived/{id}/attempts/{n}/ (list, copy = read + write, then delete), as the API's reprocess does.
+    REPROCESS_BATCHES.name: BucketAccess(read=[DERIVED], write=[DERIVED], delete=[DERIVED], list=[DERIVED]),
     # Purges recently deleted studies again: every version of every object a study has.
     REAPER.name: BucketAccess(delete=[*ALL_PREFIXES], list_versions=[*ALL_PREFIXES]),
     # Reads results.json and the DICOM outputs it lists (derived/{id}/dicom/); writes nothing.
@@ -101,10 +106,11 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     # version of every object it has. Registering a model presigns its upload under models/,
     # completing it checks the file's digest and writes its manifest, and retiring it removes every
     # version of its files. Reference data (atlases, norms tables) likewise under references/.
-    # The viewer's links presign the canonical volume Prepare writes under work/.
+    # The viewer's links presign the canonical volume Prepare writes under work/. Reprocessing
+    # moves the ended attempt's outputs under derived/{id}/attempts/{n}/ (copy, then delete).
     API.name: BucketAccess(
         read=[UPLOADS, DERIVED, WORK, MODELS, REFERENCES],
-        write=[UPLOADS, QUARANTINE, MODELS, REFERENCES],
+        write=[UPLOADS, QUARANTINE, DERIVED, MODELS, REFERENCES],
         delete=[*ALL_PREFIXES, MODELS, REFERENCES],
         list=[UPLOADS, DERIVED],
         list_versions=[*ALL_PREFIXES, MODELS, REFERENCES],
@@ -160,6 +166,8 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     INGEST.name: frozenset({Resource.MODELS_TABLE, Resource.RULES_TABLE}),
     COMPLETE_TRANSFERS.name: frozenset({Resource.MODELS_TABLE, Resource.RULES_TABLE}),
     DISPATCH.name: frozenset({Resource.OBJECTS_TABLE, Resource.MODELS_TABLE, Resource.REFERENCES_TABLE}),
+    # The batch sweep checks a batch's analyses (models, reference data) as registration does.
+    REPROCESS_BATCHES.name: frozenset({Resource.MODELS_TABLE, Resource.REFERENCES_TABLE}),
     WEBHOOK.name: frozenset({Resource.STUDIES_TABLE}),  # it reads each study's webhook URL
     LIVE.name: frozenset({Resource.STUDIES_TABLE}),  # a subscription names a study of the tenant
     # Egress reads studies and destinations; it writes only deliveries (their acknowledgements).

@@ -26,6 +26,7 @@ from voxelpipe.wiring import (
     Resource,
 )
 from voxelpipe.workflow_settings import (
+    BATCH_SWEEP_INTERVAL_MIN,
     DELIVERY_BATCH_SIZE,
     DELIVERY_MAX_RECEIVE_COUNT,
     DELIVERY_VISIBILITY_TIMEOUT_S,
@@ -150,3 +151,7 @@ class StudyNotifications:
         return StudyNotifications._every(
             scope, "TransferCompletionSchedule", sweep, TRANSFER_SWEEP_INTERVAL_MIN
         )
+
+    @staticmethod
+    def schedule_reprocess_batches(scope: Construct, sweep: lambda_.Function) -> events.Rule:
+        return StudyNotifications._every(scope, "ReprocessBatchesSchedule", sweep, BATCH_SWEEP_INTERVAL_MIN)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from voxelpipe.wiring import DEFAULT_BATCH_MAX_IN_FLIGHT
+
 if TYPE_CHECKING:  # imported without CDK by `voxelpipe serve` (the CORS origins)
     from constructs import Node
 
@@ -20,12 +22,15 @@ DERIVED_TRANSITION_DAYS = "voxelpipe:derivedTransitionDays"
 # Origins (a list, or a comma-separated string) a browser front end may call the REST API from
 # (CORS); none by default: no browser origin is allowed.
 CORS_ALLOWED_ORIGINS = "voxelpipe:corsAllowedOrigins"
+# How many studies of one bulk reprocess batch may be in flight at once (docs/api.md, batches).
+REPROCESS_MAX_IN_FLIGHT = "voxelpipe:reprocessMaxInFlight"
 # The GPU workers' settings are `voxelpipe:gpu:*` keys, read by voxelpipe.gpu_settings.GpuSettings.
 
 DEFAULTS: dict[str, Any] = {
     LOG_RETENTION_DAYS: 365,
     DERIVED_TRANSITION_DAYS: 90,
     CORS_ALLOWED_ORIGINS: [],
+    REPROCESS_MAX_IN_FLIGHT: DEFAULT_BATCH_MAX_IN_FLIGHT,
 }
 
 
@@ -53,6 +58,7 @@ class StackSettings:
     log_retention_days: int
     derived_transition_days: int
     cors_allowed_origins: tuple[str, ...] = ()
+    reprocess_max_in_flight: int = DEFAULT_BATCH_MAX_IN_FLIGHT
 
     @classmethod
     def from_context(cls, node: Node) -> StackSettings:
@@ -64,7 +70,15 @@ class StackSettings:
             log_retention_days=int(value(LOG_RETENTION_DAYS)),
             derived_transition_days=int(value(DERIVED_TRANSITION_DAYS)),
             cors_allowed_origins=parse_origins(value(CORS_ALLOWED_ORIGINS)),
+            reprocess_max_in_flight=int(value(REPROCESS_MAX_IN_FLIGHT)),
         )
-        if settings.derived_transition_days < 1 or settings.log_retention_days < 1:
+        if (
+            min(
+                settings.derived_transition_days,
+                settings.log_retention_days,
+                settings.reprocess_max_in_flight,
+            )
+            < 1
+        ):
             raise ValueError(f"invalid deployment settings: {settings}")
         return settings

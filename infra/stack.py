@@ -65,6 +65,7 @@ from voxelpipe.function_specs import (
     LIVE_PUSH,
     POWERTOOLS_ENV,
     REAPER,
+    REPROCESS_BATCHES,
     SCALER,
     WEBHOOK,
     DependencyGroup,
@@ -77,6 +78,7 @@ from voxelpipe.wiring import ENV_RESOURCES, FUNCTION_TAG, GPU_RESOURCES, EnvVar,
 from voxelpipe.workflow_settings import (
     DISPATCH_BATCH_SIZE,
     INGEST_ASYNC_RETRIES,
+    LOW_PRIORITY_DISPATCH_CONCURRENCY,
     QUEUE_MAX_RECEIVE_COUNT,
     QUEUE_VISIBILITY_TIMEOUT_S,
 )
@@ -165,6 +167,7 @@ class VoxelpipeStack(Stack):
         queues = {
             Resource.HIGH_PRIORITY_QUEUE: self._work_queue(Resource.HIGH_PRIORITY_QUEUE),
             Resource.NORMAL_PRIORITY_QUEUE: self._work_queue(Resource.NORMAL_PRIORITY_QUEUE),
+            Resource.LOW_PRIORITY_QUEUE: self._work_queue(Resource.LOW_PRIORITY_QUEUE),
         }
         tables = {
             ENV_RESOURCES[var]: table_for_model(self, ENV_RESOURCES[var], model, key=key)
@@ -354,10 +357,17 @@ class VoxelpipeStack(Stack):
         ):
             if construct is not None:
                 nag.acknowledge(construct, *nag.BUCKET_NOTIFICATIONS_HANDLER)
-        for queue in queues.values():
+        for resource, queue in queues.items():
             functions[DISPATCH.name].add_event_source(
                 event_sources.SqsEventSource(
-                    queue, batch_size=DISPATCH_BATCH_SIZE, report_batch_item_failures=True
+                    queue,
+                    batch_size=DISPATCH_BATCH_SIZE,
+                    report_batch_item_failures=True,
+                    # Bulk reprocessing is dispatched by two concurrent invocations at most (the
+                    # batches' own throttle bounds what is queued there: pipeline/batches.py).
+                    max_concurrency=LOW_PRIORITY_DISPATCH_CONCURRENCY
+                    if resource is Resource.LOW_PRIORITY_QUEUE
+                    else None,
                 )
             )
 
@@ -392,9 +402,15 @@ class VoxelpipeStack(Stack):
         self._wire_destinations(functions)
         StudyNotifications.schedule_reaper(self, functions[REAPER.name])
         StudyNotifications.schedule_transfer_completion(self, functions[COMPLETE_TRANSFERS.name])
-        # The reaper reads queue depths (it re-drives through the queues it is told of).
+        StudyNotifications.schedule_reprocess_batches(self, functions[REPROCESS_BATCHES.name])
+        functions[API.name].add_environment(
+            EnvVar.BATCH_MAX_IN_FLIGHT, str(self.settings.reprocess_max_in_flight)
+        )
+        # The reaper reads queue depths (it re-drives through the queues it is told of); the batch
+        # sweep reads them to let clinical work go first.
         for queue in queues.values():
             queue.grant(functions[REAPER.name], "sqs:GetQueueAttributes")
+            queue.grant(functions[REPROCESS_BATCHES.name], "sqs:GetQueueAttributes")
 
         self.notifications = notifications
 

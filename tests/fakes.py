@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from pynamodb.models import Model
 
+from voxelpipe.batches import BATCH_ROW, OPEN, STUDY_ROW_PREFIX
 from voxelpipe.identities import IdentityMap
 from voxelpipe.limits import Limits
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
@@ -33,6 +34,7 @@ from voxelpipe.ports import (
 from voxelpipe.records import (
     AuditRecord,
     ObjectRecord,
+    ReprocessBatchRecord,
     StudyRecord,
     SubjectRecord,
     TaskRecord,
@@ -499,3 +501,43 @@ class InMemoryIdentityMaps:
 
     def forget(self, study_id: str) -> None:
         self.maps.pop(study_id, None)
+
+
+@dataclass
+class InMemoryBatchStore:
+    """`ports.BatchStore` in a dictionary."""
+
+    rows: dict[tuple[str, str], ReprocessBatchRecord] = field(default_factory=dict)
+
+    def create_batch(self, batch: ReprocessBatchRecord, items: list[ReprocessBatchRecord]) -> None:
+        for row in [*items, batch]:
+            self.rows[(row.batch_id, row.item_key)] = _copy(row)
+
+    def get_batch(self, batch_id: str) -> ReprocessBatchRecord | None:
+        row = self.rows.get((batch_id, BATCH_ROW))
+        return _copy(row) if row else None
+
+    def items_of(self, batch_id: str) -> list[ReprocessBatchRecord]:
+        rows = [
+            _copy(r)
+            for (b, key), r in self.rows.items()
+            if b == batch_id and key.startswith(STUDY_ROW_PREFIX)
+        ]
+        return sorted(rows, key=lambda row: (row.created_at, row.item_key))
+
+    def set_item(self, item: ReprocessBatchRecord, changes: Any) -> None:
+        row = self.rows[(item.batch_id, item.item_key)]
+        for name, value in {**changes, "updated_at": datetime.now(UTC)}.items():
+            setattr(row, name, value)
+
+    def close_batch(self, batch: ReprocessBatchRecord) -> None:
+        row = self.rows[(batch.batch_id, BATCH_ROW)]
+        row.open, row.finished_at = None, datetime.now(UTC)
+
+    def open_batches(self) -> list[ReprocessBatchRecord]:
+        rows = [r for (_, key), r in self.rows.items() if key == BATCH_ROW and r.open == OPEN]
+        return [_copy(r) for r in sorted(rows, key=lambda r: r.created_at)]
+
+    def tenant_batches(self, tenant: str) -> list[ReprocessBatchRecord]:
+        rows = [r for (_, key), r in self.rows.items() if key == BATCH_ROW and r.tenant == tenant]
+        return [_copy(r) for r in sorted(rows, key=lambda r: r.created_at, reverse=True)]

@@ -105,8 +105,24 @@ class Client:
     def study(self, study_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/studies/{study_id}"))
 
-    def results(self, study_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/studies/{study_id}/results"))
+    def results(self, study_id: str, attempt: int | None = None) -> dict[str, Any]:
+        params = {"attempt": attempt} if attempt is not None else {}
+        return dict(self._call("GET", f"/studies/{study_id}/results", params=params))
+
+    def reprocess(self, study_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", f"/studies/{study_id}/reprocess", json=body or None))
+
+    def attempts(self, study_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/studies/{study_id}/attempts"))
+
+    def create_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/reprocess-batches", json=body))
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/reprocess-batches/{batch_id}"))
+
+    def list_batches(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/reprocess-batches"))
 
     def subject(self, subject_ref: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/subjects/{subject_ref}"))

@@ -1,5 +1,6 @@
 """The CLI's commands for users of a deployment: serve, token, upload, status, results, report, list, model,
-atlas, norms, rules, destinations, export, admin.
+atlas, norms, rules, destinations, deliveries, export, reprocess, attempts, batch, subjects,
+timeline, admin.
 
 They talk to any deployment with `--api-url` and a token (`--token` or VOXELPIPE_TOKEN); with
 neither, to the local `voxelpipe serve`, with a development token minted on the spot.
@@ -16,6 +17,7 @@ from typing import Any
 
 from infra.cli.destinations import add_destination_commands, run_destinations
 from infra.cli.export import add_export_command, run_export
+from infra.cli.reprocess import add_reprocess_commands, run_reprocess
 from infra.cli.rules import add_rules_command, run_rules
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -103,6 +105,7 @@ def add_commands(commands: Any) -> None:
     results = commands.add_parser("results", help="a study's results, and optionally its artifacts")
     results.add_argument("study_id")
     results.add_argument("--download", type=Path, metavar="DIR", help="write every artifact under DIR")
+    results.add_argument("--attempt", type=int, help="an earlier attempt (`voxelpipe attempts ID`)")
     connection(results)
 
     report = commands.add_parser("report", help="download a completed study's report (HTML and PDF)")
@@ -190,6 +193,7 @@ def add_commands(commands: Any) -> None:
     add_rules_command(commands, connection)
     add_destination_commands(commands, connection)
     add_export_command(commands, connection)
+    add_reprocess_commands(commands, connection)
 
 
 def _reference_commands(commands: Any, connection: Any) -> None:
@@ -362,13 +366,15 @@ def run(args: argparse.Namespace) -> int:
             return run_destinations(args, client)
         if args.command == "export":
             return run_export(args, client)
+        if args.command in ("reprocess", "attempts", "batch"):
+            return run_reprocess(args, client)
         if args.command == "status" and args.watch:
             return _watch(args, client)
         if args.command == "status":
             view = client.study(args.study_id)
             _print(args, view, _describe(view))
         elif args.command == "results":
-            results = client.results(args.study_id)
+            results = client.results(args.study_id, args.attempt)
             _print(args, results, json.dumps(results["results"].get("analyses", {}), indent=2))
             if args.download:
                 written = client.download(results, args.download)

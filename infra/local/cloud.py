@@ -34,7 +34,7 @@ from infra.local.deploy import GPU_WORKER, REGION, Deployment, deploy_template
 from infra.local.iam import LocalIam
 from infra.local.lambda_runtime import Handler, LambdaContext, call_handler
 from infra.local.processes import POOLED_FUNCTIONS, ProcessSettings, WorkerCall, WorkerPool
-from infra.local.schedules import TransferSweep
+from infra.local.schedules import BatchSweep, TransferSweep
 from infra.local.template import cached_template
 from infra.local.workers import LocalGpuWorkers
 from voxelpipe.function_specs import function_spec
@@ -166,6 +166,10 @@ class LocalCloud:
         self.transfer_sweep = TransferSweep(self.env(EnvVar.TRANSFERS_TABLE), self.invoke)
         self.transfer_sweep.start()
         self._stack.callback(self.transfer_sweep.stop)
+        # Bulk reprocess batches advance on a schedule too.
+        self.batch_sweep = BatchSweep(self.env(EnvVar.BATCHES_TABLE), self.invoke)
+        self.batch_sweep.start()
+        self._stack.callback(self.batch_sweep.stop)
         return self
 
     def __exit__(

@@ -1,8 +1,10 @@
-"""The completion sweep's schedule, here: moto fires no EventBridge schedule, so a thread invokes
-the function (through the local cloud, under its role) while network exams are pending.
+"""The sweeps' schedules, here: moto fires no EventBridge schedule, so a thread invokes each
+function (through the local cloud, under its role) while it has work — the completion sweep while
+network exams are pending, the batch sweep while bulk reprocess batches are open.
 
-In AWS the rule runs it every minute (workflow_settings.TRANSFER_SWEEP_INTERVAL_MIN); here every
-`interval_s`, so a tenant's quiet period is honoured to the second in tests and under `serve`.
+In AWS the rules run them every minute (workflow_settings.TRANSFER_SWEEP_INTERVAL_MIN,
+BATCH_SWEEP_INTERVAL_MIN); here every `interval_s`, so a tenant's quiet period is honoured to the
+second in tests and under `serve`, and a batch moves on within a second of a study ending.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import boto3
 
-from voxelpipe.function_specs import COMPLETE_TRANSFERS
+from voxelpipe.function_specs import COMPLETE_TRANSFERS, REPROCESS_BATCHES
 
 log = logging.getLogger("voxelpipe.local")
 
@@ -34,12 +36,14 @@ SCHEDULED_EVENT: dict[str, Any] = {
 class TransferSweep:
     """Invokes the completion sweep every `interval_s` while the transfers table has items."""
 
+    function = COMPLETE_TRANSFERS.name
+
     def __init__(self, table: str, invoke: Callable[[str, Any], Any], interval_s: float = 1.0) -> None:
         self.table = table
         self.invoke = invoke
         self.interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="transfer-sweep", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.function, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -57,6 +61,13 @@ class TransferSweep:
         while not self._stop.wait(self.interval_s):
             try:
                 if self._pending():
-                    self.invoke(COMPLETE_TRANSFERS.name, SCHEDULED_EVENT)
+                    self.invoke(self.function, SCHEDULED_EVENT)
             except Exception:  # the next tick tries again, as the schedule would
-                log.exception("transfer sweep failed")
+                log.exception("%s failed", self.function)
+
+
+class BatchSweep(TransferSweep):
+    """Invokes the batch sweep every `interval_s` while the batches table has items (an idle cloud,
+    with no batch ever made, invokes nothing)."""
+
+    function = REPROCESS_BATCHES.name

@@ -24,6 +24,7 @@ from tests.fixtures.dicom_corpus import corpus
 from tests.fixtures.phi_scan import sightings
 from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
 from voxelpipe.adapters.queues import SqsWorkQueues
+from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.dicom import BASIC_PROFILE, assemble_series, read_instance_header
 from voxelpipe.dicom.reidentify import reidentify
@@ -105,10 +106,17 @@ def test_a_series_converts_is_deidentified_and_completes(cloud: LocalCloud):
 
     # Reprocess reads the de-identified copies, since the originals are gone (and Prepare's role
     # may read them: the local cloud holds each function to its role's policies).
-    reopened = manage.reprocess(record, STORE, SqsWorkQueues(), actor="test", source="test")
+    reopened = manage.reprocess(
+        record, STORE, Storage(cloud.bucket), SqsWorkQueues(), actor="test", source="test"
+    )
     assert reopened.input_key == derived_key(study_id, "dicom/")
     again = wait_for_terminal([study_id], timeout_s=120)[study_id]
     assert (again.status, again.attempt) == (StudyStatus.COMPLETED, 2), again.error
+    # Attempt 1's DICOM outputs were kept under attempts/1/; the de-identified copies stayed.
+    outputs = {key for key in objects if key not in copies}
+    assert outputs and set(copies) <= set(_keys(cloud, derived_key(study_id, "dicom/")))
+    archived = set(_keys(cloud, derived_key(study_id, "attempts", "1") + "/"))
+    assert {key.replace(f"{study_id}/", f"{study_id}/attempts/1/") for key in outputs} <= archived
 
 
 def test_a_zip_of_a_series_with_a_duplicate_instance_completes(cloud: LocalCloud):

@@ -9,10 +9,12 @@ default rules pick `qc`, the default analyses, for a 3D T1: a light run).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 from pydicom.dataset import Dataset
 
@@ -27,6 +29,7 @@ from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.analyses import DEFAULT_ANALYSES
 from voxelpipe.api.views import study_view
 from voxelpipe.dimse.settings import AeTitle
+from voxelpipe.pipeline.attempts import ended_attempts
 from voxelpipe.pipeline.receive import exam_study_id
 from voxelpipe.routing.rules import DEFAULT_RULE_SET, RuleSet
 from voxelpipe.status import StudyStatus
@@ -187,6 +190,11 @@ def test_orthanc_sends_an_exam_and_the_t1_is_processed_the_others_set_aside(
     assert again.input is not None and again.input["instances"] == 20
     actions = [row.action for row in STORE.audit_trail(exam_id)]
     assert actions.count("instances_received") == 2 and "instances_after_end" in actions
+    # Attempt 1 was kept: its record, and its outputs moved under attempts/1/ by attempt 2's Prepare.
+    (first,) = ended_attempts(STORE, exam_id)
+    assert first["attempt"] == 1 and first["status"] == StudyStatus.COMPLETED
+    kept = boto3.client("s3").get_object(Bucket=cloud.bucket, Key=first["results_key"])["Body"].read()
+    assert json.loads(kept)["attempt"] == 1
     assert not cloud.iam.denials
 
 

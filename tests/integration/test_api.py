@@ -14,12 +14,17 @@ from infra.local.serve import acting_as
 from infra.local.studies import wait_for_terminal
 from tests.fixtures.bad_nifti import make_good_nifti
 from voxelpipe.adapters.identity_maps import DynamoIdentityMaps
+from voxelpipe.adapters.storage import Storage
+from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.function_specs import API, EGRESS, PREPARE
 from voxelpipe.identities import IdentityMap
+from voxelpipe.pipeline.attempts import archive_attempt
 from voxelpipe.status import StudyStatus
 from voxelpipe.wiring import EnvVar
+
+STORE = DynamoStudyStore()
 
 
 @pytest.fixture
@@ -145,6 +150,70 @@ def test_reprocess_opens_a_new_attempt_that_completes(api: TestClient, cloud: Lo
     assert sorted(e["name"] for e in executions) == [f"{study_id}-1", f"{study_id}-2"]
     steps = api.get(f"/studies/{study_id}", headers=auth()).json()["steps"]
     assert [s["step"] for s in steps] == ["prepare", "analysis:qc", "finalize"]  # attempt 2's own
+
+    # Attempt 1 is kept under attempts/1/ (its results.json pointing there), the latest at the top.
+    viewer = auth(role=Role.VIEWER)
+    attempts = api.get(f"/studies/{study_id}/attempts", headers=viewer).json()["items"]
+    assert [(a["attempt"], a["latest"], a["status"]) for a in attempts] == [
+        (2, True, "COMPLETED"),
+        (1, False, "COMPLETED"),
+    ]
+    assert attempts[1]["results_key"] == f"derived/{study_id}/attempts/1/results.json"
+    assert attempts[1]["started_at"] and attempts[1]["ended_at"] and attempts[1]["analyses"] == ["qc"]
+    latest = api.get(f"/studies/{study_id}/results", headers=viewer).json()
+    assert latest["attempt"] == latest["results"]["attempt"] == 2
+    assert not [a for a in latest["artifacts"] if a["path"].startswith("attempts/")]
+    first = api.get(f"/studies/{study_id}/results", params={"attempt": 1}, headers=viewer).json()
+    assert first["attempt"] == first["results"]["attempt"] == 1
+    paths = {a["path"] for a in first["artifacts"]}
+    assert {"results.json", "report.html", "qc/preview_axial.png"} <= paths
+    moved = first["results"]["analyses"]["qc"]["artifacts"]
+    assert moved and all(key.startswith(f"derived/{study_id}/attempts/1/qc/") for key in moved)
+    assert first["results"]["report"]["html"]["key"] == f"derived/{study_id}/attempts/1/report.html"
+    missing = api.get(f"/studies/{study_id}/results", params={"attempt": 7}, headers=viewer)
+    assert missing.status_code == 404 and missing.json()["code"] == "attempt_not_found"
+    # Moving attempt 1 again (a duplicate call, Prepare's own check) moves nothing.
+    assert archive_attempt(Storage(cloud.bucket), study_id, 1) == 0
+    again = api.get(f"/studies/{study_id}/results", params={"attempt": 1}, headers=viewer).json()
+    assert again["results"] == first["results"] and {a["path"] for a in again["artifacts"]} == paths
+    # Deleting the study removes every attempt's objects and rows.
+    assert api.delete(f"/studies/{study_id}", headers=auth()).status_code == 200
+    assert (
+        not boto3.client("s3")
+        .list_objects_v2(Bucket=cloud.bucket, Prefix=f"derived/{study_id}/")
+        .get("Contents")
+    )
+
+
+def test_reprocess_names_other_analyses_checked_as_registration_checks_them(
+    api: TestClient, cloud: LocalCloud
+):
+    study_id = _completed(api, cloud)
+    uploader = auth(role=Role.UPLOADER)
+    bad = [
+        ({"analyses": ["nope"]}, "analyses"),
+        ({"parameters": {"normative": {"x": 1}}}, "parameters"),
+        ({"analyses": ["qc"], "parameters": {"qc": {"no_such_parameter": 1}}}, "parameters.qc"),
+        ({"analyses": []}, "analyses"),
+        ({"priority": "urgent"}, "priority"),
+        ({"colour": "red"}, "colour"),
+    ]
+    for body, field in bad:
+        response = api.post(f"/studies/{study_id}/reprocess", json=body, headers=uploader)
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["errors"][0]["field"] == field, (body, response.json())
+    assert api.get(f"/studies/{study_id}", headers=uploader).json()["attempt"] == 1  # nothing opened
+    response = api.post(
+        f"/studies/{study_id}/reprocess",
+        json={"analyses": ["volumetrics"], "priority": "high"},
+        headers=uploader,
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["analyses"] == ["tissue-seg", "volumetrics"]
+    (row,) = [row for row in STORE.audit_trail(study_id) if row.action == "reprocess"]
+    assert row.detail["changed"]["analyses"] == {"from": ["qc"], "to": ["tissue-seg", "volumetrics"]}
+    assert row.detail["changed"]["priority"] == {"from": "normal", "to": "high"}
+    wait_for_terminal([study_id], timeout_s=120)  # its execution ends before the cloud does
 
 
 def test_of_six_concurrent_reprocess_requests_exactly_one_is_accepted(api: TestClient, cloud: LocalCloud):
@@ -321,3 +390,34 @@ def test_normative_scores_with_the_uploaders_reference_table(api: TestClient, cl
         headers=auth(),
     )
     assert misplaced.status_code == 422 and misplaced.json()["errors"][0]["field"] == "parameters"
+
+
+def test_bulk_reprocess_is_for_admins_and_refuses_bad_queries(api: TestClient, cloud: LocalCloud):
+    body = {"where": {"status": "COMPLETED", "without_analysis": "regional"}, "analyses": ["qc"]}
+    for role in (Role.UPLOADER, Role.VIEWER):
+        for method, path in (("POST", "/reprocess-batches"), ("GET", "/reprocess-batches")):
+            response = api.request(method, path, json=body, headers=auth(role=role))
+            assert response.status_code == 403 and response.json()["code"] == "forbidden", (role, path)
+    bad = [
+        ({"where": {"status": "RUNNING"}}, "where.status"),
+        ({"where": {"colour": "red"}}, "where.colour"),
+        ({"where": {"created_from": "yesterday"}}, "where.created_from"),
+        ({"analyses": ["nope"]}, "analyses"),
+        ({"analyses": []}, "analyses"),
+        ({"parameters": {"qc": {}}}, "parameters"),
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"max_in_flight": 10_000}, "max_in_flight"),
+    ]
+    for query, field in bad:
+        response = api.post("/reprocess-batches", json=query, headers=auth())
+        assert response.status_code == 422, (query, response.text)
+        assert response.json()["errors"][0]["field"] == field, (query, response.json())
+    # Nothing matches: the batch is made, selects none and is done at once.
+    response = api.post("/reprocess-batches", json=body, headers=auth())
+    assert response.status_code == 202, response.text
+    batch = response.json()
+    assert batch["progress"] == {**batch["progress"], "selected": 0, "done": True} and batch["finished_at"]
+    assert api.get(f"/reprocess-batches/{batch['batch_id']}", headers=auth()).json()["studies"] == []
+    other = api.get(f"/reprocess-batches/{batch['batch_id']}", headers=auth("lab-b"))
+    assert other.status_code == 404 and other.json()["code"] == "batch_not_found"
+    assert api.get("/reprocess-batches", headers=auth("lab-b")).json()["items"] == []

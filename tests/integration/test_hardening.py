@@ -232,10 +232,12 @@ def test_each_function_may_touch_only_its_prefixes(template: dict[str, Any]):
         }
         assert granted == {action: v for action, v in expected.items() if v}, name
     # The API presigns uploads and downloads: writes only under uploads/ (and quarantine/, to reject;
-    # models/ and references/, to register a model, an atlas or a norms table).
+    # models/ and references/, to register a model, an atlas or a norms table; derived/, to keep a
+    # reprocessed study's last attempt under derived/{id}/attempts/{n}/).
     assert _s3_resources(policies["api"])["s3:PutObject"] == {
         "/uploads/*",
         "/quarantine/*",
+        "/derived/*",
         "/models/*",
         "/references/*",
     }
@@ -252,7 +254,9 @@ def test_each_function_may_touch_only_its_prefixes(template: dict[str, Any]):
     }
 
 
-def test_only_ingest_the_api_and_the_exam_completion_write_the_objects_table(template: dict[str, Any]):
+def test_only_ingest_the_api_the_exam_completion_and_batches_write_the_objects_table(
+    template: dict[str, Any],
+):
     (objects_table,) = [
         lid for lid in _resources(template, "AWS::DynamoDB::Table") if lid.startswith("ObjectsTable")
     ]
@@ -262,8 +266,9 @@ def test_only_ingest_the_api_and_the_exam_completion_write_the_objects_table(tem
             resources = _as_list(statement["Resource"])
             if _getatt(objects_table) in resources and "dynamodb:PutItem" in _as_list(statement["Action"]):
                 writers.add(name)
-    # The completion of network exams records the objects it routes to a series' own study.
-    assert writers == {"ingest", "api", "complete_transfers"}
+    # The completion of network exams records the objects it routes to a series' own study; a
+    # reprocess (the API, a bulk reprocess batch) records the attempt it ends (attempt#{n} rows).
+    assert writers == {"ingest", "api", "complete_transfers", "reprocess_batches"}
     # The reaper only deletes a deleted study's rows.
     reaper_actions = {
         action

@@ -54,10 +54,10 @@ def test_event_sources_and_notifications_are_wired_as_in_the_template(cloud: Loc
     for m in mappings:
         function = cloud.deployment.function_specs[m["FunctionArn"].rsplit(":", 1)[-1]]
         consumers.setdefault(function, set()).add(m["EventSourceArn"])
-    # dispatch drains the two work queues; webhook the queue the status-change rule feeds; egress
-    # the delivery queue (docs/deliveries.md).
+    # dispatch drains the three work queues (high, normal, low); webhook the queue the status-change
+    # rule feeds; egress the delivery queue (docs/deliveries.md).
     assert {function: len(arns) for function, arns in consumers.items()} == {
-        "dispatch": 2,
+        "dispatch": 3,
         "webhook": 1,
         "live_push": 1,
         "egress": 1,

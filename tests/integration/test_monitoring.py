@@ -83,7 +83,7 @@ def test_every_work_queue_alarms_on_the_age_of_its_oldest_message(template: dict
             (Resource.WEBHOOK_QUEUE, Resource.GPU_QUEUE, Resource.LIVE_QUEUE, Resource.DELIVERY_QUEUE)
         )
     ]
-    assert len(work) == 2 and all(ages[lid] == WORK_QUEUE_OLDEST_S for lid in work)
+    assert len(work) == 3 and all(ages[lid] == WORK_QUEUE_OLDEST_S for lid in work)
     # Deliveries back off for hours before their DLQ: their oldest message may be that old.
     (deliveries,) = [lid for lid in sources if lid.startswith(Resource.DELIVERY_QUEUE)]
     assert ages[deliveries] == 3 * 3600

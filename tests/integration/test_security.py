@@ -61,7 +61,8 @@ def auth(role: Role, tenant: str = CALLER) -> dict[str, str]:
 
 @pytest.fixture
 def foreign(api: TestClient, cloud: LocalCloud) -> dict[str, str]:
-    """Another tenant's study, model and atlas (READY ones, registered by its admin through the API)."""
+    """Another tenant's study, model and atlas (READY ones, registered by its admin through the API),
+    rule set and bulk reprocess batch."""
     created = api.post(
         "/studies",
         json={"files": [{"name": "scan.nii.gz", "size": 1000}], "webhook_url": None},
@@ -92,7 +93,14 @@ def foreign(api: TestClient, cloud: LocalCloud) -> dict[str, str]:
     assert completed.status_code == 200, completed.text
     rules = api.post("/rules", json=DEFAULT_RULE_SET.as_json(), headers=auth(Role.ADMIN, FOREIGN))
     assert rules.status_code == 201 and rules.json()["version"] == 1, rules.text
-    return {"study_id": created.json()["study_id"], "name": FOREIGN_MODEL, "version": "1"}
+    batch = api.post("/reprocess-batches", json={}, headers=auth(Role.ADMIN, FOREIGN))
+    assert batch.status_code == 202, batch.text
+    return {
+        "study_id": created.json()["study_id"],
+        "name": FOREIGN_MODEL,
+        "version": "1",
+        "batch_id": batch.json()["batch_id"],
+    }
 
 
 def _operations() -> list[tuple[str, str, dict[str, Any]]]:
@@ -107,7 +115,12 @@ def _operations() -> list[tuple[str, str, dict[str, Any]]]:
 
 
 # What a path parameter is filled with, and the 404 code another tenant's resource answers.
-PATH_PARAMETERS = {"study_id": "study_not_found", "name": "model_not_found", "version": "rule_set_not_found"}
+PATH_PARAMETERS = {
+    "study_id": "study_not_found",
+    "name": "model_not_found",
+    "version": "rule_set_not_found",
+    "batch_id": "batch_not_found",
+}
 # Path parameters that name no tenant's resource (a kind of reference data): what fills them.
 # DICOMweb's UIDs: no tenant holds these (test_api_dicomweb.py holds another tenant's to a 404).
 FIXED_PATH_PARAMETERS = {

@@ -100,24 +100,42 @@ def test_work_queues_have_dead_letter_queues_and_long_visibility(template: dict[
             (Resource.WEBHOOK_QUEUE, Resource.GPU_QUEUE, Resource.LIVE_QUEUE, Resource.DELIVERY_QUEUE)
         )
     }
-    # + their two dead-letter queues, ingest failures, the webhook, GPU, live and delivery queues,
-    # each with its dead letters
-    assert len(work) == 2 and len(queues) == 13
+    # high, normal, low (bulk reprocess) + their three dead-letter queues, ingest failures, the
+    # webhook, GPU, live and delivery queues, each with its dead letters
+    assert len(work) == 3 and len(queues) == 15
     for queue in work.values():
         props = queue["Properties"]
         assert props["RedrivePolicy"]["maxReceiveCount"] >= 5 == QUEUE_MAX_RECEIVE_COUNT
         assert props["VisibilityTimeout"] >= 6 * DISPATCH.timeout_s
 
 
-def test_dispatch_consumes_both_queues_reporting_partial_failures(template: dict[str, Any]):
+def test_dispatch_consumes_every_work_queue_reporting_partial_failures(template: dict[str, Any]):
     mappings = {
         lid: m
         for lid, m in _resources(template, "AWS::Lambda::EventSourceMapping").items()
         if m["Properties"]["FunctionName"]["Ref"].startswith(DISPATCH.construct_id)
     }
-    assert len(mappings) == 2
+    assert len(mappings) == 3
     for mapping in mappings.values():
         assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # Bulk reprocessing (the low priority queue) is dispatched two at a time at most; the others not held.
+    limited = {
+        m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: m["Properties"].get("ScalingConfig")
+        for m in mappings.values()
+    }
+    (low,) = [lid for lid in limited if lid.startswith(Resource.LOW_PRIORITY_QUEUE)]
+    assert limited.pop(low) == {"MaximumConcurrency": 2}
+    assert set(limited.values()) == {None}
+
+
+def test_bulk_reprocess_batches_are_advanced_every_minute(template: dict[str, Any]):
+    rules = _resources(template, "AWS::Events::Rule")
+    (schedule,) = [r for lid, r in rules.items() if lid.startswith("ReprocessBatchesSchedule")]
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    target = schedule["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0]
+    assert {"Key": FUNCTION_TAG, "Value": "reprocess_batches"} in template["Resources"][target]["Properties"][
+        "Tags"
+    ]
 
 
 def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):

@@ -30,6 +30,7 @@ from voxelpipe.destinations import (
     HttpAuth,
     check_secret,
 )
+from voxelpipe.pipeline.attempts import archive_attempt
 from voxelpipe.pipeline.deliveries import (
     DeliveryAdapters,
     RetryDelivery,
@@ -153,6 +154,15 @@ class Memory:
 
     def read(self, key: str, first_bytes: int | None = None) -> bytes:
         return self.objects[key]
+
+    def write(self, key: str, data: bytes, content_type: str = "") -> None:
+        self.objects[key] = data
+
+    def move(self, key: str, destination: str) -> None:
+        self.objects[destination] = self.objects.pop(key)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        return sorted(key for key in self.objects if key.startswith(prefix))
 
     # Destinations
     def get(self, tenant: str, name: str) -> Any:
@@ -373,3 +383,28 @@ def test_an_unexpected_error_is_retried_and_its_last_receive_fails_the_delivery(
     record = Records(memory).get("s1", 1, "pacs")
     assert record is not None and record.status == "FAILED" and "KeyError" in (record.error or "")
     assert memory.sent[0][0] == "2.25.1" and len(memory.sent) == 1  # the first, once
+
+
+def test_a_delivery_of_an_earlier_attempt_sends_that_attempts_kept_outputs():
+    memory = Memory(destinations={"pacs": _pacs(False)}, fail_after=1)
+    study = _completed(memory)
+    plan_deliveries(study, _adapters(memory))
+    message = memory.queued[0]
+    with pytest.raises(RetryDelivery):
+        deliver(message, _adapters(memory), receive_count=1, max_receive_count=5)
+    # Attempt 2 opens: attempt 1's outputs move under attempts/1/ (pipeline/attempts.py).
+    archive_attempt(memory, "s1", 1)  # type: ignore[arg-type]
+    memory.studies["s1"] = StudyRecord(
+        "s1",
+        tenant="lab-a",
+        status="QUEUED",
+        attempt=2,
+        created_at=study.created_at,
+        updated_at=study.updated_at,
+    )
+    assert not [key for key in memory.objects if key.startswith("derived/s1/dicom/")]
+    memory.fail_after = None
+    assert (
+        deliver(message, _adapters(memory), receive_count=2, max_receive_count=5) is DeliveryStatus.DELIVERED
+    )
+    assert [uid for uid, _ in memory.sent] == ["2.25.1", "2.25.2", "2.25.3"]

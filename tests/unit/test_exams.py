@@ -25,6 +25,7 @@ from voxelpipe import tracking
 from voxelpipe.keys import UploadKey
 from voxelpipe.messages import AnalysisRequest, ExecutionInput, UploadedObject
 from voxelpipe.pipeline import transfers as transfer_completion
+from voxelpipe.pipeline.attempts import ended_attempts
 from voxelpipe.pipeline.ingest import ingest_upload
 from voxelpipe.pipeline.lifecycle import ExamAdapters
 from voxelpipe.pipeline.prepare import prepare
@@ -299,6 +300,8 @@ def test_instances_that_arrive_while_an_attempt_runs_wait_for_it(
     (outcome,) = transfer_completion.complete_transfers(exam)
     assert outcome.status == StudyStatus.QUEUED
     assert store.get_study(study_id).attempt == 2  # type: ignore[union-attr]
+    # Attempt 1's record was kept before attempt 2 opened (its outputs move when Prepare starts).
+    assert [(a["attempt"], a["status"]) for a in ended_attempts(store, study_id)] == [(1, "COMPLETED")]
 
 
 def test_a_deleted_exam_is_never_reused_by_a_later_transfer(

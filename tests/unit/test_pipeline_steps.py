@@ -154,7 +154,9 @@ def test_a_work_item_delivered_again_while_its_execution_runs_audits_one_start(s
     assert len(started) == 1
 
 
-def test_of_concurrent_reprocess_requests_one_opens_the_attempt(store: InMemoryStudyStore):
+def test_of_concurrent_reprocess_requests_one_opens_the_attempt(
+    store: InMemoryStudyStore, storage: InMemoryStorage
+):
     study = tracking.create_study(
         store, "b" * 32, TENANT, analyses=["qc"], priority="normal", status=StudyStatus.COMPLETED
     )
@@ -166,7 +168,7 @@ def test_of_concurrent_reprocess_requests_one_opens_the_attempt(store: InMemoryS
     def reprocess() -> None:
         barrier.wait()
         try:
-            outcomes.append(manage.reprocess(study, store, queues, actor="t", source="t").attempt)
+            outcomes.append(manage.reprocess(study, store, storage, queues, actor="t", source="t").attempt)
         except tracking.TransitionRefused:
             outcomes.append("409")
 

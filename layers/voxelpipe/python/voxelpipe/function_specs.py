@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from voxelpipe.wiring import DEFAULT_MAX_UPLOAD_BYTES, DicomOriginals, EnvVar
+from voxelpipe.wiring import DEFAULT_BATCH_MAX_IN_FLIGHT, DEFAULT_MAX_UPLOAD_BYTES, DicomOriginals, EnvVar
 
 
 class DependencyGroup(StrEnum):
@@ -89,6 +89,13 @@ _STATUS_TABLES = (
     EnvVar.EVENT_BUS_NAME,
 )
 
+# The work queues, by priority: whoever queues a study may have to send it to any of them.
+_WORK_QUEUES = (
+    EnvVar.HIGH_PRIORITY_QUEUE_URL,
+    EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+    EnvVar.LOW_PRIORITY_QUEUE_URL,
+)
+
 # Completing a DICOM exam (ingest, the API, the completion sweep): its pending transfers, and the
 # tenant's routing rules.
 _EXAM_TABLES = (EnvVar.TRANSFERS_TABLE, EnvVar.RULES_TABLE)
@@ -102,8 +109,7 @@ INGEST = FunctionSpec(
         EnvVar.BUCKET,
         *_STATUS_TABLES,
         EnvVar.IDEMPOTENCY_TABLE,
-        EnvVar.HIGH_PRIORITY_QUEUE_URL,
-        EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+        *_WORK_QUEUES,
         EnvVar.MAX_UPLOAD_BYTES,
         EnvVar.MODELS_TABLE,
         *_EXAM_TABLES,
@@ -180,8 +186,7 @@ API = FunctionSpec(
     env=(
         EnvVar.BUCKET,
         *_STATUS_TABLES,
-        EnvVar.HIGH_PRIORITY_QUEUE_URL,
-        EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+        *_WORK_QUEUES,
         EnvVar.STATE_MACHINE_ARN,
         EnvVar.MAX_UPLOAD_BYTES,
         EnvVar.AUTH_MODE,
@@ -201,8 +206,15 @@ API = FunctionSpec(
         # Registered scan dates are shifted, STOW-RS exams' study ids keyed; /subjects (docs/subjects.md).
         EnvVar.PSEUDONYM_SECRET_ARN,
         EnvVar.SUBJECTS_TABLE,
+        # Bulk reprocess (POST /reprocess-batches): the batches, and each one's throttle.
+        EnvVar.BATCHES_TABLE,
+        EnvVar.BATCH_MAX_IN_FLIGHT,
     ),
-    settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
+    settings={
+        EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES),
+        EnvVar.AUTH_MODE: "cognito",
+        EnvVar.BATCH_MAX_IN_FLIGHT: str(DEFAULT_BATCH_MAX_IN_FLIGHT),
+    },
     # Completing a DICOM upload runs the series checks (imported then, not at a cold start).
     dependencies=(DependencyGroup.CORE, DependencyGroup.WEB, DependencyGroup.IMAGING),
 )
@@ -244,8 +256,7 @@ REAPER = FunctionSpec(
     env=(
         EnvVar.BUCKET,  # deleted studies are purged again
         *_STATUS_TABLES,
-        EnvVar.HIGH_PRIORITY_QUEUE_URL,
-        EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+        *_WORK_QUEUES,
         EnvVar.STATE_MACHINE_ARN,
         EnvVar.IDENTITY_MAP_TABLE,  # purging a deleted study again deletes its identity map
     ),
@@ -259,13 +270,28 @@ COMPLETE_TRANSFERS = FunctionSpec(
         EnvVar.BUCKET,
         *_STATUS_TABLES,
         *_EXAM_TABLES,
-        EnvVar.HIGH_PRIORITY_QUEUE_URL,
-        EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+        *_WORK_QUEUES,
         EnvVar.MAX_UPLOAD_BYTES,
         EnvVar.MODELS_TABLE,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES)},
     dependencies=_IMAGING,  # routing reads the first instance of each series
+)
+REPROCESS_BATCHES = FunctionSpec(
+    name="reprocess_batches",
+    description="Every minute: advances bulk reprocess batches (low priority, throttled, with progress)",
+    memory_mb=512,
+    timeout_s=300,
+    # Reprocessing a study: its record, rows and audit; its outputs moved under attempts/; its work
+    # item queued (low priority), after reading the high and normal queues' backlog.
+    env=(
+        EnvVar.BUCKET,
+        *_STATUS_TABLES,
+        EnvVar.BATCHES_TABLE,
+        *_WORK_QUEUES,
+        EnvVar.MODELS_TABLE,  # the batch's analyses are checked as registration checks them
+        EnvVar.REFERENCES_TABLE,
+    ),
 )
 WEBHOOK = FunctionSpec(
     name="webhook",
@@ -398,6 +424,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     API,
     REAPER,
     COMPLETE_TRANSFERS,
+    REPROCESS_BATCHES,
     WEBHOOK,
     EGRESS,
     EXPORT,

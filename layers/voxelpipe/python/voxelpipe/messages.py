@@ -15,6 +15,8 @@ from voxelpipe.wiring import Runtime
 class Priority(StrEnum):
     HIGH = "high"
     NORMAL = "normal"
+    # Bulk reprocessing (pipeline/batches.py): below normal, so that clinical work goes first.
+    LOW = "low"
 
 
 class _Message(BaseModel):

@@ -20,6 +20,7 @@ from voxelpipe.records import (
     ConnectionRecord,
     DeliveryRecord,
     ObjectRecord,
+    ReprocessBatchRecord,
     StudyRecord,
     SubjectRecord,
     TaskRecord,
@@ -193,6 +194,37 @@ class StudyStore(Protocol):
 
     def tenant_subjects(self, tenant: str, *, limit: int, start_key: dict[str, Any] | None) -> SubjectPage:
         """A tenant's subjects, by subject_ref."""
+        ...
+
+
+class BatchStore(Protocol):
+    """Bulk reprocess batches (pipeline/batches.py): a batch's row and one row per selected study."""
+
+    def create_batch(self, batch: ReprocessBatchRecord, items: list[ReprocessBatchRecord]) -> None:
+        """Store a new batch with its studies' rows (the batch's row last: a batch is listed, and
+        advanced, only once every row of it is there)."""
+        ...
+
+    def get_batch(self, batch_id: str) -> ReprocessBatchRecord | None: ...
+
+    def items_of(self, batch_id: str) -> list[ReprocessBatchRecord]:
+        """The batch's study rows, in the order they were selected."""
+        ...
+
+    def set_item(self, item: ReprocessBatchRecord, changes: Changes) -> None:
+        """Change a study row of a batch (and stamp its updated_at)."""
+        ...
+
+    def close_batch(self, batch: ReprocessBatchRecord) -> None:
+        """Every study of the batch ended: it is no longer advanced."""
+        ...
+
+    def open_batches(self) -> list[ReprocessBatchRecord]:
+        """Every batch not yet done, oldest first (from a sparse index: it may lag the table)."""
+        ...
+
+    def tenant_batches(self, tenant: str) -> list[ReprocessBatchRecord]:
+        """A tenant's batches, newest first."""
         ...
 
 

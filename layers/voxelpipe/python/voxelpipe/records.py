@@ -422,6 +422,63 @@ def ttl_attribute(model: type[Model]) -> str | None:
     return None
 
 
+class TenantBatchesIndex(GlobalSecondaryIndex["ReprocessBatchRecord"]):  # type: ignore[no-untyped-call]
+    """A tenant's batches, newest last (only a batch's own row carries `tenant`: a sparse index)."""
+
+    class Meta:
+        index_name = "tenant-created"
+        projection = AllProjection()
+
+    tenant = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class OpenBatchesIndex(GlobalSecondaryIndex["ReprocessBatchRecord"]):  # type: ignore[no-untyped-call]
+    """The batches not yet done (`open` is set on a batch's row until its last study ends), which
+    the sweep advances: sparse, so a done batch costs the sweep nothing."""
+
+    class Meta:
+        index_name = "open-created"
+        projection = AllProjection()
+
+    open = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class ReprocessBatchRecord(Model):
+    """A bulk reprocess (pipeline/batches.py): the batch's own row (sort key `batch`: tenant, query,
+    what the studies are reprocessed with, how many may be in flight), and one row per selected
+    study (sort key `study#{study_id}`: its state, the attempt opened, why skipped or failed), so
+    a batch of thousands never meets DynamoDB's 400 KB item limit."""
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.BATCHES_TABLE)
+
+    batch_id = UnicodeAttribute(hash_key=True)
+    item_key = UnicodeAttribute(range_key=True)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    # The batch's row.
+    tenant = UnicodeAttribute(null=True)
+    open = UnicodeAttribute(null=True)  # "open" until every study ended (the index's key)
+    actor = UnicodeAttribute(null=True)
+    where = JSONAttribute(null=True)  # the query that selected the studies
+    analyses = JSONAttribute(null=True)  # None: each study keeps its own
+    parameters = JSONAttribute(null=True)
+    max_in_flight = NumberAttribute(null=True)
+    selected = NumberAttribute(null=True)
+    finished_at = UTCDateTimeAttribute(null=True)
+    # A study's row.
+    study_id = UnicodeAttribute(null=True)
+    state = UnicodeAttribute(null=True)  # voxelpipe.batches.ItemState
+    attempt = NumberAttribute(null=True)  # the attempt the batch opened (or is opening)
+    reason = UnicodeAttribute(null=True)  # skipped or rejected: why
+    error = JSONAttribute(null=True)  # failed: the attempt's error
+
+    tenant_created = TenantBatchesIndex()
+    open_created = OpenBatchesIndex()
+
+
 STATUS_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.STUDIES_TABLE: StudyRecord,
     EnvVar.TASKS_TABLE: TaskRecord,
@@ -429,6 +486,7 @@ STATUS_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.OBJECTS_TABLE: ObjectRecord,
     EnvVar.TRANSFERS_TABLE: TransferRecord,
     EnvVar.SUBJECTS_TABLE: SubjectRecord,
+    EnvVar.BATCHES_TABLE: ReprocessBatchRecord,
 }
 
 # The registries' tables (built by the stack like the status tables): models, reference data, and

@@ -149,13 +149,19 @@ _ATTEMPT_OUTCOME = ("error", "results_key", "summary", "cost", "report")
 
 
 def open_attempt(
-    store: StudyStore, study_id: str, previous: int, *, awaiting_instances: bool = False
+    store: StudyStore,
+    study_id: str,
+    previous: int,
+    *,
+    awaiting_instances: bool = False,
+    changes: Changes | None = None,
 ) -> StudyRecord:
     """Start attempt `previous + 1` of a study whose attempt `previous` ended; it is QUEUED, or
     AWAITING_UPLOAD when `awaiting_instances` (a DICOM exam that received instances after it ended:
     they are checked and routed before it is queued again).
 
     The write is conditional on the attempt, so of concurrent reprocess calls exactly one opens it.
+    `changes` (a reprocess naming other analyses, parameters or priority) are written with it.
     """
     target = StudyStatus.AWAITING_UPLOAD if awaiting_instances else StudyStatus.QUEUED
     try:
@@ -164,9 +170,12 @@ def open_attempt(
             attempt=previous,
             sources=REOPENABLE_FOR_INSTANCES if awaiting_instances else REPROCESSABLE,
             target=target,
-            changes=dict.fromkeys(
-                _ATTEMPT_OUTCOME + (("reason", "reason_detail") if awaiting_instances else ())
-            ),
+            changes={
+                **dict.fromkeys(
+                    _ATTEMPT_OUTCOME + (("reason", "reason_detail") if awaiting_instances else ())
+                ),
+                **(changes or {}),
+            },
             next_attempt=True,
         )
     except StudyChanged as changed:

@@ -23,6 +23,11 @@ class EnvVar(StrEnum):
     IDEMPOTENCY_TABLE = "VOXELPIPE_IDEMPOTENCY_TABLE"
     HIGH_PRIORITY_QUEUE_URL = "VOXELPIPE_HIGH_PRIORITY_QUEUE_URL"
     NORMAL_PRIORITY_QUEUE_URL = "VOXELPIPE_NORMAL_PRIORITY_QUEUE_URL"
+    LOW_PRIORITY_QUEUE_URL = "VOXELPIPE_LOW_PRIORITY_QUEUE_URL"  # bulk reprocessing (docs/api.md)
+    # Bulk reprocess batches (pipeline/batches.py): their table, and how many studies of one batch
+    # may be in flight at once (CDK context `voxelpipe:reprocessMaxInFlight`).
+    BATCHES_TABLE = "VOXELPIPE_BATCHES_TABLE"
+    BATCH_MAX_IN_FLIGHT = "VOXELPIPE_BATCH_MAX_IN_FLIGHT"
     STATE_MACHINE_ARN = "VOXELPIPE_STATE_MACHINE_ARN"
     MAX_UPLOAD_BYTES = "VOXELPIPE_MAX_UPLOAD_BYTES"
     DICOM_ORIGINALS = "VOXELPIPE_DICOM_ORIGINALS"  # "delete" or "retain" (7 days under work/)
@@ -123,6 +128,8 @@ class Resource(StrEnum):
     IDEMPOTENCY_TABLE = "IdempotencyTable"
     HIGH_PRIORITY_QUEUE = "HighPriorityQueue"
     NORMAL_PRIORITY_QUEUE = "NormalPriorityQueue"
+    LOW_PRIORITY_QUEUE = "LowPriorityQueue"
+    BATCHES_TABLE = "ReprocessBatchesTable"
     STATE_MACHINE = "StudyStateMachine"
     EVENT_BUS = "StudyEventBus"
     WEBHOOK_QUEUE = "WebhookQueue"
@@ -156,6 +163,8 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.IDEMPOTENCY_TABLE: Resource.IDEMPOTENCY_TABLE,
     EnvVar.HIGH_PRIORITY_QUEUE_URL: Resource.HIGH_PRIORITY_QUEUE,
     EnvVar.NORMAL_PRIORITY_QUEUE_URL: Resource.NORMAL_PRIORITY_QUEUE,
+    EnvVar.LOW_PRIORITY_QUEUE_URL: Resource.LOW_PRIORITY_QUEUE,
+    EnvVar.BATCHES_TABLE: Resource.BATCHES_TABLE,
     EnvVar.STATE_MACHINE_ARN: Resource.STATE_MACHINE,
     EnvVar.EVENT_BUS_NAME: Resource.EVENT_BUS,
     EnvVar.WEBHOOK_SECRET_ARN: Resource.WEBHOOK_SECRET,
@@ -182,6 +191,9 @@ GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.
 # memory must grow with it: see voxelpipe/limits.py).  No volume within Limits.max_voxels needs
 # more: 2**26 float64 voxels are 512 MiB.
 DEFAULT_MAX_UPLOAD_BYTES = 1024**3
+# How many studies of one bulk reprocess batch may be in flight at once, unless the deployment says
+# otherwise (CDK context `voxelpipe:reprocessMaxInFlight`).
+DEFAULT_BATCH_MAX_IN_FLIGHT = 10
 
 FUNCTION_TAG = "voxelpipe:function"  # tag on every Lambda naming its FunctionSpec
 

@@ -9,6 +9,8 @@ from voxelpipe.function_specs import DISPATCH, EGRESS, LIVE_PUSH, WEBHOOK
 QUEUE_VISIBILITY_TIMEOUT_S = 6 * DISPATCH.timeout_s
 QUEUE_MAX_RECEIVE_COUNT = 5
 DISPATCH_BATCH_SIZE = 10
+# Concurrent dispatch invocations for the low priority (bulk reprocess) queue (Lambda's minimum: 2).
+LOW_PRIORITY_DISPATCH_CONCURRENCY = 2
 
 # Step Functions: errors a Lambda task retries (everything else goes to MarkFailed).
 TRANSIENT_LAMBDA_ERRORS = (
@@ -26,6 +28,9 @@ REAPER_INTERVAL_MIN = 5
 # How often network DICOM exams are checked for completion (pipeline/transfers.py): a tenant's
 # quiet period is honoured to within this. (The local cloud checks every second.)
 TRANSFER_SWEEP_INTERVAL_MIN = 1
+# How often bulk reprocess batches are advanced (pipeline/batches.py): each run opens up to a batch's
+# throttle less its studies in flight. (The local cloud advances them every second.)
+BATCH_SWEEP_INTERVAL_MIN = 1
 REAPER_BATCH = 50
 # The webhook queue: >= 5 receives before its DLQ, visibility >= 6x the webhook function's timeout.
 WEBHOOK_MAX_RECEIVE_COUNT = 8

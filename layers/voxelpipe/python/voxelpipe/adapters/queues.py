@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 _QUEUE_URL = {
     Priority.HIGH: EnvVar.HIGH_PRIORITY_QUEUE_URL,
     Priority.NORMAL: EnvVar.NORMAL_PRIORITY_QUEUE_URL,
+    Priority.LOW: EnvVar.LOW_PRIORITY_QUEUE_URL,
 }
 
 
@@ -27,7 +28,7 @@ def _client() -> SQSClient:
 
 
 class SqsWorkQueues:
-    """`ports.WorkQueues` on the high and normal priority queues (URLs from the environment)."""
+    """`ports.WorkQueues` on the high, normal and low priority queues (URLs from the environment)."""
 
     def enqueue(self, item: WorkItem) -> str:
         response = _client().send_message(

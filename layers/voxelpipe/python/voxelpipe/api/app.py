@@ -11,6 +11,7 @@ import voxelpipe
 from voxelpipe.api import problems
 from voxelpipe.api.routes import (
     analyses,
+    batches,
     deliveries,
     destinations,
     dicomweb,
@@ -70,6 +71,7 @@ def create_app() -> FastAPI:
         subjects.router,  # subjects, their studies and timelines (docs/subjects.md)
         deliveries.router,
         measures.router,  # cohort exports; API Gateway sends them to the export function
+        batches.router,
     ):
         app.include_router(router)
     app.include_router(viewer_routes.router)  # viewer links, the viewer's data and pages

@@ -66,6 +66,8 @@ class Action(StrEnum):
     MANAGE_RULES = "manage_rules"
     # Add, list, read and delete the tenant's delivery destinations (docs/deliveries.md).
     MANAGE_DESTINATIONS = "manage_destinations"
+    # Reprocess a query's worth of the tenant's studies at once (POST /reprocess-batches).
+    REPROCESS_BATCHES = "reprocess_batches"
 
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {

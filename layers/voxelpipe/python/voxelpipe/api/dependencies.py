@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from voxelpipe import queries
+from voxelpipe.adapters.batches import DynamoBatchStore
 from voxelpipe.adapters.deliveries import DynamoDeliveries, SqsDeliveryQueue
 from voxelpipe.adapters.destination_secrets import SecretsManagerDestinationSecrets
 from voxelpipe.adapters.destinations import DynamoDestinations
@@ -23,6 +24,7 @@ from voxelpipe.api.problems import not_found, problem_responses
 from voxelpipe.limits import Limits
 from voxelpipe.pipeline.lifecycle import ExamAdapters
 from voxelpipe.ports import (
+    BatchStore,
     Deliveries,
     DeliveryQueue,
     Destinations,
@@ -34,6 +36,10 @@ from voxelpipe.ports import (
     WorkQueues,
 )
 from voxelpipe.records import StudyRecord
+
+
+def batch_store() -> BatchStore:
+    return DynamoBatchStore()
 
 
 def study_store() -> StudyStore:
@@ -79,6 +85,7 @@ def identity_maps() -> IdentityMaps:
 # What routes are given: FastAPI builds each per request (tests may override them).
 Caller = Annotated[Principal, Depends(principal)]
 Store = Annotated[StudyStore, Depends(study_store)]
+Batches = Annotated[BatchStore, Depends(batch_store)]
 Bucket = Annotated[Storage, Depends(storage)]
 Queues = Annotated[WorkQueues, Depends(work_queues)]
 StateMachine = Annotated[Executions, Depends(executions)]

@@ -286,6 +286,42 @@ class Artifact(BaseModel):
     url: str
 
 
+class ReprocessStudy(BaseModel):
+    """What a reprocess may change (each optional: the study's own is kept), checked as POST /studies
+    checks it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    analyses: list[str] | None = Field(default=None, min_length=1, examples=[["qc", "regional"]])
+    parameters: dict[str, dict[str, Any]] | None = Field(
+        default=None, description="per requested analysis, its parameters (see GET /analyses)"
+    )
+    priority: Priority | None = None
+
+
+class AttemptView(BaseModel):
+    """One attempt of a study: the latest is the study's current one."""
+
+    attempt: int
+    latest: bool
+    status: str
+    analyses: list[str]
+    parameters: dict[str, Any]
+    priority: str | None = None
+    summary: dict[str, Any] | None = None
+    results_key: str | None = None
+    reason: str | None = None
+    reason_detail: str | None = None
+    error: dict[str, Any] | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class AttemptList(BaseModel):
+    study_id: str
+    items: list[AttemptView]
+
+
 class StudyResults(BaseModel):
     study_id: str
     attempt: int

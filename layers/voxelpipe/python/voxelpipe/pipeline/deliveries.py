@@ -31,7 +31,9 @@ from voxelpipe.deliveries import (
     series_decisions,
     unacknowledged,
 )
+from voxelpipe.keys import derived_key
 from voxelpipe.observability import logger
+from voxelpipe.pipeline.attempts import archived_results_key, attempt_prefix
 from voxelpipe.ports import (
     Deliveries,
     DeliveryQueue,
@@ -83,6 +85,22 @@ def _outputs(storage: ObjectStorage, study: StudyRecord) -> list[OutputObject]:
     if not study.results_key:
         return []
     return dicom_outputs(json.loads(storage.read(study.results_key)))
+
+
+def _attempt_outputs(
+    storage: ObjectStorage, study: StudyRecord, attempt: int, keys: list[str]
+) -> list[OutputObject]:
+    """The DICOM outputs of the study's attempt `attempt` that a delivery planned (`keys`, where they
+    lay when it was planned): the latest attempt's at the top of derived/{id}/, an earlier one's
+    where it was kept when the next attempt opened (pipeline/attempts.py), so a delivery still
+    retrying sends what its own attempt produced."""
+    if attempt == int(study.attempt):
+        wanted = set(keys)
+        return [item for item in _outputs(storage, study) if item.key in wanted]
+    top, archive = derived_key(study.study_id) + "/", attempt_prefix(study.study_id, attempt)
+    wanted = {archive + key.removeprefix(top) if key.startswith(top) else key for key in keys}
+    results = json.loads(storage.read(archived_results_key(study.study_id, attempt)))
+    return [item for item in dicom_outputs(results) if item.key in wanted]
 
 
 def _outcome(record: DeliveryRecord, status: DeliveryStatus, error: str | None) -> DeliveryOutcome:
@@ -192,9 +210,9 @@ def deliver(
         return _fail(
             adapters, record, f"unknown destination {record.destination!r}: deleted since", tried=False
         )
-    wanted = set(record.objects or [])
     pending = unacknowledged(
-        [item for item in _outputs(adapters.storage, study) if item.key in wanted], record.acknowledged or []
+        _attempt_outputs(adapters.storage, study, int(record.attempt), list(record.objects or [])),
+        record.acknowledged or [],
     )
     try:
         credentials = adapters.secrets.get(destination.secret_id) if destination.secret_id else None

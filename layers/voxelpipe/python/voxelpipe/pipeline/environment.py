@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from voxelpipe.adapters.batches import DynamoBatchStore
 from voxelpipe.adapters.queues import SqsWorkQueues
 from voxelpipe.adapters.rule_sets import DynamoRuleSets
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.adapters.transfers import DynamoTransferStore
 from voxelpipe.limits import Limits
+from voxelpipe.pipeline.batches import BatchAdapters
 from voxelpipe.pipeline.lifecycle import ExamAdapters
 
 
@@ -20,4 +22,13 @@ def exam_adapters() -> ExamAdapters:
         transfers=DynamoTransferStore(),
         rule_sets=DynamoRuleSets(),
         limits=Limits.from_environment(),
+    )
+
+
+def batch_adapters() -> BatchAdapters:
+    return BatchAdapters(
+        batches=DynamoBatchStore(),
+        store=DynamoStudyStore(),
+        storage=Storage.from_environment(),
+        queues=SqsWorkQueues(),
     )

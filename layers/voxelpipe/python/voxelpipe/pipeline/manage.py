@@ -3,9 +3,15 @@ delete it and its data."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from voxelpipe import tracking
 from voxelpipe.keys import UploadKey, upload_prefix
+from voxelpipe.messages import Priority
+from voxelpipe.pipeline.attempts import archive_attempt, record_ended_attempt
 from voxelpipe.pipeline.lifecycle import ExamAdapters, enqueue_study
+from voxelpipe.pipeline.register import check_analyses_requested
 from voxelpipe.pipeline.subjects import refresh_subject
 from voxelpipe.ports import Executions, IdentityMaps, ObjectStorage, StudyStore, WorkQueues
 from voxelpipe.records import StudyRecord
@@ -67,17 +73,73 @@ def complete_upload(study: StudyRecord, exam: ExamAdapters, *, actor: str, sourc
     )
 
 
-def reprocess(
-    study: StudyRecord, store: StudyStore, queues: WorkQueues, *, actor: str, source: str
-) -> StudyRecord:
-    """Open the next attempt of an ended study and queue it (TransitionRefused otherwise).
+@dataclass(frozen=True)
+class ReprocessRequest:
+    """What a reprocess may change: the analyses (requirements are added), their parameters and the
+    priority; None keeps the study's own."""
 
-    Of concurrent calls for the same study, exactly one opens the attempt: the others are refused.
+    analyses: list[str] | None = None
+    parameters: dict[str, dict[str, Any]] | None = None
+    priority: Priority | None = None
+
+
+def _attempt_changes(study: StudyRecord, request: ReprocessRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The study fields the new attempt changes, and the audit row's account of them (from, to).
+    RegistrationRefused (naming the field) for analyses or parameters registration would refuse.
+    Parameters without analyses are checked against the study's analyses; new analyses without
+    parameters keep the study's parameters of the analyses still requested."""
+    changes: dict[str, Any] = {}
+    if request.analyses is not None or request.parameters is not None:
+        requested = request.analyses if request.analyses is not None else list(study.analyses)
+        if request.parameters is not None:
+            parameters = request.parameters
+        else:
+            parameters = {
+                name: given for name, given in (study.parameters or {}).items() if name in requested
+            }
+        names = check_analyses_requested(study.tenant, requested, parameters)
+        if names != list(study.analyses):
+            changes["analyses"] = names
+        if (parameters or None) != (study.parameters or None):
+            changes["parameters"] = parameters or None
+    if request.priority is not None and request.priority.value != study.priority:
+        changes["priority"] = request.priority.value
+    before = {"analyses": list(study.analyses), "parameters": study.parameters, "priority": study.priority}
+    return changes, {name: {"from": before[name], "to": value} for name, value in changes.items()}
+
+
+def reprocess(
+    study: StudyRecord,
+    store: StudyStore,
+    storage: ObjectStorage,
+    queues: WorkQueues,
+    *,
+    actor: str,
+    source: str,
+    request: ReprocessRequest | None = None,
+    audit_detail: dict[str, Any] | None = None,
+) -> StudyRecord:
+    """Open the next attempt of an ended study, keep the one before, and queue it
+    (TransitionRefused otherwise; RegistrationRefused for analyses or parameters that registration
+    would refuse).
+
+    Attempt n's record is written first (once: it has ended, so it cannot change), the attempt
+    opened (of concurrent calls exactly one opens it: the others are refused), then attempt n's
+    outputs moved under derived/{id}/attempts/{n}/ before the new attempt is queued.
     """
-    reopened = tracking.open_attempt(store, study.study_id, int(study.attempt))
+    changes, changed = _attempt_changes(study, request or ReprocessRequest())
+    if StudyStatus(study.status) in tracking.REPROCESSABLE:
+        record_ended_attempt(store, study)
+    reopened = tracking.open_attempt(store, study.study_id, int(study.attempt), changes=changes)
     assert reopened.input_key is not None
+    archive_attempt(storage, study.study_id, int(study.attempt))
     tracking.audit(
-        store, study.study_id, "reprocess", actor=actor, source=source, detail={"attempt": reopened.attempt}
+        store,
+        study.study_id,
+        "reprocess",
+        actor=actor,
+        source=source,
+        detail={"attempt": reopened.attempt, "changed": changed, **(audit_detail or {})},
     )
     enqueue_study(queues, reopened)
     return reopened

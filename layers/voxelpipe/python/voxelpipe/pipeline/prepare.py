@@ -28,6 +28,7 @@ from voxelpipe.keys import derived_key, upload_prefix, work_key
 from voxelpipe.limits import Limits
 from voxelpipe.messages import ExecutionInput, PreparedVolume
 from voxelpipe.nifti import load_nifti, to_nifti_bytes
+from voxelpipe.pipeline.attempts import archive_attempt
 from voxelpipe.pipeline.lifecycle import quarantine_uploads, reject_study, uid_map
 from voxelpipe.pipeline.subjects import give_subject, shifted_scan_date
 from voxelpipe.ports import IdentityMaps, ObjectStorage, StudyStore
@@ -184,6 +185,10 @@ def prepare(
     study = tracking.transition(store, execution.study_id, execution.attempt, StudyStatus.RUNNING)
     with writing_for(store, storage, study.study_id, writes=(Prefix.DERIVED, Prefix.WORK, Prefix.QUARANTINE)):
         task = tracking.start_task(store, execution.study_id, execution.attempt, STEP)
+        if execution.attempt > 1:
+            # Whoever opened this attempt moved the one before's outputs; a late DICOM instance's
+            # attempt, or an opener that crashed midway, leaves it (or the rest of it) to here.
+            archive_attempt(storage, execution.study_id, execution.attempt - 1)
         if study.input_format == "dicom":
             original = _prepare_dicom(execution, study, store, storage, identity_maps, task, pseudonyms)
         else:

@@ -33,6 +33,37 @@ class RegistrationRefused(ValueError):
         self.field = field
 
 
+def check_analyses_requested(
+    tenant: str, analyses: Sequence[str], parameters: dict[str, dict[str, Any]] | None
+) -> list[str]:
+    """The analyses to run (requirements added), or RegistrationRefused naming the field at fault:
+    an unknown analysis, parameters of analyses not requested or that those analyses do not have,
+    reference data the tenant has no READY version of. Registration and reprocess both ask."""
+    requested = list(analyses) or list(DEFAULT_ANALYSES)
+    try:
+        resolved = resolve(requested, models=model_analyses(requested, tenant))
+    except UnknownAnalysis as error:
+        raise RegistrationRefused("analyses", str(error)) from error
+    names = [analysis.name for analysis in resolved]
+    unrequested = sorted(set(parameters or {}) - set(names))
+    if unrequested:
+        raise RegistrationRefused(
+            "parameters", f"parameters for analyses not requested: {', '.join(unrequested)}"
+        )
+    for analysis in resolved:
+        given = (parameters or {}).get(analysis.name)
+        if given and analysis.owner is None:  # a catalogue analysis: its parameters are known here
+            try:
+                merged_parameters(analysis.name, analysis.parameters, given)
+            except ValueError as error:
+                raise RegistrationRefused(f"parameters.{analysis.name}", str(error)) from error
+    try:
+        check_references(resolved, parameters or {}, tenant)
+    except ReferenceRefused as refused:
+        raise RegistrationRefused(refused.field, str(refused)) from refused
+    return names
+
+
 def register_study(
     store: StudyStore,
     tenant: str,
@@ -82,28 +113,7 @@ def register_study(
             raise RegistrationRefused(
                 f"files.{index}.size", f"over the {limits.max_upload_bytes}-byte upload limit"
             )
-    requested = list(analyses) or list(DEFAULT_ANALYSES)
-    try:
-        resolved = resolve(requested, models=model_analyses(requested, tenant))
-    except UnknownAnalysis as error:
-        raise RegistrationRefused("analyses", str(error)) from error
-    names = [analysis.name for analysis in resolved]
-    unrequested = sorted(set(parameters or {}) - set(names))
-    if unrequested:
-        raise RegistrationRefused(
-            "parameters", f"parameters for analyses not requested: {', '.join(unrequested)}"
-        )
-    for analysis in resolved:
-        given = (parameters or {}).get(analysis.name)
-        if given and analysis.owner is None:  # a catalogue analysis: its parameters are known here
-            try:
-                merged_parameters(analysis.name, analysis.parameters, given)
-            except ValueError as error:
-                raise RegistrationRefused(f"parameters.{analysis.name}", str(error)) from error
-    try:
-        check_references(resolved, parameters or {}, tenant)
-    except ReferenceRefused as refused:
-        raise RegistrationRefused(refused.field, str(refused)) from refused
+    names = check_analyses_requested(tenant, analyses, parameters)
     study_id = new_study_id()
     study = tracking.create_study(
         store,

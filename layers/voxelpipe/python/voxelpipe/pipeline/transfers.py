@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from voxelpipe import tracking
 from voxelpipe.observability import logger
+from voxelpipe.pipeline.attempts import record_ended_attempt
 from voxelpipe.pipeline.exams import complete_dicom_study
 from voxelpipe.pipeline.lifecycle import ExamAdapters, IngestOutcome
 from voxelpipe.pipeline.receive import TransferSource
@@ -60,7 +61,9 @@ def complete_if_over(study_id: str, exam: ExamAdapters, *, source: str) -> Inges
         return None
     status = StudyStatus(study.status)
     if status in tracking.REOPENABLE_FOR_INSTANCES:
-        # Instances after the end: a new attempt takes them (with everything the exam had).
+        # Instances after the end: a new attempt takes them (with everything the exam had). The
+        # ended attempt's record is kept; its outputs move when the new attempt's Prepare starts.
+        record_ended_attempt(exam.store, study)
         try:
             study = tracking.open_attempt(exam.store, study_id, int(study.attempt), awaiting_instances=True)
         except tracking.TransitionRefused:

@@ -24,13 +24,25 @@ from voxelpipe.api.dependencies import (
     requires,
 )
 from voxelpipe.api.problems import Problem, invalid_request, not_found
-from voxelpipe.api.schemas import Artifact, CreateStudy, StudyCreated, StudyPage, StudyResults, StudyView
+from voxelpipe.api.schemas import (
+    Artifact,
+    AttemptList,
+    AttemptView,
+    CreateStudy,
+    ReprocessStudy,
+    StudyCreated,
+    StudyPage,
+    StudyResults,
+    StudyView,
+)
 from voxelpipe.api.uploads import URL_EXPIRY, expiry, upload_target
 from voxelpipe.api.views import study_view
 from voxelpipe.keys import UploadKey, derived_key
 from voxelpipe.limits import Limits
 from voxelpipe.pipeline import manage
+from voxelpipe.pipeline.attempts import attempt_prefix, attempt_record, ended_attempts, is_archived
 from voxelpipe.pipeline.register import RegistrationRefused, register_study
+from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
 
 router = APIRouter(prefix="/studies", tags=["studies"])
@@ -137,38 +149,107 @@ def get_study(study_id: str, caller: Caller, store: Store, bucket: Bucket) -> St
     return study_view(owned_study(store, caller, study_id), store, bucket)
 
 
-@router.get("/{study_id}/results", response_model=StudyResults, **requires(Action.READ, 404, 409))
-def results(study_id: str, caller: Caller, store: Store, bucket: Bucket) -> StudyResults:
+AttemptNumber = Annotated[
+    int | None, Query(ge=1, description="an earlier attempt (GET /studies/{id}/attempts); default the latest")
+]
+
+
+def _attempt_not_found(study: StudyRecord, attempt: int) -> Problem:
+    return Problem(
+        404,
+        "attempt_not_found",
+        "The study has no such attempt",
+        f"attempt {attempt}; the study's attempts are 1 to {study.attempt}",
+    )
+
+
+@router.get("/{study_id}/attempts", response_model=AttemptList, **requires(Action.READ, 404))
+def attempts(study_id: str, caller: Caller, store: Store) -> AttemptList:
+    """Every attempt of the study, latest first."""
     study = owned_study(store, caller, study_id)
-    if study.status != StudyStatus.COMPLETED or study.results_key is None:
-        raise Problem(
-            409, "not_completed", "The study has no results", f"it is {study.status}", status_now=study.status
-        )
-    document = json.loads(bucket.read(study.results_key))
-    prefix = derived_key(study_id) + "/"
+    records = [*ended_attempts(store, study_id), attempt_record(study, store)]
+    items = [AttemptView(**record, latest=record is records[-1]) for record in reversed(records)]
+    return AttemptList(study_id=study_id, items=items)
+
+
+@router.get("/{study_id}/results", response_model=StudyResults, **requires(Action.READ, 404, 409))
+def results(
+    study_id: str, caller: Caller, store: Store, bucket: Bucket, attempt: AttemptNumber = None
+) -> StudyResults:
+    study = owned_study(store, caller, study_id)
+    if attempt is None or attempt == int(study.attempt):
+        if study.status != StudyStatus.COMPLETED or study.results_key is None:
+            raise Problem(
+                409,
+                "not_completed",
+                "The study has no results",
+                f"it is {study.status}",
+                status_now=study.status,
+            )
+        results_key, number = study.results_key, int(study.attempt)
+        prefix = derived_key(study_id) + "/"
+    else:
+        earlier = {int(record["attempt"]): record for record in ended_attempts(store, study_id)}
+        if attempt not in earlier:
+            raise _attempt_not_found(study, attempt)
+        if earlier[attempt]["status"] != StudyStatus.COMPLETED or not earlier[attempt]["results_key"]:
+            raise Problem(
+                409,
+                "not_completed",
+                "The attempt has no results",
+                f"attempt {attempt} ended {earlier[attempt]['status']}",
+                status_now=earlier[attempt]["status"],
+            )
+        results_key, number = earlier[attempt]["results_key"], attempt
+        prefix = attempt_prefix(study_id, attempt)
+    document = json.loads(bucket.read(results_key))
     expires_s = int(URL_EXPIRY.total_seconds())
+    top = derived_key(study_id) + "/"
+    # The attempt's own objects (an earlier one's under attempts/{n}/), and the study's inputs
+    # (input/) that every attempt reads: never another attempt's.
+    listed = [key for key in bucket.list_keys(top) if not is_archived(key, study_id)]
+    if prefix != top:
+        listed = bucket.list_keys(prefix) + [key for key in listed if key.startswith(top + "input/")]
     artifacts = [
-        Artifact(path=key.removeprefix(prefix), url=bucket.presign_get(key, expires_s))
-        for key in bucket.list_keys(prefix)
+        Artifact(
+            path=key.removeprefix(prefix) if key.startswith(prefix) else key.removeprefix(top),
+            url=bucket.presign_get(key, expires_s),
+        )
+        for key in listed
     ]
     return StudyResults(
-        study_id=study_id,
-        attempt=int(study.attempt),
-        results=document,
-        artifacts=artifacts,
-        expires_at=expiry(),
+        study_id=study_id, attempt=number, results=document, artifacts=artifacts, expires_at=expiry()
     )
 
 
 @router.post(
     "/{study_id}/reprocess", status_code=202, response_model=StudyView, **requires(Action.UPLOAD, 404, 409)
 )
-def reprocess(study_id: str, caller: Caller, request: Request, store: Store, queues: Queues) -> StudyView:
+def reprocess(
+    study_id: str,
+    caller: Caller,
+    request: Request,
+    store: Store,
+    bucket: Bucket,
+    queues: Queues,
+    body: ReprocessStudy | None = None,
+) -> StudyView:
     study = owned_study(store, caller, study_id)
+    asked = body or ReprocessStudy()
     try:
         reopened = manage.reprocess(
-            study, store, queues, actor=caller.subject, source=request_source(request)
+            study,
+            store,
+            bucket,
+            queues,
+            actor=caller.subject,
+            source=request_source(request),
+            request=manage.ReprocessRequest(
+                analyses=asked.analyses, parameters=asked.parameters, priority=asked.priority
+            ),
         )
+    except RegistrationRefused as refused:
+        raise invalid_request(refused.field, str(refused)) from refused
     except tracking.TransitionRefused as error:
         current = error.current or study
         raise Problem(
