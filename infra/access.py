@@ -77,10 +77,10 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     ),
     # Reads the prepared volume, earlier analyses' outputs, the reference data the study names (an
     # atlas, a norms table) and the registered models (those whose spec says runtime lambda run
-    # here); writes artifacts and outputs. `longitudinal` reads the subject's earlier study: a NIfTI
-    # study's upload (uploads/), a DICOM study's converted volume and its label maps (derived/).
+    # here); writes artifacts and outputs. `longitudinal` reads the subject's earlier study: its
+    # input volume and label maps (derived/). Never the uploads: they are what the uploader sent.
     RUN_ANALYSIS.name: BucketAccess(
-        read=[UPLOADS, WORK, DERIVED, REFERENCES, MODELS],
+        read=[WORK, DERIVED, REFERENCES, MODELS],
         write=[WORK, DERIVED],
         delete=[WORK, DERIVED],
         list_versions=[WORK, DERIVED],
@@ -129,10 +129,10 @@ IDENTITY_MAP_ACCESS: dict[str, IdentityMapUse] = {
 }
 
 # The GPU worker (a Batch job): reads the prepared volume and earlier outputs, the registered
-# models and reference data, a longitudinal study's prior (uploads/, derived/); writes artifacts
-# and outputs (and removes them for a deleted study), as RunAnalysis does.
+# models and reference data, a longitudinal study's prior (derived/); writes artifacts and outputs
+# (and removes them for a deleted study), as RunAnalysis does.
 GPU_WORKER_BUCKET_ACCESS = BucketAccess(
-    read=[UPLOADS, WORK, DERIVED, MODELS, REFERENCES],
+    read=[WORK, DERIVED, MODELS, REFERENCES],
     write=[WORK, DERIVED],
     delete=[WORK, DERIVED],
     list_versions=[WORK, DERIVED],

@@ -16,6 +16,7 @@ from voxelpipe import tracking
 from voxelpipe.keys import derived_key
 from voxelpipe.messages import PriorPin, WorkItem
 from voxelpipe.pipeline.dispatch import dispatch
+from voxelpipe.pipeline.prepare import CONVERTED_VOLUME
 from voxelpipe.pipeline.prior_load import PriorUnavailable, load_prior
 from voxelpipe.pipeline.prior_pin import interval_years
 from voxelpipe.status import StudyStatus
@@ -148,9 +149,8 @@ def _stored_prior(store: InMemoryStudyStore, storage: InMemoryStorage, *, region
     if regional:
         summary["regional"] = {"regions": {"hippocampus_left": {"number": 7, "volume_ml": 0.008}}}
     study_id = _study(store, "p1", summary=summary)
-    record = store.get_study(study_id)
-    assert record is not None and record.input_key is not None
-    storage.write(record.input_key, _nifti(volume, affine))
+    # Where Prepare keeps every study's input (never read from uploads/).
+    storage.write(derived_key(study_id, CONVERTED_VOLUME), _nifti(volume, affine))
     storage.write(derived_key(study_id, "tissue-seg", "brain_mask.nii.gz"), _nifti(mask, affine))
     storage.write(derived_key(study_id, "regional", "regions.nii.gz"), _nifti(regions, affine))
     return study_id

@@ -127,10 +127,10 @@ def study_data(study: StudyRecord, store: StudyStore, bucket: Storage, grant: Vi
     measures = _measures(bucket, study)
     volume: ViewerVolume | None = None
     converted = derived_key(study_id, CONVERTED_VOLUME)
-    if converted in derived:  # a DICOM series, converted and de-identified: kept with the results
+    if converted in derived:  # the input as Prepare kept it with the results (a DICOM series de-identified)
         volume = ViewerVolume(name="volume.nii.gz", url=bucket.presign_get(converted, expires_s))
     elif study.status in PREPARED:
-        # The canonical volume Prepare wrote (a fresh header: none of the upload's free text), once
+        # A study prepared before Prepare kept its input: the canonical volume under work/, once
         # it is written (a study is RUNNING before Prepare ends) and until work/ expires.
         canonical = work_key(study_id, int(study.attempt), CANONICAL_NAME)
         if bucket.exists(canonical):

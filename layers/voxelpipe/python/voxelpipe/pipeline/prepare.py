@@ -1,15 +1,16 @@
 """Prepare: decode the upload once into the canonical volume every analysis reads.
 
-A NIfTI upload is reoriented to RAS+ in a fresh header. A DICOM study's series (the one its exam's
-rules chose: `series_uid`) is assembled into one volume (already RAS+, fresh header) from the
-originals in uploads/ and the de-identified copies an earlier attempt kept; its de-identified
-objects and the converted volume become artifacts, what de-identification replaced is added to the
-study's identity map (the honest broker's, read only at egress: docs/dicom.md), and the original
-objects leave uploads/ (deleted, or kept briefly under work/). The study's subject is settled here
-(docs/subjects.md): the declared subject_ref, else one derived from the Patient ID; the age and sex
-the uploader did not declare, from the originals; and the scan date, shifted by the subject's
-offset like every date of the de-identified copies (PS3.15's modified-dates option). A series that
-does not decode is REJECTED and its objects quarantined, as ingest does.
+A NIfTI upload is reoriented to RAS+ in a fresh header, and kept so (derived/{id}/input/). A DICOM
+study's series (the one its exam's rules chose: `series_uid`) is assembled into one volume (already
+RAS+, fresh header) from the originals in uploads/ and the de-identified copies an earlier attempt
+kept; its de-identified objects and the converted volume become artifacts, what de-identification
+replaced is added to the study's identity map (the honest broker's, read only at egress:
+docs/dicom.md), and the original objects leave uploads/ (deleted, or kept briefly under work/). The
+study's subject is settled here (docs/subjects.md): the declared subject_ref, else one derived from
+the Patient ID; the age and sex the uploader did not declare, from the originals; and the scan
+date, shifted by the subject's offset like every date of the de-identified copies (PS3.15's
+modified-dates option). A series that does not decode is REJECTED and its objects quarantined, as
+ingest does.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from voxelpipe.wiring import DicomOriginals, EnvVar, Prefix
 
 STEP = "prepare"
 CANONICAL_NAME = "canonical.nii"
-CONVERTED_VOLUME = "input/volume.nii.gz"  # the DICOM series as NIfTI, under derived/{study_id}/
+CONVERTED_VOLUME = "input/volume.nii.gz"  # the input as NIfTI (canonical), under derived/{study_id}/
 DEIDENTIFIED_PREFIX = "dicom/"  # the de-identified DICOM objects, under derived/{study_id}/
 # Finalize's SEG outputs lie beside the copies (docs/dicom-outputs.md): Segmentation and Label Map
 # Segmentation (DICOM 2024c; pydicom 3.0 has no name for it yet).
@@ -195,6 +196,13 @@ def prepare(
             original = load_nifti(storage.read(execution.input_key))
         tracking.set_progress(store, task, 60)
         volume = canonical_volume(original)
+        if study.input_format != "dicom":
+            # Kept beside a DICOM study's converted series: the input a later study of the subject
+            # is compared with (longitudinal), in a fresh header, so no step after this one needs
+            # to read what the uploader sent.
+            storage.write(
+                derived_key(study.study_id, CONVERTED_VOLUME), to_nifti_bytes(volume, compress=True)
+            )
         key = work_key(execution.study_id, execution.attempt, CANONICAL_NAME)
         storage.write(key, to_nifti_bytes(volume, compress=False))
         prepared = PreparedVolume(

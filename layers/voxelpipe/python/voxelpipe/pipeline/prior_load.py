@@ -72,13 +72,10 @@ def load_prior(pin: PriorPin, tenant: str, store: StudyStore, storage: ObjectSto
             f"prior study {pin.study_id}: pinned at attempt {pin.attempt}, now attempt {record.attempt} "
             f"{record.status} (reprocessed since): reprocess this study to compare with it as it is now"
         )
-    if record.input_format == "dicom":
-        source = derived_key(pin.study_id, CONVERTED_VOLUME)
-    elif record.input_key:
-        source = record.input_key
-    else:
-        raise PriorUnavailable(f"prior study {pin.study_id}: it has no input")
-    image = canonical_volume(load_nifti(_read(storage, source, pin, "input volume")))
+    # Prepare keeps every study's input volume there (canonical, in a fresh header): never the upload.
+    image = canonical_volume(
+        load_nifti(_read(storage, derived_key(pin.study_id, CONVERTED_VOLUME), pin, "input volume"))
+    )
     mask_image = load_nifti(
         _read(storage, derived_key(pin.study_id, "tissue-seg", TISSUE_SEG_MASK_FILE), pin, "brain mask")
     )
