@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 
 from voxelpipe.analyses.catalogue import (
+    LONGITUDINAL,
     NORMATIVE,
     QC,
     REGIONAL,
@@ -18,7 +19,8 @@ from voxelpipe.analyses.catalogue import (
 from voxelpipe.wiring import Runtime
 
 CATALOGUE: dict[str, Analysis] = {
-    analysis.name: analysis for analysis in (QC, TISSUE_SEG, VOLUMETRICS, REGISTRATION, REGIONAL, NORMATIVE)
+    analysis.name: analysis
+    for analysis in (QC, TISSUE_SEG, VOLUMETRICS, REGISTRATION, REGIONAL, NORMATIVE, LONGITUDINAL)
 }
 DEFAULT_ANALYSES: tuple[str, ...] = ("qc",)
 
