@@ -206,4 +206,11 @@ def _direction_ratios(change: PairedChange, names: Mapping[int, str]) -> dict[st
     return out
 
 
-__all__ = ["LONGITUDINAL", "METHOD", "NO_PRIOR", "longitudinal_measures", "region_measures", "run_longitudinal"]
+__all__ = [
+    "LONGITUDINAL",
+    "METHOD",
+    "NO_PRIOR",
+    "longitudinal_measures",
+    "region_measures",
+    "run_longitudinal",
+]

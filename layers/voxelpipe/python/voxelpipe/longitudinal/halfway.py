@@ -26,8 +26,8 @@ from scipy.spatial.transform import Rotation
 
 __all__ = [
     "RigidFit",
-    "halfway_grid",
     "half_of",
+    "halfway_grid",
     "register_rigid",
     "resample_onto",
 ]
@@ -68,7 +68,9 @@ def half_of(rigid: RigidFit) -> RigidFit:
 
 
 def _smoothed_onto_grid(image: sitk.Image, spacing_mm: float) -> sitk.Image:
-    size = [max(1, round(n * s / spacing_mm)) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
+    size = [
+        max(1, round(n * s / spacing_mm)) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)
+    ]
     grid = sitk.Image(size, sitk.sitkFloat32)
     grid.SetSpacing([spacing_mm] * 3)
     grid.SetDirection(image.GetDirection())

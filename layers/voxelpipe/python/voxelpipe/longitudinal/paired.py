@@ -52,7 +52,7 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
-from voxelpipe.longitudinal.halfway import RigidFit, half_of, halfway_grid, register_rigid, resample_onto
+from voxelpipe.longitudinal.halfway import half_of, halfway_grid, register_rigid, resample_onto
 from voxelpipe.registration.images import array_to_sitk
 from voxelpipe.volume import Image, voxel_data, voxel_sizes
 
@@ -69,10 +69,11 @@ class PairedSettings:
     rigid_working_mm: float = 2.0
     rigid_iterations: int = 200
     mask_dilation_mm: float = 4.0  # the rigid fit sees each brain inside its mask grown by this
+    differential_bias_mm: float = 15.0  # the differential bias correction's smoothing; 0: none
     # demons iterations per pyramid level (coarse to fine: the grid shrunk 2x, then as it is) and
     # the field's smoothing (voxels of the level)
     demons_iterations: tuple[int, ...] = (30, 30)
-    demons_smoothing: float = 1.5
+    demons_smoothing: float = 2.5
 
     def describe(self) -> dict[str, Any]:
         return {"library": f"SimpleITK {sitk.Version_VersionString()}", **asdict(self)}
@@ -98,7 +99,9 @@ class PairedChange:
     seconds: Mapping[str, float] = field(default_factory=dict)
 
 
-def _corrected(image: Image, mask: npt.NDArray[np.bool_], settings: PairedSettings) -> npt.NDArray[np.float32]:
+def _corrected(
+    image: Image, mask: npt.NDArray[np.bool_], settings: PairedSettings
+) -> npt.NDArray[np.float32]:
     data = voxel_data(image)
     if not settings.bias_correction:
         return data
@@ -162,7 +165,10 @@ def _jacobian(displacement: sitk.Image) -> npt.NDArray[np.float64]:
 def _warped(labels: sitk.Image, displacement: sitk.Image) -> npt.NDArray[Any]:
     """Labels on the grid of `displacement` sampled at x + d(x) (nearest neighbour)."""
     transform = sitk.DisplacementFieldTransform(sitk.Image(displacement))
-    return sitk.GetArrayFromImage(sitk.Resample(labels, labels, transform, sitk.sitkNearestNeighbor, 0))
+    warped: npt.NDArray[Any] = sitk.GetArrayFromImage(
+        sitk.Resample(labels, labels, transform, sitk.sitkNearestNeighbor, 0)
+    )
+    return warped
 
 
 def paired_change(
@@ -197,8 +203,12 @@ def paired_change(
     seconds["bias"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    grown_a = sitk.Cast(_dilated(sitk.Cast(mask_a, sitk.sitkUInt8), settings.mask_dilation_mm), sitk.sitkFloat32)
-    grown_b = sitk.Cast(_dilated(sitk.Cast(mask_b, sitk.sitkUInt8), settings.mask_dilation_mm), sitk.sitkFloat32)
+    grown_a = sitk.Cast(
+        _dilated(sitk.Cast(mask_a, sitk.sitkUInt8), settings.mask_dilation_mm), sitk.sitkFloat32
+    )
+    grown_b = sitk.Cast(
+        _dilated(sitk.Cast(mask_b, sitk.sitkUInt8), settings.mask_dilation_mm), sitk.sitkFloat32
+    )
     rigid = register_rigid(
         image_a * grown_a, image_b * grown_b, settings.rigid_working_mm, settings.rigid_iterations
     )
@@ -222,7 +232,7 @@ def paired_change(
     seconds["halfway"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    fixed, moving = _matched(a, b, in_a, in_b, grid)
+    fixed, moving = _matched(a, b, in_a, in_b, grid, settings)
     seconds["intensity"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -259,14 +269,40 @@ def paired_change(
 
 
 def _matched(
-    a: sitk.Image, b: sitk.Image, in_a: npt.NDArray[np.bool_], in_b: npt.NDArray[np.bool_], grid: sitk.Image
+    a: sitk.Image,
+    b: sitk.Image,
+    in_a: npt.NDArray[np.bool_],
+    in_b: npt.NDArray[np.bool_],
+    grid: sitk.Image,
+    settings: PairedSettings,
 ) -> tuple[sitk.Image, sitk.Image]:
-    """The two halfway scans on one intensity scale: each divided by its median over both brains."""
+    """The two halfway scans on one intensity scale: each divided by its median over both brains,
+    then (when `differential_bias_mm` > 0) the slow gain difference taken out half from each."""
     both = in_a & in_b
-    scaled = []
-    for image in (a, b):
-        values = sitk.GetArrayFromImage(image)
-        out = sitk.GetImageFromArray((values / float(np.median(values[both]))).astype(np.float32))
-        out.CopyInformation(grid)
-        scaled.append(out)
-    return scaled[0], scaled[1]
+    va, vb = sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b)
+    va = va / float(np.median(va[both]))
+    vb = vb / float(np.median(vb[both]))
+    if settings.differential_bias_mm > 0:
+        # White matter deep inside both brains only: brighter than the median in both, 3 voxels from
+        # either mask's edge, where no boundary that moves can be read as a gain.
+        core = sitk.GetImageFromArray(both.astype(np.uint8))
+        core.CopyInformation(grid)
+        core_array = sitk.GetArrayFromImage(sitk.BinaryErode(core, [3, 3, 3], sitk.sitkBall)) > 0
+        tissue = core_array & (va > 1.0) & (vb > 1.0)
+        if tissue.any():
+            log_ratio = np.zeros(va.shape, dtype=np.float32)
+            log_ratio[tissue] = np.log(va[tissue] / vb[tissue])
+            weights = sitk.GetImageFromArray(tissue.astype(np.float32))
+            weights.CopyInformation(grid)
+            values = sitk.GetImageFromArray(log_ratio)
+            values.CopyInformation(grid)
+            numerator = sitk.SmoothingRecursiveGaussian(values * weights, settings.differential_bias_mm)
+            denominator = sitk.SmoothingRecursiveGaussian(weights, settings.differential_bias_mm)
+            smooth = sitk.GetArrayFromImage(numerator) / np.maximum(sitk.GetArrayFromImage(denominator), 1e-3)
+            va = va * np.exp(-smooth / 2)
+            vb = vb * np.exp(smooth / 2)
+    fixed = sitk.GetImageFromArray(va.astype(np.float32))
+    moving = sitk.GetImageFromArray(vb.astype(np.float32))
+    fixed.CopyInformation(grid)
+    moving.CopyInformation(grid)
+    return fixed, moving
