@@ -6,17 +6,26 @@
    both masks are resampled once (cubic B-spline; masks linear, > 0.5) onto one grid in the
    halfway space at the finer of the two voxel sizes, cropped to the brains.
 3. Intensities: each scan divided by its median over both masks' intersection (after N4, the two
-   differ by a gain). The deformable registration sees the whole halfway grid (the brains and
-   what surrounds them, as scanned), never the scans cut at their masks: a mask's edge differs
-   between the two scans by segmentation noise (that is subtraction's error) and, where it lies
-   outside a shrinking brain, pins the field (measured: a 2 % shrink read as -1.4 % with both
-   scans cut at the union of the masks grown by 4 mm, -1.96 % uncut). A differential bias
-   correction (the smoothed log ratio of the two taken out, Lewis and Fox 2004) was tried and
-   left out: it reads part of a shrinking brain's rim as a gain difference (-1.39 % against
-   -1.65 % without it on the same pair).
+   differ by a gain), then a differential bias correction (Lewis and Fox 2004): the log ratio of
+   the two, over white matter deep inside both brains only (brighter than the median in both, 3
+   voxels from either mask's edge), smoothed at `differential_bias_mm` and taken out half from
+   each scan. N4 leaves a quarter or more of each scan's field, different in the two; demons reads
+   such a gain difference across an edge as the edge moving (a scan-rescan pair with the
+   follow-up's field flipped read +0.64 % over tissue-seg's mask without it, +0.13 % with it, at
+   2 mm with the smoothing below). The ratio over all tissue (edges included) read part of a
+   shrinking brain's rim as gain (-1.39 % for a 2 % shrink): hence deep white matter only.
+   The deformable registration sees the whole halfway grid (the brains and what surrounds them,
+   as scanned), never the scans cut at their masks: a mask's edge differs between the two scans by
+   segmentation noise (that is subtraction's error) and, outside a shrinking brain, pins the field
+   (a 2 % shrink read -1.4 % with both scans cut at the union of the masks grown by 4 mm, -1.96 %
+   uncut).
 4. Deformable registration both ways (SimpleITK diffeomorphic demons, symmetric gradient, a
-   pyramid at 2x then 1x the grid): u takes baseline (halfway) points to follow-up points, v the
-   reverse.
+   pyramid at 2x then 1x the grid, the field smoothed at `demons_smoothing` voxels): u takes
+   baseline (halfway) points to follow-up points, v the reverse. The smoothing trades the whole
+   brain against small regions (2 mm pairs): at 1.5 voxels a scan-rescan pair read +1.2 % over
+   tissue-seg's mask (the field drifts in flat white matter) while a 3 % hippocampal shrink read
+   -2.97 %; at 2.5 the rescan reads +0.13-0.31 % and a 2 % whole-brain shrink -1.91 %, but the
+   hippocampus -1.3 % (bench/longitudinal_accuracy.py has the 1 mm figures).
 5. Jacobian integration: a region R (the baseline's label map carried to the halfway space,
    nearest neighbour) has follow-up volume sum_R det(I + Du) x voxel volume, so the forward
    ratio is the mean of det(I + Du) over R; the backward ratio, the mean of det(I + Dv) over R
