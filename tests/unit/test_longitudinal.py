@@ -96,3 +96,50 @@ def test_the_catalogue_runs_it_after_tissue_seg_and_after_regional_when_the_stud
     assert [a.name for a in resolve(["longitudinal"])] == ["tissue-seg", "longitudinal"]
     ordered = [a.name for a in resolve(["longitudinal", "regional"])]
     assert ordered.index("regional") < ordered.index("longitudinal")
+
+
+def test_the_measures_name_the_baseline_regions_and_subtract_each_scan_s_own_volumes():
+    from voxelpipe.analyses.catalogue import PriorStudy
+    from voxelpipe.analyses.longitudinal import longitudinal_measures
+    from voxelpipe.atlases import REGION_NUMBERS
+    from voxelpipe.longitudinal import PairedChange
+
+    left, right = REGION_NUMBERS["hippocampus_left"], REGION_NUMBERS["hippocampus_right"]
+    baseline_regions = np.zeros((10, 10, 10), np.uint8)
+    baseline_regions[:2] = left  # 200 voxels of 8 uL: 1.6 mL
+    baseline_regions[2:3] = right
+    followup_regions = np.zeros((10, 10, 10), np.uint8)
+    followup_regions[:2, :9] = left  # 180 voxels
+    prior = PriorStudy(
+        study_id="s-0",
+        image=new_image(np.zeros((10, 10, 10), np.float32), np.diag([2.0, 2.0, 2.0, 1.0])),
+        brain_mask=np.ones((10, 10, 10), bool),
+        regions=baseline_regions,
+        region_names={left: "hippocampus_left", right: "hippocampus_right", 99: "absent"},
+        interval_years=0.5,
+    )
+    followup = new_image(np.zeros((10, 10, 10), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    mask = np.ones((10, 10, 10), bool)
+    mask[0] = False
+    change = PairedChange(
+        ratios={"brain": 0.99, left: 0.97, right: 1.0},
+        forward={},
+        backward={},
+        rigid_rotation_deg=0.0,
+        rigid_translation_mm=0.0,
+        grid_shape=(1, 1, 1),
+        grid_spacing_mm=2.0,
+    )
+    measures = longitudinal_measures(prior, followup, mask, followup_regions, change)
+    assert measures["prior_study_id"] == "s-0" and measures["interval_years"] == 0.5
+    assert list(measures["regions"]) == ["brain", "hippocampus_left", "hippocampus_right"]  # 99: no voxel
+    brain = measures["regions"]["brain"]
+    assert (brain["baseline_ml"], brain["followup_ml"]) == (8.0, 7.2)
+    assert brain["paired_change_pct"] == -1.0 and brain["paired_rate_pct_per_year"] == -2.0
+    assert brain["subtraction_change_pct"] == -10.0
+    hippocampus = measures["regions"]["hippocampus_left"]
+    assert (hippocampus["baseline_ml"], hippocampus["followup_ml"]) == (1.6, 1.44)
+    assert hippocampus["paired_change_pct"] == -3.0 and hippocampus["subtraction_change_pct"] == -10.0
+    # No voxel of the right hippocampus in the follow-up's map: no subtraction, not -100 %.
+    assert measures["regions"]["hippocampus_right"]["followup_ml"] is None
+    assert measures["regions"]["hippocampus_right"]["subtraction_change_pct"] is None

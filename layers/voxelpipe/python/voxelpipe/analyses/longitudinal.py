@@ -122,7 +122,7 @@ def longitudinal_measures(
         regions[name] = region_measures(
             change.ratios.get(number),
             baseline_volumes[number],
-            followup_volumes.get(followup_number, 0.0) if followup_regions is not None else None,
+            followup_volumes.get(followup_number),  # None: no regional here, or no voxel of it
             interval,
         )
     return {
