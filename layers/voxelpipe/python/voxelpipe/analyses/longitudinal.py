@@ -60,7 +60,9 @@ def _pct(ratio: float | None) -> float | None:
 def _rate(change_pct: float | None, interval_years: float | None) -> float | None:
     if change_pct is None or interval_years is None or interval_years <= 0:
         return None
-    return round(change_pct / interval_years, 4)
+    # From the reported (rounded) change, to 6 decimals: the rate is exactly what a reader gets
+    # dividing the two reported figures.
+    return round(change_pct / interval_years, 6)
 
 
 def region_measures(
