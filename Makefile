@@ -64,6 +64,7 @@ bench: setup
 	$(BIN)/python bench/segmentation_accuracy.py
 	$(BIN)/python bench/registration_accuracy.py
 	$(BIN)/python bench/regional_accuracy.py
+	$(BIN)/python bench/longitudinal_accuracy.py --jobs 2
 	$(BIN)/python bench/pipeline_throughput.py
 	$(BIN)/python bench/report_pdf.py
 	$(BIN)/python bench/dicom_receive.py

@@ -20,15 +20,7 @@ from voxelpipe.wiring import Runtime
 
 CATALOGUE: dict[str, Analysis] = {
     analysis.name: analysis
-    for analysis in (
-        QC,
-        TISSUE_SEG,
-        VOLUMETRICS,
-        REGISTRATION,
-        REGIONAL,
-        NORMATIVE,
-        LONGITUDINAL,  # stand-in registration (M registers it)
-    )
+    for analysis in (QC, TISSUE_SEG, VOLUMETRICS, REGISTRATION, REGIONAL, NORMATIVE, LONGITUDINAL)
 }
 DEFAULT_ANALYSES: tuple[str, ...] = ("qc",)
 
