@@ -129,7 +129,7 @@ def longitudinal_measures(
         )
     return {
         "prior_study_id": prior.study_id,
-        "interval_years": None if interval is None else round(interval, 4),
+        "interval_years": interval,  # as pinned (dates are whole days: nothing to round)
         "method": METHOD,
         "regions": regions,
     }
