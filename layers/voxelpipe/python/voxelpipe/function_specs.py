@@ -181,6 +181,8 @@ API = FunctionSpec(
         EnvVar.REFERENCES_TABLE,  # registers reference data; checks what studies name
         EnvVar.GPU_ANALYSES,  # GET /analyses shows the runtime each analysis is deployed with
         EnvVar.LIVE_URL,  # GET /health tells clients where live progress is
+        # Presigned URLs name this endpoint (a private deployment's S3 interface endpoint), if set.
+        EnvVar.S3_PUBLIC_ENDPOINT,
         EnvVar.CORS_ALLOWED_ORIGINS,
         *_EXAM_TABLES,  # completes DICOM uploads, takes STOW-RS transfers, keeps the rule sets (/rules)
         # /destinations (their secrets under the prefix), a study's deliveries and their redrive.
@@ -294,6 +296,18 @@ LIVE_PUSH = FunctionSpec(
     timeout_s=30,
     env=(EnvVar.CONNECTIONS_TABLE, EnvVar.LIVE_CALLBACK_URL),
 )
+
+# Cognito's pre-token-generation trigger (voxelpipe.federation, docs/security.md): made only when
+# the deployment's context configures identity providers, so it is not among FUNCTIONS.
+TOKEN_CLAIMS = FunctionSpec(
+    name="token_claims",
+    description="Cognito pre-token-generation: a federated user's tenant and roles from their identity provider",
+    memory_mb=256,
+    timeout_s=5,  # Cognito waits 5 seconds for a trigger
+    env=(EnvVar.FEDERATED_PROVIDERS,),
+)
+# Functions the stack makes only for some deployments (each says when).
+OPTIONAL_FUNCTIONS: tuple[FunctionSpec, ...] = (TOKEN_CLAIMS,)
 
 # What the GPU worker (a Batch job, not a Lambda) is told of; its job role may use exactly these.
 GPU_WORKER_ENV: tuple[EnvVar, ...] = (

@@ -76,6 +76,12 @@ class EnvVar(StrEnum):
     DELIVERIES_TABLE = "VOXELPIPE_DELIVERIES_TABLE"
     DELIVERY_QUEUE_URL = "VOXELPIPE_DELIVERY_QUEUE_URL"
     DESTINATION_SECRET_PREFIX = "VOXELPIPE_DESTINATION_SECRET_PREFIX"
+    # Where clients reach S3, when that differs from where the code does: the S3 interface VPC
+    # endpoint's bucket URL in a private deployment (docs/security.md, "Network modes"), the local
+    # S3 gateway under `voxelpipe serve`. Presigned URLs are made for it; unset: S3's own names.
+    S3_PUBLIC_ENDPOINT = "VOXELPIPE_S3_PUBLIC_ENDPOINT"
+    # Federated sign-in (voxelpipe.federation): each identity provider's tenant and role mapping (JSON).
+    FEDERATED_PROVIDERS = "VOXELPIPE_FEDERATED_PROVIDERS"
 
 
 class Runtime(StrEnum):
