@@ -41,7 +41,7 @@ class Federation(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.domain: cognito.UserPoolDomain | None = None
-        self.providers: list[cognito.UserPoolIdentityProvider] = []
+        self.providers: list[cognito.IUserPoolIdentityProvider] = []
         if settings.domain is not None:
             self.domain = self._domain(user_pool, settings)
         for provider in settings.providers:
@@ -66,7 +66,9 @@ class Federation(Construct):
                 "HostedUi",
                 custom_domain=cognito.CustomDomainOptions(
                     domain_name=spec.name,
-                    certificate=acm.Certificate.from_certificate_arn(self, "Certificate", spec.certificate_arn),
+                    certificate=acm.Certificate.from_certificate_arn(
+                        self, "Certificate", spec.certificate_arn
+                    ),
                 ),
             )
             # Point the name at the domain's CloudFront distribution (docs/security.md; CDK's
@@ -81,13 +83,15 @@ class Federation(Construct):
 
     def _provider(
         self, user_pool: cognito.UserPool, provider: SamlProvider | OidcProvider, root: Path
-    ) -> cognito.UserPoolIdentityProvider:
+    ) -> cognito.IUserPoolIdentityProvider:
         custom = (
             {IDP_GROUPS_ATTRIBUTE_NAME: cognito.ProviderAttribute.other(provider.groups_attribute)}
             if provider.groups_attribute
             else None
         )
-        mapping = cognito.AttributeMapping(email=cognito.ProviderAttribute.other(provider.email_attribute), custom=custom)
+        mapping = cognito.AttributeMapping(
+            email=cognito.ProviderAttribute.other(provider.email_attribute), custom=custom
+        )
         construct_id = f"{provider.type.capitalize()}{provider.name}"
         identifiers = list(provider.identifiers) or None
         if isinstance(provider, SamlProvider):
@@ -112,7 +116,9 @@ class Federation(Construct):
         # A CloudFormation dynamic reference, `{{resolve:secretsmanager:ARN:SecretString:FIELD::}}`:
         # the template and the cloud assembly hold the secret's ARN; CloudFormation reads the value
         # at deploy time and hands it to Cognito (docs/security.md, "The client secret").
-        secret = SecretValue.secrets_manager(provider.client_secret_arn, json_field=provider.client_secret_field)
+        secret = SecretValue.secrets_manager(
+            provider.client_secret_arn, json_field=provider.client_secret_field
+        )
         return cognito.UserPoolIdentityProviderOidc(
             self,
             construct_id,

@@ -101,7 +101,9 @@ class _Provider(_Context):
         return self
 
     def claims(self) -> ProviderClaims:
-        return ProviderClaims(tenant=self.tenant, roles={group: role.value for group, role in self.roles.items()})
+        return ProviderClaims(
+            tenant=self.tenant, roles={group: role.value for group, role in self.roles.items()}
+        )
 
 
 class SamlProvider(_Provider):
@@ -243,7 +245,9 @@ class IdentitySettings(_Context):
         if self.providers and self.domain is None:
             raise ValueError(f"identity providers need the hosted UI's domain: set {DOMAIN_CONTEXT}")
         if self.providers and not self.callback_urls:
-            raise ValueError(f"identity providers need where to return after sign-in: set {CALLBACK_URLS_CONTEXT}")
+            raise ValueError(
+                f"identity providers need where to return after sign-in: set {CALLBACK_URLS_CONTEXT}"
+            )
         return self
 
     @property
@@ -277,7 +281,9 @@ class NetworkSettings(_Context):
     @model_validator(mode="after")
     def _cidrs_need_private(self) -> NetworkSettings:
         if self.client_cidrs and self.api_endpoint is not ApiEndpoint.PRIVATE:
-            raise ValueError(f"{CLIENT_CIDRS_CONTEXT} applies to a private API ({API_ENDPOINT_CONTEXT}: private)")
+            raise ValueError(
+                f"{CLIENT_CIDRS_CONTEXT} applies to a private API ({API_ENDPOINT_CONTEXT}: private)"
+            )
         return self
 
     @property
@@ -308,13 +314,17 @@ def identity_settings(context: Any) -> IdentitySettings:
         "callbackUrls": CALLBACK_URLS_CONTEXT,
         "logoutUrls": LOGOUT_URLS_CONTEXT,
     }
-    settings: IdentitySettings = _checked(IdentitySettings, {field: context(key) for field, key in keys.items()}, keys)
+    settings: IdentitySettings = _checked(
+        IdentitySettings, {field: context(key) for field, key in keys.items()}, keys
+    )
     return settings
 
 
 def network_settings(context: Any) -> NetworkSettings:
     keys = {"apiEndpoint": API_ENDPOINT_CONTEXT, "clientCidrs": CLIENT_CIDRS_CONTEXT}
-    settings: NetworkSettings = _checked(NetworkSettings, {field: context(key) for field, key in keys.items()}, keys)
+    settings: NetworkSettings = _checked(
+        NetworkSettings, {field: context(key) for field, key in keys.items()}, keys
+    )
     return settings
 
 

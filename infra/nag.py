@@ -405,5 +405,9 @@ PRIVATE_ENDPOINTS_INGRESS = tuple(
         "networks voxelpipe:network:clientCidrs names (a zero-length prefix is refused at synthesis); the "
         "VPC's range is a token at synthesis, which the rule cannot read.",
     )
-    for rule in ("AwsSolutions-EC23", "HIPAA.Security-EC2RestrictedCommonPorts", "HIPAA.Security-EC2RestrictedSSH")
+    for rule in (
+        "AwsSolutions-EC23",
+        "HIPAA.Security-EC2RestrictedCommonPorts",
+        "HIPAA.Security-EC2RestrictedSSH",
+    )
 )

@@ -36,7 +36,13 @@ class PrivateEndpoints(Construct):
     """The execute-api and S3 interface endpoints, their security group, and the bucket's rule."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, vpc: ec2.IVpc, settings: NetworkSettings, bucket: s3.Bucket
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        settings: NetworkSettings,
+        bucket: s3.Bucket,
     ) -> None:
         super().__init__(scope, construct_id)
         self.security_group = ec2.SecurityGroup(
@@ -46,7 +52,9 @@ class PrivateEndpoints(Construct):
             description="voxelpipe private API and S3 endpoints: HTTPS from the VPC and the client networks",
             allow_all_outbound=False,
         )
-        self.security_group.add_ingress_rule(ec2.Peer.ipv4(vpc.vpc_cidr_block), ec2.Port.tcp(HTTPS), "the VPC")
+        self.security_group.add_ingress_rule(
+            ec2.Peer.ipv4(vpc.vpc_cidr_block), ec2.Port.tcp(HTTPS), "the VPC"
+        )
         for cidr in settings.client_cidrs:
             self.security_group.add_ingress_rule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(HTTPS), "a client network")
         nag.acknowledge(self.security_group, *nag.PRIVATE_ENDPOINTS_INGRESS)
@@ -91,7 +99,8 @@ class PrivateEndpoints(Construct):
     @property
     def s3_endpoint_url(self) -> str:
         """`https://bucket.{vpce-id}.s3.{region}.vpce.amazonaws.com`: the endpoint-specific name for
-        bucket requests, from the endpoint's regional DNS entry `{zone}:*.{vpce-id}.s3.{region}.vpce.amazonaws.com`."""
+        bucket requests, from the endpoint's regional DNS entry
+        `{zone}:*.{vpce-id}.s3.{region}.vpce.amazonaws.com`."""
         name = Fn.select(1, Fn.split(":", Fn.select(0, self.s3.vpc_endpoint_dns_entries)))
         return Fn.join("", ["https://bucket.vpce-", Fn.select(1, Fn.split("vpce-", name))])
 

@@ -358,10 +358,14 @@ class VoxelpipeStack(Stack):
             private=self.private_endpoints,
         )
         if self.private_endpoints is not None:
-            functions[API.name].add_environment(EnvVar.S3_PUBLIC_ENDPOINT, self.private_endpoints.s3_endpoint_url)
+            functions[API.name].add_environment(
+                EnvVar.S3_PUBLIC_ENDPOINT, self.private_endpoints.s3_endpoint_url
+            )
         # Federated users' tenant and roles: the pre-token-generation trigger (voxelpipe.federation).
         self.token_claims = (
-            self._function(TOKEN_CLAIMS, [voxelpipe_layer, *(dependency_layers[g] for g in TOKEN_CLAIMS.dependencies)])
+            self._function(
+                TOKEN_CLAIMS, [voxelpipe_layer, *(dependency_layers[g] for g in TOKEN_CLAIMS.dependencies)]
+            )
             if self.identity.federated
             else None
         )

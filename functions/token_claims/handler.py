@@ -11,7 +11,9 @@ import os
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools.utilities.data_classes.cognito_user_pool_event import PreTokenGenerationTriggerEvent
+from aws_lambda_powertools.utilities.data_classes.cognito_user_pool_event import (
+    PreTokenGenerationTriggerEvent,
+)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from voxelpipe.federation import UNCHANGED, ProviderClaims, providers_from_env, token_overrides

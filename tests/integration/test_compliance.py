@@ -85,7 +85,11 @@ PIPELINE = {
     "repository": "example-org/voxelpipe",
     "branch": "main",
     "stages": {
-        "dev": {"account": "111111111111", "region": "eu-west-1", "context": {MAX_WORKERS: 2, **FEDERATED_PRIVATE}},
+        "dev": {
+            "account": "111111111111",
+            "region": "eu-west-1",
+            "context": {MAX_WORKERS: 2, **FEDERATED_PRIVATE},
+        },
         "prod": {
             "account": "222222222222",
             "region": "eu-west-1",
@@ -393,11 +397,15 @@ def test_a_private_api_is_reachable_only_through_its_interface_endpoint(synthesi
     (rest,) = _resources(dev, "AWS::ApiGateway::RestApi").values()
     assert rest["EndpointConfiguration"] == {"Types": ["PRIVATE"], "VpcEndpointIds": [{"Ref": execute_api}]}
     deny, allow = rest["Policy"]["Statement"]
-    assert deny["Effect"] == "Deny" and deny["Condition"] == {"StringNotEquals": {"aws:SourceVpce": {"Ref": execute_api}}}
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {
+        "StringNotEquals": {"aws:SourceVpce": {"Ref": execute_api}}
+    }
     assert allow["Effect"] == "Allow" and "Condition" not in allow
     # The endpoints take HTTPS from the VPC and the client network only.
     (group,) = [
-        g for g in _resources(dev, "AWS::EC2::SecurityGroup").values() if "private API" in g["GroupDescription"]
+        g
+        for g in _resources(dev, "AWS::EC2::SecurityGroup").values()
+        if "private API" in g["GroupDescription"]
     ]
     assert {(rule["FromPort"], rule["ToPort"]) for rule in group["SecurityGroupIngress"]} == {(443, 443)}
     assert CLIENT_CIDR in [rule["CidrIp"] for rule in group["SecurityGroupIngress"]]
@@ -422,7 +430,11 @@ def test_a_private_api_is_reachable_only_through_its_interface_endpoint(synthesi
 
 def test_the_default_api_is_public_with_live_progress_and_no_endpoints(synthesized: Synthesized):
     standalone = synthesized.templates[f"{STACK_NAME}.template.json"]
-    assert not [e for e in _resources(standalone, "AWS::EC2::VPCEndpoint").values() if e["VpcEndpointType"] == "Interface"]
+    assert not [
+        e
+        for e in _resources(standalone, "AWS::EC2::VPCEndpoint").values()
+        if e["VpcEndpointType"] == "Interface"
+    ]
     (rest,) = _resources(standalone, "AWS::ApiGateway::RestApi").values()
     assert "EndpointConfiguration" not in rest and "Policy" not in rest
     assert _resources(standalone, "AWS::ApiGatewayV2::Api")
@@ -438,7 +450,9 @@ def test_the_default_api_is_public_with_live_progress_and_no_endpoints(synthesiz
 
 def test_identity_providers_from_context_sign_people_in_through_the_hosted_ui(synthesized: Synthesized):
     dev = _dev_template(synthesized)
-    providers = {p["ProviderName"]: p for p in _resources(dev, "AWS::Cognito::UserPoolIdentityProvider").values()}
+    providers = {
+        p["ProviderName"]: p for p in _resources(dev, "AWS::Cognito::UserPoolIdentityProvider").values()
+    }
     assert {name: p["ProviderType"] for name, p in providers.items()} == {"entra": "SAML", "keycloak": "OIDC"}
     for provider in providers.values():
         assert IDP_GROUPS_ATTRIBUTE_NAME in provider["AttributeMapping"]

@@ -36,7 +36,9 @@ from voxelpipe.wiring import EnvVar
 
 ENTRA_GROUPS = "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups"
 PROVIDERS = {
-    "entra": ProviderClaims(tenant="hospital-a", roles={"6f1c-uploaders": "uploader", "6f1c-admins": "admin"}),
+    "entra": ProviderClaims(
+        tenant="hospital-a", roles={"6f1c-uploaders": "uploader", "6f1c-admins": "admin"}
+    ),
     "keycloak": ProviderClaims(tenant="hospital-b", roles={"/voxelpipe/viewers": "viewer"}),
 }
 
@@ -90,10 +92,18 @@ def test_a_provider_the_deployment_no_longer_knows_gets_no_tenant():
 
 
 def test_native_users_tokens_are_left_as_they_are():
-    native = {"sub": "1", "cognito:user_status": "CONFIRMED", TENANT_CLAIM: "acme", "email": "bob@acme.example"}
+    native = {
+        "sub": "1",
+        "cognito:user_status": "CONFIRMED",
+        TENANT_CLAIM: "acme",
+        "email": "bob@acme.example",
+    }
     assert token_overrides(native, ["uploader"], PROVIDERS) is UNCHANGED
     # identities without the external status (a native user linked to an IdP) are native too.
-    assert token_overrides({**native, "identities": federated("entra")["identities"]}, [], PROVIDERS) is UNCHANGED
+    assert (
+        token_overrides({**native, "identities": federated("entra")["identities"]}, [], PROVIDERS)
+        is UNCHANGED
+    )
 
 
 @pytest.mark.parametrize(
@@ -137,7 +147,11 @@ def _trigger_event(attributes: dict[str, str], groups: list[str]) -> dict[str, A
         "callerContext": {"awsSdkVersion": "aws-sdk-unknown-unknown", "clientId": "client"},
         "request": {
             "userAttributes": attributes,
-            "groupConfiguration": {"groupsToOverride": groups, "iamRolesToOverride": [], "preferredRole": None},
+            "groupConfiguration": {
+                "groupsToOverride": groups,
+                "iamRolesToOverride": [],
+                "preferredRole": None,
+            },
         },
         "response": {"claimsOverrideDetails": None},
     }
@@ -149,7 +163,9 @@ def test_the_trigger_answers_cognito_with_the_overrides(monkeypatch: pytest.Monk
     from functions.token_claims import handler
 
     handler._providers.cache_clear()
-    answer = handler.lambda_handler(_trigger_event(federated("entra", "[6f1c-uploaders]"), []), _lambda_context())
+    answer = handler.lambda_handler(
+        _trigger_event(federated("entra", "[6f1c-uploaders]"), []), _lambda_context()
+    )
     details = answer["response"]["claimsOverrideDetails"]
     assert details["claimsToAddOrOverride"] == {TENANT_CLAIM: "hospital-a"}
     assert details["groupOverrideDetails"]["groupsToOverride"] == ["uploader"]
@@ -194,7 +210,9 @@ def test_no_context_means_no_federation_and_a_public_api():
 def test_a_valid_configuration_gives_each_provider_its_claims():
     settings = identity_settings(FEDERATED.get)
     assert settings.federated and settings.oauth
-    assert settings.provider_claims() == {"okta": ProviderClaims("hospital-a", {"voxelpipe-uploaders": "uploader"})}
+    assert settings.provider_claims() == {
+        "okta": ProviderClaims("hospital-a", {"voxelpipe-uploaders": "uploader"})
+    }
 
 
 def test_a_plaintext_client_secret_is_refused():
@@ -233,7 +251,10 @@ def test_providers_need_a_domain_and_callbacks_and_distinct_names():
         {"prefix": "my-cognito-login"},  # a word Cognito refuses
         {"prefix": "Upper"},
         {"name": "login.hospital.example"},  # no certificate
-        {"name": "login.hospital.example", "certificateArn": "arn:aws:acm:eu-west-1:111111111111:certificate/ab-12"},
+        {
+            "name": "login.hospital.example",
+            "certificateArn": "arn:aws:acm:eu-west-1:111111111111:certificate/ab-12",
+        },
         {"prefix": "ok", "name": "login.hospital.example"},
     ],
 )
@@ -243,7 +264,9 @@ def test_a_wrong_domain_is_refused(domain: dict[str, str]):
 
 def test_a_custom_domain_takes_a_us_east_1_certificate():
     certificate = "arn:aws:acm:us-east-1:111111111111:certificate/0a1b2c3d-aaaa-bbbb-cccc-1234567890ab"
-    settings = identity_settings({**FEDERATED, DOMAIN_CONTEXT: {"name": "login.hospital.example", "certificateArn": certificate}}.get)
+    settings = identity_settings(
+        {**FEDERATED, DOMAIN_CONTEXT: {"name": "login.hospital.example", "certificateArn": certificate}}.get
+    )
     assert settings.domain is not None and settings.domain.name == "login.hospital.example"
 
 

@@ -301,7 +301,7 @@ LIVE_PUSH = FunctionSpec(
 # the deployment's context configures identity providers, so it is not among FUNCTIONS.
 TOKEN_CLAIMS = FunctionSpec(
     name="token_claims",
-    description="Cognito pre-token-generation: a federated user's tenant and roles from their identity provider",
+    description="Cognito pre-token-generation: a federated user's tenant and roles from their IdP",
     memory_mb=256,
     timeout_s=5,  # Cognito waits 5 seconds for a trigger
     env=(EnvVar.FEDERATED_PROVIDERS,),
