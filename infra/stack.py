@@ -393,8 +393,8 @@ class VoxelpipeStack(Stack):
             if not self.network.private
             else None
         )
-        if self.live is not None:
-            functions[API.name].add_environment(EnvVar.LIVE_URL, self.live.url)
+        # Empty: no live progress (voxelpipe.live.live_url), as GET /health then says.
+        functions[API.name].add_environment(EnvVar.LIVE_URL, self.live.url if self.live is not None else "")
         functions[API.name].add_environment(
             EnvVar.CORS_ALLOWED_ORIGINS, ",".join(self.settings.cors_allowed_origins)
         )

@@ -424,7 +424,7 @@ def test_a_private_api_is_reachable_only_through_its_interface_endpoint(synthesi
     assert statement["Condition"]["StringEquals"] == {"s3:authType": ["REST-QUERY-STRING", "POST"]}
     # No WebSocket API (API Gateway cannot make one private): no live URL for clients.
     assert not _resources(dev, "AWS::ApiGatewayV2::Api")
-    assert EnvVar.LIVE_URL not in _api_environment(dev)
+    assert _api_environment(dev)[EnvVar.LIVE_URL] == ""
     assert any("PrivateUrl" in name for name in dev["Outputs"])
 
 
@@ -439,7 +439,9 @@ def test_the_default_api_is_public_with_live_progress_and_no_endpoints(synthesiz
     assert "EndpointConfiguration" not in rest and "Policy" not in rest
     assert _resources(standalone, "AWS::ApiGatewayV2::Api")
     environment = _api_environment(standalone)
-    assert EnvVar.S3_PUBLIC_ENDPOINT not in environment and EnvVar.LIVE_URL in environment
+    assert environment[EnvVar.S3_PUBLIC_ENDPOINT] == "" and "wss://" in json.dumps(
+        environment[EnvVar.LIVE_URL]
+    )
     # No identity provider, hosted UI or trigger either.
     assert not _resources(standalone, "AWS::Cognito::UserPoolIdentityProvider")
     assert not _resources(standalone, "AWS::Cognito::UserPoolDomain")

@@ -192,7 +192,11 @@ API = FunctionSpec(
         EnvVar.DESTINATION_SECRET_PREFIX,
         EnvVar.IDENTITY_MAP_TABLE,  # deleting a study deletes its identity map (never reads one)
     ),
-    settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
+    settings={
+        EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES),
+        EnvVar.AUTH_MODE: "cognito",
+        EnvVar.S3_PUBLIC_ENDPOINT: "",  # S3's own names; a private deployment sets its endpoint
+    },
     # Completing a DICOM upload runs the series checks (imported then, not at a cold start).
     dependencies=(DependencyGroup.CORE, DependencyGroup.WEB, DependencyGroup.IMAGING),
 )
