@@ -49,29 +49,27 @@ class StudyApi(Construct):
         handler: lambda_.IFunction,
         security: StackSecurity,
         cors_allowed_origins: tuple[str, ...] = (),
-        federated: bool = False,
         private: PrivateEndpoints | None = None,
     ) -> None:
-        """`federated`: people also sign in through identity providers (infra/identity.py), whose
-        groups land in a custom attribute; `private`: the API is reachable only through `private`'s
-        execute-api endpoint (infra/private_api.py)."""
+        """`private`: the API is reachable only through `private`'s execute-api endpoint
+        (infra/private_api.py)."""
         super().__init__(scope, construct_id)
         # Tenant is a custom attribute set by an administrator; roles are Cognito groups.
-        custom_attributes: dict[str, cognito.ICustomAttribute] = {
-            "tenant": cognito.StringAttribute(min_len=1, max_len=63, mutable=False)
-        }
-        if federated:
-            # An IdP's groups, rewritten at each federated sign-in (so mutable); read only by the
-            # pre-token-generation trigger (voxelpipe.federation).
-            custom_attributes[IDP_GROUPS_ATTRIBUTE_NAME] = cognito.StringAttribute(
-                min_len=0, max_len=IDP_GROUPS_MAX_LENGTH, mutable=True
-            )
+        # idp_groups: a federated user's IdP groups (infra/identity.py), rewritten at each of their
+        # sign-ins (so mutable), read only by the pre-token-generation trigger. Declared in every
+        # deployment: a pool's custom attributes can be added but never removed, so one that came
+        # and went with the identity providers would fail the deployment that removes the last one.
         self.user_pool = cognito.UserPool(
             self,
             "Users",
             self_sign_up_enabled=False,
             sign_in_aliases=cognito.SignInAliases(email=True),
-            custom_attributes=custom_attributes,
+            custom_attributes={
+                "tenant": cognito.StringAttribute(min_len=1, max_len=63, mutable=False),
+                IDP_GROUPS_ATTRIBUTE_NAME: cognito.StringAttribute(
+                    min_len=0, max_len=IDP_GROUPS_MAX_LENGTH, mutable=True
+                ),
+            },
             password_policy=cognito.PasswordPolicy(
                 min_length=12,
                 require_symbols=True,

@@ -18,11 +18,18 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from infra.identity_settings import IdentitySettings, OidcProvider, SamlProvider
-from voxelpipe.federation import IDP_GROUPS_ATTRIBUTE_NAME, providers_to_env
+from voxelpipe.federation import IDP_GROUPS_ATTRIBUTE, IDP_GROUPS_ATTRIBUTE_NAME, providers_to_env
 from voxelpipe.wiring import EnvVar
 
-# What the hosted UI asks of a signed-in person: who they are (the ID token the API takes).
+# What the hosted UI asks of a signed-in person: who they are (the ID token the API takes). Never
+# aws.cognito.signin.user.admin: with it, a federated user's access token could rewrite their own
+# custom:idp_groups (which the app client must be able to write, for attribute mapping) and so
+# grant themselves roles.
 OAUTH_SCOPES = ("openid", "email", "profile")
+SELF_SERVICE_SCOPE = "aws.cognito.signin.user.admin"
+# What the app client writes: the mapped attributes (Cognito writes them through it at each
+# federated sign-in), nothing else.
+FEDERATED_WRITE_ATTRIBUTES = ("email", IDP_GROUPS_ATTRIBUTE)
 
 
 class Federation(Construct):
@@ -51,6 +58,10 @@ class Federation(Construct):
             user_pool.add_trigger(cognito.UserPoolOperation.PRE_TOKEN_GENERATION, trigger)
         if settings.oauth:
             self._oauth_client(client, settings)
+        if settings.federated:
+            cfn = client.node.default_child
+            assert isinstance(cfn, cognito.CfnUserPoolClient)
+            cfn.write_attributes = list(FEDERATED_WRITE_ATTRIBUTES)
 
     def _domain(self, user_pool: cognito.UserPool, settings: IdentitySettings) -> cognito.UserPoolDomain:
         spec = settings.domain

@@ -354,7 +354,6 @@ class VoxelpipeStack(Stack):
             handler=functions[API.name],
             security=self.security,
             cors_allowed_origins=self.settings.cors_allowed_origins,
-            federated=self.identity.federated,
             private=self.private_endpoints,
         )
         if self.private_endpoints is not None:

@@ -447,7 +447,7 @@ def test_the_default_api_is_public_with_live_progress_and_no_endpoints(synthesiz
     assert not _resources(standalone, "AWS::Cognito::UserPoolDomain")
     (pool,) = _resources(standalone, "AWS::Cognito::UserPool").values()
     assert "LambdaConfig" not in pool
-    assert [a["Name"] for a in pool["Schema"]] == ["tenant"]
+    assert [a["Name"] for a in pool["Schema"]] == ["tenant", IDP_GROUPS_ATTRIBUTE_NAME]
 
 
 def test_identity_providers_from_context_sign_people_in_through_the_hosted_ui(synthesized: Synthesized):
@@ -467,6 +467,9 @@ def test_identity_providers_from_context_sign_people_in_through_the_hosted_ui(sy
     (client,) = _resources(dev, "AWS::Cognito::UserPoolClient").values()
     assert client["SupportedIdentityProviders"] == ["COGNITO", "entra", "keycloak"]
     assert client["AllowedOAuthFlows"] == ["code"] and client["CallbackURLs"] == CALLBACK_URLS
+    # Mapped attributes are written through the client; no token it issues may write them itself.
+    assert client["WriteAttributes"] == ["email", f"custom:{IDP_GROUPS_ATTRIBUTE_NAME}"]
+    assert "aws.cognito.signin.user.admin" not in client["AllowedOAuthScopes"]
     # Federated users' tenant and roles come from the pre-token-generation trigger.
     (pool,) = _resources(dev, "AWS::Cognito::UserPool").values()
     trigger = pool["LambdaConfig"]["PreTokenGeneration"]["Fn::GetAtt"][0]
