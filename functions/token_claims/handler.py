@@ -3,6 +3,10 @@
 Cognito calls it before issuing tokens (sign-in, refresh); the answer overrides `custom:tenant`
 and `cognito:groups` in the ID token (and the groups in the access token) of users who signed in
 through an identity provider, and leaves native users' tokens as they were.
+
+The stack attaches it as a version 1 trigger; it answers version 2 and 3 events too (their answer
+has another shape), so that one trigger can serve if the pool moves to them (a pool has one
+pre-token-generation trigger). Machine (client-credentials) events carry no user: unchanged.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.cognito_user_pool_event import (
     PreTokenGenerationTriggerEvent,
+    PreTokenGenerationV2TriggerEvent,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -38,6 +43,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     )
     if overrides == UNCHANGED:  # a native user: the response stays untouched
         return trigger.raw_event
+    if str(event.get("version")) in ("2", "3"):
+        details_v2 = PreTokenGenerationV2TriggerEvent(event).response.claims_scope_override_details
+        if overrides.claims:
+            details_v2.id_token_generation.claims_to_add_or_override = overrides.claims
+        if overrides.groups is not None:
+            details_v2.set_group_configuration_groups_to_override(overrides.groups)
+        return event
     details = trigger.response.claims_override_details
     if overrides.claims:
         details.claims_to_add_or_override = overrides.claims

@@ -172,6 +172,12 @@ def test_the_trigger_answers_cognito_with_the_overrides(monkeypatch: pytest.Monk
     native = {"sub": "1", "cognito:user_status": "CONFIRMED", TENANT_CLAIM: "acme"}
     untouched = handler.lambda_handler(_trigger_event(native, ["viewer"]), _lambda_context())
     assert untouched["response"] == {"claimsOverrideDetails": None}
+    # A version 2 event (the pool's trigger set to V2_0 or V3_0) gets the answer in its own shape.
+    v2 = {**_trigger_event(federated("keycloak", '["/voxelpipe/viewers"]'), ["admin"]), "version": "2"}
+    v2["response"] = {"claimsAndScopeOverrideDetails": None}
+    answer = handler.lambda_handler(v2, _lambda_context())["response"]["claimsAndScopeOverrideDetails"]
+    assert answer["idTokenGeneration"]["claimsToAddOrOverride"] == {TENANT_CLAIM: "hospital-b"}
+    assert answer["groupOverrideDetails"]["groupsToOverride"] == ["admin", "viewer"]
     handler._providers.cache_clear()
 
 
