@@ -18,6 +18,7 @@ the models without synthesizing).
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -291,10 +292,33 @@ class NetworkSettings(_Context):
         return self.api_endpoint is ApiEndpoint.PRIVATE
 
 
-def _checked(model: type[BaseModel], values: dict[str, Any], keys: dict[str, str]) -> Any:
+def _from_command_line(value: Any) -> Any:
+    """`cdk synth -c KEY=VALUE` passes strings: JSON (a list, an object), or a comma-separated list."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"invalid context: {value!r} is not JSON ({error})") from error
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _checked(
+    model: type[BaseModel],
+    values: dict[str, Any],
+    keys: dict[str, str],
+    scalars: frozenset[str] = frozenset(),
+) -> Any:
     """`model` from the context's values; a ValidationError becomes a ValueError naming the keys."""
+    given = {
+        field: value if field in scalars else _from_command_line(value)
+        for field, value in values.items()
+        if value is not None
+    }
     try:
-        return model.model_validate({field: value for field, value in values.items() if value is not None})
+        return model.model_validate(given)
     except ValidationError as error:
         problems = []
         for found in error.errors():
@@ -314,16 +338,21 @@ def identity_settings(context: Any) -> IdentitySettings:
         "callbackUrls": CALLBACK_URLS_CONTEXT,
         "logoutUrls": LOGOUT_URLS_CONTEXT,
     }
-    settings: IdentitySettings = _checked(
-        IdentitySettings, {field: context(key) for field, key in keys.items()}, keys
-    )
+    values = {field: context(key) for field, key in keys.items()}
+    domain = values["domain"]
+    if isinstance(domain, str) and not domain.strip().startswith("{"):
+        values["domain"] = {"prefix": domain.strip()}  # `-c voxelpipe:identity:domain=PREFIX`
+    settings: IdentitySettings = _checked(IdentitySettings, values, keys)
     return settings
 
 
 def network_settings(context: Any) -> NetworkSettings:
     keys = {"apiEndpoint": API_ENDPOINT_CONTEXT, "clientCidrs": CLIENT_CIDRS_CONTEXT}
     settings: NetworkSettings = _checked(
-        NetworkSettings, {field: context(key) for field, key in keys.items()}, keys
+        NetworkSettings,
+        {field: context(key) for field, key in keys.items()},
+        keys,
+        frozenset({"apiEndpoint"}),
     )
     return settings
 

@@ -310,3 +310,22 @@ def test_the_network_mode_is_checked():
         with pytest.raises(ValueError) as raised:
             network_settings(bad.get)
         assert named in str(raised.value)
+
+
+def test_command_line_context_strings_are_read_as_cdk_passes_them():
+    """`cdk synth -c KEY=VALUE` gives strings: JSON, comma-separated lists, a bare domain prefix."""
+    settings = identity_settings(
+        {
+            PROVIDERS_CONTEXT: json.dumps([OKTA]),
+            DOMAIN_CONTEXT: "hospital-a-voxelpipe",
+            CALLBACK_URLS_CONTEXT: "https://viewer.hospital-a.example/callback, http://localhost:8765/callback",
+        }.get
+    )
+    assert settings.domain is not None and settings.domain.prefix == "hospital-a-voxelpipe"
+    assert len(settings.callback_urls) == 2 and settings.providers[0].name == "okta"
+    network = network_settings(
+        {API_ENDPOINT_CONTEXT: "private", CLIENT_CIDRS_CONTEXT: "10.20.0.0/16,10.30.0.0/16"}.get
+    )
+    assert network.client_cidrs == ("10.20.0.0/16", "10.30.0.0/16")
+    with pytest.raises(ValueError, match="is not JSON"):
+        identity_settings({PROVIDERS_CONTEXT: "[{oops"}.get)
