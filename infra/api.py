@@ -16,10 +16,12 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from infra import nag
+from infra.private_api import PrivateEndpoints
 from infra.security import StackSecurity
 from voxelpipe.api.app import CORS_HEADERS, CORS_MAX_AGE_S, CORS_METHODS
 from voxelpipe.api.auth import Role
 from voxelpipe.api.routes.dicomweb import BINARY_MEDIA_TYPES
+from voxelpipe.federation import IDP_GROUPS_ATTRIBUTE_NAME, IDP_GROUPS_MAX_LENGTH
 from voxelpipe.function_specs import EXPORT_PATHS
 from voxelpipe.measure_tables import TableFormat
 
@@ -50,15 +52,27 @@ class StudyApi(Construct):
         export_handler: lambda_.IFunction,
         security: StackSecurity,
         cors_allowed_origins: tuple[str, ...] = (),
+        private: PrivateEndpoints | None = None,
     ) -> None:
+        """`private`: the API is reachable only through `private`'s execute-api endpoint
+        (infra/private_api.py)."""
         super().__init__(scope, construct_id)
         # Tenant is a custom attribute set by an administrator; roles are Cognito groups.
+        # idp_groups: a federated user's IdP groups (infra/identity.py), rewritten at each of their
+        # sign-ins (so mutable), read only by the pre-token-generation trigger. Declared in every
+        # deployment: a pool's custom attributes can be added but never removed, so one that came
+        # and went with the identity providers would fail the deployment that removes the last one.
         self.user_pool = cognito.UserPool(
             self,
             "Users",
             self_sign_up_enabled=False,
             sign_in_aliases=cognito.SignInAliases(email=True),
-            custom_attributes={"tenant": cognito.StringAttribute(min_len=1, max_len=63, mutable=False)},
+            custom_attributes={
+                "tenant": cognito.StringAttribute(min_len=1, max_len=63, mutable=False),
+                IDP_GROUPS_ATTRIBUTE_NAME: cognito.StringAttribute(
+                    min_len=0, max_len=IDP_GROUPS_MAX_LENGTH, mutable=True
+                ),
+            },
             password_policy=cognito.PasswordPolicy(
                 min_length=12,
                 require_symbols=True,
@@ -114,6 +128,13 @@ class StudyApi(Construct):
             else None,
             # The account-wide role that lets API Gateway write execution logs to CloudWatch.
             cloud_watch_role=True,
+            # Private: reachable through the interface endpoint only (its resource policy says so).
+            endpoint_configuration=apigw.EndpointConfiguration(
+                types=[apigw.EndpointType.PRIVATE], vpc_endpoints=[private.execute_api]
+            )
+            if private is not None
+            else None,
+            policy=private.api_policy() if private is not None else None,
             default_method_options=apigw.MethodOptions(
                 authorizer=authorizer, authorization_type=apigw.AuthorizationType.COGNITO
             ),
@@ -148,6 +169,9 @@ class StudyApi(Construct):
         )
         self.rest_api.deployment_stage.node.add_dependency(execution_logs)
         nag.acknowledge(self.rest_api, *nag.REST_API)
+        if private is not None:
+            # The stage's own URL does not resolve outside the VPC's private DNS: this one does.
+            CfnOutput(self, "PrivateUrl", value=private.api_url(self.rest_api.rest_api_id, STAGE_NAME))
         # Bodies and parameters are checked before the function runs (FastAPI checks the schema).
         validator = self.rest_api.add_request_validator(
             "Validator", validate_request_body=True, validate_request_parameters=True

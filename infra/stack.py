@@ -31,10 +31,13 @@ from infra.access import (
 from infra.api import StudyApi
 from infra.dicom_receiver import DicomReceiver, DicomReceiverSettings
 from infra.gpu import GpuWorkers
+from infra.identity import Federation
+from infra.identity_settings import identity_settings, network_settings
 from infra.layers import VOXELPIPE_LAYER
 from infra.live import LiveProgress
 from infra.monitoring import ALARM_EMAIL_CONTEXT, WORK_QUEUE_OLDEST_S, Monitoring
 from infra.notifications import StudyNotifications
+from infra.private_api import PrivateEndpoints
 from infra.security import (
     QueueFailureDestination,
     StackSecurity,
@@ -67,6 +70,7 @@ from voxelpipe.function_specs import (
     REAPER,
     REPROCESS_BATCHES,
     SCALER,
+    TOKEN_CLAIMS,
     WEBHOOK,
     DependencyGroup,
     FunctionSpec,
@@ -126,6 +130,9 @@ class VoxelpipeStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.settings = StackSettings.from_context(self.node)
+        # Sign-in (identity providers, hosted UI) and network mode: docs/security.md.
+        self.identity = identity_settings(self.node.try_get_context)
+        self.network = network_settings(self.node.try_get_context)
         self.security = StackSecurity(self, "Security", log_retention_days=self.settings.log_retention_days)
         key = self.security.data_key
 
@@ -371,6 +378,12 @@ class VoxelpipeStack(Stack):
                 )
             )
 
+        # Private mode: the API and presigned URLs through interface endpoints in the stack's VPC.
+        self.private_endpoints = (
+            PrivateEndpoints(self, "PrivateEndpoints", vpc=gpu.vpc, settings=self.network, bucket=bucket)
+            if self.network.private
+            else None
+        )
         self.api = StudyApi(
             self,
             "Api",
@@ -378,17 +391,48 @@ class VoxelpipeStack(Stack):
             export_handler=functions[EXPORT.name],
             security=self.security,
             cors_allowed_origins=self.settings.cors_allowed_origins,
+            private=self.private_endpoints,
         )
-        self.live = LiveProgress(
+        if self.private_endpoints is not None:
+            # Both presign (the export function: a large export's 303).
+            for api_function in (API, EXPORT):
+                functions[api_function.name].add_environment(
+                    EnvVar.S3_PUBLIC_ENDPOINT, self.private_endpoints.s3_endpoint_url
+                )
+        # Federated users' tenant and roles: the pre-token-generation trigger (voxelpipe.federation).
+        self.token_claims = (
+            self._function(
+                TOKEN_CLAIMS, [voxelpipe_layer, *(dependency_layers[g] for g in TOKEN_CLAIMS.dependencies)]
+            )
+            if self.identity.federated
+            else None
+        )
+        self.federation = Federation(
             self,
-            "Live",
-            security=self.security,
-            bus=notifications.bus,
-            routes=functions[LIVE.name],
-            authorizer=functions[LIVE_AUTHORIZER.name],
-            push=functions[LIVE_PUSH.name],
+            "Identity",
+            settings=self.identity,
+            user_pool=self.api.user_pool,
+            client=self.api.client,
+            trigger=self.token_claims,
+            root=ROOT,
         )
-        functions[API.name].add_environment(EnvVar.LIVE_URL, self.live.url)
+        # Live progress is a WebSocket API, which API Gateway cannot make private: a private
+        # deployment has none, and clients poll (GET /health names no live_url; docs/security.md).
+        self.live = (
+            LiveProgress(
+                self,
+                "Live",
+                security=self.security,
+                bus=notifications.bus,
+                routes=functions[LIVE.name],
+                authorizer=functions[LIVE_AUTHORIZER.name],
+                push=functions[LIVE_PUSH.name],
+            )
+            if not self.network.private
+            else None
+        )
+        # Empty: no live progress (voxelpipe.live.live_url), as GET /health then says.
+        functions[API.name].add_environment(EnvVar.LIVE_URL, self.live.url if self.live is not None else "")
         for api_function in (API, EXPORT):
             functions[api_function.name].add_environment(
                 EnvVar.CORS_ALLOWED_ORIGINS, ",".join(self.settings.cors_allowed_origins)
@@ -456,6 +500,8 @@ class VoxelpipeStack(Stack):
                 )
         for spec in FUNCTIONS:
             monitoring.monitor_function(spec.construct_id, functions[spec.name])
+        if self.token_claims is not None:
+            monitoring.monitor_function(TOKEN_CLAIMS.construct_id, self.token_claims)
         for machine in (c for c in self.node.find_all() if isinstance(c, sfn.StateMachine)):
             name = machine.node.scope.node.id if machine.node.scope else machine.node.id
             monitoring.monitor_state_machine(name, machine)

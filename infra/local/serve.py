@@ -28,7 +28,6 @@ from infra.local.dicom_receiver import receiving_dicom
 from infra.local.live import LiveConnections, ManagementEndpoint, live_route
 from infra.local.s3_gateway import S3Gateway
 from infra.settings import cdk_json_cors_origins
-from voxelpipe.adapters.storage import PUBLIC_ENDPOINT_ENV
 from voxelpipe.api.app import create_app
 from voxelpipe.dimse.settings import AeTitle
 from voxelpipe.function_specs import API, EXPORT, EXPORT_PATHS, LIVE
@@ -124,7 +123,7 @@ def serving(
     origins = cdk_json_cors_origins() if cors_origins is None else cors_origins
     overrides = {
         EnvVar.AUTH_MODE.value: "dev",
-        PUBLIC_ENDPOINT_ENV: endpoints.s3,
+        EnvVar.S3_PUBLIC_ENDPOINT.value: endpoints.s3,
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         EnvVar.LIVE_URL.value: endpoints.live,
         EnvVar.LIVE_CALLBACK_URL.value: endpoints.live_management,

@@ -88,6 +88,12 @@ class EnvVar(StrEnum):
     # response; larger ones go to exports/ in the bucket and the answer is a 303 to a presigned GET.
     # Set for the export Lambda (its response payload is limited to 6 MB); unset, the answer streams.
     EXPORT_INLINE_MAX_BYTES = "VOXELPIPE_EXPORT_INLINE_MAX_BYTES"
+    # Where clients reach S3, when that differs from where the code does: the S3 interface VPC
+    # endpoint's bucket URL in a private deployment (docs/security.md, "Network modes"), the local
+    # S3 gateway under `voxelpipe serve`. Presigned URLs are made for it; unset: S3's own names.
+    S3_PUBLIC_ENDPOINT = "VOXELPIPE_S3_PUBLIC_ENDPOINT"
+    # Federated sign-in (voxelpipe.federation): each identity provider's tenant and role mapping (JSON).
+    FEDERATED_PROVIDERS = "VOXELPIPE_FEDERATED_PROVIDERS"
 
 
 class Runtime(StrEnum):
