@@ -18,7 +18,8 @@ from constructs import Construct
 from infra import nag
 from infra.security import StackSecurity
 from voxelpipe.api.app import CORS_HEADERS, CORS_MAX_AGE_S, CORS_METHODS
-from voxelpipe.api.auth import Role
+from voxelpipe.api.auth import MACHINE_PREFIX, Role
+from voxelpipe.machine_clients import RESOURCE_SERVER, Scope
 from voxelpipe.api.routes.dicomweb import BINARY_MEDIA_TYPES
 
 # Routes anyone may call: health checks and the API's own documentation.
@@ -26,6 +27,10 @@ PUBLIC_PATHS = ("health", "docs", "openapi.json")
 THROTTLE_RATE = 50  # requests per second, steady
 THROTTLE_BURST = 100
 STAGE_NAME = "v1"
+# `voxelpipe login` listens on this loopback port for the hosted UI's redirect (Cognito allows
+# plain http for localhost only, and each callback URL exactly, port included).
+CLI_LOGIN_PORT = 8976
+CLI_CALLBACK_URL = f"http://localhost:{CLI_LOGIN_PORT}/callback"
 # WAF: requests per 5 minutes from one address before it is blocked for a while.
 WAF_RATE_LIMIT = 2000
 # AWS managed rule groups the web ACL runs (https://docs.aws.amazon.com/waf/latest/developerguide/aws-managed-rule-groups-list.html).
@@ -47,6 +52,7 @@ class StudyApi(Construct):
         handler: lambda_.IFunction,
         security: StackSecurity,
         cors_allowed_origins: tuple[str, ...] = (),
+        auth_domain_prefix: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         # Tenant is a custom attribute set by an administrator; roles are Cognito groups.
@@ -76,6 +82,23 @@ class StudyApi(Construct):
                 user_pool_id=self.user_pool.user_pool_id,
                 group_name=role.value,
             )
+        # Machine clients' scopes (docs/security.md): "voxelpipe/<scope>", one per kind of route.
+        self.resource_server = self.user_pool.add_resource_server(
+            "Scopes",
+            identifier=RESOURCE_SERVER,
+            scopes=[
+                cognito.ResourceServerScope(scope_name=scope.value, scope_description=f"voxelpipe {scope.value}")
+                for scope in Scope
+            ],
+        )
+        # The hosted UI: `voxelpipe login` (authorization code with PKCE) and machine clients' token
+        # endpoint (client credentials) are under it.
+        self.domain = self.user_pool.add_domain(
+            "HostedUi",
+            cognito_domain=cognito.CognitoDomainOptions(
+                domain_prefix=auth_domain_prefix or Fn.join("-", ["voxelpipe", Aws.ACCOUNT_ID])
+            ),
+        )
         self.client = self.user_pool.add_client(
             "CliClient",
             # SRP for SDKs; the password flow (over TLS) lets the AWS CLI get a token (docs/deploy.md).
@@ -84,10 +107,23 @@ class StudyApi(Construct):
             read_attributes=cognito.ClientAttributes()
             .with_standard_attributes(email=True)
             .with_custom_attributes("tenant"),
+            # `voxelpipe login`: the authorization code grant with PKCE (a public client: no secret),
+            # back to the CLI's loopback listener; its refresh token can be revoked at logout.
+            o_auth=cognito.OAuthSettings(
+                flows=cognito.OAuthFlows(authorization_code_grant=True),
+                scopes=[cognito.OAuthScope.OPENID, cognito.OAuthScope.EMAIL, cognito.OAuthScope.PROFILE],
+                callback_urls=[CLI_CALLBACK_URL],
+                logout_urls=[CLI_CALLBACK_URL],
+            ),
+            enable_token_revocation=True,
+            refresh_token_validity=Duration.hours(12),
         )
         # What an operator needs to create users and get tokens (docs/deploy.md).
         CfnOutput(self, "UserPoolId", value=self.user_pool.user_pool_id)
         CfnOutput(self, "UserPoolClientId", value=self.client.user_pool_client_id)
+        CfnOutput(self, "LoginUrl", value=self.domain.base_url())
+        # Machine clients get their tokens here (client credentials) and call the API under /machine.
+        CfnOutput(self, "TokenEndpoint", value=f"{self.domain.base_url()}/oauth2/token")
         authorizer = apigw.CognitoUserPoolsAuthorizer(self, "Authorizer", cognito_user_pools=[self.user_pool])
         # Every method needs a signed-in user, but for the public paths below.
         self.rest_api = apigw.LambdaRestApi(
@@ -152,6 +188,18 @@ class StudyApi(Construct):
         proxy.add_method(
             "ANY", request_validator=validator, request_parameters={"method.request.path.proxy": True}
         )
+        # Machine clients (docs/security.md): the same routes under /machine, where the authorizer
+        # takes an access token carrying one of the voxelpipe scopes (a method with authorization
+        # scopes is checked against the access token; one without, against an ID token: so people
+        # call outside /machine and machines under it). The app checks each route's own scope.
+        machine = self.rest_api.root.add_resource(MACHINE_PREFIX.strip("/")).add_proxy(any_method=False)
+        machine.add_method(
+            "ANY",
+            request_validator=validator,
+            request_parameters={"method.request.path.proxy": True},
+            authorization_scopes=[scope.full_name for scope in Scope],
+        )
+        CfnOutput(self, "MachineApiUrl", value=self.rest_api.url_for_path(MACHINE_PREFIX))
         for path in PUBLIC_PATHS:
             method = self.rest_api.root.add_resource(path).add_method(
                 "GET", authorization_type=apigw.AuthorizationType.NONE, request_validator=validator

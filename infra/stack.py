@@ -24,6 +24,7 @@ from infra.access import (
     IDENTITY_MAP_ACCESS,
     PURGE_ONLY_TABLES,
     READ_ONLY_TABLES,
+    USER_POOL_ACTIONS,
     grant_executions,
 )
 from infra.api import StudyApi
@@ -341,7 +342,9 @@ class VoxelpipeStack(Stack):
             handler=functions[API.name],
             security=self.security,
             cors_allowed_origins=self.settings.cors_allowed_origins,
+            auth_domain_prefix=self.settings.auth_domain_prefix,
         )
+        self._wire_machine_clients(functions)
         self.live = LiveProgress(
             self,
             "Live",
@@ -416,6 +419,20 @@ class VoxelpipeStack(Stack):
             name = machine.node.scope.node.id if machine.node.scope else machine.node.id
             monitoring.monitor_state_machine(name, machine)
         return monitoring
+
+    def _wire_machine_clients(self, functions: dict[str, lambda_.Function]) -> None:
+        """The API creates and deletes machine clients' app clients in the user pool (no other
+        function may: infra/access.py), and tells `voxelpipe login` where to sign in."""
+        pool = self.api.user_pool
+        api = functions[API.name]
+        api.add_environment(EnvVar.USER_POOL_ID, pool.user_pool_id)
+        api.add_environment(EnvVar.MACHINE_CLIENT_MAX_DAYS, str(self.settings.machine_client_days))
+        api.add_environment(EnvVar.LOGIN_BASE_URL, self.api.domain.base_url())
+        api.add_environment(EnvVar.LOGIN_CLIENT_ID, self.api.client.user_pool_client_id)
+        for name, actions in USER_POOL_ACTIONS.items():
+            functions[name].add_to_role_policy(
+                iam.PolicyStatement(actions=list(actions), resources=[pool.user_pool_arn])
+            )
 
     def _wire_destinations(self, functions: dict[str, lambda_.Function]) -> None:
         """Destinations' secrets, one per destination under this deployment's name prefix (the API

@@ -189,6 +189,12 @@ API = FunctionSpec(
         EnvVar.DELIVERY_QUEUE_URL,
         EnvVar.DESTINATION_SECRET_PREFIX,
         EnvVar.IDENTITY_MAP_TABLE,  # deleting a study deletes its identity map (never reads one)
+        # Machine clients (docs/security.md): who each client id is; their app clients in the pool.
+        EnvVar.MACHINE_CLIENTS_TABLE,
+        EnvVar.MACHINE_CLIENT_MAX_DAYS,
+        EnvVar.USER_POOL_ID,
+        EnvVar.LOGIN_BASE_URL,  # GET /health tells `voxelpipe login` where to sign in
+        EnvVar.LOGIN_CLIENT_ID,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
     # Completing a DICOM upload runs the series checks (imported then, not at a cold start).

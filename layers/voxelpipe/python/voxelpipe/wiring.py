@@ -76,6 +76,14 @@ class EnvVar(StrEnum):
     DELIVERIES_TABLE = "VOXELPIPE_DELIVERIES_TABLE"
     DELIVERY_QUEUE_URL = "VOXELPIPE_DELIVERY_QUEUE_URL"
     DESTINATION_SECRET_PREFIX = "VOXELPIPE_DESTINATION_SECRET_PREFIX"
+    # Machine clients (docs/security.md): who each client id is (tenant, scopes, expiry), and the
+    # longest life a new client may be given (days).
+    MACHINE_CLIENTS_TABLE = "VOXELPIPE_MACHINE_CLIENTS_TABLE"
+    MACHINE_CLIENT_MAX_DAYS = "VOXELPIPE_MACHINE_CLIENT_MAX_DAYS"
+    # CLI login (docs/security.md): the hosted UI's base URL and the CLI's public app client, which
+    # GET /health tells the CLI (`voxelpipe login`).
+    LOGIN_BASE_URL = "VOXELPIPE_LOGIN_BASE_URL"
+    LOGIN_CLIENT_ID = "VOXELPIPE_LOGIN_CLIENT_ID"
 
 
 class Runtime(StrEnum):
@@ -132,6 +140,7 @@ class Resource(StrEnum):
     DELIVERY_QUEUE = "DeliveryQueue"
     IDENTITY_MAP_TABLE = "IdentityMapTable"
     IDENTITY_MAP_KEY = "IdentityMapKey"  # the identity maps' own KMS key
+    MACHINE_CLIENTS_TABLE = "MachineClientsTable"
     LIVE_QUEUE = "LiveQueue"  # status and step events on their way to the push function
 
 
@@ -162,6 +171,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.DELIVERIES_TABLE: Resource.DELIVERIES_TABLE,
     EnvVar.DELIVERY_QUEUE_URL: Resource.DELIVERY_QUEUE,
     EnvVar.IDENTITY_MAP_TABLE: Resource.IDENTITY_MAP_TABLE,
+    EnvVar.MACHINE_CLIENTS_TABLE: Resource.MACHINE_CLIENTS_TABLE,
 }
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})
