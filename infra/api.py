@@ -16,6 +16,7 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from infra import nag
+from infra.cli.login import CALLBACK_PATH, DEFAULT_LOGIN_PORT
 from infra.security import StackSecurity
 from voxelpipe.api.app import CORS_HEADERS, CORS_MAX_AGE_S, CORS_METHODS
 from voxelpipe.api.auth import MACHINE_PREFIX, Role
@@ -27,10 +28,9 @@ PUBLIC_PATHS = ("health", "docs", "openapi.json")
 THROTTLE_RATE = 50  # requests per second, steady
 THROTTLE_BURST = 100
 STAGE_NAME = "v1"
-# `voxelpipe login` listens on this loopback port for the hosted UI's redirect (Cognito allows
-# plain http for localhost only, and each callback URL exactly, port included).
-CLI_LOGIN_PORT = 8976
-CLI_CALLBACK_URL = f"http://localhost:{CLI_LOGIN_PORT}/callback"
+# `voxelpipe login` listens on its loopback port for the hosted UI's redirect (Cognito allows plain
+# http for localhost only, and each callback URL exactly, port included).
+CLI_CALLBACK_URL = f"http://localhost:{DEFAULT_LOGIN_PORT}{CALLBACK_PATH}"
 # WAF: requests per 5 minutes from one address before it is blocked for a while.
 WAF_RATE_LIMIT = 2000
 # AWS managed rule groups the web ACL runs (https://docs.aws.amazon.com/waf/latest/developerguide/aws-managed-rule-groups-list.html).
