@@ -29,7 +29,8 @@ THROTTLE_RATE = 50  # requests per second, steady
 THROTTLE_BURST = 100
 STAGE_NAME = "v1"
 # `voxelpipe login` listens on its loopback port for the hosted UI's redirect (Cognito allows plain
-# http for localhost only, and each callback URL exactly, port included).
+# http for localhost only, and each callback URL exactly, port included): the app client's callback
+# URLs must hold this one for the CLI to sign in (docs/security.md).
 CLI_CALLBACK_URL = f"http://localhost:{DEFAULT_LOGIN_PORT}{CALLBACK_PATH}"
 # WAF: requests per 5 minutes from one address before it is blocked for a while.
 WAF_RATE_LIMIT = 2000
@@ -52,7 +53,6 @@ class StudyApi(Construct):
         handler: lambda_.IFunction,
         security: StackSecurity,
         cors_allowed_origins: tuple[str, ...] = (),
-        auth_domain_prefix: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         # Tenant is a custom attribute set by an administrator; roles are Cognito groups.
@@ -91,14 +91,6 @@ class StudyApi(Construct):
                 for scope in Scope
             ],
         )
-        # The hosted UI: `voxelpipe login` (authorization code with PKCE) and machine clients' token
-        # endpoint (client credentials) are under it.
-        self.domain = self.user_pool.add_domain(
-            "HostedUi",
-            cognito_domain=cognito.CognitoDomainOptions(
-                domain_prefix=auth_domain_prefix or Fn.join("-", ["voxelpipe", Aws.ACCOUNT_ID])
-            ),
-        )
         self.client = self.user_pool.add_client(
             "CliClient",
             # SRP for SDKs; the password flow (over TLS) lets the AWS CLI get a token (docs/deploy.md).
@@ -107,23 +99,10 @@ class StudyApi(Construct):
             read_attributes=cognito.ClientAttributes()
             .with_standard_attributes(email=True)
             .with_custom_attributes("tenant"),
-            # `voxelpipe login`: the authorization code grant with PKCE (a public client: no secret),
-            # back to the CLI's loopback listener; its refresh token can be revoked at logout.
-            o_auth=cognito.OAuthSettings(
-                flows=cognito.OAuthFlows(authorization_code_grant=True),
-                scopes=[cognito.OAuthScope.OPENID, cognito.OAuthScope.EMAIL, cognito.OAuthScope.PROFILE],
-                callback_urls=[CLI_CALLBACK_URL],
-                logout_urls=[CLI_CALLBACK_URL],
-            ),
-            enable_token_revocation=True,
-            refresh_token_validity=Duration.hours(12),
         )
         # What an operator needs to create users and get tokens (docs/deploy.md).
         CfnOutput(self, "UserPoolId", value=self.user_pool.user_pool_id)
         CfnOutput(self, "UserPoolClientId", value=self.client.user_pool_client_id)
-        CfnOutput(self, "LoginUrl", value=self.domain.base_url())
-        # Machine clients get their tokens here (client credentials) and call the API under /machine.
-        CfnOutput(self, "TokenEndpoint", value=f"{self.domain.base_url()}/oauth2/token")
         authorizer = apigw.CognitoUserPoolsAuthorizer(self, "Authorizer", cognito_user_pools=[self.user_pool])
         # Every method needs a signed-in user, but for the public paths below.
         self.rest_api = apigw.LambdaRestApi(

@@ -23,9 +23,6 @@ CORS_ALLOWED_ORIGINS = "voxelpipe:corsAllowedOrigins"
 # Days a machine client lives (its secret then stops working): the default and the most an admin
 # may ask for (docs/security.md, "Machine clients and CLI login").
 MACHINE_CLIENT_DAYS = "voxelpipe:machineClientDays"
-# The hosted UI's domain prefix (https://<prefix>.auth.<region>.amazoncognito.com), unique in the
-# region; default voxelpipe-<account id>.
-AUTH_DOMAIN_PREFIX = "voxelpipe:authDomainPrefix"
 # The GPU workers' settings are `voxelpipe:gpu:*` keys, read by voxelpipe.gpu_settings.GpuSettings.
 
 DEFAULTS: dict[str, Any] = {
@@ -33,7 +30,6 @@ DEFAULTS: dict[str, Any] = {
     DERIVED_TRANSITION_DAYS: 90,
     CORS_ALLOWED_ORIGINS: [],
     MACHINE_CLIENT_DAYS: 90,
-    AUTH_DOMAIN_PREFIX: None,
 }
 
 
@@ -62,7 +58,6 @@ class StackSettings:
     derived_transition_days: int
     cors_allowed_origins: tuple[str, ...] = ()
     machine_client_days: int = 90
-    auth_domain_prefix: str | None = None
 
     @classmethod
     def from_context(cls, node: Node) -> StackSettings:
@@ -75,7 +70,6 @@ class StackSettings:
             derived_transition_days=int(value(DERIVED_TRANSITION_DAYS)),
             cors_allowed_origins=parse_origins(value(CORS_ALLOWED_ORIGINS)),
             machine_client_days=int(value(MACHINE_CLIENT_DAYS)),
-            auth_domain_prefix=value(AUTH_DOMAIN_PREFIX) or None,
         )
         if not 1 <= settings.machine_client_days <= 365:
             raise ValueError(f"{MACHINE_CLIENT_DAYS} must be 1 to 365 days, not {settings.machine_client_days}")

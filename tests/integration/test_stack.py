@@ -122,7 +122,7 @@ def test_dispatch_consumes_both_queues_reporting_partial_failures(template: dict
 def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
     schema = table_schema(StudyRecord)
     tables = _resources(template, "AWS::DynamoDB::Table")
-    assert len(tables) == 13
+    assert len(tables) == 14
     models = next(t["Properties"] for lid, t in tables.items() if lid.startswith("ModelsTable"))
     # Models belong to an owner (a tenant, or the deployment): one query lists an owner's models.
     assert models["KeySchema"] == [
@@ -141,6 +141,10 @@ def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
         {"AttributeName": "tenant", "KeyType": "HASH"},
         {"AttributeName": "version", "KeyType": "RANGE"},
     ]
+    # Machine clients, by client id (each machine request reads one), a tenant's by the index.
+    clients = next(t["Properties"] for lid, t in tables.items() if lid.startswith("MachineClientsTable"))
+    assert clients["KeySchema"] == [{"AttributeName": "client_id", "KeyType": "HASH"}]
+    assert [i["IndexName"] for i in clients["GlobalSecondaryIndexes"]] == ["tenant-name"]
     studies = next(t["Properties"] for lid, t in tables.items() if lid.startswith("StudiesTable"))
     assert studies["KeySchema"] == [{"AttributeName": "study_id", "KeyType": "HASH"}]
     assert {i["IndexName"] for i in studies["GlobalSecondaryIndexes"]} == {
