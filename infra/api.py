@@ -16,22 +16,17 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from infra import nag
-from infra.cli.login import CALLBACK_PATH, DEFAULT_LOGIN_PORT
 from infra.security import StackSecurity
 from voxelpipe.api.app import CORS_HEADERS, CORS_MAX_AGE_S, CORS_METHODS
 from voxelpipe.api.auth import MACHINE_PREFIX, Role
-from voxelpipe.machine_clients import RESOURCE_SERVER, Scope
 from voxelpipe.api.routes.dicomweb import BINARY_MEDIA_TYPES
+from voxelpipe.machine_clients import RESOURCE_SERVER, Scope
 
 # Routes anyone may call: health checks and the API's own documentation.
 PUBLIC_PATHS = ("health", "docs", "openapi.json")
 THROTTLE_RATE = 50  # requests per second, steady
 THROTTLE_BURST = 100
 STAGE_NAME = "v1"
-# `voxelpipe login` listens on its loopback port for the hosted UI's redirect (Cognito allows plain
-# http for localhost only, and each callback URL exactly, port included): the app client's callback
-# URLs must hold this one for the CLI to sign in (docs/security.md).
-CLI_CALLBACK_URL = f"http://localhost:{DEFAULT_LOGIN_PORT}{CALLBACK_PATH}"
 # WAF: requests per 5 minutes from one address before it is blocked for a while.
 WAF_RATE_LIMIT = 2000
 # AWS managed rule groups the web ACL runs (https://docs.aws.amazon.com/waf/latest/developerguide/aws-managed-rule-groups-list.html).
@@ -87,7 +82,9 @@ class StudyApi(Construct):
             "Scopes",
             identifier=RESOURCE_SERVER,
             scopes=[
-                cognito.ResourceServerScope(scope_name=scope.value, scope_description=f"voxelpipe {scope.value}")
+                cognito.ResourceServerScope(
+                    scope_name=scope.value, scope_description=f"voxelpipe {scope.value}"
+                )
                 for scope in Scope
             ],
         )

@@ -72,7 +72,9 @@ class StackSettings:
             machine_client_days=int(value(MACHINE_CLIENT_DAYS)),
         )
         if not 1 <= settings.machine_client_days <= 365:
-            raise ValueError(f"{MACHINE_CLIENT_DAYS} must be 1 to 365 days, not {settings.machine_client_days}")
+            raise ValueError(
+                f"{MACHINE_CLIENT_DAYS} must be 1 to 365 days, not {settings.machine_client_days}"
+            )
         if settings.derived_transition_days < 1 or settings.log_retention_days < 1:
             raise ValueError(f"invalid deployment settings: {settings}")
         return settings

@@ -12,6 +12,7 @@ the client id come from the API's `GET /health` (`login`). Tokens are kept per A
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -27,10 +28,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
+from voxelpipe.wiring import CLI_CALLBACK_URL, CLI_LOGIN_PORT
+
 CONFIG_DIR_ENV = "VOXELPIPE_CONFIG_DIR"
 TOKENS_FILE = "tokens.json"
-DEFAULT_LOGIN_PORT = 8976  # the callback URL the deployment's app client allows (infra/api.py)
-CALLBACK_PATH = "/callback"
+DEFAULT_LOGIN_PORT = CLI_LOGIN_PORT  # the callback URL the deployment's app client allows
+CALLBACK_PATH = urlsplit(CLI_CALLBACK_URL).path
 REFRESH_MARGIN_S = 60  # a token this close to its expiry is refreshed before use
 LOGIN_TIMEOUT_S = 300.0
 
@@ -113,7 +116,7 @@ class _Callback(HTTPServer):
 class _CallbackHandler(BaseHTTPRequestHandler):
     server: _Callback
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         if parts.path != CALLBACK_PATH:
             self.send_error(404)
@@ -132,11 +135,13 @@ class _CallbackHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
         self.server.arrived.set()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the terminal is the user's."""
 
 
-def _store(api_url: str, found: Endpoints, answer: dict[str, Any], refresh_token: str | None) -> dict[str, Any]:
+def _store(
+    api_url: str, found: Endpoints, answer: dict[str, Any], refresh_token: str | None
+) -> dict[str, Any]:
     token = answer.get("id_token")
     if not isinstance(token, str):
         raise LoginError(f"the token endpoint gave no id_token: {sorted(answer)}")
@@ -161,7 +166,9 @@ def _token_request(url: str, form: dict[str, str]) -> dict[str, Any]:
     except ValueError:
         answer = {"error": response.text[:200]}
     if response.status_code != 200 or not isinstance(answer, dict):
-        raise LoginError(f"the token endpoint refused: {answer.get('error')}: {answer.get('error_description', '')}")
+        raise LoginError(
+            f"the token endpoint refused: {answer.get('error')}: {answer.get('error_description', '')}"
+        )
     return answer
 
 
@@ -235,7 +242,11 @@ def cached_token(api_url: str) -> str | None:
     try:
         answer = _token_request(
             entry["token_url"],
-            {"grant_type": "refresh_token", "client_id": entry["client_id"], "refresh_token": entry["refresh_token"]},
+            {
+                "grant_type": "refresh_token",
+                "client_id": entry["client_id"],
+                "refresh_token": entry["refresh_token"],
+            },
         )
     except LoginError as error:
         raise LoginError(f"{error} (the session for {api_url} has ended: run voxelpipe login)") from error
@@ -250,13 +261,12 @@ def logout(api_url: str) -> bool:
     if not isinstance(entry, dict):
         return False
     if entry.get("refresh_token") and entry.get("revoke_url"):
-        try:
+        # Best effort: the tokens are forgotten here all the same; the refresh token expires anyway.
+        with contextlib.suppress(httpx.HTTPError):
             httpx.post(
                 entry["revoke_url"],
                 data={"token": entry["refresh_token"], "client_id": entry["client_id"]},
                 timeout=30,
             )
-        except httpx.HTTPError:
-            pass  # the tokens are forgotten here all the same; the refresh token expires on its own
     _save(entries)
     return True

@@ -252,7 +252,6 @@ def _client(args: argparse.Namespace) -> Any:
     from urllib.parse import urlparse
 
     from infra.cli.client import Client
-
     from infra.cli.login import cached_token
 
     token = args.token or cached_token(args.api_url)

@@ -114,7 +114,14 @@ class DevIssuer:
 
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/oauth2", include_in_schema=False)
-        kept = ("response_type", "client_id", "redirect_uri", "code_challenge", "code_challenge_method", "state")
+        kept = (
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "code_challenge",
+            "code_challenge_method",
+            "state",
+        )
 
         @router.get("/authorize")
         def authorize_page(request: Request) -> Response:

@@ -27,7 +27,9 @@ from voxelpipe.api.auth import DEV_SECRET_FILE_ENV, Role, mint_dev_token
 
 CHROMIUM = Path(os.environ.get("VOXELPIPE_CHROMIUM", "/usr/bin/chromium"))
 playwright_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (VOXELPIPE_CHROMIUM)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (VOXELPIPE_CHROMIUM)"
+)
 TENANT = "lab-login"
 
 
@@ -100,14 +102,22 @@ def test_login_caches_a_token_that_later_commands_use_refresh_and_logout_revokes
     assert served not in json.loads(config.read_text())
     again = httpx.post(
         f"{served}/oauth2/token",
-        data={"grant_type": "refresh_token", "client_id": DEV_LOGIN_CLIENT_ID, "refresh_token": entry["refresh_token"]},
+        data={
+            "grant_type": "refresh_token",
+            "client_id": DEV_LOGIN_CLIENT_ID,
+            "refresh_token": entry["refresh_token"],
+        },
     )
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
 
 
 def test_the_dev_issuer_checks_pkce_and_uses_a_code_once(served: str):
     verifier = "v" * 64
-    challenge = base64.urlsafe_b64encode(__import__("hashlib").sha256(verifier.encode()).digest()).decode().rstrip("=")
+    challenge = (
+        base64.urlsafe_b64encode(__import__("hashlib").sha256(verifier.encode()).digest())
+        .decode()
+        .rstrip("=")
+    )
     query = {
         "response_type": "code",
         "client_id": DEV_LOGIN_CLIENT_ID,
@@ -118,7 +128,9 @@ def test_the_dev_issuer_checks_pkce_and_uses_a_code_once(served: str):
     }
     plain = httpx.get(f"{served}/oauth2/authorize", params={**query, "code_challenge_method": "plain"})
     assert plain.status_code == 400 and "S256" in plain.json()["error_description"]
-    remote = httpx.get(f"{served}/oauth2/authorize", params={**query, "redirect_uri": "http://evil.example/cb"})
+    remote = httpx.get(
+        f"{served}/oauth2/authorize", params={**query, "redirect_uri": "http://evil.example/cb"}
+    )
     assert remote.status_code == 400
     signed = httpx.post(f"{served}/oauth2/authorize", data={**query, "tenant": TENANT, "role": "viewer"})
     assert signed.status_code == 303

@@ -71,7 +71,9 @@ def test_a_reading_client_reads_its_tenant_and_may_not_create(api: TestClient):
     # Another tenant's admin does not see it, nor may delete it; a name is unique in its tenant.
     assert api.get("/clients", headers=person(Role.ADMIN, "lab-b")).json()["items"] == []
     assert api.delete("/clients/pacs-reader", headers=person(Role.ADMIN, "lab-b")).status_code == 404
-    again = api.post("/clients", json={"name": "pacs-reader", "scopes": ["studies.read"]}, headers=person(Role.ADMIN))
+    again = api.post(
+        "/clients", json={"name": "pacs-reader", "scopes": ["studies.read"]}, headers=person(Role.ADMIN)
+    )
     assert again.status_code == 409 and again.json()["code"] == "client_exists"
     # Deleting it refuses its tokens at once.
     assert api.delete("/clients/pacs-reader", headers=person(Role.ADMIN)).status_code == 200
@@ -91,7 +93,9 @@ def test_a_writing_client_creates_and_machines_never_manage_clients(api: TestCli
     for role in (Role.UPLOADER, Role.VIEWER):  # only admins (and operators) manage clients
         assert api.get("/clients", headers=person(role)).status_code == 403
     too_long = api.post(
-        "/clients", json={"name": "y", "scopes": ["studies.read"], "valid_days": 400}, headers=person(Role.ADMIN)
+        "/clients",
+        json={"name": "y", "scopes": ["studies.read"], "valid_days": 400},
+        headers=person(Role.ADMIN),
     )
     assert too_long.status_code == 422
 

@@ -154,7 +154,9 @@ def test_every_route_answers_each_role_as_documented_and_never_reaches_another_t
     operations = _operations()
     assert {(m, p) for m, p, _ in operations} >= {("GET", "/studies"), ("DELETE", "/models/{name}")}
     every_scope = {"name": "walker", "scopes": [scope.value for scope in Scope]}
-    machine_client = api.post("/clients", json=every_scope, headers=auth(Role.ADMIN)).json()["client"]["client_id"]
+    machine_client = api.post("/clients", json=every_scope, headers=auth(Role.ADMIN)).json()["client"][
+        "client_id"
+    ]
     seen = 0
     for method, path, operation in operations:
         declared = operation.get(ACTION_EXTENSION)

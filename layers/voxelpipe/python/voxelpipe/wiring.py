@@ -181,6 +181,11 @@ GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.
 # more: 2**26 float64 voxels are 512 MiB.
 DEFAULT_MAX_UPLOAD_BYTES = 1024**3
 
+# `voxelpipe login`'s loopback redirect: the deployment's app client must allow exactly this
+# callback URL (Cognito takes plain http for localhost only, port included; docs/security.md).
+CLI_LOGIN_PORT = 8976
+CLI_CALLBACK_URL = f"http://localhost:{CLI_LOGIN_PORT}/callback"
+
 FUNCTION_TAG = "voxelpipe:function"  # tag on every Lambda naming its FunctionSpec
 
 

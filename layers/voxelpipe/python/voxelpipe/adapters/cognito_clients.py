@@ -7,6 +7,7 @@ allowed only the client-credentials grant and the scopes asked for, of the resou
 
 from __future__ import annotations
 
+import contextlib
 import os
 from functools import cache
 from typing import Any
@@ -44,7 +45,5 @@ class CognitoClientIssuer:
 
     def delete(self, client_id: str) -> None:
         client = _cognito()
-        try:
+        with contextlib.suppress(client.exceptions.ResourceNotFoundException):
             client.delete_user_pool_client(UserPoolId=self.user_pool_id, ClientId=client_id)
-        except client.exceptions.ResourceNotFoundException:
-            pass

@@ -60,7 +60,9 @@ def create_client(
         "scopes": sorted(s.value for s in scopes),
         "expires_at": client.expires_at.isoformat(),
     }
-    tracking.audit(store, clients_audit_key(tenant), CLIENT_CREATED, actor=actor, source=source, detail=detail)
+    tracking.audit(
+        store, clients_audit_key(tenant), CLIENT_CREATED, actor=actor, source=source, detail=detail
+    )
     return client, issued
 
 
@@ -82,5 +84,7 @@ def delete_client(
     clients.remove(found.client_id)
     issuer.delete(found.client_id)
     detail = {"name": name, "client_id": found.client_id}
-    tracking.audit(store, clients_audit_key(tenant), CLIENT_DELETED, actor=actor, source=source, detail=detail)
+    tracking.audit(
+        store, clients_audit_key(tenant), CLIENT_DELETED, actor=actor, source=source, detail=detail
+    )
     return found

@@ -38,7 +38,9 @@ def validity_days() -> int:
 
 
 class CreateClient(BaseModel):
-    name: str = Field(pattern=NAME_PATTERN, description="lower-case letters, digits and '-', unique in the tenant")
+    name: str = Field(
+        pattern=NAME_PATTERN, description="lower-case letters, digits and '-', unique in the tenant"
+    )
     scopes: list[Scope] = Field(min_length=1, description="what the client may do (docs/api.md, Scopes)")
     valid_days: int | None = Field(
         default=None,
@@ -103,7 +105,9 @@ def create_client(
     except MachineClientExists as error:
         raise Problem(409, "client_exists", "A machine client of that name exists", str(error)) from error
     base = public_base_url(request).removesuffix(MACHINE_PREFIX)
-    return ClientCreated(client=_view(client), client_secret=issued.client_secret, api_url=base + MACHINE_PREFIX)
+    return ClientCreated(
+        client=_view(client), client_secret=issued.client_secret, api_url=base + MACHINE_PREFIX
+    )
 
 
 @router.get("", response_model=ClientList, **requires(Action.MANAGE_CLIENTS))
