@@ -4,6 +4,7 @@ Cognito issuer against moto's cognito-idp."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ from moto import mock_aws
 
 from infra.local.cloud import LocalCloud
 from infra.local.serve import acting_as
+from tests.fixtures.events import load_event
 from voxelpipe.adapters.cognito_clients import CognitoClientIssuer
 from voxelpipe.adapters.machine_clients import DynamoMachineClients
 from voxelpipe.api.app import create_app
@@ -136,3 +138,39 @@ def test_the_cognito_issuer_makes_client_credentials_app_clients(monkeypatch: py
         issuer.delete(issued.client_id)
         issuer.delete(issued.client_id)  # gone already: no error
         assert cognito.list_user_pool_clients(UserPoolId=pool)["UserPoolClients"] == []
+
+
+def test_behind_api_gateway_an_access_token_s_claims_are_a_machine_s_under_machine_only(cloud: LocalCloud):
+    """The API function as API Gateway invokes it (Cognito mode): the authorizer's claims of a
+    client-credentials access token, on /machine/... and on the people's path."""
+    DynamoMachineClients().add(
+        MachineClient(
+            client_id="4mach1neclient",
+            tenant="lab-a",
+            name="gateway",
+            scopes=frozenset({Scope.STUDIES_READ}),
+            created_at=datetime.now(UTC),
+            created_by="admin",
+            expires_at=datetime.now(UTC) + timedelta(days=1),
+        )
+    )
+
+    def call(path: str, method: str = "GET") -> tuple[int, dict]:
+        event = load_event("api_get_study.json", TENANT="lab-a", ROLE="admin", STUDY_ID="0" * 32)
+        event["path"] = event["requestContext"]["path"] = path
+        event["httpMethod"] = event["requestContext"]["httpMethod"] = method
+        event["requestContext"]["authorizer"]["claims"] = {
+            "sub": "4mach1neclient",
+            "client_id": "4mach1neclient",
+            "token_use": "access",
+            "scope": "voxelpipe/studies.read voxelpipe/studies.write",
+            "iss": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_example",
+        }
+        response, error = cloud.invoke("api", event)
+        assert error is None, response
+        return response["statusCode"], json.loads(response["body"])
+
+    assert call("/machine/studies")[0] == 200
+    status, problem = call("/machine/studies/" + "0" * 32, "DELETE")
+    assert status == 403 and "voxelpipe/studies.delete" in problem["detail"]
+    assert call("/studies")[0] == 401  # a machine's token on the people's path
