@@ -74,7 +74,9 @@ def add_commands(commands: Any) -> None:
         help="the tenant's machine client NAME's access token (its scopes), as client credentials give "
         "(the client is looked up on the local API, --api-url); call the API under /machine with it",
     )
-    token.add_argument("--hours", type=float, default=12.0, help="validity (default 12; a client's: 1)")
+    token.add_argument(
+        "--hours", type=float, help="validity (default 12; a client's access token: 1, as Cognito's)"
+    )
     token.add_argument("--api-url", default=os.environ.get("VOXELPIPE_API_URL", DEFAULT_API_URL))
 
     login = commands.add_parser(
@@ -400,7 +402,8 @@ def _token(args: argparse.Namespace) -> int:
 
     try:
         if args.role is not None:
-            print(mint_dev_token(args.tenant, Role(args.role), ttl_s=int(args.hours * 3600)))
+            hours = 12.0 if args.hours is None else args.hours
+            print(mint_dev_token(args.tenant, Role(args.role), ttl_s=int(hours * 3600)))
             return 0
         admin = mint_dev_token(args.tenant, Role.ADMIN, subject="voxelpipe-cli")
     except InvalidClaims as invalid:  # a token the API would refuse
@@ -415,7 +418,7 @@ def _token(args: argparse.Namespace) -> int:
     if client is None:
         print(f"voxelpipe token: {args.tenant} has no machine client {args.client!r}", file=sys.stderr)
         return 2
-    hours = args.hours if args.hours != 12.0 else 1.0  # an access token lives an hour, as Cognito's
+    hours = 1.0 if args.hours is None else args.hours
     scopes = frozenset(Scope(scope) for scope in client["scopes"])
     print(mint_dev_access_token(client["client_id"], scopes, ttl_s=int(hours * 3600)))
     return 0
