@@ -241,7 +241,7 @@ class Principal:
     def may(self, action: Action) -> bool:
         if self.role is not None:
             return action in PERMISSIONS[self.role]
-        scope = SCOPE_OF[action]
+        scope = SCOPE_OF.get(action)  # an action without a scope is for people only
         return scope is not None and scope in self.scopes
 
     def require(self, action: Action) -> None:
@@ -249,7 +249,7 @@ class Principal:
             return
         if self.role is not None:
             raise Problem(403, "forbidden", "Not allowed", f"the {self.role} role may not {action}")
-        scope = SCOPE_OF[action]
+        scope = SCOPE_OF.get(action)
         detail = (
             f"machine client {self.client!r} lacks the scope {scope.full_name}"
             if scope is not None
