@@ -186,6 +186,11 @@ DESTINATION_SECRET_ACTIONS: dict[str, tuple[str, ...]] = {
     ),
     EGRESS.name: ("secretsmanager:GetSecretValue",),
 }
+# Machine clients' app clients in the user pool (docs/security.md): the API creates and deletes them
+# (POST, DELETE /clients), on the deployment's own pool only. No other function may touch the pool.
+USER_POOL_ACTIONS: dict[str, tuple[str, ...]] = {
+    API.name: ("cognito-idp:CreateUserPoolClient", "cognito-idp:DeleteUserPoolClient"),
+}
 # The roles S3 destinations name (in the tenants' accounts) egress may assume: this name prefix only.
 EGRESS_ASSUMES_DELIVERY_ROLES = EGRESS.name
 

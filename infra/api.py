@@ -19,10 +19,11 @@ from infra import nag
 from infra.private_api import PrivateEndpoints
 from infra.security import StackSecurity
 from voxelpipe.api.app import CORS_HEADERS, CORS_MAX_AGE_S, CORS_METHODS
-from voxelpipe.api.auth import Role
+from voxelpipe.api.auth import MACHINE_PREFIX, Role
 from voxelpipe.api.routes.dicomweb import BINARY_MEDIA_TYPES
 from voxelpipe.federation import IDP_GROUPS_ATTRIBUTE_NAME, IDP_GROUPS_MAX_LENGTH
 from voxelpipe.function_specs import EXPORT_PATHS
+from voxelpipe.machine_clients import RESOURCE_SERVER, Scope
 from voxelpipe.measure_tables import TableFormat
 
 # Routes anyone may call: health checks and the API's own documentation.
@@ -93,6 +94,17 @@ class StudyApi(Construct):
                 user_pool_id=self.user_pool.user_pool_id,
                 group_name=role.value,
             )
+        # Machine clients' scopes (docs/security.md): "voxelpipe/<scope>", one per kind of route.
+        self.resource_server = self.user_pool.add_resource_server(
+            "Scopes",
+            identifier=RESOURCE_SERVER,
+            scopes=[
+                cognito.ResourceServerScope(
+                    scope_name=scope.value, scope_description=f"voxelpipe {scope.value}"
+                )
+                for scope in Scope
+            ],
+        )
         self.client = self.user_pool.add_client(
             "CliClient",
             # SRP for SDKs; the password flow (over TLS) lets the AWS CLI get a token (docs/deploy.md).
@@ -186,6 +198,18 @@ class StudyApi(Construct):
             self.rest_api.root.add_resource(path).add_method(
                 "GET", apigw.LambdaIntegration(export_handler), request_validator=validator
             )
+        # Machine clients (docs/security.md): the same routes under /machine, where the authorizer
+        # takes an access token carrying one of the voxelpipe scopes (a method with authorization
+        # scopes is checked against the access token; one without, against an ID token: so people
+        # call outside /machine and machines under it). The app checks each route's own scope.
+        machine = self.rest_api.root.add_resource(MACHINE_PREFIX.strip("/")).add_proxy(any_method=False)
+        machine.add_method(
+            "ANY",
+            request_validator=validator,
+            request_parameters={"method.request.path.proxy": True},
+            authorization_scopes=[scope.full_name for scope in Scope],
+        )
+        CfnOutput(self, "MachineApiUrl", value=self.rest_api.url_for_path(MACHINE_PREFIX))
         for path in PUBLIC_PATHS:
             method = self.rest_api.root.add_resource(path).add_method(
                 "GET", authorization_type=apigw.AuthorizationType.NONE, request_validator=validator

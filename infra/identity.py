@@ -146,13 +146,13 @@ class Federation(Construct):
 
     def _oauth_client(self, client: cognito.UserPoolClient, settings: IdentitySettings) -> None:
         """The app client signs people in through the hosted UI: the authorization code flow only
-        (the implicit flow would put tokens in URLs), to the configured callback URLs."""
+        (the implicit flow would put tokens in URLs), to the configured callback URLs and the CLI's."""
         cfn = client.node.default_child
         assert isinstance(cfn, cognito.CfnUserPoolClient)
         cfn.allowed_o_auth_flows_user_pool_client = True
         cfn.allowed_o_auth_flows = ["code"]
         cfn.allowed_o_auth_scopes = list(OAUTH_SCOPES)
-        cfn.callback_ur_ls = list(settings.callback_urls)
+        cfn.callback_ur_ls = list(settings.all_callback_urls)
         cfn.logout_ur_ls = list(settings.logout_urls) or None
         cfn.supported_identity_providers = ["COGNITO", *(provider.name for provider in settings.providers)]
         for provider in self.providers:

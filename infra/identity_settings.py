@@ -31,6 +31,7 @@ from pydantic.alias_generators import to_camel
 from voxelpipe.api.auth import Role
 from voxelpipe.federation import ProviderClaims
 from voxelpipe.keys import is_tenant
+from voxelpipe.wiring import CLI_CALLBACK_URL
 
 PROVIDERS_CONTEXT = "voxelpipe:identity:providers"
 DOMAIN_CONTEXT = "voxelpipe:identity:domain"
@@ -257,8 +258,14 @@ class IdentitySettings(_Context):
 
     @property
     def oauth(self) -> bool:
-        """Whether the app client signs people in through the hosted UI (OAuth code flow)."""
-        return self.domain is not None and bool(self.callback_urls)
+        """Whether the app client signs people in through the hosted UI (OAuth code flow): with a
+        domain, always (`voxelpipe login` returns to CLI_CALLBACK_URL; docs/security.md)."""
+        return self.domain is not None
+
+    @property
+    def all_callback_urls(self) -> tuple[str, ...]:
+        """The configured callback URLs and the CLI login's loopback redirect."""
+        return tuple(dict.fromkeys((*self.callback_urls, CLI_CALLBACK_URL)))
 
     def provider_claims(self) -> dict[str, ProviderClaims]:
         return {provider.name: provider.claims() for provider in self.providers}

@@ -24,6 +24,9 @@ DERIVED_TRANSITION_DAYS = "voxelpipe:derivedTransitionDays"
 CORS_ALLOWED_ORIGINS = "voxelpipe:corsAllowedOrigins"
 # How many studies of one bulk reprocess batch may be in flight at once (docs/api.md, batches).
 REPROCESS_MAX_IN_FLIGHT = "voxelpipe:reprocessMaxInFlight"
+# Days a machine client lives (its secret then stops working): the default and the most an admin
+# may ask for (docs/security.md, "Machine clients and CLI login").
+MACHINE_CLIENT_DAYS = "voxelpipe:machineClientDays"
 # The GPU workers' settings are `voxelpipe:gpu:*` keys, read by voxelpipe.gpu_settings.GpuSettings.
 
 DEFAULTS: dict[str, Any] = {
@@ -31,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     DERIVED_TRANSITION_DAYS: 90,
     CORS_ALLOWED_ORIGINS: [],
     REPROCESS_MAX_IN_FLIGHT: DEFAULT_BATCH_MAX_IN_FLIGHT,
+    MACHINE_CLIENT_DAYS: 90,
 }
 
 
@@ -59,6 +63,7 @@ class StackSettings:
     derived_transition_days: int
     cors_allowed_origins: tuple[str, ...] = ()
     reprocess_max_in_flight: int = DEFAULT_BATCH_MAX_IN_FLIGHT
+    machine_client_days: int = 90
 
     @classmethod
     def from_context(cls, node: Node) -> StackSettings:
@@ -71,7 +76,12 @@ class StackSettings:
             derived_transition_days=int(value(DERIVED_TRANSITION_DAYS)),
             cors_allowed_origins=parse_origins(value(CORS_ALLOWED_ORIGINS)),
             reprocess_max_in_flight=int(value(REPROCESS_MAX_IN_FLIGHT)),
+            machine_client_days=int(value(MACHINE_CLIENT_DAYS)),
         )
+        if not 1 <= settings.machine_client_days <= 365:
+            raise ValueError(
+                f"{MACHINE_CLIENT_DAYS} must be 1 to 365 days, not {settings.machine_client_days}"
+            )
         if (
             min(
                 settings.derived_transition_days,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import ArnFormat, Aws, Duration, Stack, Tags
+from aws_cdk import ArnFormat, Aws, CfnOutput, Duration, Stack, Tags
+from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -26,6 +27,7 @@ from infra.access import (
     PSEUDONYM_SECRET_READERS,
     PURGE_ONLY_TABLES,
     READ_ONLY_TABLES,
+    USER_POOL_ACTIONS,
     grant_executions,
 )
 from infra.api import StudyApi
@@ -416,6 +418,8 @@ class VoxelpipeStack(Stack):
             trigger=self.token_claims,
             root=ROOT,
         )
+        # Machine clients and `voxelpipe login` use the hosted UI's domain (when there is one).
+        self._wire_machine_clients(functions, login_domain=self.federation.domain)
         # Live progress is a WebSocket API, which API Gateway cannot make private: a private
         # deployment has none, and clients poll (GET /health names no live_url; docs/security.md).
         self.live = (
@@ -506,6 +510,26 @@ class VoxelpipeStack(Stack):
             name = machine.node.scope.node.id if machine.node.scope else machine.node.id
             monitoring.monitor_state_machine(name, machine)
         return monitoring
+
+    def _wire_machine_clients(
+        self, functions: dict[str, lambda_.Function], *, login_domain: cognito.UserPoolDomain | None
+    ) -> None:
+        """The API creates and deletes machine clients' app clients in the user pool (no other
+        function may: infra/access.py), and, with the hosted UI's domain (docs/security.md), tells
+        `voxelpipe login` where to sign in; machine clients get tokens at its /oauth2/token."""
+        pool = self.api.user_pool
+        api = functions[API.name]
+        api.add_environment(EnvVar.USER_POOL_ID, pool.user_pool_id)
+        api.add_environment(EnvVar.MACHINE_CLIENT_MAX_DAYS, str(self.settings.machine_client_days))
+        api.add_environment(EnvVar.LOGIN_CLIENT_ID, self.api.client.user_pool_client_id)
+        # Without a hosted UI there is nowhere to sign in: GET /health then names no `login`.
+        api.add_environment(EnvVar.LOGIN_BASE_URL, login_domain.base_url() if login_domain else "")
+        if login_domain is not None:
+            CfnOutput(self, "TokenEndpoint", value=f"{login_domain.base_url()}/oauth2/token")
+        for name, actions in USER_POOL_ACTIONS.items():
+            functions[name].add_to_role_policy(
+                iam.PolicyStatement(actions=list(actions), resources=[pool.user_pool_arn])
+            )
 
     def _wire_destinations(self, functions: dict[str, lambda_.Function]) -> None:
         """Destinations' secrets, one per destination under this deployment's name prefix (the API

@@ -199,6 +199,18 @@ class Client:
     def delete_destination(self, name: str) -> dict[str, Any]:
         return dict(self._call("DELETE", f"/destinations/{name}"))
 
+    def create_client(self, name: str, scopes: list[str], valid_days: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "scopes": scopes}
+        if valid_days is not None:
+            body["valid_days"] = valid_days
+        return dict(self._call("POST", "/clients", json=body))
+
+    def list_clients(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/clients"))
+
+    def delete_client(self, name: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/clients/{name}"))
+
     def deliveries(self, study_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/studies/{study_id}/deliveries"))
 

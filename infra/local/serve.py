@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infra.local.cloud import LocalCloud
 from infra.local.deploy import REGION
+from infra.local.dev_issuer import DEV_LOGIN_CLIENT_ID, DevIssuer
 from infra.local.dicom_receiver import receiving_dicom
 from infra.local.live import LiveConnections, ManagementEndpoint, live_route
 from infra.local.s3_gateway import S3Gateway
@@ -130,6 +131,9 @@ def serving(
         EnvVar.CORS_ALLOWED_ORIGINS.value: ",".join(origins),
         # No response payload limit here: cohort exports stream (docs/api.md, GET /measures).
         EnvVar.EXPORT_INLINE_MAX_BYTES.value: "",
+        # `voxelpipe login` signs in at the development issuer, on the API's own address.
+        EnvVar.LOGIN_BASE_URL.value: endpoints.api,
+        EnvVar.LOGIN_CLIENT_ID.value: DEV_LOGIN_CLIENT_ID,
     }
     credentials = session_credentials()
     with LocalCloud(env=overrides, credentials=credentials) as cloud:
@@ -145,6 +149,7 @@ def serving(
         # stack's WebSocket API (the push function's grant names it).
         sockets = LiveConnections()
         fastapi_app = create_app()
+        fastapi_app.include_router(DevIssuer().router())  # /oauth2/...: the hosted UI's stand-in
         fastapi_app.add_api_websocket_route(
             LIVE_PATH, live_route(sockets, lambda: cloud.acting_as(LIVE.name))
         )

@@ -35,7 +35,7 @@ from infra.settings import CORS_ALLOWED_ORIGINS, DERIVED_TRANSITION_DAYS, StackS
 from infra.synth import build_app
 from voxelpipe.federation import IDP_GROUPS_ATTRIBUTE_NAME
 from voxelpipe.gpu_settings import GPU_CONTEXT_PREFIX
-from voxelpipe.wiring import EnvVar
+from voxelpipe.wiring import CLI_CALLBACK_URL, EnvVar
 
 # A context value other than the default, to show the derived/ transition follows it.
 TRANSITION_DAYS = 45
@@ -466,7 +466,10 @@ def test_identity_providers_from_context_sign_people_in_through_the_hosted_ui(sy
     assert domain["Domain"] == "hospital-a-voxelpipe"
     (client,) = _resources(dev, "AWS::Cognito::UserPoolClient").values()
     assert client["SupportedIdentityProviders"] == ["COGNITO", "entra", "keycloak"]
-    assert client["AllowedOAuthFlows"] == ["code"] and client["CallbackURLs"] == CALLBACK_URLS
+    assert client["AllowedOAuthFlows"] == ["code"] and client["CallbackURLs"] == [
+        *CALLBACK_URLS,
+        CLI_CALLBACK_URL,
+    ]
     # Mapped attributes are written through the client; no token it issues may write them itself.
     assert client["WriteAttributes"] == ["email", f"custom:{IDP_GROUPS_ATTRIBUTE_NAME}"]
     assert "aws.cognito.signin.user.admin" not in client["AllowedOAuthScopes"]

@@ -166,6 +166,10 @@ def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
         {"AttributeName": "tenant", "KeyType": "HASH"},
         {"AttributeName": "subject_ref", "KeyType": "RANGE"},
     ]
+    # Machine clients, by client id (each machine request reads one), a tenant's by the index.
+    clients = next(t["Properties"] for lid, t in tables.items() if lid.startswith("MachineClientsTable"))
+    assert clients["KeySchema"] == [{"AttributeName": "client_id", "KeyType": "HASH"}]
+    assert [i["IndexName"] for i in clients["GlobalSecondaryIndexes"]] == ["tenant-name"]
     studies = next(t["Properties"] for lid, t in tables.items() if lid.startswith("StudiesTable"))
     assert studies["KeySchema"] == [{"AttributeName": "study_id", "KeyType": "HASH"}]
     assert {i["IndexName"] for i in studies["GlobalSecondaryIndexes"]} == {

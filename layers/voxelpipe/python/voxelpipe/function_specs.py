@@ -211,6 +211,12 @@ API = FunctionSpec(
         # Bulk reprocess (POST /reprocess-batches): the batches, and each one's throttle.
         EnvVar.BATCHES_TABLE,
         EnvVar.BATCH_MAX_IN_FLIGHT,
+        # Machine clients (docs/security.md): who each client id is; their app clients in the pool.
+        EnvVar.MACHINE_CLIENTS_TABLE,
+        EnvVar.MACHINE_CLIENT_MAX_DAYS,
+        EnvVar.USER_POOL_ID,
+        EnvVar.LOGIN_BASE_URL,  # GET /health tells `voxelpipe login` where to sign in
+        EnvVar.LOGIN_CLIENT_ID,
     ),
     settings={
         EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES),

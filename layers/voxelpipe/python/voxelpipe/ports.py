@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from voxelpipe.identities import IdentityMap
+from voxelpipe.machine_clients import MachineClient, Scope
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
 from voxelpipe.records import (
     AuditRecord,
@@ -509,6 +510,7 @@ class Sender(Protocol):
 __all__ = [
     "ActiveRuleSet",
     "Changes",
+    "ClientIssuer",
     "ConnectionStore",
     "Deliveries",
     "DeliveryQueue",
@@ -517,7 +519,10 @@ __all__ = [
     "DestinationSecrets",
     "Destinations",
     "Executions",
+    "IssuedClient",
     "LiveConnections",
+    "MachineClientExists",
+    "MachineClients",
     "ObjectInfo",
     "ObjectStorage",
     "PdfRenderError",
@@ -551,4 +556,48 @@ class IdentityMaps(Protocol):
 
     def forget(self, study_id: str) -> None:
         """Delete the study's map (nothing when it has none)."""
+        ...
+
+
+class MachineClientExists(ValueError):
+    """The tenant has a machine client of that name already."""
+
+
+class MachineClients(Protocol):
+    """Who each machine client is (voxelpipe.machine_clients): the API looks its token's client id
+    up here on every machine request."""
+
+    def add(self, client: MachineClient) -> None:
+        """Store a new client; MachineClientExists when its tenant has one of that name."""
+        ...
+
+    def get(self, client_id: str) -> MachineClient | None:
+        """The client (read consistently: a removed one is gone at once); None when unknown."""
+        ...
+
+    def of_tenant(self, tenant: str) -> list[MachineClient]:
+        """The tenant's clients, by name."""
+        ...
+
+    def remove(self, client_id: str) -> None:
+        """Forget the client (nothing when it is unknown)."""
+        ...
+
+
+@dataclass(frozen=True)
+class IssuedClient:
+    """A machine client's credentials as the issuer made them: the secret is shown once, never kept."""
+
+    client_id: str
+    client_secret: str
+
+
+class ClientIssuer(Protocol):
+    """Who makes machine clients' credentials: Cognito app clients in AWS, the development issuer
+    under `voxelpipe serve`."""
+
+    def create(self, tenant: str, name: str, scopes: frozenset[Scope]) -> IssuedClient: ...
+
+    def delete(self, client_id: str) -> None:
+        """Delete the client's credentials (nothing when they are gone already)."""
         ...

@@ -356,6 +356,34 @@ class DeliveryRecord(Model):
     updated_at = UTCDateTimeAttribute()
 
 
+class TenantClientsIndex(GlobalSecondaryIndex["MachineClientRecord"]):  # type: ignore[no-untyped-call]
+    class Meta:
+        index_name = "tenant-name"
+        projection = AllProjection()
+
+    tenant = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(range_key=True)
+
+
+class MachineClientRecord(Model):
+    """One machine client (voxelpipe.machine_clients): what a client-credentials access token does
+    not say about its client — tenant, name, scopes, creator, expiry. Hash key `client_id` (the API
+    reads it on every machine request, consistently: a deleted client is refused at once); the
+    `tenant-name` index lists a tenant's clients. Never the secret."""
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.MACHINE_CLIENTS_TABLE)
+
+    client_id = UnicodeAttribute(hash_key=True)
+    tenant = UnicodeAttribute()
+    name = UnicodeAttribute()
+    scopes = ListAttribute[str](of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute(null=True)
+    expires_at = UTCDateTimeAttribute()
+    tenant_name = TenantClientsIndex()
+
+
 class TenantConnectionsIndex(GlobalSecondaryIndex["ConnectionRecord"]):  # type: ignore[no-untyped-call]
     class Meta:
         index_name = "tenant-connections"
@@ -497,6 +525,7 @@ REGISTRY_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.RULES_TABLE: RuleSetRecord,
     EnvVar.DESTINATIONS_TABLE: DestinationRecord,
     EnvVar.DELIVERIES_TABLE: DeliveryRecord,
+    EnvVar.MACHINE_CLIENTS_TABLE: MachineClientRecord,
 }
 
 # The live-progress connections (built by the stack like the others, with DynamoDB's TTL).

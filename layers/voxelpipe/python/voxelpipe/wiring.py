@@ -94,6 +94,14 @@ class EnvVar(StrEnum):
     S3_PUBLIC_ENDPOINT = "VOXELPIPE_S3_PUBLIC_ENDPOINT"
     # Federated sign-in (voxelpipe.federation): each identity provider's tenant and role mapping (JSON).
     FEDERATED_PROVIDERS = "VOXELPIPE_FEDERATED_PROVIDERS"
+    # Machine clients (docs/security.md): who each client id is (tenant, scopes, expiry), and the
+    # longest life a new client may be given (days).
+    MACHINE_CLIENTS_TABLE = "VOXELPIPE_MACHINE_CLIENTS_TABLE"
+    MACHINE_CLIENT_MAX_DAYS = "VOXELPIPE_MACHINE_CLIENT_MAX_DAYS"
+    # CLI login (docs/security.md): the hosted UI's base URL and the CLI's public app client, which
+    # GET /health tells the CLI (`voxelpipe login`).
+    LOGIN_BASE_URL = "VOXELPIPE_LOGIN_BASE_URL"
+    LOGIN_CLIENT_ID = "VOXELPIPE_LOGIN_CLIENT_ID"
 
 
 class Runtime(StrEnum):
@@ -155,6 +163,7 @@ class Resource(StrEnum):
     DELIVERY_QUEUE = "DeliveryQueue"
     IDENTITY_MAP_TABLE = "IdentityMapTable"
     IDENTITY_MAP_KEY = "IdentityMapKey"  # the identity maps' own KMS key
+    MACHINE_CLIENTS_TABLE = "MachineClientsTable"
     LIVE_QUEUE = "LiveQueue"  # status and step events on their way to the push function
 
 
@@ -189,6 +198,7 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.DELIVERIES_TABLE: Resource.DELIVERIES_TABLE,
     EnvVar.DELIVERY_QUEUE_URL: Resource.DELIVERY_QUEUE,
     EnvVar.IDENTITY_MAP_TABLE: Resource.IDENTITY_MAP_TABLE,
+    EnvVar.MACHINE_CLIENTS_TABLE: Resource.MACHINE_CLIENTS_TABLE,
 }
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})
@@ -200,6 +210,11 @@ DEFAULT_MAX_UPLOAD_BYTES = 1024**3
 # How many studies of one bulk reprocess batch may be in flight at once, unless the deployment says
 # otherwise (CDK context `voxelpipe:reprocessMaxInFlight`).
 DEFAULT_BATCH_MAX_IN_FLIGHT = 10
+
+# `voxelpipe login`'s loopback redirect: the deployment's app client must allow exactly this
+# callback URL (Cognito takes plain http for localhost only, port included; docs/security.md).
+CLI_LOGIN_PORT = 8976
+CLI_CALLBACK_URL = f"http://localhost:{CLI_LOGIN_PORT}/callback"
 
 FUNCTION_TAG = "voxelpipe:function"  # tag on every Lambda naming its FunctionSpec
 

@@ -3,12 +3,14 @@ names (if theirs)."""
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from voxelpipe import queries
 from voxelpipe.adapters.batches import DynamoBatchStore
+from voxelpipe.adapters.cognito_clients import CognitoClientIssuer
 from voxelpipe.adapters.deliveries import DynamoDeliveries, SqsDeliveryQueue
 from voxelpipe.adapters.destination_secrets import SecretsManagerDestinationSecrets
 from voxelpipe.adapters.destinations import DynamoDestinations
@@ -19,23 +21,27 @@ from voxelpipe.adapters.rule_sets import DynamoRuleSets
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.adapters.transfers import DynamoTransferStore
-from voxelpipe.api.auth import Action, Principal, principal
+from voxelpipe.api.auth import Action, Principal, machine_client_store, principal
+from voxelpipe.api.dev_clients import DevClientIssuer
 from voxelpipe.api.problems import not_found, problem_responses
 from voxelpipe.limits import Limits
 from voxelpipe.pipeline.lifecycle import ExamAdapters
 from voxelpipe.ports import (
     BatchStore,
+    ClientIssuer,
     Deliveries,
     DeliveryQueue,
     Destinations,
     DestinationSecrets,
     Executions,
     IdentityMaps,
+    MachineClients,
     RuleSets,
     StudyStore,
     WorkQueues,
 )
 from voxelpipe.records import StudyRecord
+from voxelpipe.wiring import EnvVar
 
 
 def batch_store() -> BatchStore:
@@ -82,6 +88,13 @@ def identity_maps() -> IdentityMaps:
     return DynamoIdentityMaps()
 
 
+def client_issuer() -> ClientIssuer:
+    """Cognito app clients behind API Gateway; the development issuer under `voxelpipe serve`."""
+    if os.environ.get(EnvVar.AUTH_MODE, "cognito") == "dev":
+        return DevClientIssuer()
+    return CognitoClientIssuer()
+
+
 # What routes are given: FastAPI builds each per request (tests may override them).
 Caller = Annotated[Principal, Depends(principal)]
 Store = Annotated[StudyStore, Depends(study_store)]
@@ -95,6 +108,8 @@ Secrets = Annotated[DestinationSecrets, Depends(destination_secrets)]
 DeliveryTable = Annotated[Deliveries, Depends(deliveries)]
 DeliveryQueueDep = Annotated[DeliveryQueue, Depends(delivery_queue)]
 Identities = Annotated[IdentityMaps, Depends(identity_maps)]  # deleting a study deletes its map
+ClientTable = Annotated[MachineClients, Depends(machine_client_store)]
+Issuer = Annotated[ClientIssuer, Depends(client_issuer)]
 
 
 def exam_adapters(store: Store, bucket: Bucket, queues: Queues) -> ExamAdapters:

@@ -238,7 +238,7 @@ def _store(
 def _stow_access() -> dict[str, Any]:
     """Who may store (uploaders, admins), and the answers: the Store Instances response for 200,
     202 and 409 (application/dicom+json), problem details for the rest."""
-    access = requires(Action.UPLOAD, 400, 413, 415)
+    access = requires(Action.STOW, 400, 413, 415)
     store_response: dict[str, Any] = {"content": {DICOM_JSON: {}}}
     access["responses"] |= {
         200: {"description": "every instance stored", **store_response},
