@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from voxelpipe.quotas import default_limits
+
 if TYPE_CHECKING:  # imported without CDK by `voxelpipe serve` (the CORS origins)
     from constructs import Node
 
@@ -20,12 +22,23 @@ DERIVED_TRANSITION_DAYS = "voxelpipe:derivedTransitionDays"
 # Origins (a list, or a comma-separated string) a browser front end may call the REST API from
 # (CORS); none by default: no browser origin is allowed.
 CORS_ALLOWED_ORIGINS = "voxelpipe:corsAllowedOrigins"
+# Days the access audit keeps its rows (DynamoDB's TTL removes older ones); null (the default):
+# kept for ever. HIPAA keeps the documentation it requires 6 years (45 CFR 164.316(b)(2)): set at
+# least 2190 if at all.
+AUDIT_RETENTION_DAYS = "voxelpipe:audit:retention_days"
+# Per-tenant quota defaults, an object of voxelpipe.quotas.Quota names to limits (each tenant may be
+# given others through PUT /quotas/{tenant}); absent names keep voxelpipe.quotas.DEFAULT_LIMITS.
+QUOTAS = "voxelpipe:quotas"
+# The shortest retention accepted: the audit must outlive the 6 years HIPAA keeps documentation.
+MIN_AUDIT_RETENTION_DAYS = 6 * 365
 # The GPU workers' settings are `voxelpipe:gpu:*` keys, read by voxelpipe.gpu_settings.GpuSettings.
 
 DEFAULTS: dict[str, Any] = {
     LOG_RETENTION_DAYS: 365,
     DERIVED_TRANSITION_DAYS: 90,
     CORS_ALLOWED_ORIGINS: [],
+    AUDIT_RETENTION_DAYS: None,
+    QUOTAS: {},
 }
 
 
@@ -53,6 +66,8 @@ class StackSettings:
     log_retention_days: int
     derived_transition_days: int
     cors_allowed_origins: tuple[str, ...] = ()
+    audit_retention_days: int | None = None
+    quota_defaults: dict[str, int] | None = None
 
     @classmethod
     def from_context(cls, node: Node) -> StackSettings:
@@ -64,7 +79,21 @@ class StackSettings:
             log_retention_days=int(value(LOG_RETENTION_DAYS)),
             derived_transition_days=int(value(DERIVED_TRANSITION_DAYS)),
             cors_allowed_origins=parse_origins(value(CORS_ALLOWED_ORIGINS)),
+            audit_retention_days=None
+            if value(AUDIT_RETENTION_DAYS) is None
+            else int(value(AUDIT_RETENTION_DAYS)),
+            quota_defaults={
+                quota.value: limit for quota, limit in default_limits(json.dumps(value(QUOTAS))).items()
+            },
         )
+        if (
+            settings.audit_retention_days is not None
+            and settings.audit_retention_days < MIN_AUDIT_RETENTION_DAYS
+        ):
+            raise ValueError(
+                f"{AUDIT_RETENTION_DAYS} is {settings.audit_retention_days}: keep the access audit at least "
+                f"{MIN_AUDIT_RETENTION_DAYS} days (HIPAA's 6 years), or leave it unset (kept for ever)"
+            )
         if settings.derived_transition_days < 1 or settings.log_retention_days < 1:
             raise ValueError(f"invalid deployment settings: {settings}")
         return settings

@@ -189,6 +189,13 @@ API = FunctionSpec(
         EnvVar.DELIVERY_QUEUE_URL,
         EnvVar.DESTINATION_SECRET_PREFIX,
         EnvVar.IDENTITY_MAP_TABLE,  # deleting a study deletes its identity map (never reads one)
+        # One access audit row per call on tenant data (appended, never changed), kept as the
+        # deployment says (CDK context voxelpipe:audit:retention_days; the stack sets it).
+        EnvVar.ACCESS_AUDIT_TABLE,
+        EnvVar.AUDIT_RETENTION_DAYS,
+        # Per-tenant quotas: counters and overrides, and the defaults (CDK context voxelpipe:quotas).
+        EnvVar.QUOTAS_TABLE,
+        EnvVar.QUOTA_DEFAULTS,
     ),
     settings={EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES), EnvVar.AUTH_MODE: "cognito"},
     # Completing a DICOM upload runs the series checks (imported then, not at a cold start).

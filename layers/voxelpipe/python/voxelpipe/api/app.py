@@ -8,18 +8,20 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 import voxelpipe
-from voxelpipe.api import problems
+from voxelpipe.api import audit, problems
 from voxelpipe.api.routes import (
     analyses,
     deliveries,
     destinations,
     dicomweb,
     models,
+    quotas,
     references,
     rules,
     service,
     studies,
 )
+from voxelpipe.api.routes import audit as audit_routes
 from voxelpipe.api.routes import viewer as viewer_routes
 from voxelpipe.wiring import EnvVar
 
@@ -70,4 +72,8 @@ def create_app() -> FastAPI:
         app.include_router(router)
     app.include_router(viewer_routes.router)  # viewer links, the viewer's data and pages
     app.include_router(dicomweb.router)  # STOW-RS, QIDO-RS, WADO-RS (docs/dicomweb.md)
+    app.include_router(audit_routes.router)  # GET /audit (docs/security.md, "Audit")
+    app.include_router(quotas.router)  # GET /usage, GET/PUT /quotas/{tenant}
+    # Last: every route above is checked, and each call on tenant data writes one audit row.
+    audit.install(app)
     return app

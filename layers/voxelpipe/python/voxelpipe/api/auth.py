@@ -66,11 +66,15 @@ class Action(StrEnum):
     MANAGE_RULES = "manage_rules"
     # Add, list, read and delete the tenant's delivery destinations (docs/deliveries.md).
     MANAGE_DESTINATIONS = "manage_destinations"
+    # Read the tenant's access audit (GET /audit) and its usage against its quotas (GET /usage).
+    READ_AUDIT = "read_audit"
+    # Set any tenant's quota limits (GET/PUT /quotas/{tenant}): operators only.
+    MANAGE_QUOTAS = "manage_quotas"
 
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.OPERATOR: frozenset(Action),
-    Role.ADMIN: frozenset(Action) - {Action.PUBLISH_MODELS, Action.PUBLISH_REFERENCES},
+    Role.ADMIN: frozenset(Action) - {Action.PUBLISH_MODELS, Action.PUBLISH_REFERENCES, Action.MANAGE_QUOTAS},
     Role.UPLOADER: frozenset({Action.READ, Action.UPLOAD}),
     Role.VIEWER: frozenset({Action.READ}),
 }

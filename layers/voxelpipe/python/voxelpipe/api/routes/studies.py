@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
 from voxelpipe import queries, tracking, webhooks
 from voxelpipe.adapters import secrets
+from voxelpipe.api.audit import note
 from voxelpipe.api.auth import Action
 from voxelpipe.api.dependencies import (
     Bucket,
@@ -17,9 +18,11 @@ from voxelpipe.api.dependencies import (
     Exam,
     Identities,
     Queues,
+    Quotas,
     StateMachine,
     Store,
     owned_study,
+    quota_problem,
     request_source,
     requires,
 )
@@ -31,15 +34,25 @@ from voxelpipe.keys import UploadKey, derived_key
 from voxelpipe.limits import Limits
 from voxelpipe.pipeline import manage
 from voxelpipe.pipeline.register import RegistrationRefused, register_study
+from voxelpipe.quotas import QuotaExceeded, declared_bytes
 from voxelpipe.status import StudyStatus
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
 
-@router.post("", status_code=201, response_model=StudyCreated, **requires(Action.UPLOAD))
+@router.post(
+    "", status_code=201, response_model=StudyCreated, **requires(Action.UPLOAD, audit="study.create")
+)
 def create_study(
-    body: CreateStudy, caller: Caller, request: Request, store: Store, bucket: Bucket
+    body: CreateStudy, caller: Caller, request: Request, store: Store, bucket: Bucket, quotas: Quotas
 ) -> StudyCreated:
+    # The tenant's quotas first (studies in flight, today's studies, stored bytes): a 429 counts
+    # nothing, a refused registration gives back what it took.
+    now, size = datetime.now(UTC), sum(f.size for f in body.files)
+    try:
+        quotas.take_study(caller.tenant, size, now)
+    except QuotaExceeded as exceeded:
+        raise quota_problem(exceeded, now) from exceeded
     subject = (
         {"subject_ref": body.subject_ref, "age": body.age, "sex": body.sex}
         if body.subject_ref or body.age is not None or body.sex
@@ -62,7 +75,9 @@ def create_study(
             destinations=body.destinations,
         )
     except RegistrationRefused as refused:
+        quotas.give_back_study(caller.tenant, size, now)
         raise invalid_request(refused.field, str(refused)) from refused
+    note(request, study_id=study.study_id)
     expires_at = expiry()
     # Each file goes to the object name the server chose for it (the manifest maps the two).
     uploads = [
@@ -86,7 +101,10 @@ def create_study(
 
 
 @router.post(
-    "/{study_id}/complete", status_code=202, response_model=StudyView, **requires(Action.UPLOAD, 404, 409)
+    "/{study_id}/complete",
+    status_code=202,
+    response_model=StudyView,
+    **requires(Action.UPLOAD, 404, 409, audit="study.complete"),
 )
 def complete(study_id: str, caller: Caller, request: Request, store: Store, exam: Exam) -> StudyView:
     study = owned_study(store, caller, study_id)
@@ -103,7 +121,7 @@ def complete(study_id: str, caller: Caller, request: Request, store: Store, exam
     return study_view(study, store)
 
 
-@router.get("", response_model=StudyPage, **requires(Action.READ, 400))
+@router.get("", response_model=StudyPage, **requires(Action.READ, 400, audit="study.list"))
 def list_studies(
     caller: Caller,
     store: Store,
@@ -129,13 +147,17 @@ def list_studies(
     return StudyPage(items=[study_view(r) for r in records], next_cursor=next_cursor)
 
 
-@router.get("/{study_id}", response_model=StudyView, **requires(Action.READ, 404))
+@router.get("/{study_id}", response_model=StudyView, **requires(Action.READ, 404, audit="study.read"))
 def get_study(study_id: str, caller: Caller, store: Store, bucket: Bucket) -> StudyView:
     return study_view(owned_study(store, caller, study_id), store, bucket)
 
 
-@router.get("/{study_id}/results", response_model=StudyResults, **requires(Action.READ, 404, 409))
-def results(study_id: str, caller: Caller, store: Store, bucket: Bucket) -> StudyResults:
+@router.get(
+    "/{study_id}/results",
+    response_model=StudyResults,
+    **requires(Action.READ, 404, 409, audit="study.results"),
+)
+def results(study_id: str, caller: Caller, request: Request, store: Store, bucket: Bucket) -> StudyResults:
     study = owned_study(store, caller, study_id)
     if study.status != StudyStatus.COMPLETED or study.results_key is None:
         raise Problem(
@@ -148,6 +170,7 @@ def results(study_id: str, caller: Caller, store: Store, bucket: Bucket) -> Stud
         Artifact(path=key.removeprefix(prefix), url=bucket.presign_get(key, expires_s))
         for key in bucket.list_keys(prefix)
     ]
+    note(request, attempt=int(study.attempt), download_links=len(artifacts))  # each link is an access
     return StudyResults(
         study_id=study_id,
         attempt=int(study.attempt),
@@ -158,7 +181,10 @@ def results(study_id: str, caller: Caller, store: Store, bucket: Bucket) -> Stud
 
 
 @router.post(
-    "/{study_id}/reprocess", status_code=202, response_model=StudyView, **requires(Action.UPLOAD, 404, 409)
+    "/{study_id}/reprocess",
+    status_code=202,
+    response_model=StudyView,
+    **requires(Action.UPLOAD, 404, 409, audit="study.reprocess"),
 )
 def reprocess(study_id: str, caller: Caller, request: Request, store: Store, queues: Queues) -> StudyView:
     study = owned_study(store, caller, study_id)
@@ -178,7 +204,7 @@ def reprocess(study_id: str, caller: Caller, request: Request, store: Store, que
     return study_view(reopened)
 
 
-@router.delete("/{study_id}", **requires(Action.DELETE, 404))
+@router.delete("/{study_id}", **requires(Action.DELETE, 404, audit="study.delete"))
 def delete_study(
     study_id: str,
     caller: Caller,
@@ -187,12 +213,15 @@ def delete_study(
     bucket: Bucket,
     machine: StateMachine,
     identities: Identities,
+    quotas: Quotas,
 ) -> dict[str, Any]:
     study = owned_study(store, caller, study_id)
+    stored = declared_bytes(study.manifest)
     try:
         removed = manage.delete(
             study, store, bucket, machine, identities, actor=caller.subject, source=request_source(request)
         )
     except tracking.TransitionRefused as error:  # deleted meanwhile by another call
         raise not_found() from error
+    quotas.release_bytes(caller.tenant, stored)  # its declared bytes are free again
     return {"study_id": study_id, "status": StudyStatus.DELETED.value, "objects_removed": removed}
