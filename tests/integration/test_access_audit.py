@@ -141,7 +141,11 @@ def test_every_call_on_tenant_data_writes_exactly_one_audit_row(api: TestClient)
         assert len(new) == 1, f"{where}: {len(new)} audit rows"
         (row,) = new
         assert (row.actor, row.role, row.action, row.method, row.route) == (actor, role, action, method, path)
-        assert (row.status, row.user_agent, row.path) == (response.status_code, "audit-walk/1", _url(path, ids))
+        assert (row.status, row.user_agent, row.path) == (
+            response.status_code,
+            "audit-walk/1",
+            _url(path, ids),
+        )
         assert row.request_id == response.headers[REQUEST_ID_HEADER] and row.source_ip
         assert row.study_id == (study_id if "{study_id}" in path else None), where
         walked += 1
@@ -163,29 +167,34 @@ def test_no_function_role_may_update_or_delete_an_audit_row(api: TestClient, clo
     (row,) = rows("iam-lab")
     dynamodb = boto3.client("dynamodb")
     tables = {
-        "access": (cloud.env(EnvVar.ACCESS_AUDIT_TABLE), {"tenant": {"S": "iam-lab"}, "event_key": {"S": row.event_key}}),
+        "access": (
+            cloud.env(EnvVar.ACCESS_AUDIT_TABLE),
+            {"tenant": {"S": "iam-lab"}, "event_key": {"S": row.event_key}},
+        ),
         "study": (cloud.env(EnvVar.AUDIT_TABLE), {"study_id": {"S": "any"}, "event_key": {"S": "any"}}),
     }
     attempts = 0
     for spec in FUNCTIONS:
         for table, key in tables.values():
-            with cloud.acting_as(spec.name):
-                for attempt in (
-                    lambda: dynamodb.update_item(
-                        TableName=table,
-                        Key=key,
-                        UpdateExpression="SET actor = :a",
-                        ExpressionAttributeValues={":a": {"S": "someone-else"}},
-                    ),
-                    lambda: dynamodb.delete_item(TableName=table, Key=key),
-                    lambda: dynamodb.batch_write_item(
-                        RequestItems={table: [{"DeleteRequest": {"Key": key}}]}
-                    ),
-                ):
-                    with pytest.raises(ClientError) as refused:
-                        attempt()
-                    assert refused.value.response["Error"]["Code"] == "AccessDeniedException", spec.name
-                    attempts += 1
+            calls: list[tuple[str, dict[str, Any]]] = [
+                (
+                    "update_item",
+                    {
+                        "TableName": table,
+                        "Key": key,
+                        "UpdateExpression": "SET actor = :a",
+                        "ExpressionAttributeValues": {":a": {"S": "someone-else"}},
+                    },
+                ),
+                ("delete_item", {"TableName": table, "Key": key}),
+                ("batch_write_item", {"RequestItems": {table: [{"DeleteRequest": {"Key": key}}]}}),
+            ]
+            for operation, parameters in calls:
+                with cloud.acting_as(spec.name), pytest.raises(ClientError) as refused:
+                    getattr(dynamodb, operation)(**parameters)
+                error = refused.value.response["Error"]["Code"]
+                assert error == "AccessDeniedException", f"{spec.name} {operation} on {table}: {error}"
+                attempts += 1
     assert attempts == len(FUNCTIONS) * 2 * 3
     assert len(cloud.iam.denials) == attempts  # each refused by the local IAM, none let through
     cloud.iam.denials.clear()
@@ -212,7 +221,9 @@ def test_the_audit_is_an_admin_s_filtered_paged_and_the_tenant_s_own(api: TestCl
         assert api.get(f"/studies/{study_id}", headers=auth(tenant, Role.VIEWER, "reader")).status_code == 200
     create_study(api, other)
     started = datetime.now(UTC)
-    assert api.get(f"/studies/{first}/results", headers=auth(tenant, Role.VIEWER, "reader")).status_code == 409
+    assert (
+        api.get(f"/studies/{first}/results", headers=auth(tenant, Role.VIEWER, "reader")).status_code == 409
+    )
 
     def audit(role: Role = Role.ADMIN, who: str = tenant, **params: Any) -> Any:
         return api.get("/audit", params=params, headers=auth(who, role, "auditor"))

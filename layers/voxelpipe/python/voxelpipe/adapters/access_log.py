@@ -109,6 +109,7 @@ class DynamoAccessLog:
             key.between(low, high) if low and high else key >= low if low else key <= high if high else None
         )
         filters = []
+        query: Any
         if study_id is not None:
             query, hash_key = AccessRecord.study_time.query, f"{tenant}#{study_id}"
         elif actor is not None:

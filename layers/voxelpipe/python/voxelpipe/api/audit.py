@@ -104,10 +104,10 @@ def audit_dependency(function: Callable[..., None]) -> Callable[..., None]:
 
 def _source(scope: Scope) -> tuple[str, str | None, str | None]:
     """(source IP, user agent, API Gateway's request id), from the Lambda event or the socket."""
-    event = scope.get("aws.event") or {}
-    context = event.get("requestContext") if isinstance(event, dict) else None
-    context = context if isinstance(context, dict) else {}
-    identity = context.get("identity") if isinstance(context.get("identity"), dict) else {}
+    event = scope.get("aws.event")
+    found = event.get("requestContext") if isinstance(event, dict) else None
+    context: dict[str, Any] = found if isinstance(found, dict) else {}
+    identity: dict[str, Any] = context["identity"] if isinstance(context.get("identity"), dict) else {}
     headers = {
         key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope.get("headers", [])
     }

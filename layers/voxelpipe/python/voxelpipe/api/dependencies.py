@@ -20,8 +20,7 @@ from voxelpipe.adapters.rule_sets import DynamoRuleSets
 from voxelpipe.adapters.storage import Storage
 from voxelpipe.adapters.study_table import DynamoStudyStore
 from voxelpipe.adapters.transfers import DynamoTransferStore
-from voxelpipe.api.audit import ACCESS_EXTENSION as ACTION_EXTENSION
-from voxelpipe.api.audit import AUDIT_EXTENSION, audit_dependency, record_caller
+from voxelpipe.api.audit import ACCESS_EXTENSION, AUDIT_EXTENSION, audit_dependency, record_caller
 from voxelpipe.api.auth import Action, Principal, principal
 from voxelpipe.api.problems import Problem, not_found, problem_responses
 from voxelpipe.limits import Limits
@@ -115,7 +114,8 @@ def exam_adapters(store: Store, bucket: Bucket, queues: Queues) -> ExamAdapters:
 Exam = Annotated[ExamAdapters, Depends(exam_adapters)]
 
 # The OpenAPI extension naming the action a route's caller must be allowed ("public": no token).
-# (ACTION_EXTENSION is defined with the audit, which checks every route declares one.)
+# (Defined with the audit, which refuses an app with a route that declares none.)
+ACTION_EXTENSION = ACCESS_EXTENSION
 PUBLIC = "public"
 
 
