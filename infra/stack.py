@@ -364,10 +364,10 @@ class VoxelpipeStack(Stack):
             EnvVar.CORS_ALLOWED_ORIGINS, ",".join(self.settings.cors_allowed_origins)
         )
         # The access audit's retention (unset: kept) and the quota defaults, from context.
-        if self.settings.audit_retention_days is not None:
-            functions[API.name].add_environment(
-                EnvVar.AUDIT_RETENTION_DAYS, str(self.settings.audit_retention_days)
-            )
+        functions[API.name].add_environment(
+            EnvVar.AUDIT_RETENTION_DAYS,
+            "" if self.settings.audit_retention_days is None else str(self.settings.audit_retention_days),
+        )
         functions[API.name].add_environment(
             EnvVar.QUOTA_DEFAULTS, json.dumps(self.settings.quota_defaults or {}, sort_keys=True)
         )

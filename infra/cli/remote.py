@@ -1,5 +1,5 @@
 """The CLI's commands for users of a deployment: serve, token, upload, status, results, report, list, model,
-atlas, norms, rules, admin.
+atlas, norms, rules, destinations, deliveries, audit, usage, admin.
 
 They talk to any deployment with `--api-url` and a token (`--token` or VOXELPIPE_TOKEN); with
 neither, to the local `voxelpipe serve`, with a development token minted on the spot.
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from infra.cli.audit import add_audit_commands, run_audit
 from infra.cli.destinations import add_destination_commands, run_destinations
 from infra.cli.rules import add_rules_command, run_rules
 
@@ -166,6 +167,7 @@ def add_commands(commands: Any) -> None:
     _reference_commands(commands, connection)
     add_rules_command(commands, connection)
     add_destination_commands(commands, connection)
+    add_audit_commands(commands, connection)
 
 
 def _reference_commands(commands: Any, connection: Any) -> None:
@@ -332,6 +334,8 @@ def run(args: argparse.Namespace) -> int:
             return run_rules(args, client)
         if args.command in ("destinations", "deliveries"):
             return run_destinations(args, client)
+        if args.command in ("audit", "usage"):
+            return run_audit(args, client)
         if args.command == "status" and args.watch:
             return _watch(args, client)
         if args.command == "status":

@@ -14,8 +14,11 @@ One local cloud for the module; each test uses tenants of its own.
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +27,10 @@ import pytest
 from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
+from infra.cli import audit as audit_cli
+from infra.cli.audit import run_audit
+from infra.cli.client import Client
+from infra.cli.main import _parser
 from infra.local.cloud import LocalCloud
 from infra.local.serve import acting_as
 from tests.fixtures.cloud import checked_cloud
@@ -324,3 +331,32 @@ def test_requests_past_the_rate_get_a_429_with_retry_after(api: TestClient):
     assert api.get("/studies", headers=auth("rate-other")).status_code == 200  # others unaffected
     # A limited call is audited too (it was refused before it read anything).
     assert any(row.status == 429 for row in rows(tenant))
+
+
+# -- the CLI's export ----------------------------------------------------------------------------
+
+
+def test_voxelpipe_audit_exports_every_page_as_csv_or_json(
+    api: TestClient, cloud: LocalCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    tenant = "export-lab"
+    study_id = create_study(api, tenant).json()["study_id"]
+    for _ in range(3):
+        assert api.get(f"/studies/{study_id}", headers=auth(tenant, Role.VIEWER, "reader")).status_code == 200
+    monkeypatch.setattr(audit_cli, "PAGE_SIZE", 2)  # several pages
+    with TestClient(acting_as(cloud, API.name, create_app())) as http:
+        client = Client("http://testserver", None)
+        client.http = http
+        http.headers.update(auth(tenant, Role.ADMIN, "exporter"))
+        output = tmp_path / "audit.csv"
+        args = _parser().parse_args(["audit", "--study", study_id, "--output", str(output)])
+        assert run_audit(args, client) == 0
+        exported = list(csv.DictReader(output.open()))
+        assert [row["action"] for row in exported] == ["study.read"] * 3 + ["study.create"]
+        assert {row["study_id"] for row in exported} == {study_id}
+        assert list(exported[0]) == list(audit_cli.COLUMNS)
+        args = _parser().parse_args(
+            ["audit", "--actor", "reader", "--format", "json", "--output", str(output)]
+        )
+        assert run_audit(args, client) == 0
+        assert [row["path"] for row in json.loads(output.read_text())] == [f"/studies/{study_id}"] * 3

@@ -122,7 +122,10 @@ def test_dispatch_consumes_both_queues_reporting_partial_failures(template: dict
 def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
     schema = table_schema(StudyRecord)
     tables = _resources(template, "AWS::DynamoDB::Table")
-    assert len(tables) == 13
+    assert len(tables) == 15
+    # The audit tables are append-only (docs/security.md): they cannot be deleted either.
+    protected = {lid for lid, t in tables.items() if t["Properties"].get("DeletionProtectionEnabled")}
+    assert {lid.rstrip("0123456789ABCDEF") for lid in protected} == {"AuditTable", "AccessAuditTable"}
     models = next(t["Properties"] for lid, t in tables.items() if lid.startswith("ModelsTable"))
     # Models belong to an owner (a tenant, or the deployment): one query lists an owner's models.
     assert models["KeySchema"] == [

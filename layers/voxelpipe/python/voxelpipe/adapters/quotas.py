@@ -157,12 +157,6 @@ class DynamoQuotas:
                 ) from None
             raise
 
-    def give_back_study(self, tenant: str, size_bytes: int, now: datetime) -> None:
-        """Undo take_study (the study was not created after all)."""
-        day, _ = day_window(now)
-        QuotaRecord(tenant, _counter_day(day)).update(actions=[QuotaRecord.used.add(-1)])
-        self.release_bytes(tenant, size_bytes)
-
     def release_bytes(self, tenant: str, size_bytes: int) -> None:
         """A deleted study's declared bytes are free again."""
         if size_bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from voxelpipe import tracking
@@ -45,6 +45,7 @@ def register_study(
     parameters: dict[str, dict[str, Any]] | None = None,
     limits: Limits | None = None,
     destinations: Sequence[str] | None = None,
+    admit: Callable[[], None] | None = None,
 ) -> StudyRecord:
     """A new study AWAITING_UPLOAD; RegistrationRefused before anything is stored when it declares a
     file name with path tricks or over the upload limit, asks for an unknown analysis, for parameters
@@ -86,6 +87,8 @@ def register_study(
         check_references(resolved, parameters or {}, tenant)
     except ReferenceRefused as refused:
         raise RegistrationRefused(refused.field, str(refused)) from refused
+    if admit is not None:
+        admit()
     study_id = new_study_id()
     study = tracking.create_study(
         store,

@@ -46,13 +46,7 @@ router = APIRouter(prefix="/studies", tags=["studies"])
 def create_study(
     body: CreateStudy, caller: Caller, request: Request, store: Store, bucket: Bucket, quotas: Quotas
 ) -> StudyCreated:
-    # The tenant's quotas first (studies in flight, today's studies, stored bytes): a 429 counts
-    # nothing, a refused registration gives back what it took.
-    now, size = datetime.now(UTC), sum(f.size for f in body.files)
-    try:
-        quotas.take_study(caller.tenant, size, now)
-    except QuotaExceeded as exceeded:
-        raise quota_problem(exceeded, now) from exceeded
+    now = datetime.now(UTC)
     subject = (
         {"subject_ref": body.subject_ref, "age": body.age, "sex": body.sex}
         if body.subject_ref or body.age is not None or body.sex
@@ -73,10 +67,14 @@ def create_study(
             parameters=body.parameters,
             limits=Limits.from_environment(),
             destinations=body.destinations,
+            # Once the request is valid: the tenant's quotas (studies in flight, today's studies,
+            # stored bytes), taken atomically; a 429 stores and counts nothing.
+            admit=lambda: quotas.take_study(caller.tenant, sum(f.size for f in body.files), now),
         )
     except RegistrationRefused as refused:
-        quotas.give_back_study(caller.tenant, size, now)
         raise invalid_request(refused.field, str(refused)) from refused
+    except QuotaExceeded as exceeded:
+        raise quota_problem(exceeded, now) from exceeded
     note(request, study_id=study.study_id)
     expires_at = expiry()
     # Each file goes to the object name the server chose for it (the manifest maps the two).
