@@ -42,7 +42,7 @@ IN_FLIGHT_LOOKBACK = timedelta(days=2)
 # A tenant's limits are read at most this often by one API instance (a change reaches every
 # instance within it; the instance that made it, at once).
 LIMITS_CACHE_S = 60.0
-_limits_cache: dict[str, tuple[float, dict[Quota, int]]] = {}
+_limits_cache: dict[tuple[str, str], tuple[float, dict[Quota, int]]] = {}  # (table, tenant) ->
 
 
 def _counter_day(day: str) -> str:
@@ -70,11 +70,12 @@ class DynamoQuotas:
 
     def limits(self, tenant: str, *, fresh: bool = False) -> dict[Quota, int]:
         """The tenant's limits: its overrides over the defaults (cached briefly unless `fresh`)."""
-        cached = _limits_cache.get(tenant)
+        key = (os.environ.get(EnvVar.QUOTAS_TABLE, ""), tenant)
+        cached = _limits_cache.get(key)
         if not fresh and cached is not None and time.monotonic() - cached[0] < LIMITS_CACHE_S:
             return cached[1]
         limits = {**self.defaults, **self.overrides(tenant)}
-        _limits_cache[tenant] = (time.monotonic(), limits)
+        _limits_cache[key] = (time.monotonic(), limits)
         return limits
 
     def set_overrides(self, tenant: str, overrides: dict[Quota, int], actor: str) -> dict[Quota, int]:
