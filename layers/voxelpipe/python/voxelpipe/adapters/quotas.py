@@ -102,6 +102,8 @@ class DynamoQuotas:
         limit = self.limits(tenant)[Quota.REQUESTS_PER_MINUTE]
         minute, ends = minute_window(now)
         counter = _counter_minute(minute)
+        if limit == 0:  # none at all (the condition below lets a first one through)
+            raise QuotaExceeded(Quota.REQUESTS_PER_MINUTE, limit, 0, ends)
         try:
             QuotaRecord(tenant, counter).update(
                 actions=[QuotaRecord.used.add(1), QuotaRecord.expires_at.set(ends + timedelta(minutes=5))],
@@ -131,6 +133,8 @@ class DynamoQuotas:
             raise QuotaExceeded(Quota.CONCURRENT_STUDIES, limits[Quota.CONCURRENT_STUDIES], running)
         day, ends = day_window(now)
         daily, byte_limit = limits[Quota.STUDIES_PER_DAY], limits[Quota.STORED_BYTES]
+        if daily == 0:
+            raise QuotaExceeded(Quota.STUDIES_PER_DAY, daily, 0, ends)
         if size_bytes > byte_limit:  # never fits, whatever is stored
             raise QuotaExceeded(Quota.STORED_BYTES, byte_limit, self._used(tenant, STORED_BYTES))
         try:
