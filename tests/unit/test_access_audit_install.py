@@ -10,10 +10,10 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from voxelpipe.adapters.access_log import AccessEntry
 from voxelpipe.api import audit, problems
 from voxelpipe.api.auth import Action, Principal, Role, principal
 from voxelpipe.api.dependencies import ACTION_EXTENSION, quotas, requires
+from voxelpipe.ports import AccessEntry
 
 
 class FakeQuotas:

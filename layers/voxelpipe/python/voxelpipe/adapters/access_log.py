@@ -7,15 +7,16 @@ actor, action or study (an index each), newest first, a page at a time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pynamodb.exceptions import PutError
 
 from voxelpipe.adapters.dynamodb import refused_by_condition
+from voxelpipe.ports import AccessEntry
 from voxelpipe.records import AccessRecord
+
+__all__ = ["AccessEntry", "AccessLogFull", "DynamoAccessLog", "event_key"]
 
 # Sorts as time does: fixed width, UTC, microseconds (the sort key's first part).
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -25,26 +26,6 @@ _AFTER_ANY_ID = "#~"
 
 def event_key(at: datetime, request_id: str) -> str:
     return f"{at.astimezone(UTC).strftime(TIME_FORMAT)}#{request_id}"
-
-
-@dataclass(frozen=True)
-class AccessEntry:
-    """One call, as the API saw it (voxelpipe.api.audit builds it)."""
-
-    tenant: str
-    actor: str
-    role: str
-    action: str
-    method: str
-    route: str
-    path: str
-    status: int
-    source_ip: str
-    request_id: str
-    at: datetime
-    user_agent: str | None = None
-    study_id: str | None = None
-    resource: Mapping[str, Any] = field(default_factory=dict)
 
 
 class AccessLogFull(Exception):

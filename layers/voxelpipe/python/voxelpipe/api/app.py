@@ -28,7 +28,7 @@ from voxelpipe.wiring import EnvVar
 # What a browser may send and read across origins (docs/api.md, "CORS").
 CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 CORS_HEADERS = ("Authorization", "Content-Type")
-CORS_EXPOSED_HEADERS = ("Location", "Retry-After")
+CORS_EXPOSED_HEADERS = ("Location", "Retry-After", "X-Request-Id")
 CORS_MAX_AGE_S = 600
 
 

@@ -36,8 +36,9 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from voxelpipe.adapters.access_log import AccessEntry, DynamoAccessLog
+from voxelpipe.adapters.access_log import DynamoAccessLog
 from voxelpipe.api.problems import PROBLEM_JSON, TYPE_BASE
+from voxelpipe.ports import AccessEntry
 from voxelpipe.wiring import EnvVar
 
 log = logging.getLogger(__name__)

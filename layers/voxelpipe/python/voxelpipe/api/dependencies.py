@@ -32,6 +32,7 @@ from voxelpipe.ports import (
     DestinationSecrets,
     Executions,
     IdentityMaps,
+    QuotaStore,
     RuleSets,
     StudyStore,
     WorkQueues,
@@ -80,7 +81,7 @@ def identity_maps() -> IdentityMaps:
     return DynamoIdentityMaps()
 
 
-def quotas() -> DynamoQuotas:
+def quotas() -> QuotaStore:
     return DynamoQuotas()
 
 
@@ -96,7 +97,7 @@ Secrets = Annotated[DestinationSecrets, Depends(destination_secrets)]
 DeliveryTable = Annotated[Deliveries, Depends(deliveries)]
 DeliveryQueueDep = Annotated[DeliveryQueue, Depends(delivery_queue)]
 Identities = Annotated[IdentityMaps, Depends(identity_maps)]  # deleting a study deletes its map
-Quotas = Annotated[DynamoQuotas, Depends(quotas)]
+Quotas = Annotated[QuotaStore, Depends(quotas)]
 
 
 def exam_adapters(store: Store, bucket: Bucket, queues: Queues) -> ExamAdapters:

@@ -24,6 +24,7 @@ from voxelpipe.adapters.access_log import DynamoAccessLog
 from voxelpipe.api.auth import Action
 from voxelpipe.api.dependencies import Caller, requires
 from voxelpipe.api.problems import Problem, invalid_request
+from voxelpipe.ports import AccessLog
 from voxelpipe.records import AccessRecord
 
 router = APIRouter(tags=["audit"])
@@ -53,7 +54,7 @@ class AccessPage(BaseModel):
     next_cursor: str | None = Field(description="null on the last page")
 
 
-def access_log() -> DynamoAccessLog:
+def access_log() -> AccessLog:
     return DynamoAccessLog()
 
 
@@ -112,7 +113,7 @@ def _row(record: AccessRecord) -> AccessRow:
 @router.get("/audit", response_model=AccessPage, **requires(Action.READ_AUDIT, 400, audit="audit.read"))
 def read_audit(
     caller: Caller,
-    log: Annotated[DynamoAccessLog, Depends(access_log)],
+    log: Annotated[AccessLog, Depends(access_log)],
     study: Annotated[str | None, Query(max_length=100, description="only calls on this study")] = None,
     actor: Annotated[str | None, Query(max_length=256, description="only this subject's calls")] = None,
     action: Annotated[str | None, Query(max_length=100, description="only this audit action")] = None,

@@ -5,7 +5,7 @@ limits (`GET /usage`); operators read and set any tenant's limits (`GET`/`PUT /q
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from voxelpipe.api.auth import Action
 from voxelpipe.api.dependencies import Caller, Quotas, requires
 from voxelpipe.keys import TENANT_PATTERN
+from voxelpipe.ports import QuotaStore
 from voxelpipe.quotas import MAX_LIMIT, Quota
 
 router = APIRouter(tags=["quotas"])
@@ -50,7 +51,7 @@ class TenantUsage(BaseModel):
     quotas: dict[str, QuotaUsage]
 
 
-def _view(table: Any, tenant: str) -> TenantQuotas:
+def _view(table: QuotaStore, tenant: str) -> TenantQuotas:
     overrides = table.overrides(tenant)
     return TenantQuotas(
         tenant=tenant,
