@@ -155,6 +155,11 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     EGRESS.name: frozenset({Resource.STUDIES_TABLE, Resource.DESTINATIONS_TABLE}),
 }
 
+# The audit tables (wiring.APPEND_ONLY_RESOURCES: the study trail and the access audit) are
+# append-only for every role, whatever this module says of them: infra/security.grant_table gives
+# reads and PutItem at most and an explicit Deny of every item change (docs/security.md, "Audit").
+# Only the API is told of the access audit and the quotas table (function_specs.API).
+
 # Destinations' secrets (Secrets Manager, one per destination, named under the deployment's prefix):
 # the API creates, replaces and deletes them; egress reads them. No other function may.
 DESTINATION_SECRET_ACTIONS: dict[str, tuple[str, ...]] = {
