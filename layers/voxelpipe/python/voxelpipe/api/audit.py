@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxelpipe.adapters.access_log import DynamoAccessLog
 from voxelpipe.api.problems import PROBLEM_JSON, TYPE_BASE
+from voxelpipe.keys import is_study_id
 from voxelpipe.ports import AccessEntry
 from voxelpipe.wiring import EnvVar
 
@@ -50,6 +51,7 @@ REQUEST_ID_HEADER = "x-request-id"
 _PENDING = "voxelpipe.audit"  # the scope key of the call's PendingAudit
 _MARK = "__voxelpipe_audit__"  # set on every audit dependency: install() looks for it
 VIEWER_GRANT_ROLE = "viewer-grant"
+MAX_PATH_CHARS = 4096  # a row keeps the path called up to this (API Gateway takes 10 KB of URL)
 
 
 @dataclass
@@ -164,7 +166,10 @@ class AccessAuditMiddleware:
         if pending.written or pending.tenant is None:
             return True
         pending.written = True
-        study_id = pending.resource.get("study_id")
+        # Only an id that can be a study's keys the study index (a key is at most 2 KB; a path may
+        # carry anything, and the row keeps it as called).
+        named = str(pending.resource.get("study_id") or "")
+        study_id = named if is_study_id(named) else None
         entry = AccessEntry(
             tenant=pending.tenant,
             actor=pending.actor,
@@ -172,13 +177,13 @@ class AccessAuditMiddleware:
             action=pending.action,
             method=str(scope.get("method", "")),
             route=pending.route,
-            path=str(scope.get("path", "")),
+            path=str(scope.get("path", ""))[:MAX_PATH_CHARS],
             status=status,
             source_ip=pending.source_ip,
             user_agent=pending.user_agent,
             request_id=pending.request_id,
             at=datetime.now(UTC),
-            study_id=str(study_id) if study_id else None,
+            study_id=study_id,
             resource=pending.resource,
         )
         try:
