@@ -202,13 +202,23 @@ class StudyApi(Construct):
         # takes an access token carrying one of the voxelpipe scopes (a method with authorization
         # scopes is checked against the access token; one without, against an ID token: so people
         # call outside /machine and machines under it). The app checks each route's own scope.
-        machine = self.rest_api.root.add_resource(MACHINE_PREFIX.strip("/")).add_proxy(any_method=False)
+        machine_root = self.rest_api.root.add_resource(MACHINE_PREFIX.strip("/"))
+        machine_scopes = [scope.full_name for scope in Scope]
+        machine = machine_root.add_proxy(any_method=False)
         machine.add_method(
             "ANY",
             request_validator=validator,
             request_parameters={"method.request.path.proxy": True},
-            authorization_scopes=[scope.full_name for scope in Scope],
+            authorization_scopes=machine_scopes,
         )
+        # A machine's cohort export goes to the export function too (pyarrow, the 6 MB answer limit).
+        for path in EXPORT_PATHS:
+            machine_root.add_resource(path).add_method(
+                "GET",
+                apigw.LambdaIntegration(export_handler),
+                request_validator=validator,
+                authorization_scopes=machine_scopes,
+            )
         CfnOutput(self, "MachineApiUrl", value=self.rest_api.url_for_path(MACHINE_PREFIX))
         for path in PUBLIC_PATHS:
             method = self.rest_api.root.add_resource(path).add_method(

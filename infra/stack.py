@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,14 @@ from voxelpipe.function_specs import (
     function_spec,
 )
 from voxelpipe.gpu_settings import GpuSettings
-from voxelpipe.records import IDENTITY_MODELS, LIVE_MODELS, REGISTRY_MODELS, STATUS_MODELS, table_schema
+from voxelpipe.records import (
+    IDENTITY_MODELS,
+    LIVE_MODELS,
+    REGISTRY_MODELS,
+    STATUS_MODELS,
+    TENANT_MODELS,
+    table_schema,
+)
 from voxelpipe.wiring import ENV_RESOURCES, FUNCTION_TAG, GPU_RESOURCES, EnvVar, Prefix, Resource
 from voxelpipe.workflow_settings import (
     DISPATCH_BATCH_SIZE,
@@ -180,7 +188,7 @@ class VoxelpipeStack(Stack):
         }
         tables = {
             ENV_RESOURCES[var]: table_for_model(self, ENV_RESOURCES[var], model, key=key)
-            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS, **LIVE_MODELS}.items()
+            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS, **LIVE_MODELS, **TENANT_MODELS}.items()
         }
         tables[Resource.IDEMPOTENCY_TABLE] = idempotency_table(self, Resource.IDEMPOTENCY_TABLE, key=key)
         # The identity maps: under their own key, granted only as IDENTITY_MAP_ACCESS says.
@@ -196,7 +204,7 @@ class VoxelpipeStack(Stack):
             ENV_RESOURCES[var]: [
                 index["index_name"] for index in table_schema(model)["global_secondary_indexes"]
             ]
-            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS, **LIVE_MODELS}.items()
+            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS, **LIVE_MODELS, **TENANT_MODELS}.items()
         }
         self.security.back_up_tables(self, list(tables.values()))
         # `make layers` builds them (infra/layers.py), with bytecode for python3.12.
@@ -440,6 +448,16 @@ class VoxelpipeStack(Stack):
         for api_function in (API, EXPORT):
             functions[api_function.name].add_environment(
                 EnvVar.CORS_ALLOWED_ORIGINS, ",".join(self.settings.cors_allowed_origins)
+            )
+        # The access audit's retention (unset: kept) and the quota defaults, from context: for both
+        # functions that serve the API's app.
+        for api_function in (API, EXPORT):
+            functions[api_function.name].add_environment(
+                EnvVar.AUDIT_RETENTION_DAYS,
+                "" if self.settings.audit_retention_days is None else str(self.settings.audit_retention_days),
+            )
+            functions[api_function.name].add_environment(
+                EnvVar.QUOTA_DEFAULTS, json.dumps(self.settings.quota_defaults or {}, sort_keys=True)
             )
         functions[LIVE_AUTHORIZER.name].add_environment(EnvVar.USER_POOL_ID, self.api.user_pool.user_pool_id)
         functions[LIVE_AUTHORIZER.name].add_environment(

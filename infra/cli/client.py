@@ -134,6 +134,13 @@ class Client:
         query = {k: v for k, v in params.items() if v is not None}
         return dict(self._call("GET", f"/subjects/{subject_ref}/timeline", params=query))
 
+    def audit(self, **params: Any) -> dict[str, Any]:
+        """One page of the tenant's access audit (GET /audit; `from`/`to` as the API names them)."""
+        return dict(self._call("GET", "/audit", params={k: v for k, v in params.items() if v is not None}))
+
+    def usage(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/usage"))
+
     def list_studies(self, **params: Any) -> dict[str, Any]:
         return dict(self._call("GET", "/studies", params={k: v for k, v in params.items() if v is not None}))
 

@@ -1,6 +1,6 @@
 """The CLI's commands for users of a deployment: serve, token, login, logout, upload, status, results,
 report, list, model, atlas, norms, rules, destinations, deliveries, export, reprocess, attempts, batch,
-subjects, timeline, clients, admin.
+subjects, timeline, clients, audit, usage, admin.
 
 They talk to any deployment with `--api-url` and a token: `--token` (or VOXELPIPE_TOKEN), else the
 one `voxelpipe login` cached for that API (refreshed when expired); with none of these, to the
@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from infra.cli.audit import add_audit_commands, run_audit
 from infra.cli.clients import add_clients_commands, run_clients
 from infra.cli.destinations import add_destination_commands, run_destinations
 from infra.cli.export import add_export_command, run_export
@@ -227,6 +228,7 @@ def add_commands(commands: Any) -> None:
     add_export_command(commands, connection)
     add_reprocess_commands(commands, connection)
     add_clients_commands(commands, connection)
+    add_audit_commands(commands, connection)
 
 
 def _reference_commands(commands: Any, connection: Any) -> None:
@@ -405,6 +407,8 @@ def run(args: argparse.Namespace) -> int:
             return run_reprocess(args, client)
         if args.command == "clients":
             return run_clients(args, client)
+        if args.command in ("audit", "usage"):
+            return run_audit(args, client)
         if args.command == "status" and args.watch:
             return _watch(args, client)
         if args.command == "status":

@@ -135,6 +135,7 @@ FIXED_PATH_PARAMETERS = {
     "series_uid": "2.25.2",
     "sop_uid": "2.25.3",
     "destination": "foreign-pacs",  # a delivery's destination: its (foreign) study answers first
+    "tenant": FOREIGN,  # /quotas/{tenant}: operators' only, deployment-wide by design
 }
 
 
@@ -205,6 +206,11 @@ def test_every_route_answers_each_role_as_documented_and_never_reaches_another_t
                 assert response.status_code in (404, 422), where
                 if response.status_code == 404:
                     assert problem["code"] in codes, where
+            elif path == "/audit":
+                # The caller's tenant's own audit echoes the calls this walk made as that tenant,
+                # which named the other tenant's ids (each answered 404); that the audit never
+                # shows another tenant's rows is test_access_audit.py's.
+                assert response.status_code == 200, where
             else:
                 assert response.status_code != 500, where
                 assert foreign["study_id"] not in response.text, where

@@ -12,11 +12,15 @@ from voxelpipe.machine_clients import Scope, scopes_of
 def test_every_action_is_mapped_and_every_scope_allows_something():
     assert set(SCOPE_OF) == set(Action)
     assert {scope for scope in SCOPE_OF.values() if scope is not None} == set(Scope)
-    # What no machine may do: publish for every tenant, or make machines.
+    # What no machine may do: publish for every tenant, make machines, reprocess the tenant in bulk,
+    # read the access audit or set quotas.
     assert {a for a, s in SCOPE_OF.items() if s is None} == {
         Action.PUBLISH_MODELS,
         Action.PUBLISH_REFERENCES,
         Action.MANAGE_CLIENTS,
+        Action.REPROCESS_BATCHES,
+        Action.READ_AUDIT,
+        Action.MANAGE_QUOTAS,
     }
 
 

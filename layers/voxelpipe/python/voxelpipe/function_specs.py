@@ -217,6 +217,13 @@ API = FunctionSpec(
         EnvVar.USER_POOL_ID,
         EnvVar.LOGIN_BASE_URL,  # GET /health tells `voxelpipe login` where to sign in
         EnvVar.LOGIN_CLIENT_ID,
+        # One access audit row per call on tenant data (appended, never changed), kept as the
+        # deployment says (CDK context voxelpipe:audit:retention_days; the stack sets it).
+        EnvVar.ACCESS_AUDIT_TABLE,
+        EnvVar.AUDIT_RETENTION_DAYS,
+        # Per-tenant quotas: counters and overrides, and the defaults (CDK context voxelpipe:quotas).
+        EnvVar.QUOTAS_TABLE,
+        EnvVar.QUOTA_DEFAULTS,
     ),
     settings={
         EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES),
@@ -246,6 +253,13 @@ EXPORT = FunctionSpec(
         EnvVar.CORS_ALLOWED_ORIGINS,
         EnvVar.EXPORT_INLINE_MAX_BYTES,
         EnvVar.S3_PUBLIC_ENDPOINT,  # the 303's presigned GET names it (a private deployment's)
+        # The same app as the API's: each export writes its access audit row and counts against
+        # the tenant's requests per minute (docs/security.md, "Audit", "Quotas").
+        EnvVar.ACCESS_AUDIT_TABLE,
+        EnvVar.AUDIT_RETENTION_DAYS,
+        EnvVar.QUOTAS_TABLE,
+        EnvVar.QUOTA_DEFAULTS,
+        EnvVar.MACHINE_CLIENTS_TABLE,  # read only: a machine client's export (/machine/measures)
     ),
     settings={
         EnvVar.AUTH_MODE: "cognito",

@@ -102,6 +102,14 @@ class EnvVar(StrEnum):
     # GET /health tells the CLI (`voxelpipe login`).
     LOGIN_BASE_URL = "VOXELPIPE_LOGIN_BASE_URL"
     LOGIN_CLIENT_ID = "VOXELPIPE_LOGIN_CLIENT_ID"
+    # The access audit (docs/security.md, "Audit"): one append-only row per API call on a tenant's
+    # data, and how many days rows are kept (empty: for ever; DynamoDB's TTL removes older ones).
+    ACCESS_AUDIT_TABLE = "VOXELPIPE_ACCESS_AUDIT_TABLE"
+    AUDIT_RETENTION_DAYS = "VOXELPIPE_AUDIT_RETENTION_DAYS"
+    # Per-tenant quotas (docs/security.md, "Quotas"): the counters and each tenant's overrides, and
+    # the deployment's default limits (JSON, from CDK context `voxelpipe:quotas`).
+    QUOTAS_TABLE = "VOXELPIPE_QUOTAS_TABLE"
+    QUOTA_DEFAULTS = "VOXELPIPE_QUOTA_DEFAULTS"
 
 
 class Runtime(StrEnum):
@@ -165,6 +173,8 @@ class Resource(StrEnum):
     IDENTITY_MAP_KEY = "IdentityMapKey"  # the identity maps' own KMS key
     MACHINE_CLIENTS_TABLE = "MachineClientsTable"
     LIVE_QUEUE = "LiveQueue"  # status and step events on their way to the push function
+    ACCESS_AUDIT_TABLE = "AccessAuditTable"
+    QUOTAS_TABLE = "QuotasTable"
 
 
 # The resource each environment variable points at, and whether it is the resource's name/URL
@@ -199,7 +209,13 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.DELIVERY_QUEUE_URL: Resource.DELIVERY_QUEUE,
     EnvVar.IDENTITY_MAP_TABLE: Resource.IDENTITY_MAP_TABLE,
     EnvVar.MACHINE_CLIENTS_TABLE: Resource.MACHINE_CLIENTS_TABLE,
+    EnvVar.ACCESS_AUDIT_TABLE: Resource.ACCESS_AUDIT_TABLE,
+    EnvVar.QUOTAS_TABLE: Resource.QUOTAS_TABLE,
 }
+# Audit tables: rows are appended, never updated or deleted. Every role granted one of them gets
+# reads and PutItem only, and an explicit Deny of every item change (infra/security.grant_table);
+# the tables have deletion protection (infra/tables.py).
+APPEND_ONLY_RESOURCES = frozenset({Resource.AUDIT_TABLE, Resource.ACCESS_AUDIT_TABLE})
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})
 

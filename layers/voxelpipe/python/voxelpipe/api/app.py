@@ -9,7 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import voxelpipe
-from voxelpipe.api import problems
+from voxelpipe.api import audit, problems
 from voxelpipe.api.auth import MACHINE_PREFIX, MACHINE_SCOPE_KEY
 from voxelpipe.api.routes import (
     analyses,
@@ -20,19 +20,21 @@ from voxelpipe.api.routes import (
     dicomweb,
     measures,
     models,
+    quotas,
     references,
     rules,
     service,
     studies,
     subjects,
 )
+from voxelpipe.api.routes import audit as audit_routes
 from voxelpipe.api.routes import viewer as viewer_routes
 from voxelpipe.wiring import EnvVar
 
 # What a browser may send and read across origins (docs/api.md, "CORS").
 CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 CORS_HEADERS = ("Authorization", "Content-Type")
-CORS_EXPOSED_HEADERS = ("Location", "Retry-After")
+CORS_EXPOSED_HEADERS = ("Location", "Retry-After", "X-Request-Id")
 CORS_MAX_AGE_S = 600
 
 
@@ -99,4 +101,8 @@ def create_app() -> FastAPI:
     app.include_router(viewer_routes.router)  # viewer links, the viewer's data and pages
     app.include_router(dicomweb.router)  # STOW-RS, QIDO-RS, WADO-RS (docs/dicomweb.md)
     app.add_middleware(MachinePath)
+    app.include_router(audit_routes.router)  # GET /audit (docs/security.md, "Audit")
+    app.include_router(quotas.router)  # GET /usage, GET/PUT /quotas/{tenant}
+    # Last: every route above is checked, and each call on tenant data writes one audit row.
+    audit.install(app)
     return app

@@ -88,11 +88,15 @@ class Action(StrEnum):
     STOW = "stow"  # store DICOM instances (STOW-RS): people as UPLOAD, machines by their own scope
     # Create, list and delete the tenant's machine clients (docs/security.md).
     MANAGE_CLIENTS = "manage_clients"
+    # Read the tenant's access audit (GET /audit) and its usage against its quotas (GET /usage).
+    READ_AUDIT = "read_audit"
+    # Set any tenant's quota limits (GET/PUT /quotas/{tenant}): operators only.
+    MANAGE_QUOTAS = "manage_quotas"
 
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.OPERATOR: frozenset(Action),
-    Role.ADMIN: frozenset(Action) - {Action.PUBLISH_MODELS, Action.PUBLISH_REFERENCES},
+    Role.ADMIN: frozenset(Action) - {Action.PUBLISH_MODELS, Action.PUBLISH_REFERENCES, Action.MANAGE_QUOTAS},
     Role.UPLOADER: frozenset({Action.READ, Action.UPLOAD, Action.STOW}),
     Role.VIEWER: frozenset({Action.READ}),
 }
@@ -112,6 +116,11 @@ SCOPE_OF: dict[Action, Scope | None] = {
     Action.PUBLISH_MODELS: None,
     Action.PUBLISH_REFERENCES: None,
     Action.MANAGE_CLIENTS: None,
+    # Bulk reprocess selects by query across the tenant: an admin's decision, people only.
+    Action.REPROCESS_BATCHES: None,
+    # The access audit and the quotas are the tenant admin's and the operator's: people only.
+    Action.READ_AUDIT: None,
+    Action.MANAGE_QUOTAS: None,
 }
 
 # Validation errors that mean "a well-formed token with no access" (403); any other is a 401.

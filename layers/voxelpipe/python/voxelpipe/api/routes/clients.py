@@ -82,7 +82,12 @@ def _view(client: MachineClient) -> ClientView:
     )
 
 
-@router.post("", status_code=201, response_model=ClientCreated, **requires(Action.MANAGE_CLIENTS, 409))
+@router.post(
+    "",
+    status_code=201,
+    response_model=ClientCreated,
+    **requires(Action.MANAGE_CLIENTS, 409, audit="client.create"),
+)
 def create_client(
     body: CreateClient, caller: Caller, request: Request, store: Store, clients: ClientTable, issuer: Issuer
 ) -> ClientCreated:
@@ -110,13 +115,15 @@ def create_client(
     )
 
 
-@router.get("", response_model=ClientList, **requires(Action.MANAGE_CLIENTS))
+@router.get("", response_model=ClientList, **requires(Action.MANAGE_CLIENTS, audit="client.list"))
 def list_clients(caller: Caller, clients: ClientTable) -> ClientList:
     found = sorted(clients.of_tenant(caller.tenant), key=lambda c: c.name)
     return ClientList(items=[_view(client) for client in found])
 
 
-@router.delete("/{name}", response_model=ClientView, **requires(Action.MANAGE_CLIENTS, 404))
+@router.delete(
+    "/{name}", response_model=ClientView, **requires(Action.MANAGE_CLIENTS, 404, audit="client.delete")
+)
 def delete_client(
     name: NamePath, caller: Caller, request: Request, store: Store, clients: ClientTable, issuer: Issuer
 ) -> ClientView:
