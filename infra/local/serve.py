@@ -30,6 +30,7 @@ from infra.local.live import LiveConnections, ManagementEndpoint, live_route
 from infra.local.s3_gateway import S3Gateway
 from infra.settings import cdk_json_cors_origins
 from voxelpipe.api.app import create_app
+from voxelpipe.api.auth import MACHINE_PREFIX
 from voxelpipe.dimse.settings import AeTitle
 from voxelpipe.function_specs import API, EXPORT, EXPORT_PATHS, LIVE
 from voxelpipe.wiring import LIVE_STAGE, EnvVar
@@ -64,10 +65,14 @@ def acting_as(cloud: LocalCloud, function: str, app: ASGIApp) -> ASGIApp:
 
 def acting_by_path(cloud: LocalCloud, app: ASGIApp) -> ASGIApp:
     """The app, each request handled as the function API Gateway sends its path to: the export
-    function for EXPORT_PATHS (its role holds them), the API function for the rest."""
+    function for EXPORT_PATHS (its role holds them; under MACHINE_PREFIX too), the API function for
+    the rest."""
 
     async def handled(scope: Scope, receive: Receive, send: Send) -> None:
-        first = str(scope.get("path", "")).strip("/").split("/", 1)[0]
+        path = str(scope.get("path", ""))
+        if path == MACHINE_PREFIX or path.startswith(MACHINE_PREFIX + "/"):
+            path = path.removeprefix(MACHINE_PREFIX)
+        first = path.strip("/").split("/", 1)[0]
         with cloud.acting_as(EXPORT.name if first in EXPORT_PATHS else API.name):
             await app(scope, receive, send)
 

@@ -19,9 +19,11 @@ from tests.fixtures.events import load_event
 from voxelpipe.adapters.cognito_clients import CognitoClientIssuer
 from voxelpipe.adapters.machine_clients import DynamoMachineClients
 from voxelpipe.api.app import create_app
+from voxelpipe.api.audit import MACHINE_ROLE, REQUEST_ID_HEADER
 from voxelpipe.api.auth import Role, mint_dev_access_token, mint_dev_token
 from voxelpipe.function_specs import API
 from voxelpipe.machine_clients import MachineClient, Scope
+from voxelpipe.records import AccessRecord
 from voxelpipe.wiring import EnvVar
 
 STUDY = {"files": [{"name": "scan.nii.gz", "size": 1000}]}
@@ -61,7 +63,16 @@ def test_a_reading_client_reads_its_tenant_and_may_not_create(api: TestClient):
     page = api.get("/machine/studies", headers=reader)
     assert page.status_code == 200, page.text
     assert [s["study_id"] for s in page.json()["items"]] == [mine] and theirs not in page.text
-    assert api.get(f"/machine/studies/{mine}", headers=reader).status_code == 200
+    read = api.get(f"/machine/studies/{mine}", headers=reader)
+    assert read.status_code == 200
+    # Its access audit row names the client (its id the actor, its name beside it), the path as called.
+    (row,) = [
+        r
+        for r in AccessRecord.query("lab-a", consistent_read=True)
+        if r.request_id == read.headers[REQUEST_ID_HEADER]
+    ]
+    assert (row.actor, row.role, row.action, row.study_id) == (client_id, MACHINE_ROLE, "study.read", mine)
+    assert row.resource["client"] == "pacs-reader" and row.path == f"/machine/studies/{mine}"
     # ... may not create a study, even with a token claiming more than the client was given ...
     for token in (reader, machine(client_id, Scope.STUDIES_READ, Scope.STUDIES_WRITE)):
         refused = api.post("/machine/studies", json=STUDY, headers=token)
