@@ -289,6 +289,9 @@ def mint_dev_token(tenant: str, role: Role, subject: str | None = None, ttl_s: i
         "sub": subject or f"dev-{role}",
         "iat": now,
         "exp": now + ttl_s,
+        # Each token its own, as Cognito's are: two minted within one second (a sign-in and its
+        # refresh) would otherwise be the same string.
+        "jti": secrets.token_hex(8),
         TENANT_CLAIM: tenant,
         GROUPS_CLAIM: [Role(role).value],
     }
