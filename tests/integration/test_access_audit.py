@@ -162,6 +162,13 @@ def test_every_call_on_tenant_data_writes_exactly_one_audit_row(api: TestClient)
     before = len(rows(WALKER))
     assert api.get(f"/studies/{study_id}").status_code == 401
     assert len(rows(WALKER)) == before
+    # An earlier attempt's results (?attempt=): one row, the attempt asked for noted (a 404 here: none).
+    fresh = create_study(api, WALKER).json()["study_id"]  # the walk deleted the first
+    earlier = api.get(f"/studies/{fresh}/results?attempt=2", headers=auth(WALKER, Role.VIEWER))
+    assert earlier.status_code == 404 and earlier.json()["code"] == "attempt_not_found"
+    request_id = earlier.headers[REQUEST_ID_HEADER]
+    (row,) = [r for r in rows(WALKER) if r.request_id == request_id]
+    assert (row.action, row.status, row.path) == ("study.results", 404, f"/studies/{fresh}/results")
     # What routes note: the study a POST created, the links a results call would issue.
     created_row = next(row for row in rows(WALKER) if row.action == "study.create")
     assert created_row.study_id == study_id and created_row.resource["study_id"] == study_id
