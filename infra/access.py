@@ -172,8 +172,15 @@ READ_ONLY_TABLES: dict[str, frozenset[Resource]] = {
     LIVE.name: frozenset({Resource.STUDIES_TABLE}),  # a subscription names a study of the tenant
     # Egress reads studies and destinations; it writes only deliveries (their acknowledgements).
     EGRESS.name: frozenset({Resource.STUDIES_TABLE, Resource.DESTINATIONS_TABLE}),
-    EXPORT.name: frozenset({Resource.STUDIES_TABLE}),  # reads the tenant-created index, page by page
+    # Reads the tenant-created index, page by page; who a machine client is.
+    EXPORT.name: frozenset({Resource.STUDIES_TABLE, Resource.MACHINE_CLIENTS_TABLE}),
 }
+
+# The audit tables (wiring.APPEND_ONLY_RESOURCES: the study trail and the access audit) are
+# append-only for every role, whatever this module says of them: infra/security.grant_table gives
+# reads and PutItem at most and an explicit Deny of every item change (docs/security.md, "Audit").
+# Only the API and the export function (the same app, for GET /measures) are told of the access
+# audit and the quotas table (function_specs.API, EXPORT).
 
 # Destinations' secrets (Secrets Manager, one per destination, named under the deployment's prefix):
 # the API creates, replaces and deletes them; egress reads them. No other function may.
@@ -185,6 +192,11 @@ DESTINATION_SECRET_ACTIONS: dict[str, tuple[str, ...]] = {
         "secretsmanager:TagResource",
     ),
     EGRESS.name: ("secretsmanager:GetSecretValue",),
+}
+# Machine clients' app clients in the user pool (docs/security.md): the API creates and deletes them
+# (POST, DELETE /clients), on the deployment's own pool only. No other function may touch the pool.
+USER_POOL_ACTIONS: dict[str, tuple[str, ...]] = {
+    API.name: ("cognito-idp:CreateUserPoolClient", "cognito-idp:DeleteUserPoolClient"),
 }
 # The roles S3 destinations name (in the tenants' accounts) egress may assume: this name prefix only.
 EGRESS_ASSUMES_DELIVERY_ROLES = EGRESS.name

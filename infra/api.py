@@ -16,11 +16,14 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from infra import nag
+from infra.private_api import PrivateEndpoints
 from infra.security import StackSecurity
 from voxelpipe.api.app import CORS_HEADERS, CORS_MAX_AGE_S, CORS_METHODS
-from voxelpipe.api.auth import Role
+from voxelpipe.api.auth import MACHINE_PREFIX, Role
 from voxelpipe.api.routes.dicomweb import BINARY_MEDIA_TYPES
+from voxelpipe.federation import IDP_GROUPS_ATTRIBUTE_NAME, IDP_GROUPS_MAX_LENGTH
 from voxelpipe.function_specs import EXPORT_PATHS
+from voxelpipe.machine_clients import RESOURCE_SERVER, Scope
 from voxelpipe.measure_tables import TableFormat
 
 # Routes anyone may call: health checks and the API's own documentation.
@@ -50,15 +53,27 @@ class StudyApi(Construct):
         export_handler: lambda_.IFunction,
         security: StackSecurity,
         cors_allowed_origins: tuple[str, ...] = (),
+        private: PrivateEndpoints | None = None,
     ) -> None:
+        """`private`: the API is reachable only through `private`'s execute-api endpoint
+        (infra/private_api.py)."""
         super().__init__(scope, construct_id)
         # Tenant is a custom attribute set by an administrator; roles are Cognito groups.
+        # idp_groups: a federated user's IdP groups (infra/identity.py), rewritten at each of their
+        # sign-ins (so mutable), read only by the pre-token-generation trigger. Declared in every
+        # deployment: a pool's custom attributes can be added but never removed, so one that came
+        # and went with the identity providers would fail the deployment that removes the last one.
         self.user_pool = cognito.UserPool(
             self,
             "Users",
             self_sign_up_enabled=False,
             sign_in_aliases=cognito.SignInAliases(email=True),
-            custom_attributes={"tenant": cognito.StringAttribute(min_len=1, max_len=63, mutable=False)},
+            custom_attributes={
+                "tenant": cognito.StringAttribute(min_len=1, max_len=63, mutable=False),
+                IDP_GROUPS_ATTRIBUTE_NAME: cognito.StringAttribute(
+                    min_len=0, max_len=IDP_GROUPS_MAX_LENGTH, mutable=True
+                ),
+            },
             password_policy=cognito.PasswordPolicy(
                 min_length=12,
                 require_symbols=True,
@@ -79,6 +94,17 @@ class StudyApi(Construct):
                 user_pool_id=self.user_pool.user_pool_id,
                 group_name=role.value,
             )
+        # Machine clients' scopes (docs/security.md): "voxelpipe/<scope>", one per kind of route.
+        self.resource_server = self.user_pool.add_resource_server(
+            "Scopes",
+            identifier=RESOURCE_SERVER,
+            scopes=[
+                cognito.ResourceServerScope(
+                    scope_name=scope.value, scope_description=f"voxelpipe {scope.value}"
+                )
+                for scope in Scope
+            ],
+        )
         self.client = self.user_pool.add_client(
             "CliClient",
             # SRP for SDKs; the password flow (over TLS) lets the AWS CLI get a token (docs/deploy.md).
@@ -114,6 +140,13 @@ class StudyApi(Construct):
             else None,
             # The account-wide role that lets API Gateway write execution logs to CloudWatch.
             cloud_watch_role=True,
+            # Private: reachable through the interface endpoint only (its resource policy says so).
+            endpoint_configuration=apigw.EndpointConfiguration(
+                types=[apigw.EndpointType.PRIVATE], vpc_endpoints=[private.execute_api]
+            )
+            if private is not None
+            else None,
+            policy=private.api_policy() if private is not None else None,
             default_method_options=apigw.MethodOptions(
                 authorizer=authorizer, authorization_type=apigw.AuthorizationType.COGNITO
             ),
@@ -148,6 +181,9 @@ class StudyApi(Construct):
         )
         self.rest_api.deployment_stage.node.add_dependency(execution_logs)
         nag.acknowledge(self.rest_api, *nag.REST_API)
+        if private is not None:
+            # The stage's own URL does not resolve outside the VPC's private DNS: this one does.
+            CfnOutput(self, "PrivateUrl", value=private.api_url(self.rest_api.rest_api_id, STAGE_NAME))
         # Bodies and parameters are checked before the function runs (FastAPI checks the schema).
         validator = self.rest_api.add_request_validator(
             "Validator", validate_request_body=True, validate_request_parameters=True
@@ -162,6 +198,28 @@ class StudyApi(Construct):
             self.rest_api.root.add_resource(path).add_method(
                 "GET", apigw.LambdaIntegration(export_handler), request_validator=validator
             )
+        # Machine clients (docs/security.md): the same routes under /machine, where the authorizer
+        # takes an access token carrying one of the voxelpipe scopes (a method with authorization
+        # scopes is checked against the access token; one without, against an ID token: so people
+        # call outside /machine and machines under it). The app checks each route's own scope.
+        machine_root = self.rest_api.root.add_resource(MACHINE_PREFIX.strip("/"))
+        machine_scopes = [scope.full_name for scope in Scope]
+        machine = machine_root.add_proxy(any_method=False)
+        machine.add_method(
+            "ANY",
+            request_validator=validator,
+            request_parameters={"method.request.path.proxy": True},
+            authorization_scopes=machine_scopes,
+        )
+        # A machine's cohort export goes to the export function too (pyarrow, the 6 MB answer limit).
+        for path in EXPORT_PATHS:
+            machine_root.add_resource(path).add_method(
+                "GET",
+                apigw.LambdaIntegration(export_handler),
+                request_validator=validator,
+                authorization_scopes=machine_scopes,
+            )
+        CfnOutput(self, "MachineApiUrl", value=self.rest_api.url_for_path(MACHINE_PREFIX))
         for path in PUBLIC_PATHS:
             method = self.rest_api.root.add_resource(path).add_method(
                 "GET", authorization_type=apigw.AuthorizationType.NONE, request_validator=validator

@@ -32,7 +32,7 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from voxelpipe.function_specs import DEPENDENCY_GROUPS, FUNCTIONS, DependencyGroup
+from voxelpipe.function_specs import DEPENDENCY_GROUPS, FUNCTIONS, OPTIONAL_FUNCTIONS, DependencyGroup
 from voxelpipe.viewer.assets import niivue_missing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,7 +215,7 @@ def split_groups(
 
 def function_groups() -> dict[str, tuple[DependencyGroup, ...]]:
     """The dependency layers of each zip function, by name."""
-    return {spec.name: spec.dependencies for spec in FUNCTIONS if not spec.image}
+    return {spec.name: spec.dependencies for spec in (*FUNCTIONS, *OPTIONAL_FUNCTIONS) if not spec.image}
 
 
 def pip_install(requirements: Iterable[Requirement], target: Path) -> None:

@@ -407,3 +407,18 @@ EGRESS_VPC = Ack(
     "AWSLambdaVPCAccessExecutionRole to create and remove its network interfaces.",
     (managed_policy("service-role/AWSLambdaVPCAccessExecutionRole"),),
 )
+
+# The private network mode (infra/private_api.py).
+PRIVATE_ENDPOINTS_INGRESS = tuple(
+    Ack(
+        rule,
+        "The private API and S3 endpoints take HTTPS (443) only, from the VPC's own range and the client "
+        "networks voxelpipe:network:clientCidrs names (a zero-length prefix is refused at synthesis); the "
+        "VPC's range is a token at synthesis, which the rule cannot read.",
+    )
+    for rule in (
+        "AwsSolutions-EC23",
+        "HIPAA.Security-EC2RestrictedCommonPorts",
+        "HIPAA.Security-EC2RestrictedSSH",
+    )
+)

@@ -31,6 +31,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import nag
+from voxelpipe.wiring import APPEND_ONLY_RESOURCES
 
 # CloudWatch Logs accepts only these retention periods (days).
 _RETENTION = {
@@ -78,6 +79,18 @@ DYNAMODB_READ = (
 )
 DYNAMODB_WRITE = ("dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
 SQS_SEND = ("sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage")
+# What no role may do to an append-only table's items (or the table): BatchWriteItem deletes too,
+# PartiQL updates and deletes, and the table's own settings (its TTL, its deletion).
+APPEND_ONLY_DENIED = (
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:PartiQLUpdate",
+    "dynamodb:PartiQLDelete",
+    "dynamodb:UpdateTable",
+    "dynamodb:DeleteTable",
+    "dynamodb:UpdateTimeToLive",
+)
 
 
 def retention(days: int) -> logs.RetentionDays:
@@ -335,10 +348,22 @@ def grant_table(
     delete: bool = False,
 ) -> None:
     """Item actions on the table and its named indexes (no `index/*`); KMS to match. `delete`
-    without `write`: reads, and deleting items (a purge), but no puts or updates."""
+    without `write`: reads, and deleting items (a purge), but no puts or updates.
+
+    An append-only table (wiring.APPEND_ONLY_RESOURCES: the audit tables) gets reads and PutItem
+    at most, and an explicit Deny of every way to change or remove its items, whatever else the
+    role is granted (a later grant, a broader policy)."""
     resources = [table.table_arn, *(f"{table.table_arn}/index/{name}" for name in indexes)]
-    actions = [*DYNAMODB_READ, *(DYNAMODB_WRITE if write else ("dynamodb:DeleteItem",) if delete else ())]
+    append_only = table.node.id in APPEND_ONLY_RESOURCES
+    if append_only:
+        actions = [*DYNAMODB_READ, *(("dynamodb:PutItem",) if write or delete else ())]
+    else:
+        actions = [*DYNAMODB_READ, *(DYNAMODB_WRITE if write else ("dynamodb:DeleteItem",) if delete else ())]
     grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=resources))
+    if append_only:
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(effect=iam.Effect.DENY, actions=list(APPEND_ONLY_DENIED), resources=resources)
+        )
     if table.encryption_key is not None:
         table.encryption_key.grant(grantee, *(DYNAMODB_KMS_WRITE if write or delete else DYNAMODB_KMS_READ))
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from voxelpipe.quotas import default_limits
 from voxelpipe.wiring import DEFAULT_BATCH_MAX_IN_FLIGHT
 
 if TYPE_CHECKING:  # imported without CDK by `voxelpipe serve` (the CORS origins)
@@ -24,6 +25,18 @@ DERIVED_TRANSITION_DAYS = "voxelpipe:derivedTransitionDays"
 CORS_ALLOWED_ORIGINS = "voxelpipe:corsAllowedOrigins"
 # How many studies of one bulk reprocess batch may be in flight at once (docs/api.md, batches).
 REPROCESS_MAX_IN_FLIGHT = "voxelpipe:reprocessMaxInFlight"
+# Days a machine client lives (its secret then stops working): the default and the most an admin
+# may ask for (docs/security.md, "Machine clients and CLI login").
+MACHINE_CLIENT_DAYS = "voxelpipe:machineClientDays"
+# Days the access audit keeps its rows (DynamoDB's TTL removes older ones); null (the default):
+# kept for ever. HIPAA keeps the documentation it requires 6 years (45 CFR 164.316(b)(2)): set at
+# least 2190 if at all.
+AUDIT_RETENTION_DAYS = "voxelpipe:audit:retention_days"
+# Per-tenant quota defaults, an object of voxelpipe.quotas.Quota names to limits (each tenant may be
+# given others through PUT /quotas/{tenant}); absent names keep voxelpipe.quotas.DEFAULT_LIMITS.
+QUOTAS = "voxelpipe:quotas"
+# The shortest retention accepted: the audit must outlive the 6 years HIPAA keeps documentation.
+MIN_AUDIT_RETENTION_DAYS = 6 * 365
 # The GPU workers' settings are `voxelpipe:gpu:*` keys, read by voxelpipe.gpu_settings.GpuSettings.
 
 DEFAULTS: dict[str, Any] = {
@@ -31,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
     DERIVED_TRANSITION_DAYS: 90,
     CORS_ALLOWED_ORIGINS: [],
     REPROCESS_MAX_IN_FLIGHT: DEFAULT_BATCH_MAX_IN_FLIGHT,
+    MACHINE_CLIENT_DAYS: 90,
+    AUDIT_RETENTION_DAYS: None,
+    QUOTAS: {},
 }
 
 
@@ -59,6 +75,9 @@ class StackSettings:
     derived_transition_days: int
     cors_allowed_origins: tuple[str, ...] = ()
     reprocess_max_in_flight: int = DEFAULT_BATCH_MAX_IN_FLIGHT
+    machine_client_days: int = 90
+    audit_retention_days: int | None = None
+    quota_defaults: dict[str, int] | None = None
 
     @classmethod
     def from_context(cls, node: Node) -> StackSettings:
@@ -71,7 +90,26 @@ class StackSettings:
             derived_transition_days=int(value(DERIVED_TRANSITION_DAYS)),
             cors_allowed_origins=parse_origins(value(CORS_ALLOWED_ORIGINS)),
             reprocess_max_in_flight=int(value(REPROCESS_MAX_IN_FLIGHT)),
+            machine_client_days=int(value(MACHINE_CLIENT_DAYS)),
+            audit_retention_days=None
+            if value(AUDIT_RETENTION_DAYS) is None
+            else int(value(AUDIT_RETENTION_DAYS)),
+            quota_defaults={
+                quota.value: limit for quota, limit in default_limits(json.dumps(value(QUOTAS))).items()
+            },
         )
+        if not 1 <= settings.machine_client_days <= 365:
+            raise ValueError(
+                f"{MACHINE_CLIENT_DAYS} must be 1 to 365 days, not {settings.machine_client_days}"
+            )
+        if (
+            settings.audit_retention_days is not None
+            and settings.audit_retention_days < MIN_AUDIT_RETENTION_DAYS
+        ):
+            raise ValueError(
+                f"{AUDIT_RETENTION_DAYS} is {settings.audit_retention_days}: keep the access audit at least "
+                f"{MIN_AUDIT_RETENTION_DAYS} days (HIPAA's 6 years), or leave it unset (kept for ever)"
+            )
         if (
             min(
                 settings.derived_transition_days,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import ArnFormat, Aws, Duration, Stack, Tags
+from aws_cdk import ArnFormat, Aws, CfnOutput, Duration, Stack, Tags
+from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -26,15 +28,19 @@ from infra.access import (
     PSEUDONYM_SECRET_READERS,
     PURGE_ONLY_TABLES,
     READ_ONLY_TABLES,
+    USER_POOL_ACTIONS,
     grant_executions,
 )
 from infra.api import StudyApi
 from infra.dicom_receiver import DicomReceiver, DicomReceiverSettings
 from infra.gpu import GpuWorkers
+from infra.identity import Federation
+from infra.identity_settings import identity_settings, network_settings
 from infra.layers import VOXELPIPE_LAYER
 from infra.live import LiveProgress
 from infra.monitoring import ALARM_EMAIL_CONTEXT, WORK_QUEUE_OLDEST_S, Monitoring
 from infra.notifications import StudyNotifications
+from infra.private_api import PrivateEndpoints
 from infra.security import (
     QueueFailureDestination,
     StackSecurity,
@@ -67,13 +73,21 @@ from voxelpipe.function_specs import (
     REAPER,
     REPROCESS_BATCHES,
     SCALER,
+    TOKEN_CLAIMS,
     WEBHOOK,
     DependencyGroup,
     FunctionSpec,
     function_spec,
 )
 from voxelpipe.gpu_settings import GpuSettings
-from voxelpipe.records import IDENTITY_MODELS, LIVE_MODELS, REGISTRY_MODELS, STATUS_MODELS, table_schema
+from voxelpipe.records import (
+    IDENTITY_MODELS,
+    LIVE_MODELS,
+    REGISTRY_MODELS,
+    STATUS_MODELS,
+    TENANT_MODELS,
+    table_schema,
+)
 from voxelpipe.wiring import ENV_RESOURCES, FUNCTION_TAG, GPU_RESOURCES, EnvVar, Prefix, Resource
 from voxelpipe.workflow_settings import (
     DISPATCH_BATCH_SIZE,
@@ -126,6 +140,9 @@ class VoxelpipeStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.settings = StackSettings.from_context(self.node)
+        # Sign-in (identity providers, hosted UI) and network mode: docs/security.md.
+        self.identity = identity_settings(self.node.try_get_context)
+        self.network = network_settings(self.node.try_get_context)
         self.security = StackSecurity(self, "Security", log_retention_days=self.settings.log_retention_days)
         key = self.security.data_key
 
@@ -171,7 +188,7 @@ class VoxelpipeStack(Stack):
         }
         tables = {
             ENV_RESOURCES[var]: table_for_model(self, ENV_RESOURCES[var], model, key=key)
-            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS, **LIVE_MODELS}.items()
+            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS, **LIVE_MODELS, **TENANT_MODELS}.items()
         }
         tables[Resource.IDEMPOTENCY_TABLE] = idempotency_table(self, Resource.IDEMPOTENCY_TABLE, key=key)
         # The identity maps: under their own key, granted only as IDENTITY_MAP_ACCESS says.
@@ -187,7 +204,7 @@ class VoxelpipeStack(Stack):
             ENV_RESOURCES[var]: [
                 index["index_name"] for index in table_schema(model)["global_secondary_indexes"]
             ]
-            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS, **LIVE_MODELS}.items()
+            for var, model in {**STATUS_MODELS, **REGISTRY_MODELS, **LIVE_MODELS, **TENANT_MODELS}.items()
         }
         self.security.back_up_tables(self, list(tables.values()))
         # `make layers` builds them (infra/layers.py), with bytecode for python3.12.
@@ -371,6 +388,12 @@ class VoxelpipeStack(Stack):
                 )
             )
 
+        # Private mode: the API and presigned URLs through interface endpoints in the stack's VPC.
+        self.private_endpoints = (
+            PrivateEndpoints(self, "PrivateEndpoints", vpc=gpu.vpc, settings=self.network, bucket=bucket)
+            if self.network.private
+            else None
+        )
         self.api = StudyApi(
             self,
             "Api",
@@ -378,20 +401,63 @@ class VoxelpipeStack(Stack):
             export_handler=functions[EXPORT.name],
             security=self.security,
             cors_allowed_origins=self.settings.cors_allowed_origins,
+            private=self.private_endpoints,
         )
-        self.live = LiveProgress(
+        if self.private_endpoints is not None:
+            # Both presign (the export function: a large export's 303).
+            for api_function in (API, EXPORT):
+                functions[api_function.name].add_environment(
+                    EnvVar.S3_PUBLIC_ENDPOINT, self.private_endpoints.s3_endpoint_url
+                )
+        # Federated users' tenant and roles: the pre-token-generation trigger (voxelpipe.federation).
+        self.token_claims = (
+            self._function(
+                TOKEN_CLAIMS, [voxelpipe_layer, *(dependency_layers[g] for g in TOKEN_CLAIMS.dependencies)]
+            )
+            if self.identity.federated
+            else None
+        )
+        self.federation = Federation(
             self,
-            "Live",
-            security=self.security,
-            bus=notifications.bus,
-            routes=functions[LIVE.name],
-            authorizer=functions[LIVE_AUTHORIZER.name],
-            push=functions[LIVE_PUSH.name],
+            "Identity",
+            settings=self.identity,
+            user_pool=self.api.user_pool,
+            client=self.api.client,
+            trigger=self.token_claims,
+            root=ROOT,
         )
-        functions[API.name].add_environment(EnvVar.LIVE_URL, self.live.url)
+        # Machine clients and `voxelpipe login` use the hosted UI's domain (when there is one).
+        self._wire_machine_clients(functions, login_domain=self.federation.domain)
+        # Live progress is a WebSocket API, which API Gateway cannot make private: a private
+        # deployment has none, and clients poll (GET /health names no live_url; docs/security.md).
+        self.live = (
+            LiveProgress(
+                self,
+                "Live",
+                security=self.security,
+                bus=notifications.bus,
+                routes=functions[LIVE.name],
+                authorizer=functions[LIVE_AUTHORIZER.name],
+                push=functions[LIVE_PUSH.name],
+            )
+            if not self.network.private
+            else None
+        )
+        # Empty: no live progress (voxelpipe.live.live_url), as GET /health then says.
+        functions[API.name].add_environment(EnvVar.LIVE_URL, self.live.url if self.live is not None else "")
         for api_function in (API, EXPORT):
             functions[api_function.name].add_environment(
                 EnvVar.CORS_ALLOWED_ORIGINS, ",".join(self.settings.cors_allowed_origins)
+            )
+        # The access audit's retention (unset: kept) and the quota defaults, from context: for both
+        # functions that serve the API's app.
+        for api_function in (API, EXPORT):
+            functions[api_function.name].add_environment(
+                EnvVar.AUDIT_RETENTION_DAYS,
+                "" if self.settings.audit_retention_days is None else str(self.settings.audit_retention_days),
+            )
+            functions[api_function.name].add_environment(
+                EnvVar.QUOTA_DEFAULTS, json.dumps(self.settings.quota_defaults or {}, sort_keys=True)
             )
         functions[LIVE_AUTHORIZER.name].add_environment(EnvVar.USER_POOL_ID, self.api.user_pool.user_pool_id)
         functions[LIVE_AUTHORIZER.name].add_environment(
@@ -456,10 +522,32 @@ class VoxelpipeStack(Stack):
                 )
         for spec in FUNCTIONS:
             monitoring.monitor_function(spec.construct_id, functions[spec.name])
+        if self.token_claims is not None:
+            monitoring.monitor_function(TOKEN_CLAIMS.construct_id, self.token_claims)
         for machine in (c for c in self.node.find_all() if isinstance(c, sfn.StateMachine)):
             name = machine.node.scope.node.id if machine.node.scope else machine.node.id
             monitoring.monitor_state_machine(name, machine)
         return monitoring
+
+    def _wire_machine_clients(
+        self, functions: dict[str, lambda_.Function], *, login_domain: cognito.UserPoolDomain | None
+    ) -> None:
+        """The API creates and deletes machine clients' app clients in the user pool (no other
+        function may: infra/access.py), and, with the hosted UI's domain (docs/security.md), tells
+        `voxelpipe login` where to sign in; machine clients get tokens at its /oauth2/token."""
+        pool = self.api.user_pool
+        api = functions[API.name]
+        api.add_environment(EnvVar.USER_POOL_ID, pool.user_pool_id)
+        api.add_environment(EnvVar.MACHINE_CLIENT_MAX_DAYS, str(self.settings.machine_client_days))
+        api.add_environment(EnvVar.LOGIN_CLIENT_ID, self.api.client.user_pool_client_id)
+        # Without a hosted UI there is nowhere to sign in: GET /health then names no `login`.
+        api.add_environment(EnvVar.LOGIN_BASE_URL, login_domain.base_url() if login_domain else "")
+        if login_domain is not None:
+            CfnOutput(self, "TokenEndpoint", value=f"{login_domain.base_url()}/oauth2/token")
+        for name, actions in USER_POOL_ACTIONS.items():
+            functions[name].add_to_role_policy(
+                iam.PolicyStatement(actions=list(actions), resources=[pool.user_pool_arn])
+            )
 
     def _wire_destinations(self, functions: dict[str, lambda_.Function]) -> None:
         """Destinations' secrets, one per destination under this deployment's name prefix (the API

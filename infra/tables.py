@@ -14,6 +14,7 @@ from voxelpipe.records import (
     table_schema,
     ttl_attribute,
 )
+from voxelpipe.wiring import APPEND_ONLY_RESOURCES
 
 _TYPES = {
     "S": dynamodb.AttributeType.STRING,
@@ -54,6 +55,8 @@ def table_for_model(
         partition_key=partition_key,
         sort_key=_key(schema["key_schema"], types, "RANGE"),
         time_to_live_attribute=ttl_attribute(model),
+        # An audit table cannot be deleted by a stack update or a console click (its rows stay).
+        deletion_protection=construct_id in APPEND_ONLY_RESOURCES,
         **_table_props(key),  # type: ignore[arg-type]
     )
     for index in schema["global_secondary_indexes"]:

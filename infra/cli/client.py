@@ -134,6 +134,13 @@ class Client:
         query = {k: v for k, v in params.items() if v is not None}
         return dict(self._call("GET", f"/subjects/{subject_ref}/timeline", params=query))
 
+    def audit(self, **params: Any) -> dict[str, Any]:
+        """One page of the tenant's access audit (GET /audit; `from`/`to` as the API names them)."""
+        return dict(self._call("GET", "/audit", params={k: v for k, v in params.items() if v is not None}))
+
+    def usage(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/usage"))
+
     def list_studies(self, **params: Any) -> dict[str, Any]:
         return dict(self._call("GET", "/studies", params={k: v for k, v in params.items() if v is not None}))
 
@@ -198,6 +205,18 @@ class Client:
 
     def delete_destination(self, name: str) -> dict[str, Any]:
         return dict(self._call("DELETE", f"/destinations/{name}"))
+
+    def create_client(self, name: str, scopes: list[str], valid_days: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "scopes": scopes}
+        if valid_days is not None:
+            body["valid_days"] = valid_days
+        return dict(self._call("POST", "/clients", json=body))
+
+    def list_clients(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/clients"))
+
+    def delete_client(self, name: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/clients/{name}"))
 
     def deliveries(self, study_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/studies/{study_id}/deliveries"))

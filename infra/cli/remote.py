@@ -1,9 +1,10 @@
-"""The CLI's commands for users of a deployment: serve, token, upload, status, results, report, list, model,
-atlas, norms, rules, destinations, deliveries, export, reprocess, attempts, batch, subjects,
-timeline, admin.
+"""The CLI's commands for users of a deployment: serve, token, login, logout, upload, status, results,
+report, list, model, atlas, norms, rules, destinations, deliveries, export, reprocess, attempts, batch,
+subjects, timeline, clients, audit, usage, admin.
 
-They talk to any deployment with `--api-url` and a token (`--token` or VOXELPIPE_TOKEN); with
-neither, to the local `voxelpipe serve`, with a development token minted on the spot.
+They talk to any deployment with `--api-url` and a token: `--token` (or VOXELPIPE_TOKEN), else the
+one `voxelpipe login` cached for that API (refreshed when expired); with none of these, to the
+local `voxelpipe serve`, with a development token minted on the spot.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from infra.cli.audit import add_audit_commands, run_audit
+from infra.cli.clients import add_clients_commands, run_clients
 from infra.cli.destinations import add_destination_commands, run_destinations
 from infra.cli.export import add_export_command, run_export
+from infra.cli.login import DEFAULT_LOGIN_PORT
 from infra.cli.reprocess import add_reprocess_commands, run_reprocess
 from infra.cli.rules import add_rules_command, run_rules
 
@@ -57,15 +61,44 @@ def add_commands(commands: Any) -> None:
         "default VOXELPIPE=demo)",
     )
 
-    token = commands.add_parser("token", help="mint a development token that `voxelpipe serve` accepts")
-    token.add_argument("--tenant", required=True, help="lower-case letters, digits and '-', up to 63")
-    token.add_argument(
-        "--role",
-        required=True,
-        choices=["operator", "admin", "uploader", "viewer"],
-        help="operator: also publishes deployment-wide models",
+    token = commands.add_parser(
+        "token",
+        help="mint a development token that `voxelpipe serve` accepts (a person's, or a machine client's)",
     )
-    token.add_argument("--hours", type=float, default=12.0, help="validity (default 12)")
+    token.add_argument("--tenant", required=True, help="lower-case letters, digits and '-', up to 63")
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument(
+        "--role",
+        choices=["operator", "admin", "uploader", "viewer"],
+        help="a person's ID token; operator: also publishes deployment-wide models",
+    )
+    who.add_argument(
+        "--client",
+        metavar="NAME",
+        help="the tenant's machine client NAME's access token (its scopes), as client credentials give "
+        "(the client is looked up on the local API, --api-url); call the API under /machine with it",
+    )
+    token.add_argument(
+        "--hours", type=float, help="validity (default 12; a client's access token: 1, as Cognito's)"
+    )
+    token.add_argument("--api-url", default=os.environ.get("VOXELPIPE_API_URL", DEFAULT_API_URL))
+
+    login = commands.add_parser(
+        "login",
+        help="sign in through the browser (the hosted UI, or `serve`'s development issuer); later "
+        "commands use the cached token",
+    )
+    login.add_argument("--api-url", default=os.environ.get("VOXELPIPE_API_URL", DEFAULT_API_URL))
+    login.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_LOGIN_PORT,
+        help=f"the loopback port the sign-in comes back to (default {DEFAULT_LOGIN_PORT}, the one the "
+        "deployment allows)",
+    )
+    login.add_argument("--no-browser", action="store_true", help="print the sign-in URL, open nothing")
+    logout = commands.add_parser("logout", help="revoke and forget the cached tokens for the API")
+    logout.add_argument("--api-url", default=os.environ.get("VOXELPIPE_API_URL", DEFAULT_API_URL))
 
     def connection(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--api-url", default=os.environ.get("VOXELPIPE_API_URL", DEFAULT_API_URL))
@@ -194,6 +227,8 @@ def add_commands(commands: Any) -> None:
     add_destination_commands(commands, connection)
     add_export_command(commands, connection)
     add_reprocess_commands(commands, connection)
+    add_clients_commands(commands, connection)
+    add_audit_commands(commands, connection)
 
 
 def _reference_commands(commands: Any, connection: Any) -> None:
@@ -253,8 +288,9 @@ def _client(args: argparse.Namespace) -> Any:
     from urllib.parse import urlparse
 
     from infra.cli.client import Client
+    from infra.cli.login import cached_token
 
-    token = args.token
+    token = args.token or cached_token(args.api_url)
     if token is None and urlparse(args.api_url).hostname in {h.strip("[]") for h in LOCAL_HOSTS}:
         from voxelpipe.api.auth import Role, mint_dev_token
 
@@ -342,17 +378,18 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     if args.command == "token":
-        from voxelpipe.api.auth import InvalidClaims, Role, mint_dev_token
-
-        try:
-            print(mint_dev_token(args.tenant, Role(args.role), ttl_s=int(args.hours * 3600)))
-        except InvalidClaims as invalid:  # a token the API would refuse
-            print(f"voxelpipe token: {invalid}", file=sys.stderr)
-            return 2
-        return 0
+        return _token(args)
+    if args.command in ("login", "logout"):
+        return _login(args)
     if args.command == "admin":
         return _admin(args)
-    client = _client(args)
+    from infra.cli.login import LoginError
+
+    try:
+        client = _client(args)
+    except LoginError as error:
+        print(f"voxelpipe {args.command}: {error}", file=sys.stderr)
+        return 1
     try:
         if args.command == "upload":
             return _upload(args, client)
@@ -368,6 +405,10 @@ def run(args: argparse.Namespace) -> int:
             return run_export(args, client)
         if args.command in ("reprocess", "attempts", "batch"):
             return run_reprocess(args, client)
+        if args.command == "clients":
+            return run_clients(args, client)
+        if args.command in ("audit", "usage"):
+            return run_audit(args, client)
         if args.command == "status" and args.watch:
             return _watch(args, client)
         if args.command == "status":
@@ -455,6 +496,59 @@ def describe_timeline(document: dict[str, Any]) -> str:
     if rates:
         lines.append(f"rates: {rates.get('name')} version {rates.get('version')} ({rates.get('citation')})")
     return "\n".join(lines)
+
+
+def _token(args: argparse.Namespace) -> int:
+    """`voxelpipe token`: a person's development token, or a machine client's access token."""
+    from infra.cli.client import ApiError, Client
+    from voxelpipe.api.auth import InvalidClaims, Role, mint_dev_access_token, mint_dev_token
+    from voxelpipe.machine_clients import Scope
+
+    try:
+        if args.role is not None:
+            hours = 12.0 if args.hours is None else args.hours
+            print(mint_dev_token(args.tenant, Role(args.role), ttl_s=int(hours * 3600)))
+            return 0
+        admin = mint_dev_token(args.tenant, Role.ADMIN, subject="voxelpipe-cli")
+    except InvalidClaims as invalid:  # a token the API would refuse
+        print(f"voxelpipe token: {invalid}", file=sys.stderr)
+        return 2
+    try:
+        found = Client(args.api_url, admin).list_clients()["items"]
+    except (ApiError, OSError) as error:
+        print(f"voxelpipe token: could not list the clients at {args.api_url}: {error}", file=sys.stderr)
+        return 1
+    client = next((c for c in found if c["name"] == args.client), None)
+    if client is None:
+        print(f"voxelpipe token: {args.tenant} has no machine client {args.client!r}", file=sys.stderr)
+        return 2
+    hours = 1.0 if args.hours is None else args.hours
+    scopes = frozenset(Scope(scope) for scope in client["scopes"])
+    print(mint_dev_access_token(client["client_id"], scopes, ttl_s=int(hours * 3600)))
+    return 0
+
+
+def _login(args: argparse.Namespace) -> int:
+    from infra.cli.login import LoginError, login, logout
+
+    if args.command == "logout":
+        print("signed out" if logout(args.api_url) else f"not signed in at {args.api_url}", file=sys.stderr)
+        return 0
+
+    def show(url: str) -> None:
+        print(f"sign in at: {url}", file=sys.stderr, flush=True)
+        if not args.no_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    try:
+        login(args.api_url, port=args.port, open_browser=show)
+    except (LoginError, OSError) as error:
+        print(f"voxelpipe login: {error}", file=sys.stderr)
+        return 1
+    print(f"signed in at {args.api_url}", file=sys.stderr)
+    return 0
 
 
 def _report(args: argparse.Namespace, client: Any) -> int:

@@ -57,6 +57,10 @@ IGNORED_TYPES = frozenset(
         "AWS::Cognito::UserPool",
         "AWS::Cognito::UserPoolClient",
         "AWS::Cognito::UserPoolGroup",
+        # Machine clients' scopes and the hosted UI: locally, the development issuer stands in
+        # (`voxelpipe serve`'s /oauth2 endpoints, infra/local/dev_issuer.py).
+        "AWS::Cognito::UserPoolResourceServer",
+        "AWS::Cognito::UserPoolDomain",
         # The API's hardening lives in API Gateway, which is not emulated (above): its account-level
         # CloudWatch role, request validator and WAF web ACL have nothing local to protect.
         "AWS::ApiGateway::Account",

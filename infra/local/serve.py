@@ -24,12 +24,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infra.local.cloud import LocalCloud
 from infra.local.deploy import REGION
+from infra.local.dev_issuer import DEV_LOGIN_CLIENT_ID, DevIssuer
 from infra.local.dicom_receiver import receiving_dicom
 from infra.local.live import LiveConnections, ManagementEndpoint, live_route
 from infra.local.s3_gateway import S3Gateway
 from infra.settings import cdk_json_cors_origins
-from voxelpipe.adapters.storage import PUBLIC_ENDPOINT_ENV
 from voxelpipe.api.app import create_app
+from voxelpipe.api.auth import MACHINE_PREFIX
 from voxelpipe.dimse.settings import AeTitle
 from voxelpipe.function_specs import API, EXPORT, EXPORT_PATHS, LIVE
 from voxelpipe.wiring import LIVE_STAGE, EnvVar
@@ -64,10 +65,14 @@ def acting_as(cloud: LocalCloud, function: str, app: ASGIApp) -> ASGIApp:
 
 def acting_by_path(cloud: LocalCloud, app: ASGIApp) -> ASGIApp:
     """The app, each request handled as the function API Gateway sends its path to: the export
-    function for EXPORT_PATHS (its role holds them), the API function for the rest."""
+    function for EXPORT_PATHS (its role holds them; under MACHINE_PREFIX too), the API function for
+    the rest."""
 
     async def handled(scope: Scope, receive: Receive, send: Send) -> None:
-        first = str(scope.get("path", "")).strip("/").split("/", 1)[0]
+        path = str(scope.get("path", ""))
+        if path == MACHINE_PREFIX or path.startswith(MACHINE_PREFIX + "/"):
+            path = path.removeprefix(MACHINE_PREFIX)
+        first = path.strip("/").split("/", 1)[0]
         with cloud.acting_as(EXPORT.name if first in EXPORT_PATHS else API.name):
             await app(scope, receive, send)
 
@@ -124,13 +129,16 @@ def serving(
     origins = cdk_json_cors_origins() if cors_origins is None else cors_origins
     overrides = {
         EnvVar.AUTH_MODE.value: "dev",
-        PUBLIC_ENDPOINT_ENV: endpoints.s3,
+        EnvVar.S3_PUBLIC_ENDPOINT.value: endpoints.s3,
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         EnvVar.LIVE_URL.value: endpoints.live,
         EnvVar.LIVE_CALLBACK_URL.value: endpoints.live_management,
         EnvVar.CORS_ALLOWED_ORIGINS.value: ",".join(origins),
         # No response payload limit here: cohort exports stream (docs/api.md, GET /measures).
         EnvVar.EXPORT_INLINE_MAX_BYTES.value: "",
+        # `voxelpipe login` signs in at the development issuer, on the API's own address.
+        EnvVar.LOGIN_BASE_URL.value: endpoints.api,
+        EnvVar.LOGIN_CLIENT_ID.value: DEV_LOGIN_CLIENT_ID,
     }
     credentials = session_credentials()
     with LocalCloud(env=overrides, credentials=credentials) as cloud:
@@ -146,6 +154,7 @@ def serving(
         # stack's WebSocket API (the push function's grant names it).
         sockets = LiveConnections()
         fastapi_app = create_app()
+        fastapi_app.include_router(DevIssuer().router())  # /oauth2/...: the hosted UI's stand-in
         fastapi_app.add_api_websocket_route(
             LIVE_PATH, live_route(sockets, lambda: cloud.acting_as(LIVE.name))
         )

@@ -67,6 +67,19 @@ def test_create_upload_follow_and_fetch_results_through_api_gateway_events(cloud
         registered["actor"] == "7d8ca528-4931-4254-9273-ea5ee853f271"
         and registered["source"] == "198.51.100.7"
     )
+    # The access audit: one row per call, with API Gateway's request id, source and user agent.
+    access = boto3.resource("dynamodb").Table(cloud.env("VOXELPIPE_ACCESS_AUDIT_TABLE"))
+    calls = access.query(KeyConditionExpression="tenant = :t", ExpressionAttributeValues={":t": "lab-a"})
+    by_action = {row["action"]: row for row in calls["Items"]}
+    assert set(by_action) == {"study.create", "study.read", "study.results"}
+    read = by_action["study.results"]
+    assert (read["request_id"], read["source_ip"], read["user_agent"]) == (
+        get["requestContext"]["requestId"],
+        "198.51.100.7",
+        "curl/8.5.0",
+    )
+    assert read["status"] == 200 and read["study_id"] == created["study_id"]
+    assert json.loads(read["resource"])["download_links"] == len(results["artifacts"])
 
 
 def test_another_tenant_gets_404_and_missing_claims_get_401(cloud: LocalCloud):

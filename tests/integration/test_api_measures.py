@@ -34,7 +34,7 @@ from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import Role, mint_dev_token
 from voxelpipe.cohort import COLUMNS, ROW_ATTRIBUTES
 from voxelpipe.function_specs import API, EXPORT
-from voxelpipe.records import StudyRecord
+from voxelpipe.records import AccessRecord, StudyRecord
 from voxelpipe.status import StudyStatus
 from voxelpipe.wiring import EnvVar
 
@@ -194,6 +194,9 @@ def test_a_completed_study_exports_with_its_analysis_version(
     assert set(table["analysis_version"]) == {QC.version} and set(table["subject_ref"]) == {"sub-1"}
     assert table["completed_at"].notna().all() and len(table) > 20
     assert table.set_index("measure").loc["foreground.volume_ml", "unit"] == "mL"
+    # The export function's role wrote the export's access audit row (its IAM allows the append).
+    (row,) = [r for r in AccessRecord.query("lab-z", consistent_read=True) if r.action == "measures.export"]
+    assert (row.status, row.resource["format"]) == (200, "csv")
 
 
 def test_voxelpipe_export_follows_the_303_without_its_token_and_counts_the_rows(

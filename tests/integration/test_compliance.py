@@ -20,12 +20,22 @@ from cfnlint.api import ManualArgs, lint
 
 from infra import nag
 from infra.dicom_receiver import AE_TITLES_CONTEXT, INTERNET_FACING_CONTEXT, TLS_CONTEXT
+from infra.identity_settings import (
+    API_ENDPOINT_CONTEXT,
+    CALLBACK_URLS_CONTEXT,
+    CLIENT_CIDRS_CONTEXT,
+    DOMAIN_CONTEXT,
+    LOGOUT_URLS_CONTEXT,
+    PROVIDERS_CONTEXT,
+)
 from infra.layers import stand_in_layers
 from infra.pipeline import PIPELINE_CONTEXT, PIPELINE_STACK_NAME, STACK_NAME, PipelineConfig, PipelineStack
 from infra.security import StackSecurity, retention
 from infra.settings import CORS_ALLOWED_ORIGINS, DERIVED_TRANSITION_DAYS, StackSettings
 from infra.synth import build_app
+from voxelpipe.federation import IDP_GROUPS_ATTRIBUTE_NAME
 from voxelpipe.gpu_settings import GPU_CONTEXT_PREFIX
+from voxelpipe.wiring import CLI_CALLBACK_URL, EnvVar
 
 # A context value other than the default, to show the derived/ transition follows it.
 TRANSITION_DAYS = 45
@@ -35,6 +45,39 @@ CORS_ORIGINS = ["https://viewer.example.org", "https://lab.example.org"]
 MAX_WORKERS = f"{GPU_CONTEXT_PREFIX}max_workers"
 DICOM_CERTIFICATE = "arn:aws:acm:eu-west-1:222222222222:certificate/11111111-2222-3333-4444-555555555555"
 
+# The dev stage signs people in through two identity providers and keeps its API private (the
+# standalone stack has the defaults: neither), so that one synthesis checks both API modes.
+CLIENT_CIDR = "10.20.0.0/16"
+OIDC_SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:111111111111:secret:voxelpipe/keycloak-AbCdEf"
+CALLBACK_URLS = ["https://viewer.hospital-a.example/callback", "http://localhost:8765/callback"]
+FEDERATED_PRIVATE = {
+    API_ENDPOINT_CONTEXT: "private",
+    CLIENT_CIDRS_CONTEXT: [CLIENT_CIDR],
+    DOMAIN_CONTEXT: {"prefix": "hospital-a-voxelpipe"},
+    CALLBACK_URLS_CONTEXT: CALLBACK_URLS,
+    LOGOUT_URLS_CONTEXT: ["https://viewer.hospital-a.example/"],
+    PROVIDERS_CONTEXT: [
+        {
+            "type": "saml",
+            "name": "entra",
+            "tenant": "hospital-a",
+            "metadataUrl": "https://login.microsoftonline.com/t/federationmetadata/2007-06/federationmetadata.xml",
+            "groupsAttribute": "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
+            "roles": {"6f1c0000-uploaders": "uploader"},
+        },
+        {
+            "type": "oidc",
+            "name": "keycloak",
+            "tenant": "hospital-b",
+            "issuer": "https://keycloak.hospital-b.example/realms/radiology",
+            "clientId": "voxelpipe",
+            "clientSecretArn": OIDC_SECRET_ARN,
+            "clientSecretField": "client_secret",
+            "groupsAttribute": "groups",
+            "roles": {"/voxelpipe/admins": "admin"},
+        },
+    ],
+}
 
 # A pipeline to two accounts, so that the pipeline stack and both stages are checked too.
 PIPELINE = {
@@ -42,7 +85,11 @@ PIPELINE = {
     "repository": "example-org/voxelpipe",
     "branch": "main",
     "stages": {
-        "dev": {"account": "111111111111", "region": "eu-west-1", "context": {MAX_WORKERS: 2}},
+        "dev": {
+            "account": "111111111111",
+            "region": "eu-west-1",
+            "context": {MAX_WORKERS: 2, **FEDERATED_PRIVATE},
+        },
         "prod": {
             "account": "222222222222",
             "region": "eu-west-1",
@@ -314,3 +361,127 @@ def test_settings_refuse_values_aws_would_refuse():
     assert StackSettings.from_context(app.node).derived_transition_days == 30
     with pytest.raises(ValueError, match="invalid deployment settings"):
         StackSettings.from_context(App(context={DERIVED_TRANSITION_DAYS: 0}).node)
+
+
+def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r["Properties"] for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def _dev_template(synthesized: Synthesized) -> dict[str, Any]:
+    (dev,) = [t for name, t in synthesized.templates.items() if "-Dev/" in name]
+    return dev
+
+
+def _api_environment(template: dict[str, Any]) -> dict[str, Any]:
+    (api,) = [
+        f
+        for f in _resources(template, "AWS::Lambda::Function").values()
+        if {"Key": "voxelpipe:function", "Value": "api"} in f.get("Tags", [])
+    ]
+    variables: dict[str, Any] = api["Environment"]["Variables"]
+    return variables
+
+
+def test_a_private_api_is_reachable_only_through_its_interface_endpoint(synthesized: Synthesized):
+    dev = _dev_template(synthesized)
+    endpoints = _resources(dev, "AWS::EC2::VPCEndpoint")
+    interface = {
+        name: json.dumps(props["ServiceName"]).strip('"]}').rsplit(".", 1)[-1]
+        for name, props in endpoints.items()
+        if props["VpcEndpointType"] == "Interface"
+    }
+    assert sorted(interface.values()) == ["execute-api", "s3"]
+    assert all(endpoints[name]["PrivateDnsEnabled"] is False for name in interface)
+    (execute_api,) = [name for name, service in interface.items() if service == "execute-api"]
+    (s3_endpoint,) = [name for name, service in interface.items() if service == "s3"]
+    (rest,) = _resources(dev, "AWS::ApiGateway::RestApi").values()
+    assert rest["EndpointConfiguration"] == {"Types": ["PRIVATE"], "VpcEndpointIds": [{"Ref": execute_api}]}
+    deny, allow = rest["Policy"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {
+        "StringNotEquals": {"aws:SourceVpce": {"Ref": execute_api}}
+    }
+    assert allow["Effect"] == "Allow" and "Condition" not in allow
+    # The endpoints take HTTPS from the VPC and the client network only.
+    (group,) = [
+        g
+        for g in _resources(dev, "AWS::EC2::SecurityGroup").values()
+        if "private API" in g["GroupDescription"]
+    ]
+    assert {(rule["FromPort"], rule["ToPort"]) for rule in group["SecurityGroupIngress"]} == {(443, 443)}
+    assert CLIENT_CIDR in [rule["CidrIp"] for rule in group["SecurityGroupIngress"]]
+    # Presigned URLs name the S3 endpoint, and the bucket refuses presigned requests any other way.
+    endpoint_url = json.dumps(_api_environment(dev)[EnvVar.S3_PUBLIC_ENDPOINT])
+    assert "https://bucket.vpce-" in endpoint_url and s3_endpoint in endpoint_url
+    presigned = [
+        statement
+        for policy in _resources(dev, "AWS::S3::BucketPolicy").values()
+        for statement in policy["PolicyDocument"]["Statement"]
+        if "s3:authType" in json.dumps(statement)
+    ]
+    (statement,) = presigned
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"]["StringNotEquals"] == {"aws:SourceVpce": {"Ref": s3_endpoint}}
+    assert statement["Condition"]["StringEquals"] == {"s3:authType": ["REST-QUERY-STRING", "POST"]}
+    # No WebSocket API (API Gateway cannot make one private): no live URL for clients.
+    assert not _resources(dev, "AWS::ApiGatewayV2::Api")
+    assert _api_environment(dev)[EnvVar.LIVE_URL] == ""
+    assert any("PrivateUrl" in name for name in dev["Outputs"])
+
+
+def test_the_default_api_is_public_with_live_progress_and_no_endpoints(synthesized: Synthesized):
+    standalone = synthesized.templates[f"{STACK_NAME}.template.json"]
+    assert not [
+        e
+        for e in _resources(standalone, "AWS::EC2::VPCEndpoint").values()
+        if e["VpcEndpointType"] == "Interface"
+    ]
+    (rest,) = _resources(standalone, "AWS::ApiGateway::RestApi").values()
+    assert "EndpointConfiguration" not in rest and "Policy" not in rest
+    assert _resources(standalone, "AWS::ApiGatewayV2::Api")
+    environment = _api_environment(standalone)
+    assert environment[EnvVar.S3_PUBLIC_ENDPOINT] == "" and "wss://" in json.dumps(
+        environment[EnvVar.LIVE_URL]
+    )
+    # No identity provider, hosted UI or trigger either.
+    assert not _resources(standalone, "AWS::Cognito::UserPoolIdentityProvider")
+    assert not _resources(standalone, "AWS::Cognito::UserPoolDomain")
+    (pool,) = _resources(standalone, "AWS::Cognito::UserPool").values()
+    assert "LambdaConfig" not in pool
+    assert [a["Name"] for a in pool["Schema"]] == ["tenant", IDP_GROUPS_ATTRIBUTE_NAME]
+
+
+def test_identity_providers_from_context_sign_people_in_through_the_hosted_ui(synthesized: Synthesized):
+    dev = _dev_template(synthesized)
+    providers = {
+        p["ProviderName"]: p for p in _resources(dev, "AWS::Cognito::UserPoolIdentityProvider").values()
+    }
+    assert {name: p["ProviderType"] for name, p in providers.items()} == {"entra": "SAML", "keycloak": "OIDC"}
+    for provider in providers.values():
+        assert IDP_GROUPS_ATTRIBUTE_NAME in provider["AttributeMapping"]
+    # The OIDC client secret is a dynamic reference CloudFormation resolves, never a value.
+    secret = providers["keycloak"]["ProviderDetails"]["client_secret"]
+    assert secret == f"{{{{resolve:secretsmanager:{OIDC_SECRET_ARN}:SecretString:client_secret::}}}}"
+    assert providers["entra"]["ProviderDetails"]["IDPInit"] is False
+    (domain,) = _resources(dev, "AWS::Cognito::UserPoolDomain").values()
+    assert domain["Domain"] == "hospital-a-voxelpipe"
+    (client,) = _resources(dev, "AWS::Cognito::UserPoolClient").values()
+    assert client["SupportedIdentityProviders"] == ["COGNITO", "entra", "keycloak"]
+    assert client["AllowedOAuthFlows"] == ["code"] and client["CallbackURLs"] == [
+        *CALLBACK_URLS,
+        CLI_CALLBACK_URL,
+    ]
+    # Mapped attributes are written through the client; no token it issues may write them itself.
+    assert client["WriteAttributes"] == ["email", f"custom:{IDP_GROUPS_ATTRIBUTE_NAME}"]
+    assert "aws.cognito.signin.user.admin" not in client["AllowedOAuthScopes"]
+    # Federated users' tenant and roles come from the pre-token-generation trigger.
+    (pool,) = _resources(dev, "AWS::Cognito::UserPool").values()
+    trigger = pool["LambdaConfig"]["PreTokenGeneration"]["Fn::GetAtt"][0]
+    environment = dev["Resources"][trigger]["Properties"]["Environment"]["Variables"]
+    assert json.loads(environment[EnvVar.FEDERATED_PROVIDERS]) == {
+        "entra": {"tenant": "hospital-a", "roles": {"6f1c0000-uploaders": "uploader"}},
+        "keycloak": {"tenant": "hospital-b", "roles": {"/voxelpipe/admins": "admin"}},
+    }
+    groups = {a["Name"]: a for a in pool["Schema"]}[IDP_GROUPS_ATTRIBUTE_NAME]
+    assert groups["Mutable"] is True
+    for name in ("SamlEntityId", "SamlAcsUrl", "OidcRedirectUri", "HostedUiUrl"):
+        assert any(name in output for output in dev["Outputs"]), name

@@ -27,7 +27,7 @@ from infra.layers import (
     split_groups,
     stale_layers,
 )
-from voxelpipe.function_specs import FUNCTIONS, DependencyGroup
+from voxelpipe.function_specs import FUNCTIONS, OPTIONAL_FUNCTIONS, DependencyGroup
 from voxelpipe.wiring import EnvVar
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +127,9 @@ sys.meta_path.insert(0, Absent())
 """
 
 
-@pytest.mark.parametrize("spec", [s for s in FUNCTIONS if not s.image], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "spec", [s for s in (*FUNCTIONS, *OPTIONAL_FUNCTIONS) if not s.image], ids=lambda s: s.name
+)
 def test_each_handler_imports_with_only_its_declared_dependency_groups(spec):
     blocked = _blocked_modules(spec.dependencies)
     assert "numpy" in blocked or DependencyGroup.IMAGING in spec.dependencies

@@ -28,15 +28,18 @@ from tests.fixtures.reference_data import LABELS, label_map, tiny_map
 from voxelpipe.api.app import create_app
 from voxelpipe.api.auth import (
     PERMISSIONS,
+    SCOPE_OF,
     Action,
     InvalidClaims,
     Role,
+    mint_dev_access_token,
     mint_dev_token,
 )
 from voxelpipe.api.dependencies import ACTION_EXTENSION, PUBLIC
 from voxelpipe.api.routes.viewer import VIEWER_GRANT
 from voxelpipe.function_specs import API
 from voxelpipe.inference import registry
+from voxelpipe.machine_clients import Scope
 from voxelpipe.routing import DEFAULT_RULE_SET
 from voxelpipe.status import StudyStatus
 from voxelpipe.wiring import EnvVar
@@ -95,6 +98,8 @@ def foreign(api: TestClient, cloud: LocalCloud) -> dict[str, str]:
     assert rules.status_code == 201 and rules.json()["version"] == 1, rules.text
     batch = api.post("/reprocess-batches", json={}, headers=auth(Role.ADMIN, FOREIGN))
     assert batch.status_code == 202, batch.text
+    client = {"name": FOREIGN_MODEL, "scopes": ["studies.read"]}
+    assert api.post("/clients", json=client, headers=auth(Role.ADMIN, FOREIGN)).status_code == 201
     return {
         "study_id": created.json()["study_id"],
         "name": FOREIGN_MODEL,
@@ -130,6 +135,7 @@ FIXED_PATH_PARAMETERS = {
     "series_uid": "2.25.2",
     "sop_uid": "2.25.3",
     "destination": "foreign-pacs",  # a delivery's destination: its (foreign) study answers first
+    "tenant": FOREIGN,  # /quotas/{tenant}: operators' only, deployment-wide by design
 }
 
 
@@ -139,6 +145,8 @@ def _not_found_code(path: str, parameter: str) -> str:
         return "reference_not_found"
     if path.startswith("/destinations/"):
         return "destination_not_found"  # destinations are each tenant's own, by name
+    if path.startswith("/clients/"):
+        return "client_not_found"  # machine clients are each tenant's own, by name
     return PATH_PARAMETERS[parameter]
 
 
@@ -159,6 +167,10 @@ def test_every_route_answers_each_role_as_documented_and_never_reaches_another_t
 ):
     operations = _operations()
     assert {(m, p) for m, p, _ in operations} >= {("GET", "/studies"), ("DELETE", "/models/{name}")}
+    every_scope = {"name": "walker", "scopes": [scope.value for scope in Scope]}
+    machine_client = api.post("/clients", json=every_scope, headers=auth(Role.ADMIN)).json()["client"][
+        "client_id"
+    ]
     seen = 0
     for method, path, operation in operations:
         declared = operation.get(ACTION_EXTENSION)
@@ -194,10 +206,25 @@ def test_every_route_answers_each_role_as_documented_and_never_reaches_another_t
                 assert response.status_code in (404, 422), where
                 if response.status_code == 404:
                     assert problem["code"] in codes, where
+            elif path == "/audit":
+                # The caller's tenant's own audit echoes the calls this walk made as that tenant,
+                # which named the other tenant's ids (each answered 404); that the audit never
+                # shows another tenant's rows is test_access_audit.py's.
+                assert response.status_code == 200, where
             else:
                 assert response.status_code != 500, where
                 assert foreign["study_id"] not in response.text, where
                 assert foreign["name"] not in response.text, where
+        if declared not in (PUBLIC, VIEWER_GRANT):
+            # A machine client with every scope but the route's is refused, naming what it lacks.
+            scope = SCOPE_OF[Action(declared)]
+            others = frozenset(Scope) - {scope}
+            token = mint_dev_access_token(machine_client, frozenset(others))
+            headers = {"authorization": f"Bearer {token}"}
+            response = _call(api, method, f"/machine{path}", operation, foreign, headers)
+            where = f"{method} /machine{path} without {scope}: {response.status_code} {response.text[:300]}"
+            assert response.status_code == 403, where
+            assert (scope.full_name if scope else "people only") in response.json()["detail"], where
     assert seen == len(operations) * (len(Role) + 1)
     # Nothing of the other tenant's changed.
     study = api.get(f"/studies/{foreign['study_id']}", headers=auth(Role.VIEWER, FOREIGN)).json()
@@ -208,6 +235,8 @@ def test_every_route_answers_each_role_as_documented_and_never_reaches_another_t
     assert [(a["name"], a["version"], a["status"]) for a in atlases] == [(FOREIGN_MODEL, 1, "READY")]
     rule_sets = api.get("/rules", headers=auth(Role.ADMIN, FOREIGN)).json()
     assert rule_sets["active_version"] == 1 and not rule_sets["items"][0]["deleted"]
+    clients = api.get("/clients", headers=auth(Role.ADMIN, FOREIGN)).json()["items"]
+    assert [c["name"] for c in clients] == [FOREIGN_MODEL]
 
 
 def test_the_routes_api_gateway_lets_through_without_a_token_are_the_apps_public_ones():

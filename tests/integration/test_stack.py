@@ -141,7 +141,11 @@ def test_bulk_reprocess_batches_are_advanced_every_minute(template: dict[str, An
 def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
     schema = table_schema(StudyRecord)
     tables = _resources(template, "AWS::DynamoDB::Table")
-    assert len(tables) == 15
+    # Main's 13 with issue 18's subjects and reprocess batches, machine clients, the access audit, quotas.
+    assert len(tables) == 18
+    # The audit tables are append-only (docs/security.md): they cannot be deleted either.
+    protected = {lid for lid, t in tables.items() if t["Properties"].get("DeletionProtectionEnabled")}
+    assert {lid.rstrip("0123456789ABCDEF") for lid in protected} == {"AuditTable", "AccessAuditTable"}
     models = next(t["Properties"] for lid, t in tables.items() if lid.startswith("ModelsTable"))
     # Models belong to an owner (a tenant, or the deployment): one query lists an owner's models.
     assert models["KeySchema"] == [
@@ -166,6 +170,10 @@ def test_tables_follow_the_pynamodb_models(template: dict[str, Any]):
         {"AttributeName": "tenant", "KeyType": "HASH"},
         {"AttributeName": "subject_ref", "KeyType": "RANGE"},
     ]
+    # Machine clients, by client id (each machine request reads one), a tenant's by the index.
+    clients = next(t["Properties"] for lid, t in tables.items() if lid.startswith("MachineClientsTable"))
+    assert clients["KeySchema"] == [{"AttributeName": "client_id", "KeyType": "HASH"}]
+    assert [i["IndexName"] for i in clients["GlobalSecondaryIndexes"]] == ["tenant-name"]
     studies = next(t["Properties"] for lid, t in tables.items() if lid.startswith("StudiesTable"))
     assert studies["KeySchema"] == [{"AttributeName": "study_id", "KeyType": "HASH"}]
     assert {i["IndexName"] for i in studies["GlobalSecondaryIndexes"]} == {
@@ -299,9 +307,11 @@ def test_the_api_is_behind_cognito_except_health_and_docs(template: dict[str, An
         if method["Properties"]["HttpMethod"] != "OPTIONS"
     }
     export, api = _function_id(template, "export"), _function_id(template, "api")
-    (measures,) = [uri for (path, _), uri in targets.items() if path == "/measures"]
-    assert export in measures and api not in measures
-    assert all(api in uri and export not in uri for (path, _), uri in targets.items() if path != "/measures")
+    # A machine client's export (/machine/measures, access tokens) goes there too.
+    exports = ("/measures", "/machine/measures")
+    assert sorted(path for (path, _) in targets if path in exports) == sorted(exports)
+    assert all(export in uri and api not in uri for (path, _), uri in targets.items() if path in exports)
+    assert all(api in uri and export not in uri for (path, _), uri in targets.items() if path not in exports)
 
 
 def _logical_id(template: dict[str, Any], kind: str, prefix: str) -> str:

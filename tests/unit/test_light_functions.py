@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from voxelpipe.function_specs import FUNCTIONS
+from voxelpipe.function_specs import FUNCTIONS, OPTIONAL_FUNCTIONS
 from voxelpipe.wiring import EnvVar
 
 HEAVY = ("torch", "monai", "onnxruntime")
@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_zip_function_imports_without_the_analysis_extra():
-    handlers = [f"functions.{spec.name}.handler" for spec in FUNCTIONS if not spec.image]
+    handlers = [
+        f"functions.{spec.name}.handler" for spec in (*FUNCTIONS, *OPTIONAL_FUNCTIONS) if not spec.image
+    ]
     assert "functions.api.handler" in handlers
     script = "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in HEAVY)
     script += "".join(f"import {module}\n" for module in handlers)

@@ -195,6 +195,8 @@ API = FunctionSpec(
         EnvVar.REFERENCES_TABLE,  # registers reference data; checks what studies name
         EnvVar.GPU_ANALYSES,  # GET /analyses shows the runtime each analysis is deployed with
         EnvVar.LIVE_URL,  # GET /health tells clients where live progress is
+        # Presigned URLs name this endpoint (a private deployment's S3 interface endpoint), if set.
+        EnvVar.S3_PUBLIC_ENDPOINT,
         EnvVar.CORS_ALLOWED_ORIGINS,
         *_EXAM_TABLES,  # completes DICOM uploads, takes STOW-RS transfers, keeps the rule sets (/rules)
         # /destinations (their secrets under the prefix), a study's deliveries and their redrive.
@@ -209,11 +211,25 @@ API = FunctionSpec(
         # Bulk reprocess (POST /reprocess-batches): the batches, and each one's throttle.
         EnvVar.BATCHES_TABLE,
         EnvVar.BATCH_MAX_IN_FLIGHT,
+        # Machine clients (docs/security.md): who each client id is; their app clients in the pool.
+        EnvVar.MACHINE_CLIENTS_TABLE,
+        EnvVar.MACHINE_CLIENT_MAX_DAYS,
+        EnvVar.USER_POOL_ID,
+        EnvVar.LOGIN_BASE_URL,  # GET /health tells `voxelpipe login` where to sign in
+        EnvVar.LOGIN_CLIENT_ID,
+        # One access audit row per call on tenant data (appended, never changed), kept as the
+        # deployment says (CDK context voxelpipe:audit:retention_days; the stack sets it).
+        EnvVar.ACCESS_AUDIT_TABLE,
+        EnvVar.AUDIT_RETENTION_DAYS,
+        # Per-tenant quotas: counters and overrides, and the defaults (CDK context voxelpipe:quotas).
+        EnvVar.QUOTAS_TABLE,
+        EnvVar.QUOTA_DEFAULTS,
     ),
     settings={
         EnvVar.MAX_UPLOAD_BYTES: str(DEFAULT_MAX_UPLOAD_BYTES),
         EnvVar.AUTH_MODE: "cognito",
         EnvVar.BATCH_MAX_IN_FLIGHT: str(DEFAULT_BATCH_MAX_IN_FLIGHT),
+        EnvVar.S3_PUBLIC_ENDPOINT: "",  # S3's own names; a private deployment sets its endpoint
     },
     # Completing a DICOM upload runs the series checks (imported then, not at a cold start).
     dependencies=(DependencyGroup.CORE, DependencyGroup.WEB, DependencyGroup.IMAGING),
@@ -236,10 +252,19 @@ EXPORT = FunctionSpec(
         EnvVar.AUTH_MODE,
         EnvVar.CORS_ALLOWED_ORIGINS,
         EnvVar.EXPORT_INLINE_MAX_BYTES,
+        EnvVar.S3_PUBLIC_ENDPOINT,  # the 303's presigned GET names it (a private deployment's)
+        # The same app as the API's: each export writes its access audit row and counts against
+        # the tenant's requests per minute (docs/security.md, "Audit", "Quotas").
+        EnvVar.ACCESS_AUDIT_TABLE,
+        EnvVar.AUDIT_RETENTION_DAYS,
+        EnvVar.QUOTAS_TABLE,
+        EnvVar.QUOTA_DEFAULTS,
+        EnvVar.MACHINE_CLIENTS_TABLE,  # read only: a machine client's export (/machine/measures)
     ),
     settings={
         EnvVar.AUTH_MODE: "cognito",
         EnvVar.EXPORT_INLINE_MAX_BYTES: str(EXPORT_INLINE_MAX_BYTES),
+        EnvVar.S3_PUBLIC_ENDPOINT: "",  # S3's own names; a private deployment sets its endpoint
     },
     image=True,  # pyarrow (the export extra)
     dependencies=(),  # the image installs the package with its dependencies
@@ -361,6 +386,18 @@ LIVE_PUSH = FunctionSpec(
     timeout_s=30,
     env=(EnvVar.CONNECTIONS_TABLE, EnvVar.LIVE_CALLBACK_URL),
 )
+
+# Cognito's pre-token-generation trigger (voxelpipe.federation, docs/security.md): made only when
+# the deployment's context configures identity providers, so it is not among FUNCTIONS.
+TOKEN_CLAIMS = FunctionSpec(
+    name="token_claims",
+    description="Cognito pre-token-generation: a federated user's tenant and roles from their IdP",
+    memory_mb=256,
+    timeout_s=5,  # Cognito waits 5 seconds for a trigger
+    env=(EnvVar.FEDERATED_PROVIDERS,),
+)
+# Functions the stack makes only for some deployments (each says when).
+OPTIONAL_FUNCTIONS: tuple[FunctionSpec, ...] = (TOKEN_CLAIMS,)
 
 # What the GPU worker (a Batch job, not a Lambda) is told of; its job role may use exactly these.
 GPU_WORKER_ENV: tuple[EnvVar, ...] = (

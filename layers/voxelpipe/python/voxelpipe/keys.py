@@ -32,6 +32,11 @@ def destinations_audit_key(tenant: str) -> str:
     return f"destinations#{tenant}"
 
 
+def clients_audit_key(tenant: str) -> str:
+    """Where a tenant's machine client changes are audited ('#' is in no study id)."""
+    return f"clients#{tenant}"
+
+
 def rules_audit_key(tenant: str) -> str:
     """Where a tenant's rule set changes are audited: the audit table's key for them ('#' is never
     in a study id, so it is no study's trail)."""

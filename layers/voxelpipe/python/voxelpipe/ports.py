@@ -9,13 +9,16 @@ AWS (DynamoDB through PynamoDB, S3, SQS, Step Functions), and the unit tests pas
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from voxelpipe.identities import IdentityMap
+from voxelpipe.machine_clients import MachineClient, Scope
 from voxelpipe.messages import ExecutionInput, Priority, WorkItem
+from voxelpipe.quotas import Quota
 from voxelpipe.records import (
+    AccessRecord,
     AuditRecord,
     ConnectionRecord,
     DeliveryRecord,
@@ -507,8 +510,11 @@ class Sender(Protocol):
 
 
 __all__ = [
+    "AccessEntry",
+    "AccessLog",
     "ActiveRuleSet",
     "Changes",
+    "ClientIssuer",
     "ConnectionStore",
     "Deliveries",
     "DeliveryQueue",
@@ -517,11 +523,15 @@ __all__ = [
     "DestinationSecrets",
     "Destinations",
     "Executions",
+    "IssuedClient",
     "LiveConnections",
+    "MachineClientExists",
+    "MachineClients",
     "ObjectInfo",
     "ObjectStorage",
     "PdfRenderError",
     "PdfRenderer",
+    "QuotaStore",
     "ReidentificationFailed",
     "Reidentifier",
     "RuleSetNotFound",
@@ -552,3 +562,111 @@ class IdentityMaps(Protocol):
     def forget(self, study_id: str) -> None:
         """Delete the study's map (nothing when it has none)."""
         ...
+
+
+class MachineClientExists(ValueError):
+    """The tenant has a machine client of that name already."""
+
+
+class MachineClients(Protocol):
+    """Who each machine client is (voxelpipe.machine_clients): the API looks its token's client id
+    up here on every machine request."""
+
+    def add(self, client: MachineClient) -> None:
+        """Store a new client; MachineClientExists when its tenant has one of that name."""
+        ...
+
+    def get(self, client_id: str) -> MachineClient | None:
+        """The client (read consistently: a removed one is gone at once); None when unknown."""
+        ...
+
+    def of_tenant(self, tenant: str) -> list[MachineClient]:
+        """The tenant's clients, by name."""
+        ...
+
+    def remove(self, client_id: str) -> None:
+        """Forget the client (nothing when it is unknown)."""
+        ...
+
+
+@dataclass(frozen=True)
+class IssuedClient:
+    """A machine client's credentials as the issuer made them: the secret is shown once, never kept."""
+
+    client_id: str
+    client_secret: str
+
+
+class ClientIssuer(Protocol):
+    """Who makes machine clients' credentials: Cognito app clients in AWS, the development issuer
+    under `voxelpipe serve`."""
+
+    def create(self, tenant: str, name: str, scopes: frozenset[Scope]) -> IssuedClient: ...
+
+    def delete(self, client_id: str) -> None:
+        """Delete the client's credentials (nothing when they are gone already)."""
+        ...
+
+
+@dataclass(frozen=True)
+class AccessEntry:
+    """One API call on a tenant's data, as the API saw it (voxelpipe.api.audit builds it)."""
+
+    tenant: str
+    actor: str
+    role: str
+    action: str
+    method: str
+    route: str
+    path: str
+    status: int
+    source_ip: str
+    request_id: str
+    at: datetime
+    user_agent: str | None = None
+    study_id: str | None = None
+    resource: Mapping[str, Any] = field(default_factory=dict)
+
+
+class AccessLog(Protocol):
+    """The access audit (docs/security.md, "Audit"): rows appended, never changed."""
+
+    def append(self, entry: AccessEntry) -> None:
+        """Append the call's row (never over an existing one)."""
+        ...
+
+    def page(
+        self,
+        tenant: str,
+        *,
+        study_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        start_key: dict[str, Any] | None = None,
+    ) -> tuple[list[AccessRecord], dict[str, Any] | None]:
+        """A page of the tenant's rows matching every filter, newest first, and where to go on."""
+        ...
+
+
+class QuotaStore(Protocol):
+    """Per-tenant quotas (docs/security.md, "Quotas"): limits, and counters changed atomically;
+    each `take_*` raises voxelpipe.quotas.QuotaExceeded (and counts nothing) past a limit."""
+
+    defaults: dict[Quota, int]
+
+    def overrides(self, tenant: str) -> dict[Quota, int]: ...
+
+    def limits(self, tenant: str, *, fresh: bool = False) -> dict[Quota, int]: ...
+
+    def set_overrides(self, tenant: str, overrides: dict[Quota, int], actor: str) -> dict[Quota, int]: ...
+
+    def take_request(self, tenant: str, now: datetime) -> None: ...
+
+    def take_study(self, tenant: str, size_bytes: int, now: datetime) -> None: ...
+
+    def release_bytes(self, tenant: str, size_bytes: int) -> None: ...
+
+    def usage(self, tenant: str, now: datetime) -> dict[str, Any]: ...

@@ -356,6 +356,34 @@ class DeliveryRecord(Model):
     updated_at = UTCDateTimeAttribute()
 
 
+class TenantClientsIndex(GlobalSecondaryIndex["MachineClientRecord"]):  # type: ignore[no-untyped-call]
+    class Meta:
+        index_name = "tenant-name"
+        projection = AllProjection()
+
+    tenant = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(range_key=True)
+
+
+class MachineClientRecord(Model):
+    """One machine client (voxelpipe.machine_clients): what a client-credentials access token does
+    not say about its client — tenant, name, scopes, creator, expiry. Hash key `client_id` (the API
+    reads it on every machine request, consistently: a deleted client is refused at once); the
+    `tenant-name` index lists a tenant's clients. Never the secret."""
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.MACHINE_CLIENTS_TABLE)
+
+    client_id = UnicodeAttribute(hash_key=True)
+    tenant = UnicodeAttribute()
+    name = UnicodeAttribute()
+    scopes = ListAttribute[str](of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute(null=True)
+    expires_at = UTCDateTimeAttribute()
+    tenant_name = TenantClientsIndex()
+
+
 class TenantConnectionsIndex(GlobalSecondaryIndex["ConnectionRecord"]):  # type: ignore[no-untyped-call]
     class Meta:
         index_name = "tenant-connections"
@@ -408,6 +436,98 @@ class IdentityMapRecord(Model):
     patient = JSONAttribute(null=True)
     study = JSONAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
+
+
+class _AccessIndex(GlobalSecondaryIndex["AccessRecord"]):  # type: ignore[no-untyped-call]
+    """A tenant's access rows by one more field, newest first by `event_key` (its time)."""
+
+    class Meta:
+        projection = AllProjection()
+
+    event_key = UnicodeAttribute(range_key=True)
+
+
+class AccessActorIndex(_AccessIndex):  # type: ignore[no-untyped-call]
+    class Meta(_AccessIndex.Meta):
+        index_name = "actor-time"
+
+    tenant_actor = UnicodeAttribute(hash_key=True)
+
+
+class AccessActionIndex(_AccessIndex):  # type: ignore[no-untyped-call]
+    class Meta(_AccessIndex.Meta):
+        index_name = "action-time"
+
+    tenant_action = UnicodeAttribute(hash_key=True)
+
+
+class AccessStudyIndex(_AccessIndex):  # type: ignore[no-untyped-call]
+    class Meta(_AccessIndex.Meta):
+        index_name = "study-time"
+
+    tenant_study = UnicodeAttribute(hash_key=True)
+
+
+class AccessRecord(Model):
+    """One API call on a tenant's data (docs/security.md, "Audit"): who, what, when, from where.
+
+    Append-only: written once per call by the API (voxelpipe.api.audit), never updated or deleted
+    by any role (infra/security.grant_table). Hash key `tenant`, sort key `event_key` =
+    `{time, ISO 8601 UTC with microseconds and Z}#{request id}`, so a tenant's rows are in time
+    order and a time range is a key range. The indexes answer "by this actor", "this action",
+    "this study" within a tenant (`{tenant}#{value}` keys; a row without a study is in no study's).
+    `expires_at` is DynamoDB's TTL when the deployment sets a retention (default: kept).
+    """
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.ACCESS_AUDIT_TABLE)
+
+    tenant = UnicodeAttribute(hash_key=True)
+    event_key = UnicodeAttribute(range_key=True)
+    at = UTCDateTimeAttribute()
+    request_id = UnicodeAttribute()
+    actor = UnicodeAttribute()  # the token's subject (a person, or a machine client)
+    role = UnicodeAttribute()  # the caller's role, or "viewer-grant" for a viewer link's holder
+    action = UnicodeAttribute()  # the route's declared audit action, e.g. "study.read"
+    method = UnicodeAttribute()
+    route = UnicodeAttribute()  # the route's path template, e.g. /studies/{study_id}
+    path = UnicodeAttribute()  # the path called (pseudonymous ids only)
+    resource = JSONAttribute(null=True)  # the path's parameters, and what the route noted
+    study_id = UnicodeAttribute(null=True)
+    status = NumberAttribute()  # the HTTP status answered
+    source_ip = UnicodeAttribute()
+    user_agent = UnicodeAttribute(null=True)
+    tenant_actor = UnicodeAttribute()
+    tenant_action = UnicodeAttribute()
+    tenant_study = UnicodeAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+    actor_time = AccessActorIndex()
+    action_time = AccessActionIndex()
+    study_time = AccessStudyIndex()
+
+
+class QuotaRecord(Model):
+    """A tenant's quota state (docs/security.md, "Quotas"), one item per `counter`:
+
+    - `limits`: the tenant's overrides of the deployment's default limits (`limits`, JSON);
+    - `studies#{YYYY-MM-DD}`: studies created that UTC day; `requests#{YYYY-MM-DDTHH:MM}`: API
+      requests that minute (both expire through `expires_at`, DynamoDB's TTL);
+    - `stored_bytes`: the declared sizes of the tenant's studies not deleted.
+
+    Counters change only by conditional ADD (one write: atomic under concurrency).
+    """
+
+    class Meta:
+        table_name = TableNameFromEnv(EnvVar.QUOTAS_TABLE)
+
+    tenant = UnicodeAttribute(hash_key=True)
+    counter = UnicodeAttribute(range_key=True)
+    used = NumberAttribute(null=True)
+    limits = JSONAttribute(null=True)
+    updated_at = UTCDateTimeAttribute(null=True)
+    updated_by = UnicodeAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
 
 
 # Every study's subscription, in `ConnectionRecord.studies`.
@@ -497,10 +617,18 @@ REGISTRY_MODELS: dict[EnvVar, type[Model]] = {
     EnvVar.RULES_TABLE: RuleSetRecord,
     EnvVar.DESTINATIONS_TABLE: DestinationRecord,
     EnvVar.DELIVERIES_TABLE: DeliveryRecord,
+    EnvVar.MACHINE_CLIENTS_TABLE: MachineClientRecord,
 }
 
 # The live-progress connections (built by the stack like the others, with DynamoDB's TTL).
 LIVE_MODELS: dict[EnvVar, type[Model]] = {EnvVar.CONNECTIONS_TABLE: ConnectionRecord}
+
+# Each tenant's access audit and quotas (built by the stack like the others; the access audit is
+# append-only: wiring.APPEND_ONLY_RESOURCES).
+TENANT_MODELS: dict[EnvVar, type[Model]] = {
+    EnvVar.ACCESS_AUDIT_TABLE: AccessRecord,
+    EnvVar.QUOTAS_TABLE: QuotaRecord,
+}
 
 # The identity maps: a table of their own, under their own key (infra/stack.py builds it apart).
 IDENTITY_MODELS: dict[EnvVar, type[Model]] = {EnvVar.IDENTITY_MAP_TABLE: IdentityMapRecord}

@@ -88,6 +88,28 @@ class EnvVar(StrEnum):
     # response; larger ones go to exports/ in the bucket and the answer is a 303 to a presigned GET.
     # Set for the export Lambda (its response payload is limited to 6 MB); unset, the answer streams.
     EXPORT_INLINE_MAX_BYTES = "VOXELPIPE_EXPORT_INLINE_MAX_BYTES"
+    # Where clients reach S3, when that differs from where the code does: the S3 interface VPC
+    # endpoint's bucket URL in a private deployment (docs/security.md, "Network modes"), the local
+    # S3 gateway under `voxelpipe serve`. Presigned URLs are made for it; unset: S3's own names.
+    S3_PUBLIC_ENDPOINT = "VOXELPIPE_S3_PUBLIC_ENDPOINT"
+    # Federated sign-in (voxelpipe.federation): each identity provider's tenant and role mapping (JSON).
+    FEDERATED_PROVIDERS = "VOXELPIPE_FEDERATED_PROVIDERS"
+    # Machine clients (docs/security.md): who each client id is (tenant, scopes, expiry), and the
+    # longest life a new client may be given (days).
+    MACHINE_CLIENTS_TABLE = "VOXELPIPE_MACHINE_CLIENTS_TABLE"
+    MACHINE_CLIENT_MAX_DAYS = "VOXELPIPE_MACHINE_CLIENT_MAX_DAYS"
+    # CLI login (docs/security.md): the hosted UI's base URL and the CLI's public app client, which
+    # GET /health tells the CLI (`voxelpipe login`).
+    LOGIN_BASE_URL = "VOXELPIPE_LOGIN_BASE_URL"
+    LOGIN_CLIENT_ID = "VOXELPIPE_LOGIN_CLIENT_ID"
+    # The access audit (docs/security.md, "Audit"): one append-only row per API call on a tenant's
+    # data, and how many days rows are kept (empty: for ever; DynamoDB's TTL removes older ones).
+    ACCESS_AUDIT_TABLE = "VOXELPIPE_ACCESS_AUDIT_TABLE"
+    AUDIT_RETENTION_DAYS = "VOXELPIPE_AUDIT_RETENTION_DAYS"
+    # Per-tenant quotas (docs/security.md, "Quotas"): the counters and each tenant's overrides, and
+    # the deployment's default limits (JSON, from CDK context `voxelpipe:quotas`).
+    QUOTAS_TABLE = "VOXELPIPE_QUOTAS_TABLE"
+    QUOTA_DEFAULTS = "VOXELPIPE_QUOTA_DEFAULTS"
 
 
 class Runtime(StrEnum):
@@ -149,7 +171,10 @@ class Resource(StrEnum):
     DELIVERY_QUEUE = "DeliveryQueue"
     IDENTITY_MAP_TABLE = "IdentityMapTable"
     IDENTITY_MAP_KEY = "IdentityMapKey"  # the identity maps' own KMS key
+    MACHINE_CLIENTS_TABLE = "MachineClientsTable"
     LIVE_QUEUE = "LiveQueue"  # status and step events on their way to the push function
+    ACCESS_AUDIT_TABLE = "AccessAuditTable"
+    QUOTAS_TABLE = "QuotasTable"
 
 
 # The resource each environment variable points at, and whether it is the resource's name/URL
@@ -183,7 +208,14 @@ ENV_RESOURCES: dict[EnvVar, Resource] = {
     EnvVar.DELIVERIES_TABLE: Resource.DELIVERIES_TABLE,
     EnvVar.DELIVERY_QUEUE_URL: Resource.DELIVERY_QUEUE,
     EnvVar.IDENTITY_MAP_TABLE: Resource.IDENTITY_MAP_TABLE,
+    EnvVar.MACHINE_CLIENTS_TABLE: Resource.MACHINE_CLIENTS_TABLE,
+    EnvVar.ACCESS_AUDIT_TABLE: Resource.ACCESS_AUDIT_TABLE,
+    EnvVar.QUOTAS_TABLE: Resource.QUOTAS_TABLE,
 }
+# Audit tables: rows are appended, never updated or deleted. Every role granted one of them gets
+# reads and PutItem only, and an explicit Deny of every item change (infra/security.grant_table);
+# the tables have deletion protection (infra/tables.py).
+APPEND_ONLY_RESOURCES = frozenset({Resource.AUDIT_TABLE, Resource.ACCESS_AUDIT_TABLE})
 # Resources of the GPU half: infra/gpu.py wires them (env and grants) itself.
 GPU_RESOURCES = frozenset({Resource.GPU_QUEUE, Resource.GPU_JOB_QUEUE, Resource.GPU_JOB_DEFINITION})
 
@@ -194,6 +226,11 @@ DEFAULT_MAX_UPLOAD_BYTES = 1024**3
 # How many studies of one bulk reprocess batch may be in flight at once, unless the deployment says
 # otherwise (CDK context `voxelpipe:reprocessMaxInFlight`).
 DEFAULT_BATCH_MAX_IN_FLIGHT = 10
+
+# `voxelpipe login`'s loopback redirect: the deployment's app client must allow exactly this
+# callback URL (Cognito takes plain http for localhost only, port included; docs/security.md).
+CLI_LOGIN_PORT = 8976
+CLI_CALLBACK_URL = f"http://localhost:{CLI_LOGIN_PORT}/callback"
 
 FUNCTION_TAG = "voxelpipe:function"  # tag on every Lambda naming its FunctionSpec
 

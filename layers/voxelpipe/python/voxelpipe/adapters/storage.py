@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 
-# Where clients reach S3, when that differs from where this code does (the local `voxelpipe
-# serve`: its S3 gateway on loopback). Unset in AWS.
-PUBLIC_ENDPOINT_ENV = "VOXELPIPE_S3_PUBLIC_ENDPOINT"
+# Where clients reach S3, when that differs from where this code does: the local `voxelpipe serve`
+# (its S3 gateway on loopback), or a private deployment's S3 interface endpoint. Unset: S3's names.
+PUBLIC_ENDPOINT_ENV = EnvVar.S3_PUBLIC_ENDPOINT
 # What iter_chunks reads at a time by default: one read's worth of the body, not the object.
 STREAM_CHUNK_BYTES: Final = 1 << 20
 # A streamed upload's part size (write_parts): S3's minimum is 5 MiB for every part but the last.

@@ -12,6 +12,16 @@ checked, type and format, by one model, `Claims`:
   pattern bucket keys use, `keys.TENANT_PATTERN`), or whose groups hold no voxelpipe role.
 
 Each problem's detail names the claim at fault.
+
+Machine clients (docs/security.md) call with an OAuth 2.0 client-credentials access token
+(`token_use: access`, `client_id`, `scope`), under the `/machine` base path. Such a token names no
+tenant: the API looks its client id up in the machine-clients table (tenant, scopes, expiry). People
+are authorised by role (PERMISSIONS), machines by scope (SCOPE_OF), both in `Principal.require`:
+
+- 401 `unauthenticated`: an unknown (or deleted) client, a person's token under /machine or a
+  machine's outside it; 401 `client_expired`: a client past its expiry;
+- 403 `forbidden`: the token lacks the route's scope (the detail names it), or the route is for
+  people only.
 """
 
 from __future__ import annotations
@@ -20,21 +30,28 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import jwt
-from fastapi import Request
+from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from voxelpipe.adapters.machine_clients import DynamoMachineClients
 from voxelpipe.api.problems import Problem
 from voxelpipe.keys import TENANT_PATTERN, is_tenant
+from voxelpipe.machine_clients import MachineClient, Scope, scopes_of
+from voxelpipe.ports import MachineClients
 from voxelpipe.wiring import EnvVar
 
 TENANT_CLAIM = "custom:tenant"
 GROUPS_CLAIM = "cognito:groups"
+TOKEN_USE_CLAIM = "token_use"  # "id": a person's ID token; "access": a machine client's
+MACHINE_PREFIX = "/machine"  # machine clients' base path (API Gateway checks their scopes there)
+MACHINE_SCOPE_KEY = "voxelpipe.machine"  # set in the ASGI scope of a request under MACHINE_PREFIX
 DEV_ISSUER = "voxelpipe-dev"
 DEV_ALGORITHM = "HS256"
 # A development token without any of these is refused (PyJWT checks exp, iat and iss too).
@@ -68,13 +85,42 @@ class Action(StrEnum):
     MANAGE_DESTINATIONS = "manage_destinations"
     # Reprocess a query's worth of the tenant's studies at once (POST /reprocess-batches).
     REPROCESS_BATCHES = "reprocess_batches"
+    STOW = "stow"  # store DICOM instances (STOW-RS): people as UPLOAD, machines by their own scope
+    # Create, list and delete the tenant's machine clients (docs/security.md).
+    MANAGE_CLIENTS = "manage_clients"
+    # Read the tenant's access audit (GET /audit) and its usage against its quotas (GET /usage).
+    READ_AUDIT = "read_audit"
+    # Set any tenant's quota limits (GET/PUT /quotas/{tenant}): operators only.
+    MANAGE_QUOTAS = "manage_quotas"
 
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.OPERATOR: frozenset(Action),
-    Role.ADMIN: frozenset(Action) - {Action.PUBLISH_MODELS, Action.PUBLISH_REFERENCES},
-    Role.UPLOADER: frozenset({Action.READ, Action.UPLOAD}),
+    Role.ADMIN: frozenset(Action) - {Action.PUBLISH_MODELS, Action.PUBLISH_REFERENCES, Action.MANAGE_QUOTAS},
+    Role.UPLOADER: frozenset({Action.READ, Action.UPLOAD, Action.STOW}),
     Role.VIEWER: frozenset({Action.READ}),
+}
+
+# The scope a machine client needs for each action; None: people only. Publishing deployment-wide
+# data is an operator's (a person's) act, and a machine never makes machines (a leaked secret must
+# not mint more). Every action is here (tests/unit/test_machine_scopes.py holds it).
+SCOPE_OF: dict[Action, Scope | None] = {
+    Action.READ: Scope.STUDIES_READ,
+    Action.UPLOAD: Scope.STUDIES_WRITE,
+    Action.DELETE: Scope.STUDIES_DELETE,
+    Action.STOW: Scope.DICOMWEB_STOW,
+    Action.MANAGE_MODELS: Scope.MODELS_MANAGE,
+    Action.MANAGE_REFERENCES: Scope.REFERENCES_MANAGE,
+    Action.MANAGE_RULES: Scope.RULES_MANAGE,
+    Action.MANAGE_DESTINATIONS: Scope.DESTINATIONS_MANAGE,
+    Action.PUBLISH_MODELS: None,
+    Action.PUBLISH_REFERENCES: None,
+    Action.MANAGE_CLIENTS: None,
+    # Bulk reprocess selects by query across the tenant: an admin's decision, people only.
+    Action.REPROCESS_BATCHES: None,
+    # The access audit and the quotas are the tenant admin's and the operator's: people only.
+    Action.READ_AUDIT: None,
+    Action.MANAGE_QUOTAS: None,
 }
 
 # Validation errors that mean "a well-formed token with no access" (403); any other is a 401.
@@ -111,6 +157,8 @@ class Claims(BaseModel):
     sub: Annotated[StrictStr, Field(min_length=1, max_length=256)]
     tenant: Annotated[StrictStr, Field(alias=TENANT_CLAIM, validate_default=True)] = ""
     groups: Annotated[tuple[StrictStr, ...], Field(alias=GROUPS_CLAIM, validate_default=True)] = ()
+    # Cognito's ID tokens say "id"; development tokens from before machine clients say nothing.
+    token_use: Annotated[Literal["id"], Field(alias=TOKEN_USE_CLAIM)] = "id"
 
     @field_validator("tenant", mode="after")
     @classmethod
@@ -149,7 +197,7 @@ class Claims(BaseModel):
 
 def _claim_name(loc: tuple[int | str, ...]) -> str:
     """The claim as the token names it (a default's errors carry the field's name instead)."""
-    names = {"tenant": TENANT_CLAIM, "groups": GROUPS_CLAIM}
+    names = {"tenant": TENANT_CLAIM, "groups": GROUPS_CLAIM, "token_use": TOKEN_USE_CLAIM}
     return ".".join(names.get(str(part), str(part)) for part in loc) or "claims"
 
 
@@ -177,18 +225,48 @@ def check_claims(claims: Any) -> Claims:
         raise InvalidClaims.of(error) from error
 
 
+class MachineClaims(BaseModel):
+    """The claims of a machine client's access token (client credentials) the API uses."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    client_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    scope: StrictStr = ""
+    token_use: Literal["access"]
+
+
 @dataclass(frozen=True)
 class Principal:
+    """Who calls: a person (`role`) or a machine client (`client`, `scopes`), of a tenant."""
+
     subject: str
     tenant: str
-    role: Role
+    role: Role | None
+    scopes: frozenset[Scope] = frozenset()
+    client: str | None = None  # a machine client's name
+
+    @property
+    def is_machine(self) -> bool:
+        return self.role is None
 
     def may(self, action: Action) -> bool:
-        return action in PERMISSIONS[self.role]
+        if self.role is not None:
+            return action in PERMISSIONS[self.role]
+        scope = SCOPE_OF.get(action)  # an action without a scope is for people only
+        return scope is not None and scope in self.scopes
 
     def require(self, action: Action) -> None:
-        if not self.may(action):
+        if self.may(action):
+            return
+        if self.role is not None:
             raise Problem(403, "forbidden", "Not allowed", f"the {self.role} role may not {action}")
+        scope = SCOPE_OF.get(action)
+        detail = (
+            f"machine client {self.client!r} lacks the scope {scope.full_name}"
+            if scope is not None
+            else f"{action} is for people only: no scope allows a machine client it"
+        )
+        raise Problem(403, "forbidden", "Not allowed", detail)
 
 
 def dev_secret(create: bool = False) -> str:
@@ -211,10 +289,29 @@ def mint_dev_token(tenant: str, role: Role, subject: str | None = None, ttl_s: i
         "sub": subject or f"dev-{role}",
         "iat": now,
         "exp": now + ttl_s,
+        # Each token its own, as Cognito's are: two minted within one second (a sign-in and its
+        # refresh) would otherwise be the same string.
+        "jti": secrets.token_hex(8),
         TENANT_CLAIM: tenant,
         GROUPS_CLAIM: [Role(role).value],
     }
     check_claims(claims)
+    return jwt.encode(claims, dev_secret(create=True), algorithm=DEV_ALGORITHM)
+
+
+def mint_dev_access_token(client_id: str, scopes: frozenset[Scope], ttl_s: int = 3600) -> str:
+    """A machine client's development access token, as Cognito's client-credentials grant gives
+    one (`token_use: access`, `client_id`, `scope`; no tenant: the API looks the client up)."""
+    now = int(time.time())
+    claims = {
+        "iss": DEV_ISSUER,
+        "sub": client_id,
+        "iat": now,
+        "exp": now + ttl_s,
+        TOKEN_USE_CLAIM: "access",
+        "client_id": client_id,
+        "scope": " ".join(sorted(scope.full_name for scope in scopes)),
+    }
     return jwt.encode(claims, dev_secret(create=True), algorithm=DEV_ALGORITHM)
 
 
@@ -233,7 +330,11 @@ def dev_token_claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def _principal(claims: Any) -> Principal:
+def machine_client_store() -> MachineClients:
+    return DynamoMachineClients()
+
+
+def _person(claims: dict[str, Any]) -> Principal:
     try:
         checked = check_claims(claims)
     except InvalidClaims as invalid:
@@ -245,8 +346,64 @@ def _principal(claims: Any) -> Principal:
     return Principal(subject=checked.sub, tenant=checked.tenant, role=checked.role)
 
 
-def principal(request: Request) -> Principal:
+def _machine(claims: dict[str, Any], clients: MachineClients) -> Principal:
+    """A machine client: its tenant and scopes from its record, the scopes also in its token."""
+    try:
+        checked = MachineClaims.model_validate(claims)
+    except ValidationError as error:
+        found = "; ".join(f"{_claim_name(e['loc'])}: {e['msg']}" for e in error.errors())
+        raise Problem(401, "unauthenticated", "The token's claims are not valid", found) from error
+    client: MachineClient | None = clients.get(checked.client_id)
+    if client is None:
+        raise Problem(
+            401, "unauthenticated", "Unknown machine client", f"no machine client {checked.client_id!r}"
+        )
+    now = datetime.now(UTC)
+    if client.expired(now):
+        raise Problem(
+            401,
+            "client_expired",
+            "The machine client has expired",
+            f"machine client {client.name!r} of {client.tenant} expired at "
+            f"{client.expires_at.isoformat()}: create a new one and delete this one",
+        )
+    return Principal(
+        subject=client.client_id,
+        tenant=client.tenant,
+        role=None,
+        scopes=client.scopes & scopes_of(checked.scope),
+        client=client.name,
+    )
+
+
+def _principal(claims: Any, clients: MachineClients, machine_path: bool) -> Principal:
+    """People by their ID token's claims outside /machine; machines by their access token's under
+    it (API Gateway's authorizers take the same split)."""
+    if not isinstance(claims, dict):
+        raise Problem(401, "unauthenticated", "The token's claims are not valid", "not an object")
+    machine = claims.get(TOKEN_USE_CLAIM) == "access"
+    if machine and not machine_path:
+        raise Problem(
+            401,
+            "unauthenticated",
+            "A machine client's token outside /machine",
+            f"machine clients call the API under its {MACHINE_PREFIX} base path",
+        )
+    if machine_path and not machine:
+        raise Problem(
+            401,
+            "unauthenticated",
+            "Not a machine client's token",
+            f"{MACHINE_PREFIX} takes machine clients' access tokens (client credentials) only",
+        )
+    return _machine(claims, clients) if machine else _person(claims)
+
+
+def principal(
+    request: Request, clients: Annotated[MachineClients, Depends(machine_client_store)]
+) -> Principal:
     """The caller, from API Gateway's verified claims or a local development token."""
+    machine_path = bool(request.scope.get(MACHINE_SCOPE_KEY))
     if os.environ.get(EnvVar.AUTH_MODE, "cognito") == "dev":
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -254,7 +411,7 @@ def principal(request: Request) -> Principal:
             raise Problem(
                 401, "unauthenticated", "A bearer token is required", "no Authorization: Bearer <token>"
             )
-        return _principal(dev_token_claims(token.strip()))
+        return _principal(dev_token_claims(token.strip()), clients, machine_path)
     event = request.scope.get("aws.event") or {}
     context = event.get("requestContext") if isinstance(event, dict) else None
     authorizer = context.get("authorizer") if isinstance(context, dict) else None
@@ -263,4 +420,4 @@ def principal(request: Request) -> Principal:
         raise Problem(
             401, "unauthenticated", "No verified identity reached the API", "no claims in the request"
         )
-    return _principal(found)
+    return _principal(found, clients, machine_path)

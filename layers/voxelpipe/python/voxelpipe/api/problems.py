@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,6 +38,7 @@ PROBLEM_STATUSES: dict[int, str] = {
     406: "not_acceptable: no media type the request accepts is one this resource answers in",
     413: "Too large for one request or response (the detail names the alternative)",
     415: "unsupported_media_type: the body is not of a media type this route takes",
+    429: "quota_exceeded: a tenant quota is reached (`limit` names it; Retry-After says when it resets)",
 }
 
 
@@ -48,9 +50,19 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 class Problem(Exception):
     """An error the API answers with: HTTP status, stable code, and a sentence for people."""
 
-    def __init__(self, status: int, code: str, title: str, detail: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail or title)
         self.status, self.code, self.title, self.detail, self.extra = status, code, title, detail, extra
+        self.headers = dict(headers or {})  # e.g. Retry-After on a 429
 
 
 def not_found(what: str = "study") -> Problem:
@@ -84,7 +96,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def problem(request: Request, exc: Problem) -> JSONResponse:
         content = _body(exc.status, exc.code, exc.title, exc.detail, request.url.path, **exc.extra)
-        return JSONResponse(content, status_code=exc.status, media_type=PROBLEM_JSON)
+        return JSONResponse(content, status_code=exc.status, media_type=PROBLEM_JSON, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

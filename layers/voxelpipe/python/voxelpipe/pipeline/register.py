@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
@@ -81,6 +81,7 @@ def register_study(
     destinations: Sequence[str] | None = None,
     scan_date: date | None = None,
     pseudonyms: Pseudonyms | None = None,
+    admit: Callable[[], None] | None = None,
 ) -> StudyRecord:
     """A new study AWAITING_UPLOAD; RegistrationRefused before anything is stored when it declares a
     file name with path tricks or over the upload limit, asks for an unknown analysis, for parameters
@@ -92,6 +93,9 @@ def register_study(
 
     `scan_date` (the real date of the scan) needs a subject: it is shifted by the subject's offset
     (`pseudonyms`) here, and only the shifted date is stored (docs/subjects.md).
+
+    `admit` runs once the registration is valid, before anything is stored (the tenant's quotas:
+    it raises to refuse).
     """
     limits = limits or Limits()
     subject_ref = (subject or {}).get("subject_ref")
@@ -114,6 +118,8 @@ def register_study(
                 f"files.{index}.size", f"over the {limits.max_upload_bytes}-byte upload limit"
             )
     names = check_analyses_requested(tenant, analyses, parameters)
+    if admit is not None:
+        admit()
     study_id = new_study_id()
     study = tracking.create_study(
         store,

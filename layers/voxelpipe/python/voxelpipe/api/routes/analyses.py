@@ -16,7 +16,7 @@ from voxelpipe.inference import registry
 router = APIRouter(tags=["analyses"])
 
 
-@router.get("/analyses", **requires(Action.READ))
+@router.get("/analyses", **requires(Action.READ, audit="analysis.list"))
 def analyses(caller: Caller) -> dict[str, list[dict[str, Any]]]:
     on_gpu = GpuSettings.from_env(os.environ).gpu_analyses
     catalogue = [analysis.describe(on_gpu) for analysis in CATALOGUE.values()]

@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from voxelpipe.api.audit import note
 from voxelpipe.api.auth import Action
 from voxelpipe.api.dependencies import Batches, Caller, Store, requires
 from voxelpipe.api.problems import Problem, invalid_request
@@ -96,8 +97,10 @@ def _view(batch: ReprocessBatchRecord, batches: BatchStore, *, studies: bool) ->
     )
 
 
-@router.post("", status_code=202, response_model=BatchView, **requires(Action.REPROCESS_BATCHES))
-def create(body: CreateBatch, caller: Caller, store: Store, batches: Batches) -> BatchView:
+@router.post(
+    "", status_code=202, response_model=BatchView, **requires(Action.REPROCESS_BATCHES, audit="batch.create")
+)
+def create(body: CreateBatch, caller: Caller, request: Request, store: Store, batches: Batches) -> BatchView:
     cap = _deployment_max_in_flight()
     if body.max_in_flight is not None and body.max_in_flight > cap:
         raise invalid_request("max_in_flight", f"at most {cap} in this deployment")
@@ -114,17 +117,20 @@ def create(body: CreateBatch, caller: Caller, store: Store, batches: Batches) ->
         )
     except (BatchRefused, RegistrationRefused) as refused:
         raise invalid_request(refused.field, str(refused)) from refused
+    note(request, batch_id=batch.batch_id)  # the audit row names the batch it created
     return _view(batch, batches, studies=False)
 
 
-@router.get("", response_model=BatchList, **requires(Action.REPROCESS_BATCHES))
+@router.get("", response_model=BatchList, **requires(Action.REPROCESS_BATCHES, audit="batch.list"))
 def list_batches(caller: Caller, batches: Batches) -> BatchList:
     return BatchList(
         items=[_view(batch, batches, studies=False) for batch in batches.tenant_batches(caller.tenant)]
     )
 
 
-@router.get("/{batch_id}", response_model=BatchView, **requires(Action.REPROCESS_BATCHES, 404))
+@router.get(
+    "/{batch_id}", response_model=BatchView, **requires(Action.REPROCESS_BATCHES, 404, audit="batch.read")
+)
 def get_batch(batch_id: str, caller: Caller, batches: Batches) -> BatchView:
     batch = batches.get_batch(batch_id) if batch_id.isalnum() and len(batch_id) <= 64 else None
     if batch is None or batch.tenant != caller.tenant:  # another tenant's: as if missing

@@ -60,7 +60,9 @@ def _view(record: DeliveryRecord) -> DeliveryView:
     )
 
 
-@router.get("/{study_id}/deliveries", response_model=DeliveryList, **requires(Action.READ, 404))
+@router.get(
+    "/{study_id}/deliveries", response_model=DeliveryList, **requires(Action.READ, 404, audit="delivery.list")
+)
 def list_deliveries(study_id: str, caller: Caller, store: Store, table: DeliveryTable) -> DeliveryList:
     owned_study(store, caller, study_id)
     return DeliveryList(items=[_view(record) for record in table.for_study(study_id)])
@@ -70,7 +72,7 @@ def list_deliveries(study_id: str, caller: Caller, store: Store, table: Delivery
     "/{study_id}/deliveries/{destination}/redrive",
     status_code=202,
     response_model=DeliveryView,
-    **requires(Action.UPLOAD, 404),
+    **requires(Action.UPLOAD, 404, audit="delivery.redrive"),
 )
 def redrive_delivery(
     study_id: str,

@@ -98,7 +98,12 @@ def _not_found(error: DestinationNotFound) -> Problem:
     return Problem(404, "destination_not_found", "No such destination", str(error))
 
 
-@router.post("", status_code=201, response_model=DestinationView, **requires(Action.MANAGE_DESTINATIONS, 409))
+@router.post(
+    "",
+    status_code=201,
+    response_model=DestinationView,
+    **requires(Action.MANAGE_DESTINATIONS, 409, audit="destination.create"),
+)
 def create_destination(
     body: NewDestination,
     caller: Caller,
@@ -125,12 +130,18 @@ def create_destination(
     return _view(created)
 
 
-@router.get("", response_model=DestinationList, **requires(Action.MANAGE_DESTINATIONS))
+@router.get(
+    "", response_model=DestinationList, **requires(Action.MANAGE_DESTINATIONS, audit="destination.list")
+)
 def list_destinations(caller: Caller, table: DestinationTable) -> DestinationList:
     return DestinationList(items=[_view(destination) for destination in table.list(caller.tenant)])
 
 
-@router.get("/{name}", response_model=DestinationView, **requires(Action.MANAGE_DESTINATIONS, 404))
+@router.get(
+    "/{name}",
+    response_model=DestinationView,
+    **requires(Action.MANAGE_DESTINATIONS, 404, audit="destination.read"),
+)
 def get_destination(name: NamePath, caller: Caller, table: DestinationTable) -> DestinationView:
     try:
         return _view(table.get(caller.tenant, name))
@@ -138,7 +149,11 @@ def get_destination(name: NamePath, caller: Caller, table: DestinationTable) -> 
         raise _not_found(error) from error
 
 
-@router.delete("/{name}", response_model=DestinationView, **requires(Action.MANAGE_DESTINATIONS, 404))
+@router.delete(
+    "/{name}",
+    response_model=DestinationView,
+    **requires(Action.MANAGE_DESTINATIONS, 404, audit="destination.delete"),
+)
 def delete_destination(
     name: NamePath, caller: Caller, request: Request, store: Store, table: DestinationTable, secrets: Secrets
 ) -> DestinationView:

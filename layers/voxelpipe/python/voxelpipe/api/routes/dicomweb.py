@@ -238,7 +238,7 @@ def _store(
 def _stow_access() -> dict[str, Any]:
     """Who may store (uploaders, admins), and the answers: the Store Instances response for 200,
     202 and 409 (application/dicom+json), problem details for the rest."""
-    access = requires(Action.UPLOAD, 400, 413, 415)
+    access = requires(Action.STOW, 400, 413, 415, audit="dicomweb.store")
     store_response: dict[str, Any] = {"content": {DICOM_JSON: {}}}
     access["responses"] |= {
         200: {"description": "every instance stored", **store_response},
@@ -327,7 +327,7 @@ IncludeField = Annotated[
 # --- QIDO-RS --------------------------------------------------------------------------------------
 
 
-@router.get("/studies", **requires(Action.READ, 406))
+@router.get("/studies", **requires(Action.READ, 406, audit="dicomweb.search"))
 def search_studies(
     request: Request,
     caller: Caller,
@@ -378,7 +378,7 @@ def _series_results(
     )
 
 
-@router.get("/studies/{study_uid}/series", **requires(Action.READ, 404, 406))
+@router.get("/studies/{study_uid}/series", **requires(Action.READ, 404, 406, audit="dicomweb.search"))
 def search_study_series(
     study_uid: str,
     request: Request,
@@ -395,7 +395,7 @@ def search_study_series(
     return _series_results(request, exam.series, series_instance_uid, modality, limit, offset, includefield)
 
 
-@router.get("/series", **requires(Action.READ, 406))
+@router.get("/series", **requires(Action.READ, 406, audit="dicomweb.search"))
 def search_series(
     request: Request,
     caller: Caller,
@@ -503,7 +503,10 @@ def _multipart(bucket: ObjectStorage, request: Request, found: list[tuple[str, D
     return Response(body, media_type=content_type)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}", **requires(Action.READ, 404, 406, 413))
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}",
+    **requires(Action.READ, 404, 406, 413, audit="dicomweb.retrieve"),
+)
 def retrieve_series(
     study_uid: str, series_uid: str, request: Request, caller: Caller, store: Store, bucket: Bucket
 ) -> Response:
@@ -514,7 +517,7 @@ def retrieve_series(
 
 @router.get(
     "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
-    **requires(Action.READ, 404, 406, 413),
+    **requires(Action.READ, 404, 406, 413, audit="dicomweb.retrieve"),
 )
 def retrieve_instance(
     study_uid: str,
@@ -530,7 +533,10 @@ def retrieve_instance(
     return _multipart(bucket, request, _instances(bucket, exam, series_uid, sop_uid))
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}/metadata", **requires(Action.READ, 404, 406, 413))
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/metadata",
+    **requires(Action.READ, 404, 406, 413, audit="dicomweb.metadata"),
+)
 def series_metadata(
     study_uid: str, series_uid: str, request: Request, caller: Caller, store: Store, bucket: Bucket
 ) -> JSONResponse:
@@ -544,7 +550,7 @@ def series_metadata(
 
 @router.get(
     "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
-    **requires(Action.READ, 404, 406),
+    **requires(Action.READ, 404, 406, audit="dicomweb.metadata"),
 )
 def instance_metadata_route(
     study_uid: str,

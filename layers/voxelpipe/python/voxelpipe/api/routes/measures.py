@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
+from voxelpipe.api.audit import note
 from voxelpipe.api.auth import Action
 from voxelpipe.api.dependencies import Bucket, Caller, Store, requires
 from voxelpipe.api.problems import Problem, ProblemDetails, invalid_request
@@ -41,7 +42,7 @@ def inline_max_bytes() -> int | None:
 
 def _route_spec() -> dict[str, Any]:
     """The route's access (any role may read), and its answers beside the problems."""
-    spec = requires(Action.READ)
+    spec = requires(Action.READ, audit="measures.export")
     spec["responses"] = {
         **spec["responses"],
         200: {
@@ -57,6 +58,7 @@ def _route_spec() -> dict[str, Any]:
 @router.get("", response_class=Response, **_route_spec())
 def export_measures(
     caller: Caller,
+    request: Request,
     store: Store,
     bucket: Bucket,
     format: Annotated[TableFormat, Query(description="csv or parquet")] = TableFormat.CSV,
@@ -97,6 +99,8 @@ def export_measures(
         until=until,
         analyses=frozenset(analysis or ()),
     )
+    # The audit row: what was exported (the filters; pseudonymous like every key).
+    note(request, format=format.value, subject_ref=subject, status=status.value)
     chunks = table_chunks(format, measure_pages(store, caller.tenant, filters))
     headers = {"content-disposition": f'attachment; filename="measures.{format.value}"'}
     limit = inline_max_bytes()
@@ -108,6 +112,7 @@ def export_measures(
     key = export_key(caller.tenant, uuid.uuid4().hex, format.value)
     bucket.write_parts(key, head, rest, content_type=format.media_type)
     url = bucket.presign_get(key, int(URL_EXPIRY.total_seconds()))
+    note(request, download_links=1)  # the presigned link issued is an access too
     return RedirectResponse(url, status_code=303)
 
 

@@ -50,7 +50,9 @@ def _owner(caller: Principal, scope: ModelScope, name: str | None = None) -> str
     return caller.tenant
 
 
-@router.post("", status_code=201, response_model=ModelCreated, **requires(Action.MANAGE_MODELS))
+@router.post(
+    "", status_code=201, response_model=ModelCreated, **requires(Action.MANAGE_MODELS, audit="model.register")
+)
 def register_model(body: CreateModel, caller: Caller) -> ModelCreated:
     owner = _owner(caller, body.scope)
     record = registry.register_model(
@@ -62,7 +64,11 @@ def register_model(body: CreateModel, caller: Caller) -> ModelCreated:
     return ModelCreated(model=model_view(record), upload=upload)
 
 
-@router.post("/{name}/complete", response_model=ModelView, **requires(Action.MANAGE_MODELS, 404, 409))
+@router.post(
+    "/{name}/complete",
+    response_model=ModelView,
+    **requires(Action.MANAGE_MODELS, 404, 409, audit="model.complete"),
+)
 def complete_model(name: str, caller: Caller, body: CompleteModel | None = None) -> ModelView:
     body = body or CompleteModel()
     owner = _owner(caller, body.scope, name)
@@ -83,7 +89,9 @@ def complete_model(name: str, caller: Caller, body: CompleteModel | None = None)
     return model_view(record)
 
 
-@router.delete("/{name}", response_model=ModelPage, **requires(Action.MANAGE_MODELS, 404))
+@router.delete(
+    "/{name}", response_model=ModelPage, **requires(Action.MANAGE_MODELS, 404, audit="model.retire")
+)
 def retire_model(
     name: str,
     caller: Caller,
@@ -102,7 +110,7 @@ def retire_model(
     return ModelPage(items=[model_view(record) for record in records])
 
 
-@router.get("", response_model=ModelPage, **requires(Action.READ))
+@router.get("", response_model=ModelPage, **requires(Action.READ, audit="model.list"))
 def list_models(caller: Caller) -> ModelPage:
     """The caller's tenant's models and the deployment-wide ones, every version."""
     return ModelPage(items=[model_view(record) for record in registry.list_models(caller.tenant)])

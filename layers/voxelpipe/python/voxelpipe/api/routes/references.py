@@ -66,7 +66,10 @@ def _owner(caller: Principal, kind: ReferenceKind, scope: ReferenceScope, name: 
 
 
 @router.post(
-    "/{kind}", status_code=201, response_model=ReferenceCreated, **requires(Action.MANAGE_REFERENCES)
+    "/{kind}",
+    status_code=201,
+    response_model=ReferenceCreated,
+    **requires(Action.MANAGE_REFERENCES, audit="reference.register"),
 )
 def register_reference(kind: ReferenceKind, body: CreateReference, caller: Caller) -> ReferenceCreated:
     owner = _owner(caller, kind, body.scope)
@@ -97,7 +100,9 @@ def register_reference(kind: ReferenceKind, body: CreateReference, caller: Calle
 
 
 @router.post(
-    "/{kind}/{name}/complete", response_model=ReferenceView, **requires(Action.MANAGE_REFERENCES, 404, 409)
+    "/{kind}/{name}/complete",
+    response_model=ReferenceView,
+    **requires(Action.MANAGE_REFERENCES, 404, 409, audit="reference.complete"),
 )
 def complete_reference(
     kind: ReferenceKind, name: str, caller: Caller, body: CompleteReference | None = None
@@ -119,7 +124,11 @@ def complete_reference(
     return reference_view(record)
 
 
-@router.delete("/{kind}/{name}", response_model=ReferencePage, **requires(Action.MANAGE_REFERENCES, 404))
+@router.delete(
+    "/{kind}/{name}",
+    response_model=ReferencePage,
+    **requires(Action.MANAGE_REFERENCES, 404, audit="reference.retire"),
+)
 def retire_reference(
     kind: ReferenceKind,
     name: str,
@@ -139,13 +148,13 @@ def retire_reference(
     return ReferencePage(items=[reference_view(record) for record in records])
 
 
-@router.get("", response_model=ReferencePage, **requires(Action.READ))
+@router.get("", response_model=ReferencePage, **requires(Action.READ, audit="reference.list"))
 def list_references(caller: Caller) -> ReferencePage:
     """The caller's tenant's reference data and the deployment-wide data, every kind and version."""
     return ReferencePage(items=[reference_view(r) for r in references.list_references(caller.tenant)])
 
 
-@router.get("/{kind}", response_model=ReferencePage, **requires(Action.READ))
+@router.get("/{kind}", response_model=ReferencePage, **requires(Action.READ, audit="reference.list"))
 def list_references_of_kind(kind: ReferenceKind, caller: Caller) -> ReferencePage:
     """The caller's tenant's and the deployment-wide reference data of one kind, every version."""
     return ReferencePage(items=[reference_view(r) for r in references.list_references(caller.tenant, kind)])

@@ -132,7 +132,9 @@ def _not_found(error: RuleSetNotFound) -> Problem:
     return Problem(404, "rule_set_not_found", "No such rule set version", str(error))
 
 
-@router.post("", status_code=201, response_model=RuleSetCreated, **requires(Action.MANAGE_RULES))
+@router.post(
+    "", status_code=201, response_model=RuleSetCreated, **requires(Action.MANAGE_RULES, audit="rules.save")
+)
 def save_rule_set(
     body: RuleSet, caller: Caller, request: Request, store: Store, rules: Rules
 ) -> RuleSetCreated:
@@ -142,7 +144,7 @@ def save_rule_set(
     return RuleSetCreated(version=version, active=True)
 
 
-@router.get("", response_model=RuleSetList, **requires(Action.MANAGE_RULES))
+@router.get("", response_model=RuleSetList, **requires(Action.MANAGE_RULES, audit="rules.list"))
 def list_rule_sets(caller: Caller, rules: Rules) -> RuleSetList:
     active = rules.current(caller.tenant).version
     return RuleSetList(
@@ -150,7 +152,9 @@ def list_rule_sets(caller: Caller, rules: Rules) -> RuleSetList:
     )
 
 
-@router.post("/test", response_model=RuleTestResult, **requires(Action.MANAGE_RULES, 404, 409))
+@router.post(
+    "/test", response_model=RuleTestResult, **requires(Action.MANAGE_RULES, 404, 409, audit="rules.test")
+)
 def test_rule_set(body: RuleTest, caller: Caller, store: Store, rules: Rules) -> RuleTestResult:
     rule_set, which = use_cases.rule_set_to_try(rules, caller.tenant, body.rule_set)
     if body.study_id is not None:
@@ -183,7 +187,9 @@ VersionPath = Annotated[
 ]
 
 
-@router.get("/{version}", response_model=RuleSetView, **requires(Action.MANAGE_RULES, 404))
+@router.get(
+    "/{version}", response_model=RuleSetView, **requires(Action.MANAGE_RULES, 404, audit="rules.read")
+)
 def get_rule_set(version: VersionPath, caller: Caller, rules: Rules) -> RuleSetView:
     active = rules.current(caller.tenant)
     if version == CURRENT:
@@ -196,7 +202,9 @@ def get_rule_set(version: VersionPath, caller: Caller, rules: Rules) -> RuleSetV
         raise _not_found(error) from error
 
 
-@router.delete("/{version}", response_model=RuleSetView, **requires(Action.MANAGE_RULES, 404))
+@router.delete(
+    "/{version}", response_model=RuleSetView, **requires(Action.MANAGE_RULES, 404, audit="rules.delete")
+)
 def delete_rule_set(
     version: Annotated[int, Path(ge=1, le=9_999_999_999)],
     caller: Caller,

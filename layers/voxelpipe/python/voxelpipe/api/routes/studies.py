@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
 from voxelpipe import queries, tracking, webhooks
 from voxelpipe.adapters import secrets
+from voxelpipe.api.audit import note
 from voxelpipe.api.auth import Action
 from voxelpipe.api.dependencies import (
     Bucket,
@@ -17,9 +18,11 @@ from voxelpipe.api.dependencies import (
     Exam,
     Identities,
     Queues,
+    Quotas,
     StateMachine,
     Store,
     owned_study,
+    quota_problem,
     request_source,
     requires,
 )
@@ -42,16 +45,20 @@ from voxelpipe.limits import Limits
 from voxelpipe.pipeline import manage
 from voxelpipe.pipeline.attempts import attempt_prefix, attempt_record, ended_attempts, is_archived
 from voxelpipe.pipeline.register import RegistrationRefused, register_study
+from voxelpipe.quotas import QuotaExceeded, declared_bytes
 from voxelpipe.records import StudyRecord
 from voxelpipe.status import StudyStatus
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
 
-@router.post("", status_code=201, response_model=StudyCreated, **requires(Action.UPLOAD))
+@router.post(
+    "", status_code=201, response_model=StudyCreated, **requires(Action.UPLOAD, audit="study.create")
+)
 def create_study(
-    body: CreateStudy, caller: Caller, request: Request, store: Store, bucket: Bucket
+    body: CreateStudy, caller: Caller, request: Request, store: Store, bucket: Bucket, quotas: Quotas
 ) -> StudyCreated:
+    now = datetime.now(UTC)
     subject = (
         {"subject_ref": body.subject_ref, "age": body.age, "sex": body.sex}
         if body.subject_ref or body.age is not None or body.sex
@@ -75,9 +82,15 @@ def create_study(
             scan_date=body.scan_date,
             # Only a scan date needs the secret: a registration without one never reads it.
             pseudonyms=secrets.pseudonyms() if body.scan_date is not None else None,
+            # Once the request is valid: the tenant's quotas (studies in flight, today's studies,
+            # stored bytes), taken atomically; a 429 stores and counts nothing.
+            admit=lambda: quotas.take_study(caller.tenant, sum(f.size for f in body.files), now),
         )
     except RegistrationRefused as refused:
         raise invalid_request(refused.field, str(refused)) from refused
+    except QuotaExceeded as exceeded:
+        raise quota_problem(exceeded, now) from exceeded
+    note(request, study_id=study.study_id)
     expires_at = expiry()
     # Each file goes to the object name the server chose for it (the manifest maps the two).
     uploads = [
@@ -101,7 +114,10 @@ def create_study(
 
 
 @router.post(
-    "/{study_id}/complete", status_code=202, response_model=StudyView, **requires(Action.UPLOAD, 404, 409)
+    "/{study_id}/complete",
+    status_code=202,
+    response_model=StudyView,
+    **requires(Action.UPLOAD, 404, 409, audit="study.complete"),
 )
 def complete(study_id: str, caller: Caller, request: Request, store: Store, exam: Exam) -> StudyView:
     study = owned_study(store, caller, study_id)
@@ -118,7 +134,7 @@ def complete(study_id: str, caller: Caller, request: Request, store: Store, exam
     return study_view(study, store)
 
 
-@router.get("", response_model=StudyPage, **requires(Action.READ, 400))
+@router.get("", response_model=StudyPage, **requires(Action.READ, 400, audit="study.list"))
 def list_studies(
     caller: Caller,
     store: Store,
@@ -144,7 +160,7 @@ def list_studies(
     return StudyPage(items=[study_view(r) for r in records], next_cursor=next_cursor)
 
 
-@router.get("/{study_id}", response_model=StudyView, **requires(Action.READ, 404))
+@router.get("/{study_id}", response_model=StudyView, **requires(Action.READ, 404, audit="study.read"))
 def get_study(study_id: str, caller: Caller, store: Store, bucket: Bucket) -> StudyView:
     return study_view(owned_study(store, caller, study_id), store, bucket)
 
@@ -163,7 +179,9 @@ def _attempt_not_found(study: StudyRecord, attempt: int) -> Problem:
     )
 
 
-@router.get("/{study_id}/attempts", response_model=AttemptList, **requires(Action.READ, 404))
+@router.get(
+    "/{study_id}/attempts", response_model=AttemptList, **requires(Action.READ, 404, audit="study.attempts")
+)
 def attempts(study_id: str, caller: Caller, store: Store) -> AttemptList:
     """Every attempt of the study, latest first."""
     study = owned_study(store, caller, study_id)
@@ -172,9 +190,18 @@ def attempts(study_id: str, caller: Caller, store: Store) -> AttemptList:
     return AttemptList(study_id=study_id, items=items)
 
 
-@router.get("/{study_id}/results", response_model=StudyResults, **requires(Action.READ, 404, 409))
+@router.get(
+    "/{study_id}/results",
+    response_model=StudyResults,
+    **requires(Action.READ, 404, 409, audit="study.results"),
+)
 def results(
-    study_id: str, caller: Caller, store: Store, bucket: Bucket, attempt: AttemptNumber = None
+    study_id: str,
+    caller: Caller,
+    request: Request,
+    store: Store,
+    bucket: Bucket,
+    attempt: AttemptNumber = None,
 ) -> StudyResults:
     study = owned_study(store, caller, study_id)
     if attempt is None or attempt == int(study.attempt):
@@ -217,13 +244,17 @@ def results(
         )
         for key in listed
     ]
+    note(request, attempt=number, download_links=len(artifacts))  # each link is an access
     return StudyResults(
         study_id=study_id, attempt=number, results=document, artifacts=artifacts, expires_at=expiry()
     )
 
 
 @router.post(
-    "/{study_id}/reprocess", status_code=202, response_model=StudyView, **requires(Action.UPLOAD, 404, 409)
+    "/{study_id}/reprocess",
+    status_code=202,
+    response_model=StudyView,
+    **requires(Action.UPLOAD, 404, 409, audit="study.reprocess"),
 )
 def reprocess(
     study_id: str,
@@ -262,7 +293,7 @@ def reprocess(
     return study_view(reopened)
 
 
-@router.delete("/{study_id}", **requires(Action.DELETE, 404))
+@router.delete("/{study_id}", **requires(Action.DELETE, 404, audit="study.delete"))
 def delete_study(
     study_id: str,
     caller: Caller,
@@ -271,12 +302,15 @@ def delete_study(
     bucket: Bucket,
     machine: StateMachine,
     identities: Identities,
+    quotas: Quotas,
 ) -> dict[str, Any]:
     study = owned_study(store, caller, study_id)
+    stored = declared_bytes(study.manifest)
     try:
         removed = manage.delete(
             study, store, bucket, machine, identities, actor=caller.subject, source=request_source(request)
         )
     except tracking.TransitionRefused as error:  # deleted meanwhile by another call
         raise not_found() from error
+    quotas.release_bytes(caller.tenant, stored)  # its declared bytes are free again
     return {"study_id": study_id, "status": StudyStatus.DELETED.value, "objects_removed": removed}

@@ -31,7 +31,7 @@ router = APIRouter(prefix="/subjects", tags=["subjects"])
 SubjectRef = Annotated[str, Path(pattern=SUBJECT_REF_PATTERN, description="a pseudonymous subject reference")]
 
 
-@router.get("", response_model=SubjectPage, **requires(Action.READ, 400))
+@router.get("", response_model=SubjectPage, **requires(Action.READ, 400, audit="subject.list"))
 def list_subjects(
     caller: Caller,
     store: Store,
@@ -52,7 +52,9 @@ def list_subjects(
     return SubjectPage(items=[subject_view(r) for r in records], next_cursor=next_cursor)
 
 
-@router.get("/{subject_ref}", response_model=SubjectDetail, **requires(Action.READ, 404))
+@router.get(
+    "/{subject_ref}", response_model=SubjectDetail, **requires(Action.READ, 404, audit="subject.read")
+)
 def get_subject(subject_ref: SubjectRef, caller: Caller, store: Store) -> SubjectDetail:
     """The subject and its studies, oldest first; 404 for a subject the tenant does not have."""
     subject = store.get_subject(caller.tenant, subject_ref)
@@ -88,7 +90,11 @@ class Timeline(BaseModel):
     )
 
 
-@router.get("/{subject_ref}/timeline", response_model=Timeline, **requires(Action.READ, 404, 409))
+@router.get(
+    "/{subject_ref}/timeline",
+    response_model=Timeline,
+    **requires(Action.READ, 404, 409, audit="subject.timeline"),
+)
 def timeline(
     subject_ref: SubjectRef,
     caller: Caller,

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from voxelpipe import queries
 from voxelpipe.adapters import secrets
+from voxelpipe.api.audit import AUDIT_EXTENSION, VIEWER_GRANT_ROLE, audit_dependency, note, record_caller
 from voxelpipe.api.auth import Action
 from voxelpipe.api.dependencies import ACTION_EXTENSION, Bucket, Caller, Store, owned_study, requires
 from voxelpipe.api.problems import Problem, not_found, problem_responses
@@ -71,22 +72,35 @@ class ViewerLink(BaseModel):
     expires_at: datetime
 
 
-def _grant_route(*statuses: int) -> dict[str, Any]:
-    """A data route's access: a viewer grant, checked by the route's `Grant` dependency."""
+@audit_dependency
+def _audited_grant(request: Request, grant: Grant) -> None:
+    """The audit row of a grant's read: the grant's tenant, and the user it was issued to."""
+    record_caller(request, grant.tenant, grant.issued_to, VIEWER_GRANT_ROLE)
+
+
+def _grant_route(*statuses: int, audit: str) -> dict[str, Any]:
+    """A data route's access: a viewer grant, checked by the route's `Grant` dependency; each call
+    audited (`audit` its action) under the grant's tenant and the user it was issued to."""
     return {
-        "openapi_extra": {ACTION_EXTENSION: VIEWER_GRANT},
+        "dependencies": [Depends(_audited_grant)],
+        "openapi_extra": {ACTION_EXTENSION: VIEWER_GRANT, AUDIT_EXTENSION: audit},
         "responses": problem_responses(401, *statuses),
     }
 
 
 def _link(request: Request, path: str, token: str, grant: ViewerGrant) -> ViewerLink:
+    note(request, grant_expires_at=grant.expires_at)  # the audit row: until when the link reads
     return ViewerLink(
         url=f"{public_base_url(request)}{path}#grant={token}",
         expires_at=datetime.fromtimestamp(grant.expires_at, UTC),
     )
 
 
-@router.post("/studies/{study_id}/viewer-link", response_model=ViewerLink, **requires(Action.READ, 404))
+@router.post(
+    "/studies/{study_id}/viewer-link",
+    response_model=ViewerLink,
+    **requires(Action.READ, 404, audit="study.viewer_link"),
+)
 def study_viewer_link(study_id: str, caller: Caller, store: Store, request: Request) -> ViewerLink:
     study = owned_study(store, caller, study_id)
     token, grant = issue_grant(
@@ -98,7 +112,11 @@ def study_viewer_link(study_id: str, caller: Caller, store: Store, request: Requ
     return _link(request, f"/viewer/studies/{study.study_id}", token, grant)
 
 
-@router.post("/subjects/{subject_ref}/viewer-link", response_model=ViewerLink, **requires(Action.READ, 404))
+@router.post(
+    "/subjects/{subject_ref}/viewer-link",
+    response_model=ViewerLink,
+    **requires(Action.READ, 404, audit="subject.viewer_link"),
+)
 def subject_viewer_link(
     subject_ref: SubjectRef, caller: Caller, store: Store, request: Request
 ) -> ViewerLink:
@@ -113,7 +131,11 @@ def subject_viewer_link(
     return _link(request, f"/viewer/subjects/{subject_ref}", token, grant)
 
 
-@router.get("/viewer/api/studies/{study_id}", response_model=StudyViewerData, **_grant_route(404))
+@router.get(
+    "/viewer/api/studies/{study_id}",
+    response_model=StudyViewerData,
+    **_grant_route(404, audit="viewer.study_read"),
+)
 def viewer_study(study_id: str, grant: Grant, store: Store, bucket: Bucket) -> StudyViewerData:
     study = queries.study_for_tenant(store, grant.tenant, study_id)
     subject_ref = (study.subject or {}).get("subject_ref") if study is not None else None
@@ -122,7 +144,11 @@ def viewer_study(study_id: str, grant: Grant, store: Store, bucket: Bucket) -> S
     return study_data(study, store, bucket, grant)
 
 
-@router.get("/viewer/api/subjects/{subject_ref}", response_model=SubjectViewerData, **_grant_route(404))
+@router.get(
+    "/viewer/api/subjects/{subject_ref}",
+    response_model=SubjectViewerData,
+    **_grant_route(404, audit="viewer.subject_read"),
+)
 def viewer_subject(subject_ref: SubjectRef, grant: Grant, store: Store, bucket: Bucket) -> SubjectViewerData:
     if grant.subject_ref != subject_ref:
         raise not_found("subject")
