@@ -1,7 +1,9 @@
 """The paired change between two T1 scans of one subject, by Jacobian integration in halfway space.
 
 1. Each scan is divided by its own N4 bias field (`voxelpipe.segmentation.correct_bias`, as
-   tissue-seg does), fitted inside its own brain mask.
+   tissue-seg does), fitted inside its own brain mask grown by `bias_mask_dilation_mm` (outside the
+   mask N4's field is an extrapolation, different in the two scans, and the brain's rim is where
+   the change is read).
 2. Rigid registration of the follow-up to the baseline, split in half (`halfway`): both scans and
    both masks are resampled once (cubic B-spline; masks linear, > 0.5) onto one grid in the
    halfway space at the finer of the two voxel sizes, cropped to the brains.
@@ -20,14 +22,18 @@
    (a 2 % shrink read -1.4 % with both scans cut at the union of the masks grown by 4 mm, -1.96 %
    uncut).
 4. Deformable registration both ways (SimpleITK diffeomorphic demons, symmetric gradient, a
-   pyramid at 2x then 1x the grid, the field smoothed at `demons_smoothing` voxels): u takes
-   baseline (halfway) points to follow-up points, v the reverse. The smoothing trades the whole
-   brain against small regions (2 mm pairs): at 1.5 voxels a scan-rescan pair read +1.2 % over
-   tissue-seg's mask (the field drifts in flat white matter) while a 3 % hippocampal shrink read
-   -2.97 %; at 2.5 the rescan reads +0.13-0.31 % and a 2 % whole-brain shrink -1.91 %, but the
-   hippocampus -1.3 % (bench/longitudinal_accuracy.py has the 1 mm figures).
+   pyramid at 2x then 1x the grid): u takes baseline (halfway) points to follow-up points, v the
+   reverse. Two scales, the field's smoothing in millimetres (ITK smooths in voxels: the sigma is
+   divided by each level's voxel size), so a 1 mm and a 2 mm scan get the same regularisation:
+   * the whole brain from fields smoothed at `brain_smoothing_mm` (5 mm): stiff enough that noise
+     and residual gain differences cannot make it drift in flat white matter (1 mm pairs: a
+     scan-rescan pair read +0.83 % smoothed at 2.5 mm, about 0 at 5 mm);
+   * the regions (the baseline's labels) from fields smoothed at `region_smoothing_mm` (2.5 mm),
+     which follow a small structure's own change (a 3 % hippocampal shrink read -1.36 % from the
+     5 mm field of a 2 mm pair, -2.5 % from the 2.5 mm one). Skipped without regions.
 5. Jacobian integration: a region R (the baseline's label map carried to the halfway space,
-   nearest neighbour) has follow-up volume sum_R det(I + Du) x voxel volume, so the forward
+   nearest neighbour; the brain: the baseline's mask there, carried into the follow-up linearly as a
+   weight) has follow-up volume sum_R det(I + Du) x voxel volume, so the forward
    ratio is the mean of det(I + Du) over R; the backward ratio, the mean of det(I + Dv) over R
    carried into the follow-up by v, is baseline over follow-up. The change is the geometric mean
    of the two, sqrt(forward / backward) - 1: swapping the scans swaps the two registrations, so
@@ -74,6 +80,7 @@ BRAIN = "brain"
 class PairedSettings:
     bias_correction: bool = True  # N4 on each scan first (off: the scans are already corrected)
     spacing_mm: float | None = None  # the halfway grid's; None: the finer of the two scans'
+    bias_mask_dilation_mm: float = 6.0  # N4's field fitted inside each brain mask grown by this
     margin_mm: float = 10.0  # around the brains on the halfway grid
     rigid_working_mm: float = 2.0
     rigid_iterations: int = 200
@@ -82,7 +89,8 @@ class PairedSettings:
     # demons iterations per pyramid level (coarse to fine: the grid shrunk 2x, then as it is) and
     # the field's smoothing (voxels of the level)
     demons_iterations: tuple[int, ...] = (30, 30)
-    demons_smoothing: float = 2.5
+    brain_smoothing_mm: float = 5.0  # and smoothed at this (Gaussian sigma)
+    region_smoothing_mm: float = 2.5  # the regions' field: on the halfway grid, smoothed at this
 
     def describe(self) -> dict[str, Any]:
         return {"library": f"SimpleITK {sitk.Version_VersionString()}", **asdict(self)}
@@ -116,7 +124,14 @@ def _corrected(
         return data
     from voxelpipe.segmentation.bias import correct_bias
 
-    corrected, _ = correct_bias(data, mask, [float(z) for z in voxel_sizes(image.affine)], mode="on")
+    zooms = [float(z) for z in voxel_sizes(image.affine)]
+    if settings.bias_mask_dilation_mm > 0:
+        # The field fitted over the brain's rim too (the mask grown): outside the mask N4's field is
+        # an extrapolation, different in the two scans, and the rim is where the change is read.
+        from scipy.ndimage import distance_transform_edt
+
+        mask = np.asarray(distance_transform_edt(~mask, sampling=zooms) <= settings.bias_mask_dilation_mm)
+    corrected, _ = correct_bias(data, mask, zooms, mode="on")
     return np.asarray(corrected, dtype=np.float32)
 
 
@@ -127,11 +142,15 @@ def _dilated(mask: sitk.Image, radius_mm: float) -> sitk.Image:
     return sitk.BinaryDilate(mask, radius, sitk.sitkBall)
 
 
-def _demons(fixed: sitk.Image, moving: sitk.Image, settings: PairedSettings) -> sitk.Image:
-    """Displacement field on `fixed`'s grid: `moving` at x + u(x) matches `fixed` at x."""
-    levels = len(settings.demons_iterations)
+def _demons(
+    fixed: sitk.Image, moving: sitk.Image, iterations_per_level: tuple[int, ...], smoothing_mm: float
+) -> sitk.Image:
+    """Displacement field on `fixed`'s grid: `moving` at x + u(x) matches `fixed` at x. A pyramid
+    (each level half the previous one's voxel size, the last `fixed`'s grid); the field smoothed at
+    `smoothing_mm` on every level (in that level's voxels: ITK's demons smooth in voxels)."""
+    levels = len(iterations_per_level)
     displacement: sitk.Image | None = None
-    for level, iterations in enumerate(settings.demons_iterations):
+    for level, iterations in enumerate(iterations_per_level):
         shrink = 2 ** (levels - 1 - level)
         fixed_level = sitk.Shrink(fixed, [shrink] * 3) if shrink > 1 else fixed
         moving_level = sitk.Shrink(moving, [shrink] * 3) if shrink > 1 else moving
@@ -143,7 +162,7 @@ def _demons(fixed: sitk.Image, moving: sitk.Image, settings: PairedSettings) -> 
         demons = sitk.DiffeomorphicDemonsRegistrationFilter()
         demons.SetNumberOfIterations(iterations)
         demons.SetSmoothDisplacementField(True)
-        demons.SetStandardDeviations(settings.demons_smoothing)
+        demons.SetStandardDeviations(max(smoothing_mm / min(fixed_level.GetSpacing()), 0.5))
         demons.SetUseGradientType(demons.Symmetric)
         displacement = demons.Execute(fixed_level, moving_level, initial)
     assert displacement is not None
@@ -151,12 +170,10 @@ def _demons(fixed: sitk.Image, moving: sitk.Image, settings: PairedSettings) -> 
 
 
 def _region_means(
-    labels: npt.NDArray[np.integer[Any]], brain: npt.NDArray[np.bool_], jacobian: npt.NDArray[np.float64]
+    labels: npt.NDArray[np.integer[Any]], jacobian: npt.NDArray[np.float64]
 ) -> dict[str | int, float]:
-    """The mean Jacobian over the brain and over each label > 0."""
+    """The mean Jacobian over each label > 0."""
     means: dict[str | int, float] = {}
-    if brain.any():
-        means[BRAIN] = float(jacobian[brain].mean())
     flat = labels.ravel().astype(np.int64)
     counts = np.bincount(flat)
     sums = np.bincount(flat, weights=jacobian.ravel())
@@ -245,24 +262,13 @@ def paired_change(
     seconds["intensity"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    forward_field = _demons(fixed, moving, settings)  # halfway baseline point -> follow-up point
-    backward_field = _demons(moving, fixed, settings)  # and back
+    forward, backward = deformable_ratios(fixed, moving, in_a, labels_a, settings)
     seconds["deformable"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    forward = _region_means(sitk.GetArrayFromImage(labels_a), in_a, _jacobian(forward_field))
-    # The baseline's regions carried into the follow-up by the backward field.
-    brain_a = sitk.GetImageFromArray(in_a.astype(np.int32))
-    brain_a.CopyInformation(grid)
-    backward = _region_means(
-        _warped(labels_a, backward_field), _warped(brain_a, backward_field) > 0, _jacobian(backward_field)
-    )
     ratios = {
         key: math.sqrt(forward[key] / backward[key])
         for key in forward
         if key in backward and forward[key] > 0 and backward[key] > 0
     }
-    seconds["integration"] = time.perf_counter() - start
     size = grid.GetSize()
     return PairedChange(
         ratios=ratios,
@@ -275,6 +281,53 @@ def paired_change(
         settings=settings,
         seconds=seconds,
     )
+
+
+def _fraction_means(weights: npt.NDArray[np.float64], jacobian: npt.NDArray[np.float64]) -> float | None:
+    total = float(weights.sum())
+    return float((weights * jacobian).sum() / total) if total > 0 else None
+
+
+def deformable_ratios(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    in_a: npt.NDArray[np.bool_],
+    labels_a: sitk.Image,
+    settings: PairedSettings,
+) -> tuple[dict[str | int, float], dict[str | int, float]]:
+    """Forward (follow-up / baseline) and backward (baseline / follow-up) Jacobian-integrated volume
+    ratios of the brain and of each label of `labels_a` (all on the halfway grid of `fixed`)."""
+    forward: dict[str | int, float] = {}
+    backward: dict[str | int, float] = {}
+    brain_a = sitk.GetImageFromArray(in_a.astype(np.float32))
+    brain_a.CopyInformation(fixed)
+    # The whole brain: a field smoothed at the scale of a brain-wide change, which noise and
+    # residual gain differences cannot bend in flat white matter.
+    smoothing = settings.brain_smoothing_mm
+    field_f = _demons(fixed, moving, settings.demons_iterations, smoothing)
+    field_b = _demons(moving, fixed, settings.demons_iterations, smoothing)
+    weights_f = in_a.astype(np.float64)
+    weights_b = np.asarray(sitk.GetArrayFromImage(_warped_linear(brain_a, field_b)), dtype=np.float64)
+    brain_f, brain_b = (
+        _fraction_means(weights_f, _jacobian(field_f)),
+        _fraction_means(weights_b, _jacobian(field_b)),
+    )
+    if brain_f is not None and brain_b is not None:
+        forward[BRAIN], backward[BRAIN] = brain_f, brain_b
+    # The regions: a finer field on the full grid.
+    labels = sitk.GetArrayFromImage(labels_a)
+    if labels.any():
+        smoothing = settings.region_smoothing_mm
+        field_f = _demons(fixed, moving, settings.demons_iterations, smoothing)
+        field_b = _demons(moving, fixed, settings.demons_iterations, smoothing)
+        forward.update(_region_means(labels, _jacobian(field_f)))
+        backward.update(_region_means(_warped(labels_a, field_b), _jacobian(field_b)))
+    return forward, backward
+
+
+def _warped_linear(image: sitk.Image, displacement: sitk.Image) -> sitk.Image:
+    transform = sitk.DisplacementFieldTransform(sitk.Image(displacement))
+    return sitk.Resample(image, image, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
 
 
 def _matched(
