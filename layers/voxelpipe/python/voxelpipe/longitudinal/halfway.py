@@ -24,6 +24,8 @@ import numpy.typing as npt
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
+from voxelpipe.registration.register import working_grid
+
 __all__ = [
     "RigidFit",
     "half_of",
@@ -68,15 +70,7 @@ def half_of(rigid: RigidFit) -> RigidFit:
 
 
 def _smoothed_onto_grid(image: sitk.Image, spacing_mm: float) -> sitk.Image:
-    size = [
-        max(1, round(n * s / spacing_mm)) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)
-    ]
-    grid = sitk.Image(size, sitk.sitkFloat32)
-    grid.SetSpacing([spacing_mm] * 3)
-    grid.SetDirection(image.GetDirection())
-    corner = np.asarray(image.TransformContinuousIndexToPhysicalPoint([-0.5] * 3))
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    grid.SetOrigin([float(v) for v in corner + direction @ np.full(3, spacing_mm / 2)])
+    grid = working_grid(image, spacing_mm)
     smooth = sitk.SmoothingRecursiveGaussian(image, spacing_mm / 2)
     return sitk.Resample(smooth, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
 

@@ -137,7 +137,7 @@ def _itk_threads(threads: int | None) -> Iterator[None]:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
-def _working_grid(subject: sitk.Image, spacing_mm: float) -> sitk.Image:
+def working_grid(subject: sitk.Image, spacing_mm: float) -> sitk.Image:
     """An empty isotropic grid over the subject's extent, in its orientation."""
     size = [
         max(1, round(n * s / spacing_mm))
@@ -280,10 +280,10 @@ def register(
             fixed_full = sitk.Mask(
                 fixed_full, sitk.Cast(to_sitk_mask(subject_mask, fixed_full), sitk.sitkUInt8)
             )
-        grid = _working_grid(fixed_full, settings.working_spacing_mm)
+        grid = working_grid(fixed_full, settings.working_spacing_mm)
         fixed = _smoothed_onto(fixed_full, grid, settings.working_spacing_mm)
         moving_full = to_sitk(template)
-        moving_grid = _working_grid(moving_full, settings.working_spacing_mm)
+        moving_grid = working_grid(moving_full, settings.working_spacing_mm)
         moving = _smoothed_onto(moving_full, moving_grid, settings.working_spacing_mm)
         seconds["prepare"] = time.perf_counter() - start
 
