@@ -21,7 +21,9 @@ from voxelpipe.gpu_settings import GpuSettings, GpuWorkerError
 from voxelpipe.messages import AnalysisRequest, AnalysisResult, AnalysisTask, PreparedVolume
 from voxelpipe.wiring import Runtime
 
-HEARTBEAT_S = 2
+# A loaded machine may take over 2 s between the state machine sending a task and the worker's first
+# heartbeat: the token would time out before the worker could hold it.
+HEARTBEAT_S = 4
 SETTINGS = GpuSettings(heartbeat_s=HEARTBEAT_S, micro_batch_size=4, idle_exit_s=1, poll_wait_s=1)
 TASK = AnalysisTask(
     study_id="s1",
