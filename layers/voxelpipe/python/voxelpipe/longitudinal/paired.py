@@ -69,6 +69,7 @@ import SimpleITK as sitk
 
 from voxelpipe.longitudinal.halfway import half_of, halfway_grid, register_rigid, resample_onto
 from voxelpipe.registration.images import array_to_sitk
+from voxelpipe.registration.register import multilevel_demons
 from voxelpipe.volume import Image, voxel_data, voxel_sizes
 
 __all__ = ["PairedChange", "PairedSettings", "paired_change"]
@@ -148,25 +149,12 @@ def _demons(
     """Displacement field on `fixed`'s grid: `moving` at x + u(x) matches `fixed` at x. A pyramid
     (each level half the previous one's voxel size, the last `fixed`'s grid); the field smoothed at
     `smoothing_mm` on every level (in that level's voxels: ITK's demons smooth in voxels)."""
-    levels = len(iterations_per_level)
-    displacement: sitk.Image | None = None
-    for level, iterations in enumerate(iterations_per_level):
-        shrink = 2 ** (levels - 1 - level)
-        fixed_level = sitk.Shrink(fixed, [shrink] * 3) if shrink > 1 else fixed
-        moving_level = sitk.Shrink(moving, [shrink] * 3) if shrink > 1 else moving
-        if displacement is None:
-            initial = sitk.Image(fixed_level.GetSize(), sitk.sitkVectorFloat64, 3)
-            initial.CopyInformation(fixed_level)
-        else:
-            initial = sitk.Resample(displacement, fixed_level, sitk.Transform(), sitk.sitkLinear, 0.0)
-        demons = sitk.DiffeomorphicDemonsRegistrationFilter()
-        demons.SetNumberOfIterations(iterations)
-        demons.SetSmoothDisplacementField(True)
-        demons.SetStandardDeviations(max(smoothing_mm / min(fixed_level.GetSpacing()), 0.5))
-        demons.SetUseGradientType(demons.Symmetric)
-        displacement = demons.Execute(fixed_level, moving_level, initial)
-    assert displacement is not None
-    return displacement
+    return multilevel_demons(
+        fixed,
+        moving,
+        iterations_per_level,
+        lambda level: max(smoothing_mm / min(level.GetSpacing()), 0.5),
+    )
 
 
 def _region_means(

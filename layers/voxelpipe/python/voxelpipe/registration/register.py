@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -187,12 +187,19 @@ def _affine_stage(
     return sitk.AffineTransform(composite.GetNthTransform(0))
 
 
-def _demons_stage(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings) -> sitk.Image:
-    """Displacement field on `fixed`'s grid (float64 vectors): moving sampled at x + u(x) matches fixed."""
-    moving = sitk.HistogramMatching(moving, fixed, numberOfHistogramLevels=256, numberOfMatchPoints=15)
-    levels = len(settings.demons_iterations)
+def multilevel_demons(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    iterations_per_level: tuple[int, ...],
+    smoothing: Callable[[sitk.Image], float],
+) -> sitk.Image:
+    """Diffeomorphic demons (symmetric gradient) over a pyramid, each level half the previous one's
+    voxel size, the last `fixed`'s grid: the displacement field on `fixed`'s grid (float64 vectors),
+    `moving` sampled at x + u(x) matching `fixed` at x. `smoothing` gives the field's Gaussian sigma,
+    in voxels, for a level's fixed image."""
+    levels = len(iterations_per_level)
     displacement: sitk.Image | None = None
-    for level, iterations in enumerate(settings.demons_iterations):
+    for level, iterations in enumerate(iterations_per_level):
         shrink = 2 ** (levels - 1 - level)
         fixed_level = sitk.Shrink(fixed, [shrink] * 3) if shrink > 1 else fixed
         moving_level = sitk.Shrink(moving, [shrink] * 3) if shrink > 1 else moving
@@ -204,11 +211,19 @@ def _demons_stage(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationS
         demons = sitk.DiffeomorphicDemonsRegistrationFilter()
         demons.SetNumberOfIterations(iterations)
         demons.SetSmoothDisplacementField(True)
-        demons.SetStandardDeviations(settings.demons_smoothing)
+        demons.SetStandardDeviations(smoothing(fixed_level))
         demons.SetUseGradientType(demons.Symmetric)
         displacement = demons.Execute(fixed_level, moving_level, initial)
     assert displacement is not None
     return displacement
+
+
+def _demons_stage(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings) -> sitk.Image:
+    """Displacement field on `fixed`'s grid (float64 vectors): moving sampled at x + u(x) matches fixed."""
+    moving = sitk.HistogramMatching(moving, fixed, numberOfHistogramLevels=256, numberOfMatchPoints=15)
+    return multilevel_demons(
+        fixed, moving, settings.demons_iterations, lambda _level: settings.demons_smoothing
+    )
 
 
 def _bspline_stage(
